@@ -1,0 +1,68 @@
+//! What every enrichd platform connector shares: the [`Connector`] trait, the [`Record`] it pulls, the
+//! [`Change`] it writes and the [`WriteOutcome`] it reports, error classification, and the HTTP
+//! machinery (timeouts, `Retry-After`, backoff, rotating OAuth2 tokens) so no connector writes them again.
+//!
+//! A connector holds only what is true of its platform. It never decides whether to retry an item or
+//! whether a write is allowed: it reports facts (versions, per-item outcomes, error classes) and the
+//! engine decides.
+
+mod error;
+pub mod http;
+pub mod oauth2;
+mod record;
+pub mod retry;
+
+pub use error::ConnectorError;
+pub use record::{
+    AttachmentRef, Change, Page, PageRequest, PendingWrite, Record, Version, WriteOutcome, WriteResult,
+    WriteSubmission,
+};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+/// One platform's API, as enrichd needs it: list candidate records page by page, fetch records by id
+/// (to re-check versions just before writing), fetch attachments on demand, and write changes back.
+///
+/// The engine holds a connector as `Arc<dyn Connector>`; implementations must be cheap to share.
+#[async_trait]
+pub trait Connector: Send + Sync {
+    /// The platform kind as written in config (`woocommerce`, `zendesk`, `teststore`, ...).
+    fn kind(&self) -> &'static str;
+
+    /// Makes the same kind of authenticated call that listing makes, so `enrichd check` proves that
+    /// credentials, base URL and permissions work for `entity`.
+    async fn check(&self, entity: &str) -> Result<(), ConnectorError>;
+
+    /// One page of candidate records of `entity`. `Page::next` is `None` on the last page.
+    async fn list(&self, entity: &str, request: &PageRequest) -> Result<Page, ConnectorError>;
+
+    /// The current state of the given records. Ids the platform no longer knows are simply absent.
+    async fn fetch(&self, entity: &str, ids: &[String]) -> Result<Vec<Record>, ConnectorError>;
+
+    /// The bytes of an attachment (an invoice PDF), fetched only when a task needs it.
+    async fn fetch_attachment(&self, attachment: &AttachmentRef) -> Result<Bytes, ConnectorError> {
+        Err(ConnectorError::permanent(format!(
+            "{} connector has no attachments (asked for attachment {})",
+            self.kind(),
+            attachment.id
+        )))
+    }
+
+    /// The most changes one [`Connector::write`] call accepts (WooCommerce 100, QuickBooks 30).
+    fn max_write_batch(&self) -> usize;
+
+    /// Writes `changes` (at most [`Connector::max_write_batch`]). Only the fields in each change are
+    /// sent. The result is either every item's outcome now, or a [`PendingWrite`] to poll (Zendesk
+    /// `job_status`). An `Err` means the call as a whole failed and nothing is known to be applied.
+    async fn write(&self, entity: &str, changes: &[Change]) -> Result<WriteSubmission, ConnectorError>;
+
+    /// Polls a write whose outcome arrives later; `Ok(None)` while it is still running.
+    async fn poll_write(&self, pending: &PendingWrite) -> Result<Option<Vec<WriteOutcome>>, ConnectorError> {
+        Err(ConnectorError::permanent(format!(
+            "{} connector does not make asynchronous writes (job {})",
+            self.kind(),
+            pending.job
+        )))
+    }
+}

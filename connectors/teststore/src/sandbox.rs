@@ -1,0 +1,296 @@
+//! The teststore sandbox: an axum server holding records in memory, with the behaviour of a real
+//! platform API (bearer auth, pagination headers, per-item batch errors, 413 over the batch limit,
+//! versions bumped by every write) and injectable faults (latency, 5xx, 429 with `Retry-After`).
+//! Tests drive it in-process and inspect it directly: what was written, how often, and when.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use rand::Rng;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use crate::{MAX_BATCH, MAX_PER_PAGE};
+
+/// Faults the sandbox injects into API requests (not into the inspection methods).
+#[derive(Debug, Clone, Default)]
+pub struct Faults {
+    /// Added to every request.
+    pub latency: Duration,
+    /// Share of requests answered `503` before doing anything.
+    pub server_error_rate: f64,
+    /// Share of requests answered `429` with `Retry-After: 1` before doing anything.
+    pub rate_limit_rate: f64,
+}
+
+/// One write the sandbox applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppliedWrite {
+    pub entity: String,
+    pub id: String,
+    pub fields: Map<String, Value>,
+    pub version: u64,
+}
+
+/// Request counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub list_requests: u64,
+    pub fetch_requests: u64,
+    pub batch_requests: u64,
+    pub rejected_by_faults: u64,
+}
+
+#[derive(Debug, Clone)]
+struct Stored {
+    version: u64,
+    fields: Map<String, Value>,
+}
+
+#[derive(Default)]
+struct Inner {
+    entities: HashMap<String, BTreeMap<u64, Stored>>,
+    faults: Faults,
+    writes: Vec<AppliedWrite>,
+    stats: Stats,
+}
+
+/// A running or not-yet-started teststore. Cloning shares the same store.
+#[derive(Clone)]
+pub struct Sandbox {
+    token: Arc<str>,
+    inner: Arc<Mutex<Inner>>,
+}
+
+impl Sandbox {
+    /// An empty store that accepts `Authorization: Bearer {token}`.
+    pub fn new(token: &str) -> Self {
+        Self { token: token.into(), inner: Arc::default() }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds or replaces a record at version 1.
+    pub fn insert(&self, entity: &str, id: u64, fields: Map<String, Value>) {
+        self.lock().entities.entry(entity.into()).or_default().insert(id, Stored { version: 1, fields });
+    }
+
+    /// Fills `product` with `count` sparse hardware-catalogue products, ids 1..=count. Every product
+    /// whose id is divisible by `missing_every` has an empty description; the others have one.
+    pub fn seed_products(&self, count: u64, missing_every: u64) {
+        const KINDS: [&str; 8] = ["Hex bolt", "Wood screw", "Wall plug", "Hinge", "Cable tie", "Washer", "Shelf bracket", "Drill bit"];
+        const FINISH: [&str; 4] = ["zinc plated", "stainless A2", "black oxide", "brass"];
+        let mut inner = self.lock();
+        let products = inner.entities.entry("product".into()).or_default();
+        for id in 1..=count {
+            let kind = KINDS[(id as usize) % KINDS.len()];
+            let finish = FINISH[(id as usize / 8) % FINISH.len()];
+            let size = 3 + id % 10;
+            let description = if missing_every > 0 && id % missing_every == 0 {
+                String::new()
+            } else {
+                format!("<p>{kind} M{size}, {finish}. Sold in packs of 100.</p>")
+            };
+            let fields = json!({
+                "name": format!("{kind} M{size} {finish}"),
+                "sku": format!("HW-{id:06}"),
+                "weight": format!("{:.2}", 0.05 + (id % 17) as f64 / 100.0),
+                "supplier_line": format!("{} M{size}x{} {}", kind.to_uppercase(), 10 + id % 90, finish),
+                "description": description,
+            });
+            let Value::Object(fields) = fields else { unreachable!() };
+            products.insert(id, Stored { version: 1, fields });
+        }
+    }
+
+    /// Simulates someone editing a record on the platform: sets `field` and bumps the version.
+    pub fn edit(&self, entity: &str, id: u64, field: &str, value: Value) {
+        let mut inner = self.lock();
+        let record = inner.entities.get_mut(entity).and_then(|e| e.get_mut(&id)).expect("edit of an unknown record");
+        record.fields.insert(field.into(), value);
+        record.version += 1;
+    }
+
+    /// A record's current version and fields.
+    pub fn record(&self, entity: &str, id: u64) -> Option<(u64, Map<String, Value>)> {
+        self.lock().entities.get(entity)?.get(&id).map(|r| (r.version, r.fields.clone()))
+    }
+
+    /// Every write applied so far, in order.
+    pub fn writes(&self) -> Vec<AppliedWrite> {
+        self.lock().writes.clone()
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.lock().stats.clone()
+    }
+
+    pub fn set_faults(&self, faults: Faults) {
+        self.lock().faults = faults;
+    }
+
+    /// The router, for embedding or serving.
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route("/api/{entity}", get(list))
+            .route("/api/{entity}/batch", post(batch))
+            .with_state(self.clone())
+    }
+
+    /// Serves on `addr` (port 0 picks a free port) in a background task; returns the bound address.
+    pub async fn start(&self, addr: SocketAddr) -> std::io::Result<SocketAddr> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let bound = listener.local_addr()?;
+        let router = self.router();
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, router).await {
+                tracing::error!(error = %e, "teststore sandbox stopped");
+            }
+        });
+        Ok(bound)
+    }
+
+    /// Applies auth and faults; `Some(response)` when the request ends here.
+    async fn gate(&self, headers: &HeaderMap) -> Option<Response> {
+        let faults = self.lock().faults.clone();
+        if !faults.latency.is_zero() {
+            tokio::time::sleep(faults.latency).await;
+        }
+        let expected = format!("Bearer {}", self.token);
+        if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(expected.as_str()) {
+            return Some(error(StatusCode::UNAUTHORIZED, "unauthorized", "Missing or invalid bearer token."));
+        }
+        let roll: f64 = rand::rng().random();
+        if roll < faults.rate_limit_rate {
+            self.lock().stats.rejected_by_faults += 1;
+            let mut response = error(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "Too many requests.");
+            response.headers_mut().insert("retry-after", HeaderValue::from_static("1"));
+            return Some(response);
+        }
+        if roll < faults.rate_limit_rate + faults.server_error_rate {
+            self.lock().stats.rejected_by_faults += 1;
+            return Some(error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "The store is temporarily unavailable."));
+        }
+        None
+    }
+}
+
+fn error(status: StatusCode, code: &str, message: &str) -> Response {
+    (status, Json(json!({"code": code, "message": message, "data": {"status": status.as_u16()}}))).into_response()
+}
+
+fn wire(id: u64, record: &Stored) -> Value {
+    json!({"id": id.to_string(), "version": record.version.to_string(), "fields": record.fields})
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    page: Option<String>,
+    per_page: Option<String>,
+    ids: Option<String>,
+}
+
+async fn list(State(sandbox): State<Sandbox>, Path(entity): Path<String>, Query(q): Query<ListQuery>, headers: HeaderMap) -> Response {
+    if let Some(response) = sandbox.gate(&headers).await {
+        return response;
+    }
+    let mut inner = sandbox.lock();
+    if let Some(ids) = q.ids {
+        inner.stats.fetch_requests += 1;
+        let Some(records) = inner.entities.get(&entity) else { return Json(Vec::<Value>::new()).into_response() };
+        let found: Vec<Value> = ids
+            .split(',')
+            .filter_map(|id| id.trim().parse::<u64>().ok())
+            .filter_map(|id| records.get(&id).map(|r| wire(id, r)))
+            .collect();
+        return Json(found).into_response();
+    }
+    inner.stats.list_requests += 1;
+    let parse = |v: Option<String>, default: u64, name: &str| -> Result<u64, Response> {
+        match v {
+            None => Ok(default),
+            Some(v) => v.parse::<u64>().ok().filter(|n| *n >= 1).ok_or_else(|| {
+                error(StatusCode::BAD_REQUEST, "invalid_param", &format!("{name} must be a positive integer, got {v:?}"))
+            }),
+        }
+    };
+    let (page, per_page) = match (parse(q.page, 1, "page"), parse(q.per_page, 10, "per_page")) {
+        (Ok(p), Ok(n)) => (p, n),
+        (Err(r), _) | (_, Err(r)) => return r,
+    };
+    if per_page > MAX_PER_PAGE as u64 {
+        return error(StatusCode::BAD_REQUEST, "invalid_param", &format!("per_page must be between 1 and {MAX_PER_PAGE}"));
+    }
+    let records = inner.entities.get(&entity);
+    let total = records.map_or(0, |r| r.len() as u64);
+    let body: Vec<Value> = records
+        .map(|r| r.iter().skip(((page - 1) * per_page) as usize).take(per_page as usize).map(|(id, rec)| wire(*id, rec)).collect())
+        .unwrap_or_default();
+    let mut response = Json(body).into_response();
+    let h = response.headers_mut();
+    h.insert("X-Total", total.into());
+    h.insert("X-Total-Pages", total.div_ceil(per_page).into());
+    response
+}
+
+#[derive(Deserialize)]
+struct BatchBody {
+    #[serde(default)]
+    update: Vec<Value>,
+}
+
+async fn batch(State(sandbox): State<Sandbox>, Path(entity): Path<String>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    if let Some(response) = sandbox.gate(&headers).await {
+        return response;
+    }
+    let mut inner = sandbox.lock();
+    inner.stats.batch_requests += 1;
+    let body: BatchBody = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_json", &format!("Body is not valid JSON: {e}")),
+    };
+    if body.update.len() > MAX_BATCH {
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request_entity_too_large",
+            &format!("Unable to accept more than {MAX_BATCH} items for this request."),
+        );
+    }
+    let Inner { entities, writes, .. } = &mut *inner;
+    let records = entities.entry(entity.clone()).or_default();
+    let results: Vec<Value> = body
+        .update
+        .into_iter()
+        .map(|item| {
+            let id_text = item.get("id").and_then(Value::as_str).unwrap_or_default().to_owned();
+            let item_error = |status: u16, code: &str, message: String| {
+                json!({"id": id_text, "error": {"code": code, "message": message, "status": status}})
+            };
+            let Some(record) = id_text.parse::<u64>().ok().and_then(|id| records.get_mut(&id)) else {
+                return item_error(400, "invalid_id", "Invalid ID.".into());
+            };
+            let Some(fields) = item.get("fields").and_then(Value::as_object) else {
+                return item_error(400, "invalid_fields", "fields must be an object".into());
+            };
+            if let Some((key, _)) = fields.iter().find(|(_, v)| v.is_object()) {
+                return item_error(400, "invalid_type", format!("{key} must be a string, number, boolean or list"));
+            }
+            for (key, value) in fields {
+                record.fields.insert(key.clone(), value.clone());
+            }
+            record.version += 1;
+            writes.push(AppliedWrite { entity: entity.clone(), id: id_text.clone(), fields: fields.clone(), version: record.version });
+            json!({"id": id_text, "version": record.version.to_string()})
+        })
+        .collect();
+    Json(json!({"update": results})).into_response()
+}
