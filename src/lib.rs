@@ -1,1 +1,5 @@
+//! enrichd: finds records missing fields on the platforms a business runs on, fills them with an AI
+//! model in batches, tracks every record in SQLite or Postgres, holds results for review and writes
+//! approved values back without ever clobbering a newer edit.
 
+pub mod store;

@@ -23,7 +23,9 @@ pub struct TokenSet {
 
 impl std::fmt::Debug for TokenSet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenSet").field("expires_at", &self.expires_at).finish_non_exhaustive()
+        f.debug_struct("TokenSet")
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
     }
 }
 
@@ -70,7 +72,14 @@ impl RotatingToken {
         store: Arc<dyn TokenStore>,
         bootstrap: Option<SecretString>,
     ) -> Self {
-        Self { connection: connection.into(), client, http, store, bootstrap, current: tokio::sync::Mutex::new(None) }
+        Self {
+            connection: connection.into(),
+            client,
+            http,
+            store,
+            bootstrap,
+            current: tokio::sync::Mutex::new(None),
+        }
     }
 
     /// A valid access token. Only one refresh runs at a time in this process; before refreshing, the
@@ -112,14 +121,23 @@ impl RotatingToken {
         let request = self
             .http
             .post(&self.client.token_url)
-            .basic_auth(&self.client.client_id, Some(self.client.client_secret.expose_secret()))
-            .form(&[("grant_type", "refresh_token"), ("refresh_token", refresh_token.expose_secret())]);
+            .basic_auth(
+                &self.client.client_id,
+                Some(self.client.client_secret.expose_secret()),
+            )
+            .form(&[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", refresh_token.expose_secret()),
+            ]);
         let response = http::send(request, &what).await?;
         let body: TokenResponse = http::json(response, &what).await?;
         Ok(TokenSet {
             access_token: body.access_token.into(),
             // Some providers do not rotate: keep the old refresh token then.
-            refresh_token: body.refresh_token.map(SecretString::from).unwrap_or_else(|| refresh_token.clone()),
+            refresh_token: body
+                .refresh_token
+                .map(SecretString::from)
+                .unwrap_or_else(|| refresh_token.clone()),
             expires_at: now() + body.expires_in.unwrap_or(3600),
         })
     }
@@ -130,5 +148,8 @@ fn fresh(tokens: &TokenSet) -> bool {
 }
 
 fn now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).as_secs() as i64
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_secs() as i64
 }

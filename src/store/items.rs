@@ -1,0 +1,1143 @@
+//! Items: discovery inserts, leases (claim, heartbeat, reclaim, release) and every transition.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use sqlx::AssertSqlSafe;
+use sqlx::any::AnyRow;
+use sqlx::{Any, Row, Transaction};
+
+use super::{Backend, ItemState, Result, Store, StoreError, now_ms, parse_col, placeholders};
+use enrichd_connector::retry::backoff;
+
+const ITEM_COLUMNS: &str = "id, run_id, pipeline, entity, external_id, state, prev_state, attempts, write_attempts, \
+    max_attempts, next_attempt_at, lease_owner, lease_expires_at, record_version, input, input_hash, task_version, \
+    proposal, raw_output, written_version, cost_micros, tokens_in, tokens_out, last_error, created_at, updated_at";
+
+/// One record's trip through one run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Item {
+    pub id: i64,
+    pub run_id: i64,
+    pub pipeline: String,
+    pub entity: String,
+    pub external_id: String,
+    pub state: ItemState,
+    pub prev_state: Option<ItemState>,
+    /// Failed enrichment attempts so far (a reclaimed lease counts as one).
+    pub attempts: i64,
+    /// Failed write attempts so far.
+    pub write_attempts: i64,
+    pub max_attempts: i64,
+    /// Not claimed again before this time (Unix ms): the retry backoff.
+    pub next_attempt_at: i64,
+    pub lease_owner: Option<String>,
+    pub lease_expires_at: Option<i64>,
+    /// The record's version when it was pulled; the write-back compares against it.
+    pub record_version: String,
+    /// The record's fields as pulled (JSON object).
+    pub input: String,
+    pub input_hash: String,
+    pub task_version: String,
+    pub proposal: Option<Proposal>,
+    /// The model's raw answer, kept for diagnosis when it was unusable.
+    pub raw_output: Option<String>,
+    pub written_version: Option<String>,
+    pub cost_micros: i64,
+    pub tokens_in: i64,
+    pub tokens_out: i64,
+    /// Why the item last failed, was skipped or died.
+    pub last_error: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl Item {
+    fn from_row(row: &AnyRow) -> Result<Item> {
+        let opt_state = |col: &str| -> Result<Option<ItemState>> {
+            let v: Option<String> = row.try_get(col)?;
+            v.map(|s| s.parse().map_err(StoreError::Corrupt))
+                .transpose()
+        };
+        let id: i64 = row.try_get("id")?;
+        let proposal: Option<String> = row.try_get("proposal")?;
+        let proposal = proposal
+            .map(|p| {
+                serde_json::from_str(&p)
+                    .map_err(|e| StoreError::Corrupt(format!("item {id}: proposal: {e}")))
+            })
+            .transpose()?;
+        Ok(Item {
+            id,
+            run_id: row.try_get("run_id")?,
+            pipeline: row.try_get("pipeline")?,
+            entity: row.try_get("entity")?,
+            external_id: row.try_get("external_id")?,
+            state: parse_col(row, "state")?,
+            prev_state: opt_state("prev_state")?,
+            attempts: row.try_get("attempts")?,
+            write_attempts: row.try_get("write_attempts")?,
+            max_attempts: row.try_get("max_attempts")?,
+            next_attempt_at: row.try_get("next_attempt_at")?,
+            lease_owner: row.try_get("lease_owner")?,
+            lease_expires_at: row.try_get("lease_expires_at")?,
+            record_version: row.try_get("record_version")?,
+            input: row.try_get("input")?,
+            input_hash: row.try_get("input_hash")?,
+            task_version: row.try_get("task_version")?,
+            proposal,
+            raw_output: row.try_get("raw_output")?,
+            written_version: row.try_get("written_version")?,
+            cost_micros: row.try_get("cost_micros")?,
+            tokens_in: row.try_get("tokens_in")?,
+            tokens_out: row.try_get("tokens_out")?,
+            last_error: row.try_get("last_error")?,
+            created_at: row.try_get("created_at")?,
+            updated_at: row.try_get("updated_at")?,
+        })
+    }
+
+    /// The record fields as pulled.
+    pub fn input_fields(&self) -> Result<Map<String, Value>> {
+        serde_json::from_str(&self.input)
+            .map_err(|e| StoreError::Corrupt(format!("item {}: input: {e}", self.id)))
+    }
+}
+
+/// One field of a proposal: what the record held when pulled, what the model proposed, and what a
+/// reviewer changed it to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FieldChange {
+    pub before: Value,
+    pub proposed: Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edited: Option<Value>,
+}
+
+impl FieldChange {
+    /// What will be written: the reviewer's value if there is one.
+    pub fn value(&self) -> &Value {
+        self.edited.as_ref().unwrap_or(&self.proposed)
+    }
+}
+
+/// The diff an item wants to write, with where it came from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Proposal {
+    pub fields: BTreeMap<String, FieldChange>,
+    pub model: String,
+    pub task_version: String,
+}
+
+impl Proposal {
+    /// Field → value to write.
+    pub fn values(&self) -> Map<String, Value> {
+        self.fields
+            .iter()
+            .map(|(k, c)| (k.clone(), c.value().clone()))
+            .collect()
+    }
+}
+
+/// Tokens and money one enrichment cost.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Usage {
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub cost_micros: i64,
+}
+
+/// A record found by discovery.
+#[derive(Debug, Clone)]
+pub struct NewItem {
+    pub entity: String,
+    pub external_id: String,
+    pub record_version: String,
+    /// The record's fields, JSON.
+    pub input: String,
+    pub input_hash: String,
+    /// `Some(reason)`: goes straight to `skipped`.
+    pub skip: Option<String>,
+}
+
+/// An earlier item for the same record, used to avoid enriching it twice.
+#[derive(Debug, Clone)]
+pub struct PriorItem {
+    pub id: i64,
+    pub run_id: i64,
+    pub external_id: String,
+    pub state: ItemState,
+    pub input_hash: String,
+    pub task_version: String,
+}
+
+/// Which work a claim takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Work {
+    /// `queued` → `enriching`, from runs that are discovering or running and within budget.
+    Enrich,
+    /// `approved` or due `write_failed` → `writing`, from runs that are not paused or cancelled.
+    Write,
+}
+
+/// A request for up to `limit` items under a lease.
+#[derive(Debug, Clone)]
+pub struct Claim<'a> {
+    pub pipeline: &'a str,
+    /// Only this run's items, or any run of the pipeline.
+    pub run_id: Option<i64>,
+    pub work: Work,
+    pub owner: &'a str,
+    pub limit: usize,
+    pub lease: Duration,
+}
+
+/// An audit row.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EventRecord {
+    pub id: i64,
+    pub run_id: Option<i64>,
+    pub item_id: Option<i64>,
+    pub at: i64,
+    pub kind: String,
+    pub from_state: Option<String>,
+    pub to_state: Option<String>,
+    pub actor: String,
+    pub detail: Option<Value>,
+}
+
+pub(super) struct NewEvent {
+    pub run_id: Option<i64>,
+    pub item_id: Option<i64>,
+    pub kind: &'static str,
+    pub from_state: Option<String>,
+    pub to_state: Option<String>,
+    pub actor: String,
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+enum Bind {
+    I64(i64),
+    Text(String),
+    OptText(Option<String>),
+}
+
+/// One transition: the states it may start from, where it goes, and what else it sets.
+struct Move<'a> {
+    from: &'a [ItemState],
+    to: ItemState,
+    /// Required lease holder for leaving a leased state.
+    owner: Option<&'a str>,
+    sets: Vec<(&'static str, Bind)>,
+    raw_sets: &'a [&'static str],
+    /// An extra `column = value` condition (optimistic check).
+    guard: Option<(&'static str, Bind)>,
+    actor: &'a str,
+    detail: Option<Value>,
+    run_usage: Option<Usage>,
+}
+
+fn bind_all<'q>(
+    mut q: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments>,
+    binds: &'q [Bind],
+) -> sqlx::query::Query<'q, Any, sqlx::any::AnyArguments> {
+    for b in binds {
+        q = match b {
+            Bind::I64(v) => q.bind(*v),
+            Bind::Text(v) => q.bind(v.as_str()),
+            Bind::OptText(v) => q.bind(v.as_deref()),
+        };
+    }
+    q
+}
+
+/// Retry timing for failed items.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    pub base: Duration,
+    pub max: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            base: Duration::from_secs(5),
+            max: Duration::from_secs(600),
+        }
+    }
+}
+
+impl Store {
+    async fn apply(&self, id: i64, mv: Move<'_>) -> Result<Item> {
+        if let Some(from) = mv.from.iter().find(|f| !f.can_become(mv.to)) {
+            return Err(StoreError::IllegalTransition {
+                item: id,
+                from: *from,
+                to: mv.to,
+            });
+        }
+        let now = now_ms();
+        let mut binds = vec![Bind::Text(mv.to.as_str().into()), Bind::I64(now)];
+        let mut sql =
+            String::from("UPDATE items SET prev_state = state, state = $1, updated_at = $2");
+        if !mv.to.is_leased() {
+            sql.push_str(", lease_owner = NULL, lease_expires_at = NULL");
+        }
+        for (col, b) in mv.sets {
+            binds.push(b);
+            sql.push_str(&format!(", {col} = ${}", binds.len()));
+        }
+        for raw in mv.raw_sets {
+            sql.push_str(", ");
+            sql.push_str(raw);
+        }
+        binds.push(Bind::I64(id));
+        sql.push_str(&format!(" WHERE id = ${}", binds.len()));
+        let states: Vec<Bind> = mv
+            .from
+            .iter()
+            .map(|s| Bind::Text(s.as_str().into()))
+            .collect();
+        sql.push_str(&format!(
+            " AND state IN ({})",
+            placeholders(binds.len() + 1, states.len())
+        ));
+        binds.extend(states);
+        if let Some(owner) = mv.owner {
+            binds.push(Bind::Text(owner.into()));
+            sql.push_str(&format!(" AND lease_owner = ${}", binds.len()));
+        }
+        if let Some((col, b)) = mv.guard {
+            binds.push(b);
+            sql.push_str(&format!(" AND {col} = ${}", binds.len()));
+        }
+        sql.push_str(" RETURNING ");
+        sql.push_str(ITEM_COLUMNS);
+
+        let mut tx = self.pool.begin().await?;
+        let row = bind_all(sqlx::query(AssertSqlSafe(sql)), &binds)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(row) = row else {
+            tx.rollback().await?;
+            return Err(self.diagnose(id, mv.from, mv.to, mv.owner).await);
+        };
+        let item = Item::from_row(&row)?;
+        let event = NewEvent {
+            run_id: Some(item.run_id),
+            item_id: Some(id),
+            kind: "transition",
+            from_state: item.prev_state.map(|s| s.as_str().to_owned()),
+            to_state: Some(mv.to.as_str().to_owned()),
+            actor: mv.actor.to_owned(),
+            detail: mv.detail.map(|d| d.to_string()),
+        };
+        insert_events(&mut tx, &[event], now).await?;
+        if let Some(u) = mv.run_usage {
+            sqlx::query("UPDATE runs SET cost_micros = cost_micros + $1, tokens_in = tokens_in + $2, tokens_out = tokens_out + $3 WHERE id = $4")
+                .bind(u.cost_micros)
+                .bind(u.input_tokens)
+                .bind(u.output_tokens)
+                .bind(item.run_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(item)
+    }
+
+    /// Explains why a conditional update matched nothing.
+    async fn diagnose(
+        &self,
+        id: i64,
+        from: &[ItemState],
+        to: ItemState,
+        owner: Option<&str>,
+    ) -> StoreError {
+        let row = match sqlx::query("SELECT state, lease_owner FROM items WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+        {
+            Ok(row) => row,
+            Err(e) => return e.into(),
+        };
+        let Some(row) = row else {
+            return StoreError::NotFound(format!("item {id}"));
+        };
+        let state: ItemState = match parse_col(&row, "state") {
+            Ok(s) => s,
+            Err(e) => return e,
+        };
+        let holder: Option<String> = row.try_get("lease_owner").unwrap_or(None);
+        match owner {
+            Some(owner) if holder.as_deref() != Some(owner) && from.contains(&state) => {
+                StoreError::LeaseLost {
+                    item: id,
+                    owner: owner.into(),
+                    state,
+                    holder: holder.unwrap_or_else(|| "nobody".into()),
+                }
+            }
+            _ => StoreError::IllegalTransition {
+                item: id,
+                from: state,
+                to,
+            },
+        }
+    }
+
+    /// One item by id.
+    pub async fn item(&self, id: i64) -> Result<Item> {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {ITEM_COLUMNS} FROM items WHERE id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref()
+            .map(Item::from_row)
+            .transpose()?
+            .ok_or_else(|| StoreError::NotFound(format!("item {id}")))
+    }
+
+    /// A run's items, optionally in one state, oldest first.
+    pub async fn items(
+        &self,
+        run_id: i64,
+        state: Option<ItemState>,
+        limit: i64,
+    ) -> Result<Vec<Item>> {
+        let rows = match state {
+            Some(s) => {
+                sqlx::query(AssertSqlSafe(format!("SELECT {ITEM_COLUMNS} FROM items WHERE run_id = $1 AND state = $2 ORDER BY id LIMIT $3")))
+                    .bind(run_id)
+                    .bind(s.as_str())
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+            None => {
+                sqlx::query(AssertSqlSafe(format!("SELECT {ITEM_COLUMNS} FROM items WHERE run_id = $1 ORDER BY id LIMIT $2")))
+                    .bind(run_id)
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+        };
+        rows.iter().map(Item::from_row).collect()
+    }
+
+    /// Earlier items (in other runs of `pipeline`) for these records.
+    pub async fn prior_items(
+        &self,
+        pipeline: &str,
+        entity: &str,
+        external_ids: &[String],
+        exclude_run: i64,
+    ) -> Result<Vec<PriorItem>> {
+        let mut out = Vec::new();
+        for chunk in external_ids.chunks(500) {
+            let sql = format!(
+                "SELECT id, run_id, external_id, state, input_hash, task_version FROM items \
+                 WHERE pipeline = $1 AND entity = $2 AND run_id <> $3 AND external_id IN ({}) ORDER BY id",
+                placeholders(4, chunk.len())
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql))
+                .bind(pipeline)
+                .bind(entity)
+                .bind(exclude_run);
+            for id in chunk {
+                q = q.bind(id.as_str());
+            }
+            for row in q.fetch_all(&self.pool).await? {
+                out.push(PriorItem {
+                    id: row.try_get("id")?,
+                    run_id: row.try_get("run_id")?,
+                    external_id: row.try_get("external_id")?,
+                    state: parse_col(&row, "state")?,
+                    input_hash: row.try_get("input_hash")?,
+                    task_version: row.try_get("task_version")?,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Records one page of discovery for `run_id`: inserts the items (a record already in the run is
+    /// left alone, so a page fetched twice after a restart adds nothing), moves each to `queued` or
+    /// `skipped`, and advances the run's discovery cursor — all in one transaction, and only while
+    /// `owner` holds the run's discovery lease. Returns how many items were new.
+    pub async fn add_discovered(
+        &self,
+        run_id: i64,
+        pipeline: &str,
+        task_version: &str,
+        owner: &str,
+        items: &[NewItem],
+        next_cursor: Option<&str>,
+    ) -> Result<usize> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        let run = sqlx::query(
+            "UPDATE runs SET discovery_cursor = $1, discovered = discovered + $2 \
+             WHERE id = $3 AND status = 'discovering' AND discovery_owner = $4 RETURNING max_attempts",
+        )
+        .bind(next_cursor)
+        .bind(items.len() as i64)
+        .bind(run_id)
+        .bind(owner)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(run) = run else {
+            tx.rollback().await?;
+            return Err(StoreError::NotFound(format!(
+                "run {run_id} discovering under a lease held by {owner}"
+            )));
+        };
+        let max_attempts: i64 = run.try_get("max_attempts")?;
+
+        let mut inserted: Vec<(i64, &NewItem)> = Vec::with_capacity(items.len());
+        for chunk in items.chunks(50) {
+            let mut sql = String::from(
+                "INSERT INTO items (run_id, pipeline, entity, external_id, state, max_attempts, record_version, input, \
+                 input_hash, task_version, created_at, updated_at) VALUES ",
+            );
+            for i in 0..chunk.len() {
+                let b = i * 12;
+                if i > 0 {
+                    sql.push_str(", ");
+                }
+                sql.push('(');
+                sql.push_str(&placeholders(b + 1, 12));
+                sql.push(')');
+            }
+            sql.push_str(
+                " ON CONFLICT (run_id, entity, external_id) DO NOTHING RETURNING id, external_id",
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for item in chunk {
+                q = q
+                    .bind(run_id)
+                    .bind(pipeline)
+                    .bind(item.entity.as_str())
+                    .bind(item.external_id.as_str())
+                    .bind("discovered")
+                    .bind(max_attempts)
+                    .bind(item.record_version.as_str())
+                    .bind(item.input.as_str())
+                    .bind(item.input_hash.as_str())
+                    .bind(task_version)
+                    .bind(now)
+                    .bind(now);
+            }
+            for row in q.fetch_all(&mut *tx).await? {
+                let id: i64 = row.try_get("id")?;
+                let ext: String = row.try_get("external_id")?;
+                if let Some(item) = chunk.iter().find(|i| i.external_id == ext) {
+                    inserted.push((id, item));
+                }
+            }
+        }
+        inserted.sort_by_key(|(id, _)| *id);
+        let mut events: Vec<NewEvent> = inserted
+            .iter()
+            .map(|(id, _)| NewEvent {
+                run_id: Some(run_id),
+                item_id: Some(*id),
+                kind: "transition",
+                from_state: None,
+                to_state: Some("discovered".into()),
+                actor: owner.into(),
+                detail: None,
+            })
+            .collect();
+        let queued: Vec<i64> = inserted
+            .iter()
+            .filter(|(_, i)| i.skip.is_none())
+            .map(|(id, _)| *id)
+            .collect();
+        for chunk in queued.chunks(500) {
+            let sql = format!(
+                "UPDATE items SET prev_state = state, state = 'queued', updated_at = $1 WHERE state = 'discovered' AND id IN ({})",
+                placeholders(2, chunk.len())
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql)).bind(now);
+            for id in chunk {
+                q = q.bind(*id);
+            }
+            q.execute(&mut *tx).await?;
+        }
+        for (id, item) in &inserted {
+            let (to, detail) = match &item.skip {
+                None => ("queued", None),
+                Some(reason) => {
+                    sqlx::query(
+                        "UPDATE items SET prev_state = state, state = 'skipped', last_error = $1, updated_at = $2 WHERE id = $3 AND state = 'discovered'",
+                    )
+                    .bind(reason.as_str())
+                    .bind(now)
+                    .bind(*id)
+                    .execute(&mut *tx)
+                    .await?;
+                    (
+                        "skipped",
+                        Some(serde_json::json!({ "reason": reason }).to_string()),
+                    )
+                }
+            };
+            events.push(NewEvent {
+                run_id: Some(run_id),
+                item_id: Some(*id),
+                kind: "transition",
+                from_state: Some("discovered".into()),
+                to_state: Some(to.into()),
+                actor: owner.into(),
+                detail,
+            });
+        }
+        insert_events(&mut tx, &events, now).await?;
+        tx.commit().await?;
+        Ok(inserted.len())
+    }
+
+    /// Takes up to `claim.limit` items under a lease held by `claim.owner`, one event each.
+    pub async fn claim(&self, claim: &Claim<'_>) -> Result<Vec<Item>> {
+        let now = now_ms();
+        let expires = now + claim.lease.as_millis() as i64;
+        let (to, condition) = match claim.work {
+            Work::Enrich => (
+                "enriching",
+                "i.state = 'queued' AND r.status IN ('discovering', 'running') \
+                 AND (r.budget_micros IS NULL OR r.cost_micros < r.budget_micros)",
+            ),
+            Work::Write => (
+                "writing",
+                "i.state IN ('approved', 'write_failed') AND r.status NOT IN ('paused', 'cancelled')",
+            ),
+        };
+        let run_filter = if claim.run_id.is_some() {
+            "AND i.run_id = $6"
+        } else {
+            "AND $6 = $6"
+        };
+        let lock = match self.backend {
+            Backend::Postgres => "FOR UPDATE OF i SKIP LOCKED",
+            Backend::Sqlite => "",
+        };
+        let sql = format!(
+            "UPDATE items SET prev_state = state, state = '{to}', lease_owner = $1, lease_expires_at = $2, updated_at = $3 \
+             WHERE id IN (SELECT i.id FROM items i JOIN runs r ON r.id = i.run_id \
+                 WHERE i.pipeline = $4 AND {condition} AND i.next_attempt_at <= $3 {run_filter} \
+                 ORDER BY i.id LIMIT $5 {lock}) \
+             RETURNING {ITEM_COLUMNS}"
+        );
+        let mut tx = self.pool.begin().await?;
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(claim.owner)
+            .bind(expires)
+            .bind(now)
+            .bind(claim.pipeline)
+            .bind(claim.limit as i64)
+            .bind(claim.run_id.unwrap_or(0))
+            .fetch_all(&mut *tx)
+            .await?;
+        let mut items = rows
+            .iter()
+            .map(Item::from_row)
+            .collect::<Result<Vec<_>>>()?;
+        items.sort_by_key(|i| i.id);
+        let events: Vec<NewEvent> = items
+            .iter()
+            .map(|i| NewEvent {
+                run_id: Some(i.run_id),
+                item_id: Some(i.id),
+                kind: "transition",
+                from_state: i.prev_state.map(|s| s.as_str().to_owned()),
+                to_state: Some(to.into()),
+                actor: claim.owner.into(),
+                detail: None,
+            })
+            .collect();
+        insert_events(&mut tx, &events, now).await?;
+        tx.commit().await?;
+        Ok(items)
+    }
+
+    /// Extends every lease `owner` holds (items and run discovery) to `lease` from now.
+    pub async fn heartbeat(&self, owner: &str, lease: Duration) -> Result<u64> {
+        let expires = now_ms() + lease.as_millis() as i64;
+        let items = sqlx::query("UPDATE items SET lease_expires_at = $1 WHERE lease_owner = $2 AND state IN ('enriching', 'writing')")
+            .bind(expires)
+            .bind(owner)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        sqlx::query("UPDATE runs SET discovery_expires_at = $1 WHERE discovery_owner = $2 AND status = 'discovering'")
+            .bind(expires)
+            .bind(owner)
+            .execute(&self.pool)
+            .await?;
+        Ok(items)
+    }
+
+    /// Re-queues the work of leases that expired (their holder died or hung): `enriching` goes back
+    /// to `queued`, `writing` to `write_failed` (the write may or may not have landed; the write-back
+    /// re-checks the record), each counting as a failed attempt, `dead` once attempts run out.
+    /// Returns the reclaimed items' ids.
+    pub async fn reclaim_expired(&self, actor: &str) -> Result<Vec<i64>> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        let rows = sqlx::query(
+            "UPDATE items SET prev_state = state, \
+               state = CASE WHEN state = 'enriching' \
+                   THEN (CASE WHEN attempts + 1 >= max_attempts THEN 'dead' ELSE 'queued' END) \
+                   ELSE (CASE WHEN write_attempts + 1 >= max_attempts THEN 'dead' ELSE 'write_failed' END) END, \
+               attempts = CASE WHEN state = 'enriching' THEN attempts + 1 ELSE attempts END, \
+               write_attempts = CASE WHEN state = 'writing' THEN write_attempts + 1 ELSE write_attempts END, \
+               last_error = 'lease held by ' || lease_owner || ' expired', \
+               lease_owner = NULL, lease_expires_at = NULL, next_attempt_at = $1, updated_at = $1 \
+             WHERE state IN ('enriching', 'writing') AND lease_expires_at < $1 \
+             RETURNING id, run_id, prev_state, state, last_error",
+        )
+        .bind(now)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut ids = Vec::with_capacity(rows.len());
+        let mut events = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let id: i64 = row.try_get("id")?;
+            let error: Option<String> = row.try_get("last_error")?;
+            ids.push(id);
+            events.push(NewEvent {
+                run_id: Some(row.try_get("run_id")?),
+                item_id: Some(id),
+                kind: "transition",
+                from_state: row.try_get("prev_state")?,
+                to_state: Some(row.try_get("state")?),
+                actor: actor.into(),
+                detail: error.map(|e| serde_json::json!({ "reason": e }).to_string()),
+            });
+        }
+        insert_events(&mut tx, &events, now).await?;
+        tx.commit().await?;
+        Ok(ids)
+    }
+
+    /// Gives back every lease `owner` holds without counting an attempt (graceful shutdown): items
+    /// being enriched return to `queued`; items being written go to `write_failed`, because the
+    /// write may have landed and must be re-checked before it is tried again.
+    pub async fn release(&self, owner: &str) -> Result<u64> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        let rows = sqlx::query(
+            "UPDATE items SET prev_state = state, \
+               state = CASE WHEN state = 'enriching' THEN 'queued' ELSE 'write_failed' END, \
+               last_error = 'released at shutdown by ' || lease_owner, \
+               lease_owner = NULL, lease_expires_at = NULL, next_attempt_at = $1, updated_at = $1 \
+             WHERE lease_owner = $2 AND state IN ('enriching', 'writing') \
+             RETURNING id, run_id, prev_state, state",
+        )
+        .bind(now)
+        .bind(owner)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut events = Vec::with_capacity(rows.len());
+        for row in &rows {
+            events.push(NewEvent {
+                run_id: Some(row.try_get("run_id")?),
+                item_id: Some(row.try_get("id")?),
+                kind: "transition",
+                from_state: row.try_get("prev_state")?,
+                to_state: Some(row.try_get("state")?),
+                actor: owner.into(),
+                detail: Some(serde_json::json!({ "reason": "released at shutdown" }).to_string()),
+            });
+        }
+        insert_events(&mut tx, &events, now).await?;
+        sqlx::query("UPDATE runs SET discovery_owner = NULL, discovery_expires_at = NULL WHERE discovery_owner = $1")
+            .bind(owner)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(rows.len() as u64)
+    }
+
+    /// `enriching` → `proposed`: the model's answer, validated, with its cost (added to the run's too).
+    pub async fn propose(
+        &self,
+        item: &Item,
+        owner: &str,
+        proposal: &Proposal,
+        raw_output: &str,
+        usage: Usage,
+    ) -> Result<Item> {
+        let json = serde_json::to_string(proposal).expect("a proposal always serialises");
+        self.apply(
+            item.id,
+            Move {
+                from: &[ItemState::Enriching],
+                to: ItemState::Proposed,
+                owner: Some(owner),
+                sets: vec![
+                    ("proposal", Bind::Text(json)),
+                    ("raw_output", Bind::Text(raw_output.into())),
+                    ("last_error", Bind::OptText(None)),
+                    ("cost_micros", Bind::I64(item.cost_micros + usage.cost_micros)),
+                    ("tokens_in", Bind::I64(item.tokens_in + usage.input_tokens)),
+                    ("tokens_out", Bind::I64(item.tokens_out + usage.output_tokens)),
+                ],
+                raw_sets: &[],
+                guard: None,
+                actor: owner,
+                detail: Some(serde_json::json!({
+                    "model": proposal.model, "task_version": proposal.task_version,
+                    "tokens_in": usage.input_tokens, "tokens_out": usage.output_tokens, "cost_micros": usage.cost_micros,
+                })),
+                run_usage: Some(usage),
+            },
+        )
+        .await
+    }
+
+    /// An enrichment attempt failed. Retryable failures go back to `queued` after a backoff until
+    /// attempts run out; anything else, or the last attempt, is `dead` with the reason kept. The
+    /// money an unusable answer cost is still counted.
+    pub async fn fail_enrichment(
+        &self,
+        item: &Item,
+        owner: &str,
+        error: &str,
+        retryable: bool,
+        retry_after: Option<Duration>,
+        raw_output: Option<&str>,
+        usage: Usage,
+        policy: RetryPolicy,
+    ) -> Result<Item> {
+        let attempts = item.attempts + 1;
+        let give_up = !retryable || attempts >= item.max_attempts;
+        let (to, next) = if give_up {
+            (ItemState::Dead, 0)
+        } else {
+            (
+                ItemState::Queued,
+                now_ms()
+                    + backoff(attempts as u32, policy.base, policy.max, retry_after).as_millis()
+                        as i64,
+            )
+        };
+        self.apply(
+            item.id,
+            Move {
+                from: &[ItemState::Enriching],
+                to,
+                owner: Some(owner),
+                sets: vec![
+                    ("last_error", Bind::Text(error.into())),
+                    ("next_attempt_at", Bind::I64(next)),
+                    ("raw_output", Bind::OptText(raw_output.map(str::to_owned))),
+                    ("cost_micros", Bind::I64(item.cost_micros + usage.cost_micros)),
+                    ("tokens_in", Bind::I64(item.tokens_in + usage.input_tokens)),
+                    ("tokens_out", Bind::I64(item.tokens_out + usage.output_tokens)),
+                ],
+                raw_sets: &["attempts = attempts + 1"],
+                guard: None,
+                actor: owner,
+                detail: Some(serde_json::json!({ "error": error, "retryable": retryable, "attempt": attempts, "next_attempt_at": next })),
+                run_usage: (usage != Usage::default()).then_some(usage),
+            },
+        )
+        .await
+    }
+
+    /// `enriching` → `skipped`, with the reason.
+    pub async fn skip_leased(&self, item: &Item, owner: &str, reason: &str) -> Result<Item> {
+        self.apply(
+            item.id,
+            Move {
+                from: &[ItemState::Enriching],
+                to: ItemState::Skipped,
+                owner: Some(owner),
+                sets: vec![("last_error", Bind::Text(reason.into()))],
+                raw_sets: &[],
+                guard: None,
+                actor: owner,
+                detail: Some(serde_json::json!({ "reason": reason })),
+                run_usage: None,
+            },
+        )
+        .await
+    }
+
+    /// `proposed`/`edited` → `approved`, by a reviewer or a policy (`actor`).
+    pub async fn approve(&self, id: i64, actor: &str) -> Result<Item> {
+        self.apply(
+            id,
+            Move {
+                from: &[ItemState::Proposed, ItemState::Edited],
+                to: ItemState::Approved,
+                owner: None,
+                sets: vec![("next_attempt_at", Bind::I64(0))],
+                raw_sets: &[],
+                guard: None,
+                actor,
+                detail: None,
+                run_usage: None,
+            },
+        )
+        .await
+    }
+
+    /// `proposed`/`edited` → `rejected`, with an optional reason.
+    pub async fn reject(&self, id: i64, actor: &str, reason: Option<&str>) -> Result<Item> {
+        self.apply(
+            id,
+            Move {
+                from: &[ItemState::Proposed, ItemState::Edited],
+                to: ItemState::Rejected,
+                owner: None,
+                sets: vec![("last_error", Bind::OptText(reason.map(str::to_owned)))],
+                raw_sets: &[],
+                guard: None,
+                actor,
+                detail: reason.map(|r| serde_json::json!({ "reason": r })),
+                run_usage: None,
+            },
+        )
+        .await
+    }
+
+    /// A reviewer changes one proposed field. Only fields in the proposal can be edited.
+    pub async fn edit(&self, id: i64, actor: &str, field: &str, value: Value) -> Result<Item> {
+        let item = self.item(id).await?;
+        let mut proposal = item
+            .proposal
+            .clone()
+            .ok_or_else(|| StoreError::IllegalTransition {
+                item: id,
+                from: item.state,
+                to: ItemState::Edited,
+            })?;
+        let old = serde_json::to_string(&proposal).expect("serialisable");
+        let change = proposal.fields.get_mut(field).ok_or_else(|| {
+            StoreError::NotFound(format!("item {id}: field {field:?} in the proposal"))
+        })?;
+        change.edited = Some(value.clone());
+        let new = serde_json::to_string(&proposal).expect("serialisable");
+        self.apply(
+            id,
+            Move {
+                from: &[ItemState::Proposed, ItemState::Edited],
+                to: ItemState::Edited,
+                owner: None,
+                sets: vec![("proposal", Bind::Text(new))],
+                raw_sets: &[],
+                guard: Some(("proposal", Bind::Text(old))),
+                actor,
+                detail: Some(serde_json::json!({ "field": field, "value": value })),
+                run_usage: None,
+            },
+        )
+        .await
+    }
+
+    /// `writing` → `written`, with the record's new version.
+    pub async fn mark_written(
+        &self,
+        item: &Item,
+        owner: &str,
+        version: Option<&str>,
+        detail: Option<Value>,
+    ) -> Result<Item> {
+        self.apply(
+            item.id,
+            Move {
+                from: &[ItemState::Writing],
+                to: ItemState::Written,
+                owner: Some(owner),
+                sets: vec![
+                    ("written_version", Bind::OptText(version.map(str::to_owned))),
+                    ("last_error", Bind::OptText(None)),
+                ],
+                raw_sets: &[],
+                guard: None,
+                actor: owner,
+                detail,
+                run_usage: None,
+            },
+        )
+        .await
+    }
+
+    /// `writing` → `conflict`: the record changed upstream since it was pulled; nothing was written.
+    pub async fn mark_conflict(
+        &self,
+        item: &Item,
+        owner: &str,
+        upstream_version: Option<&str>,
+        reason: &str,
+    ) -> Result<Item> {
+        self.apply(
+            item.id,
+            Move {
+                from: &[ItemState::Writing],
+                to: ItemState::Conflict,
+                owner: Some(owner),
+                sets: vec![("last_error", Bind::Text(reason.into()))],
+                raw_sets: &[],
+                guard: None,
+                actor: owner,
+                detail: Some(serde_json::json!({ "reason": reason, "pulled_version": item.record_version, "upstream_version": upstream_version })),
+                run_usage: None,
+            },
+        )
+        .await
+    }
+
+    /// A write failed: `write_failed` to retry after a backoff, or `dead` when it cannot succeed or
+    /// attempts ran out.
+    pub async fn fail_write(
+        &self,
+        item: &Item,
+        owner: &str,
+        error: &str,
+        retryable: bool,
+        retry_after: Option<Duration>,
+        policy: RetryPolicy,
+    ) -> Result<Item> {
+        let attempts = item.write_attempts + 1;
+        let give_up = !retryable || attempts >= item.max_attempts;
+        let (to, next) = if give_up {
+            (ItemState::Dead, 0)
+        } else {
+            (
+                ItemState::WriteFailed,
+                now_ms()
+                    + backoff(attempts as u32, policy.base, policy.max, retry_after).as_millis()
+                        as i64,
+            )
+        };
+        self.apply(
+            item.id,
+            Move {
+                from: &[ItemState::Writing],
+                to,
+                owner: Some(owner),
+                sets: vec![("last_error", Bind::Text(error.into())), ("next_attempt_at", Bind::I64(next))],
+                raw_sets: &["write_attempts = write_attempts + 1"],
+                guard: None,
+                actor: owner,
+                detail: Some(serde_json::json!({ "error": error, "retryable": retryable, "attempt": attempts, "next_attempt_at": next })),
+                run_usage: None,
+            },
+        )
+        .await
+    }
+
+    /// Moves an item between two states by name, with no side effects; for tests and tools that
+    /// need to probe the state machine. Refused exactly like every other transition.
+    pub async fn force_transition(
+        &self,
+        id: i64,
+        from: ItemState,
+        to: ItemState,
+        actor: &str,
+    ) -> Result<Item> {
+        let leased_owner = if from.is_leased() {
+            self.item(id).await?.lease_owner
+        } else {
+            None
+        };
+        let mut sets = vec![];
+        if to.is_leased() {
+            sets.push(("lease_owner", Bind::Text(actor.into())));
+            sets.push(("lease_expires_at", Bind::I64(now_ms() + 60_000)));
+        }
+        self.apply(
+            id,
+            Move {
+                from: &[from],
+                to,
+                owner: leased_owner.as_deref(),
+                sets,
+                raw_sets: &[],
+                guard: None,
+                actor,
+                detail: None,
+                run_usage: None,
+            },
+        )
+        .await
+    }
+
+    /// Every event of an item, oldest first.
+    pub async fn item_events(&self, item_id: i64) -> Result<Vec<EventRecord>> {
+        let rows = sqlx::query("SELECT id, run_id, item_id, at, kind, from_state, to_state, actor, detail FROM events WHERE item_id = $1 ORDER BY id")
+            .bind(item_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    /// Every event of a run (items and the run itself), oldest first.
+    pub async fn run_events(&self, run_id: i64) -> Result<Vec<EventRecord>> {
+        let rows = sqlx::query("SELECT id, run_id, item_id, at, kind, from_state, to_state, actor, detail FROM events WHERE run_id = $1 ORDER BY id")
+            .bind(run_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(event_from_row).collect()
+    }
+}
+
+fn event_from_row(row: &AnyRow) -> Result<EventRecord> {
+    let detail: Option<String> = row.try_get("detail")?;
+    Ok(EventRecord {
+        id: row.try_get("id")?,
+        run_id: row.try_get("run_id")?,
+        item_id: row.try_get("item_id")?,
+        at: row.try_get("at")?,
+        kind: row.try_get("kind")?,
+        from_state: row.try_get("from_state")?,
+        to_state: row.try_get("to_state")?,
+        actor: row.try_get("actor")?,
+        detail: detail.and_then(|d| serde_json::from_str(&d).ok()),
+    })
+}
+
+/// Appends events in as few statements as possible.
+pub(super) async fn insert_events(
+    tx: &mut Transaction<'_, Any>,
+    events: &[NewEvent],
+    at: i64,
+) -> Result<()> {
+    for chunk in events.chunks(100) {
+        let mut sql = String::from(
+            "INSERT INTO events (run_id, item_id, at, kind, from_state, to_state, actor, detail) VALUES ",
+        );
+        for i in 0..chunk.len() {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push('(');
+            sql.push_str(&placeholders(i * 8 + 1, 8));
+            sql.push(')');
+        }
+        let mut q = sqlx::query(AssertSqlSafe(sql));
+        for e in chunk {
+            q = q
+                .bind(e.run_id)
+                .bind(e.item_id)
+                .bind(at)
+                .bind(e.kind)
+                .bind(e.from_state.as_deref())
+                .bind(e.to_state.as_deref())
+                .bind(e.actor.as_str())
+                .bind(e.detail.as_deref());
+        }
+        q.execute(&mut **tx).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,216 @@
+//! The durable store: runs, items (with their state machine and leases), the audit trail and stored
+//! credentials, on an SQLite file (the zero-setup default, in WAL mode) or PostgreSQL.
+//!
+//! Both backends run the same SQL through sqlx's `Any` driver, with plain types only (integers,
+//! text) so they behave alike; the one place they differ is claiming, where Postgres adds
+//! `FOR UPDATE SKIP LOCKED` so several daemons can share one database.
+//!
+//! Rules kept here: every item transition is one conditional `UPDATE` plus one event row in a single
+//! transaction; a transition the item's life does not allow is refused (by [`ItemState::can_become`]
+//! before any SQL, and by a trigger in the database); work under a lease can only be finished by the
+//! lease's owner; no transaction is held across a network call (callers do network work between
+//! store calls).
+
+mod credentials;
+mod items;
+mod runs;
+mod state;
+
+use std::str::FromStr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Executor, Row};
+
+pub use credentials::CredentialVault;
+pub use items::{
+    Claim, EventRecord, FieldChange, Item, NewItem, PriorItem, Proposal, RetryPolicy, Usage, Work,
+};
+pub use runs::{NewRun, Run, RunCounts, RunStart};
+pub use state::{ItemState, RunStatus};
+
+/// Which database is behind the pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Errors from the store. Each names the item or run it is about.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("database migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("item {item}: illegal transition {from} → {to}")]
+    IllegalTransition {
+        item: i64,
+        from: ItemState,
+        to: ItemState,
+    },
+    #[error("item {item}: lease is not held by {owner} (the item is {state}, leased by {holder})")]
+    LeaseLost {
+        item: i64,
+        owner: String,
+        state: ItemState,
+        holder: String,
+    },
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("credentials: {0}")]
+    Credentials(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Handle to the database. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl Store {
+    /// Connects to `url`: `sqlite://path` (created if missing) or `postgres://...`.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Store> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Backend::Postgres
+        } else if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else {
+            return Err(StoreError::Database(sqlx::Error::Configuration(
+                format!(
+                    "unsupported database URL scheme in {:?}: use sqlite:// or postgres://",
+                    redact_url(url)
+                )
+                .into(),
+            )));
+        };
+        let url = match backend {
+            Backend::Sqlite if !url.contains("mode=") => {
+                format!("{url}{}mode=rwc", if url.contains('?') { '&' } else { '?' })
+            }
+            _ => url.to_owned(),
+        };
+        let mut options = AnyPoolOptions::new()
+            .max_connections(max_connections.max(1))
+            .acquire_timeout(Duration::from_secs(30));
+        if backend == Backend::Sqlite {
+            options = options.after_connect(|conn, _| {
+                Box::pin(async move {
+                    conn.execute("PRAGMA journal_mode = WAL").await?;
+                    conn.execute("PRAGMA busy_timeout = 15000").await?;
+                    conn.execute("PRAGMA synchronous = NORMAL").await?;
+                    conn.execute("PRAGMA foreign_keys = ON").await?;
+                    Ok(())
+                })
+            });
+        }
+        let pool = options.connect(&url).await?;
+        Ok(Store { pool, backend })
+    }
+
+    /// Applies pending migrations for this backend.
+    pub async fn migrate(&self) -> Result<()> {
+        match self.backend {
+            Backend::Sqlite => sqlx::migrate!("migrations/sqlite").run(&self.pool).await?,
+            Backend::Postgres => {
+                sqlx::migrate!("migrations/postgres")
+                    .run(&self.pool)
+                    .await?
+            }
+        }
+        Ok(())
+    }
+
+    /// The pool, for tests that must reach past the store's API (to prove the database itself
+    /// refuses illegal writes).
+    #[doc(hidden)]
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// A cheap round trip, for `/healthz`.
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// The transitions the database enforces, for checking against [`ItemState::successors`].
+    pub async fn transition_table(&self) -> Result<Vec<(ItemState, ItemState)>> {
+        let rows = sqlx::query("SELECT from_state, to_state FROM item_transitions")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((parse_col(r, "from_state")?, parse_col(r, "to_state")?)))
+            .collect()
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_millis() as i64
+}
+
+pub(crate) fn parse_col<T: FromStr<Err = String>>(row: &AnyRow, col: &str) -> Result<T> {
+    let text: String = row.try_get(col)?;
+    text.parse().map_err(StoreError::Corrupt)
+}
+
+/// `$start, $start+1, ...` for an `IN (...)` list of `n` values.
+pub(crate) fn placeholders(start: usize, n: usize) -> String {
+    (start..start + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The URL with any password replaced, for messages.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.find(':') {
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme + 3],
+                    &userinfo[..colon],
+                    &url[at..]
+                ),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(
+            super::redact_url("postgres://bob:hunter2@db/x"),
+            "postgres://bob:***@db/x"
+        );
+        assert_eq!(
+            super::redact_url("postgres://bob@db/x"),
+            "postgres://bob@db/x"
+        );
+        assert_eq!(super::redact_url("sqlite://a.db"), "sqlite://a.db");
+    }
+}

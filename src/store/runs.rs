@@ -1,0 +1,374 @@
+//! Runs: creation (idempotent per cron tick, one active run per pipeline), the discovery lease, status
+//! changes with events, counts, and settling a run once nothing is left that needs no human.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use sqlx::AssertSqlSafe;
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::items::{NewEvent, insert_events};
+use super::{ItemState, Result, RunStatus, Store, StoreError, now_ms, parse_col, placeholders};
+
+const RUN_COLUMNS: &str = "id, pipeline, trigger_kind, scheduled_for, status, status_reason, item_limit, max_attempts, \
+    budget_micros, discovery_cursor, discovery_owner, discovery_expires_at, discovered, cost_micros, tokens_in, tokens_out, \
+    created_at, finished_at";
+
+/// One execution of a pipeline.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Run {
+    pub id: i64,
+    pub pipeline: String,
+    /// `schedule` or `manual`.
+    pub trigger_kind: String,
+    pub scheduled_for: Option<i64>,
+    pub status: RunStatus,
+    pub status_reason: Option<String>,
+    pub item_limit: Option<i64>,
+    pub max_attempts: i64,
+    pub budget_micros: Option<i64>,
+    pub discovery_cursor: Option<String>,
+    pub discovery_owner: Option<String>,
+    pub discovery_expires_at: Option<i64>,
+    pub discovered: i64,
+    pub cost_micros: i64,
+    pub tokens_in: i64,
+    pub tokens_out: i64,
+    pub created_at: i64,
+    pub finished_at: Option<i64>,
+}
+
+impl Run {
+    fn from_row(row: &AnyRow) -> Result<Run> {
+        Ok(Run {
+            id: row.try_get("id")?,
+            pipeline: row.try_get("pipeline")?,
+            trigger_kind: row.try_get("trigger_kind")?,
+            scheduled_for: row.try_get("scheduled_for")?,
+            status: parse_col(row, "status")?,
+            status_reason: row.try_get("status_reason")?,
+            item_limit: row.try_get("item_limit")?,
+            max_attempts: row.try_get("max_attempts")?,
+            budget_micros: row.try_get("budget_micros")?,
+            discovery_cursor: row.try_get("discovery_cursor")?,
+            discovery_owner: row.try_get("discovery_owner")?,
+            discovery_expires_at: row.try_get("discovery_expires_at")?,
+            discovered: row.try_get("discovered")?,
+            cost_micros: row.try_get("cost_micros")?,
+            tokens_in: row.try_get("tokens_in")?,
+            tokens_out: row.try_get("tokens_out")?,
+            created_at: row.try_get("created_at")?,
+            finished_at: row.try_get("finished_at")?,
+        })
+    }
+
+    pub fn budget_reached(&self) -> bool {
+        self.budget_micros.is_some_and(|b| self.cost_micros >= b)
+    }
+}
+
+/// What a new run is.
+#[derive(Debug, Clone)]
+pub struct NewRun {
+    pub pipeline: String,
+    /// The cron tick (Unix ms) for scheduled runs; `None` for manual ones.
+    pub scheduled_for: Option<i64>,
+    pub item_limit: Option<i64>,
+    pub max_attempts: i64,
+    pub budget_micros: Option<i64>,
+}
+
+/// The answer to [`Store::create_run`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunStart {
+    Created(Run),
+    /// The pipeline already has a run going; nothing was created.
+    AlreadyActive(Run),
+    /// Another daemon already created the run for this cron tick.
+    TickTaken,
+}
+
+/// Item counts of a run by state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RunCounts(pub BTreeMap<ItemState, i64>);
+
+impl RunCounts {
+    pub fn get(&self, state: ItemState) -> i64 {
+        self.0.get(&state).copied().unwrap_or(0)
+    }
+    pub fn sum(&self, states: &[ItemState]) -> i64 {
+        states.iter().map(|s| self.get(*s)).sum()
+    }
+    pub fn total(&self) -> i64 {
+        self.0.values().sum()
+    }
+    /// Items the machine can still move without a human.
+    pub fn machine_pending(&self) -> i64 {
+        use ItemState::*;
+        self.sum(&[
+            Discovered,
+            Queued,
+            Enriching,
+            Approved,
+            Writing,
+            WriteFailed,
+        ])
+    }
+    pub fn awaiting_review(&self) -> i64 {
+        self.sum(&[ItemState::Proposed, ItemState::Edited])
+    }
+    pub fn terminal(&self) -> i64 {
+        self.0
+            .iter()
+            .filter(|(s, _)| s.is_terminal())
+            .map(|(_, n)| n)
+            .sum()
+    }
+}
+
+impl Store {
+    /// Creates a run unless the pipeline already has one going (then returns that one) or, for a
+    /// scheduled run, another daemon already created the run of this tick. Both checks are unique
+    /// indexes, so racing daemons cannot create two.
+    pub async fn create_run(&self, new: &NewRun) -> Result<RunStart> {
+        let now = now_ms();
+        let trigger = if new.scheduled_for.is_some() {
+            "schedule"
+        } else {
+            "manual"
+        };
+        let inserted = sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO runs (pipeline, trigger_kind, scheduled_for, status, item_limit, max_attempts, budget_micros, created_at) \
+             VALUES ($1, $2, $3, 'discovering', $4, $5, $6, $7) RETURNING {RUN_COLUMNS}"
+        )))
+        .bind(new.pipeline.as_str())
+        .bind(trigger)
+        .bind(new.scheduled_for)
+        .bind(new.item_limit)
+        .bind(new.max_attempts)
+        .bind(new.budget_micros)
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await;
+        match inserted {
+            Ok(row) => {
+                let run = Run::from_row(&row)?;
+                self.run_event(run.id, None, RunStatus::Discovering, trigger, None)
+                    .await?;
+                Ok(RunStart::Created(run))
+            }
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                match self.active_run(&new.pipeline).await? {
+                    Some(run) => Ok(RunStart::AlreadyActive(run)),
+                    None => Ok(RunStart::TickTaken),
+                }
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn run_event(
+        &self,
+        run_id: i64,
+        from: Option<RunStatus>,
+        to: RunStatus,
+        actor: &str,
+        reason: Option<&str>,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let event = NewEvent {
+            run_id: Some(run_id),
+            item_id: None,
+            kind: "run",
+            from_state: from.map(|s| s.as_str().into()),
+            to_state: Some(to.as_str().into()),
+            actor: actor.into(),
+            detail: reason.map(|r| serde_json::json!({ "reason": r }).to_string()),
+        };
+        insert_events(&mut tx, &[event], now_ms()).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn run(&self, id: i64) -> Result<Run> {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref()
+            .map(Run::from_row)
+            .transpose()?
+            .ok_or_else(|| StoreError::NotFound(format!("run {id}")))
+    }
+
+    /// The pipeline's run that is discovering, running or paused, if any.
+    pub async fn active_run(&self, pipeline: &str) -> Result<Option<Run>> {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE pipeline = $1 AND status IN ('discovering', 'running', 'paused') ORDER BY id DESC LIMIT 1"
+        )))
+        .bind(pipeline)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(Run::from_row).transpose()
+    }
+
+    /// Runs in one of `statuses` (all when empty), newest first.
+    pub async fn runs(&self, statuses: &[RunStatus], limit: i64) -> Result<Vec<Run>> {
+        let rows = if statuses.is_empty() {
+            sqlx::query(AssertSqlSafe(format!(
+                "SELECT {RUN_COLUMNS} FROM runs ORDER BY id DESC LIMIT $1"
+            )))
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?
+        } else {
+            let sql = format!(
+                "SELECT {RUN_COLUMNS} FROM runs WHERE status IN ({}) ORDER BY id DESC LIMIT $1",
+                placeholders(2, statuses.len())
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql)).bind(limit);
+            for s in statuses {
+                q = q.bind(s.as_str());
+            }
+            q.fetch_all(&self.pool).await?
+        };
+        rows.iter().map(Run::from_row).collect()
+    }
+
+    /// Takes (or renews) the discovery lease of a discovering run. `None` when another live owner
+    /// holds it or the run is past discovery.
+    pub async fn claim_discovery(
+        &self,
+        run_id: i64,
+        owner: &str,
+        lease: std::time::Duration,
+    ) -> Result<Option<Run>> {
+        let now = now_ms();
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "UPDATE runs SET discovery_owner = $1, discovery_expires_at = $2 \
+             WHERE id = $3 AND status = 'discovering' \
+               AND (discovery_owner IS NULL OR discovery_owner = $1 OR discovery_expires_at < $4) \
+             RETURNING {RUN_COLUMNS}"
+        )))
+        .bind(owner)
+        .bind(now + lease.as_millis() as i64)
+        .bind(run_id)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(Run::from_row).transpose()
+    }
+
+    /// Moves a run from one of `from` to `to`, with an event. `None` if the run was not in `from`.
+    pub async fn set_run_status(
+        &self,
+        id: i64,
+        from: &[RunStatus],
+        to: RunStatus,
+        reason: Option<&str>,
+        actor: &str,
+    ) -> Result<Option<Run>> {
+        let now = now_ms();
+        let finished = if to.is_finished() { Some(now) } else { None };
+        let sql = format!(
+            "UPDATE runs SET status = $1, status_reason = $2, finished_at = $3, \
+               discovery_owner = CASE WHEN $1 = 'discovering' THEN discovery_owner ELSE NULL END \
+             WHERE id = $4 AND status IN ({}) RETURNING {RUN_COLUMNS}",
+            placeholders(5, from.len())
+        );
+        let mut tx = self.pool.begin().await?;
+        let mut q = sqlx::query(AssertSqlSafe(sql))
+            .bind(to.as_str())
+            .bind(reason)
+            .bind(finished)
+            .bind(id);
+        for s in from {
+            q = q.bind(s.as_str());
+        }
+        let Some(row) = q.fetch_optional(&mut *tx).await? else {
+            tx.rollback().await?;
+            return Ok(None);
+        };
+        let run = Run::from_row(&row)?;
+        // The previous status is not returned by UPDATE; with one allowed source it is known.
+        let event = NewEvent {
+            run_id: Some(id),
+            item_id: None,
+            kind: "run",
+            from_state: (from.len() == 1).then(|| from[0].as_str().into()),
+            to_state: Some(to.as_str().into()),
+            actor: actor.into(),
+            detail: reason.map(|r| serde_json::json!({ "reason": r }).to_string()),
+        };
+        insert_events(&mut tx, &[event], now).await?;
+        tx.commit().await?;
+        Ok(Some(run))
+    }
+
+    /// Item counts of a run by state.
+    pub async fn counts(&self, run_id: i64) -> Result<RunCounts> {
+        let rows =
+            sqlx::query("SELECT state, COUNT(*) AS n FROM items WHERE run_id = $1 GROUP BY state")
+                .bind(run_id)
+                .fetch_all(&self.pool)
+                .await?;
+        let mut counts = BTreeMap::new();
+        for row in &rows {
+            counts.insert(parse_col(row, "state")?, row.try_get::<i64, _>("n")?);
+        }
+        Ok(RunCounts(counts))
+    }
+
+    /// Moves a run on when its items allow: `running` → `awaiting_review` (only proposals waiting for
+    /// a human are left) or `done` (everything terminal); `awaiting_review` → `done`; `running` →
+    /// `paused` when its budget is spent with work still queued. Returns the run as it now is.
+    pub async fn settle_run(&self, id: i64, actor: &str) -> Result<Run> {
+        let run = self.run(id).await?;
+        let counts = self.counts(id).await?;
+        let next = match run.status {
+            RunStatus::Running if counts.machine_pending() == 0 && counts.awaiting_review() > 0 => {
+                Some((
+                    RunStatus::AwaitingReview,
+                    format!("{} proposals wait for review", counts.awaiting_review()),
+                ))
+            }
+            RunStatus::Running | RunStatus::AwaitingReview
+                if counts.machine_pending() == 0 && counts.awaiting_review() == 0 =>
+            {
+                Some((
+                    RunStatus::Done,
+                    format!("{} items, all finished", counts.total()),
+                ))
+            }
+            RunStatus::Running
+                if run.budget_reached()
+                    && counts.get(ItemState::Queued) > 0
+                    && counts.get(ItemState::Enriching) == 0 =>
+            {
+                Some((
+                    RunStatus::Paused,
+                    format!(
+                        "budget reached: ${:.4} spent of ${:.4}; {} items not enriched",
+                        run.cost_micros as f64 / 1e6,
+                        run.budget_micros.unwrap_or(0) as f64 / 1e6,
+                        counts.get(ItemState::Queued)
+                    ),
+                ))
+            }
+            _ => None,
+        };
+        if let Some((to, reason)) = next {
+            if let Some(run) = self
+                .set_run_status(id, &[run.status], to, Some(&reason), actor)
+                .await?
+            {
+                return Ok(run);
+            }
+            return self.run(id).await;
+        }
+        Ok(run)
+    }
+}
