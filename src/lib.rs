@@ -2,4 +2,10 @@
 //! model in batches, tracks every record in SQLite or Postgres, holds results for review and writes
 //! approved values back without ever clobbering a newer edit.
 
+pub mod config;
+pub mod provider;
+pub mod sandbox;
+pub mod scheduler;
+pub mod select;
 pub mod store;
+pub mod task;

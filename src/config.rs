@@ -1,0 +1,629 @@
+//! Configuration: one TOML file (see `config/enrichd.example.toml`), plus task files in a `tasks/`
+//! folder beside it. Unknown keys are errors, and every error names its key path
+//! (`pipelines.catalogue.concurrency: invalid type: string "8", expected usize`).
+//!
+//! Secrets are never written in the file: a secret field holds `"${ENV_VAR}"` or `"file:/path"`,
+//! resolved at load time into a [`secrecy::SecretString`].
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use secrecy::SecretString;
+use serde::de::{DeserializeOwned, Error as _};
+use serde::{Deserialize, Deserializer};
+
+/// A configuration error, with the file and key path it is about.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}: {path}: {message}")]
+pub struct ConfigError {
+    pub file: String,
+    /// Dotted key path (`pipelines.catalogue.review.policy`), or `(file)` for syntax errors.
+    pub path: String,
+    pub message: String,
+}
+
+/// A secret resolved from the environment or a file.
+#[derive(Clone)]
+pub struct Secret(pub SecretString);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        resolve_secret(&text)
+            .map(|s| Secret(s.into()))
+            .map_err(D::Error::custom)
+    }
+}
+
+fn resolve_secret(text: &str) -> Result<String, String> {
+    if let Some(var) = text.strip_prefix("${").and_then(|r| r.strip_suffix('}')) {
+        return match std::env::var(var) {
+            Ok(v) if !v.is_empty() => Ok(v),
+            Ok(_) => Err(format!("environment variable {var} is empty")),
+            Err(_) => Err(format!("environment variable {var} is not set")),
+        };
+    }
+    if let Some(path) = text.strip_prefix("file:") {
+        return std::fs::read_to_string(path)
+            .map(|s| s.trim_end_matches(['\r', '\n']).to_owned())
+            .map_err(|e| format!("cannot read secret file {path}: {e}"));
+    }
+    Err("secrets are not written in the config file: use \"${ENV_VAR}\" or \"file:/path/to/secret\"".into())
+}
+
+/// The whole configuration.
+#[derive(Debug)]
+pub struct Config {
+    /// Where it was loaded from (for messages and relative paths).
+    pub file: PathBuf,
+    pub database: DatabaseConfig,
+    pub server: ServerConfig,
+    pub daemon: DaemonConfig,
+    pub connections: BTreeMap<String, ConnectionConfig>,
+    pub providers: BTreeMap<String, ProviderConfig>,
+    pub tasks: BTreeMap<String, TaskConfig>,
+    pub pipelines: BTreeMap<String, PipelineConfig>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    database: DatabaseConfig,
+    #[serde(default)]
+    server: ServerConfig,
+    #[serde(default)]
+    daemon: DaemonConfig,
+    #[serde(default)]
+    connections: BTreeMap<String, toml::Table>,
+    #[serde(default)]
+    providers: BTreeMap<String, toml::Table>,
+    #[serde(default)]
+    tasks: BTreeMap<String, toml::Table>,
+    #[serde(default)]
+    pipelines: BTreeMap<String, toml::Table>,
+}
+
+/// `[database]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `sqlite://enrichd.db` (the default; a relative path is relative to the working directory) or
+    /// `postgres://user@host/db`.
+    #[serde(default = "default_database_url")]
+    pub url: String,
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+    /// Encrypts credentials enrichd stores (rotating OAuth2 tokens). Needed only by connections that
+    /// store tokens.
+    pub secret_key: Option<Secret>,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: default_database_url(),
+            max_connections: default_max_connections(),
+            secret_key: None,
+        }
+    }
+}
+
+fn default_database_url() -> String {
+    "sqlite://enrichd.db".into()
+}
+fn default_max_connections() -> u32 {
+    8
+}
+
+/// `[server]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address of the HTTP server (`/healthz`, `/api/...`). Loopback by default.
+    #[serde(default = "default_bind")]
+    pub bind: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            bind: default_bind(),
+        }
+    }
+}
+
+fn default_bind() -> String {
+    "127.0.0.1:8686".into()
+}
+
+/// `[daemon]`: how workers hold and give up work.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DaemonConfig {
+    /// How long a claimed item stays leased without a heartbeat. A daemon that dies leaves leases
+    /// that expire after this; the work is then re-queued.
+    #[serde(default = "default_lease_seconds")]
+    pub lease_seconds: f64,
+    /// On SIGTERM/SIGINT, how long in-flight work may take to finish before its leases are released.
+    #[serde(default = "default_shutdown_grace_seconds")]
+    pub shutdown_grace_seconds: f64,
+    /// How often idle workers look for new work.
+    #[serde(default = "default_poll_interval_ms")]
+    pub poll_interval_ms: u64,
+    /// First retry delay of a failed item; doubles per attempt, with jitter.
+    #[serde(default = "default_retry_base_ms")]
+    pub retry_base_ms: u64,
+    /// Longest retry delay.
+    #[serde(default = "default_retry_max_seconds")]
+    pub retry_max_seconds: u64,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        Self {
+            lease_seconds: default_lease_seconds(),
+            shutdown_grace_seconds: default_shutdown_grace_seconds(),
+            poll_interval_ms: default_poll_interval_ms(),
+            retry_base_ms: default_retry_base_ms(),
+            retry_max_seconds: default_retry_max_seconds(),
+        }
+    }
+}
+
+fn default_lease_seconds() -> f64 {
+    60.0
+}
+fn default_shutdown_grace_seconds() -> f64 {
+    20.0
+}
+fn default_poll_interval_ms() -> u64 {
+    500
+}
+fn default_retry_base_ms() -> u64 {
+    2_000
+}
+fn default_retry_max_seconds() -> u64 {
+    600
+}
+
+/// `[connections.<name>]`, by `kind`.
+#[derive(Debug)]
+pub enum ConnectionConfig {
+    TestStore(TestStoreConnection),
+}
+
+impl ConnectionConfig {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ConnectionConfig::TestStore(_) => "teststore",
+        }
+    }
+}
+
+/// `kind = "teststore"`: enrichd's own small record store (tests, demos, benchmarks).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TestStoreConnection {
+    pub base_url: String,
+    pub token: Secret,
+    #[serde(default = "default_timeout_seconds")]
+    pub timeout_seconds: f64,
+}
+
+fn default_timeout_seconds() -> f64 {
+    60.0
+}
+
+/// `[providers.<name>]`, by `kind`.
+#[derive(Debug)]
+pub enum ProviderConfig {
+    OpenAi(OpenAiProvider),
+}
+
+/// `kind = "openai"`: OpenAI Chat Completions or any OpenAI-compatible server.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpenAiProvider {
+    /// Up to and including `/v1`, e.g. `https://api.openai.com/v1` or `http://127.0.0.1:8080/v1`.
+    pub base_url: String,
+    /// Optional for local servers.
+    pub api_key: Option<Secret>,
+    #[serde(default = "default_timeout_seconds")]
+    pub timeout_seconds: f64,
+    /// Prices per model in USD per million tokens; override or extend the built-in table.
+    #[serde(default)]
+    pub prices: BTreeMap<String, PriceConfig>,
+}
+
+/// A model's price, USD per million tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriceConfig {
+    pub input: f64,
+    pub output: f64,
+    /// Cached input tokens; the input price when absent.
+    pub cached_input: Option<f64>,
+}
+
+/// `[tasks.<name>]` or `tasks/<name>.toml`: what the model is asked to do.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskConfig {
+    /// Bump when the task's meaning changes; enrichd also folds a hash of the prompt, schema and
+    /// mapping into the version, so an edited prompt never reuses old answers.
+    #[serde(default = "default_task_version")]
+    pub version: String,
+    pub description: Option<String>,
+    /// System message (minijinja template).
+    pub system: Option<String>,
+    /// User message (minijinja template). `record.id` and `record.fields.<name>` are available; the
+    /// record itself is appended fenced as data unless the template places `{{ record_data }}`.
+    pub prompt: String,
+    /// JSON Schema of the model's answer (an object).
+    pub output_schema: serde_json::Value,
+    /// Answer property → record field it fills. Only these fields can ever be written.
+    pub fields: BTreeMap<String, String>,
+    #[serde(default = "default_max_output_tokens")]
+    pub max_output_tokens: u32,
+    pub temperature: Option<f32>,
+}
+
+fn default_task_version() -> String {
+    "1".into()
+}
+fn default_max_output_tokens() -> u32 {
+    1024
+}
+
+/// `[pipelines.<name>]`: which records, which task, which model, how reviewed, when.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    pub connection: String,
+    /// The platform entity (`product`, `ticket`, `bill`).
+    pub entity: String,
+    pub task: String,
+    pub provider: String,
+    pub model: String,
+    #[serde(default)]
+    pub mode: Mode,
+    pub select: Selector,
+    #[serde(default)]
+    pub review: ReviewConfig,
+    /// Cron expression (5 fields, or 6 with seconds first), in UTC. No schedule: runs only on demand.
+    pub schedule: Option<String>,
+    /// Model requests in flight at once for this pipeline, per daemon.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+    /// Attempts per item (enrichment and write-back each) before it is `dead`.
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    /// Stop claiming new work once a run has spent this much.
+    pub budget_usd: Option<f64>,
+    /// Records per listing page.
+    #[serde(default = "default_page_size")]
+    pub page_size: u32,
+}
+
+fn default_concurrency() -> usize {
+    4
+}
+fn default_max_attempts() -> u32 {
+    5
+}
+fn default_page_size() -> u32 {
+    100
+}
+
+/// How requests reach the provider.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// One request per item as it is claimed.
+    #[default]
+    Realtime,
+}
+
+/// Which records need enriching. A record is a candidate when any listed field is missing (absent,
+/// null, empty) or shorter than its minimum; records with nothing missing are skipped.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Selector {
+    #[serde(default)]
+    pub missing: Vec<String>,
+    /// Field → minimum length in characters (HTML tags not counted).
+    #[serde(default)]
+    pub min_length: BTreeMap<String, usize>,
+}
+
+/// `[pipelines.<name>.review]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReviewConfig {
+    #[serde(default)]
+    pub policy: ReviewPolicy,
+}
+
+/// Who approves proposals.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReviewPolicy {
+    /// Every proposal waits for a human.
+    #[default]
+    All,
+    /// Proposals are approved as they arrive.
+    None,
+}
+
+fn err(file: &Path, path: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        file: file.display().to_string(),
+        path: path.into(),
+        message: message.into(),
+    }
+}
+
+/// Deserialises `table` as `T`, naming errors by `prefix` + the path inside.
+fn section<T: DeserializeOwned>(
+    file: &Path,
+    prefix: &str,
+    table: toml::Table,
+) -> Result<T, ConfigError> {
+    serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+        let inner = e.path().to_string();
+        let path = if inner == "." || inner.is_empty() {
+            prefix.to_owned()
+        } else {
+            format!("{prefix}.{inner}")
+        };
+        err(file, path, e.into_inner().to_string())
+    })
+}
+
+impl Config {
+    /// Reads, parses and validates the config at `path` and the task files beside it.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| err(path, "(file)", format!("cannot read: {e}")))?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        Self::parse(path, &text, Some(&dir.join("tasks")))
+    }
+
+    /// Parses config text; `tasks_dir` is where task files are looked for.
+    pub fn parse(file: &Path, text: &str, tasks_dir: Option<&Path>) -> Result<Config, ConfigError> {
+        let table: toml::Table = toml::from_str(text)
+            .map_err(|e| err(file, "(file)", e.to_string().trim_end().to_owned()))?;
+        let raw: RawConfig = section(file, "(top level)", table).map_err(|mut e| {
+            e.path = e.path.trim_start_matches("(top level).").to_owned();
+            e
+        })?;
+
+        let mut connections = BTreeMap::new();
+        for (name, mut table) in raw.connections {
+            let prefix = format!("connections.{name}");
+            let kind = take_kind(file, &prefix, &mut table)?;
+            let conn = match kind.as_str() {
+                "teststore" => ConnectionConfig::TestStore(section(file, &prefix, table)?),
+                other => {
+                    return Err(err(
+                        file,
+                        format!("{prefix}.kind"),
+                        format!("unknown connection kind {other:?}; available: \"teststore\""),
+                    ));
+                }
+            };
+            connections.insert(name, conn);
+        }
+        let mut providers = BTreeMap::new();
+        for (name, mut table) in raw.providers {
+            let prefix = format!("providers.{name}");
+            let kind = take_kind(file, &prefix, &mut table)?;
+            let provider = match kind.as_str() {
+                "openai" => ProviderConfig::OpenAi(section(file, &prefix, table)?),
+                other => {
+                    return Err(err(
+                        file,
+                        format!("{prefix}.kind"),
+                        format!("unknown provider kind {other:?}; available: \"openai\""),
+                    ));
+                }
+            };
+            providers.insert(name, provider);
+        }
+        let mut tasks = BTreeMap::new();
+        for (name, table) in raw.tasks {
+            let task: TaskConfig = section(file, &format!("tasks.{name}"), table)?;
+            tasks.insert(name, task);
+        }
+        if let Some(dir) = tasks_dir.filter(|d| d.is_dir()) {
+            let mut entries: Vec<_> = std::fs::read_dir(dir)
+                .map_err(|e| err(file, "tasks", format!("cannot read {}: {e}", dir.display())))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+                .collect();
+            entries.sort();
+            for task_file in entries {
+                let name = task_file
+                    .file_stem()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned();
+                let text = std::fs::read_to_string(&task_file)
+                    .map_err(|e| err(&task_file, "(file)", format!("cannot read: {e}")))?;
+                let table: toml::Table = toml::from_str(&text)
+                    .map_err(|e| err(&task_file, "(file)", e.to_string().trim_end().to_owned()))?;
+                let task: TaskConfig = section(&task_file, &format!("tasks.{name}"), table)?;
+                if tasks.insert(name.clone(), task).is_some() {
+                    return Err(err(
+                        &task_file,
+                        format!("tasks.{name}"),
+                        format!("task {name} is defined both here and in {}", file.display()),
+                    ));
+                }
+            }
+        }
+        let mut pipelines = BTreeMap::new();
+        for (name, table) in raw.pipelines {
+            let pipeline: PipelineConfig = section(file, &format!("pipelines.{name}"), table)?;
+            pipelines.insert(name, pipeline);
+        }
+        let config = Config {
+            file: file.to_owned(),
+            database: raw.database,
+            server: raw.server,
+            daemon: raw.daemon,
+            connections,
+            providers,
+            tasks,
+            pipelines,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what single sections cannot: references between sections, value ranges, templates,
+    /// schemas and cron expressions.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let file = self.file.as_path();
+        let names = |m: &dyn Fn() -> Vec<String>| {
+            let v = m();
+            if v.is_empty() {
+                "none are configured".to_owned()
+            } else {
+                format!("known: {}", v.join(", "))
+            }
+        };
+        if !(self.database.url.starts_with("sqlite:")
+            || self.database.url.starts_with("postgres://")
+            || self.database.url.starts_with("postgresql://"))
+        {
+            return Err(err(
+                file,
+                "database.url",
+                "must start with sqlite: or postgres://",
+            ));
+        }
+        if !(self.daemon.lease_seconds.is_finite() && self.daemon.lease_seconds > 0.0) {
+            return Err(err(file, "daemon.lease_seconds", "must be positive"));
+        }
+        for (name, task) in &self.tasks {
+            crate::task::Task::build(name, task)
+                .map_err(|(key, message)| err(file, format!("tasks.{name}.{key}"), message))?;
+        }
+        for (name, p) in &self.pipelines {
+            let at = |key: &str| format!("pipelines.{name}.{key}");
+            if !self.connections.contains_key(&p.connection) {
+                return Err(err(
+                    file,
+                    at("connection"),
+                    format!(
+                        "no connection named {:?} ({})",
+                        p.connection,
+                        names(&|| self.connections.keys().cloned().collect())
+                    ),
+                ));
+            }
+            if !self.providers.contains_key(&p.provider) {
+                return Err(err(
+                    file,
+                    at("provider"),
+                    format!(
+                        "no provider named {:?} ({})",
+                        p.provider,
+                        names(&|| self.providers.keys().cloned().collect())
+                    ),
+                ));
+            }
+            let Some(task) = self.tasks.get(&p.task) else {
+                return Err(err(
+                    file,
+                    at("task"),
+                    format!(
+                        "no task named {:?} ({})",
+                        p.task,
+                        names(&|| self.tasks.keys().cloned().collect())
+                    ),
+                ));
+            };
+            if p.select.missing.is_empty() && p.select.min_length.is_empty() {
+                return Err(err(
+                    file,
+                    at("select"),
+                    "name at least one field in `missing` or `min_length`, or every record would be a candidate",
+                ));
+            }
+            let written: Vec<&String> = task.fields.values().collect();
+            for field in p.select.missing.iter().chain(p.select.min_length.keys()) {
+                if !written.contains(&field) {
+                    return Err(err(
+                        file,
+                        at("select"),
+                        format!(
+                            "field {field:?} is selected but task {} never fills it (it fills: {})",
+                            p.task,
+                            task.fields.values().cloned().collect::<Vec<_>>().join(", ")
+                        ),
+                    ));
+                }
+            }
+            if p.concurrency == 0 || p.concurrency > 1024 {
+                return Err(err(file, at("concurrency"), "must be between 1 and 1024"));
+            }
+            if p.max_attempts == 0 {
+                return Err(err(file, at("max_attempts"), "must be at least 1"));
+            }
+            if p.page_size == 0 || p.page_size > 1000 {
+                return Err(err(file, at("page_size"), "must be between 1 and 1000"));
+            }
+            if let Some(b) = p.budget_usd {
+                if !(b.is_finite() && b > 0.0) {
+                    return Err(err(file, at("budget_usd"), "must be a positive amount"));
+                }
+            }
+            if let Some(cron) = &p.schedule {
+                crate::scheduler::parse_cron(cron).map_err(|m| err(file, at("schedule"), m))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The pipeline named `name`, or an error listing the known ones.
+    pub fn pipeline(&self, name: &str) -> Result<&PipelineConfig, String> {
+        self.pipelines.get(name).ok_or_else(|| {
+            let known: Vec<_> = self.pipelines.keys().cloned().collect();
+            format!(
+                "no pipeline named {name:?} in {} (known: {})",
+                self.file.display(),
+                if known.is_empty() {
+                    "none".into()
+                } else {
+                    known.join(", ")
+                }
+            )
+        })
+    }
+}
+
+fn take_kind(file: &Path, prefix: &str, table: &mut toml::Table) -> Result<String, ConfigError> {
+    match table.remove("kind") {
+        Some(toml::Value::String(kind)) => Ok(kind),
+        Some(other) => Err(err(
+            file,
+            format!("{prefix}.kind"),
+            format!("expected a string, found {}", other.type_str()),
+        )),
+        None => Err(err(
+            file,
+            format!("{prefix}.kind"),
+            "missing: say which platform or provider this is",
+        )),
+    }
+}
