@@ -2,10 +2,13 @@
 //! model in batches, tracks every record in SQLite or Postgres, holds results for review and writes
 //! approved values back without ever clobbering a newer edit.
 
+pub mod cli;
 pub mod config;
+pub mod engine;
 pub mod provider;
 pub mod sandbox;
 pub mod scheduler;
 pub mod select;
+pub mod server;
 pub mod store;
 pub mod task;

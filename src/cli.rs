@@ -1,0 +1,703 @@
+//! The command line: `check`, `migrate`, `daemon`, `run`, `status`, `sandbox`.
+//! Exit codes: 0 ok, 1 failed, 2 usage or configuration error.
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand, ValueEnum};
+use enrichd_connector::PageRequest;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::engine::{self, Engine, build_connector};
+use crate::provider::Provider;
+use crate::store::{ItemState, NewRun, Run, RunCounts, RunStart, RunStatus, Store, redact_url};
+
+#[derive(Parser)]
+#[command(
+    name = "enrichd",
+    version,
+    about = "Fills missing record fields with an AI model, with review and safe write-back"
+)]
+struct Cli {
+    /// The config file.
+    #[arg(
+        long,
+        global = true,
+        env = "ENRICHD_CONFIG",
+        default_value = "enrichd.toml"
+    )]
+    config: PathBuf,
+    /// Log format on stderr.
+    #[arg(long, global = true, env = "ENRICHD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate the config, then test the database, every connection and every provider.
+    Check {
+        /// Only validate the config; make no connections.
+        #[arg(long)]
+        offline: bool,
+    },
+    /// Create or upgrade the database schema.
+    Migrate,
+    /// Run schedules, workers and the HTTP server until SIGTERM/SIGINT.
+    Daemon {
+        /// Listen here instead of `server.bind`.
+        #[arg(long)]
+        bind: Option<String>,
+    },
+    /// Run a pipeline now (or resume its unfinished run) and exit when nothing is left that does not
+    /// need a human.
+    Run {
+        pipeline: String,
+        /// Enrich at most this many records.
+        #[arg(long)]
+        limit: Option<u64>,
+        /// Read the candidate records and report what would be enriched; store and write nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Show runs: item counts by state, spend, timings.
+    Status {
+        run_id: Option<i64>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Start a sandbox server for trying enrichd without accounts.
+    #[command(subcommand)]
+    Sandbox(SandboxCommand),
+}
+
+#[derive(Subcommand)]
+enum SandboxCommand {
+    /// The teststore platform, filled with a sparse hardware catalogue.
+    Teststore {
+        #[arg(long, default_value_t = 300)]
+        products: u64,
+        /// Every Nth product has no description.
+        #[arg(long, default_value_t = 3)]
+        missing_every: u64,
+        #[arg(long, default_value_t = 8701)]
+        port: u16,
+        #[arg(long, default_value = "sandbox-token")]
+        token: String,
+    },
+    /// An OpenAI-compatible simulated model.
+    Provider {
+        #[arg(long, default_value_t = 8702)]
+        port: u16,
+        #[arg(long)]
+        api_key: Option<String>,
+        #[arg(long, default_value_t = 0)]
+        latency_ms: u64,
+    },
+}
+
+/// A command's failure: the exit code and what to tell the user.
+struct Failure {
+    code: u8,
+    message: String,
+}
+
+fn failed(message: impl Into<String>) -> Failure {
+    Failure {
+        code: 1,
+        message: message.into(),
+    }
+}
+
+fn config_error(message: impl Into<String>) -> Failure {
+    Failure {
+        code: 2,
+        message: message.into(),
+    }
+}
+
+/// Parses arguments, runs the command, and maps the outcome to an exit code.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(e.exit_code().clamp(0, 255) as u8);
+        }
+    };
+    init_logging(cli.log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    match runtime.block_on(dispatch(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("error: {}", f.message);
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("ENRICHD_LOG")
+        .or_else(|_| EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tokio_cron_scheduler=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}
+
+async fn dispatch(cli: Cli) -> Result<(), Failure> {
+    if let Command::Sandbox(which) = cli.command {
+        return sandbox(which).await;
+    }
+    let config = Config::load(&cli.config).map_err(|e| config_error(e.to_string()))?;
+    match cli.command {
+        Command::Check { offline } => check(&config, offline).await,
+        Command::Migrate => {
+            let store = open_store(&config).await?;
+            println!(
+                "database {} is up to date",
+                redact_url(&config.database.url)
+            );
+            store.close().await;
+            Ok(())
+        }
+        Command::Daemon { bind } => daemon(&config, bind).await,
+        Command::Run {
+            pipeline,
+            limit,
+            dry_run,
+        } => {
+            config.pipeline(&pipeline).map_err(config_error)?;
+            if dry_run {
+                dry_run_pipeline(&config, &pipeline, limit).await
+            } else {
+                run(&config, &pipeline, limit).await
+            }
+        }
+        Command::Status { run_id, json } => status(&config, run_id, json).await,
+        Command::Sandbox(_) => unreachable!("handled above"),
+    }
+}
+
+async fn open_store(config: &Config) -> Result<Store, Failure> {
+    let url = &config.database.url;
+    let store = Store::connect(url, config.database.max_connections)
+        .await
+        .map_err(|e| failed(format!("database.url {}: {e}", redact_url(url))))?;
+    store
+        .migrate()
+        .await
+        .map_err(|e| failed(format!("database.url {}: {e}", redact_url(url))))?;
+    Ok(store)
+}
+
+async fn check(config: &Config, offline: bool) -> Result<(), Failure> {
+    println!(
+        "config {} is valid: {} connection(s), {} provider(s), {} task(s), {} pipeline(s)",
+        config.file.display(),
+        config.connections.len(),
+        config.providers.len(),
+        config.tasks.len(),
+        config.pipelines.len()
+    );
+    if offline {
+        return Ok(());
+    }
+    let mut problems = Vec::new();
+    match Store::connect(&config.database.url, 1).await {
+        Ok(store) => match store.ping().await {
+            Ok(()) => println!("ok    database {}", redact_url(&config.database.url)),
+            Err(e) => problems.push(format!(
+                "database.url {}: {e}",
+                redact_url(&config.database.url)
+            )),
+        },
+        Err(e) => problems.push(format!(
+            "database.url {}: {e}",
+            redact_url(&config.database.url)
+        )),
+    }
+    for (name, conn) in &config.connections {
+        let connector = build_connector(conn);
+        let mut entities: Vec<&str> = config
+            .pipelines
+            .values()
+            .filter(|p| &p.connection == name)
+            .map(|p| p.entity.as_str())
+            .collect();
+        entities.dedup();
+        if entities.is_empty() {
+            println!("skip  connections.{name}: no pipeline uses it");
+        }
+        for entity in entities {
+            match connector.check(entity).await {
+                Ok(()) => println!(
+                    "ok    connections.{name} ({}): can list {entity}",
+                    conn.kind()
+                ),
+                Err(e) => problems.push(format!("connections.{name}: {e}")),
+            }
+        }
+    }
+    for (name, p) in &config.providers {
+        match Provider::build(name, p).check().await {
+            Ok(()) => println!("ok    providers.{name}"),
+            Err(e) => problems.push(format!("providers.{name}: {e}")),
+        }
+    }
+    for p in &problems {
+        println!("FAIL  {p}");
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(failed(format!("{} check(s) failed", problems.len())))
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received; shutting down"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received; shutting down"),
+    }
+}
+
+async fn daemon(config: &Config, bind: Option<String>) -> Result<(), Failure> {
+    let store = open_store(config).await?;
+    let engine = Arc::new(Engine::build(config, store.clone()));
+    let stop = CancellationToken::new();
+    let upkeep_stop = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let bind = bind.unwrap_or_else(|| config.server.bind.clone());
+    let (addr, server) = crate::server::serve(store.clone(), &bind, upkeep_stop.clone())
+        .await
+        .map_err(failed)?;
+    let upkeep = engine.spawn_upkeep(upkeep_stop.clone());
+    let schedules: Vec<crate::scheduler::Schedule> = config
+        .pipelines
+        .iter()
+        .filter_map(|(name, p)| {
+            Some(crate::scheduler::Schedule {
+                pipeline: name.clone(),
+                cron: crate::scheduler::parse_cron(p.schedule.as_ref()?).ok()?,
+                max_attempts: p.max_attempts as i64,
+                budget_micros: p.budget_usd.map(usd_to_micros),
+            })
+        })
+        .collect();
+    let scheduled = schedules.len();
+    let mut scheduler = crate::scheduler::start(store.clone(), schedules)
+        .await
+        .map_err(failed)?;
+    let workers: Vec<_> = engine
+        .pipelines
+        .values()
+        .map(|p| {
+            let (engine, p, stop, tracker) =
+                (engine.clone(), p.clone(), stop.clone(), tracker.clone());
+            tokio::spawn(async move { engine.work_pipeline(p, None, stop, tracker).await })
+        })
+        .collect();
+    tracing::info!(%addr, owner = %engine.owner, pipelines = engine.pipelines.len(), scheduled, "enrichd daemon running");
+    println!("enrichd daemon listening on http://{addr}");
+    shutdown_signal().await;
+    stop.cancel();
+    let _ = scheduler.shutdown().await;
+    engine::drain(&engine, &tracker, engine.shutdown_grace()).await;
+    for w in workers {
+        let _ = tokio::time::timeout(Duration::from_secs(2), w).await;
+    }
+    upkeep_stop.cancel();
+    let _ = upkeep.await;
+    let _ = server.await;
+    store.close().await;
+    tracing::info!("enrichd daemon stopped");
+    Ok(())
+}
+
+fn usd_to_micros(usd: f64) -> i64 {
+    (usd * 1_000_000.0).round() as i64
+}
+
+async fn run(config: &Config, pipeline_name: &str, limit: Option<u64>) -> Result<(), Failure> {
+    let store = open_store(config).await?;
+    let engine = Arc::new(Engine::build(config, store.clone()));
+    let pipeline = engine.pipelines[pipeline_name].clone();
+    let new = NewRun {
+        pipeline: pipeline_name.to_owned(),
+        scheduled_for: None,
+        item_limit: limit.map(|l| l as i64),
+        max_attempts: pipeline.config.max_attempts as i64,
+        budget_micros: pipeline.config.budget_usd.map(usd_to_micros),
+    };
+    let run = match store
+        .create_run(&new)
+        .await
+        .map_err(|e| failed(e.to_string()))?
+    {
+        RunStart::Created(run) => {
+            println!("run {} of {pipeline_name} started", run.id);
+            run
+        }
+        RunStart::AlreadyActive(run) => {
+            println!(
+                "resuming run {} of {pipeline_name} ({}), started earlier",
+                run.id, run.status
+            );
+            run
+        }
+        RunStart::TickTaken => unreachable!("manual runs have no tick"),
+    };
+    let stop = CancellationToken::new();
+    let upkeep_stop = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let upkeep = engine.spawn_upkeep(upkeep_stop.clone());
+    let worker = {
+        let (engine, stop, tracker) = (engine.clone(), stop.clone(), tracker.clone());
+        tokio::spawn(async move {
+            engine
+                .work_pipeline(pipeline, Some(run.id), stop, tracker)
+                .await
+        })
+    };
+    let started = Instant::now();
+    let mut progress = Progress::new(std::io::stdout().is_terminal());
+    let signal = shutdown_signal();
+    tokio::pin!(signal);
+    let mut interrupted = false;
+    let final_run = loop {
+        tokio::select! {
+            _ = &mut signal => { interrupted = true; break store.run(run.id).await.ok() }
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+        }
+        let (Ok(current), Ok(counts)) = (store.run(run.id).await, store.counts(run.id).await)
+        else {
+            continue;
+        };
+        progress.show(&current, &counts, started.elapsed());
+        if !matches!(current.status, RunStatus::Discovering | RunStatus::Running) {
+            break Some(current);
+        }
+    };
+    stop.cancel();
+    engine::drain(&engine, &tracker, engine.shutdown_grace()).await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), worker).await;
+    upkeep_stop.cancel();
+    let _ = upkeep.await;
+    let counts = store
+        .counts(run.id)
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+    let final_run = final_run.unwrap_or(run);
+    println!("{}", summary_line(&final_run, &counts));
+    store.close().await;
+    if interrupted {
+        return Err(failed(format!(
+            "interrupted; `enrichd run {pipeline_name}` resumes run {}",
+            final_run.id
+        )));
+    }
+    match final_run.status {
+        RunStatus::Failed | RunStatus::Paused | RunStatus::Cancelled => Err(failed(format!(
+            "run {} {}: {}",
+            final_run.id,
+            final_run.status,
+            final_run.status_reason.unwrap_or_default()
+        ))),
+        _ if counts.get(ItemState::Dead) > 0 => Err(failed(format!(
+            "run {}: {} item(s) dead; `enrichd status {}` shows why",
+            final_run.id,
+            counts.get(ItemState::Dead),
+            final_run.id
+        ))),
+        _ => {
+            if counts.awaiting_review() > 0 {
+                println!("{} proposal(s) wait for review", counts.awaiting_review());
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Progress lines: rewritten in place on a terminal, one line every few seconds otherwise.
+struct Progress {
+    terminal: bool,
+    last: Option<Instant>,
+    last_line: String,
+}
+
+impl Progress {
+    fn new(terminal: bool) -> Self {
+        Self {
+            terminal,
+            last: None,
+            last_line: String::new(),
+        }
+    }
+
+    fn show(&mut self, run: &Run, counts: &RunCounts, elapsed: Duration) {
+        let every = if self.terminal {
+            Duration::from_millis(250)
+        } else {
+            Duration::from_secs(2)
+        };
+        let due = self.last.is_none_or(|t| t.elapsed() >= every)
+            || !matches!(run.status, RunStatus::Discovering | RunStatus::Running);
+        let line = progress_line(run, counts, elapsed);
+        if !due || line == self.last_line {
+            return;
+        }
+        if self.terminal {
+            print!("\r\x1b[2K{line}");
+            if !matches!(run.status, RunStatus::Discovering | RunStatus::Running) {
+                println!();
+            }
+            let _ = std::io::Write::flush(&mut std::io::stdout());
+        } else {
+            println!("{line}");
+        }
+        self.last = Some(Instant::now());
+        self.last_line = line;
+    }
+}
+
+fn progress_line(run: &Run, counts: &RunCounts, elapsed: Duration) -> String {
+    use ItemState::*;
+    let total = counts.total();
+    let finished = counts.terminal() + counts.awaiting_review();
+    let eta = if finished > 0 && finished < total && run.status != RunStatus::Discovering {
+        let per_item = elapsed.as_secs_f64() / finished as f64;
+        format!(
+            " · ETA {}",
+            fmt_duration(Duration::from_secs_f64(
+                per_item * (total - finished) as f64
+            ))
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        "run {} [{}] {finished}/{total} · queued {} · enriching {} · review {} · writing {} · written {} · skipped {} · conflict {} · failed {} · dead {} · ${:.4} · {}{eta}",
+        run.id,
+        run.status,
+        counts.get(Queued),
+        counts.get(Enriching),
+        counts.awaiting_review(),
+        counts.sum(&[Approved, Writing]),
+        counts.get(Written),
+        counts.get(Skipped),
+        counts.get(Conflict),
+        counts.get(WriteFailed),
+        counts.get(Dead),
+        run.cost_micros as f64 / 1e6,
+        fmt_duration(elapsed),
+    )
+}
+
+fn summary_line(run: &Run, counts: &RunCounts) -> String {
+    let reason = run
+        .status_reason
+        .as_deref()
+        .map(|r| format!(" ({r})"))
+        .unwrap_or_default();
+    let states: Vec<String> = counts.0.iter().map(|(s, n)| format!("{s} {n}")).collect();
+    format!(
+        "run {} {}{reason}: {} items — {} · ${:.4} spent, {} tokens in, {} out",
+        run.id,
+        run.status,
+        counts.total(),
+        if states.is_empty() {
+            "none".into()
+        } else {
+            states.join(", ")
+        },
+        run.cost_micros as f64 / 1e6,
+        run.tokens_in,
+        run.tokens_out
+    )
+}
+
+fn fmt_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..60 => format!("{:.1}s", d.as_secs_f64()),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
+async fn dry_run_pipeline(
+    config: &Config,
+    pipeline_name: &str,
+    limit: Option<u64>,
+) -> Result<(), Failure> {
+    let p = &config.pipelines[pipeline_name];
+    let connector = build_connector(&config.connections[&p.connection]);
+    let task = crate::task::Task::build(&p.task, &config.tasks[&p.task])
+        .map_err(|(k, m)| config_error(format!("tasks.{}.{k}: {m}", p.task)))?;
+    let (mut read, mut candidates, mut by_field) =
+        (0u64, 0u64, std::collections::BTreeMap::<String, u64>::new());
+    let mut cursor = None;
+    loop {
+        let page = connector
+            .list(
+                &p.entity,
+                &PageRequest {
+                    cursor: cursor.clone(),
+                    per_page: p.page_size,
+                    modified_after: None,
+                },
+            )
+            .await
+            .map_err(|e| failed(format!("connections.{}: {e}", p.connection)))?;
+        for record in &page.records {
+            read += 1;
+            let wanted = crate::select::wanted_fields(&p.select, task.fields.values(), record);
+            if !wanted.is_empty() {
+                candidates += 1;
+                for f in wanted {
+                    *by_field.entry(f).or_default() += 1;
+                }
+            }
+        }
+        if page.next.is_none() || limit.is_some_and(|l| candidates >= l) {
+            break;
+        }
+        cursor = page.next;
+    }
+    let fields: Vec<String> = by_field.iter().map(|(f, n)| format!("{f} {n}")).collect();
+    println!(
+        "dry run of {pipeline_name}: {read} records read, {candidates} would be enriched ({}), {} have nothing missing; nothing stored or written",
+        fields.join(", "),
+        read - candidates
+    );
+    Ok(())
+}
+
+async fn status(config: &Config, run_id: Option<i64>, as_json: bool) -> Result<(), Failure> {
+    let store = open_store(config).await?;
+    let runs = match run_id {
+        Some(id) => vec![store.run(id).await.map_err(|e| failed(e.to_string()))?],
+        None => store
+            .runs(&[], 20)
+            .await
+            .map_err(|e| failed(e.to_string()))?,
+    };
+    let mut out = Vec::new();
+    for run in runs {
+        let counts = store
+            .counts(run.id)
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        out.push((run, counts));
+    }
+    if as_json {
+        let value: Vec<_> = out
+            .iter()
+            .map(|(run, counts)| json!({"run": run, "counts": counts}))
+            .collect();
+        let value = if run_id.is_some() {
+            value.into_iter().next().unwrap_or_default()
+        } else {
+            json!(value)
+        };
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&value).expect("serialisable")
+        );
+    } else if out.is_empty() {
+        println!("no runs yet");
+    } else {
+        for (run, counts) in &out {
+            let ended = run.finished_at.unwrap_or_else(crate::store::now_ms);
+            let took = Duration::from_millis((ended - run.created_at).max(0) as u64);
+            println!(
+                "{} · {} · {}",
+                summary_line(run, counts),
+                run.pipeline,
+                fmt_duration(took)
+            );
+            if run_id.is_some() {
+                for item in store
+                    .items(run.id, Some(ItemState::Dead), 20)
+                    .await
+                    .map_err(|e| failed(e.to_string()))?
+                {
+                    println!(
+                        "  dead item {} (record {}): {}",
+                        item.id,
+                        item.external_id,
+                        item.last_error.unwrap_or_default()
+                    );
+                }
+            }
+        }
+    }
+    store.close().await;
+    Ok(())
+}
+
+async fn sandbox(which: SandboxCommand) -> Result<(), Failure> {
+    let at = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+    match which {
+        SandboxCommand::Teststore {
+            products,
+            missing_every,
+            port,
+            token,
+        } => {
+            let store = enrichd_teststore::sandbox::Sandbox::new(&token);
+            store.seed_products(products, missing_every);
+            let addr = store
+                .start(at(port))
+                .await
+                .map_err(|e| failed(format!("binding port {port}: {e}")))?;
+            println!(
+                "teststore sandbox with {products} products on http://{addr} (bearer token {token:?}); Ctrl-C stops it"
+            );
+        }
+        SandboxCommand::Provider {
+            port,
+            api_key,
+            latency_ms,
+        } => {
+            let provider = crate::sandbox::provider::ProviderSandbox::new(api_key.as_deref());
+            provider.set_faults(crate::sandbox::provider::Faults {
+                latency: Duration::from_millis(latency_ms),
+                ..Default::default()
+            });
+            let addr = provider
+                .start(at(port))
+                .await
+                .map_err(|e| failed(format!("binding port {port}: {e}")))?;
+            println!("simulated model (OpenAI-compatible) on http://{addr}/v1; Ctrl-C stops it");
+        }
+    }
+    shutdown_signal().await;
+    Ok(())
+}

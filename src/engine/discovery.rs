@@ -1,0 +1,228 @@
+//! Discovery: pulls a run's candidate records page by page under the run's discovery lease,
+//! recording each page and the cursor after it in one transaction, so a restarted daemon resumes
+//! where the last page ended.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use enrichd_connector::{PageRequest, Record};
+use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
+
+use super::{Engine, Pipeline, pause};
+use crate::select::wanted_fields;
+use crate::store::{ItemState, NewItem, PriorItem, Run, RunStatus};
+
+pub(super) async fn discovery_loop(
+    engine: Arc<Engine>,
+    pipeline: Arc<Pipeline>,
+    only_run: Option<i64>,
+    stop: CancellationToken,
+) {
+    while !stop.is_cancelled() {
+        let runs = match only_run {
+            Some(id) => engine.store.run(id).await.map(|r| vec![r]),
+            None => engine.store.runs(&[RunStatus::Discovering], 100).await,
+        };
+        match runs {
+            Ok(runs) => {
+                for run in runs
+                    .into_iter()
+                    .filter(|r| r.pipeline == pipeline.name && r.status == RunStatus::Discovering)
+                {
+                    match engine
+                        .store
+                        .claim_discovery(run.id, &engine.owner, engine.lease())
+                        .await
+                    {
+                        Ok(Some(run)) => discover(&engine, &pipeline, run, &stop).await,
+                        Ok(None) => {}
+                        Err(e) => {
+                            tracing::warn!(run = run.id, error = %e, "claiming discovery failed")
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "listing runs to discover failed"),
+        }
+        if !pause(&stop, engine.poll()).await {
+            break;
+        }
+    }
+}
+
+/// The hash of a record's input: equal hashes mean the model would see the same thing.
+pub fn input_hash(record: &Record) -> String {
+    let mut h = Sha256::new();
+    h.update(serde_json::to_string(&record.fields).unwrap_or_default());
+    hex::encode(h.finalize())
+}
+
+async fn discover(engine: &Engine, pipeline: &Pipeline, run: Run, stop: &CancellationToken) {
+    let store = &engine.store;
+    let entity = &pipeline.config.entity;
+    let mut cursor = run.discovery_cursor.clone();
+    let mut candidates = match store.counts(run.id).await {
+        Ok(c) => c.total() - c.get(ItemState::Skipped),
+        Err(e) => return tracing::warn!(run = run.id, error = %e, "reading run counts failed"),
+    };
+    let mut failures = 0u32;
+    tracing::info!(run = run.id, pipeline = %pipeline.name, resume_at = ?cursor, "discovering");
+    loop {
+        if stop.is_cancelled() {
+            return;
+        }
+        let request = PageRequest {
+            cursor: cursor.clone(),
+            per_page: pipeline.config.page_size,
+            modified_after: None,
+        };
+        let page = match pipeline.connector.list(entity, &request).await {
+            Ok(page) => page,
+            Err(e) => {
+                failures += 1;
+                if !e.retryable || failures >= pipeline.config.max_attempts {
+                    let reason = format!(
+                        "discovery failed on connection {}: {e}",
+                        pipeline.config.connection
+                    );
+                    tracing::error!(run = run.id, "{reason}");
+                    let _ = store
+                        .set_run_status(
+                            run.id,
+                            &[RunStatus::Discovering],
+                            RunStatus::Failed,
+                            Some(&reason),
+                            &engine.owner,
+                        )
+                        .await;
+                    return;
+                }
+                let wait = enrichd_connector::retry::backoff(
+                    failures,
+                    engine.retry_policy().base,
+                    engine.retry_policy().max,
+                    e.retry_after,
+                );
+                tracing::warn!(run = run.id, error = %e, wait_s = wait.as_secs_f64(), "listing failed; retrying");
+                if !pause(stop, wait).await {
+                    return;
+                }
+                continue;
+            }
+        };
+        failures = 0;
+        let ids: Vec<String> = page.records.iter().map(|r| r.id.clone()).collect();
+        let prior = match store
+            .prior_items(&pipeline.name, entity, &ids, run.id)
+            .await
+        {
+            Ok(p) => p,
+            Err(e) => {
+                return tracing::warn!(run = run.id, error = %e, "reading earlier items failed");
+            }
+        };
+        let mut by_record: HashMap<&str, Vec<&PriorItem>> = HashMap::new();
+        for p in &prior {
+            by_record.entry(p.external_id.as_str()).or_default().push(p);
+        }
+        let mut items = Vec::with_capacity(page.records.len());
+        let mut limit_reached = false;
+        for record in &page.records {
+            if run.item_limit.is_some_and(|limit| candidates >= limit) {
+                limit_reached = true;
+                break;
+            }
+            let hash = input_hash(record);
+            let wanted = wanted_fields(
+                &pipeline.config.select,
+                pipeline.task.fields.values(),
+                record,
+            );
+            let skip = if wanted.is_empty() {
+                Some("nothing is missing".to_owned())
+            } else {
+                reuse_reason(
+                    by_record
+                        .get(record.id.as_str())
+                        .map(Vec::as_slice)
+                        .unwrap_or(&[]),
+                    &hash,
+                    &pipeline.task.version,
+                )
+            };
+            if skip.is_none() {
+                candidates += 1;
+            }
+            items.push(NewItem {
+                entity: entity.clone(),
+                external_id: record.id.clone(),
+                record_version: record.version.0.clone(),
+                input: serde_json::to_string(&record.fields).unwrap_or_default(),
+                input_hash: hash,
+                skip,
+            });
+        }
+        let next = if limit_reached {
+            cursor.clone()
+        } else {
+            page.next.clone()
+        };
+        if let Err(e) = store
+            .add_discovered(
+                run.id,
+                &pipeline.name,
+                &pipeline.task.version,
+                &engine.owner,
+                &items,
+                next.as_deref(),
+            )
+            .await
+        {
+            return tracing::warn!(run = run.id, error = %e, "recording a discovered page failed; another worker may hold discovery");
+        }
+        if limit_reached || page.next.is_none() {
+            let reason = if limit_reached {
+                format!("item limit of {} reached", run.item_limit.unwrap_or(0))
+            } else {
+                "all pages read".into()
+            };
+            let _ = store
+                .set_run_status(
+                    run.id,
+                    &[RunStatus::Discovering],
+                    RunStatus::Running,
+                    Some(&reason),
+                    &engine.owner,
+                )
+                .await;
+            tracing::info!(run = run.id, candidates, "discovery finished: {reason}");
+            return;
+        }
+        cursor = page.next;
+    }
+}
+
+/// Why a candidate record is not enriched again: an earlier run still has it in progress, or the
+/// same input was already answered under the same task version.
+fn reuse_reason(prior: &[&PriorItem], hash: &str, task_version: &str) -> Option<String> {
+    if let Some(p) = prior.iter().find(|p| !p.state.is_terminal()) {
+        return Some(format!(
+            "already in progress in run {} (item {}, {})",
+            p.run_id, p.id, p.state
+        ));
+    }
+    let answered = [ItemState::Written, ItemState::Rejected];
+    prior
+        .iter()
+        .rev()
+        .find(|p| {
+            p.input_hash == hash && p.task_version == task_version && answered.contains(&p.state)
+        })
+        .map(|p| {
+            format!(
+                "identical input already enriched with this task version in run {} (item {}, {})",
+                p.run_id, p.id, p.state
+            )
+        })
+}

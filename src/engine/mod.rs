@@ -1,0 +1,279 @@
+//! The engine: turns config into running parts (connectors, providers, tasks) and drives items
+//! through their life — discovery, enrichment, review policy, write-back — with leases kept alive
+//! while work runs and expired ones reclaimed.
+//!
+//! Each phase is a loop that claims work from the store, does the network part with no transaction
+//! open, and records the outcome as one transition. Several loops, processes or daemons can run the
+//! same pipeline: the store's claims keep them from sharing an item.
+
+mod discovery;
+mod enrich;
+mod writeback;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use enrichd_connector::Connector;
+use secrecy::ExposeSecret;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{Config, ConnectionConfig, DaemonConfig, PipelineConfig};
+use crate::provider::{Provider, TokenUsage};
+use crate::store::{RetryPolicy, RunStatus, Store, Usage};
+use crate::task::Task;
+
+/// One pipeline, built: its connector, provider and task.
+pub struct Pipeline {
+    pub name: String,
+    pub config: PipelineConfig,
+    pub connector: Arc<dyn Connector>,
+    pub provider: Arc<Provider>,
+    pub task: Arc<Task>,
+}
+
+impl Pipeline {
+    /// Prices `usage` on this pipeline's model.
+    fn usage(&self, usage: TokenUsage) -> Usage {
+        Usage {
+            input_tokens: usage.input,
+            output_tokens: usage.output,
+            cost_micros: self
+                .provider
+                .cost_micros(&self.config.model, usage)
+                .unwrap_or(0),
+        }
+    }
+}
+
+/// Everything a worker needs.
+pub struct Engine {
+    pub store: Store,
+    pub pipelines: BTreeMap<String, Arc<Pipeline>>,
+    pub connectors: BTreeMap<String, Arc<dyn Connector>>,
+    pub providers: BTreeMap<String, Arc<Provider>>,
+    /// This process's lease owner name.
+    pub owner: String,
+    pub daemon: DaemonConfig,
+}
+
+/// A connector for one configured connection.
+pub fn build_connector(config: &ConnectionConfig) -> Arc<dyn Connector> {
+    match config {
+        ConnectionConfig::TestStore(c) => Arc::new(enrichd_teststore::TestStore::new(
+            &c.base_url,
+            c.token.0.expose_secret().to_owned().into(),
+            Duration::from_secs_f64(c.timeout_seconds),
+        )),
+    }
+}
+
+impl Engine {
+    /// Builds every connection, provider, task and pipeline of a validated config.
+    pub fn build(config: &Config, store: Store) -> Engine {
+        let connectors: BTreeMap<String, Arc<dyn Connector>> = config
+            .connections
+            .iter()
+            .map(|(name, c)| (name.clone(), build_connector(c)))
+            .collect();
+        let providers: BTreeMap<String, Arc<Provider>> = config
+            .providers
+            .iter()
+            .map(|(name, p)| (name.clone(), Arc::new(Provider::build(name, p))))
+            .collect();
+        let tasks: BTreeMap<String, Arc<Task>> = config
+            .tasks
+            .iter()
+            .map(|(name, t)| {
+                (
+                    name.clone(),
+                    Arc::new(
+                        Task::build(name, t).expect("tasks are validated when the config loads"),
+                    ),
+                )
+            })
+            .collect();
+        let pipelines = config
+            .pipelines
+            .iter()
+            .map(|(name, p)| {
+                let pipeline = Pipeline {
+                    name: name.clone(),
+                    config: p.clone(),
+                    connector: connectors[&p.connection].clone(),
+                    provider: providers[&p.provider].clone(),
+                    task: tasks[&p.task].clone(),
+                };
+                (name.clone(), Arc::new(pipeline))
+            })
+            .collect();
+        let owner = format!(
+            "{}-{}-{}",
+            hostname(),
+            std::process::id(),
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
+        Engine {
+            store,
+            pipelines,
+            connectors,
+            providers,
+            owner,
+            daemon: config.daemon.clone(),
+        }
+    }
+
+    pub fn lease(&self) -> Duration {
+        Duration::from_secs_f64(self.daemon.lease_seconds)
+    }
+
+    fn poll(&self) -> Duration {
+        Duration::from_millis(self.daemon.poll_interval_ms.max(10))
+    }
+
+    fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            base: Duration::from_millis(self.daemon.retry_base_ms),
+            max: Duration::from_secs(self.daemon.retry_max_seconds),
+        }
+    }
+
+    /// The grace period for in-flight work at shutdown.
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs_f64(self.daemon.shutdown_grace_seconds)
+    }
+
+    /// Keeps this process's leases alive and reclaims expired ones (of any process), until `stop`.
+    pub fn spawn_upkeep(self: &Arc<Self>, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
+        let engine = self.clone();
+        tokio::spawn(async move {
+            let lease = engine.lease();
+            let beat = (lease / 3).max(Duration::from_millis(50));
+            let mut heartbeat = tokio::time::interval(beat);
+            let mut reaper = tokio::time::interval((lease / 2).max(Duration::from_millis(100)));
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = heartbeat.tick() => {
+                        if let Err(e) = engine.store.heartbeat(&engine.owner, lease).await {
+                            tracing::warn!(error = %e, "lease heartbeat failed");
+                        }
+                    }
+                    _ = reaper.tick() => match engine.store.reclaim_expired(&format!("reaper:{}", engine.owner)).await {
+                        Ok(ids) if !ids.is_empty() => tracing::warn!(count = ids.len(), "reclaimed items whose lease expired"),
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, "reclaiming expired leases failed"),
+                    },
+                }
+            }
+        })
+    }
+
+    /// Runs every phase of `pipeline` (all its runs, or only `only_run`) until `stop`. In-flight
+    /// work is spawned on `tracker` so the caller can wait for it at shutdown.
+    pub async fn work_pipeline(
+        self: &Arc<Self>,
+        pipeline: Arc<Pipeline>,
+        only_run: Option<i64>,
+        stop: CancellationToken,
+        tracker: TaskTracker,
+    ) {
+        let discover = tokio::spawn(discovery::discovery_loop(
+            self.clone(),
+            pipeline.clone(),
+            only_run,
+            stop.clone(),
+        ));
+        let enrich = tokio::spawn(enrich::enrich_loop(
+            self.clone(),
+            pipeline.clone(),
+            only_run,
+            stop.clone(),
+            tracker.clone(),
+        ));
+        let write = tokio::spawn(writeback::write_loop(
+            self.clone(),
+            pipeline.clone(),
+            only_run,
+            stop.clone(),
+            tracker,
+        ));
+        let settle = tokio::spawn(settle_loop(self.clone(), pipeline, only_run, stop));
+        for handle in [discover, enrich, write, settle] {
+            if let Err(e) = handle.await {
+                tracing::error!(error = %e, "a pipeline loop panicked");
+            }
+        }
+    }
+}
+
+/// Moves runs on (to awaiting review, done, paused) as their items allow.
+async fn settle_loop(
+    engine: Arc<Engine>,
+    pipeline: Arc<Pipeline>,
+    only_run: Option<i64>,
+    stop: CancellationToken,
+) {
+    let actor = engine.owner.clone();
+    loop {
+        let runs = match only_run {
+            Some(id) => engine.store.run(id).await.map(|r| vec![r]),
+            None => {
+                engine
+                    .store
+                    .runs(&[RunStatus::Running, RunStatus::AwaitingReview], 100)
+                    .await
+            }
+        };
+        match runs {
+            Ok(runs) => {
+                for run in runs.into_iter().filter(|r| r.pipeline == pipeline.name) {
+                    if let Err(e) = engine.store.settle_run(run.id, &actor).await {
+                        tracing::warn!(run = run.id, error = %e, "settling run failed");
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "listing runs failed"),
+        }
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tokio::time::sleep(engine.poll()) => {}
+        }
+    }
+}
+
+/// Waits for `stop`'s work to finish within `grace`, then gives back whatever is still leased.
+pub async fn drain(engine: &Engine, tracker: &TaskTracker, grace: Duration) {
+    tracker.close();
+    if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+        tracing::warn!(
+            grace_s = grace.as_secs_f64(),
+            "in-flight work did not finish within the shutdown grace; releasing its leases"
+        );
+    }
+    match engine.store.release(&engine.owner).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(items = n, "released leases at shutdown"),
+        Err(e) => tracing::error!(error = %e, "releasing leases failed; they will expire instead"),
+    }
+}
+
+fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes into buf.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return "host".into();
+    }
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+/// Sleeps `d` unless `stop` fires first; returns false when stopped.
+async fn pause(stop: &CancellationToken, d: Duration) -> bool {
+    tokio::select! {
+        _ = stop.cancelled() => false,
+        _ = tokio::time::sleep(d) => true,
+    }
+}

@@ -1,0 +1,247 @@
+//! Write-back: claims approved items a batch at a time, re-reads the records, and writes only where
+//! the record is still at the version that was pulled. A record changed upstream is a `conflict`
+//! and is left as it is; a record that already holds the approved values (our write landed before a
+//! crash) is `written` without writing again.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use enrichd_connector::{
+    Change, ConnectorError, Record, Version, WriteOutcome, WriteResult, WriteSubmission,
+};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::enrich::log_store_error;
+use super::{Engine, Pipeline, pause};
+use crate::store::{Claim, Item, StoreError, Work};
+
+pub(super) async fn write_loop(
+    engine: Arc<Engine>,
+    pipeline: Arc<Pipeline>,
+    only_run: Option<i64>,
+    stop: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let limit = pipeline.connector.max_write_batch().clamp(1, 500);
+    while !stop.is_cancelled() {
+        let claim = Claim {
+            pipeline: &pipeline.name,
+            run_id: only_run,
+            work: Work::Write,
+            owner: &engine.owner,
+            limit,
+            lease: engine.lease(),
+        };
+        let items = match engine.store.claim(&claim).await {
+            Ok(items) => items,
+            Err(e) => {
+                tracing::warn!(pipeline = %pipeline.name, error = %e, "claiming items to write failed");
+                Vec::new()
+            }
+        };
+        if items.is_empty() {
+            if !pause(&stop, engine.poll()).await {
+                break;
+            }
+            continue;
+        }
+        // Tracked so a shutdown waits for the batch instead of abandoning it mid-write.
+        let (e, p) = (engine.clone(), pipeline.clone());
+        let batch = tracker.spawn(async move { write_batch(&e, &p, items).await });
+        if let Err(e) = batch.await {
+            tracing::error!(error = %e, "write-back batch panicked");
+        }
+    }
+}
+
+async fn write_batch(engine: &Engine, pipeline: &Pipeline, items: Vec<Item>) {
+    let store = &engine.store;
+    let owner = engine.owner.as_str();
+    let policy = engine.retry_policy();
+    let entity = &pipeline.config.entity;
+    let ids: Vec<String> = items.iter().map(|i| i.external_id.clone()).collect();
+    let current = match pipeline.connector.fetch(entity, &ids).await {
+        Ok(records) => records,
+        Err(e) => {
+            for item in &items {
+                let message = format!(
+                    "record {}: re-reading before the write failed: {e}",
+                    item.external_id
+                );
+                if let Err(err) = store
+                    .fail_write(item, owner, &message, e.retryable, e.retry_after, policy)
+                    .await
+                {
+                    log_store_error(item.id, "write-back", &err);
+                }
+            }
+            return;
+        }
+    };
+    let current: HashMap<&str, &Record> = current.iter().map(|r| (r.id.as_str(), r)).collect();
+    let mut to_write: Vec<(Item, Change)> = Vec::new();
+    for item in items {
+        let result = check_item(
+            engine,
+            pipeline,
+            &item,
+            current.get(item.external_id.as_str()).copied(),
+        )
+        .await;
+        match result {
+            Ok(Some(change)) => to_write.push((item, change)),
+            Ok(None) => {}
+            Err(e) => log_store_error(item.id, "write-back", &e),
+        }
+    }
+    for chunk in to_write.chunks(pipeline.connector.max_write_batch().max(1)) {
+        let changes: Vec<Change> = chunk.iter().map(|(_, c)| c.clone()).collect();
+        let outcomes = match pipeline.connector.write(entity, &changes).await {
+            Ok(WriteSubmission::Done(outcomes)) => Ok(outcomes),
+            Ok(WriteSubmission::Pending(job)) => poll_until_done(pipeline, &job).await,
+            Err(e) => Err(e),
+        };
+        match outcomes {
+            Ok(outcomes) => record_outcomes(engine, chunk, outcomes).await,
+            Err(e) => {
+                for (item, _) in chunk {
+                    let message = format!("record {}: {e}", item.external_id);
+                    if let Err(err) = store
+                        .fail_write(item, owner, &message, e.retryable, e.retry_after, policy)
+                        .await
+                    {
+                        log_store_error(item.id, "write-back", &err);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Decides one item against the record as it is now: `Some(change)` to write, or records the
+/// outcome (gone, already applied, conflict) and returns `None`.
+async fn check_item(
+    engine: &Engine,
+    pipeline: &Pipeline,
+    item: &Item,
+    upstream: Option<&Record>,
+) -> Result<Option<Change>, StoreError> {
+    let store = &engine.store;
+    let owner = engine.owner.as_str();
+    let Some(proposal) = &item.proposal else {
+        store
+            .fail_write(
+                item,
+                owner,
+                "approved without a proposal",
+                false,
+                None,
+                engine.retry_policy(),
+            )
+            .await?;
+        return Ok(None);
+    };
+    let values = proposal.values();
+    let Some(record) = upstream else {
+        let message = format!(
+            "record {} no longer exists on connection {}",
+            item.external_id, pipeline.config.connection
+        );
+        store
+            .fail_write(item, owner, &message, false, None, engine.retry_policy())
+            .await?;
+        return Ok(None);
+    };
+    if values.iter().all(|(k, v)| record.fields.get(k) == Some(v)) {
+        let detail = json!({ "note": "the record already holds the approved values (an earlier write landed before a restart)" });
+        store
+            .mark_written(item, owner, Some(&record.version.0), Some(detail))
+            .await?;
+        return Ok(None);
+    }
+    if record.version.0 != item.record_version {
+        let reason = format!(
+            "record {} changed upstream since it was pulled (version {} → {}); nothing was written",
+            item.external_id, item.record_version, record.version
+        );
+        store
+            .mark_conflict(item, owner, Some(&record.version.0), &reason)
+            .await?;
+        return Ok(None);
+    }
+    Ok(Some(Change {
+        id: item.external_id.clone(),
+        base_version: Version(item.record_version.clone()),
+        fields: values,
+    }))
+}
+
+async fn poll_until_done(
+    pipeline: &Pipeline,
+    job: &enrichd_connector::PendingWrite,
+) -> Result<Vec<WriteOutcome>, ConnectorError> {
+    let mut wait = Duration::from_millis(500);
+    for _ in 0..120 {
+        tokio::time::sleep(wait).await;
+        if let Some(outcomes) = pipeline.connector.poll_write(job).await? {
+            return Ok(outcomes);
+        }
+        wait = (wait * 2).min(Duration::from_secs(10));
+    }
+    Err(ConnectorError::transient(format!(
+        "write job {} did not finish in time",
+        job.job
+    )))
+}
+
+async fn record_outcomes(engine: &Engine, chunk: &[(Item, Change)], outcomes: Vec<WriteOutcome>) {
+    let store = &engine.store;
+    let owner = engine.owner.as_str();
+    let mut by_id: HashMap<String, WriteResult> =
+        outcomes.into_iter().map(|o| (o.id, o.result)).collect();
+    for (item, _) in chunk {
+        let result = match by_id.remove(&item.external_id) {
+            Some(WriteResult::Written { version }) => {
+                store
+                    .mark_written(item, owner, version.as_ref().map(|v| v.0.as_str()), None)
+                    .await
+            }
+            Some(WriteResult::Conflict { current }) => {
+                let reason = format!(
+                    "record {}: the platform refused the write because the record changed",
+                    item.external_id
+                );
+                store
+                    .mark_conflict(item, owner, current.as_ref().map(|v| v.0.as_str()), &reason)
+                    .await
+            }
+            Some(WriteResult::Failed(e)) => {
+                store
+                    .fail_write(
+                        item,
+                        owner,
+                        &e.message,
+                        e.retryable,
+                        e.retry_after,
+                        engine.retry_policy(),
+                    )
+                    .await
+            }
+            None => {
+                let message = format!(
+                    "record {}: the platform reported no outcome for it",
+                    item.external_id
+                );
+                store
+                    .fail_write(item, owner, &message, true, None, engine.retry_policy())
+                    .await
+            }
+        };
+        if let Err(e) = result {
+            log_store_error(item.id, "write-back", &e);
+        }
+    }
+}
