@@ -120,3 +120,135 @@ macro_rules! on_both_backends {
         }
     )*};
 }
+
+pub use enrichd::sandbox::provider::ProviderSandbox;
+pub use enrichd_teststore::sandbox::Sandbox as StoreSandbox;
+
+pub const STORE_TOKEN: &str = "test-store-token";
+pub const PROVIDER_KEY: &str = "test-provider-key";
+
+/// Both sandboxes, serving on loopback ports.
+pub struct Sandboxes {
+    pub store: StoreSandbox,
+    pub store_url: String,
+    pub provider: ProviderSandbox,
+    pub provider_url: String,
+}
+
+/// Starts a teststore with `products` products (every `missing_every`th lacks a description) and a
+/// provider sandbox, both on free ports.
+pub async fn sandboxes(products: u64, missing_every: u64) -> Sandboxes {
+    let store = StoreSandbox::new(STORE_TOKEN);
+    store.seed_products(products, missing_every);
+    let addr = store.start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let provider = ProviderSandbox::new(Some(PROVIDER_KEY));
+    let paddr = provider
+        .start("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    Sandboxes {
+        store,
+        store_url: format!("http://{addr}"),
+        provider,
+        provider_url: format!("http://{paddr}/v1"),
+    }
+}
+
+/// Knobs of a test config.
+pub struct ConfigOptions {
+    pub policy: &'static str,
+    pub concurrency: usize,
+    pub lease_seconds: f64,
+    pub max_attempts: u32,
+    pub extra_pipeline: &'static str,
+}
+
+impl Default for ConfigOptions {
+    fn default() -> Self {
+        Self {
+            policy: "none",
+            concurrency: 8,
+            lease_seconds: 5.0,
+            max_attempts: 5,
+            extra_pipeline: "",
+        }
+    }
+}
+
+/// Writes `enrichd.toml` into `dir` for pipeline `catalogue` over the sandboxes. Secrets come from
+/// the environment variables `TEST_STORE_TOKEN` and `TEST_PROVIDER_KEY`, which callers set (or pass
+/// to child processes).
+pub fn write_config(
+    dir: &std::path::Path,
+    database_url: &str,
+    sb: &Sandboxes,
+    o: &ConfigOptions,
+) -> std::path::PathBuf {
+    let text = format!(
+        r#"
+[database]
+url = "{database_url}"
+max_connections = 8
+
+[daemon]
+lease_seconds = {lease}
+shutdown_grace_seconds = 5
+poll_interval_ms = 50
+retry_base_ms = 100
+retry_max_seconds = 2
+
+[connections.shop]
+kind = "teststore"
+base_url = "{store}"
+token = "${{TEST_STORE_TOKEN}}"
+timeout_seconds = 10
+
+[providers.sim]
+kind = "openai"
+base_url = "{provider}"
+api_key = "${{TEST_PROVIDER_KEY}}"
+timeout_seconds = 10
+
+[tasks.copy]
+prompt = "Product {{{{ record.id }}}}: write its description."
+output_schema = {{ type = "object", additionalProperties = false, required = ["description"], properties = {{ description = {{ type = "string", minLength = 10 }} }} }}
+fields = {{ description = "description" }}
+
+[pipelines.catalogue]
+connection = "shop"
+entity = "product"
+task = "copy"
+provider = "sim"
+model = "gpt-4o-mini"
+concurrency = {concurrency}
+max_attempts = {max_attempts}
+select = {{ missing = ["description"] }}
+review = {{ policy = "{policy}" }}
+{extra}
+"#,
+        lease = o.lease_seconds,
+        store = sb.store_url,
+        provider = sb.provider_url,
+        concurrency = o.concurrency,
+        max_attempts = o.max_attempts,
+        policy = o.policy,
+        extra = o.extra_pipeline,
+    );
+    let path = dir.join("enrichd.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Sets the secrets the test configs reference, for in-process config loading.
+pub fn set_secret_env() {
+    // SAFETY: set once per test process before any config is loaded; the values never change.
+    unsafe {
+        std::env::set_var("TEST_STORE_TOKEN", STORE_TOKEN);
+        std::env::set_var("TEST_PROVIDER_KEY", PROVIDER_KEY);
+    }
+}
+
+/// What the provider sandbox answers for product `id` with the test task.
+pub fn expected_description(id: u64) -> String {
+    format!("description for Product {id}: write its description.")
+}
