@@ -400,7 +400,10 @@ async fn run(config: &Config, pipeline_name: &str, limit: Option<u64>) -> Result
             continue;
         };
         progress.show(&current, &counts, started.elapsed());
-        if !matches!(current.status, RunStatus::Discovering | RunStatus::Running) {
+        // Approved items of a run awaiting review are still ours to write.
+        let busy = matches!(current.status, RunStatus::Discovering | RunStatus::Running)
+            || (current.status == RunStatus::AwaitingReview && counts.machine_pending() > 0);
+        if !busy {
             break Some(current);
         }
     };

@@ -19,9 +19,9 @@ use secrecy::ExposeSecret;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{Config, ConnectionConfig, DaemonConfig, PipelineConfig};
+use crate::config::{Config, ConnectionConfig, DaemonConfig, PipelineConfig, ReviewPolicy};
 use crate::provider::{Provider, TokenUsage};
-use crate::store::{RetryPolicy, RunStatus, Store, Usage};
+use crate::store::{ItemState, RetryPolicy, RunStatus, Store, Usage};
 use crate::task::Task;
 
 /// One pipeline, built: its connector, provider and task.
@@ -208,7 +208,9 @@ impl Engine {
     }
 }
 
-/// Moves runs on (to awaiting review, done, paused) as their items allow.
+/// Applies the review policy to proposals still waiting (the enrichment worker applies it as it
+/// proposes; this catches proposals whose worker died in between), then moves runs on (to
+/// awaiting review, done, paused) as their items allow.
 async fn settle_loop(
     engine: Arc<Engine>,
     pipeline: Arc<Pipeline>,
@@ -222,13 +224,23 @@ async fn settle_loop(
             None => {
                 engine
                     .store
-                    .runs(&[RunStatus::Running, RunStatus::AwaitingReview], 100)
+                    .runs(
+                        &[
+                            RunStatus::Discovering,
+                            RunStatus::Running,
+                            RunStatus::AwaitingReview,
+                        ],
+                        100,
+                    )
                     .await
             }
         };
         match runs {
             Ok(runs) => {
                 for run in runs.into_iter().filter(|r| r.pipeline == pipeline.name) {
+                    if let Err(e) = apply_review_policy(&engine, &pipeline, run.id).await {
+                        tracing::warn!(run = run.id, error = %e, "applying the review policy failed");
+                    }
                     if let Err(e) = engine.store.settle_run(run.id, &actor).await {
                         tracing::warn!(run = run.id, error = %e, "settling run failed");
                     }
@@ -239,6 +251,31 @@ async fn settle_loop(
         tokio::select! {
             _ = stop.cancelled() => break,
             _ = tokio::time::sleep(engine.poll()) => {}
+        }
+    }
+}
+
+async fn apply_review_policy(
+    engine: &Engine,
+    pipeline: &Pipeline,
+    run_id: i64,
+) -> Result<(), crate::store::StoreError> {
+    if pipeline.config.review.policy != ReviewPolicy::None {
+        return Ok(());
+    }
+    loop {
+        let waiting = engine
+            .store
+            .items(run_id, Some(ItemState::Proposed), 500)
+            .await?;
+        if waiting.is_empty() {
+            return Ok(());
+        }
+        for item in waiting {
+            match engine.store.approve(item.id, "policy:none").await {
+                Ok(_) | Err(crate::store::StoreError::IllegalTransition { .. }) => {}
+                Err(e) => return Err(e),
+            }
         }
     }
 }

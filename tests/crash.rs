@@ -1,0 +1,164 @@
+//! Crash recovery with the real binary: `enrichd run` on 3,000 items is SIGKILLed twice mid-run and
+//! restarted; every item must end terminal, every record written with its own answer, nothing lost,
+//! and nothing done twice beyond the leases that were in flight at each kill.
+
+mod common;
+
+use std::collections::HashMap;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{
+    ConfigOptions, PROVIDER_KEY, STORE_TOKEN, TestDb, expected_description, sandboxes, write_config,
+};
+use enrichd::store::ItemState;
+use serde_json::json;
+
+const ITEMS: u64 = 3_000;
+
+fn spawn_run(config: &std::path::Path, log: &std::path::Path) -> Child {
+    let log = std::fs::File::create(log).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_enrichd"))
+        .args(["--config", config.to_str().unwrap(), "run", "catalogue"])
+        .env("TEST_STORE_TOKEN", STORE_TOKEN)
+        .env("TEST_PROVIDER_KEY", PROVIDER_KEY)
+        .env("ENRICHD_LOG", "warn")
+        .stdout(Stdio::from(log.try_clone().unwrap()))
+        .stderr(Stdio::from(log))
+        .spawn()
+        .unwrap()
+}
+
+async fn leased(db: &TestDb) -> (i64, i64) {
+    let runs = db.store.runs(&[], 10).await.unwrap();
+    let mut enriching = 0;
+    let mut writing = 0;
+    for run in runs {
+        let c = db.store.counts(run.id).await.unwrap();
+        enriching += c.get(ItemState::Enriching);
+        writing += c.get(ItemState::Writing);
+    }
+    (enriching, writing)
+}
+
+async fn killed_twice_then_finished(db: &TestDb) {
+    let sb = sandboxes(ITEMS, 1).await;
+    sb.provider.set_faults(enrichd::sandbox::provider::Faults {
+        latency: Duration::from_millis(8),
+        ..Default::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &db.url,
+        &sb,
+        &ConfigOptions {
+            lease_seconds: 2.0,
+            concurrency: 16,
+            ..Default::default()
+        },
+    );
+
+    let mut in_flight_enrich = 0;
+    let mut in_flight_write = 0;
+    for (round, kill_at) in [(1, 900u64), (2, 2_000)] {
+        let mut child = spawn_run(&config, &dir.path().join(format!("run{round}.log")));
+        let start = Instant::now();
+        while sb.provider.stats().answered < kill_at {
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "round {round}: enrichd exited before it was killed: {}",
+                std::fs::read_to_string(dir.path().join(format!("run{round}.log"))).unwrap()
+            );
+            assert!(
+                start.elapsed() < Duration::from_secs(120),
+                "round {round}: no progress"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        let (e, w) = leased(db).await;
+        eprintln!(
+            "round {round}: killed at {} answers with {e} enriching and {w} writing leases in flight",
+            sb.provider.stats().answered
+        );
+        in_flight_enrich += e;
+        in_flight_write += w;
+    }
+
+    let log = dir.path().join("final.log");
+    let status = tokio::task::spawn_blocking({
+        let config = config.clone();
+        let log = log.clone();
+        move || {
+            let mut child = spawn_run(&config, &log);
+            let start = Instant::now();
+            loop {
+                if let Some(status) = child.try_wait().unwrap() {
+                    return status;
+                }
+                if start.elapsed() > Duration::from_secs(180) {
+                    child.kill().unwrap();
+                    panic!("the final run did not finish");
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    })
+    .await
+    .unwrap();
+    let output = std::fs::read_to_string(&log).unwrap();
+    assert!(status.success(), "final run failed: {output}");
+    assert!(
+        output.contains("resuming run 1"),
+        "the restart must resume the interrupted run: {output}"
+    );
+
+    let runs = db.store.runs(&[], 10).await.unwrap();
+    assert_eq!(runs.len(), 1, "restarts resume; they do not start new runs");
+    let counts = db.store.counts(runs[0].id).await.unwrap();
+    assert_eq!(
+        counts.total(),
+        ITEMS as i64,
+        "every record has exactly one item"
+    );
+    assert_eq!(
+        counts.get(ItemState::Written),
+        ITEMS as i64,
+        "{counts:?}\n{output}"
+    );
+
+    let mut writes: HashMap<String, usize> = HashMap::new();
+    for w in sb.store.writes() {
+        *writes.entry(w.id).or_default() += 1;
+    }
+    let extra_writes: usize = writes.values().map(|n| n - 1).sum();
+    for id in 1..=ITEMS {
+        assert_eq!(
+            sb.store.record("product", id).unwrap().1["description"],
+            json!(expected_description(id)),
+            "product {id}"
+        );
+        assert!(
+            writes.contains_key(&id.to_string()),
+            "product {id} never written"
+        );
+    }
+    assert!(
+        extra_writes as i64 <= in_flight_write,
+        "{extra_writes} records written twice, but only {in_flight_write} writes were in flight at the kills"
+    );
+    let calls = sb.provider.stats().answered as i64;
+    assert!(
+        calls <= ITEMS as i64 + in_flight_enrich,
+        "{calls} model calls for {ITEMS} items with {in_flight_enrich} enrichment leases in flight at the kills"
+    );
+    eprintln!(
+        "model calls {calls} (items {ITEMS}, in flight at kills {in_flight_enrich}); extra writes {extra_writes} (in flight {in_flight_write})"
+    );
+}
+
+on_both_backends! {
+    crash_recovery => killed_twice_then_finished;
+}
