@@ -583,10 +583,8 @@ impl Config {
             if p.page_size == 0 || p.page_size > 1000 {
                 return Err(err(file, at("page_size"), "must be between 1 and 1000"));
             }
-            if let Some(b) = p.budget_usd {
-                if !(b.is_finite() && b > 0.0) {
-                    return Err(err(file, at("budget_usd"), "must be a positive amount"));
-                }
+            if p.budget_usd.is_some_and(|b| !(b.is_finite() && b > 0.0)) {
+                return Err(err(file, at("budget_usd"), "must be a positive amount"));
             }
             if let Some(cron) = &p.schedule {
                 crate::scheduler::parse_cron(cron).map_err(|m| err(file, at("schedule"), m))?;

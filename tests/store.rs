@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use common::TestDb;
 use enrichd::store::{
-    Claim, CredentialVault, FieldChange, ItemState, NewItem, NewRun, Proposal, RetryPolicy,
-    RunStart, RunStatus, Store, StoreError, Usage, Work, now_ms,
+    Claim, CredentialVault, EnrichFailure, FieldChange, ItemState, NewItem, NewRun, Proposal,
+    RetryPolicy, RunStart, RunStatus, Store, StoreError, Usage, Work, now_ms,
 };
 use serde_json::json;
 
@@ -457,11 +457,13 @@ async fn failures_are_retried_with_backoff_then_dead(db: &TestDb) {
         .fail_enrichment(
             &items[0],
             OWNER,
-            "HTTP 503",
-            true,
-            None,
-            None,
-            Usage::default(),
+            EnrichFailure {
+                error: "HTTP 503",
+                retryable: true,
+                retry_after: None,
+                raw_output: None,
+                usage: Usage::default(),
+            },
             FAST,
         )
         .await
@@ -491,11 +493,13 @@ async fn failures_are_retried_with_backoff_then_dead(db: &TestDb) {
         .fail_enrichment(
             &again[0],
             OWNER,
-            "HTTP 429",
-            true,
-            Some(Duration::from_secs(7)),
-            None,
-            Usage::default(),
+            EnrichFailure {
+                error: "HTTP 429",
+                retryable: true,
+                retry_after: Some(Duration::from_secs(7)),
+                raw_output: None,
+                usage: Usage::default(),
+            },
             FAST,
         )
         .await
@@ -515,11 +519,13 @@ async fn failures_are_retried_with_backoff_then_dead(db: &TestDb) {
         .fail_enrichment(
             &items[1],
             OWNER,
-            "HTTP 400 invalid_request",
-            false,
-            None,
-            Some("{\"bad\""),
-            cost,
+            EnrichFailure {
+                error: "HTTP 400 invalid_request",
+                retryable: false,
+                retry_after: None,
+                raw_output: Some("{\"bad\""),
+                usage: cost,
+            },
             FAST,
         )
         .await

@@ -12,7 +12,7 @@ use super::{Engine, Pipeline, pause};
 use crate::config::ReviewPolicy;
 use crate::provider::CompletionRequest;
 use crate::select::wanted_fields;
-use crate::store::{Claim, Item, StoreError, Usage, Work};
+use crate::store::{Claim, EnrichFailure, Item, StoreError, Work};
 
 pub(super) async fn enrich_loop(
     engine: Arc<Engine>,
@@ -106,11 +106,7 @@ async fn enrich(engine: &Engine, pipeline: &Pipeline, item: Item) -> Result<(), 
                 .fail_enrichment(
                     &item,
                     owner,
-                    &message,
-                    false,
-                    None,
-                    None,
-                    Usage::default(),
+                    EnrichFailure::permanent(&message),
                     engine.retry_policy(),
                 )
                 .await?;
@@ -134,11 +130,13 @@ async fn enrich(engine: &Engine, pipeline: &Pipeline, item: Item) -> Result<(), 
                 .fail_enrichment(
                     &item,
                     owner,
-                    &message,
-                    e.retryable(),
-                    e.retry_after,
-                    e.raw.as_deref(),
-                    usage,
+                    EnrichFailure {
+                        error: &message,
+                        retryable: e.retryable(),
+                        retry_after: e.retry_after,
+                        raw_output: e.raw.as_deref(),
+                        usage,
+                    },
                     engine.retry_policy(),
                 )
                 .await?;
@@ -152,11 +150,13 @@ async fn enrich(engine: &Engine, pipeline: &Pipeline, item: Item) -> Result<(), 
             .fail_enrichment(
                 &item,
                 owner,
-                &message,
-                true,
-                None,
-                Some(&completion.raw),
-                usage,
+                EnrichFailure {
+                    error: &message,
+                    retryable: true,
+                    retry_after: None,
+                    raw_output: Some(&completion.raw),
+                    usage,
+                },
                 engine.retry_policy(),
             )
             .await?;
@@ -176,11 +176,13 @@ async fn enrich(engine: &Engine, pipeline: &Pipeline, item: Item) -> Result<(), 
             .fail_enrichment(
                 &item,
                 owner,
-                &message,
-                true,
-                None,
-                Some(&completion.raw),
-                usage,
+                EnrichFailure {
+                    error: &message,
+                    retryable: true,
+                    retry_after: None,
+                    raw_output: Some(&completion.raw),
+                    usage,
+                },
                 engine.retry_policy(),
             )
             .await?;

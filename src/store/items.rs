@@ -254,6 +254,33 @@ fn bind_all<'q>(
     q
 }
 
+/// Why an enrichment attempt failed, and what it cost anyway.
+#[derive(Debug, Clone, Copy)]
+pub struct EnrichFailure<'a> {
+    pub error: &'a str,
+    /// Whether trying again can help.
+    pub retryable: bool,
+    /// The wait the provider asked for.
+    pub retry_after: Option<Duration>,
+    /// The model's unusable answer, kept for diagnosis.
+    pub raw_output: Option<&'a str>,
+    /// Tokens billed for the failed attempt.
+    pub usage: Usage,
+}
+
+impl<'a> EnrichFailure<'a> {
+    /// A failure that trying again cannot fix, with nothing billed.
+    pub fn permanent(error: &'a str) -> Self {
+        Self {
+            error,
+            retryable: false,
+            retry_after: None,
+            raw_output: None,
+            usage: Usage::default(),
+        }
+    }
+}
+
 /// Retry timing for failed items.
 #[derive(Debug, Clone, Copy)]
 pub struct RetryPolicy {
@@ -810,13 +837,16 @@ impl Store {
         &self,
         item: &Item,
         owner: &str,
-        error: &str,
-        retryable: bool,
-        retry_after: Option<Duration>,
-        raw_output: Option<&str>,
-        usage: Usage,
+        failure: EnrichFailure<'_>,
         policy: RetryPolicy,
     ) -> Result<Item> {
+        let EnrichFailure {
+            error,
+            retryable,
+            retry_after,
+            raw_output,
+            usage,
+        } = failure;
         let attempts = item.attempts + 1;
         let give_up = !retryable || attempts >= item.max_attempts;
         let (to, next) = if give_up {

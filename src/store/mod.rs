@@ -24,7 +24,8 @@ use sqlx::{AnyPool, Executor, Row};
 
 pub use credentials::CredentialVault;
 pub use items::{
-    Claim, EventRecord, FieldChange, Item, NewItem, PriorItem, Proposal, RetryPolicy, Usage, Work,
+    Claim, EnrichFailure, EventRecord, FieldChange, Item, NewItem, PriorItem, Proposal,
+    RetryPolicy, Usage, Work,
 };
 pub use runs::{NewRun, Run, RunCounts, RunStart};
 pub use state::{ItemState, RunStatus};

@@ -25,14 +25,15 @@ impl TestDb {
 
     pub async fn cleanup(self) {
         self.store.close().await;
-        if let Some((admin, name)) = self.admin {
-            if let Ok(mut conn) = AnyConnection::connect(&admin).await {
-                let _ = conn
-                    .execute(AssertSqlSafe(format!(
-                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                    )))
-                    .await;
-            }
+        let Some((admin, name)) = self.admin else {
+            return;
+        };
+        if let Ok(mut conn) = AnyConnection::connect(&admin).await {
+            let _ = conn
+                .execute(AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                )))
+                .await;
         }
     }
 }

@@ -266,21 +266,19 @@ async fn list(
         return Json(found).into_response();
     }
     inner.stats.list_requests += 1;
-    let parse = |v: Option<String>, default: u64, name: &str| -> Result<u64, Response> {
+    let parse = |v: Option<String>, default: u64, name: &str| -> Result<u64, String> {
         match v {
             None => Ok(default),
-            Some(v) => v.parse::<u64>().ok().filter(|n| *n >= 1).ok_or_else(|| {
-                error(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_param",
-                    &format!("{name} must be a positive integer, got {v:?}"),
-                )
-            }),
+            Some(v) => v
+                .parse::<u64>()
+                .ok()
+                .filter(|n| *n >= 1)
+                .ok_or_else(|| format!("{name} must be a positive integer, got {v:?}")),
         }
     };
     let (page, per_page) = match (parse(q.page, 1, "page"), parse(q.per_page, 10, "per_page")) {
         (Ok(p), Ok(n)) => (p, n),
-        (Err(r), _) | (_, Err(r)) => return r,
+        (Err(m), _) | (_, Err(m)) => return error(StatusCode::BAD_REQUEST, "invalid_param", &m),
     };
     if per_page > MAX_PER_PAGE as u64 {
         return error(
