@@ -27,12 +27,7 @@ use crate::store::{ItemState, NewRun, Run, RunCounts, RunStart, RunStatus, Store
 )]
 struct Cli {
     /// The config file.
-    #[arg(
-        long,
-        global = true,
-        env = "ENRICHD_CONFIG",
-        default_value = "enrichd.toml"
-    )]
+    #[arg(long, global = true, env = "ENRICHD_CONFIG", default_value = "enrichd.toml")]
     config: PathBuf,
     /// Log format on stderr.
     #[arg(long, global = true, env = "ENRICHD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
@@ -117,17 +112,11 @@ struct Failure {
 }
 
 fn failed(message: impl Into<String>) -> Failure {
-    Failure {
-        code: 1,
-        message: message.into(),
-    }
+    Failure { code: 1, message: message.into() }
 }
 
 fn config_error(message: impl Into<String>) -> Failure {
-    Failure {
-        code: 2,
-        message: message.into(),
-    }
+    Failure { code: 2, message: message.into() }
 }
 
 /// Parses arguments, runs the command, and maps the outcome to an exit code.
@@ -140,10 +129,7 @@ pub fn main() -> ExitCode {
         }
     };
     init_logging(cli.log_format);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     match runtime.block_on(dispatch(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
@@ -177,19 +163,12 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
         Command::Check { offline } => check(&config, offline).await,
         Command::Migrate => {
             let store = open_store(&config).await?;
-            println!(
-                "database {} is up to date",
-                redact_url(&config.database.url)
-            );
+            println!("database {} is up to date", redact_url(&config.database.url));
             store.close().await;
             Ok(())
         }
         Command::Daemon { bind } => daemon(&config, bind).await,
-        Command::Run {
-            pipeline,
-            limit,
-            dry_run,
-        } => {
+        Command::Run { pipeline, limit, dry_run } => {
             config.pipeline(&pipeline).map_err(config_error)?;
             if dry_run {
                 dry_run_pipeline(&config, &pipeline, limit).await
@@ -207,10 +186,7 @@ async fn open_store(config: &Config) -> Result<Store, Failure> {
     let store = Store::connect(url, config.database.max_connections)
         .await
         .map_err(|e| failed(format!("database.url {}: {e}", redact_url(url))))?;
-    store
-        .migrate()
-        .await
-        .map_err(|e| failed(format!("database.url {}: {e}", redact_url(url))))?;
+    store.migrate().await.map_err(|e| failed(format!("database.url {}: {e}", redact_url(url))))?;
     Ok(store)
 }
 
@@ -230,34 +206,21 @@ async fn check(config: &Config, offline: bool) -> Result<(), Failure> {
     match Store::connect(&config.database.url, 1).await {
         Ok(store) => match store.ping().await {
             Ok(()) => println!("ok    database {}", redact_url(&config.database.url)),
-            Err(e) => problems.push(format!(
-                "database.url {}: {e}",
-                redact_url(&config.database.url)
-            )),
+            Err(e) => problems.push(format!("database.url {}: {e}", redact_url(&config.database.url))),
         },
-        Err(e) => problems.push(format!(
-            "database.url {}: {e}",
-            redact_url(&config.database.url)
-        )),
+        Err(e) => problems.push(format!("database.url {}: {e}", redact_url(&config.database.url))),
     }
     for (name, conn) in &config.connections {
         let connector = build_connector(conn);
-        let mut entities: Vec<&str> = config
-            .pipelines
-            .values()
-            .filter(|p| &p.connection == name)
-            .map(|p| p.entity.as_str())
-            .collect();
+        let mut entities: Vec<&str> =
+            config.pipelines.values().filter(|p| &p.connection == name).map(|p| p.entity.as_str()).collect();
         entities.dedup();
         if entities.is_empty() {
             println!("skip  connections.{name}: no pipeline uses it");
         }
         for entity in entities {
             match connector.check(entity).await {
-                Ok(()) => println!(
-                    "ok    connections.{name} ({}): can list {entity}",
-                    conn.kind()
-                ),
+                Ok(()) => println!("ok    connections.{name} ({}): can list {entity}", conn.kind()),
                 Err(e) => problems.push(format!("connections.{name}: {e}")),
             }
         }
@@ -271,11 +234,7 @@ async fn check(config: &Config, offline: bool) -> Result<(), Failure> {
     for p in &problems {
         println!("FAIL  {p}");
     }
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(failed(format!("{} check(s) failed", problems.len())))
-    }
+    if problems.is_empty() { Ok(()) } else { Err(failed(format!("{} check(s) failed", problems.len()))) }
 }
 
 async fn shutdown_signal() {
@@ -294,9 +253,7 @@ async fn daemon(config: &Config, bind: Option<String>) -> Result<(), Failure> {
     let upkeep_stop = CancellationToken::new();
     let tracker = TaskTracker::new();
     let bind = bind.unwrap_or_else(|| config.server.bind.clone());
-    let (addr, server) = crate::server::serve(store.clone(), &bind, upkeep_stop.clone())
-        .await
-        .map_err(failed)?;
+    let (addr, server) = crate::server::serve(store.clone(), &bind, upkeep_stop.clone()).await.map_err(failed)?;
     let upkeep = engine.spawn_upkeep(upkeep_stop.clone());
     let schedules: Vec<crate::scheduler::Schedule> = config
         .pipelines
@@ -311,15 +268,12 @@ async fn daemon(config: &Config, bind: Option<String>) -> Result<(), Failure> {
         })
         .collect();
     let scheduled = schedules.len();
-    let mut scheduler = crate::scheduler::start(store.clone(), schedules)
-        .await
-        .map_err(failed)?;
+    let mut scheduler = crate::scheduler::start(store.clone(), schedules).await.map_err(failed)?;
     let workers: Vec<_> = engine
         .pipelines
         .values()
         .map(|p| {
-            let (engine, p, stop, tracker) =
-                (engine.clone(), p.clone(), stop.clone(), tracker.clone());
+            let (engine, p, stop, tracker) = (engine.clone(), p.clone(), stop.clone(), tracker.clone());
             tokio::spawn(async move { engine.work_pipeline(p, None, stop, tracker).await })
         })
         .collect();
@@ -355,20 +309,13 @@ async fn run(config: &Config, pipeline_name: &str, limit: Option<u64>) -> Result
         max_attempts: pipeline.config.max_attempts as i64,
         budget_micros: pipeline.config.budget_usd.map(usd_to_micros),
     };
-    let run = match store
-        .create_run(&new)
-        .await
-        .map_err(|e| failed(e.to_string()))?
-    {
+    let run = match store.create_run(&new).await.map_err(|e| failed(e.to_string()))? {
         RunStart::Created(run) => {
             println!("run {} of {pipeline_name} started", run.id);
             run
         }
         RunStart::AlreadyActive(run) => {
-            println!(
-                "resuming run {} of {pipeline_name} ({}), started earlier",
-                run.id, run.status
-            );
+            println!("resuming run {} of {pipeline_name} ({}), started earlier", run.id, run.status);
             run
         }
         RunStart::TickTaken => unreachable!("manual runs have no tick"),
@@ -379,11 +326,7 @@ async fn run(config: &Config, pipeline_name: &str, limit: Option<u64>) -> Result
     let upkeep = engine.spawn_upkeep(upkeep_stop.clone());
     let worker = {
         let (engine, stop, tracker) = (engine.clone(), stop.clone(), tracker.clone());
-        tokio::spawn(async move {
-            engine
-                .work_pipeline(pipeline, Some(run.id), stop, tracker)
-                .await
-        })
+        tokio::spawn(async move { engine.work_pipeline(pipeline, Some(run.id), stop, tracker).await })
     };
     let started = Instant::now();
     let mut progress = Progress::new(std::io::stdout().is_terminal());
@@ -395,8 +338,7 @@ async fn run(config: &Config, pipeline_name: &str, limit: Option<u64>) -> Result
             _ = &mut signal => { interrupted = true; break store.run(run.id).await.ok() }
             _ = tokio::time::sleep(Duration::from_millis(250)) => {}
         }
-        let (Ok(current), Ok(counts)) = (store.run(run.id).await, store.counts(run.id).await)
-        else {
+        let (Ok(current), Ok(counts)) = (store.run(run.id).await, store.counts(run.id).await) else {
             continue;
         };
         progress.show(&current, &counts, started.elapsed());
@@ -412,18 +354,12 @@ async fn run(config: &Config, pipeline_name: &str, limit: Option<u64>) -> Result
     let _ = tokio::time::timeout(Duration::from_secs(2), worker).await;
     upkeep_stop.cancel();
     let _ = upkeep.await;
-    let counts = store
-        .counts(run.id)
-        .await
-        .map_err(|e| failed(e.to_string()))?;
+    let counts = store.counts(run.id).await.map_err(|e| failed(e.to_string()))?;
     let final_run = final_run.unwrap_or(run);
     println!("{}", summary_line(&final_run, &counts));
     store.close().await;
     if interrupted {
-        return Err(failed(format!(
-            "interrupted; `enrichd run {pipeline_name}` resumes run {}",
-            final_run.id
-        )));
+        return Err(failed(format!("interrupted; `enrichd run {pipeline_name}` resumes run {}", final_run.id)));
     }
     match final_run.status {
         RunStatus::Failed | RunStatus::Paused | RunStatus::Cancelled => Err(failed(format!(
@@ -456,19 +392,11 @@ struct Progress {
 
 impl Progress {
     fn new(terminal: bool) -> Self {
-        Self {
-            terminal,
-            last: None,
-            last_line: String::new(),
-        }
+        Self { terminal, last: None, last_line: String::new() }
     }
 
     fn show(&mut self, run: &Run, counts: &RunCounts, elapsed: Duration) {
-        let every = if self.terminal {
-            Duration::from_millis(250)
-        } else {
-            Duration::from_secs(2)
-        };
+        let every = if self.terminal { Duration::from_millis(250) } else { Duration::from_secs(2) };
         let due = self.last.is_none_or(|t| t.elapsed() >= every)
             || !matches!(run.status, RunStatus::Discovering | RunStatus::Running);
         let line = progress_line(run, counts, elapsed);
@@ -495,12 +423,7 @@ fn progress_line(run: &Run, counts: &RunCounts, elapsed: Duration) -> String {
     let finished = counts.terminal() + counts.awaiting_review();
     let eta = if finished > 0 && finished < total && run.status != RunStatus::Discovering {
         let per_item = elapsed.as_secs_f64() / finished as f64;
-        format!(
-            " · ETA {}",
-            fmt_duration(Duration::from_secs_f64(
-                per_item * (total - finished) as f64
-            ))
-        )
+        format!(" · ETA {}", fmt_duration(Duration::from_secs_f64(per_item * (total - finished) as f64)))
     } else {
         String::new()
     };
@@ -523,22 +446,14 @@ fn progress_line(run: &Run, counts: &RunCounts, elapsed: Duration) -> String {
 }
 
 fn summary_line(run: &Run, counts: &RunCounts) -> String {
-    let reason = run
-        .status_reason
-        .as_deref()
-        .map(|r| format!(" ({r})"))
-        .unwrap_or_default();
+    let reason = run.status_reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default();
     let states: Vec<String> = counts.0.iter().map(|(s, n)| format!("{s} {n}")).collect();
     format!(
         "run {} {}{reason}: {} items — {} · ${:.4} spent, {} tokens in, {} out",
         run.id,
         run.status,
         counts.total(),
-        if states.is_empty() {
-            "none".into()
-        } else {
-            states.join(", ")
-        },
+        if states.is_empty() { "none".into() } else { states.join(", ") },
         run.cost_micros as f64 / 1e6,
         run.tokens_in,
         run.tokens_out
@@ -554,28 +469,16 @@ fn fmt_duration(d: Duration) -> String {
     }
 }
 
-async fn dry_run_pipeline(
-    config: &Config,
-    pipeline_name: &str,
-    limit: Option<u64>,
-) -> Result<(), Failure> {
+async fn dry_run_pipeline(config: &Config, pipeline_name: &str, limit: Option<u64>) -> Result<(), Failure> {
     let p = &config.pipelines[pipeline_name];
     let connector = build_connector(&config.connections[&p.connection]);
     let task = crate::task::Task::build(&p.task, &config.tasks[&p.task])
         .map_err(|(k, m)| config_error(format!("tasks.{}.{k}: {m}", p.task)))?;
-    let (mut read, mut candidates, mut by_field) =
-        (0u64, 0u64, std::collections::BTreeMap::<String, u64>::new());
+    let (mut read, mut candidates, mut by_field) = (0u64, 0u64, std::collections::BTreeMap::<String, u64>::new());
     let mut cursor = None;
     loop {
         let page = connector
-            .list(
-                &p.entity,
-                &PageRequest {
-                    cursor: cursor.clone(),
-                    per_page: p.page_size,
-                    modified_after: None,
-                },
-            )
+            .list(&p.entity, &PageRequest { cursor: cursor.clone(), per_page: p.page_size, modified_after: None })
             .await
             .map_err(|e| failed(format!("connections.{}: {e}", p.connection)))?;
         for record in &page.records {
@@ -606,51 +509,26 @@ async fn status(config: &Config, run_id: Option<i64>, as_json: bool) -> Result<(
     let store = open_store(config).await?;
     let runs = match run_id {
         Some(id) => vec![store.run(id).await.map_err(|e| failed(e.to_string()))?],
-        None => store
-            .runs(&[], 20)
-            .await
-            .map_err(|e| failed(e.to_string()))?,
+        None => store.runs(&[], 20).await.map_err(|e| failed(e.to_string()))?,
     };
     let mut out = Vec::new();
     for run in runs {
-        let counts = store
-            .counts(run.id)
-            .await
-            .map_err(|e| failed(e.to_string()))?;
+        let counts = store.counts(run.id).await.map_err(|e| failed(e.to_string()))?;
         out.push((run, counts));
     }
     if as_json {
-        let value: Vec<_> = out
-            .iter()
-            .map(|(run, counts)| json!({"run": run, "counts": counts}))
-            .collect();
-        let value = if run_id.is_some() {
-            value.into_iter().next().unwrap_or_default()
-        } else {
-            json!(value)
-        };
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&value).expect("serialisable")
-        );
+        let value: Vec<_> = out.iter().map(|(run, counts)| json!({"run": run, "counts": counts})).collect();
+        let value = if run_id.is_some() { value.into_iter().next().unwrap_or_default() } else { json!(value) };
+        println!("{}", serde_json::to_string_pretty(&value).expect("serialisable"));
     } else if out.is_empty() {
         println!("no runs yet");
     } else {
         for (run, counts) in &out {
             let ended = run.finished_at.unwrap_or_else(crate::store::now_ms);
             let took = Duration::from_millis((ended - run.created_at).max(0) as u64);
-            println!(
-                "{} · {} · {}",
-                summary_line(run, counts),
-                run.pipeline,
-                fmt_duration(took)
-            );
+            println!("{} · {} · {}", summary_line(run, counts), run.pipeline, fmt_duration(took));
             if run_id.is_some() {
-                for item in store
-                    .items(run.id, Some(ItemState::Dead), 20)
-                    .await
-                    .map_err(|e| failed(e.to_string()))?
-                {
+                for item in store.items(run.id, Some(ItemState::Dead), 20).await.map_err(|e| failed(e.to_string()))? {
                     println!(
                         "  dead item {} (record {}): {}",
                         item.id,
@@ -668,36 +546,21 @@ async fn status(config: &Config, run_id: Option<i64>, as_json: bool) -> Result<(
 async fn sandbox(which: SandboxCommand) -> Result<(), Failure> {
     let at = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
     match which {
-        SandboxCommand::Teststore {
-            products,
-            missing_every,
-            port,
-            token,
-        } => {
+        SandboxCommand::Teststore { products, missing_every, port, token } => {
             let store = enrichd_teststore::sandbox::Sandbox::new(&token);
             store.seed_products(products, missing_every);
-            let addr = store
-                .start(at(port))
-                .await
-                .map_err(|e| failed(format!("binding port {port}: {e}")))?;
+            let addr = store.start(at(port)).await.map_err(|e| failed(format!("binding port {port}: {e}")))?;
             println!(
                 "teststore sandbox with {products} products on http://{addr} (bearer token {token:?}); Ctrl-C stops it"
             );
         }
-        SandboxCommand::Provider {
-            port,
-            api_key,
-            latency_ms,
-        } => {
+        SandboxCommand::Provider { port, api_key, latency_ms } => {
             let provider = crate::sandbox::provider::ProviderSandbox::new(api_key.as_deref());
             provider.set_faults(crate::sandbox::provider::Faults {
                 latency: Duration::from_millis(latency_ms),
                 ..Default::default()
             });
-            let addr = provider
-                .start(at(port))
-                .await
-                .map_err(|e| failed(format!("binding port {port}: {e}")))?;
+            let addr = provider.start(at(port)).await.map_err(|e| failed(format!("binding port {port}: {e}")))?;
             println!("simulated model (OpenAI-compatible) on http://{addr}/v1; Ctrl-C stops it");
         }
     }

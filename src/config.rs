@@ -36,9 +36,7 @@ impl fmt::Debug for Secret {
 impl<'de> Deserialize<'de> for Secret {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let text = String::deserialize(d)?;
-        resolve_secret(&text)
-            .map(|s| Secret(s.into()))
-            .map_err(D::Error::custom)
+        resolve_secret(&text).map(|s| Secret(s.into())).map_err(D::Error::custom)
     }
 }
 
@@ -108,11 +106,7 @@ pub struct DatabaseConfig {
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
-        Self {
-            url: default_database_url(),
-            max_connections: default_max_connections(),
-            secret_key: None,
-        }
+        Self { url: default_database_url(), max_connections: default_max_connections(), secret_key: None }
     }
 }
 
@@ -134,9 +128,7 @@ pub struct ServerConfig {
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        Self {
-            bind: default_bind(),
-        }
+        Self { bind: default_bind() }
     }
 }
 
@@ -364,26 +356,14 @@ pub enum ReviewPolicy {
 }
 
 fn err(file: &Path, path: impl Into<String>, message: impl Into<String>) -> ConfigError {
-    ConfigError {
-        file: file.display().to_string(),
-        path: path.into(),
-        message: message.into(),
-    }
+    ConfigError { file: file.display().to_string(), path: path.into(), message: message.into() }
 }
 
 /// Deserialises `table` as `T`, naming errors by `prefix` + the path inside.
-fn section<T: DeserializeOwned>(
-    file: &Path,
-    prefix: &str,
-    table: toml::Table,
-) -> Result<T, ConfigError> {
+fn section<T: DeserializeOwned>(file: &Path, prefix: &str, table: toml::Table) -> Result<T, ConfigError> {
     serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
         let inner = e.path().to_string();
-        let path = if inner == "." || inner.is_empty() {
-            prefix.to_owned()
-        } else {
-            format!("{prefix}.{inner}")
-        };
+        let path = if inner == "." || inner.is_empty() { prefix.to_owned() } else { format!("{prefix}.{inner}") };
         err(file, path, e.into_inner().to_string())
     })
 }
@@ -391,16 +371,15 @@ fn section<T: DeserializeOwned>(
 impl Config {
     /// Reads, parses and validates the config at `path` and the task files beside it.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| err(path, "(file)", format!("cannot read: {e}")))?;
+        let text = std::fs::read_to_string(path).map_err(|e| err(path, "(file)", format!("cannot read: {e}")))?;
         let dir = path.parent().unwrap_or(Path::new("."));
         Self::parse(path, &text, Some(&dir.join("tasks")))
     }
 
     /// Parses config text; `tasks_dir` is where task files are looked for.
     pub fn parse(file: &Path, text: &str, tasks_dir: Option<&Path>) -> Result<Config, ConfigError> {
-        let table: toml::Table = toml::from_str(text)
-            .map_err(|e| err(file, "(file)", e.to_string().trim_end().to_owned()))?;
+        let table: toml::Table =
+            toml::from_str(text).map_err(|e| err(file, "(file)", e.to_string().trim_end().to_owned()))?;
         let raw: RawConfig = section(file, "(top level)", table).map_err(|mut e| {
             e.path = e.path.trim_start_matches("(top level).").to_owned();
             e
@@ -451,11 +430,7 @@ impl Config {
                 .collect();
             entries.sort();
             for task_file in entries {
-                let name = task_file
-                    .file_stem()
-                    .unwrap_or_default()
-                    .to_string_lossy()
-                    .into_owned();
+                let name = task_file.file_stem().unwrap_or_default().to_string_lossy().into_owned();
                 let text = std::fs::read_to_string(&task_file)
                     .map_err(|e| err(&task_file, "(file)", format!("cannot read: {e}")))?;
                 let table: toml::Table = toml::from_str(&text)
@@ -495,21 +470,13 @@ impl Config {
         let file = self.file.as_path();
         let names = |m: &dyn Fn() -> Vec<String>| {
             let v = m();
-            if v.is_empty() {
-                "none are configured".to_owned()
-            } else {
-                format!("known: {}", v.join(", "))
-            }
+            if v.is_empty() { "none are configured".to_owned() } else { format!("known: {}", v.join(", ")) }
         };
         if !(self.database.url.starts_with("sqlite:")
             || self.database.url.starts_with("postgres://")
             || self.database.url.starts_with("postgresql://"))
         {
-            return Err(err(
-                file,
-                "database.url",
-                "must start with sqlite: or postgres://",
-            ));
+            return Err(err(file, "database.url", "must start with sqlite: or postgres://"));
         }
         if !(self.daemon.lease_seconds.is_finite() && self.daemon.lease_seconds > 0.0) {
             return Err(err(file, "daemon.lease_seconds", "must be positive"));
@@ -546,11 +513,7 @@ impl Config {
                 return Err(err(
                     file,
                     at("task"),
-                    format!(
-                        "no task named {:?} ({})",
-                        p.task,
-                        names(&|| self.tasks.keys().cloned().collect())
-                    ),
+                    format!("no task named {:?} ({})", p.task, names(&|| self.tasks.keys().cloned().collect())),
                 ));
             };
             if p.select.missing.is_empty() && p.select.min_length.is_empty() {
@@ -600,11 +563,7 @@ impl Config {
             format!(
                 "no pipeline named {name:?} in {} (known: {})",
                 self.file.display(),
-                if known.is_empty() {
-                    "none".into()
-                } else {
-                    known.join(", ")
-                }
+                if known.is_empty() { "none".into() } else { known.join(", ") }
             )
         })
     }
@@ -613,15 +572,9 @@ impl Config {
 fn take_kind(file: &Path, prefix: &str, table: &mut toml::Table) -> Result<String, ConfigError> {
     match table.remove("kind") {
         Some(toml::Value::String(kind)) => Ok(kind),
-        Some(other) => Err(err(
-            file,
-            format!("{prefix}.kind"),
-            format!("expected a string, found {}", other.type_str()),
-        )),
-        None => Err(err(
-            file,
-            format!("{prefix}.kind"),
-            "missing: say which platform or provider this is",
-        )),
+        Some(other) => {
+            Err(err(file, format!("{prefix}.kind"), format!("expected a string, found {}", other.type_str())))
+        }
+        None => Err(err(file, format!("{prefix}.kind"), "missing: say which platform or provider this is")),
     }
 }

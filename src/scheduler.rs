@@ -15,9 +15,7 @@ pub fn parse_cron(expr: &str) -> Result<String, String> {
         5 => format!("0 {}", expr.trim()),
         6 => expr.trim().to_owned(),
         n => {
-            return Err(format!(
-                "{expr:?} has {n} fields; use 5 (minute hour day month weekday) or 6 (seconds first)"
-            ));
+            return Err(format!("{expr:?} has {n} fields; use 5 (minute hour day month weekday) or 6 (seconds first)"));
         }
     };
     Job::new_async(six.as_str(), |_, _| Box::pin(async {}))
@@ -62,9 +60,7 @@ pub async fn fire(store: &Store, schedule: &Schedule, tick_ms: i64) {
 
 /// Starts a cron job per schedule. The scheduler stops when dropped or shut down.
 pub async fn start(store: Store, schedules: Vec<Schedule>) -> Result<JobScheduler, String> {
-    let scheduler = JobScheduler::new()
-        .await
-        .map_err(|e| format!("scheduler: {e}"))?;
+    let scheduler = JobScheduler::new().await.map_err(|e| format!("scheduler: {e}"))?;
     for schedule in schedules {
         let schedule = Arc::new(schedule);
         let store = store.clone();
@@ -75,15 +71,9 @@ pub async fn start(store: Store, schedules: Vec<Schedule>) -> Result<JobSchedule
             Box::pin(async move { fire(&store, &schedule, crate::store::now_ms()).await })
         })
         .map_err(|e| format!("schedule {cron:?}: {e}"))?;
-        scheduler
-            .add(job)
-            .await
-            .map_err(|e| format!("scheduler: {e}"))?;
+        scheduler.add(job).await.map_err(|e| format!("scheduler: {e}"))?;
     }
-    scheduler
-        .start()
-        .await
-        .map_err(|e| format!("scheduler: {e}"))?;
+    scheduler.start().await.map_err(|e| format!("scheduler: {e}"))?;
     Ok(scheduler)
 }
 
@@ -96,10 +86,6 @@ mod tests {
         assert_eq!(parse_cron("*/15 * * * *").unwrap(), "0 */15 * * * *");
         assert_eq!(parse_cron("30 0 2 * * *").unwrap(), "30 0 2 * * *");
         assert!(parse_cron("* * *").unwrap_err().contains("has 3 fields"));
-        assert!(
-            parse_cron("99 * * * *")
-                .unwrap_err()
-                .contains("not a valid cron")
-        );
+        assert!(parse_cron("99 * * * *").unwrap_err().contains("not a valid cron"));
     }
 }

@@ -92,18 +92,10 @@ mod tests {
 
     #[test]
     fn finds_missing_and_short_fields() {
-        let task: Vec<String> = vec![
-            "description".into(),
-            "short_description".into(),
-            "tags".into(),
-        ];
+        let task: Vec<String> = vec!["description".into(), "short_description".into(), "tags".into()];
         let s = selector(&["description"], &[("short_description", 20)]);
-        let r =
-            record(json!({"description": "  ", "short_description": "<p>Tiny</p>", "tags": []}));
-        assert_eq!(
-            wanted_fields(&s, task.iter(), &r),
-            ["description", "short_description", "tags"]
-        );
+        let r = record(json!({"description": "  ", "short_description": "<p>Tiny</p>", "tags": []}));
+        assert_eq!(wanted_fields(&s, task.iter(), &r), ["description", "short_description", "tags"]);
         let r = record(
             json!({"description": "<p>Has text</p>", "short_description": "<p>A long enough short text</p>", "tags": []}),
         );
@@ -111,14 +103,9 @@ mod tests {
             wanted_fields(&s, task.iter(), &r).is_empty(),
             "nothing selected is missing: skip, even though tags are empty"
         );
-        let r = record(
-            json!({"description": null, "short_description": "<b>A long enough short text</b>", "tags": ["x"]}),
-        );
-        assert_eq!(
-            wanted_fields(&s, task.iter(), &r),
-            ["description"],
-            "fields with content are never proposed"
-        );
+        let r =
+            record(json!({"description": null, "short_description": "<b>A long enough short text</b>", "tags": ["x"]}));
+        assert_eq!(wanted_fields(&s, task.iter(), &r), ["description"], "fields with content are never proposed");
     }
 
     #[test]

@@ -27,14 +27,11 @@ pub async fn serve(
     addr: &str,
     stop: CancellationToken,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), String> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| format!("server.bind {addr}: {e}"))?;
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("server.bind {addr}: {e}"))?;
     let bound = listener.local_addr().map_err(|e| e.to_string())?;
     let handle = tokio::spawn(async move {
-        let result = axum::serve(listener, router(store))
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await;
+        let result =
+            axum::serve(listener, router(store)).with_graceful_shutdown(async move { stop.cancelled().await }).await;
         if let Err(e) = result {
             tracing::error!(error = %e, "HTTP server failed");
         }
@@ -57,10 +54,7 @@ impl IntoResponse for ApiError {
 async fn healthz(State(store): State<Store>) -> Response {
     match store.ping().await {
         Ok(()) => Json(json!({"status": "ok", "database": "ok"})).into_response(),
-        Err(e) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "unavailable", "database": e.to_string()})),
-        )
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "unavailable", "database": e.to_string()})))
             .into_response(),
     }
 }

@@ -22,11 +22,7 @@ fn enrichd(config: &Path, args: &[&str]) -> Output {
 }
 
 fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
 
 #[test]
@@ -34,11 +30,7 @@ fn the_example_config_checks_offline() {
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/enrichd.example.toml");
     let out = enrichd(&example, &["check", "--offline"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert!(
-        text(&out).contains("2 task(s), 1 pipeline(s)"),
-        "the task file in config/tasks is loaded: {}",
-        text(&out)
-    );
+    assert!(text(&out).contains("2 task(s), 1 pipeline(s)"), "the task file in config/tasks is loaded: {}", text(&out));
 }
 
 /// Applies `edit` to a valid config and expects `check --offline` to fail with exit 2 and `expected`.
@@ -50,23 +42,14 @@ fn broken(edit: impl Fn(String) -> String, expected: &str) {
         provider: common::ProviderSandbox::new(None),
         provider_url: "http://127.0.0.1:9/v1".into(),
     };
-    let path = write_config(
-        dir.path(),
-        "sqlite://unused.db",
-        &sb,
-        &ConfigOptions::default(),
-    );
+    let path = write_config(dir.path(), "sqlite://unused.db", &sb, &ConfigOptions::default());
     let good = std::fs::read_to_string(&path).unwrap();
     let bad = edit(good.clone());
     assert_ne!(good, bad, "the edit for {expected:?} changed nothing");
     std::fs::write(&path, bad).unwrap();
     let out = enrichd(&path, &["check", "--offline"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(
-        text(&out).contains(expected),
-        "expected {expected:?} in: {}",
-        text(&out)
-    );
+    assert!(text(&out).contains(expected), "expected {expected:?} in: {}", text(&out));
 }
 
 #[test]
@@ -79,14 +62,8 @@ fn broken_configs_fail_with_exit_2_and_the_key_path() {
         |c| c.replace("concurrency = 8", "concurrency = 8\ncolour = \"red\""),
         "pipelines.catalogue.colour: unknown field `colour`",
     );
-    broken(
-        |c| c.replace("[daemon]", "[daemon]\nthreads = 4"),
-        "daemon.threads: unknown field `threads`",
-    );
-    broken(
-        |c| c.replace("[database]", "[databse]\n[database]"),
-        "databse: unknown field `databse`",
-    );
+    broken(|c| c.replace("[daemon]", "[daemon]\nthreads = 4"), "daemon.threads: unknown field `threads`");
+    broken(|c| c.replace("[database]", "[databse]\n[database]"), "databse: unknown field `databse`");
     broken(
         |c| c.replace("token = \"${TEST_STORE_TOKEN}\"", "token = \"s3cr3t\""),
         "connections.shop.token: secrets are not written in the config file",
@@ -96,12 +73,7 @@ fn broken_configs_fail_with_exit_2_and_the_key_path() {
         "connections.shop.token: environment variable NOT_SET_ANYWHERE_42 is not set",
     );
     broken(
-        |c| {
-            c.replace(
-                "token = \"${TEST_STORE_TOKEN}\"",
-                "token = \"file:/nonexistent/secret\"",
-            )
-        },
+        |c| c.replace("token = \"${TEST_STORE_TOKEN}\"", "token = \"file:/nonexistent/secret\""),
         "connections.shop.token: cannot read secret file /nonexistent/secret",
     );
     broken(
@@ -117,12 +89,7 @@ fn broken_configs_fail_with_exit_2_and_the_key_path() {
         "pipelines.catalogue.review.policy: unknown variant `sometimes`",
     );
     broken(
-        |c| {
-            c.replace(
-                "max_attempts = 5",
-                "max_attempts = 5\nschedule = \"every night\"",
-            )
-        },
+        |c| c.replace("max_attempts = 5", "max_attempts = 5\nschedule = \"every night\""),
         "pipelines.catalogue.schedule: \"every night\" has 2 fields",
     );
     broken(
@@ -134,29 +101,22 @@ fn broken_configs_fail_with_exit_2_and_the_key_path() {
         "pipelines.catalogue.select: field \"price\" is selected but task copy never fills it",
     );
     broken(
-        |c| {
-            c.replace(
-                "fields = { description = \"description\" }",
-                "fields = { summary = \"description\" }",
-            )
-        },
+        |c| c.replace("fields = { description = \"description\" }", "fields = { summary = \"description\" }"),
         "tasks.copy.fields.summary: \"summary\" is not a property of output_schema",
     );
-    broken(
-        |c| c.replace("write its description.", "write {{ its description."),
-        "tasks.copy.prompt: template error",
-    );
-    broken(
-        |c| c.replace("[connections.shop]", "[connections.shop"),
-        "(file): TOML parse error at line",
-    );
+    broken(|c| c.replace("write its description.", "write {{ its description."), "tasks.copy.prompt: template error");
+    broken(|c| c.replace("[connections.shop]", "[connections.shop"), "(file): TOML parse error at line");
 }
 
 #[test]
 fn task_file_errors_name_the_file_and_key() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("tasks")).unwrap();
-    std::fs::write(dir.path().join("tasks/bad.toml"), "prompt = 'x'\nmax_output_tokens = -1\noutput_schema = { type = 'object', properties = {} }\nfields = {}\n").unwrap();
+    std::fs::write(
+        dir.path().join("tasks/bad.toml"),
+        "prompt = 'x'\nmax_output_tokens = -1\noutput_schema = { type = 'object', properties = {} }\nfields = {}\n",
+    )
+    .unwrap();
     let path = dir.path().join("enrichd.toml");
     std::fs::write(&path, "").unwrap();
     let out = enrichd(&path, &["check", "--offline"]);
@@ -172,11 +132,7 @@ fn task_file_errors_name_the_file_and_key() {
 fn usage_errors_and_missing_files_exit_2() {
     let out = enrichd(Path::new("/nonexistent/enrichd.toml"), &["check"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(
-        text(&out).contains("/nonexistent/enrichd.toml: (file): cannot read"),
-        "{}",
-        text(&out)
-    );
+    assert!(text(&out).contains("/nonexistent/enrichd.toml: (file): cannot read"), "{}", text(&out));
     let out = enrichd(Path::new("x.toml"), &["frobnicate"]);
     assert_eq!(out.status.code(), Some(2));
     let out = enrichd(Path::new("x.toml"), &["run"]);
@@ -190,32 +146,20 @@ async fn check_tests_connections_and_run_limit_dry_run_and_status() {
     let db = format!("sqlite://{}", dir.path().join("e.db").display());
     let path = write_config(dir.path(), &db, &sb, &ConfigOptions::default());
     let p = path.clone();
-    let out = tokio::task::spawn_blocking(move || enrichd(&p, &["check"]))
-        .await
-        .unwrap();
+    let out = tokio::task::spawn_blocking(move || enrichd(&p, &["check"])).await.unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(text(&out).contains("ok    connections.shop (teststore): can list product"));
 
     let p = path.clone();
-    let out = tokio::task::spawn_blocking(move || enrichd(&p, &["run", "nope"]))
-        .await
-        .unwrap();
+    let out = tokio::task::spawn_blocking(move || enrichd(&p, &["run", "nope"])).await.unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(
-        text(&out).contains("no pipeline named \"nope\""),
-        "{}",
-        text(&out)
-    );
+    assert!(text(&out).contains("no pipeline named \"nope\""), "{}", text(&out));
 
     let p = path.clone();
-    let out = tokio::task::spawn_blocking(move || enrichd(&p, &["run", "catalogue", "--dry-run"]))
-        .await
-        .unwrap();
+    let out = tokio::task::spawn_blocking(move || enrichd(&p, &["run", "catalogue", "--dry-run"])).await.unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(
-        text(&out).contains(
-            "40 records read, 20 would be enriched (description 20), 20 have nothing missing"
-        ),
+        text(&out).contains("40 records read, 20 would be enriched (description 20), 20 have nothing missing"),
         "{}",
         text(&out)
     );
@@ -225,22 +169,13 @@ async fn check_tests_connections_and_run_limit_dry_run_and_status() {
     );
 
     let p = path.clone();
-    let out =
-        tokio::task::spawn_blocking(move || enrichd(&p, &["run", "catalogue", "--limit", "5"]))
-            .await
-            .unwrap();
+    let out = tokio::task::spawn_blocking(move || enrichd(&p, &["run", "catalogue", "--limit", "5"])).await.unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert_eq!(
-        sb.store.writes().len(),
-        5,
-        "--limit 5 enriches five records"
-    );
+    assert_eq!(sb.store.writes().len(), 5, "--limit 5 enriches five records");
     assert!(text(&out).contains("run 1 done"), "{}", text(&out));
 
     let p = path.clone();
-    let out = tokio::task::spawn_blocking(move || enrichd(&p, &["status", "1", "--json"]))
-        .await
-        .unwrap();
+    let out = tokio::task::spawn_blocking(move || enrichd(&p, &["status", "1", "--json"])).await.unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(status["run"]["status"], "done");
@@ -249,9 +184,7 @@ async fn check_tests_connections_and_run_limit_dry_run_and_status() {
     assert!(status["run"]["cost_micros"].as_i64().unwrap() > 0);
 
     // A wrong token fails the connection test with exit 1, naming the connection, never the token.
-    let text_cfg = std::fs::read_to_string(&path)
-        .unwrap()
-        .replace("${TEST_STORE_TOKEN}", "${WRONG_TOKEN}");
+    let text_cfg = std::fs::read_to_string(&path).unwrap().replace("${TEST_STORE_TOKEN}", "${WRONG_TOKEN}");
     std::fs::write(&path, text_cfg).unwrap();
     let p = path.clone();
     let out = tokio::task::spawn_blocking(move || {
@@ -265,10 +198,6 @@ async fn check_tests_connections_and_run_limit_dry_run_and_status() {
     .await
     .unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(
-        text(&out).contains("connections.shop: teststore: list product: HTTP 401 unauthorized"),
-        "{}",
-        text(&out)
-    );
+    assert!(text(&out).contains("connections.shop: teststore: list product: HTTP 401 unauthorized"), "{}", text(&out));
     assert!(!text(&out).contains("guessed-token-123"));
 }

@@ -8,9 +8,7 @@ use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{
-    ConfigOptions, PROVIDER_KEY, STORE_TOKEN, TestDb, expected_description, sandboxes, write_config,
-};
+use common::{ConfigOptions, PROVIDER_KEY, STORE_TOKEN, TestDb, expected_description, sandboxes, write_config};
 use enrichd::store::ItemState;
 use serde_json::json;
 
@@ -43,20 +41,14 @@ async fn leased(db: &TestDb) -> (i64, i64) {
 
 async fn killed_twice_then_finished(db: &TestDb) {
     let sb = sandboxes(ITEMS, 1).await;
-    sb.provider.set_faults(enrichd::sandbox::provider::Faults {
-        latency: Duration::from_millis(8),
-        ..Default::default()
-    });
+    sb.provider
+        .set_faults(enrichd::sandbox::provider::Faults { latency: Duration::from_millis(8), ..Default::default() });
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(
         dir.path(),
         &db.url,
         &sb,
-        &ConfigOptions {
-            lease_seconds: 2.0,
-            concurrency: 16,
-            ..Default::default()
-        },
+        &ConfigOptions { lease_seconds: 2.0, concurrency: 16, ..Default::default() },
     );
 
     let mut in_flight_enrich = 0;
@@ -70,10 +62,7 @@ async fn killed_twice_then_finished(db: &TestDb) {
                 "round {round}: enrichd exited before it was killed: {}",
                 std::fs::read_to_string(dir.path().join(format!("run{round}.log"))).unwrap()
             );
-            assert!(
-                start.elapsed() < Duration::from_secs(120),
-                "round {round}: no progress"
-            );
+            assert!(start.elapsed() < Duration::from_secs(120), "round {round}: no progress");
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         child.kill().unwrap(); // SIGKILL
@@ -110,24 +99,13 @@ async fn killed_twice_then_finished(db: &TestDb) {
     .unwrap();
     let output = std::fs::read_to_string(&log).unwrap();
     assert!(status.success(), "final run failed: {output}");
-    assert!(
-        output.contains("resuming run 1"),
-        "the restart must resume the interrupted run: {output}"
-    );
+    assert!(output.contains("resuming run 1"), "the restart must resume the interrupted run: {output}");
 
     let runs = db.store.runs(&[], 10).await.unwrap();
     assert_eq!(runs.len(), 1, "restarts resume; they do not start new runs");
     let counts = db.store.counts(runs[0].id).await.unwrap();
-    assert_eq!(
-        counts.total(),
-        ITEMS as i64,
-        "every record has exactly one item"
-    );
-    assert_eq!(
-        counts.get(ItemState::Written),
-        ITEMS as i64,
-        "{counts:?}\n{output}"
-    );
+    assert_eq!(counts.total(), ITEMS as i64, "every record has exactly one item");
+    assert_eq!(counts.get(ItemState::Written), ITEMS as i64, "{counts:?}\n{output}");
 
     let mut writes: HashMap<String, usize> = HashMap::new();
     for w in sb.store.writes() {
@@ -140,10 +118,7 @@ async fn killed_twice_then_finished(db: &TestDb) {
             json!(expected_description(id)),
             "product {id}"
         );
-        assert!(
-            writes.contains_key(&id.to_string()),
-            "product {id} never written"
-        );
+        assert!(writes.contains_key(&id.to_string()), "product {id} never written");
     }
     assert!(
         extra_writes as i64 <= in_flight_write,

@@ -18,15 +18,7 @@ struct Daemon {
 
 fn start_daemon(config: &std::path::Path, log: std::path::PathBuf) -> Daemon {
     let mut child = Command::new(env!("CARGO_BIN_EXE_enrichd"))
-        .args([
-            "--config",
-            config.to_str().unwrap(),
-            "--log-format",
-            "json",
-            "daemon",
-            "--bind",
-            "127.0.0.1:0",
-        ])
+        .args(["--config", config.to_str().unwrap(), "--log-format", "json", "daemon", "--bind", "127.0.0.1:0"])
         .env("TEST_STORE_TOKEN", STORE_TOKEN)
         .env("TEST_PROVIDER_KEY", PROVIDER_KEY)
         .env("ENRICHD_LOG", "info")
@@ -35,15 +27,9 @@ fn start_daemon(config: &std::path::Path, log: std::path::PathBuf) -> Daemon {
         .spawn()
         .unwrap();
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
     let addr = line.trim().rsplit("http://").next().unwrap().to_owned();
-    assert!(
-        addr.starts_with("127.0.0.1:"),
-        "daemon did not start: {line} {}",
-        std::fs::read_to_string(&log).unwrap()
-    );
+    assert!(addr.starts_with("127.0.0.1:"), "daemon did not start: {line} {}", std::fs::read_to_string(&log).unwrap());
     Daemon { child, addr, log }
 }
 
@@ -58,39 +44,26 @@ fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
         if let Some(status) = child.try_wait().unwrap() {
             return status;
         }
-        assert!(
-            start.elapsed() < within,
-            "daemon did not exit within {within:?}"
-        );
+        assert!(start.elapsed() < within, "daemon did not exit within {within:?}");
         std::thread::sleep(Duration::from_millis(20));
     }
 }
 
 async fn sigterm_finishes_or_releases_work(db: &common::TestDb) {
     let sb = sandboxes(200, 1).await;
-    sb.provider.set_faults(enrichd::sandbox::provider::Faults {
-        latency: Duration::from_millis(300),
-        ..Default::default()
-    });
+    sb.provider
+        .set_faults(enrichd::sandbox::provider::Faults { latency: Duration::from_millis(300), ..Default::default() });
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(
         dir.path(),
         &db.url,
         &sb,
-        &ConfigOptions {
-            concurrency: 4,
-            lease_seconds: 30.0,
-            ..Default::default()
-        },
+        &ConfigOptions { concurrency: 4, lease_seconds: 30.0, ..Default::default() },
     );
     let mut daemon = start_daemon(&config, dir.path().join("daemon.log"));
 
-    let health: serde_json::Value = reqwest::get(format!("http://{}/healthz", daemon.addr))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health: serde_json::Value =
+        reqwest::get(format!("http://{}/healthz", daemon.addr)).await.unwrap().json().await.unwrap();
     assert_eq!(health["status"], "ok");
 
     let new = NewRun {
@@ -100,19 +73,10 @@ async fn sigterm_finishes_or_releases_work(db: &common::TestDb) {
         max_attempts: 5,
         budget_micros: None,
     };
-    let RunStart::Created(run) = db.store.create_run(&new).await.unwrap() else {
-        panic!()
-    };
+    let RunStart::Created(run) = db.store.create_run(&new).await.unwrap() else { panic!() };
     // Wait until the daemon is in the middle of the run.
     let start = Instant::now();
-    while db
-        .store
-        .counts(run.id)
-        .await
-        .unwrap()
-        .get(ItemState::Written)
-        < 4
-    {
+    while db.store.counts(run.id).await.unwrap().get(ItemState::Written) < 4 {
         assert!(
             start.elapsed() < Duration::from_secs(60),
             "daemon made no progress: {}",
@@ -121,12 +85,7 @@ async fn sigterm_finishes_or_releases_work(db: &common::TestDb) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let api: serde_json::Value =
-        reqwest::get(format!("http://{}/api/runs/{}", daemon.addr, run.id))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        reqwest::get(format!("http://{}/api/runs/{}", daemon.addr, run.id)).await.unwrap().json().await.unwrap();
     assert_eq!(api["run"]["pipeline"], "catalogue");
 
     sigterm(&daemon.child);
@@ -140,69 +99,35 @@ async fn sigterm_finishes_or_releases_work(db: &common::TestDb) {
     assert!(status.0.success(), "daemon exit {:?}: {log}", status.0);
     // No lease survives a graceful shutdown: work in flight finished or was given back.
     let counts = db.store.counts(run.id).await.unwrap();
-    assert_eq!(
-        counts.sum(&[ItemState::Enriching, ItemState::Writing]),
-        0,
-        "{counts:?}"
-    );
-    assert!(
-        counts.get(ItemState::Queued) > 0,
-        "the run was interrupted mid-way: {counts:?}"
-    );
+    assert_eq!(counts.sum(&[ItemState::Enriching, ItemState::Writing]), 0, "{counts:?}");
+    assert!(counts.get(ItemState::Queued) > 0, "the run was interrupted mid-way: {counts:?}");
     assert_eq!(db.store.run(run.id).await.unwrap().discovery_owner, None);
     // Logs are JSON lines, and say what happened.
-    let lines: Vec<serde_json::Value> = log
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
-        .collect();
+    let lines: Vec<serde_json::Value> =
+        log.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))).collect();
     let messages: Vec<&str> = lines.iter().filter_map(|l| l["message"].as_str()).collect();
-    assert!(
-        messages.contains(&"SIGTERM received; shutting down"),
-        "{messages:?}"
-    );
+    assert!(messages.contains(&"SIGTERM received; shutting down"), "{messages:?}");
     assert!(messages.contains(&"enrichd daemon stopped"), "{messages:?}");
     // The status endpoint and the database agree, and the run resumes from where it stopped.
     let before = sb.store.writes().len();
     let mut daemon = start_daemon(&config, dir.path().join("daemon2.log"));
     let start = Instant::now();
     while db.store.run(run.id).await.unwrap().status != RunStatus::Done {
-        assert!(
-            start.elapsed() < Duration::from_secs(120),
-            "the resumed run did not finish"
-        );
+        assert!(start.elapsed() < Duration::from_secs(120), "the resumed run did not finish");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     sigterm(&daemon.child);
-    tokio::task::spawn_blocking(move || wait_exit(&mut daemon.child, Duration::from_secs(15)))
-        .await
-        .unwrap();
-    assert_eq!(
-        db.store
-            .counts(run.id)
-            .await
-            .unwrap()
-            .get(ItemState::Written),
-        200
-    );
-    assert_eq!(
-        sb.store.writes().len(),
-        200,
-        "each record written once across the restart (was {before} before it)"
-    );
+    tokio::task::spawn_blocking(move || wait_exit(&mut daemon.child, Duration::from_secs(15))).await.unwrap();
+    assert_eq!(db.store.counts(run.id).await.unwrap().get(ItemState::Written), 200);
+    assert_eq!(sb.store.writes().len(), 200, "each record written once across the restart (was {before} before it)");
 }
 
 async fn two_daemons_one_run_per_tick(db: &common::TestDb) {
     let sb = sandboxes(30, 1).await;
-    sb.provider.set_faults(enrichd::sandbox::provider::Faults {
-        latency: Duration::from_millis(150),
-        ..Default::default()
-    });
+    sb.provider
+        .set_faults(enrichd::sandbox::provider::Faults { latency: Duration::from_millis(150), ..Default::default() });
     let dir = tempfile::tempdir().unwrap();
-    let options = ConfigOptions {
-        concurrency: 2,
-        extra_pipeline: "schedule = \"* * * * * *\"",
-        ..Default::default()
-    };
+    let options = ConfigOptions { concurrency: 2, extra_pipeline: "schedule = \"* * * * * *\"", ..Default::default() };
     let config = write_config(dir.path(), &db.url, &sb, &options);
     let mut a = start_daemon(&config, dir.path().join("a.log"));
     let mut b = start_daemon(&config, dir.path().join("b.log"));
@@ -218,41 +143,18 @@ async fn two_daemons_one_run_per_tick(db: &common::TestDb) {
 
     let mut runs = db.store.runs(&[], 100).await.unwrap();
     runs.sort_by_key(|r| r.id);
-    assert!(
-        runs.len() >= 2,
-        "ticks every second for 6 s should create several runs: {}",
-        runs.len()
-    );
+    assert!(runs.len() >= 2, "ticks every second for 6 s should create several runs: {}", runs.len());
     assert!(runs.len() <= 6, "one run per tick at most: {}", runs.len());
-    let mut ticks: Vec<_> = runs
-        .iter()
-        .map(|r| r.scheduled_for.expect("scheduled runs carry their tick"))
-        .collect();
+    let mut ticks: Vec<_> = runs.iter().map(|r| r.scheduled_for.expect("scheduled runs carry their tick")).collect();
     ticks.dedup();
     assert_eq!(ticks.len(), runs.len(), "two runs for one tick");
     // The first run takes several ticks (30 items at 150 ms, 2+2 in flight); no run starts while it goes on.
     for pair in runs.windows(2) {
         let finished = pair[0].finished_at.unwrap_or(i64::MAX);
-        assert!(
-            pair[1].created_at >= finished,
-            "run {} started while run {} was still going",
-            pair[1].id,
-            pair[0].id
-        );
+        assert!(pair[1].created_at >= finished, "run {} started while run {} was still going", pair[1].id, pair[0].id);
     }
-    assert_eq!(
-        db.store
-            .counts(runs[0].id)
-            .await
-            .unwrap()
-            .get(ItemState::Written),
-        30
-    );
-    assert_eq!(
-        sb.provider.stats().answered,
-        30,
-        "the two daemons shared the work without doing it twice"
-    );
+    assert_eq!(db.store.counts(runs[0].id).await.unwrap().get(ItemState::Written), 30);
+    assert_eq!(sb.provider.stats().answered, 30, "the two daemons shared the work without doing it twice");
 }
 
 on_both_backends! {

@@ -9,16 +9,13 @@ use std::time::Duration;
 
 use common::TestDb;
 use enrichd::store::{
-    Claim, CredentialVault, EnrichFailure, FieldChange, ItemState, NewItem, NewRun, Proposal,
-    RetryPolicy, RunStart, RunStatus, Store, StoreError, Usage, Work, now_ms,
+    Claim, CredentialVault, EnrichFailure, FieldChange, ItemState, NewItem, NewRun, Proposal, RetryPolicy, RunStart,
+    RunStatus, Store, StoreError, Usage, Work, now_ms,
 };
 use serde_json::json;
 
 const OWNER: &str = "worker-a";
-const FAST: RetryPolicy = RetryPolicy {
-    base: Duration::from_millis(200),
-    max: Duration::from_secs(2),
-};
+const FAST: RetryPolicy = RetryPolicy { base: Duration::from_millis(200), max: Duration::from_secs(2) };
 
 fn new_items(range: std::ops::Range<u32>) -> Vec<NewItem> {
     range
@@ -47,35 +44,15 @@ async fn run_with_items(store: &Store, pipeline: &str, n: u32, max_attempts: i64
     else {
         panic!("run not created")
     };
-    store
-        .claim_discovery(run.id, "discoverer", Duration::from_secs(60))
-        .await
-        .unwrap()
-        .expect("discovery lease");
+    store.claim_discovery(run.id, "discoverer", Duration::from_secs(60)).await.unwrap().expect("discovery lease");
     for chunk in new_items(0..n).chunks(500) {
-        store
-            .add_discovered(run.id, pipeline, "t1", "discoverer", chunk, Some("next"))
-            .await
-            .unwrap();
+        store.add_discovered(run.id, pipeline, "t1", "discoverer", chunk, Some("next")).await.unwrap();
     }
     run.id
 }
 
-fn claim(
-    pipeline: &'static str,
-    work: Work,
-    owner: &'static str,
-    limit: usize,
-    lease: Duration,
-) -> Claim<'static> {
-    Claim {
-        pipeline,
-        run_id: None,
-        work,
-        owner,
-        limit,
-        lease,
-    }
+fn claim(pipeline: &'static str, work: Work, owner: &'static str, limit: usize, lease: Duration) -> Claim<'static> {
+    Claim { pipeline, run_id: None, work, owner, limit, lease }
 }
 
 /// The shortest chain of legal transitions from `queued` to `target`.
@@ -109,10 +86,8 @@ async fn walk(store: &Store, id: i64, path: &[ItemState]) {
 async fn transition_table_matches_database(db: &TestDb) {
     let mut in_db = db.store.transition_table().await.unwrap();
     in_db.sort();
-    let mut in_code: Vec<_> = ItemState::ALL
-        .iter()
-        .flat_map(|&from| from.successors().iter().map(move |&to| (from, to)))
-        .collect();
+    let mut in_code: Vec<_> =
+        ItemState::ALL.iter().flat_map(|&from| from.successors().iter().map(move |&to| (from, to))).collect();
     in_code.sort();
     assert_eq!(in_db, in_code);
 }
@@ -129,10 +104,7 @@ async fn every_legal_transition_is_applied_with_one_event(db: &TestDb) {
     for ((from, to), item) in pairs.iter().zip(&items) {
         walk(store, item.id, &path_to(*from)).await;
         let before = store.item_events(item.id).await.unwrap().len();
-        let moved = store
-            .force_transition(item.id, *from, *to, "test")
-            .await
-            .unwrap();
+        let moved = store.force_transition(item.id, *from, *to, "test").await.unwrap();
         assert_eq!(moved.state, *to);
         assert_eq!(moved.prev_state, Some(*from));
         assert_eq!(
@@ -141,33 +113,14 @@ async fn every_legal_transition_is_applied_with_one_event(db: &TestDb) {
             "{from} → {to}: lease must be held exactly in leased states"
         );
         let events = store.item_events(item.id).await.unwrap();
-        assert_eq!(
-            events.len(),
-            before + 1,
-            "{from} → {to} must write exactly one event"
-        );
+        assert_eq!(events.len(), before + 1, "{from} → {to} must write exactly one event");
         let last = events.last().unwrap();
-        assert_eq!(
-            (last.from_state.as_deref(), last.to_state.as_deref()),
-            (Some(from.as_str()), Some(to.as_str()))
-        );
+        assert_eq!((last.from_state.as_deref(), last.to_state.as_deref()), (Some(from.as_str()), Some(to.as_str())));
     }
     // Discovery itself: created as discovered, then queued, two events.
     let events = store.item_events(items[0].id).await.unwrap();
-    assert_eq!(
-        (
-            events[0].from_state.as_deref(),
-            events[0].to_state.as_deref()
-        ),
-        (None, Some("discovered"))
-    );
-    assert_eq!(
-        (
-            events[1].from_state.as_deref(),
-            events[1].to_state.as_deref()
-        ),
-        (Some("discovered"), Some("queued"))
-    );
+    assert_eq!((events[0].from_state.as_deref(), events[0].to_state.as_deref()), (None, Some("discovered")));
+    assert_eq!((events[1].from_state.as_deref(), events[1].to_state.as_deref()), (Some("discovered"), Some("queued")));
 }
 
 async fn every_illegal_transition_is_refused_and_leaves_no_trace(db: &TestDb) {
@@ -175,81 +128,42 @@ async fn every_illegal_transition_is_refused_and_leaves_no_trace(db: &TestDb) {
     let pairs: Vec<_> = ItemState::ALL
         .iter()
         .filter(|s| **s != ItemState::Discovered)
-        .flat_map(|&from| {
-            ItemState::ALL
-                .iter()
-                .filter(move |to| !from.can_become(**to))
-                .map(move |&to| (from, to))
-        })
+        .flat_map(|&from| ItemState::ALL.iter().filter(move |to| !from.can_become(**to)).map(move |&to| (from, to)))
         .collect();
     let run = run_with_items(store, "p", pairs.len() as u32, 5).await;
     let items = store.items(run, None, 1000).await.unwrap();
     for ((from, to), item) in pairs.iter().zip(&items) {
         walk(store, item.id, &path_to(*from)).await;
         let before = store.item_events(item.id).await.unwrap();
-        let err = store
-            .force_transition(item.id, *from, *to, "test")
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(err, StoreError::IllegalTransition { .. }),
-            "{from} → {to}: {err}"
-        );
+        let err = store.force_transition(item.id, *from, *to, "test").await.unwrap_err();
+        assert!(matches!(err, StoreError::IllegalTransition { .. }), "{from} → {to}: {err}");
         assert_eq!(store.item(item.id).await.unwrap().state, *from);
-        assert_eq!(
-            store.item_events(item.id).await.unwrap(),
-            before,
-            "{from} → {to} left an event"
-        );
+        assert_eq!(store.item_events(item.id).await.unwrap(), before, "{from} → {to} left an event");
     }
     // A transition from a state the item is not in is refused too, naming the item and its state.
     let item = &items[0];
     let state = store.item(item.id).await.unwrap().state;
-    let wrong_from = if state == ItemState::Proposed {
-        ItemState::Edited
-    } else {
-        ItemState::Proposed
-    };
-    let err = store
-        .force_transition(item.id, wrong_from, ItemState::Approved, "test")
-        .await
-        .unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        format!("item {}: illegal transition {state} → approved", item.id)
-    );
+    let wrong_from = if state == ItemState::Proposed { ItemState::Edited } else { ItemState::Proposed };
+    let err = store.force_transition(item.id, wrong_from, ItemState::Approved, "test").await.unwrap_err();
+    assert_eq!(err.to_string(), format!("item {}: illegal transition {state} → approved", item.id));
 }
 
 async fn the_database_refuses_illegal_transitions_and_event_edits(db: &TestDb) {
     let store = &db.store;
     let run = run_with_items(store, "p", 1, 5).await;
     let item = &store.items(run, None, 1).await.unwrap()[0];
-    let direct = sqlx::query("UPDATE items SET state = 'written' WHERE id = $1")
-        .bind(item.id)
-        .execute(store.pool())
-        .await;
-    assert!(
-        direct
-            .unwrap_err()
-            .to_string()
-            .contains("illegal item transition")
-    );
+    let direct =
+        sqlx::query("UPDATE items SET state = 'written' WHERE id = $1").bind(item.id).execute(store.pool()).await;
+    assert!(direct.unwrap_err().to_string().contains("illegal item transition"));
     assert_eq!(store.item(item.id).await.unwrap().state, ItemState::Queued);
-    let edit = sqlx::query("UPDATE events SET actor = 'mallory' WHERE item_id = $1")
-        .bind(item.id)
-        .execute(store.pool())
-        .await;
+    let edit =
+        sqlx::query("UPDATE events SET actor = 'mallory' WHERE item_id = $1").bind(item.id).execute(store.pool()).await;
     assert!(edit.unwrap_err().to_string().contains("append-only"));
-    let delete = sqlx::query("DELETE FROM events WHERE item_id = $1")
-        .bind(item.id)
-        .execute(store.pool())
-        .await;
+    let delete = sqlx::query("DELETE FROM events WHERE item_id = $1").bind(item.id).execute(store.pool()).await;
     assert!(delete.unwrap_err().to_string().contains("append-only"));
     // A leased state without a lease is refused by a CHECK constraint.
-    let unleased = sqlx::query("UPDATE items SET state = 'enriching' WHERE id = $1")
-        .bind(item.id)
-        .execute(store.pool())
-        .await;
+    let unleased =
+        sqlx::query("UPDATE items SET state = 'enriching' WHERE id = $1").bind(item.id).execute(store.pool()).await;
     assert!(unleased.is_err());
 }
 
@@ -257,114 +171,47 @@ async fn claims_lease_and_only_the_holder_finishes(db: &TestDb) {
     let store = &db.store;
     run_with_items(store, "p", 10, 5).await;
     let lease = Duration::from_secs(30);
-    let mine = store
-        .claim(&claim("p", Work::Enrich, OWNER, 4, lease))
-        .await
-        .unwrap();
+    let mine = store.claim(&claim("p", Work::Enrich, OWNER, 4, lease)).await.unwrap();
     assert_eq!(mine.len(), 4);
-    assert!(
-        mine.iter()
-            .all(|i| i.state == ItemState::Enriching && i.lease_owner.as_deref() == Some(OWNER))
-    );
-    let theirs = store
-        .claim(&claim("p", Work::Enrich, "worker-b", 100, lease))
-        .await
-        .unwrap();
+    assert!(mine.iter().all(|i| i.state == ItemState::Enriching && i.lease_owner.as_deref() == Some(OWNER)));
+    let theirs = store.claim(&claim("p", Work::Enrich, "worker-b", 100, lease)).await.unwrap();
     assert_eq!(theirs.len(), 6, "the rest, and none of mine");
-    assert!(
-        store
-            .claim(&claim("p", Work::Enrich, "worker-c", 100, lease))
-            .await
-            .unwrap()
-            .is_empty()
-    );
-    assert!(
-        store
-            .claim(&claim("other", Work::Enrich, "worker-c", 100, lease))
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(store.claim(&claim("p", Work::Enrich, "worker-c", 100, lease)).await.unwrap().is_empty());
+    assert!(store.claim(&claim("other", Work::Enrich, "worker-c", 100, lease)).await.unwrap().is_empty());
 
     let proposal = Proposal {
         fields: [(
             "description".into(),
-            FieldChange {
-                before: json!(""),
-                proposed: json!("<p>New</p>"),
-                edited: None,
-            },
+            FieldChange { before: json!(""), proposed: json!("<p>New</p>"), edited: None },
         )]
         .into(),
         model: "m".into(),
         task_version: "t1".into(),
     };
-    let usage = Usage {
-        input_tokens: 100,
-        output_tokens: 20,
-        cost_micros: 150,
-    };
-    let err = store
-        .propose(&mine[0], "worker-b", &proposal, "{}", usage)
-        .await
-        .unwrap_err();
+    let usage = Usage { input_tokens: 100, output_tokens: 20, cost_micros: 150 };
+    let err = store.propose(&mine[0], "worker-b", &proposal, "{}", usage).await.unwrap_err();
     assert!(matches!(err, StoreError::LeaseLost { .. }), "{err}");
-    let proposed = store
-        .propose(&mine[0], OWNER, &proposal, "{}", usage)
-        .await
-        .unwrap();
+    let proposed = store.propose(&mine[0], OWNER, &proposal, "{}", usage).await.unwrap();
     assert_eq!(proposed.state, ItemState::Proposed);
     assert_eq!(proposed.lease_owner, None);
     assert_eq!(proposed.proposal.as_ref(), Some(&proposal));
-    assert_eq!(
-        (
-            proposed.cost_micros,
-            proposed.tokens_in,
-            proposed.tokens_out
-        ),
-        (150, 100, 20)
-    );
+    assert_eq!((proposed.cost_micros, proposed.tokens_in, proposed.tokens_out), (150, 100, 20));
     let run = store.run(proposed.run_id).await.unwrap();
-    assert_eq!(
-        (run.cost_micros, run.tokens_in, run.tokens_out),
-        (150, 100, 20)
-    );
+    assert_eq!((run.cost_micros, run.tokens_in, run.tokens_out), (150, 100, 20));
 
     // Heartbeat extends only my leases.
-    let before = store
-        .item(mine[1].id)
-        .await
-        .unwrap()
-        .lease_expires_at
-        .unwrap();
+    let before = store.item(mine[1].id).await.unwrap().lease_expires_at.unwrap();
     tokio::time::sleep(Duration::from_millis(20)).await;
-    assert_eq!(
-        store
-            .heartbeat(OWNER, Duration::from_secs(120))
-            .await
-            .unwrap(),
-        3
-    );
-    let after = store
-        .item(mine[1].id)
-        .await
-        .unwrap()
-        .lease_expires_at
-        .unwrap();
-    assert!(
-        after > before + 80_000,
-        "lease not extended: {before} → {after}"
-    );
+    assert_eq!(store.heartbeat(OWNER, Duration::from_secs(120)).await.unwrap(), 3);
+    let after = store.item(mine[1].id).await.unwrap().lease_expires_at.unwrap();
+    assert!(after > before + 80_000, "lease not extended: {before} → {after}");
 }
 
 async fn expired_leases_are_reclaimed_until_attempts_run_out(db: &TestDb) {
     let store = &db.store;
     let run = run_with_items(store, "p", 3, 2).await;
     let short = Duration::from_millis(50);
-    let claimed = store
-        .claim(&claim("p", Work::Enrich, OWNER, 3, short))
-        .await
-        .unwrap();
+    let claimed = store.claim(&claim("p", Work::Enrich, OWNER, 3, short)).await.unwrap();
     assert_eq!(claimed.len(), 3);
     // A live holder keeps its lease by heartbeating; a dead one does not.
     assert!(store.reclaim_expired("reaper").await.unwrap().is_empty());
@@ -375,31 +222,18 @@ async fn expired_leases_are_reclaimed_until_attempts_run_out(db: &TestDb) {
         assert_eq!(item.state, ItemState::Queued);
         assert_eq!(item.attempts, 1);
         assert_eq!(item.lease_owner, None);
-        assert_eq!(
-            item.last_error.as_deref(),
-            Some("lease held by worker-a expired")
-        );
+        assert_eq!(item.last_error.as_deref(), Some("lease held by worker-a expired"));
         let last = store.item_events(item.id).await.unwrap().pop().unwrap();
         assert_eq!(
-            (
-                last.from_state.as_deref(),
-                last.to_state.as_deref(),
-                last.actor.as_str()
-            ),
+            (last.from_state.as_deref(), last.to_state.as_deref(), last.actor.as_str()),
             (Some("enriching"), Some("queued"), "reaper")
         );
     }
     // The holder that was presumed dead cannot finish the work now.
-    let err = store
-        .skip_leased(&claimed[0], OWNER, "late")
-        .await
-        .unwrap_err();
+    let err = store.skip_leased(&claimed[0], OWNER, "late").await.unwrap_err();
     assert!(matches!(err, StoreError::IllegalTransition { .. }), "{err}");
     // Second expiry reaches max_attempts = 2: dead, with the reason.
-    store
-        .claim(&claim("p", Work::Enrich, OWNER, 3, short))
-        .await
-        .unwrap();
+    store.claim(&claim("p", Work::Enrich, OWNER, 3, short)).await.unwrap();
     tokio::time::sleep(Duration::from_millis(80)).await;
     store.reclaim_expired("reaper").await.unwrap();
     let counts = store.counts(run).await.unwrap();
@@ -408,38 +242,13 @@ async fn expired_leases_are_reclaimed_until_attempts_run_out(db: &TestDb) {
     // Writing leases: reclaimed to write_failed, which is claimed for writing again.
     let run2 = run_with_items(store, "w", 1, 3).await;
     let item = &store.items(run2, None, 1).await.unwrap()[0];
-    walk(
-        store,
-        item.id,
-        &[
-            ItemState::Queued,
-            ItemState::Enriching,
-            ItemState::Proposed,
-            ItemState::Approved,
-        ],
-    )
-    .await;
-    store
-        .claim(&claim("w", Work::Write, OWNER, 10, short))
-        .await
-        .unwrap();
+    walk(store, item.id, &[ItemState::Queued, ItemState::Enriching, ItemState::Proposed, ItemState::Approved]).await;
+    store.claim(&claim("w", Work::Write, OWNER, 10, short)).await.unwrap();
     tokio::time::sleep(Duration::from_millis(80)).await;
     store.reclaim_expired("reaper").await.unwrap();
     let item = store.item(item.id).await.unwrap();
-    assert_eq!(
-        (item.state, item.write_attempts),
-        (ItemState::WriteFailed, 1)
-    );
-    let again = store
-        .claim(&claim(
-            "w",
-            Work::Write,
-            "worker-b",
-            10,
-            Duration::from_secs(30),
-        ))
-        .await
-        .unwrap();
+    assert_eq!((item.state, item.write_attempts), (ItemState::WriteFailed, 1));
+    let again = store.claim(&claim("w", Work::Write, "worker-b", 10, Duration::from_secs(30))).await.unwrap();
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].prev_state, Some(ItemState::WriteFailed));
 }
@@ -448,10 +257,7 @@ async fn failures_are_retried_with_backoff_then_dead(db: &TestDb) {
     let store = &db.store;
     let run = run_with_items(store, "p", 2, 3).await;
     let lease = Duration::from_secs(30);
-    let items = store
-        .claim(&claim("p", Work::Enrich, OWNER, 2, lease))
-        .await
-        .unwrap();
+    let items = store.claim(&claim("p", Work::Enrich, OWNER, 2, lease)).await.unwrap();
     let t0 = now_ms();
     let retried = store
         .fail_enrichment(
@@ -475,19 +281,10 @@ async fn failures_are_retried_with_backoff_then_dead(db: &TestDb) {
     );
     assert_eq!(retried.last_error.as_deref(), Some("HTTP 503"));
     // Not claimable before its time...
-    assert!(
-        store
-            .claim(&claim("p", Work::Enrich, OWNER, 10, lease))
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(store.claim(&claim("p", Work::Enrich, OWNER, 10, lease)).await.unwrap().is_empty());
     // ...and claimable after, honouring a Retry-After longer than the backoff.
     tokio::time::sleep(Duration::from_millis(250)).await;
-    let again = store
-        .claim(&claim("p", Work::Enrich, OWNER, 10, lease))
-        .await
-        .unwrap();
+    let again = store.claim(&claim("p", Work::Enrich, OWNER, 10, lease)).await.unwrap();
     assert_eq!(again.len(), 1);
     let waited = store
         .fail_enrichment(
@@ -504,17 +301,10 @@ async fn failures_are_retried_with_backoff_then_dead(db: &TestDb) {
         )
         .await
         .unwrap();
-    assert!(
-        waited.next_attempt_at >= now_ms() + 6_500,
-        "Retry-After of 7 s must be honoured"
-    );
+    assert!(waited.next_attempt_at >= now_ms() + 6_500, "Retry-After of 7 s must be honoured");
 
     // A non-retryable error is dead at once, with the reason and the raw output kept, and its cost counted.
-    let cost = Usage {
-        input_tokens: 10,
-        output_tokens: 5,
-        cost_micros: 42,
-    };
+    let cost = Usage { input_tokens: 10, output_tokens: 5, cost_micros: 42 };
     let dead = store
         .fail_enrichment(
             &items[1],
@@ -541,37 +331,13 @@ async fn failures_are_retried_with_backoff_then_dead(db: &TestDb) {
     // Write failures: retry as write_failed, dead after max_attempts.
     let run2 = run_with_items(store, "w", 1, 2).await;
     let item = &store.items(run2, None, 1).await.unwrap()[0];
-    walk(
-        store,
-        item.id,
-        &[
-            ItemState::Queued,
-            ItemState::Enriching,
-            ItemState::Proposed,
-            ItemState::Approved,
-        ],
-    )
-    .await;
-    let w = store
-        .claim(&claim("w", Work::Write, OWNER, 1, lease))
-        .await
-        .unwrap()
-        .remove(0);
-    let failed = store
-        .fail_write(&w, OWNER, "HTTP 502", true, None, FAST)
-        .await
-        .unwrap();
+    walk(store, item.id, &[ItemState::Queued, ItemState::Enriching, ItemState::Proposed, ItemState::Approved]).await;
+    let w = store.claim(&claim("w", Work::Write, OWNER, 1, lease)).await.unwrap().remove(0);
+    let failed = store.fail_write(&w, OWNER, "HTTP 502", true, None, FAST).await.unwrap();
     assert_eq!(failed.state, ItemState::WriteFailed);
     tokio::time::sleep(Duration::from_millis(250)).await;
-    let w = store
-        .claim(&claim("w", Work::Write, OWNER, 1, lease))
-        .await
-        .unwrap()
-        .remove(0);
-    let dead = store
-        .fail_write(&w, OWNER, "HTTP 502", true, None, FAST)
-        .await
-        .unwrap();
+    let w = store.claim(&claim("w", Work::Write, OWNER, 1, lease)).await.unwrap().remove(0);
+    let dead = store.fail_write(&w, OWNER, "HTTP 502", true, None, FAST).await.unwrap();
     assert_eq!((dead.state, dead.write_attempts), (ItemState::Dead, 2));
 }
 
@@ -579,92 +345,40 @@ async fn review_edit_approve_and_write_outcomes(db: &TestDb) {
     let store = &db.store;
     let run = run_with_items(store, "p", 3, 5).await;
     let lease = Duration::from_secs(30);
-    let items = store
-        .claim(&claim("p", Work::Enrich, OWNER, 3, lease))
-        .await
-        .unwrap();
+    let items = store.claim(&claim("p", Work::Enrich, OWNER, 3, lease)).await.unwrap();
     let proposal = Proposal {
         fields: [(
             "description".into(),
-            FieldChange {
-                before: json!(""),
-                proposed: json!("model text"),
-                edited: None,
-            },
+            FieldChange { before: json!(""), proposed: json!("model text"), edited: None },
         )]
         .into(),
         model: "m".into(),
         task_version: "t1".into(),
     };
     for i in &items {
-        store
-            .propose(i, OWNER, &proposal, "{}", Usage::default())
-            .await
-            .unwrap();
+        store.propose(i, OWNER, &proposal, "{}", Usage::default()).await.unwrap();
     }
-    let edited = store
-        .edit(
-            items[0].id,
-            "reviewer:ann",
-            "description",
-            json!("human text"),
-        )
-        .await
-        .unwrap();
+    let edited = store.edit(items[0].id, "reviewer:ann", "description", json!("human text")).await.unwrap();
     assert_eq!(edited.state, ItemState::Edited);
-    assert_eq!(
-        edited.proposal.unwrap().values()["description"],
-        "human text"
-    );
-    let err = store
-        .edit(items[0].id, "reviewer:ann", "price", json!("1"))
-        .await
-        .unwrap_err();
+    assert_eq!(edited.proposal.unwrap().values()["description"], "human text");
+    let err = store.edit(items[0].id, "reviewer:ann", "price", json!("1")).await.unwrap_err();
     assert!(err.to_string().contains("\"price\""), "{err}");
     store.approve(items[0].id, "reviewer:ann").await.unwrap();
     store.approve(items[1].id, "policy:none").await.unwrap();
-    let rejected = store
-        .reject(items[2].id, "reviewer:bob", Some("tone"))
-        .await
-        .unwrap();
+    let rejected = store.reject(items[2].id, "reviewer:bob", Some("tone")).await.unwrap();
     assert_eq!(rejected.last_error.as_deref(), Some("tone"));
-    assert!(
-        store.approve(items[2].id, "reviewer:bob").await.is_err(),
-        "a rejected item cannot be approved"
-    );
+    assert!(store.approve(items[2].id, "reviewer:bob").await.is_err(), "a rejected item cannot be approved");
 
-    let writing = store
-        .claim(&claim("p", Work::Write, OWNER, 10, lease))
-        .await
-        .unwrap();
+    let writing = store.claim(&claim("p", Work::Write, OWNER, 10, lease)).await.unwrap();
     assert_eq!(writing.len(), 2);
-    let written = store
-        .mark_written(&writing[0], OWNER, Some("v2"), None)
-        .await
-        .unwrap();
-    assert_eq!(
-        (written.state, written.written_version.as_deref()),
-        (ItemState::Written, Some("v2"))
-    );
-    let conflict = store
-        .mark_conflict(&writing[1], OWNER, Some("v9"), "changed upstream")
-        .await
-        .unwrap();
+    let written = store.mark_written(&writing[0], OWNER, Some("v2"), None).await.unwrap();
+    assert_eq!((written.state, written.written_version.as_deref()), (ItemState::Written, Some("v2")));
+    let conflict = store.mark_conflict(&writing[1], OWNER, Some("v9"), "changed upstream").await.unwrap();
     assert_eq!(conflict.state, ItemState::Conflict);
-    let actors: Vec<_> = store
-        .item_events(items[0].id)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|e| e.actor)
-        .collect();
+    let actors: Vec<_> = store.item_events(items[0].id).await.unwrap().into_iter().map(|e| e.actor).collect();
     assert!(actors.contains(&"reviewer:ann".to_string()));
     let run = store.settle_run(run, "test").await.unwrap();
-    assert_eq!(
-        run.status,
-        RunStatus::Discovering,
-        "a run still discovering is not settled"
-    );
+    assert_eq!(run.status, RunStatus::Discovering, "a run still discovering is not settled");
 }
 
 async fn runs_are_created_once_per_tick_and_once_while_active(db: &TestDb) {
@@ -676,55 +390,21 @@ async fn runs_are_created_once_per_tick_and_once_while_active(db: &TestDb) {
         max_attempts: 3,
         budget_micros: None,
     };
-    let RunStart::Created(first) = store.create_run(&tick).await.unwrap() else {
-        panic!()
-    };
+    let RunStart::Created(first) = store.create_run(&tick).await.unwrap() else { panic!() };
     // The same tick from another daemon while the run is active: the active run.
-    assert_eq!(
-        store.create_run(&tick).await.unwrap(),
-        RunStart::AlreadyActive(store.run(first.id).await.unwrap())
-    );
+    assert_eq!(store.create_run(&tick).await.unwrap(), RunStart::AlreadyActive(store.run(first.id).await.unwrap()));
     // A manual run while one is active: the active run.
-    let manual = NewRun {
-        scheduled_for: None,
-        ..tick.clone()
-    };
-    assert!(
-        matches!(store.create_run(&manual).await.unwrap(), RunStart::AlreadyActive(r) if r.id == first.id)
-    );
-    store
-        .set_run_status(
-            first.id,
-            &[RunStatus::Discovering],
-            RunStatus::Done,
-            None,
-            "test",
-        )
-        .await
-        .unwrap()
-        .unwrap();
+    let manual = NewRun { scheduled_for: None, ..tick.clone() };
+    assert!(matches!(store.create_run(&manual).await.unwrap(), RunStart::AlreadyActive(r) if r.id == first.id));
+    store.set_run_status(first.id, &[RunStatus::Discovering], RunStatus::Done, None, "test").await.unwrap().unwrap();
     // The same tick again after the run finished: still not a second run.
     assert_eq!(store.create_run(&tick).await.unwrap(), RunStart::TickTaken);
-    let next = NewRun {
-        scheduled_for: Some(2_000),
-        ..tick
-    };
-    assert!(matches!(
-        store.create_run(&next).await.unwrap(),
-        RunStart::Created(_)
-    ));
+    let next = NewRun { scheduled_for: Some(2_000), ..tick };
+    assert!(matches!(store.create_run(&next).await.unwrap(), RunStart::Created(_)));
     // Another pipeline is independent.
-    let other = NewRun {
-        pipeline: "q".into(),
-        scheduled_for: None,
-        item_limit: None,
-        max_attempts: 3,
-        budget_micros: None,
-    };
-    assert!(matches!(
-        store.create_run(&other).await.unwrap(),
-        RunStart::Created(_)
-    ));
+    let other =
+        NewRun { pipeline: "q".into(), scheduled_for: None, item_limit: None, max_attempts: 3, budget_micros: None };
+    assert!(matches!(store.create_run(&other).await.unwrap(), RunStart::Created(_)));
 }
 
 async fn discovery_is_leased_idempotent_and_settles(db: &TestDb) {
@@ -743,116 +423,40 @@ async fn discovery_is_leased_idempotent_and_settles(db: &TestDb) {
         panic!()
     };
     let lease = Duration::from_secs(60);
+    assert!(store.claim_discovery(run.id, "a", lease).await.unwrap().is_some());
     assert!(
-        store
-            .claim_discovery(run.id, "a", lease)
-            .await
-            .unwrap()
-            .is_some()
-    );
-    assert!(
-        store
-            .claim_discovery(run.id, "b", lease)
-            .await
-            .unwrap()
-            .is_none(),
+        store.claim_discovery(run.id, "b", lease).await.unwrap().is_none(),
         "b must not discover while a holds the lease"
     );
-    let err = store
-        .add_discovered(run.id, "p", "t1", "b", &new_items(0..2), Some("2"))
-        .await
-        .unwrap_err();
+    let err = store.add_discovered(run.id, "p", "t1", "b", &new_items(0..2), Some("2")).await.unwrap_err();
     assert!(matches!(err, StoreError::NotFound(_)));
     let mut page = new_items(0..3);
     page[2].skip = Some("nothing is missing".into());
-    assert_eq!(
-        store
-            .add_discovered(run.id, "p", "t1", "a", &page, Some("2"))
-            .await
-            .unwrap(),
-        3
-    );
+    assert_eq!(store.add_discovered(run.id, "p", "t1", "a", &page, Some("2")).await.unwrap(), 3);
     // The same page again (a restart before the cursor was saved elsewhere): nothing new.
-    assert_eq!(
-        store
-            .add_discovered(run.id, "p", "t1", "a", &page, Some("2"))
-            .await
-            .unwrap(),
-        0
-    );
+    assert_eq!(store.add_discovered(run.id, "p", "t1", "a", &page, Some("2")).await.unwrap(), 0);
     let run_now = store.run(run.id).await.unwrap();
     assert_eq!(run_now.discovery_cursor.as_deref(), Some("2"));
     let counts = store.counts(run.id).await.unwrap();
-    assert_eq!(
-        (
-            counts.get(ItemState::Queued),
-            counts.get(ItemState::Skipped)
-        ),
-        (2, 1)
-    );
-    let skipped = store
-        .items(run.id, Some(ItemState::Skipped), 10)
-        .await
-        .unwrap();
+    assert_eq!((counts.get(ItemState::Queued), counts.get(ItemState::Skipped)), (2, 1));
+    let skipped = store.items(run.id, Some(ItemState::Skipped), 10).await.unwrap();
     assert_eq!(skipped[0].last_error.as_deref(), Some("nothing is missing"));
 
-    store
-        .set_run_status(
-            run.id,
-            &[RunStatus::Discovering],
-            RunStatus::Running,
-            None,
-            "a",
-        )
-        .await
-        .unwrap()
-        .unwrap();
+    store.set_run_status(run.id, &[RunStatus::Discovering], RunStatus::Running, None, "a").await.unwrap().unwrap();
     let lease = Duration::from_secs(30);
-    let items = store
-        .claim(&claim("p", Work::Enrich, OWNER, 10, lease))
-        .await
-        .unwrap();
-    let proposal = Proposal {
-        fields: Default::default(),
-        model: "m".into(),
-        task_version: "t1".into(),
-    };
-    store
-        .propose(&items[0], OWNER, &proposal, "{}", Usage::default())
-        .await
-        .unwrap();
-    assert_eq!(
-        store.settle_run(run.id, "t").await.unwrap().status,
-        RunStatus::Running,
-        "an item is still enriching"
-    );
-    store
-        .skip_leased(&items[1], OWNER, "model had nothing to add")
-        .await
-        .unwrap();
-    assert_eq!(
-        store.settle_run(run.id, "t").await.unwrap().status,
-        RunStatus::AwaitingReview
-    );
+    let items = store.claim(&claim("p", Work::Enrich, OWNER, 10, lease)).await.unwrap();
+    let proposal = Proposal { fields: Default::default(), model: "m".into(), task_version: "t1".into() };
+    store.propose(&items[0], OWNER, &proposal, "{}", Usage::default()).await.unwrap();
+    assert_eq!(store.settle_run(run.id, "t").await.unwrap().status, RunStatus::Running, "an item is still enriching");
+    store.skip_leased(&items[1], OWNER, "model had nothing to add").await.unwrap();
+    assert_eq!(store.settle_run(run.id, "t").await.unwrap().status, RunStatus::AwaitingReview);
     store.reject(items[0].id, "reviewer", None).await.unwrap();
     let done = store.settle_run(run.id, "t").await.unwrap();
     assert_eq!(done.status, RunStatus::Done);
     assert!(done.finished_at.is_some());
-    let run_events: Vec<_> = store
-        .run_events(run.id)
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|e| e.kind == "run")
-        .collect();
-    let statuses: Vec<_> = run_events
-        .iter()
-        .map(|e| e.to_state.clone().unwrap())
-        .collect();
-    assert_eq!(
-        statuses,
-        ["discovering", "running", "awaiting_review", "done"]
-    );
+    let run_events: Vec<_> = store.run_events(run.id).await.unwrap().into_iter().filter(|e| e.kind == "run").collect();
+    let statuses: Vec<_> = run_events.iter().map(|e| e.to_state.clone().unwrap()).collect();
+    assert_eq!(statuses, ["discovering", "running", "awaiting_review", "done"]);
 }
 
 async fn budget_stops_claiming_and_pauses_the_run(db: &TestDb) {
@@ -870,63 +474,24 @@ async fn budget_stops_claiming_and_pauses_the_run(db: &TestDb) {
     else {
         panic!()
     };
-    store
-        .claim_discovery(run.id, "a", Duration::from_secs(60))
-        .await
-        .unwrap();
-    store
-        .add_discovered(run.id, "p", "t1", "a", &new_items(0..5), None)
-        .await
-        .unwrap();
-    store
-        .set_run_status(
-            run.id,
-            &[RunStatus::Discovering],
-            RunStatus::Running,
-            None,
-            "a",
-        )
-        .await
-        .unwrap();
+    store.claim_discovery(run.id, "a", Duration::from_secs(60)).await.unwrap();
+    store.add_discovered(run.id, "p", "t1", "a", &new_items(0..5), None).await.unwrap();
+    store.set_run_status(run.id, &[RunStatus::Discovering], RunStatus::Running, None, "a").await.unwrap();
     let lease = Duration::from_secs(30);
-    let first = store
-        .claim(&claim("p", Work::Enrich, OWNER, 1, lease))
-        .await
-        .unwrap();
-    let proposal = Proposal {
-        fields: Default::default(),
-        model: "m".into(),
-        task_version: "t1".into(),
-    };
+    let first = store.claim(&claim("p", Work::Enrich, OWNER, 1, lease)).await.unwrap();
+    let proposal = Proposal { fields: Default::default(), model: "m".into(), task_version: "t1".into() };
     store
-        .propose(
-            &first[0],
-            OWNER,
-            &proposal,
-            "{}",
-            Usage {
-                input_tokens: 1,
-                output_tokens: 1,
-                cost_micros: 1_200,
-            },
-        )
+        .propose(&first[0], OWNER, &proposal, "{}", Usage { input_tokens: 1, output_tokens: 1, cost_micros: 1_200 })
         .await
         .unwrap();
     assert!(
-        store
-            .claim(&claim("p", Work::Enrich, OWNER, 10, lease))
-            .await
-            .unwrap()
-            .is_empty(),
+        store.claim(&claim("p", Work::Enrich, OWNER, 10, lease)).await.unwrap().is_empty(),
         "budget spent: no new claims"
     );
     let paused = store.settle_run(run.id, "t").await.unwrap();
     assert_eq!(paused.status, RunStatus::Paused);
     assert!(
-        paused
-            .status_reason
-            .unwrap()
-            .starts_with("budget reached: $0.0012 spent of $0.0010; 4 items not enriched")
+        paused.status_reason.unwrap().starts_with("budget reached: $0.0012 spent of $0.0010; 4 items not enriched")
     );
 }
 
@@ -934,40 +499,14 @@ async fn release_gives_back_leases_without_charging_attempts(db: &TestDb) {
     let store = &db.store;
     let run = run_with_items(store, "p", 4, 3).await;
     let lease = Duration::from_secs(30);
-    let items = store
-        .claim(&claim("p", Work::Enrich, OWNER, 2, lease))
-        .await
-        .unwrap();
-    walk(
-        store,
-        items[0].id,
-        &[
-            ItemState::Enriching,
-            ItemState::Proposed,
-            ItemState::Approved,
-        ],
-    )
-    .await;
-    store
-        .claim(&claim("p", Work::Write, OWNER, 2, lease))
-        .await
-        .unwrap();
-    store
-        .claim(&claim("p", Work::Enrich, "worker-b", 1, lease))
-        .await
-        .unwrap();
+    let items = store.claim(&claim("p", Work::Enrich, OWNER, 2, lease)).await.unwrap();
+    walk(store, items[0].id, &[ItemState::Enriching, ItemState::Proposed, ItemState::Approved]).await;
+    store.claim(&claim("p", Work::Write, OWNER, 2, lease)).await.unwrap();
+    store.claim(&claim("p", Work::Enrich, "worker-b", 1, lease)).await.unwrap();
     assert_eq!(store.release(OWNER).await.unwrap(), 2);
     let counts = store.counts(run).await.unwrap();
-    assert_eq!(
-        counts.get(ItemState::WriteFailed),
-        1,
-        "a write in flight is re-checked, not assumed"
-    );
-    assert_eq!(
-        counts.get(ItemState::Enriching),
-        1,
-        "worker-b keeps its lease"
-    );
+    assert_eq!(counts.get(ItemState::WriteFailed), 1, "a write in flight is re-checked, not assumed");
+    assert_eq!(counts.get(ItemState::Enriching), 1, "worker-b keeps its lease");
     for item in store.items(run, None, 10).await.unwrap() {
         assert_eq!((item.attempts, item.write_attempts), (0, 0));
     }
@@ -1016,10 +555,7 @@ async fn concurrent_claimers_never_share_an_item(db: &TestDb) {
     let unique: HashSet<_> = all.iter().collect();
     assert_eq!(unique.len(), all.len(), "an item was claimed twice");
     assert_eq!(all.len(), n as usize, "every item claimed exactly once");
-    assert!(
-        per_owner.iter().filter(|c| **c > 0).count() >= 2,
-        "claimers did not interleave: {per_owner:?}"
-    );
+    assert!(per_owner.iter().filter(|c| **c > 0).count() >= 2, "claimers did not interleave: {per_owner:?}");
 }
 
 async fn credentials_are_encrypted_at_rest(db: &TestDb) {
@@ -1027,41 +563,19 @@ async fn credentials_are_encrypted_at_rest(db: &TestDb) {
     let key: secrecy::SecretString = "correct horse battery staple".into();
     let vault = CredentialVault::new(store.clone(), Some(&key));
     vault.put("xero", b"refresh-token-123").await.unwrap();
-    assert_eq!(
-        vault.get("xero").await.unwrap().as_deref(),
-        Some(&b"refresh-token-123"[..])
-    );
-    let raw: String =
-        sqlx::query_scalar("SELECT ciphertext FROM credentials WHERE connection = 'xero'")
-            .fetch_one(store.pool())
-            .await
-            .unwrap();
-    assert!(
-        !raw.contains(&hex::encode("refresh-token")),
-        "stored in plain text"
-    );
+    assert_eq!(vault.get("xero").await.unwrap().as_deref(), Some(&b"refresh-token-123"[..]));
+    let raw: String = sqlx::query_scalar("SELECT ciphertext FROM credentials WHERE connection = 'xero'")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert!(!raw.contains(&hex::encode("refresh-token")), "stored in plain text");
     let wrong: secrecy::SecretString = "another key".into();
-    let err = CredentialVault::new(store.clone(), Some(&wrong))
-        .get("xero")
-        .await
-        .unwrap_err();
-    assert!(
-        err.to_string().contains("connection xero") && err.to_string().contains("secret_key"),
-        "{err}"
-    );
-    let err = CredentialVault::new(store.clone(), None)
-        .put("qbo", b"x")
-        .await
-        .unwrap_err();
-    assert!(
-        err.to_string().contains("database.secret_key is not set"),
-        "{err}"
-    );
+    let err = CredentialVault::new(store.clone(), Some(&wrong)).get("xero").await.unwrap_err();
+    assert!(err.to_string().contains("connection xero") && err.to_string().contains("secret_key"), "{err}");
+    let err = CredentialVault::new(store.clone(), None).put("qbo", b"x").await.unwrap_err();
+    assert!(err.to_string().contains("database.secret_key is not set"), "{err}");
     vault.put("xero", b"rotated").await.unwrap();
-    assert_eq!(
-        vault.get("xero").await.unwrap().as_deref(),
-        Some(&b"rotated"[..])
-    );
+    assert_eq!(vault.get("xero").await.unwrap().as_deref(), Some(&b"rotated"[..]));
 }
 
 on_both_backends! {

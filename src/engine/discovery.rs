@@ -26,15 +26,10 @@ pub(super) async fn discovery_loop(
         };
         match runs {
             Ok(runs) => {
-                for run in runs
-                    .into_iter()
-                    .filter(|r| r.pipeline == pipeline.name && r.status == RunStatus::Discovering)
+                for run in
+                    runs.into_iter().filter(|r| r.pipeline == pipeline.name && r.status == RunStatus::Discovering)
                 {
-                    match engine
-                        .store
-                        .claim_discovery(run.id, &engine.owner, engine.lease())
-                        .await
-                    {
+                    match engine.store.claim_discovery(run.id, &engine.owner, engine.lease()).await {
                         Ok(Some(run)) => discover(&engine, &pipeline, run, &stop).await,
                         Ok(None) => {}
                         Err(e) => {
@@ -72,20 +67,13 @@ async fn discover(engine: &Engine, pipeline: &Pipeline, run: Run, stop: &Cancell
         if stop.is_cancelled() {
             return;
         }
-        let request = PageRequest {
-            cursor: cursor.clone(),
-            per_page: pipeline.config.page_size,
-            modified_after: None,
-        };
+        let request = PageRequest { cursor: cursor.clone(), per_page: pipeline.config.page_size, modified_after: None };
         let page = match pipeline.connector.list(entity, &request).await {
             Ok(page) => page,
             Err(e) => {
                 failures += 1;
                 if !e.retryable || failures >= pipeline.config.max_attempts {
-                    let reason = format!(
-                        "discovery failed on connection {}: {e}",
-                        pipeline.config.connection
-                    );
+                    let reason = format!("discovery failed on connection {}: {e}", pipeline.config.connection);
                     tracing::error!(run = run.id, "{reason}");
                     let _ = store
                         .set_run_status(
@@ -113,10 +101,7 @@ async fn discover(engine: &Engine, pipeline: &Pipeline, run: Run, stop: &Cancell
         };
         failures = 0;
         let ids: Vec<String> = page.records.iter().map(|r| r.id.clone()).collect();
-        let prior = match store
-            .prior_items(&pipeline.name, entity, &ids, run.id)
-            .await
-        {
+        let prior = match store.prior_items(&pipeline.name, entity, &ids, run.id).await {
             Ok(p) => p,
             Err(e) => {
                 return tracing::warn!(run = run.id, error = %e, "reading earlier items failed");
@@ -134,19 +119,12 @@ async fn discover(engine: &Engine, pipeline: &Pipeline, run: Run, stop: &Cancell
                 break;
             }
             let hash = input_hash(record);
-            let wanted = wanted_fields(
-                &pipeline.config.select,
-                pipeline.task.fields.values(),
-                record,
-            );
+            let wanted = wanted_fields(&pipeline.config.select, pipeline.task.fields.values(), record);
             let skip = if wanted.is_empty() {
                 Some("nothing is missing".to_owned())
             } else {
                 reuse_reason(
-                    by_record
-                        .get(record.id.as_str())
-                        .map(Vec::as_slice)
-                        .unwrap_or(&[]),
+                    by_record.get(record.id.as_str()).map(Vec::as_slice).unwrap_or(&[]),
                     &hash,
                     &pipeline.task.version,
                 )
@@ -163,20 +141,9 @@ async fn discover(engine: &Engine, pipeline: &Pipeline, run: Run, stop: &Cancell
                 skip,
             });
         }
-        let next = if limit_reached {
-            cursor.clone()
-        } else {
-            page.next.clone()
-        };
+        let next = if limit_reached { cursor.clone() } else { page.next.clone() };
         if let Err(e) = store
-            .add_discovered(
-                run.id,
-                &pipeline.name,
-                &pipeline.task.version,
-                &engine.owner,
-                &items,
-                next.as_deref(),
-            )
+            .add_discovered(run.id, &pipeline.name, &pipeline.task.version, &engine.owner, &items, next.as_deref())
             .await
         {
             return tracing::warn!(run = run.id, error = %e, "recording a discovered page failed; another worker may hold discovery");
@@ -188,13 +155,7 @@ async fn discover(engine: &Engine, pipeline: &Pipeline, run: Run, stop: &Cancell
                 "all pages read".into()
             };
             let _ = store
-                .set_run_status(
-                    run.id,
-                    &[RunStatus::Discovering],
-                    RunStatus::Running,
-                    Some(&reason),
-                    &engine.owner,
-                )
+                .set_run_status(run.id, &[RunStatus::Discovering], RunStatus::Running, Some(&reason), &engine.owner)
                 .await;
             tracing::info!(run = run.id, candidates, "discovery finished: {reason}");
             return;
@@ -207,18 +168,13 @@ async fn discover(engine: &Engine, pipeline: &Pipeline, run: Run, stop: &Cancell
 /// same input was already answered under the same task version.
 fn reuse_reason(prior: &[&PriorItem], hash: &str, task_version: &str) -> Option<String> {
     if let Some(p) = prior.iter().find(|p| !p.state.is_terminal()) {
-        return Some(format!(
-            "already in progress in run {} (item {}, {})",
-            p.run_id, p.id, p.state
-        ));
+        return Some(format!("already in progress in run {} (item {}, {})", p.run_id, p.id, p.state));
     }
     let answered = [ItemState::Written, ItemState::Rejected];
     prior
         .iter()
         .rev()
-        .find(|p| {
-            p.input_hash == hash && p.task_version == task_version && answered.contains(&p.state)
-        })
+        .find(|p| p.input_hash == hash && p.task_version == task_version && answered.contains(&p.state))
         .map(|p| {
             format!(
                 "identical input already enriched with this task version in run {} (item {}, {})",

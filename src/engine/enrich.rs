@@ -88,28 +88,15 @@ async fn enrich(engine: &Engine, pipeline: &Pipeline, item: Item) -> Result<(), 
         fields: item.input_fields()?,
         attachments: Vec::new(),
     };
-    let wanted = wanted_fields(
-        &pipeline.config.select,
-        pipeline.task.fields.values(),
-        &record,
-    );
+    let wanted = wanted_fields(&pipeline.config.select, pipeline.task.fields.values(), &record);
     if wanted.is_empty() {
-        store
-            .skip_leased(&item, owner, "nothing is missing")
-            .await?;
+        store.skip_leased(&item, owner, "nothing is missing").await?;
         return Ok(());
     }
     let prompt = match pipeline.task.render(&pipeline.config.entity, &record) {
         Ok(p) => p,
         Err(message) => {
-            store
-                .fail_enrichment(
-                    &item,
-                    owner,
-                    EnrichFailure::permanent(&message),
-                    engine.retry_policy(),
-                )
-                .await?;
+            store.fail_enrichment(&item, owner, EnrichFailure::permanent(&message), engine.retry_policy()).await?;
             return Ok(());
         }
     };
@@ -162,10 +149,7 @@ async fn enrich(engine: &Engine, pipeline: &Pipeline, item: Item) -> Result<(), 
             .await?;
         return Ok(());
     }
-    let proposal =
-        pipeline
-            .task
-            .proposal(&record, &completion.answer, &wanted, &pipeline.config.model);
+    let proposal = pipeline.task.proposal(&record, &completion.answer, &wanted, &pipeline.config.model);
     if proposal.fields.is_empty() {
         let message = format!(
             "record {}: the answer has no value for the missing fields ({})",
@@ -188,9 +172,7 @@ async fn enrich(engine: &Engine, pipeline: &Pipeline, item: Item) -> Result<(), 
             .await?;
         return Ok(());
     }
-    let item = store
-        .propose(&item, owner, &proposal, &completion.raw, usage)
-        .await?;
+    let item = store.propose(&item, owner, &proposal, &completion.raw, usage).await?;
     if pipeline.config.review.policy == ReviewPolicy::None {
         store.approve(item.id, "policy:none").await?;
     }

@@ -39,10 +39,7 @@ impl Pipeline {
         Usage {
             input_tokens: usage.input,
             output_tokens: usage.output,
-            cost_micros: self
-                .provider
-                .cost_micros(&self.config.model, usage)
-                .unwrap_or(0),
+            cost_micros: self.provider.cost_micros(&self.config.model, usage).unwrap_or(0),
         }
     }
 }
@@ -72,26 +69,15 @@ pub fn build_connector(config: &ConnectionConfig) -> Arc<dyn Connector> {
 impl Engine {
     /// Builds every connection, provider, task and pipeline of a validated config.
     pub fn build(config: &Config, store: Store) -> Engine {
-        let connectors: BTreeMap<String, Arc<dyn Connector>> = config
-            .connections
-            .iter()
-            .map(|(name, c)| (name.clone(), build_connector(c)))
-            .collect();
-        let providers: BTreeMap<String, Arc<Provider>> = config
-            .providers
-            .iter()
-            .map(|(name, p)| (name.clone(), Arc::new(Provider::build(name, p))))
-            .collect();
+        let connectors: BTreeMap<String, Arc<dyn Connector>> =
+            config.connections.iter().map(|(name, c)| (name.clone(), build_connector(c))).collect();
+        let providers: BTreeMap<String, Arc<Provider>> =
+            config.providers.iter().map(|(name, p)| (name.clone(), Arc::new(Provider::build(name, p)))).collect();
         let tasks: BTreeMap<String, Arc<Task>> = config
             .tasks
             .iter()
             .map(|(name, t)| {
-                (
-                    name.clone(),
-                    Arc::new(
-                        Task::build(name, t).expect("tasks are validated when the config loads"),
-                    ),
-                )
+                (name.clone(), Arc::new(Task::build(name, t).expect("tasks are validated when the config loads")))
             })
             .collect();
         let pipelines = config
@@ -108,20 +94,9 @@ impl Engine {
                 (name.clone(), Arc::new(pipeline))
             })
             .collect();
-        let owner = format!(
-            "{}-{}-{}",
-            hostname(),
-            std::process::id(),
-            &uuid::Uuid::new_v4().simple().to_string()[..8]
-        );
-        Engine {
-            store,
-            pipelines,
-            connectors,
-            providers,
-            owner,
-            daemon: config.daemon.clone(),
-        }
+        let owner =
+            format!("{}-{}-{}", hostname(), std::process::id(), &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        Engine { store, pipelines, connectors, providers, owner, daemon: config.daemon.clone() }
     }
 
     pub fn lease(&self) -> Duration {
@@ -179,26 +154,11 @@ impl Engine {
         stop: CancellationToken,
         tracker: TaskTracker,
     ) {
-        let discover = tokio::spawn(discovery::discovery_loop(
-            self.clone(),
-            pipeline.clone(),
-            only_run,
-            stop.clone(),
-        ));
-        let enrich = tokio::spawn(enrich::enrich_loop(
-            self.clone(),
-            pipeline.clone(),
-            only_run,
-            stop.clone(),
-            tracker.clone(),
-        ));
-        let write = tokio::spawn(writeback::write_loop(
-            self.clone(),
-            pipeline.clone(),
-            only_run,
-            stop.clone(),
-            tracker,
-        ));
+        let discover = tokio::spawn(discovery::discovery_loop(self.clone(), pipeline.clone(), only_run, stop.clone()));
+        let enrich =
+            tokio::spawn(enrich::enrich_loop(self.clone(), pipeline.clone(), only_run, stop.clone(), tracker.clone()));
+        let write =
+            tokio::spawn(writeback::write_loop(self.clone(), pipeline.clone(), only_run, stop.clone(), tracker));
         let settle = tokio::spawn(settle_loop(self.clone(), pipeline, only_run, stop));
         for handle in [discover, enrich, write, settle] {
             if let Err(e) = handle.await {
@@ -211,28 +171,13 @@ impl Engine {
 /// Applies the review policy to proposals still waiting (the enrichment worker applies it as it
 /// proposes; this catches proposals whose worker died in between), then moves runs on (to
 /// awaiting review, done, paused) as their items allow.
-async fn settle_loop(
-    engine: Arc<Engine>,
-    pipeline: Arc<Pipeline>,
-    only_run: Option<i64>,
-    stop: CancellationToken,
-) {
+async fn settle_loop(engine: Arc<Engine>, pipeline: Arc<Pipeline>, only_run: Option<i64>, stop: CancellationToken) {
     let actor = engine.owner.clone();
     loop {
         let runs = match only_run {
             Some(id) => engine.store.run(id).await.map(|r| vec![r]),
             None => {
-                engine
-                    .store
-                    .runs(
-                        &[
-                            RunStatus::Discovering,
-                            RunStatus::Running,
-                            RunStatus::AwaitingReview,
-                        ],
-                        100,
-                    )
-                    .await
+                engine.store.runs(&[RunStatus::Discovering, RunStatus::Running, RunStatus::AwaitingReview], 100).await
             }
         };
         match runs {
@@ -264,10 +209,7 @@ async fn apply_review_policy(
         return Ok(());
     }
     loop {
-        let waiting = engine
-            .store
-            .items(run_id, Some(ItemState::Proposed), 500)
-            .await?;
+        let waiting = engine.store.items(run_id, Some(ItemState::Proposed), 500).await?;
         if waiting.is_empty() {
             return Ok(());
         }

@@ -7,9 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use enrichd_connector::{
-    Change, ConnectorError, Record, Version, WriteOutcome, WriteResult, WriteSubmission,
-};
+use enrichd_connector::{Change, ConnectorError, Record, Version, WriteOutcome, WriteResult, WriteSubmission};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -67,14 +65,8 @@ async fn write_batch(engine: &Engine, pipeline: &Pipeline, items: Vec<Item>) {
         Ok(records) => records,
         Err(e) => {
             for item in &items {
-                let message = format!(
-                    "record {}: re-reading before the write failed: {e}",
-                    item.external_id
-                );
-                if let Err(err) = store
-                    .fail_write(item, owner, &message, e.retryable, e.retry_after, policy)
-                    .await
-                {
+                let message = format!("record {}: re-reading before the write failed: {e}", item.external_id);
+                if let Err(err) = store.fail_write(item, owner, &message, e.retryable, e.retry_after, policy).await {
                     log_store_error(item.id, "write-back", &err);
                 }
             }
@@ -84,13 +76,7 @@ async fn write_batch(engine: &Engine, pipeline: &Pipeline, items: Vec<Item>) {
     let current: HashMap<&str, &Record> = current.iter().map(|r| (r.id.as_str(), r)).collect();
     let mut to_write: Vec<(Item, Change)> = Vec::new();
     for item in items {
-        let result = check_item(
-            engine,
-            pipeline,
-            &item,
-            current.get(item.external_id.as_str()).copied(),
-        )
-        .await;
+        let result = check_item(engine, pipeline, &item, current.get(item.external_id.as_str()).copied()).await;
         match result {
             Ok(Some(change)) => to_write.push((item, change)),
             Ok(None) => {}
@@ -109,9 +95,7 @@ async fn write_batch(engine: &Engine, pipeline: &Pipeline, items: Vec<Item>) {
             Err(e) => {
                 for (item, _) in chunk {
                     let message = format!("record {}: {e}", item.external_id);
-                    if let Err(err) = store
-                        .fail_write(item, owner, &message, e.retryable, e.retry_after, policy)
-                        .await
+                    if let Err(err) = store.fail_write(item, owner, &message, e.retryable, e.retry_after, policy).await
                     {
                         log_store_error(item.id, "write-back", &err);
                     }
@@ -132,34 +116,19 @@ async fn check_item(
     let store = &engine.store;
     let owner = engine.owner.as_str();
     let Some(proposal) = &item.proposal else {
-        store
-            .fail_write(
-                item,
-                owner,
-                "approved without a proposal",
-                false,
-                None,
-                engine.retry_policy(),
-            )
-            .await?;
+        store.fail_write(item, owner, "approved without a proposal", false, None, engine.retry_policy()).await?;
         return Ok(None);
     };
     let values = proposal.values();
     let Some(record) = upstream else {
-        let message = format!(
-            "record {} no longer exists on connection {}",
-            item.external_id, pipeline.config.connection
-        );
-        store
-            .fail_write(item, owner, &message, false, None, engine.retry_policy())
-            .await?;
+        let message =
+            format!("record {} no longer exists on connection {}", item.external_id, pipeline.config.connection);
+        store.fail_write(item, owner, &message, false, None, engine.retry_policy()).await?;
         return Ok(None);
     };
     if values.iter().all(|(k, v)| record.fields.get(k) == Some(v)) {
         let detail = json!({ "note": "the record already holds the approved values (an earlier write landed before a restart)" });
-        store
-            .mark_written(item, owner, Some(&record.version.0), Some(detail))
-            .await?;
+        store.mark_written(item, owner, Some(&record.version.0), Some(detail)).await?;
         return Ok(None);
     }
     if record.version.0 != item.record_version {
@@ -167,9 +136,7 @@ async fn check_item(
             "record {} changed upstream since it was pulled (version {} → {}); nothing was written",
             item.external_id, item.record_version, record.version
         );
-        store
-            .mark_conflict(item, owner, Some(&record.version.0), &reason)
-            .await?;
+        store.mark_conflict(item, owner, Some(&record.version.0), &reason).await?;
         return Ok(None);
     }
     Ok(Some(Change {
@@ -191,53 +158,29 @@ async fn poll_until_done(
         }
         wait = (wait * 2).min(Duration::from_secs(10));
     }
-    Err(ConnectorError::transient(format!(
-        "write job {} did not finish in time",
-        job.job
-    )))
+    Err(ConnectorError::transient(format!("write job {} did not finish in time", job.job)))
 }
 
 async fn record_outcomes(engine: &Engine, chunk: &[(Item, Change)], outcomes: Vec<WriteOutcome>) {
     let store = &engine.store;
     let owner = engine.owner.as_str();
-    let mut by_id: HashMap<String, WriteResult> =
-        outcomes.into_iter().map(|o| (o.id, o.result)).collect();
+    let mut by_id: HashMap<String, WriteResult> = outcomes.into_iter().map(|o| (o.id, o.result)).collect();
     for (item, _) in chunk {
         let result = match by_id.remove(&item.external_id) {
             Some(WriteResult::Written { version }) => {
-                store
-                    .mark_written(item, owner, version.as_ref().map(|v| v.0.as_str()), None)
-                    .await
+                store.mark_written(item, owner, version.as_ref().map(|v| v.0.as_str()), None).await
             }
             Some(WriteResult::Conflict { current }) => {
-                let reason = format!(
-                    "record {}: the platform refused the write because the record changed",
-                    item.external_id
-                );
-                store
-                    .mark_conflict(item, owner, current.as_ref().map(|v| v.0.as_str()), &reason)
-                    .await
+                let reason =
+                    format!("record {}: the platform refused the write because the record changed", item.external_id);
+                store.mark_conflict(item, owner, current.as_ref().map(|v| v.0.as_str()), &reason).await
             }
             Some(WriteResult::Failed(e)) => {
-                store
-                    .fail_write(
-                        item,
-                        owner,
-                        &e.message,
-                        e.retryable,
-                        e.retry_after,
-                        engine.retry_policy(),
-                    )
-                    .await
+                store.fail_write(item, owner, &e.message, e.retryable, e.retry_after, engine.retry_policy()).await
             }
             None => {
-                let message = format!(
-                    "record {}: the platform reported no outcome for it",
-                    item.external_id
-                );
-                store
-                    .fail_write(item, owner, &message, true, None, engine.retry_policy())
-                    .await
+                let message = format!("record {}: the platform reported no outcome for it", item.external_id);
+                store.fail_write(item, owner, &message, true, None, engine.retry_policy()).await
             }
         };
         if let Err(e) = result {

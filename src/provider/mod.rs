@@ -85,10 +85,7 @@ impl Provider {
         }
     }
 
-    pub async fn complete(
-        &self,
-        request: &CompletionRequest<'_>,
-    ) -> Result<Completion, ProviderError> {
+    pub async fn complete(&self, request: &CompletionRequest<'_>) -> Result<Completion, ProviderError> {
         match self {
             Provider::OpenAi(p) => p.complete(request).await,
         }
@@ -104,11 +101,7 @@ impl Provider {
     /// What `usage` costs on `model`, in micro-USD; `None` when the model has no known price.
     pub fn cost_micros(&self, model: &str, usage: TokenUsage) -> Option<i64> {
         let price = match self {
-            Provider::OpenAi(p) => p
-                .prices
-                .get(model)
-                .copied()
-                .or_else(|| default_price(model))?,
+            Provider::OpenAi(p) => p.prices.get(model).copied().or_else(|| default_price(model))?,
         };
         let uncached = (usage.input - usage.cached_input).max(0) as f64;
         let cached = usage.cached_input.max(0) as f64;
@@ -128,13 +121,7 @@ fn default_price(model: &str) -> Option<PriceConfig> {
         ("gpt-4.1-mini", (0.40, 0.10, 1.60)),
         ("gpt-5-mini", (0.25, 0.025, 2.00)),
     ]);
-    table
-        .get(model)
-        .map(|&(input, cached, output)| PriceConfig {
-            input,
-            output,
-            cached_input: Some(cached),
-        })
+    table.get(model).map(|&(input, cached, output)| PriceConfig { input, output, cached_input: Some(cached) })
 }
 
 #[cfg(test)]
@@ -143,14 +130,9 @@ mod tests {
 
     #[test]
     fn costs_count_cached_tokens_at_their_price() {
-        let cfg: crate::config::OpenAiProvider =
-            toml::from_str(r#"base_url = "http://x/v1""#).unwrap();
+        let cfg: crate::config::OpenAiProvider = toml::from_str(r#"base_url = "http://x/v1""#).unwrap();
         let p = Provider::OpenAi(OpenAi::new("p", &cfg));
-        let usage = TokenUsage {
-            input: 1_000_000,
-            cached_input: 400_000,
-            output: 100_000,
-        };
+        let usage = TokenUsage { input: 1_000_000, cached_input: 400_000, output: 100_000 };
         // 600k × 0.15 + 400k × 0.075 + 100k × 0.60 = 0.09 + 0.03 + 0.06 = $0.18
         assert_eq!(p.cost_micros("gpt-4o-mini", usage), Some(180_000));
         assert_eq!(p.cost_micros("unknown-model", usage), None);

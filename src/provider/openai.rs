@@ -70,24 +70,15 @@ impl OpenAi {
 
     pub async fn check(&self) -> Result<(), ProviderError> {
         let what = format!("provider {}: list models", self.name);
-        let response = http::send(
-            self.authorized(self.http.get(format!("{}/models", self.base_url))),
-            &what,
-        )
-        .await
-        .map_err(from_http)?;
+        let response = http::send(self.authorized(self.http.get(format!("{}/models", self.base_url))), &what)
+            .await
+            .map_err(from_http)?;
         let _: Value = http::json(response, &what).await.map_err(from_http)?;
         Ok(())
     }
 
-    pub async fn complete(
-        &self,
-        request: &CompletionRequest<'_>,
-    ) -> Result<Completion, ProviderError> {
-        let what = format!(
-            "provider {}: chat completion with {}",
-            self.name, request.model
-        );
+    pub async fn complete(&self, request: &CompletionRequest<'_>) -> Result<Completion, ProviderError> {
+        let what = format!("provider {}: chat completion with {}", self.name, request.model);
         let mut messages = Vec::new();
         if let Some(system) = &request.prompt.system {
             messages.push(json!({"role": "system", "content": system}));
@@ -105,22 +96,14 @@ impl OpenAi {
         if let Some(t) = request.temperature {
             body["temperature"] = json!(t);
         }
-        let post = self
-            .authorized(
-                self.http
-                    .post(format!("{}/chat/completions", self.base_url)),
-            )
-            .json(&body);
+        let post = self.authorized(self.http.post(format!("{}/chat/completions", self.base_url))).json(&body);
         let response = http::send(post, &what).await.map_err(from_http)?;
         let chat: ChatResponse = http::json(response, &what).await.map_err(from_http)?;
         let usage = chat
             .usage
             .map(|u| TokenUsage {
                 input: u.prompt_tokens,
-                cached_input: u
-                    .prompt_tokens_details
-                    .and_then(|d| d.cached_tokens)
-                    .unwrap_or(0),
+                cached_input: u.prompt_tokens_details.and_then(|d| d.cached_tokens).unwrap_or(0),
                 output: u.completion_tokens,
             })
             .unwrap_or_default();
@@ -135,27 +118,18 @@ impl OpenAi {
             return Err(bad(format!("{what}: the response has no choices"), None));
         };
         if let Some(refusal) = choice.message.refusal.filter(|r| !r.is_empty()) {
-            return Err(bad(
-                format!("{what}: the model refused: {refusal}"),
-                Some(refusal),
-            ));
+            return Err(bad(format!("{what}: the model refused: {refusal}"), Some(refusal)));
         }
         let raw = choice.message.content.unwrap_or_default();
         if choice.finish_reason.as_deref() == Some("length") {
             return Err(bad(
-                format!(
-                    "{what}: the answer was cut off at max_output_tokens ({})",
-                    request.max_output_tokens
-                ),
+                format!("{what}: the answer was cut off at max_output_tokens ({})", request.max_output_tokens),
                 Some(raw),
             ));
         }
         match serde_json::from_str::<Value>(&raw) {
             Ok(answer) => Ok(Completion { answer, raw, usage }),
-            Err(e) => Err(bad(
-                format!("{what}: the answer is not valid JSON: {e}"),
-                Some(raw),
-            )),
+            Err(e) => Err(bad(format!("{what}: the answer is not valid JSON: {e}"), Some(raw))),
         }
     }
 }
@@ -164,38 +138,15 @@ impl OpenAi {
 fn schema_name(name: &str) -> String {
     let cleaned: String = name
         .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
+        .map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' })
         .take(64)
         .collect();
-    if cleaned.is_empty() {
-        "answer".into()
-    } else {
-        cleaned
-    }
+    if cleaned.is_empty() { "answer".into() } else { cleaned }
 }
 
 fn from_http(e: enrichd_connector::ConnectorError) -> ProviderError {
     // A 429 that means the account is out of money is not a rate limit.
-    let quota = matches!(
-        e.code.as_deref(),
-        Some("insufficient_quota" | "billing_hard_limit_reached")
-    );
-    let kind = if e.retryable && !quota {
-        ProviderErrorKind::Transient
-    } else {
-        ProviderErrorKind::Permanent
-    };
-    ProviderError {
-        kind,
-        message: e.message,
-        retry_after: e.retry_after,
-        raw: None,
-        usage: TokenUsage::default(),
-    }
+    let quota = matches!(e.code.as_deref(), Some("insufficient_quota" | "billing_hard_limit_reached"));
+    let kind = if e.retryable && !quota { ProviderErrorKind::Transient } else { ProviderErrorKind::Permanent };
+    ProviderError { kind, message: e.message, retry_after: e.retry_after, raw: None, usage: TokenUsage::default() }
 }

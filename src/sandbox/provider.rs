@@ -51,10 +51,7 @@ pub struct ProviderSandbox {
 impl ProviderSandbox {
     /// `api_key`: when set, requests must carry `Authorization: Bearer <api_key>`.
     pub fn new(api_key: Option<&str>) -> Self {
-        Self {
-            api_key: api_key.map(Into::into),
-            inner: Arc::default(),
-        }
+        Self { api_key: api_key.map(Into::into), inner: Arc::default() }
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -97,20 +94,13 @@ impl ProviderSandbox {
     fn authorized(&self, headers: &HeaderMap) -> bool {
         match &self.api_key {
             None => true,
-            Some(key) => {
-                headers.get("authorization").and_then(|v| v.to_str().ok())
-                    == Some(&format!("Bearer {key}"))
-            }
+            Some(key) => headers.get("authorization").and_then(|v| v.to_str().ok()) == Some(&format!("Bearer {key}")),
         }
     }
 }
 
 fn error(status: StatusCode, kind: &str, code: &str, message: &str) -> Response {
-    (
-        status,
-        Json(json!({"error": {"message": message, "type": kind, "param": null, "code": code}})),
-    )
-        .into_response()
+    (status, Json(json!({"error": {"message": message, "type": kind, "param": null, "code": code}}))).into_response()
 }
 
 async fn models(State(sandbox): State<ProviderSandbox>, headers: HeaderMap) -> Response {
@@ -122,14 +112,11 @@ async fn models(State(sandbox): State<ProviderSandbox>, headers: HeaderMap) -> R
             "Incorrect API key provided.",
         );
     }
-    Json(json!({"object": "list", "data": [{"id": "sandbox-model", "object": "model", "owned_by": "enrichd"}]})).into_response()
+    Json(json!({"object": "list", "data": [{"id": "sandbox-model", "object": "model", "owned_by": "enrichd"}]}))
+        .into_response()
 }
 
-async fn chat(
-    State(sandbox): State<ProviderSandbox>,
-    headers: HeaderMap,
-    Json(body): Json<Value>,
-) -> Response {
+async fn chat(State(sandbox): State<ProviderSandbox>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
     let faults = {
         let mut inner = sandbox.lock();
         inner.stats.requests += 1;
@@ -149,18 +136,10 @@ async fn chat(
     let roll: f64 = rand::rng().random();
     if roll < faults.rate_limit_rate {
         sandbox.lock().stats.faults += 1;
-        let mut r = error(
-            StatusCode::TOO_MANY_REQUESTS,
-            "requests",
-            "rate_limit_exceeded",
-            "Rate limit reached for requests.",
-        );
-        r.headers_mut()
-            .insert("retry-after", HeaderValue::from_static("1"));
-        r.headers_mut().insert(
-            "x-ratelimit-remaining-requests",
-            HeaderValue::from_static("0"),
-        );
+        let mut r =
+            error(StatusCode::TOO_MANY_REQUESTS, "requests", "rate_limit_exceeded", "Rate limit reached for requests.");
+        r.headers_mut().insert("retry-after", HeaderValue::from_static("1"));
+        r.headers_mut().insert("x-ratelimit-remaining-requests", HeaderValue::from_static("0"));
         return r;
     }
     if roll < faults.rate_limit_rate + faults.server_error_rate {
@@ -173,27 +152,11 @@ async fn chat(
         );
     }
     let Some(messages) = body.get("messages").and_then(Value::as_array) else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request_error",
-            "invalid_request",
-            "'messages' is required.",
-        );
+        return error(StatusCode::BAD_REQUEST, "invalid_request_error", "invalid_request", "'messages' is required.");
     };
-    let user = messages
-        .iter()
-        .rev()
-        .find(|m| m["role"] == "user")
-        .and_then(|m| m["content"].as_str())
-        .unwrap_or_default();
-    let subject: String = user
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .chars()
-        .take(80)
-        .collect();
+    let user =
+        messages.iter().rev().find(|m| m["role"] == "user").and_then(|m| m["content"].as_str()).unwrap_or_default();
+    let subject: String = user.lines().next().unwrap_or_default().trim().chars().take(80).collect();
     let schema = &body["response_format"]["json_schema"]["schema"];
     let answer = answer_for(schema, &subject, "answer");
     let mut content = answer.to_string();
@@ -203,11 +166,7 @@ async fn chat(
         finish = "length";
         sandbox.lock().stats.faults += 1;
     }
-    let prompt_chars: usize = messages
-        .iter()
-        .filter_map(|m| m["content"].as_str())
-        .map(str::len)
-        .sum();
+    let prompt_chars: usize = messages.iter().filter_map(|m| m["content"].as_str()).map(str::len).sum();
     {
         let mut inner = sandbox.lock();
         inner.stats.answered += 1;
@@ -231,18 +190,11 @@ async fn chat(
 
 /// A value that satisfies `schema` (the subset of JSON Schema that structured outputs use).
 pub fn answer_for(schema: &Value, subject: &str, key: &str) -> Value {
-    if let Some(first) = schema
-        .get("enum")
-        .and_then(Value::as_array)
-        .and_then(|e| e.first())
-    {
+    if let Some(first) = schema.get("enum").and_then(Value::as_array).and_then(|e| e.first()) {
         return first.clone();
     }
     let ty = match &schema["type"] {
-        Value::Array(types) => types
-            .iter()
-            .find_map(|t| t.as_str().filter(|t| *t != "null"))
-            .unwrap_or("null"),
+        Value::Array(types) => types.iter().find_map(|t| t.as_str().filter(|t| *t != "null")).unwrap_or("null"),
         t => t.as_str().unwrap_or("string"),
     };
     match ty {
@@ -257,11 +209,7 @@ pub fn answer_for(schema: &Value, subject: &str, key: &str) -> Value {
         }
         "array" => {
             let n = schema["minItems"].as_u64().unwrap_or(1).max(1);
-            Value::Array(
-                (0..n)
-                    .map(|_| answer_for(&schema["items"], subject, key))
-                    .collect(),
-            )
+            Value::Array((0..n).map(|_| answer_for(&schema["items"], subject, key)).collect())
         }
         "integer" => json!(subject.len() as i64 % 100),
         "number" => json!((subject.len() % 100) as f64 / 10.0),
@@ -295,12 +243,7 @@ mod tests {
         }});
         let a = answer_for(&schema, "Product 9", "answer");
         assert_eq!(a["title"], "title for Pr");
-        assert!(
-            a["body"]
-                .as_str()
-                .unwrap()
-                .starts_with("body for Product 9")
-        );
+        assert!(a["body"].as_str().unwrap().starts_with("body for Product 9"));
         assert!(a["body"].as_str().unwrap().len() >= 40);
         assert_eq!(a["priority"], "low");
         assert_eq!(a["tags"], json!(["tags for Product 9"]));

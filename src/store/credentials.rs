@@ -49,9 +49,9 @@ impl CredentialVault {
     pub async fn put(&self, connection: &str, plaintext: &[u8]) -> Result<()> {
         let cipher = self.cipher(connection)?;
         let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
-        let sealed = cipher.encrypt(&nonce, plaintext).map_err(|_| {
-            StoreError::Credentials(format!("connection {connection}: encryption failed"))
-        })?;
+        let sealed = cipher
+            .encrypt(&nonce, plaintext)
+            .map_err(|_| StoreError::Credentials(format!("connection {connection}: encryption failed")))?;
         sqlx::query(
             "INSERT INTO credentials (connection, nonce, ciphertext, updated_at) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (connection) DO UPDATE SET nonce = excluded.nonce, ciphertext = excluded.ciphertext, updated_at = excluded.updated_at",
@@ -67,11 +67,10 @@ impl CredentialVault {
 
     /// The decrypted secret of `connection`, if one is stored.
     pub async fn get(&self, connection: &str) -> Result<Option<Vec<u8>>> {
-        let Some(row) =
-            sqlx::query("SELECT nonce, ciphertext FROM credentials WHERE connection = $1")
-                .bind(connection)
-                .fetch_optional(&self.store.pool)
-                .await?
+        let Some(row) = sqlx::query("SELECT nonce, ciphertext FROM credentials WHERE connection = $1")
+            .bind(connection)
+            .fetch_optional(&self.store.pool)
+            .await?
         else {
             return Ok(None);
         };
@@ -86,10 +85,7 @@ impl CredentialVault {
         if nonce.len() != 24 {
             return Err(bad());
         }
-        cipher
-            .decrypt(XNonce::from_slice(&nonce), sealed.as_slice())
-            .map(Some)
-            .map_err(|_| bad())
+        cipher.decrypt(XNonce::from_slice(&nonce), sealed.as_slice()).map(Some).map_err(|_| bad())
     }
 }
 
@@ -104,9 +100,7 @@ impl TokenStore for CredentialVault {
             return Ok(None);
         };
         let stored: StoredTokens = serde_json::from_slice(&bytes).map_err(|e| {
-            ConnectorError::permanent(format!(
-                "connection {connection}: stored tokens are corrupt: {e}"
-            ))
+            ConnectorError::permanent(format!("connection {connection}: stored tokens are corrupt: {e}"))
         })?;
         Ok(Some(TokenSet {
             access_token: stored.access_token.into(),

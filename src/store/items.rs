@@ -58,16 +58,12 @@ impl Item {
     fn from_row(row: &AnyRow) -> Result<Item> {
         let opt_state = |col: &str| -> Result<Option<ItemState>> {
             let v: Option<String> = row.try_get(col)?;
-            v.map(|s| s.parse().map_err(StoreError::Corrupt))
-                .transpose()
+            v.map(|s| s.parse().map_err(StoreError::Corrupt)).transpose()
         };
         let id: i64 = row.try_get("id")?;
         let proposal: Option<String> = row.try_get("proposal")?;
         let proposal = proposal
-            .map(|p| {
-                serde_json::from_str(&p)
-                    .map_err(|e| StoreError::Corrupt(format!("item {id}: proposal: {e}")))
-            })
+            .map(|p| serde_json::from_str(&p).map_err(|e| StoreError::Corrupt(format!("item {id}: proposal: {e}"))))
             .transpose()?;
         Ok(Item {
             id,
@@ -101,8 +97,7 @@ impl Item {
 
     /// The record fields as pulled.
     pub fn input_fields(&self) -> Result<Map<String, Value>> {
-        serde_json::from_str(&self.input)
-            .map_err(|e| StoreError::Corrupt(format!("item {}: input: {e}", self.id)))
+        serde_json::from_str(&self.input).map_err(|e| StoreError::Corrupt(format!("item {}: input: {e}", self.id)))
     }
 }
 
@@ -134,10 +129,7 @@ pub struct Proposal {
 impl Proposal {
     /// Field → value to write.
     pub fn values(&self) -> Map<String, Value> {
-        self.fields
-            .iter()
-            .map(|(k, c)| (k.clone(), c.value().clone()))
-            .collect()
+        self.fields.iter().map(|(k, c)| (k.clone(), c.value().clone())).collect()
     }
 }
 
@@ -271,13 +263,7 @@ pub struct EnrichFailure<'a> {
 impl<'a> EnrichFailure<'a> {
     /// A failure that trying again cannot fix, with nothing billed.
     pub fn permanent(error: &'a str) -> Self {
-        Self {
-            error,
-            retryable: false,
-            retry_after: None,
-            raw_output: None,
-            usage: Usage::default(),
-        }
+        Self { error, retryable: false, retry_after: None, raw_output: None, usage: Usage::default() }
     }
 }
 
@@ -290,26 +276,18 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        Self {
-            base: Duration::from_secs(5),
-            max: Duration::from_secs(600),
-        }
+        Self { base: Duration::from_secs(5), max: Duration::from_secs(600) }
     }
 }
 
 impl Store {
     async fn apply(&self, id: i64, mv: Move<'_>) -> Result<Item> {
         if let Some(from) = mv.from.iter().find(|f| !f.can_become(mv.to)) {
-            return Err(StoreError::IllegalTransition {
-                item: id,
-                from: *from,
-                to: mv.to,
-            });
+            return Err(StoreError::IllegalTransition { item: id, from: *from, to: mv.to });
         }
         let now = now_ms();
         let mut binds = vec![Bind::Text(mv.to.as_str().into()), Bind::I64(now)];
-        let mut sql =
-            String::from("UPDATE items SET prev_state = state, state = $1, updated_at = $2");
+        let mut sql = String::from("UPDATE items SET prev_state = state, state = $1, updated_at = $2");
         if !mv.to.is_leased() {
             sql.push_str(", lease_owner = NULL, lease_expires_at = NULL");
         }
@@ -323,15 +301,8 @@ impl Store {
         }
         binds.push(Bind::I64(id));
         sql.push_str(&format!(" WHERE id = ${}", binds.len()));
-        let states: Vec<Bind> = mv
-            .from
-            .iter()
-            .map(|s| Bind::Text(s.as_str().into()))
-            .collect();
-        sql.push_str(&format!(
-            " AND state IN ({})",
-            placeholders(binds.len() + 1, states.len())
-        ));
+        let states: Vec<Bind> = mv.from.iter().map(|s| Bind::Text(s.as_str().into())).collect();
+        sql.push_str(&format!(" AND state IN ({})", placeholders(binds.len() + 1, states.len())));
         binds.extend(states);
         if let Some(owner) = mv.owner {
             binds.push(Bind::Text(owner.into()));
@@ -345,9 +316,7 @@ impl Store {
         sql.push_str(ITEM_COLUMNS);
 
         let mut tx = self.pool.begin().await?;
-        let row = bind_all(sqlx::query(AssertSqlSafe(sql)), &binds)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let row = bind_all(sqlx::query(AssertSqlSafe(sql)), &binds).fetch_optional(&mut *tx).await?;
         let Some(row) = row else {
             tx.rollback().await?;
             return Err(self.diagnose(id, mv.from, mv.to, mv.owner).await);
@@ -377,13 +346,7 @@ impl Store {
     }
 
     /// Explains why a conditional update matched nothing.
-    async fn diagnose(
-        &self,
-        id: i64,
-        from: &[ItemState],
-        to: ItemState,
-        owner: Option<&str>,
-    ) -> StoreError {
+    async fn diagnose(&self, id: i64, from: &[ItemState], to: ItemState, owner: Option<&str>) -> StoreError {
         let row = match sqlx::query("SELECT state, lease_owner FROM items WHERE id = $1")
             .bind(id)
             .fetch_optional(&self.pool)
@@ -401,58 +364,46 @@ impl Store {
         };
         let holder: Option<String> = row.try_get("lease_owner").unwrap_or(None);
         match owner {
-            Some(owner) if holder.as_deref() != Some(owner) && from.contains(&state) => {
-                StoreError::LeaseLost {
-                    item: id,
-                    owner: owner.into(),
-                    state,
-                    holder: holder.unwrap_or_else(|| "nobody".into()),
-                }
-            }
-            _ => StoreError::IllegalTransition {
+            Some(owner) if holder.as_deref() != Some(owner) && from.contains(&state) => StoreError::LeaseLost {
                 item: id,
-                from: state,
-                to,
+                owner: owner.into(),
+                state,
+                holder: holder.unwrap_or_else(|| "nobody".into()),
             },
+            _ => StoreError::IllegalTransition { item: id, from: state, to },
         }
     }
 
     /// One item by id.
     pub async fn item(&self, id: i64) -> Result<Item> {
-        let row = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {ITEM_COLUMNS} FROM items WHERE id = $1"
-        )))
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref()
-            .map(Item::from_row)
-            .transpose()?
-            .ok_or_else(|| StoreError::NotFound(format!("item {id}")))
+        let row = sqlx::query(AssertSqlSafe(format!("SELECT {ITEM_COLUMNS} FROM items WHERE id = $1")))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(Item::from_row).transpose()?.ok_or_else(|| StoreError::NotFound(format!("item {id}")))
     }
 
     /// A run's items, optionally in one state, oldest first.
-    pub async fn items(
-        &self,
-        run_id: i64,
-        state: Option<ItemState>,
-        limit: i64,
-    ) -> Result<Vec<Item>> {
+    pub async fn items(&self, run_id: i64, state: Option<ItemState>, limit: i64) -> Result<Vec<Item>> {
         let rows = match state {
             Some(s) => {
-                sqlx::query(AssertSqlSafe(format!("SELECT {ITEM_COLUMNS} FROM items WHERE run_id = $1 AND state = $2 ORDER BY id LIMIT $3")))
-                    .bind(run_id)
-                    .bind(s.as_str())
-                    .bind(limit)
-                    .fetch_all(&self.pool)
-                    .await?
+                sqlx::query(AssertSqlSafe(format!(
+                    "SELECT {ITEM_COLUMNS} FROM items WHERE run_id = $1 AND state = $2 ORDER BY id LIMIT $3"
+                )))
+                .bind(run_id)
+                .bind(s.as_str())
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?
             }
             None => {
-                sqlx::query(AssertSqlSafe(format!("SELECT {ITEM_COLUMNS} FROM items WHERE run_id = $1 ORDER BY id LIMIT $2")))
-                    .bind(run_id)
-                    .bind(limit)
-                    .fetch_all(&self.pool)
-                    .await?
+                sqlx::query(AssertSqlSafe(format!(
+                    "SELECT {ITEM_COLUMNS} FROM items WHERE run_id = $1 ORDER BY id LIMIT $2"
+                )))
+                .bind(run_id)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?
             }
         };
         rows.iter().map(Item::from_row).collect()
@@ -473,10 +424,7 @@ impl Store {
                  WHERE pipeline = $1 AND entity = $2 AND run_id <> $3 AND external_id IN ({}) ORDER BY id",
                 placeholders(4, chunk.len())
             );
-            let mut q = sqlx::query(AssertSqlSafe(sql))
-                .bind(pipeline)
-                .bind(entity)
-                .bind(exclude_run);
+            let mut q = sqlx::query(AssertSqlSafe(sql)).bind(pipeline).bind(entity).bind(exclude_run);
             for id in chunk {
                 q = q.bind(id.as_str());
             }
@@ -521,9 +469,7 @@ impl Store {
         .await?;
         let Some(run) = run else {
             tx.rollback().await?;
-            return Err(StoreError::NotFound(format!(
-                "run {run_id} discovering under a lease held by {owner}"
-            )));
+            return Err(StoreError::NotFound(format!("run {run_id} discovering under a lease held by {owner}")));
         };
         let max_attempts: i64 = run.try_get("max_attempts")?;
 
@@ -542,9 +488,7 @@ impl Store {
                 sql.push_str(&placeholders(b + 1, 12));
                 sql.push(')');
             }
-            sql.push_str(
-                " ON CONFLICT (run_id, entity, external_id) DO NOTHING RETURNING id, external_id",
-            );
+            sql.push_str(" ON CONFLICT (run_id, entity, external_id) DO NOTHING RETURNING id, external_id");
             let mut q = sqlx::query(AssertSqlSafe(sql));
             for item in chunk {
                 q = q
@@ -582,11 +526,7 @@ impl Store {
                 detail: None,
             })
             .collect();
-        let queued: Vec<i64> = inserted
-            .iter()
-            .filter(|(_, i)| i.skip.is_none())
-            .map(|(id, _)| *id)
-            .collect();
+        let queued: Vec<i64> = inserted.iter().filter(|(_, i)| i.skip.is_none()).map(|(id, _)| *id).collect();
         for chunk in queued.chunks(500) {
             let sql = format!(
                 "UPDATE items SET prev_state = state, state = 'queued', updated_at = $1 WHERE state = 'discovered' AND id IN ({})",
@@ -610,10 +550,7 @@ impl Store {
                     .bind(*id)
                     .execute(&mut *tx)
                     .await?;
-                    (
-                        "skipped",
-                        Some(serde_json::json!({ "reason": reason }).to_string()),
-                    )
+                    ("skipped", Some(serde_json::json!({ "reason": reason }).to_string()))
                 }
             };
             events.push(NewEvent {
@@ -641,16 +578,11 @@ impl Store {
                 "i.state = 'queued' AND r.status IN ('discovering', 'running') \
                  AND (r.budget_micros IS NULL OR r.cost_micros < r.budget_micros)",
             ),
-            Work::Write => (
-                "writing",
-                "i.state IN ('approved', 'write_failed') AND r.status NOT IN ('paused', 'cancelled')",
-            ),
+            Work::Write => {
+                ("writing", "i.state IN ('approved', 'write_failed') AND r.status NOT IN ('paused', 'cancelled')")
+            }
         };
-        let run_filter = if claim.run_id.is_some() {
-            "AND i.run_id = $6"
-        } else {
-            "AND $6 = $6"
-        };
+        let run_filter = if claim.run_id.is_some() { "AND i.run_id = $6" } else { "AND $6 = $6" };
         let lock = match self.backend {
             Backend::Postgres => "FOR UPDATE OF i SKIP LOCKED",
             Backend::Sqlite => "",
@@ -672,10 +604,7 @@ impl Store {
             .bind(claim.run_id.unwrap_or(0))
             .fetch_all(&mut *tx)
             .await?;
-        let mut items = rows
-            .iter()
-            .map(Item::from_row)
-            .collect::<Result<Vec<_>>>()?;
+        let mut items = rows.iter().map(Item::from_row).collect::<Result<Vec<_>>>()?;
         items.sort_by_key(|i| i.id);
         let events: Vec<NewEvent> = items
             .iter()
@@ -697,12 +626,14 @@ impl Store {
     /// Extends every lease `owner` holds (items and run discovery) to `lease` from now.
     pub async fn heartbeat(&self, owner: &str, lease: Duration) -> Result<u64> {
         let expires = now_ms() + lease.as_millis() as i64;
-        let items = sqlx::query("UPDATE items SET lease_expires_at = $1 WHERE lease_owner = $2 AND state IN ('enriching', 'writing')")
-            .bind(expires)
-            .bind(owner)
-            .execute(&self.pool)
-            .await?
-            .rows_affected();
+        let items = sqlx::query(
+            "UPDATE items SET lease_expires_at = $1 WHERE lease_owner = $2 AND state IN ('enriching', 'writing')",
+        )
+        .bind(expires)
+        .bind(owner)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
         sqlx::query("UPDATE runs SET discovery_expires_at = $1 WHERE discovery_owner = $2 AND status = 'discovering'")
             .bind(expires)
             .bind(owner)
@@ -840,13 +771,7 @@ impl Store {
         failure: EnrichFailure<'_>,
         policy: RetryPolicy,
     ) -> Result<Item> {
-        let EnrichFailure {
-            error,
-            retryable,
-            retry_after,
-            raw_output,
-            usage,
-        } = failure;
+        let EnrichFailure { error, retryable, retry_after, raw_output, usage } = failure;
         let attempts = item.attempts + 1;
         let give_up = !retryable || attempts >= item.max_attempts;
         let (to, next) = if give_up {
@@ -854,9 +779,7 @@ impl Store {
         } else {
             (
                 ItemState::Queued,
-                now_ms()
-                    + backoff(attempts as u32, policy.base, policy.max, retry_after).as_millis()
-                        as i64,
+                now_ms() + backoff(attempts as u32, policy.base, policy.max, retry_after).as_millis() as i64,
             )
         };
         self.apply(
@@ -943,18 +866,16 @@ impl Store {
     /// A reviewer changes one proposed field. Only fields in the proposal can be edited.
     pub async fn edit(&self, id: i64, actor: &str, field: &str, value: Value) -> Result<Item> {
         let item = self.item(id).await?;
-        let mut proposal = item
-            .proposal
-            .clone()
-            .ok_or_else(|| StoreError::IllegalTransition {
-                item: id,
-                from: item.state,
-                to: ItemState::Edited,
-            })?;
-        let old = serde_json::to_string(&proposal).expect("serialisable");
-        let change = proposal.fields.get_mut(field).ok_or_else(|| {
-            StoreError::NotFound(format!("item {id}: field {field:?} in the proposal"))
+        let mut proposal = item.proposal.clone().ok_or_else(|| StoreError::IllegalTransition {
+            item: id,
+            from: item.state,
+            to: ItemState::Edited,
         })?;
+        let old = serde_json::to_string(&proposal).expect("serialisable");
+        let change = proposal
+            .fields
+            .get_mut(field)
+            .ok_or_else(|| StoreError::NotFound(format!("item {id}: field {field:?} in the proposal")))?;
         change.edited = Some(value.clone());
         let new = serde_json::to_string(&proposal).expect("serialisable");
         self.apply(
@@ -1045,9 +966,7 @@ impl Store {
         } else {
             (
                 ItemState::WriteFailed,
-                now_ms()
-                    + backoff(attempts as u32, policy.base, policy.max, retry_after).as_millis()
-                        as i64,
+                now_ms() + backoff(attempts as u32, policy.base, policy.max, retry_after).as_millis() as i64,
             )
         };
         self.apply(
@@ -1069,18 +988,8 @@ impl Store {
 
     /// Moves an item between two states by name, with no side effects; for tests and tools that
     /// need to probe the state machine. Refused exactly like every other transition.
-    pub async fn force_transition(
-        &self,
-        id: i64,
-        from: ItemState,
-        to: ItemState,
-        actor: &str,
-    ) -> Result<Item> {
-        let leased_owner = if from.is_leased() {
-            self.item(id).await?.lease_owner
-        } else {
-            None
-        };
+    pub async fn force_transition(&self, id: i64, from: ItemState, to: ItemState, actor: &str) -> Result<Item> {
+        let leased_owner = if from.is_leased() { self.item(id).await?.lease_owner } else { None };
         let mut sets = vec![];
         if to.is_leased() {
             sets.push(("lease_owner", Bind::Text(actor.into())));
@@ -1138,15 +1047,10 @@ fn event_from_row(row: &AnyRow) -> Result<EventRecord> {
 }
 
 /// Appends events in as few statements as possible.
-pub(super) async fn insert_events(
-    tx: &mut Transaction<'_, Any>,
-    events: &[NewEvent],
-    at: i64,
-) -> Result<()> {
+pub(super) async fn insert_events(tx: &mut Transaction<'_, Any>, events: &[NewEvent], at: i64) -> Result<()> {
     for chunk in events.chunks(100) {
-        let mut sql = String::from(
-            "INSERT INTO events (run_id, item_id, at, kind, from_state, to_state, actor, detail) VALUES ",
-        );
+        let mut sql =
+            String::from("INSERT INTO events (run_id, item_id, at, kind, from_state, to_state, actor, detail) VALUES ");
         for i in 0..chunk.len() {
             if i > 0 {
                 sql.push_str(", ");

@@ -24,8 +24,7 @@ use sqlx::{AnyPool, Executor, Row};
 
 pub use credentials::CredentialVault;
 pub use items::{
-    Claim, EnrichFailure, EventRecord, FieldChange, Item, NewItem, PriorItem, Proposal,
-    RetryPolicy, Usage, Work,
+    Claim, EnrichFailure, EventRecord, FieldChange, Item, NewItem, PriorItem, Proposal, RetryPolicy, Usage, Work,
 };
 pub use runs::{NewRun, Run, RunCounts, RunStart};
 pub use state::{ItemState, RunStatus};
@@ -45,18 +44,9 @@ pub enum StoreError {
     #[error("database migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("item {item}: illegal transition {from} → {to}")]
-    IllegalTransition {
-        item: i64,
-        from: ItemState,
-        to: ItemState,
-    },
+    IllegalTransition { item: i64, from: ItemState, to: ItemState },
     #[error("item {item}: lease is not held by {owner} (the item is {state}, leased by {holder})")]
-    LeaseLost {
-        item: i64,
-        owner: String,
-        state: ItemState,
-        holder: String,
-    },
+    LeaseLost { item: i64, owner: String, state: ItemState, holder: String },
     #[error("{0} not found")]
     NotFound(String),
     #[error("stored data is corrupt: {0}")]
@@ -84,11 +74,8 @@ impl Store {
             Backend::Sqlite
         } else {
             return Err(StoreError::Database(sqlx::Error::Configuration(
-                format!(
-                    "unsupported database URL scheme in {:?}: use sqlite:// or postgres://",
-                    redact_url(url)
-                )
-                .into(),
+                format!("unsupported database URL scheme in {:?}: use sqlite:// or postgres://", redact_url(url))
+                    .into(),
             )));
         };
         let url = match backend {
@@ -97,9 +84,8 @@ impl Store {
             }
             _ => url.to_owned(),
         };
-        let mut options = AnyPoolOptions::new()
-            .max_connections(max_connections.max(1))
-            .acquire_timeout(Duration::from_secs(30));
+        let mut options =
+            AnyPoolOptions::new().max_connections(max_connections.max(1)).acquire_timeout(Duration::from_secs(30));
         if backend == Backend::Sqlite {
             options = options.after_connect(|conn, _| {
                 Box::pin(async move {
@@ -119,11 +105,7 @@ impl Store {
     pub async fn migrate(&self) -> Result<()> {
         match self.backend {
             Backend::Sqlite => sqlx::migrate!("migrations/sqlite").run(&self.pool).await?,
-            Backend::Postgres => {
-                sqlx::migrate!("migrations/postgres")
-                    .run(&self.pool)
-                    .await?
-            }
+            Backend::Postgres => sqlx::migrate!("migrations/postgres").run(&self.pool).await?,
         }
         Ok(())
     }
@@ -151,21 +133,14 @@ impl Store {
 
     /// The transitions the database enforces, for checking against [`ItemState::successors`].
     pub async fn transition_table(&self) -> Result<Vec<(ItemState, ItemState)>> {
-        let rows = sqlx::query("SELECT from_state, to_state FROM item_transitions")
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|r| Ok((parse_col(r, "from_state")?, parse_col(r, "to_state")?)))
-            .collect()
+        let rows = sqlx::query("SELECT from_state, to_state FROM item_transitions").fetch_all(&self.pool).await?;
+        rows.iter().map(|r| Ok((parse_col(r, "from_state")?, parse_col(r, "to_state")?))).collect()
     }
 }
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO)
-        .as_millis() as i64
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).as_millis() as i64
 }
 
 pub(crate) fn parse_col<T: FromStr<Err = String>>(row: &AnyRow, col: &str) -> Result<T> {
@@ -175,10 +150,7 @@ pub(crate) fn parse_col<T: FromStr<Err = String>>(row: &AnyRow, col: &str) -> Re
 
 /// `$start, $start+1, ...` for an `IN (...)` list of `n` values.
 pub(crate) fn placeholders(start: usize, n: usize) -> String {
-    (start..start + n)
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(", ")
+    (start..start + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
 }
 
 /// The URL with any password replaced, for messages.
@@ -187,12 +159,7 @@ pub fn redact_url(url: &str) -> String {
         (Some(scheme), Some(at)) if at > scheme => {
             let userinfo = &url[scheme + 3..at];
             match userinfo.find(':') {
-                Some(colon) => format!(
-                    "{}{}:***{}",
-                    &url[..scheme + 3],
-                    &userinfo[..colon],
-                    &url[at..]
-                ),
+                Some(colon) => format!("{}{}:***{}", &url[..scheme + 3], &userinfo[..colon], &url[at..]),
                 None => url.to_owned(),
             }
         }
@@ -204,14 +171,8 @@ pub fn redact_url(url: &str) -> String {
 mod tests {
     #[test]
     fn redacts_passwords() {
-        assert_eq!(
-            super::redact_url("postgres://bob:hunter2@db/x"),
-            "postgres://bob:***@db/x"
-        );
-        assert_eq!(
-            super::redact_url("postgres://bob@db/x"),
-            "postgres://bob@db/x"
-        );
+        assert_eq!(super::redact_url("postgres://bob:hunter2@db/x"), "postgres://bob:***@db/x");
+        assert_eq!(super::redact_url("postgres://bob@db/x"), "postgres://bob@db/x");
         assert_eq!(super::redact_url("sqlite://a.db"), "sqlite://a.db");
     }
 }

@@ -106,24 +106,13 @@ impl RunCounts {
     /// Items the machine can still move without a human.
     pub fn machine_pending(&self) -> i64 {
         use ItemState::*;
-        self.sum(&[
-            Discovered,
-            Queued,
-            Enriching,
-            Approved,
-            Writing,
-            WriteFailed,
-        ])
+        self.sum(&[Discovered, Queued, Enriching, Approved, Writing, WriteFailed])
     }
     pub fn awaiting_review(&self) -> i64 {
         self.sum(&[ItemState::Proposed, ItemState::Edited])
     }
     pub fn terminal(&self) -> i64 {
-        self.0
-            .iter()
-            .filter(|(s, _)| s.is_terminal())
-            .map(|(_, n)| n)
-            .sum()
+        self.0.iter().filter(|(s, _)| s.is_terminal()).map(|(_, n)| n).sum()
     }
 }
 
@@ -133,11 +122,7 @@ impl Store {
     /// indexes, so racing daemons cannot create two.
     pub async fn create_run(&self, new: &NewRun) -> Result<RunStart> {
         let now = now_ms();
-        let trigger = if new.scheduled_for.is_some() {
-            "schedule"
-        } else {
-            "manual"
-        };
+        let trigger = if new.scheduled_for.is_some() { "schedule" } else { "manual" };
         let inserted = sqlx::query(AssertSqlSafe(format!(
             "INSERT INTO runs (pipeline, trigger_kind, scheduled_for, status, item_limit, max_attempts, budget_micros, created_at) \
              VALUES ($1, $2, $3, 'discovering', $4, $5, $6, $7) RETURNING {RUN_COLUMNS}"
@@ -154,16 +139,13 @@ impl Store {
         match inserted {
             Ok(row) => {
                 let run = Run::from_row(&row)?;
-                self.run_event(run.id, None, RunStatus::Discovering, trigger, None)
-                    .await?;
+                self.run_event(run.id, None, RunStatus::Discovering, trigger, None).await?;
                 Ok(RunStart::Created(run))
             }
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                match self.active_run(&new.pipeline).await? {
-                    Some(run) => Ok(RunStart::AlreadyActive(run)),
-                    None => Ok(RunStart::TickTaken),
-                }
-            }
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => match self.active_run(&new.pipeline).await? {
+                Some(run) => Ok(RunStart::AlreadyActive(run)),
+                None => Ok(RunStart::TickTaken),
+            },
             Err(e) => Err(e.into()),
         }
     }
@@ -192,16 +174,11 @@ impl Store {
     }
 
     pub async fn run(&self, id: i64) -> Result<Run> {
-        let row = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {RUN_COLUMNS} FROM runs WHERE id = $1"
-        )))
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref()
-            .map(Run::from_row)
-            .transpose()?
-            .ok_or_else(|| StoreError::NotFound(format!("run {id}")))
+        let row = sqlx::query(AssertSqlSafe(format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = $1")))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(Run::from_row).transpose()?.ok_or_else(|| StoreError::NotFound(format!("run {id}")))
     }
 
     /// The pipeline's run that is discovering, running or paused, if any.
@@ -218,12 +195,10 @@ impl Store {
     /// Runs in one of `statuses` (all when empty), newest first.
     pub async fn runs(&self, statuses: &[RunStatus], limit: i64) -> Result<Vec<Run>> {
         let rows = if statuses.is_empty() {
-            sqlx::query(AssertSqlSafe(format!(
-                "SELECT {RUN_COLUMNS} FROM runs ORDER BY id DESC LIMIT $1"
-            )))
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?
+            sqlx::query(AssertSqlSafe(format!("SELECT {RUN_COLUMNS} FROM runs ORDER BY id DESC LIMIT $1")))
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?
         } else {
             let sql = format!(
                 "SELECT {RUN_COLUMNS} FROM runs WHERE status IN ({}) ORDER BY id DESC LIMIT $1",
@@ -240,12 +215,7 @@ impl Store {
 
     /// Takes (or renews) the discovery lease of a discovering run. `None` when another live owner
     /// holds it or the run is past discovery.
-    pub async fn claim_discovery(
-        &self,
-        run_id: i64,
-        owner: &str,
-        lease: std::time::Duration,
-    ) -> Result<Option<Run>> {
+    pub async fn claim_discovery(&self, run_id: i64, owner: &str, lease: std::time::Duration) -> Result<Option<Run>> {
         let now = now_ms();
         let row = sqlx::query(AssertSqlSafe(format!(
             "UPDATE runs SET discovery_owner = $1, discovery_expires_at = $2 \
@@ -280,11 +250,7 @@ impl Store {
             placeholders(5, from.len())
         );
         let mut tx = self.pool.begin().await?;
-        let mut q = sqlx::query(AssertSqlSafe(sql))
-            .bind(to.as_str())
-            .bind(reason)
-            .bind(finished)
-            .bind(id);
+        let mut q = sqlx::query(AssertSqlSafe(sql)).bind(to.as_str()).bind(reason).bind(finished).bind(id);
         for s in from {
             q = q.bind(s.as_str());
         }
@@ -310,11 +276,10 @@ impl Store {
 
     /// Item counts of a run by state.
     pub async fn counts(&self, run_id: i64) -> Result<RunCounts> {
-        let rows =
-            sqlx::query("SELECT state, COUNT(*) AS n FROM items WHERE run_id = $1 GROUP BY state")
-                .bind(run_id)
-                .fetch_all(&self.pool)
-                .await?;
+        let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM items WHERE run_id = $1 GROUP BY state")
+            .bind(run_id)
+            .fetch_all(&self.pool)
+            .await?;
         let mut counts = BTreeMap::new();
         for row in &rows {
             counts.insert(parse_col(row, "state")?, row.try_get::<i64, _>("n")?);
@@ -330,18 +295,12 @@ impl Store {
         let counts = self.counts(id).await?;
         let next = match run.status {
             RunStatus::Running if counts.machine_pending() == 0 && counts.awaiting_review() > 0 => {
-                Some((
-                    RunStatus::AwaitingReview,
-                    format!("{} proposals wait for review", counts.awaiting_review()),
-                ))
+                Some((RunStatus::AwaitingReview, format!("{} proposals wait for review", counts.awaiting_review())))
             }
             RunStatus::Running | RunStatus::AwaitingReview
                 if counts.machine_pending() == 0 && counts.awaiting_review() == 0 =>
             {
-                Some((
-                    RunStatus::Done,
-                    format!("{} items, all finished", counts.total()),
-                ))
+                Some((RunStatus::Done, format!("{} items, all finished", counts.total())))
             }
             RunStatus::Running
                 if run.budget_reached()
@@ -361,10 +320,7 @@ impl Store {
             _ => None,
         };
         if let Some((to, reason)) = next {
-            if let Some(run) = self
-                .set_run_status(id, &[run.status], to, Some(&reason), actor)
-                .await?
-            {
+            if let Some(run) = self.set_run_status(id, &[run.status], to, Some(&reason), actor).await? {
                 return Ok(run);
             }
             return self.run(id).await;

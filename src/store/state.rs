@@ -5,9 +5,7 @@ use std::fmt;
 use std::str::FromStr;
 
 /// Where an item is in its life.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ItemState {
     Discovered,
@@ -106,10 +104,7 @@ impl fmt::Display for ItemState {
 impl FromStr for ItemState {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        Self::ALL
-            .into_iter()
-            .find(|st| st.as_str() == s)
-            .ok_or_else(|| format!("unknown item state {s:?}"))
+        Self::ALL.into_iter().find(|st| st.as_str() == s).ok_or_else(|| format!("unknown item state {s:?}"))
     }
 }
 
@@ -155,17 +150,11 @@ impl RunStatus {
 
     /// Still going: the scheduler does not start another run of the pipeline.
     pub fn is_active(self) -> bool {
-        matches!(
-            self,
-            RunStatus::Discovering | RunStatus::Running | RunStatus::Paused
-        )
+        matches!(self, RunStatus::Discovering | RunStatus::Running | RunStatus::Paused)
     }
 
     pub fn is_finished(self) -> bool {
-        matches!(
-            self,
-            RunStatus::Done | RunStatus::Failed | RunStatus::Cancelled
-        )
+        matches!(self, RunStatus::Done | RunStatus::Failed | RunStatus::Cancelled)
     }
 }
 
@@ -178,10 +167,7 @@ impl fmt::Display for RunStatus {
 impl FromStr for RunStatus {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        Self::ALL
-            .into_iter()
-            .find(|st| st.as_str() == s)
-            .ok_or_else(|| format!("unknown run status {s:?}"))
+        Self::ALL.into_iter().find(|st| st.as_str() == s).ok_or_else(|| format!("unknown run status {s:?}"))
     }
 }
 
@@ -201,10 +187,7 @@ mod tests {
 
     #[test]
     fn terminal_states_are_the_designed_ones() {
-        let terminal: Vec<_> = ItemState::ALL
-            .into_iter()
-            .filter(|s| s.is_terminal())
-            .collect();
+        let terminal: Vec<_> = ItemState::ALL.into_iter().filter(|s| s.is_terminal()).collect();
         assert_eq!(terminal, vec![Rejected, Written, Conflict, Skipped, Dead]);
     }
 
@@ -221,10 +204,7 @@ mod tests {
                 }
                 i += 1;
             }
-            assert!(
-                seen.iter().any(|s| s.is_terminal()),
-                "{start} cannot finish"
-            );
+            assert!(seen.iter().any(|s| s.is_terminal()), "{start} cannot finish");
         }
     }
 }

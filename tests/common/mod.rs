@@ -29,18 +29,13 @@ impl TestDb {
             return;
         };
         if let Ok(mut conn) = AnyConnection::connect(&admin).await {
-            let _ = conn
-                .execute(AssertSqlSafe(format!(
-                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                )))
-                .await;
+            let _ = conn.execute(AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))).await;
         }
     }
 }
 
 pub fn postgres_admin_url() -> String {
-    std::env::var("ENRICHD_TEST_POSTGRES")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+    std::env::var("ENRICHD_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
 }
 
 pub async fn sqlite() -> TestDb {
@@ -48,12 +43,7 @@ pub async fn sqlite() -> TestDb {
     let url = format!("sqlite://{}", dir.path().join("enrichd.db").display());
     let store = Store::connect(&url, 8).await.unwrap();
     store.migrate().await.unwrap();
-    TestDb {
-        store,
-        url,
-        admin: None,
-        _dir: Some(dir),
-    }
+    TestDb { store, url, admin: None, _dir: Some(dir) }
 }
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -73,32 +63,18 @@ pub async fn postgres() -> Option<TestDb> {
         }
         Err(e) => panic!("CI=true and Postgres at {base} is not reachable: {e}"),
     };
-    let name = format!(
-        "enrichd_t_{}_{}_{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed),
-        rand_suffix()
-    );
-    conn.execute(AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .await
-        .unwrap();
+    let name =
+        format!("enrichd_t_{}_{}_{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed), rand_suffix());
+    conn.execute(AssertSqlSafe(format!("CREATE DATABASE {name}"))).await.unwrap();
     conn.close().await.unwrap();
     let url = format!("{}/{name}", base.trim_end_matches('/'));
     let store = Store::connect(&url, 8).await.unwrap();
     store.migrate().await.unwrap();
-    Some(TestDb {
-        store,
-        url,
-        admin: Some((admin, name)),
-        _dir: None,
-    })
+    Some(TestDb { store, url, admin: Some((admin, name)), _dir: None })
 }
 
 fn rand_suffix() -> u32 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos()
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos()
 }
 
 /// Defines `mod $name { sqlite, postgres }`, each running `$case(TestDb)` on a fresh database.
@@ -143,16 +119,8 @@ pub async fn sandboxes(products: u64, missing_every: u64) -> Sandboxes {
     store.seed_products(products, missing_every);
     let addr = store.start("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let provider = ProviderSandbox::new(Some(PROVIDER_KEY));
-    let paddr = provider
-        .start("127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
-    Sandboxes {
-        store,
-        store_url: format!("http://{addr}"),
-        provider,
-        provider_url: format!("http://{paddr}/v1"),
-    }
+    let paddr = provider.start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    Sandboxes { store, store_url: format!("http://{addr}"), provider, provider_url: format!("http://{paddr}/v1") }
 }
 
 /// Knobs of a test config.
@@ -166,13 +134,7 @@ pub struct ConfigOptions {
 
 impl Default for ConfigOptions {
     fn default() -> Self {
-        Self {
-            policy: "none",
-            concurrency: 8,
-            lease_seconds: 5.0,
-            max_attempts: 5,
-            extra_pipeline: "",
-        }
+        Self { policy: "none", concurrency: 8, lease_seconds: 5.0, max_attempts: 5, extra_pipeline: "" }
     }
 }
 

@@ -20,23 +20,11 @@ pub struct ConnectorError {
 impl ConnectorError {
     /// An error that trying again can fix.
     pub fn transient(message: impl Into<String>) -> Self {
-        Self {
-            message: message.into(),
-            retryable: true,
-            status: None,
-            code: None,
-            retry_after: None,
-        }
+        Self { message: message.into(), retryable: true, status: None, code: None, retry_after: None }
     }
 
     /// An error that trying again cannot fix.
     pub fn permanent(message: impl Into<String>) -> Self {
-        Self {
-            message: message.into(),
-            retryable: false,
-            status: None,
-            code: None,
-            retry_after: None,
-        }
+        Self { message: message.into(), retryable: false, status: None, code: None, retry_after: None }
     }
 }

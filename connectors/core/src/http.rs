@@ -38,18 +38,10 @@ pub async fn send(request: RequestBuilder, what: &str) -> Result<Response, Conne
 
 /// Reads a JSON body. A body that does not parse is treated as transient: it is what a proxy error
 /// page or a truncated response looks like.
-pub async fn json<T: DeserializeOwned>(
-    response: Response,
-    what: &str,
-) -> Result<T, ConnectorError> {
-    let bytes = response
-        .bytes()
-        .await
-        .map_err(|e| transport_error(e, what))?;
+pub async fn json<T: DeserializeOwned>(response: Response, what: &str) -> Result<T, ConnectorError> {
+    let bytes = response.bytes().await.map_err(|e| transport_error(e, what))?;
     serde_json::from_slice(&bytes).map_err(|e| {
-        let mut err = ConnectorError::transient(format!(
-            "{what}: response body is not the expected JSON: {e}"
-        ));
+        let mut err = ConnectorError::transient(format!("{what}: response body is not the expected JSON: {e}"));
         err.code = Some("malformed_body".into());
         err
     })
@@ -66,11 +58,7 @@ pub fn transport_error(error: reqwest::Error, what: &str) -> ConnectorError {
     } else {
         "request failed"
     };
-    let code = if error.is_timeout() {
-        "timeout"
-    } else {
-        "transport"
-    };
+    let code = if error.is_timeout() { "timeout" } else { "transport" };
     let detail = error.without_url();
     let mut err = ConnectorError::transient(format!("{what}: {kind}: {detail}"));
     err.code = Some(code.into());
@@ -98,13 +86,7 @@ pub fn classify(status: StatusCode, headers: &HeaderMap, body: &str, what: &str)
         }
         None => {}
     }
-    ConnectorError {
-        message,
-        retryable,
-        status: Some(status.as_u16()),
-        code,
-        retry_after: retry_after(headers),
-    }
+    ConnectorError { message, retryable, status: Some(status.as_u16()), code, retry_after: retry_after(headers) }
 }
 
 /// The wait a server asked for: `retry-after-ms` (OpenAI), `Retry-After` in seconds or as an HTTP date.
@@ -117,28 +99,17 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     {
         return Some(Duration::from_secs_f64(ms / 1000.0));
     }
-    let value = headers
-        .get(reqwest::header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim();
+    let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
     if let Ok(secs) = value.parse::<f64>() {
         return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
     }
     let at = httpdate::parse_http_date(value).ok()?;
-    Some(
-        at.duration_since(std::time::SystemTime::now())
-            .unwrap_or(Duration::ZERO),
-    )
+    Some(at.duration_since(std::time::SystemTime::now()).unwrap_or(Duration::ZERO))
 }
 
 /// Retries an idempotent call (a read) on retryable errors, up to `attempts` times in all, waiting
 /// with backoff and honouring `Retry-After`. Writes are never retried here: the engine owns that.
-pub async fn with_retries<T, F, Fut>(
-    attempts: u32,
-    base: Duration,
-    mut call: F,
-) -> Result<T, ConnectorError>
+pub async fn with_retries<T, F, Fut>(attempts: u32, base: Duration, mut call: F) -> Result<T, ConnectorError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, ConnectorError>>,
@@ -191,43 +162,21 @@ mod tests {
     fn classifies_statuses() {
         let h = HeaderMap::new();
         for s in [408u16, 425, 429, 500, 502, 503, 504] {
-            assert!(
-                classify(StatusCode::from_u16(s).unwrap(), &h, "", "x").retryable,
-                "{s} should retry"
-            );
+            assert!(classify(StatusCode::from_u16(s).unwrap(), &h, "", "x").retryable, "{s} should retry");
         }
         for s in [400u16, 401, 403, 404, 409, 413, 422] {
-            assert!(
-                !classify(StatusCode::from_u16(s).unwrap(), &h, "", "x").retryable,
-                "{s} should not retry"
-            );
+            assert!(!classify(StatusCode::from_u16(s).unwrap(), &h, "", "x").retryable, "{s} should not retry");
         }
     }
 
     #[test]
     fn names_platform_code_and_message() {
         let body = r#"{"code":"woocommerce_rest_product_invalid_id","message":"Invalid ID.","data":{"status":404}}"#;
-        let e = classify(
-            StatusCode::NOT_FOUND,
-            &HeaderMap::new(),
-            body,
-            "GET products/9",
-        );
-        assert_eq!(
-            e.message,
-            "GET products/9: HTTP 404 woocommerce_rest_product_invalid_id: Invalid ID."
-        );
-        assert_eq!(
-            e.code.as_deref(),
-            Some("woocommerce_rest_product_invalid_id")
-        );
+        let e = classify(StatusCode::NOT_FOUND, &HeaderMap::new(), body, "GET products/9");
+        assert_eq!(e.message, "GET products/9: HTTP 404 woocommerce_rest_product_invalid_id: Invalid ID.");
+        assert_eq!(e.code.as_deref(), Some("woocommerce_rest_product_invalid_id"));
         let body = r#"{"error":{"type":"rate_limit_error","message":"slow down"}}"#;
-        let e = classify(
-            StatusCode::TOO_MANY_REQUESTS,
-            &HeaderMap::new(),
-            body,
-            "POST messages",
-        );
+        let e = classify(StatusCode::TOO_MANY_REQUESTS, &HeaderMap::new(), body, "POST messages");
         assert_eq!(e.code.as_deref(), Some("rate_limit_error"));
         assert!(e.message.ends_with("slow down"));
     }
@@ -241,15 +190,9 @@ mod tests {
         assert_eq!(retry_after(&h), Some(Duration::from_millis(1500)));
         let mut h = HeaderMap::new();
         let later = std::time::SystemTime::now() + Duration::from_secs(90);
-        h.insert(
-            "retry-after",
-            HeaderValue::from_str(&httpdate::fmt_http_date(later)).unwrap(),
-        );
+        h.insert("retry-after", HeaderValue::from_str(&httpdate::fmt_http_date(later)).unwrap());
         let got = retry_after(&h).unwrap();
-        assert!(
-            got > Duration::from_secs(85) && got <= Duration::from_secs(90),
-            "{got:?}"
-        );
+        assert!(got > Duration::from_secs(85) && got <= Duration::from_secs(90), "{got:?}");
         h.insert("retry-after", HeaderValue::from_static("soon"));
         assert_eq!(retry_after(&h), None);
     }

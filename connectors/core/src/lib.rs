@@ -14,8 +14,7 @@ pub mod retry;
 
 pub use error::ConnectorError;
 pub use record::{
-    AttachmentRef, Change, Page, PageRequest, PendingWrite, Record, Version, WriteOutcome,
-    WriteResult, WriteSubmission,
+    AttachmentRef, Change, Page, PageRequest, PendingWrite, Record, Version, WriteOutcome, WriteResult, WriteSubmission,
 };
 
 use async_trait::async_trait;
@@ -55,17 +54,10 @@ pub trait Connector: Send + Sync {
     /// Writes `changes` (at most [`Connector::max_write_batch`]). Only the fields in each change are
     /// sent. The result is either every item's outcome now, or a [`PendingWrite`] to poll (Zendesk
     /// `job_status`). An `Err` means the call as a whole failed and nothing is known to be applied.
-    async fn write(
-        &self,
-        entity: &str,
-        changes: &[Change],
-    ) -> Result<WriteSubmission, ConnectorError>;
+    async fn write(&self, entity: &str, changes: &[Change]) -> Result<WriteSubmission, ConnectorError>;
 
     /// Polls a write whose outcome arrives later; `Ok(None)` while it is still running.
-    async fn poll_write(
-        &self,
-        pending: &PendingWrite,
-    ) -> Result<Option<Vec<WriteOutcome>>, ConnectorError> {
+    async fn poll_write(&self, pending: &PendingWrite) -> Result<Option<Vec<WriteOutcome>>, ConnectorError> {
         Err(ConnectorError::permanent(format!(
             "{} connector does not make asynchronous writes (job {})",
             self.kind(),

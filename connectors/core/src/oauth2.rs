@@ -23,9 +23,7 @@ pub struct TokenSet {
 
 impl std::fmt::Debug for TokenSet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenSet")
-            .field("expires_at", &self.expires_at)
-            .finish_non_exhaustive()
+        f.debug_struct("TokenSet").field("expires_at", &self.expires_at).finish_non_exhaustive()
     }
 }
 
@@ -72,14 +70,7 @@ impl RotatingToken {
         store: Arc<dyn TokenStore>,
         bootstrap: Option<SecretString>,
     ) -> Self {
-        Self {
-            connection: connection.into(),
-            client,
-            http,
-            store,
-            bootstrap,
-            current: tokio::sync::Mutex::new(None),
-        }
+        Self { connection: connection.into(), client, http, store, bootstrap, current: tokio::sync::Mutex::new(None) }
     }
 
     /// A valid access token. Only one refresh runs at a time in this process; before refreshing, the
@@ -94,15 +85,12 @@ impl RotatingToken {
             *current = Some(tokens.clone());
             return Ok(tokens.access_token.clone());
         }
-        let refresh = stored
-            .map(|t| t.refresh_token)
-            .or_else(|| self.bootstrap.clone())
-            .ok_or_else(|| {
-                ConnectorError::permanent(format!(
-                    "connection {}: no OAuth2 refresh token stored or configured; authorise the connection first",
-                    self.connection
-                ))
-            })?;
+        let refresh = stored.map(|t| t.refresh_token).or_else(|| self.bootstrap.clone()).ok_or_else(|| {
+            ConnectorError::permanent(format!(
+                "connection {}: no OAuth2 refresh token stored or configured; authorise the connection first",
+                self.connection
+            ))
+        })?;
         let renewed = self.refresh(&refresh).await?;
         self.store.save(&self.connection, &renewed).await?;
         *current = Some(renewed.clone());
@@ -121,23 +109,14 @@ impl RotatingToken {
         let request = self
             .http
             .post(&self.client.token_url)
-            .basic_auth(
-                &self.client.client_id,
-                Some(self.client.client_secret.expose_secret()),
-            )
-            .form(&[
-                ("grant_type", "refresh_token"),
-                ("refresh_token", refresh_token.expose_secret()),
-            ]);
+            .basic_auth(&self.client.client_id, Some(self.client.client_secret.expose_secret()))
+            .form(&[("grant_type", "refresh_token"), ("refresh_token", refresh_token.expose_secret())]);
         let response = http::send(request, &what).await?;
         let body: TokenResponse = http::json(response, &what).await?;
         Ok(TokenSet {
             access_token: body.access_token.into(),
             // Some providers do not rotate: keep the old refresh token then.
-            refresh_token: body
-                .refresh_token
-                .map(SecretString::from)
-                .unwrap_or_else(|| refresh_token.clone()),
+            refresh_token: body.refresh_token.map(SecretString::from).unwrap_or_else(|| refresh_token.clone()),
             expires_at: now() + body.expires_in.unwrap_or(3600),
         })
     }
@@ -148,8 +127,5 @@ fn fresh(tokens: &TokenSet) -> bool {
 }
 
 fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO)
-        .as_secs() as i64
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).as_secs() as i64
 }

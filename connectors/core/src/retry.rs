@@ -10,20 +10,11 @@ use rand::Rng;
 ///
 /// Half the window is kept fixed so a retry never fires immediately; the other half is random so that
 /// many items failing together do not come back together.
-pub fn backoff(
-    attempt: u32,
-    base: Duration,
-    max: Duration,
-    retry_after: Option<Duration>,
-) -> Duration {
+pub fn backoff(attempt: u32, base: Duration, max: Duration, retry_after: Option<Duration>) -> Duration {
     let exp = attempt.saturating_sub(1).min(30);
     let ceiling = base.saturating_mul(1u32 << exp).min(max);
     let half = ceiling / 2;
-    let jitter = if half.is_zero() {
-        Duration::ZERO
-    } else {
-        rand::rng().random_range(Duration::ZERO..=half)
-    };
+    let jitter = if half.is_zero() { Duration::ZERO } else { rand::rng().random_range(Duration::ZERO..=half) };
     let wait = half + jitter;
     match retry_after {
         Some(asked) if asked > wait => asked,
@@ -57,26 +48,13 @@ mod tests {
         let wait = backoff(40, Duration::from_secs(1), Duration::from_secs(30), None);
         assert!(wait <= Duration::from_secs(30) && wait >= Duration::from_secs(15));
         let asked = Duration::from_secs(120);
-        assert_eq!(
-            backoff(
-                1,
-                Duration::from_secs(1),
-                Duration::from_secs(30),
-                Some(asked)
-            ),
-            asked
-        );
+        assert_eq!(backoff(1, Duration::from_secs(1), Duration::from_secs(30), Some(asked)), asked);
     }
 
     #[test]
     fn jitter_spreads_retries() {
-        let waits: std::collections::HashSet<_> = (0..20)
-            .map(|_| backoff(5, Duration::from_secs(1), Duration::from_secs(600), None))
-            .collect();
-        assert!(
-            waits.len() > 10,
-            "20 retries got only {} distinct waits",
-            waits.len()
-        );
+        let waits: std::collections::HashSet<_> =
+            (0..20).map(|_| backoff(5, Duration::from_secs(1), Duration::from_secs(600), None)).collect();
+        assert!(waits.len() > 10, "20 retries got only {} distinct waits", waits.len());
     }
 }

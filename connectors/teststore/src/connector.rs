@@ -2,8 +2,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use enrichd_connector::{
-    Change, Connector, ConnectorError, Page, PageRequest, Record, Version, WriteOutcome,
-    WriteResult, WriteSubmission, http,
+    Change, Connector, ConnectorError, Page, PageRequest, Record, Version, WriteOutcome, WriteResult, WriteSubmission,
+    http,
 };
 use reqwest::header::HeaderMap;
 use secrecy::{ExposeSecret, SecretString};
@@ -48,11 +48,7 @@ struct BatchError {
 impl TestStore {
     /// A connector for the store at `base_url` (without `/api`), authenticating with `token`.
     pub fn new(base_url: &str, token: SecretString, timeout: Duration) -> Self {
-        Self {
-            base_url: base_url.trim_end_matches('/').to_owned(),
-            token,
-            http: http::client(timeout),
-        }
+        Self { base_url: base_url.trim_end_matches('/').to_owned(), token, http: http::client(timeout) }
     }
 
     fn url(&self, entity: &str) -> String {
@@ -66,11 +62,7 @@ impl TestStore {
         what: &str,
     ) -> Result<(Vec<Record>, HeaderMap), ConnectorError> {
         http::with_retries(4, Duration::from_millis(200), || async {
-            let request = self
-                .http
-                .get(self.url(entity))
-                .bearer_auth(self.token.expose_secret())
-                .query(query);
+            let request = self.http.get(self.url(entity)).bearer_auth(self.token.expose_secret()).query(query);
             let response = http::send(request, what).await?;
             let headers = response.headers().clone();
             let records: Vec<WireRecord> = http::json(response, what).await?;
@@ -81,12 +73,7 @@ impl TestStore {
 }
 
 fn into_record(wire: WireRecord) -> Record {
-    Record {
-        id: wire.id,
-        version: Version(wire.version),
-        fields: wire.fields,
-        attachments: Vec::new(),
-    }
+    Record { id: wire.id, version: Version(wire.version), fields: wire.fields, attachments: Vec::new() }
 }
 
 fn header_u64(headers: &HeaderMap, name: &str) -> Option<u64> {
@@ -101,50 +88,28 @@ impl Connector for TestStore {
 
     async fn check(&self, entity: &str) -> Result<(), ConnectorError> {
         let what = format!("teststore: list {entity}");
-        self.get_records(
-            entity,
-            &[("page", "1".into()), ("per_page", "1".into())],
-            &what,
-        )
-        .await
-        .map(|_| ())
+        self.get_records(entity, &[("page", "1".into()), ("per_page", "1".into())], &what).await.map(|_| ())
     }
 
     async fn list(&self, entity: &str, request: &PageRequest) -> Result<Page, ConnectorError> {
         let page: u64 = match &request.cursor {
             None => 1,
-            Some(c) => c.parse().map_err(|_| {
-                ConnectorError::permanent(format!("teststore: bad page cursor {c:?}"))
-            })?,
+            Some(c) => c.parse().map_err(|_| ConnectorError::permanent(format!("teststore: bad page cursor {c:?}")))?,
         };
         let per_page = request.per_page.clamp(1, MAX_PER_PAGE);
         let what = format!("teststore: list {entity} page {page}");
-        let (records, headers) = self
-            .get_records(
-                entity,
-                &[
-                    ("page", page.to_string()),
-                    ("per_page", per_page.to_string()),
-                ],
-                &what,
-            )
-            .await?;
+        let (records, headers) =
+            self.get_records(entity, &[("page", page.to_string()), ("per_page", per_page.to_string())], &what).await?;
         let pages = header_u64(&headers, "X-Total-Pages");
         let last = records.is_empty() || pages.is_some_and(|p| page >= p);
-        Ok(Page {
-            records,
-            next: (!last).then(|| (page + 1).to_string()),
-            total: header_u64(&headers, "X-Total"),
-        })
+        Ok(Page { records, next: (!last).then(|| (page + 1).to_string()), total: header_u64(&headers, "X-Total") })
     }
 
     async fn fetch(&self, entity: &str, ids: &[String]) -> Result<Vec<Record>, ConnectorError> {
         let mut out = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(MAX_PER_PAGE as usize) {
             let what = format!("teststore: fetch {} {entity} records", chunk.len());
-            let (records, _) = self
-                .get_records(entity, &[("ids", chunk.join(","))], &what)
-                .await?;
+            let (records, _) = self.get_records(entity, &[("ids", chunk.join(","))], &what).await?;
             out.extend(records);
         }
         Ok(out)
@@ -154,23 +119,13 @@ impl Connector for TestStore {
         MAX_BATCH
     }
 
-    async fn write(
-        &self,
-        entity: &str,
-        changes: &[Change],
-    ) -> Result<WriteSubmission, ConnectorError> {
-        let what = format!(
-            "teststore: batch update of {} {entity} records",
-            changes.len()
-        );
+    async fn write(&self, entity: &str, changes: &[Change]) -> Result<WriteSubmission, ConnectorError> {
+        let what = format!("teststore: batch update of {} {entity} records", changes.len());
         let body = json!({
             "update": changes.iter().map(|c| json!({"id": c.id, "fields": c.fields})).collect::<Vec<_>>()
         });
-        let request = self
-            .http
-            .post(format!("{}/batch", self.url(entity)))
-            .bearer_auth(self.token.expose_secret())
-            .json(&body);
+        let request =
+            self.http.post(format!("{}/batch", self.url(entity))).bearer_auth(self.token.expose_secret()).json(&body);
         let response = http::send(request, &what).await?;
         let batch: BatchResponse = http::json(response, &what).await?;
         if batch.update.len() != changes.len() {
@@ -186,23 +141,15 @@ impl Connector for TestStore {
             .map(|item| {
                 let result = match (item.error, item.version) {
                     (Some(e), _) => WriteResult::Failed(ConnectorError {
-                        message: format!(
-                            "teststore: record {}: HTTP {} {}: {}",
-                            item.id, e.status, e.code, e.message
-                        ),
+                        message: format!("teststore: record {}: HTTP {} {}: {}", item.id, e.status, e.code, e.message),
                         retryable: e.status == 429 || e.status >= 500,
                         status: Some(e.status),
                         code: Some(e.code),
                         retry_after: None,
                     }),
-                    (None, version) => WriteResult::Written {
-                        version: version.map(Version),
-                    },
+                    (None, version) => WriteResult::Written { version: version.map(Version) },
                 };
-                WriteOutcome {
-                    id: item.id,
-                    result,
-                }
+                WriteOutcome { id: item.id, result }
             })
             .collect();
         Ok(WriteSubmission::Done(outcomes))

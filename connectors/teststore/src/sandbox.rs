@@ -72,10 +72,7 @@ pub struct Sandbox {
 impl Sandbox {
     /// An empty store that accepts `Authorization: Bearer {token}`.
     pub fn new(token: &str) -> Self {
-        Self {
-            token: token.into(),
-            inner: Arc::default(),
-        }
+        Self { token: token.into(), inner: Arc::default() }
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -84,26 +81,14 @@ impl Sandbox {
 
     /// Adds or replaces a record at version 1.
     pub fn insert(&self, entity: &str, id: u64, fields: Map<String, Value>) {
-        self.lock()
-            .entities
-            .entry(entity.into())
-            .or_default()
-            .insert(id, Stored { version: 1, fields });
+        self.lock().entities.entry(entity.into()).or_default().insert(id, Stored { version: 1, fields });
     }
 
     /// Fills `product` with `count` sparse hardware-catalogue products, ids 1..=count. Every product
     /// whose id is divisible by `missing_every` has an empty description; the others have one.
     pub fn seed_products(&self, count: u64, missing_every: u64) {
-        const KINDS: [&str; 8] = [
-            "Hex bolt",
-            "Wood screw",
-            "Wall plug",
-            "Hinge",
-            "Cable tie",
-            "Washer",
-            "Shelf bracket",
-            "Drill bit",
-        ];
+        const KINDS: [&str; 8] =
+            ["Hex bolt", "Wood screw", "Wall plug", "Hinge", "Cable tie", "Washer", "Shelf bracket", "Drill bit"];
         const FINISH: [&str; 4] = ["zinc plated", "stainless A2", "black oxide", "brass"];
         let mut inner = self.lock();
         let products = inner.entities.entry("product".into()).or_default();
@@ -123,9 +108,7 @@ impl Sandbox {
                 "supplier_line": format!("{} M{size}x{} {}", kind.to_uppercase(), 10 + id % 90, finish),
                 "description": description,
             });
-            let Value::Object(fields) = fields else {
-                unreachable!()
-            };
+            let Value::Object(fields) = fields else { unreachable!() };
             products.insert(id, Stored { version: 1, fields });
         }
     }
@@ -133,22 +116,14 @@ impl Sandbox {
     /// Simulates someone editing a record on the platform: sets `field` and bumps the version.
     pub fn edit(&self, entity: &str, id: u64, field: &str, value: Value) {
         let mut inner = self.lock();
-        let record = inner
-            .entities
-            .get_mut(entity)
-            .and_then(|e| e.get_mut(&id))
-            .expect("edit of an unknown record");
+        let record = inner.entities.get_mut(entity).and_then(|e| e.get_mut(&id)).expect("edit of an unknown record");
         record.fields.insert(field.into(), value);
         record.version += 1;
     }
 
     /// A record's current version and fields.
     pub fn record(&self, entity: &str, id: u64) -> Option<(u64, Map<String, Value>)> {
-        self.lock()
-            .entities
-            .get(entity)?
-            .get(&id)
-            .map(|r| (r.version, r.fields.clone()))
+        self.lock().entities.get(entity)?.get(&id).map(|r| (r.version, r.fields.clone()))
     }
 
     /// Every write applied so far, in order.
@@ -193,23 +168,13 @@ impl Sandbox {
         }
         let expected = format!("Bearer {}", self.token);
         if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(expected.as_str()) {
-            return Some(error(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "Missing or invalid bearer token.",
-            ));
+            return Some(error(StatusCode::UNAUTHORIZED, "unauthorized", "Missing or invalid bearer token."));
         }
         let roll: f64 = rand::rng().random();
         if roll < faults.rate_limit_rate {
             self.lock().stats.rejected_by_faults += 1;
-            let mut response = error(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
-                "Too many requests.",
-            );
-            response
-                .headers_mut()
-                .insert("retry-after", HeaderValue::from_static("1"));
+            let mut response = error(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "Too many requests.");
+            response.headers_mut().insert("retry-after", HeaderValue::from_static("1"));
             return Some(response);
         }
         if roll < faults.rate_limit_rate + faults.server_error_rate {
@@ -225,11 +190,7 @@ impl Sandbox {
 }
 
 fn error(status: StatusCode, code: &str, message: &str) -> Response {
-    (
-        status,
-        Json(json!({"code": code, "message": message, "data": {"status": status.as_u16()}})),
-    )
-        .into_response()
+    (status, Json(json!({"code": code, "message": message, "data": {"status": status.as_u16()}}))).into_response()
 }
 
 fn wire(id: u64, record: &Stored) -> Value {
@@ -325,11 +286,7 @@ async fn batch(
     let body: BatchBody = match serde_json::from_slice(&body) {
         Ok(b) => b,
         Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "invalid_json",
-                &format!("Body is not valid JSON: {e}"),
-            );
+            return error(StatusCode::BAD_REQUEST, "invalid_json", &format!("Body is not valid JSON: {e}"));
         }
     };
     if body.update.len() > MAX_BATCH {
@@ -339,9 +296,7 @@ async fn batch(
             &format!("Unable to accept more than {MAX_BATCH} items for this request."),
         );
     }
-    let Inner {
-        entities, writes, ..
-    } = &mut *inner;
+    let Inner { entities, writes, .. } = &mut *inner;
     let records = entities.entry(entity.clone()).or_default();
     let results: Vec<Value> = body
         .update
