@@ -33,6 +33,10 @@ fn start_daemon(config: &std::path::Path, log: std::path::PathBuf) -> Daemon {
     Daemon { child, addr, log }
 }
 
+fn http() -> reqwest::Client {
+    enrichd_connector::http::client(Duration::from_secs(10))
+}
+
 fn sigterm(child: &Child) {
     // SAFETY: sending a signal to our own child process.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
@@ -63,7 +67,7 @@ async fn sigterm_finishes_or_releases_work(db: &common::TestDb) {
     let mut daemon = start_daemon(&config, dir.path().join("daemon.log"));
 
     let health: serde_json::Value =
-        reqwest::get(format!("http://{}/healthz", daemon.addr)).await.unwrap().json().await.unwrap();
+        http().get(format!("http://{}/healthz", daemon.addr)).send().await.unwrap().json().await.unwrap();
     assert_eq!(health["status"], "ok");
 
     let new = NewRun {
@@ -85,7 +89,7 @@ async fn sigterm_finishes_or_releases_work(db: &common::TestDb) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let api: serde_json::Value =
-        reqwest::get(format!("http://{}/api/runs/{}", daemon.addr, run.id)).await.unwrap().json().await.unwrap();
+        http().get(format!("http://{}/api/runs/{}", daemon.addr, run.id)).send().await.unwrap().json().await.unwrap();
     assert_eq!(api["run"]["pipeline"], "catalogue");
 
     sigterm(&daemon.child);

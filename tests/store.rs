@@ -189,9 +189,9 @@ async fn claims_lease_and_only_the_holder_finishes(db: &TestDb) {
         task_version: "t1".into(),
     };
     let usage = Usage { input_tokens: 100, output_tokens: 20, cost_micros: 150 };
-    let err = store.propose(&mine[0], "worker-b", &proposal, "{}", usage).await.unwrap_err();
+    let err = store.propose(&mine[0], "worker-b", &proposal, "{}", usage, None).await.unwrap_err();
     assert!(matches!(err, StoreError::LeaseLost { .. }), "{err}");
-    let proposed = store.propose(&mine[0], OWNER, &proposal, "{}", usage).await.unwrap();
+    let proposed = store.propose(&mine[0], OWNER, &proposal, "{}", usage, None).await.unwrap();
     assert_eq!(proposed.state, ItemState::Proposed);
     assert_eq!(proposed.lease_owner, None);
     assert_eq!(proposed.proposal.as_ref(), Some(&proposal));
@@ -199,10 +199,19 @@ async fn claims_lease_and_only_the_holder_finishes(db: &TestDb) {
     let run = store.run(proposed.run_id).await.unwrap();
     assert_eq!((run.cost_micros, run.tokens_in, run.tokens_out), (150, 100, 20));
 
+    // A policy that approves without a human does it in the same transaction: two transitions, two events.
+    let approved = store.propose(&mine[3], OWNER, &proposal, "{}", usage, Some("policy:none")).await.unwrap();
+    assert_eq!((approved.state, approved.prev_state), (ItemState::Approved, Some(ItemState::Proposed)));
+    let tail: Vec<_> = store.item_events(mine[3].id).await.unwrap().into_iter().rev().take(2).collect();
+    assert_eq!(
+        (tail[1].to_state.as_deref(), tail[0].to_state.as_deref(), tail[0].actor.as_str()),
+        (Some("proposed"), Some("approved"), "policy:none")
+    );
+
     // Heartbeat extends only my leases.
     let before = store.item(mine[1].id).await.unwrap().lease_expires_at.unwrap();
     tokio::time::sleep(Duration::from_millis(20)).await;
-    assert_eq!(store.heartbeat(OWNER, Duration::from_secs(120)).await.unwrap(), 3);
+    assert_eq!(store.heartbeat(OWNER, Duration::from_secs(120)).await.unwrap(), 2);
     let after = store.item(mine[1].id).await.unwrap().lease_expires_at.unwrap();
     assert!(after > before + 80_000, "lease not extended: {before} → {after}");
 }
@@ -356,7 +365,7 @@ async fn review_edit_approve_and_write_outcomes(db: &TestDb) {
         task_version: "t1".into(),
     };
     for i in &items {
-        store.propose(i, OWNER, &proposal, "{}", Usage::default()).await.unwrap();
+        store.propose(i, OWNER, &proposal, "{}", Usage::default(), None).await.unwrap();
     }
     let edited = store.edit(items[0].id, "reviewer:ann", "description", json!("human text")).await.unwrap();
     assert_eq!(edited.state, ItemState::Edited);
@@ -446,7 +455,7 @@ async fn discovery_is_leased_idempotent_and_settles(db: &TestDb) {
     let lease = Duration::from_secs(30);
     let items = store.claim(&claim("p", Work::Enrich, OWNER, 10, lease)).await.unwrap();
     let proposal = Proposal { fields: Default::default(), model: "m".into(), task_version: "t1".into() };
-    store.propose(&items[0], OWNER, &proposal, "{}", Usage::default()).await.unwrap();
+    store.propose(&items[0], OWNER, &proposal, "{}", Usage::default(), None).await.unwrap();
     assert_eq!(store.settle_run(run.id, "t").await.unwrap().status, RunStatus::Running, "an item is still enriching");
     store.skip_leased(&items[1], OWNER, "model had nothing to add").await.unwrap();
     assert_eq!(store.settle_run(run.id, "t").await.unwrap().status, RunStatus::AwaitingReview);
@@ -481,7 +490,14 @@ async fn budget_stops_claiming_and_pauses_the_run(db: &TestDb) {
     let first = store.claim(&claim("p", Work::Enrich, OWNER, 1, lease)).await.unwrap();
     let proposal = Proposal { fields: Default::default(), model: "m".into(), task_version: "t1".into() };
     store
-        .propose(&first[0], OWNER, &proposal, "{}", Usage { input_tokens: 1, output_tokens: 1, cost_micros: 1_200 })
+        .propose(
+            &first[0],
+            OWNER,
+            &proposal,
+            "{}",
+            Usage { input_tokens: 1, output_tokens: 1, cost_micros: 1_200 },
+            None,
+        )
         .await
         .unwrap();
     assert!(

@@ -172,9 +172,7 @@ async fn enrich(engine: &Engine, pipeline: &Pipeline, item: Item) -> Result<(), 
             .await?;
         return Ok(());
     }
-    let item = store.propose(&item, owner, &proposal, &completion.raw, usage).await?;
-    if pipeline.config.review.policy == ReviewPolicy::None {
-        store.approve(item.id, "policy:none").await?;
-    }
+    let approve_as = (pipeline.config.review.policy == ReviewPolicy::None).then_some("policy:none");
+    store.propose(&item, owner, &proposal, &completion.raw, usage, approve_as).await?;
     Ok(())
 }

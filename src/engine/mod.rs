@@ -19,9 +19,9 @@ use secrecy::ExposeSecret;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{Config, ConnectionConfig, DaemonConfig, PipelineConfig, ReviewPolicy};
+use crate::config::{Config, ConnectionConfig, DaemonConfig, PipelineConfig};
 use crate::provider::{Provider, TokenUsage};
-use crate::store::{ItemState, RetryPolicy, RunStatus, Store, Usage};
+use crate::store::{RetryPolicy, RunStatus, Store, Usage};
 use crate::task::Task;
 
 /// One pipeline, built: its connector, provider and task.
@@ -168,9 +168,7 @@ impl Engine {
     }
 }
 
-/// Applies the review policy to proposals still waiting (the enrichment worker applies it as it
-/// proposes; this catches proposals whose worker died in between), then moves runs on (to
-/// awaiting review, done, paused) as their items allow.
+/// Moves runs on (to awaiting review, done, paused) as their items allow.
 async fn settle_loop(engine: Arc<Engine>, pipeline: Arc<Pipeline>, only_run: Option<i64>, stop: CancellationToken) {
     let actor = engine.owner.clone();
     loop {
@@ -183,9 +181,6 @@ async fn settle_loop(engine: Arc<Engine>, pipeline: Arc<Pipeline>, only_run: Opt
         match runs {
             Ok(runs) => {
                 for run in runs.into_iter().filter(|r| r.pipeline == pipeline.name) {
-                    if let Err(e) = apply_review_policy(&engine, &pipeline, run.id).await {
-                        tracing::warn!(run = run.id, error = %e, "applying the review policy failed");
-                    }
                     if let Err(e) = engine.store.settle_run(run.id, &actor).await {
                         tracing::warn!(run = run.id, error = %e, "settling run failed");
                     }
@@ -196,28 +191,6 @@ async fn settle_loop(engine: Arc<Engine>, pipeline: Arc<Pipeline>, only_run: Opt
         tokio::select! {
             _ = stop.cancelled() => break,
             _ = tokio::time::sleep(engine.poll()) => {}
-        }
-    }
-}
-
-async fn apply_review_policy(
-    engine: &Engine,
-    pipeline: &Pipeline,
-    run_id: i64,
-) -> Result<(), crate::store::StoreError> {
-    if pipeline.config.review.policy != ReviewPolicy::None {
-        return Ok(());
-    }
-    loop {
-        let waiting = engine.store.items(run_id, Some(ItemState::Proposed), 500).await?;
-        if waiting.is_empty() {
-            return Ok(());
-        }
-        for item in waiting {
-            match engine.store.approve(item.id, "policy:none").await {
-                Ok(_) | Err(crate::store::StoreError::IllegalTransition { .. }) => {}
-                Err(e) => return Err(e),
-            }
         }
     }
 }

@@ -282,67 +282,32 @@ impl Default for RetryPolicy {
 
 impl Store {
     async fn apply(&self, id: i64, mv: Move<'_>) -> Result<Item> {
-        if let Some(from) = mv.from.iter().find(|f| !f.can_become(mv.to)) {
-            return Err(StoreError::IllegalTransition { item: id, from: *from, to: mv.to });
+        self.apply_all(id, vec![mv]).await
+    }
+
+    /// Applies transitions one after another in a single database transaction (each with its event),
+    /// so no one ever sees the states in between. All or nothing.
+    async fn apply_all(&self, id: i64, moves: Vec<Move<'_>>) -> Result<Item> {
+        for mv in &moves {
+            if let Some(from) = mv.from.iter().find(|f| !f.can_become(mv.to)) {
+                return Err(StoreError::IllegalTransition { item: id, from: *from, to: mv.to });
+            }
         }
         let now = now_ms();
-        let mut binds = vec![Bind::Text(mv.to.as_str().into()), Bind::I64(now)];
-        let mut sql = String::from("UPDATE items SET prev_state = state, state = $1, updated_at = $2");
-        if !mv.to.is_leased() {
-            sql.push_str(", lease_owner = NULL, lease_expires_at = NULL");
-        }
-        for (col, b) in mv.sets {
-            binds.push(b);
-            sql.push_str(&format!(", {col} = ${}", binds.len()));
-        }
-        for raw in mv.raw_sets {
-            sql.push_str(", ");
-            sql.push_str(raw);
-        }
-        binds.push(Bind::I64(id));
-        sql.push_str(&format!(" WHERE id = ${}", binds.len()));
-        let states: Vec<Bind> = mv.from.iter().map(|s| Bind::Text(s.as_str().into())).collect();
-        sql.push_str(&format!(" AND state IN ({})", placeholders(binds.len() + 1, states.len())));
-        binds.extend(states);
-        if let Some(owner) = mv.owner {
-            binds.push(Bind::Text(owner.into()));
-            sql.push_str(&format!(" AND lease_owner = ${}", binds.len()));
-        }
-        if let Some((col, b)) = mv.guard {
-            binds.push(b);
-            sql.push_str(&format!(" AND {col} = ${}", binds.len()));
-        }
-        sql.push_str(" RETURNING ");
-        sql.push_str(ITEM_COLUMNS);
-
         let mut tx = self.pool.begin().await?;
-        let row = bind_all(sqlx::query(AssertSqlSafe(sql)), &binds).fetch_optional(&mut *tx).await?;
-        let Some(row) = row else {
-            tx.rollback().await?;
-            return Err(self.diagnose(id, mv.from, mv.to, mv.owner).await);
-        };
-        let item = Item::from_row(&row)?;
-        let event = NewEvent {
-            run_id: Some(item.run_id),
-            item_id: Some(id),
-            kind: "transition",
-            from_state: item.prev_state.map(|s| s.as_str().to_owned()),
-            to_state: Some(mv.to.as_str().to_owned()),
-            actor: mv.actor.to_owned(),
-            detail: mv.detail.map(|d| d.to_string()),
-        };
-        insert_events(&mut tx, &[event], now).await?;
-        if let Some(u) = mv.run_usage {
-            sqlx::query("UPDATE runs SET cost_micros = cost_micros + $1, tokens_in = tokens_in + $2, tokens_out = tokens_out + $3 WHERE id = $4")
-                .bind(u.cost_micros)
-                .bind(u.input_tokens)
-                .bind(u.output_tokens)
-                .bind(item.run_id)
-                .execute(&mut *tx)
-                .await?;
+        let mut last = None;
+        for mv in moves {
+            let (from, to, owner) = (mv.from, mv.to, mv.owner);
+            match apply_one(&mut tx, id, mv, now).await? {
+                Some(item) => last = Some(item),
+                None => {
+                    tx.rollback().await?;
+                    return Err(self.diagnose(id, from, to, owner).await);
+                }
+            }
         }
         tx.commit().await?;
-        Ok(item)
+        last.ok_or_else(|| StoreError::NotFound(format!("item {id}: no transition given")))
     }
 
     /// Explains why a conditional update matched nothing.
@@ -725,6 +690,9 @@ impl Store {
     }
 
     /// `enriching` → `proposed`: the model's answer, validated, with its cost (added to the run's too).
+    ///
+    /// With `approve_as` (a review policy that approves without a human), the item is approved in
+    /// the same database transaction, so nobody ever sees it waiting for review.
     pub async fn propose(
         &self,
         item: &Item,
@@ -732,33 +700,34 @@ impl Store {
         proposal: &Proposal,
         raw_output: &str,
         usage: Usage,
+        approve_as: Option<&str>,
     ) -> Result<Item> {
         let json = serde_json::to_string(proposal).expect("a proposal always serialises");
-        self.apply(
-            item.id,
-            Move {
-                from: &[ItemState::Enriching],
-                to: ItemState::Proposed,
-                owner: Some(owner),
-                sets: vec![
-                    ("proposal", Bind::Text(json)),
-                    ("raw_output", Bind::Text(raw_output.into())),
-                    ("last_error", Bind::OptText(None)),
-                    ("cost_micros", Bind::I64(item.cost_micros + usage.cost_micros)),
-                    ("tokens_in", Bind::I64(item.tokens_in + usage.input_tokens)),
-                    ("tokens_out", Bind::I64(item.tokens_out + usage.output_tokens)),
-                ],
-                raw_sets: &[],
-                guard: None,
-                actor: owner,
-                detail: Some(serde_json::json!({
-                    "model": proposal.model, "task_version": proposal.task_version,
-                    "tokens_in": usage.input_tokens, "tokens_out": usage.output_tokens, "cost_micros": usage.cost_micros,
-                })),
-                run_usage: Some(usage),
-            },
-        )
-        .await
+        let mut moves = vec![Move {
+            from: &[ItemState::Enriching],
+            to: ItemState::Proposed,
+            owner: Some(owner),
+            sets: vec![
+                ("proposal", Bind::Text(json)),
+                ("raw_output", Bind::Text(raw_output.into())),
+                ("last_error", Bind::OptText(None)),
+                ("cost_micros", Bind::I64(item.cost_micros + usage.cost_micros)),
+                ("tokens_in", Bind::I64(item.tokens_in + usage.input_tokens)),
+                ("tokens_out", Bind::I64(item.tokens_out + usage.output_tokens)),
+            ],
+            raw_sets: &[],
+            guard: None,
+            actor: owner,
+            detail: Some(serde_json::json!({
+                "model": proposal.model, "task_version": proposal.task_version,
+                "tokens_in": usage.input_tokens, "tokens_out": usage.output_tokens, "cost_micros": usage.cost_micros,
+            })),
+            run_usage: Some(usage),
+        }];
+        if let Some(actor) = approve_as {
+            moves.push(approve_move(actor));
+        }
+        self.apply_all(item.id, moves).await
     }
 
     /// An enrichment attempt failed. Retryable failures go back to `queued` after a backoff until
@@ -827,21 +796,7 @@ impl Store {
 
     /// `proposed`/`edited` → `approved`, by a reviewer or a policy (`actor`).
     pub async fn approve(&self, id: i64, actor: &str) -> Result<Item> {
-        self.apply(
-            id,
-            Move {
-                from: &[ItemState::Proposed, ItemState::Edited],
-                to: ItemState::Approved,
-                owner: None,
-                sets: vec![("next_attempt_at", Bind::I64(0))],
-                raw_sets: &[],
-                guard: None,
-                actor,
-                detail: None,
-                run_usage: None,
-            },
-        )
-        .await
+        self.apply(id, approve_move(actor)).await
     }
 
     /// `proposed`/`edited` → `rejected`, with an optional reason.
@@ -1029,6 +984,80 @@ impl Store {
             .await?;
         rows.iter().map(event_from_row).collect()
     }
+}
+
+fn approve_move(actor: &str) -> Move<'_> {
+    Move {
+        from: &[ItemState::Proposed, ItemState::Edited],
+        to: ItemState::Approved,
+        owner: None,
+        sets: vec![("next_attempt_at", Bind::I64(0))],
+        raw_sets: &[],
+        guard: None,
+        actor,
+        detail: None,
+        run_usage: None,
+    }
+}
+
+/// One conditional `UPDATE` plus its event, inside `tx`. `None` when the item was not in a state
+/// (or lease) the move starts from.
+async fn apply_one(tx: &mut Transaction<'_, Any>, id: i64, mv: Move<'_>, now: i64) -> Result<Option<Item>> {
+    let mut binds = vec![Bind::Text(mv.to.as_str().into()), Bind::I64(now)];
+    let mut sql = String::from("UPDATE items SET prev_state = state, state = $1, updated_at = $2");
+    if !mv.to.is_leased() {
+        sql.push_str(", lease_owner = NULL, lease_expires_at = NULL");
+    }
+    for (col, b) in mv.sets {
+        binds.push(b);
+        sql.push_str(&format!(", {col} = ${}", binds.len()));
+    }
+    for raw in mv.raw_sets {
+        sql.push_str(", ");
+        sql.push_str(raw);
+    }
+    binds.push(Bind::I64(id));
+    sql.push_str(&format!(" WHERE id = ${}", binds.len()));
+    let states: Vec<Bind> = mv.from.iter().map(|s| Bind::Text(s.as_str().into())).collect();
+    sql.push_str(&format!(" AND state IN ({})", placeholders(binds.len() + 1, states.len())));
+    binds.extend(states);
+    if let Some(owner) = mv.owner {
+        binds.push(Bind::Text(owner.into()));
+        sql.push_str(&format!(" AND lease_owner = ${}", binds.len()));
+    }
+    if let Some((col, b)) = mv.guard {
+        binds.push(b);
+        sql.push_str(&format!(" AND {col} = ${}", binds.len()));
+    }
+    sql.push_str(" RETURNING ");
+    sql.push_str(ITEM_COLUMNS);
+
+    let Some(row) = bind_all(sqlx::query(AssertSqlSafe(sql)), &binds).fetch_optional(&mut **tx).await? else {
+        return Ok(None);
+    };
+    let item = Item::from_row(&row)?;
+    let event = NewEvent {
+        run_id: Some(item.run_id),
+        item_id: Some(id),
+        kind: "transition",
+        from_state: item.prev_state.map(|s| s.as_str().to_owned()),
+        to_state: Some(mv.to.as_str().to_owned()),
+        actor: mv.actor.to_owned(),
+        detail: mv.detail.map(|d| d.to_string()),
+    };
+    insert_events(tx, &[event], now).await?;
+    if let Some(u) = mv.run_usage {
+        sqlx::query(
+            "UPDATE runs SET cost_micros = cost_micros + $1, tokens_in = tokens_in + $2, tokens_out = tokens_out + $3 WHERE id = $4",
+        )
+        .bind(u.cost_micros)
+        .bind(u.input_tokens)
+        .bind(u.output_tokens)
+        .bind(item.run_id)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(Some(item))
 }
 
 fn event_from_row(row: &AnyRow) -> Result<EventRecord> {

@@ -13,8 +13,14 @@ use serde_json::Value;
 use crate::ConnectorError;
 use crate::retry::backoff;
 
-/// A client with the timeouts a daemon needs: nothing may hang forever.
+/// A client with the timeouts a daemon needs: nothing may hang forever. TLS is rustls with the
+/// `ring` provider (installed here once for the process).
 pub fn client(timeout: Duration) -> reqwest::Client {
+    static PROVIDER: std::sync::Once = std::sync::Once::new();
+    PROVIDER.call_once(|| {
+        // Another part of the process may have installed one already; either is fine.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
     reqwest::Client::builder()
         .timeout(timeout)
         .connect_timeout(Duration::from_secs(10).min(timeout))
