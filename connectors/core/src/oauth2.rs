@@ -50,7 +50,24 @@ pub struct RotatingToken {
     store: Arc<dyn TokenStore>,
     /// The refresh token from config, used only when the store has none yet (first start).
     bootstrap: Option<SecretString>,
-    current: tokio::sync::Mutex<Option<TokenSet>>,
+    current: tokio::sync::Mutex<Held>,
+}
+
+/// The tokens in memory, and whether they still have to be persisted.
+#[derive(Default)]
+struct Held {
+    tokens: Option<TokenSet>,
+    /// Rotated but not yet saved: must be saved before anything else happens.
+    unsaved: bool,
+    /// An access token the platform refused (401); never handed out again.
+    revoked: Option<SecretString>,
+}
+
+impl Held {
+    fn usable<'a>(&self, tokens: Option<&'a TokenSet>) -> Option<&'a TokenSet> {
+        let revoked = self.revoked.as_ref().map(|r| r.expose_secret());
+        tokens.filter(|t| fresh(t) && Some(t.access_token.expose_secret()) != revoked)
+    }
 }
 
 #[derive(Deserialize)]
@@ -70,38 +87,59 @@ impl RotatingToken {
         store: Arc<dyn TokenStore>,
         bootstrap: Option<SecretString>,
     ) -> Self {
-        Self { connection: connection.into(), client, http, store, bootstrap, current: tokio::sync::Mutex::new(None) }
+        Self {
+            connection: connection.into(),
+            client,
+            http,
+            store,
+            bootstrap,
+            current: tokio::sync::Mutex::new(Held::default()),
+        }
     }
 
     /// A valid access token. Only one refresh runs at a time in this process; before refreshing, the
-    /// store is read again in case another daemon already rotated the token.
+    /// store is read again in case another daemon already rotated the token. A rotated token set is
+    /// saved before its access token is handed out; if saving fails, the set stays in memory (the
+    /// old refresh token is already dead) and the save is retried on the next call.
     pub async fn access_token(&self) -> Result<SecretString, ConnectorError> {
-        let mut current = self.current.lock().await;
-        if let Some(tokens) = current.as_ref().filter(|t| fresh(t)) {
+        let mut held = self.current.lock().await;
+        if held.unsaved {
+            let tokens = held.tokens.clone().expect("unsaved implies tokens");
+            self.store.save(&self.connection, &tokens).await?;
+            held.unsaved = false;
+        }
+        if let Some(tokens) = held.usable(held.tokens.as_ref()) {
             return Ok(tokens.access_token.clone());
         }
         let stored = self.store.load(&self.connection).await?;
-        if let Some(tokens) = stored.as_ref().filter(|t| fresh(t)) {
-            *current = Some(tokens.clone());
-            return Ok(tokens.access_token.clone());
+        if let Some(tokens) = held.usable(stored.as_ref()) {
+            let access = tokens.access_token.clone();
+            held.tokens = stored;
+            return Ok(access);
         }
-        let refresh = stored.map(|t| t.refresh_token).or_else(|| self.bootstrap.clone()).ok_or_else(|| {
-            ConnectorError::permanent(format!(
-                "connection {}: no OAuth2 refresh token stored or configured; authorise the connection first",
-                self.connection
-            ))
-        })?;
+        let refresh = stored
+            .map(|t| t.refresh_token)
+            .or_else(|| held.tokens.as_ref().map(|t| t.refresh_token.clone()))
+            .or_else(|| self.bootstrap.clone())
+            .ok_or_else(|| {
+                ConnectorError::permanent(format!(
+                    "connection {}: no OAuth2 refresh token stored or configured; authorise the connection first",
+                    self.connection
+                ))
+            })?;
         let renewed = self.refresh(&refresh).await?;
+        held.tokens = Some(renewed.clone());
+        held.unsaved = true;
         self.store.save(&self.connection, &renewed).await?;
-        *current = Some(renewed.clone());
+        held.unsaved = false;
         Ok(renewed.access_token)
     }
 
-    /// Forgets the in-memory access token (after a 401) so the next call refreshes.
+    /// Marks the current access token as refused (after a 401), so the next call refreshes unless
+    /// another daemon already stored a newer one.
     pub async fn invalidate(&self) {
-        if let Some(tokens) = self.current.lock().await.as_mut() {
-            tokens.expires_at = 0;
-        }
+        let mut held = self.current.lock().await;
+        held.revoked = held.tokens.as_ref().map(|t| t.access_token.clone());
     }
 
     async fn refresh(&self, refresh_token: &SecretString) -> Result<TokenSet, ConnectorError> {

@@ -60,6 +60,18 @@ struct Inner {
     faults: Faults,
     writes: Vec<AppliedWrite>,
     stats: Stats,
+    oauth: Option<OAuth>,
+}
+
+/// An OAuth2 token endpoint whose refresh tokens rotate: each refresh returns a new refresh token
+/// and the old one stops working (like Xero and QuickBooks Online).
+struct OAuth {
+    client_id: String,
+    client_secret: String,
+    refresh_token: String,
+    access_tokens: Vec<String>,
+    lifetime_secs: u64,
+    refreshes: u64,
 }
 
 /// A running or not-yet-started teststore. Cloning shares the same store.
@@ -135,6 +147,24 @@ impl Sandbox {
         self.lock().stats.clone()
     }
 
+    /// Turns on `POST /oauth/token` (grant `refresh_token`, client credentials in Basic auth). The
+    /// access tokens it issues are accepted as bearer tokens beside the static one.
+    pub fn enable_oauth(&self, client_id: &str, client_secret: &str, refresh_token: &str, lifetime_secs: u64) {
+        self.lock().oauth = Some(OAuth {
+            client_id: client_id.into(),
+            client_secret: client_secret.into(),
+            refresh_token: refresh_token.into(),
+            access_tokens: Vec::new(),
+            lifetime_secs,
+            refreshes: 0,
+        });
+    }
+
+    /// The refresh token that works now, and how many refreshes were made.
+    pub fn oauth_state(&self) -> Option<(String, u64)> {
+        self.lock().oauth.as_ref().map(|o| (o.refresh_token.clone(), o.refreshes))
+    }
+
     pub fn set_faults(&self, faults: Faults) {
         self.lock().faults = faults;
     }
@@ -144,6 +174,7 @@ impl Sandbox {
         Router::new()
             .route("/api/{entity}", get(list))
             .route("/api/{entity}/batch", post(batch))
+            .route("/oauth/token", post(token))
             .with_state(self.clone())
     }
 
@@ -166,8 +197,9 @@ impl Sandbox {
         if !faults.latency.is_zero() {
             tokio::time::sleep(faults.latency).await;
         }
-        let expected = format!("Bearer {}", self.token);
-        if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(expected.as_str()) {
+        let given = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+        let issued = |t: &str| self.lock().oauth.as_ref().is_some_and(|o| o.access_tokens.iter().any(|a| a == t));
+        if !given.is_some_and(|t| t == &*self.token || issued(t)) {
             return Some(error(StatusCode::UNAUTHORIZED, "unauthorized", "Missing or invalid bearer token."));
         }
         let roll: f64 = rand::rng().random();
@@ -264,6 +296,55 @@ async fn list(
     h.insert("X-Total", total.into());
     h.insert("X-Total-Pages", total.div_ceil(per_page).into());
     response
+}
+
+#[derive(Deserialize)]
+struct TokenForm {
+    grant_type: String,
+    refresh_token: Option<String>,
+}
+
+fn oauth_error(status: StatusCode, error: &str) -> Response {
+    (status, Json(json!({"error": error}))).into_response()
+}
+
+async fn token(
+    State(sandbox): State<Sandbox>,
+    headers: HeaderMap,
+    axum::Form(form): axum::Form<TokenForm>,
+) -> Response {
+    let mut inner = sandbox.lock();
+    let Some(oauth) = inner.oauth.as_mut() else { return oauth_error(StatusCode::NOT_FOUND, "not_enabled") };
+    let client = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(decode_basic);
+    if client != Some((oauth.client_id.clone(), oauth.client_secret.clone())) {
+        return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client");
+    }
+    if form.grant_type != "refresh_token" {
+        return oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type");
+    }
+    if form.refresh_token.as_deref() != Some(oauth.refresh_token.as_str()) {
+        return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant");
+    }
+    oauth.refreshes += 1;
+    let n: u64 = rand::rng().random();
+    oauth.refresh_token = format!("refresh-{n:016x}");
+    let access = format!("access-{:016x}", rand::rng().random::<u64>());
+    oauth.access_tokens.push(access.clone());
+    Json(json!({
+        "access_token": access,
+        "refresh_token": oauth.refresh_token,
+        "expires_in": oauth.lifetime_secs,
+        "token_type": "Bearer",
+    }))
+    .into_response()
+}
+
+/// `Authorization: Basic ...` → (id, secret).
+fn decode_basic(header: &str) -> Option<(String, String)> {
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::STANDARD.decode(header.strip_prefix("Basic ")?.trim()).ok()?;
+    let (id, secret) = std::str::from_utf8(&bytes).ok()?.split_once(':')?;
+    Some((id.to_owned(), secret.to_owned()))
 }
 
 #[derive(Deserialize)]
