@@ -131,48 +131,31 @@ async fn enrich(engine: &Engine, pipeline: &Pipeline, item: Item) -> Result<(), 
         }
     };
     let usage = pipeline.usage(completion.usage);
-    if let Err(message) = pipeline.task.validate(&completion.answer) {
-        let message = format!("record {}: {message}", item.external_id);
-        store
-            .fail_enrichment(
-                &item,
-                owner,
-                EnrichFailure {
-                    error: &message,
-                    retryable: true,
-                    retry_after: None,
-                    raw_output: Some(&completion.raw),
-                    usage,
-                },
-                engine.retry_policy(),
-            )
-            .await?;
-        return Ok(());
+    // An answer that breaks the schema or fills none of the missing fields is unusable: retried.
+    let checked = pipeline.task.validate(&completion.answer).and_then(|()| {
+        let proposal = pipeline.task.proposal(&record, &completion.answer, &wanted, &pipeline.config.model);
+        if proposal.fields.is_empty() {
+            Err(format!("the answer has no value for the missing fields ({})", wanted.join(", ")))
+        } else {
+            Ok(proposal)
+        }
+    });
+    match checked {
+        Ok(proposal) => {
+            let approve_as = (pipeline.config.review.policy == ReviewPolicy::None).then_some("policy:none");
+            store.propose(&item, owner, &proposal, &completion.raw, usage, approve_as).await?;
+        }
+        Err(message) => {
+            let message = format!("record {}: {message}", item.external_id);
+            let failure = EnrichFailure {
+                error: &message,
+                retryable: true,
+                retry_after: None,
+                raw_output: Some(&completion.raw),
+                usage,
+            };
+            store.fail_enrichment(&item, owner, failure, engine.retry_policy()).await?;
+        }
     }
-    let proposal = pipeline.task.proposal(&record, &completion.answer, &wanted, &pipeline.config.model);
-    if proposal.fields.is_empty() {
-        let message = format!(
-            "record {}: the answer has no value for the missing fields ({})",
-            item.external_id,
-            wanted.join(", ")
-        );
-        store
-            .fail_enrichment(
-                &item,
-                owner,
-                EnrichFailure {
-                    error: &message,
-                    retryable: true,
-                    retry_after: None,
-                    raw_output: Some(&completion.raw),
-                    usage,
-                },
-                engine.retry_policy(),
-            )
-            .await?;
-        return Ok(());
-    }
-    let approve_as = (pipeline.config.review.policy == ReviewPolicy::None).then_some("policy:none");
-    store.propose(&item, owner, &proposal, &completion.raw, usage, approve_as).await?;
     Ok(())
 }
