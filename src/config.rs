@@ -218,6 +218,44 @@ fn default_timeout_seconds() -> f64 {
 #[derive(Debug)]
 pub enum ProviderConfig {
     OpenAi(OpenAiProvider),
+    Anthropic(AnthropicProvider),
+}
+
+/// `kind = "anthropic"`: the Anthropic Messages API.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnthropicProvider {
+    /// Without `/v1`.
+    #[serde(default = "default_anthropic_url")]
+    pub base_url: String,
+    pub api_key: Secret,
+    /// The `anthropic-version` header.
+    #[serde(default = "default_anthropic_version")]
+    pub version: String,
+    /// How the answer's schema is enforced: `tool` (a forced tool call; every model) or
+    /// `output_config` (structured outputs; newer models).
+    #[serde(default)]
+    pub structured_output: AnthropicStructuredOutput,
+    #[serde(default = "default_timeout_seconds")]
+    pub timeout_seconds: f64,
+    #[serde(default)]
+    pub prices: BTreeMap<String, PriceConfig>,
+}
+
+/// How Anthropic is made to answer in the task's schema.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AnthropicStructuredOutput {
+    #[default]
+    Tool,
+    OutputConfig,
+}
+
+fn default_anthropic_url() -> String {
+    "https://api.anthropic.com".into()
+}
+fn default_anthropic_version() -> String {
+    "2023-06-01".into()
 }
 
 /// `kind = "openai"`: OpenAI Chat Completions or any OpenAI-compatible server.
@@ -407,11 +445,12 @@ impl Config {
             let kind = take_kind(file, &prefix, &mut table)?;
             let provider = match kind.as_str() {
                 "openai" => ProviderConfig::OpenAi(section(file, &prefix, table)?),
+                "anthropic" => ProviderConfig::Anthropic(section(file, &prefix, table)?),
                 other => {
                     return Err(err(
                         file,
                         format!("{prefix}.kind"),
-                        format!("unknown provider kind {other:?}; available: \"openai\""),
+                        format!("unknown provider kind {other:?}; available: \"openai\", \"anthropic\""),
                     ));
                 }
             };

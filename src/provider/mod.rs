@@ -1,6 +1,7 @@
 //! Model providers: one interface for sending a prompt with an output schema and getting validated
 //! JSON back, with usage and cost. The set of provider kinds is closed, so it is an enum.
 
+mod anthropic;
 mod openai;
 
 use std::collections::BTreeMap;
@@ -11,6 +12,7 @@ use serde_json::Value;
 use crate::config::{PriceConfig, ProviderConfig};
 use crate::task::Prompt;
 
+pub use anthropic::Anthropic;
 pub use openai::OpenAi;
 
 /// What one request asks for.
@@ -76,18 +78,21 @@ impl ProviderError {
 /// A configured provider.
 pub enum Provider {
     OpenAi(OpenAi),
+    Anthropic(Anthropic),
 }
 
 impl Provider {
     pub fn build(name: &str, config: &ProviderConfig) -> Provider {
         match config {
             ProviderConfig::OpenAi(c) => Provider::OpenAi(OpenAi::new(name, c)),
+            ProviderConfig::Anthropic(c) => Provider::Anthropic(Anthropic::new(name, c)),
         }
     }
 
     pub async fn complete(&self, request: &CompletionRequest<'_>) -> Result<Completion, ProviderError> {
         match self {
             Provider::OpenAi(p) => p.complete(request).await,
+            Provider::Anthropic(p) => p.complete(request).await,
         }
     }
 
@@ -95,14 +100,17 @@ impl Provider {
     pub async fn check(&self) -> Result<(), ProviderError> {
         match self {
             Provider::OpenAi(p) => p.check().await,
+            Provider::Anthropic(p) => p.check().await,
         }
     }
 
     /// What `usage` costs on `model`, in micro-USD; `None` when the model has no known price.
     pub fn cost_micros(&self, model: &str, usage: TokenUsage) -> Option<i64> {
-        let price = match self {
-            Provider::OpenAi(p) => p.prices.get(model).copied().or_else(|| default_price(model))?,
+        let configured = match self {
+            Provider::OpenAi(p) => &p.prices,
+            Provider::Anthropic(p) => &p.prices,
         };
+        let price = configured.get(model).copied().or_else(|| default_price(model))?;
         let uncached = (usage.input - usage.cached_input).max(0) as f64;
         let cached = usage.cached_input.max(0) as f64;
         let micros = uncached * price.input
@@ -111,6 +119,27 @@ impl Provider {
         // Prices are USD per million tokens, so tokens × price is already micro-USD.
         Some(micros.round() as i64)
     }
+}
+
+/// Maps an HTTP failure to a provider error. A 429 that means the account is out of money (OpenAI
+/// `insufficient_quota`, Anthropic `enforced_spend_limit_reached`) is not a rate limit: not retried.
+pub(crate) fn from_http(e: enrichd_connector::ConnectorError) -> ProviderError {
+    let out_of_money = matches!(
+        e.code.as_deref(),
+        Some("insufficient_quota" | "billing_hard_limit_reached" | "enforced_spend_limit_reached")
+    );
+    let kind = if e.retryable && !out_of_money { ProviderErrorKind::Transient } else { ProviderErrorKind::Permanent };
+    ProviderError { kind, message: e.message, retry_after: e.retry_after, raw: None, usage: TokenUsage::default() }
+}
+
+/// Tool and schema names allow `[a-zA-Z0-9_-]{1,64}`.
+pub(crate) fn schema_name(name: &str) -> String {
+    let cleaned: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' })
+        .take(64)
+        .collect();
+    if cleaned.is_empty() { "answer".into() } else { cleaned }
 }
 
 /// Built-in prices (USD per million tokens), from `shared/research/ai_providers.md` §6. Config
@@ -136,5 +165,23 @@ mod tests {
         // 600k × 0.15 + 400k × 0.075 + 100k × 0.60 = 0.09 + 0.03 + 0.06 = $0.18
         assert_eq!(p.cost_micros("gpt-4o-mini", usage), Some(180_000));
         assert_eq!(p.cost_micros("unknown-model", usage), None);
+    }
+}
+
+#[cfg(test)]
+mod classification {
+    use super::*;
+    use enrichd_connector::ConnectorError;
+
+    #[test]
+    fn out_of_money_429s_are_not_retried() {
+        for code in ["insufficient_quota", "enforced_spend_limit_reached", "billing_hard_limit_reached"] {
+            let mut e = ConnectorError::transient("HTTP 429");
+            e.code = Some(code.into());
+            assert_eq!(from_http(e).kind, ProviderErrorKind::Permanent, "{code}");
+        }
+        let mut e = ConnectorError::transient("HTTP 429");
+        e.code = Some("rate_limit_error".into());
+        assert_eq!(from_http(e).kind, ProviderErrorKind::Transient);
     }
 }

@@ -9,7 +9,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Completion, CompletionRequest, ProviderError, ProviderErrorKind, TokenUsage};
+use super::{Completion, CompletionRequest, ProviderError, ProviderErrorKind, TokenUsage, from_http, schema_name};
 use crate::config::{OpenAiProvider, PriceConfig};
 
 pub struct OpenAi {
@@ -132,21 +132,4 @@ impl OpenAi {
             Err(e) => Err(bad(format!("{what}: the answer is not valid JSON: {e}"), Some(raw))),
         }
     }
-}
-
-/// OpenAI allows `[a-zA-Z0-9_-]{1,64}` for schema names.
-fn schema_name(name: &str) -> String {
-    let cleaned: String = name
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' })
-        .take(64)
-        .collect();
-    if cleaned.is_empty() { "answer".into() } else { cleaned }
-}
-
-fn from_http(e: enrichd_connector::ConnectorError) -> ProviderError {
-    // A 429 that means the account is out of money is not a rate limit.
-    let quota = matches!(e.code.as_deref(), Some("insufficient_quota" | "billing_hard_limit_reached"));
-    let kind = if e.retryable && !quota { ProviderErrorKind::Transient } else { ProviderErrorKind::Permanent };
-    ProviderError { kind, message: e.message, retry_after: e.retry_after, raw: None, usage: TokenUsage::default() }
 }

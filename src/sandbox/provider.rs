@@ -1,4 +1,4 @@
-//! An OpenAI-compatible model server for tests and demos ("simulated model"). Its answers are
+//! A model server for tests and demos, speaking OpenAI Chat Completions and Anthropic Messages ("simulated model"). Its answers are
 //! deterministic functions of the request: every string property of the requested schema is
 //! `"<property> for <first line of the user message>"` (cut to the schema's `maxLength`), so a test
 //! can tell which record an answer was produced for. Faults can be injected: latency, 5xx, 429 with
@@ -74,6 +74,7 @@ impl ProviderSandbox {
     pub fn router(&self) -> Router {
         Router::new()
             .route("/v1/chat/completions", post(chat))
+            .route("/v1/messages", post(messages))
             .route("/v1/models", get(models))
             .with_state(self.clone())
     }
@@ -91,12 +92,142 @@ impl ProviderSandbox {
         Ok(bound)
     }
 
+    /// `Authorization: Bearer KEY` (OpenAI) or `x-api-key: KEY` (Anthropic).
     fn authorized(&self, headers: &HeaderMap) -> bool {
-        match &self.api_key {
-            None => true,
-            Some(key) => headers.get("authorization").and_then(|v| v.to_str().ok()) == Some(&format!("Bearer {key}")),
-        }
+        let Some(key) = &self.api_key else { return true };
+        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        header("authorization") == Some(&format!("Bearer {key}")) || header("x-api-key") == Some(key)
     }
+
+    /// Counts the request, waits the injected latency, and picks the fault to inject, if any.
+    async fn begin(&self) -> (Faults, Option<Fault>) {
+        let faults = {
+            let mut inner = self.lock();
+            inner.stats.requests += 1;
+            inner.faults.clone()
+        };
+        if !faults.latency.is_zero() {
+            tokio::time::sleep(faults.latency).await;
+        }
+        let roll: f64 = rand::rng().random();
+        let fault = if roll < faults.rate_limit_rate {
+            Some(Fault::RateLimited)
+        } else if roll < faults.rate_limit_rate + faults.server_error_rate {
+            Some(Fault::ServerError)
+        } else {
+            None
+        };
+        if fault.is_some() {
+            self.lock().stats.faults += 1;
+        }
+        (faults, fault)
+    }
+
+    /// Whether to cut this answer off (and count it).
+    fn truncate(&self, faults: &Faults) -> bool {
+        let cut = rand::rng().random::<f64>() < faults.truncated_rate;
+        if cut {
+            self.lock().stats.faults += 1;
+        }
+        cut
+    }
+
+    fn answered(&self, subject: String) {
+        let mut inner = self.lock();
+        inner.stats.answered += 1;
+        inner.subjects.push(subject);
+    }
+}
+
+enum Fault {
+    RateLimited,
+    ServerError,
+}
+
+fn subject_of(user: &str) -> String {
+    user.lines().next().unwrap_or_default().trim().chars().take(80).collect()
+}
+
+fn anthropic_error(status: StatusCode, kind: &str, message: &str) -> Response {
+    (status, Json(json!({"type": "error", "error": {"type": kind, "message": message}}))).into_response()
+}
+
+async fn messages(State(sandbox): State<ProviderSandbox>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
+    let (faults, fault) = sandbox.begin().await;
+    if !sandbox.authorized(&headers) {
+        return anthropic_error(StatusCode::UNAUTHORIZED, "authentication_error", "invalid x-api-key");
+    }
+    if headers.get("anthropic-version").is_none() {
+        return anthropic_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "anthropic-version: header is required",
+        );
+    }
+    match fault {
+        Some(Fault::RateLimited) => {
+            let mut r = anthropic_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_error",
+                "Number of requests has exceeded your rate limit.",
+            );
+            r.headers_mut().insert("retry-after", HeaderValue::from_static("1"));
+            r.headers_mut().insert("anthropic-ratelimit-requests-remaining", HeaderValue::from_static("0"));
+            return r;
+        }
+        Some(Fault::ServerError) => {
+            return anthropic_error(StatusCode::from_u16(529).expect("valid"), "overloaded_error", "Overloaded");
+        }
+        None => {}
+    }
+    let (Some(model), Some(max_tokens), Some(msgs)) =
+        (body["model"].as_str(), body["max_tokens"].as_u64(), body["messages"].as_array())
+    else {
+        return anthropic_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "model, max_tokens and messages are required",
+        );
+    };
+    let user = msgs.iter().rev().find(|m| m["role"] == "user").and_then(|m| m["content"].as_str()).unwrap_or_default();
+    let subject = subject_of(user);
+    let forced_tool = body["tool_choice"]["type"] == "tool";
+    let schema = if forced_tool {
+        let name = &body["tool_choice"]["name"];
+        body["tools"].as_array().and_then(|t| t.iter().find(|t| &t["name"] == name)).map(|t| t["input_schema"].clone())
+    } else {
+        body["output_config"]["format"]["schema"].as_object().map(|_| body["output_config"]["format"]["schema"].clone())
+    };
+    let answer = answer_for(schema.as_ref().unwrap_or(&Value::Null), &subject, "answer");
+    let mut text = answer.to_string();
+    let mut stop = if forced_tool { "tool_use" } else { "end_turn" };
+    if sandbox.truncate(&faults) {
+        text.truncate(text.len() / 2);
+        stop = "max_tokens";
+    }
+    let content = if forced_tool && stop == "tool_use" {
+        json!([{"type": "tool_use", "id": "toolu_sandbox", "name": body["tool_choice"]["name"], "input": answer}])
+    } else {
+        json!([{"type": "text", "text": text}])
+    };
+    let system = body["system"].as_str().map_or(0, str::len);
+    sandbox.answered(subject);
+    Json(json!({
+        "id": "msg_sandbox",
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": content,
+        "stop_reason": stop,
+        "stop_sequence": null,
+        "usage": {
+            "input_tokens": (user.len() + system).div_ceil(4),
+            "output_tokens": text.len().div_ceil(4).min(max_tokens as usize),
+            "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": 0,
+        },
+    }))
+    .into_response()
 }
 
 fn error(status: StatusCode, kind: &str, code: &str, message: &str) -> Response {
@@ -117,14 +248,7 @@ async fn models(State(sandbox): State<ProviderSandbox>, headers: HeaderMap) -> R
 }
 
 async fn chat(State(sandbox): State<ProviderSandbox>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
-    let faults = {
-        let mut inner = sandbox.lock();
-        inner.stats.requests += 1;
-        inner.faults.clone()
-    };
-    if !faults.latency.is_zero() {
-        tokio::time::sleep(faults.latency).await;
-    }
+    let (faults, fault) = sandbox.begin().await;
     if !sandbox.authorized(&headers) {
         return error(
             StatusCode::UNAUTHORIZED,
@@ -133,45 +257,44 @@ async fn chat(State(sandbox): State<ProviderSandbox>, headers: HeaderMap, Json(b
             "Incorrect API key provided.",
         );
     }
-    let roll: f64 = rand::rng().random();
-    if roll < faults.rate_limit_rate {
-        sandbox.lock().stats.faults += 1;
-        let mut r =
-            error(StatusCode::TOO_MANY_REQUESTS, "requests", "rate_limit_exceeded", "Rate limit reached for requests.");
-        r.headers_mut().insert("retry-after", HeaderValue::from_static("1"));
-        r.headers_mut().insert("x-ratelimit-remaining-requests", HeaderValue::from_static("0"));
-        return r;
-    }
-    if roll < faults.rate_limit_rate + faults.server_error_rate {
-        sandbox.lock().stats.faults += 1;
-        return error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "server_error",
-            "server_error",
-            "The server had an error processing your request.",
-        );
+    match fault {
+        Some(Fault::RateLimited) => {
+            let mut r = error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "requests",
+                "rate_limit_exceeded",
+                "Rate limit reached for requests.",
+            );
+            r.headers_mut().insert("retry-after", HeaderValue::from_static("1"));
+            r.headers_mut().insert("x-ratelimit-remaining-requests", HeaderValue::from_static("0"));
+            return r;
+        }
+        Some(Fault::ServerError) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                "server_error",
+                "The server had an error processing your request.",
+            );
+        }
+        None => {}
     }
     let Some(messages) = body.get("messages").and_then(Value::as_array) else {
         return error(StatusCode::BAD_REQUEST, "invalid_request_error", "invalid_request", "'messages' is required.");
     };
     let user =
         messages.iter().rev().find(|m| m["role"] == "user").and_then(|m| m["content"].as_str()).unwrap_or_default();
-    let subject: String = user.lines().next().unwrap_or_default().trim().chars().take(80).collect();
+    let subject = subject_of(user);
     let schema = &body["response_format"]["json_schema"]["schema"];
     let answer = answer_for(schema, &subject, "answer");
     let mut content = answer.to_string();
     let mut finish = "stop";
-    if rand::rng().random::<f64>() < faults.truncated_rate {
+    if sandbox.truncate(&faults) {
         content.truncate(content.len() / 2);
         finish = "length";
-        sandbox.lock().stats.faults += 1;
     }
     let prompt_chars: usize = messages.iter().filter_map(|m| m["content"].as_str()).map(str::len).sum();
-    {
-        let mut inner = sandbox.lock();
-        inner.stats.answered += 1;
-        inner.subjects.push(subject);
-    }
+    sandbox.answered(subject);
     Json(json!({
         "id": "chatcmpl-sandbox",
         "object": "chat.completion",

@@ -143,7 +143,11 @@ fn platform_error(body: &str) -> (Option<String>, Option<String>) {
     let text = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_owned);
     let error = value.get("error");
     let code = text(value.get("code"))
-        .or_else(|| error.and_then(|e| text(e.get("code")).or_else(|| text(e.get("type")))))
+        .or_else(|| {
+            error.and_then(|e| {
+                text(e.pointer("/details/error_code")).or_else(|| text(e.get("code"))).or_else(|| text(e.get("type")))
+            })
+        })
         .or_else(|| text(error));
     let message = text(value.get("message"))
         .or_else(|| error.and_then(|e| text(e.get("message"))))
@@ -185,6 +189,9 @@ mod tests {
         let e = classify(StatusCode::TOO_MANY_REQUESTS, &HeaderMap::new(), body, "POST messages");
         assert_eq!(e.code.as_deref(), Some("rate_limit_error"));
         assert!(e.message.ends_with("slow down"));
+        let body = r#"{"type":"error","error":{"type":"rate_limit_error","message":"spend limit","details":{"error_code":"enforced_spend_limit_reached"}}}"#;
+        let e = classify(StatusCode::TOO_MANY_REQUESTS, &HeaderMap::new(), body, "POST messages");
+        assert_eq!(e.code.as_deref(), Some("enforced_spend_limit_reached"));
     }
 
     #[test]
