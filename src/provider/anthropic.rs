@@ -10,7 +10,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Completion, CompletionRequest, ProviderError, ProviderErrorKind, TokenUsage, from_http, schema_name};
+use super::{Completion, CompletionRequest, ProviderError, ProviderErrorKind, TokenUsage, call_json, schema_name};
 use crate::config::{AnthropicProvider, AnthropicStructuredOutput, PriceConfig};
 
 pub struct Anthropic {
@@ -57,10 +57,7 @@ impl Anthropic {
 
     pub async fn check(&self) -> Result<(), ProviderError> {
         let what = format!("provider {}: list models", self.name);
-        let response = http::send(self.request(self.http.get(format!("{}/v1/models", self.base_url))), &what)
-            .await
-            .map_err(from_http)?;
-        let _: Value = http::json(response, &what).await.map_err(from_http)?;
+        let _: Value = call_json(self.request(self.http.get(format!("{}/v1/models", self.base_url))), &what).await?;
         Ok(())
     }
 
@@ -97,8 +94,7 @@ impl Anthropic {
     pub async fn complete(&self, request: &CompletionRequest<'_>) -> Result<Completion, ProviderError> {
         let what = format!("provider {}: message with {}", self.name, request.model);
         let post = self.request(self.http.post(format!("{}/v1/messages", self.base_url))).json(&self.body(request));
-        let response = http::send(post, &what).await.map_err(from_http)?;
-        let message: MessageResponse = http::json(response, &what).await.map_err(from_http)?;
+        let message: MessageResponse = call_json(post, &what).await?;
         let usage = message
             .usage
             .map(|u| {

@@ -132,6 +132,15 @@ pub(crate) fn from_http(e: enrichd_connector::ConnectorError) -> ProviderError {
     ProviderError { kind, message: e.message, retry_after: e.retry_after, raw: None, usage: TokenUsage::default() }
 }
 
+/// Sends `request` and reads its JSON answer, with failures classified for providers.
+pub(crate) async fn call_json<T: serde::de::DeserializeOwned>(
+    request: reqwest::RequestBuilder,
+    what: &str,
+) -> Result<T, ProviderError> {
+    let response = enrichd_connector::http::send(request, what).await.map_err(from_http)?;
+    enrichd_connector::http::json(response, what).await.map_err(from_http)
+}
+
 /// Tool and schema names allow `[a-zA-Z0-9_-]{1,64}`.
 pub(crate) fn schema_name(name: &str) -> String {
     let cleaned: String = name

@@ -9,7 +9,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Completion, CompletionRequest, ProviderError, ProviderErrorKind, TokenUsage, from_http, schema_name};
+use super::{Completion, CompletionRequest, ProviderError, ProviderErrorKind, TokenUsage, call_json, schema_name};
 use crate::config::{OpenAiProvider, PriceConfig};
 
 pub struct OpenAi {
@@ -70,10 +70,7 @@ impl OpenAi {
 
     pub async fn check(&self) -> Result<(), ProviderError> {
         let what = format!("provider {}: list models", self.name);
-        let response = http::send(self.authorized(self.http.get(format!("{}/models", self.base_url))), &what)
-            .await
-            .map_err(from_http)?;
-        let _: Value = http::json(response, &what).await.map_err(from_http)?;
+        let _: Value = call_json(self.authorized(self.http.get(format!("{}/models", self.base_url))), &what).await?;
         Ok(())
     }
 
@@ -97,8 +94,7 @@ impl OpenAi {
             body["temperature"] = json!(t);
         }
         let post = self.authorized(self.http.post(format!("{}/chat/completions", self.base_url))).json(&body);
-        let response = http::send(post, &what).await.map_err(from_http)?;
-        let chat: ChatResponse = http::json(response, &what).await.map_err(from_http)?;
+        let chat: ChatResponse = call_json(post, &what).await?;
         let usage = chat
             .usage
             .map(|u| TokenUsage {
