@@ -69,6 +69,16 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Send a sample of the candidate records to the model and project cost and time for all of
+    /// them, realtime and in batch mode. Stores and writes nothing.
+    Estimate {
+        pipeline: String,
+        /// Candidate records to send.
+        #[arg(long, default_value_t = 20)]
+        sample: usize,
+        #[arg(long)]
+        json: bool,
+    },
     /// Show runs: item counts by state, spend, timings.
     Status {
         run_id: Option<i64>,
@@ -177,6 +187,16 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
             }
         }
         Command::Status { run_id, json } => status(&config, run_id, json).await,
+        Command::Estimate { pipeline, sample, json } => {
+            config.pipeline(&pipeline).map_err(config_error)?;
+            let estimate = crate::estimate::estimate(&config, &pipeline, sample).await.map_err(failed)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&estimate).expect("serialisable"));
+            } else {
+                print!("{}", estimate.report());
+            }
+            Ok(())
+        }
         Command::Sandbox(_) => unreachable!("handled above"),
     }
 }
@@ -460,7 +480,7 @@ fn summary_line(run: &Run, counts: &RunCounts) -> String {
     )
 }
 
-fn fmt_duration(d: Duration) -> String {
+pub(crate) fn fmt_duration(d: Duration) -> String {
     let s = d.as_secs();
     match s {
         0..60 => format!("{:.1}s", d.as_secs_f64()),

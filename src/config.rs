@@ -221,6 +221,16 @@ pub enum ProviderConfig {
     Anthropic(AnthropicProvider),
 }
 
+impl ProviderConfig {
+    /// Seconds between polls of a submitted batch.
+    pub fn batch_poll_seconds(&self) -> f64 {
+        match self {
+            ProviderConfig::OpenAi(c) => c.batch_poll_seconds,
+            ProviderConfig::Anthropic(c) => c.batch_poll_seconds,
+        }
+    }
+}
+
 /// `kind = "anthropic"`: the Anthropic Messages API.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -238,6 +248,17 @@ pub struct AnthropicProvider {
     pub structured_output: AnthropicStructuredOutput,
     #[serde(default = "default_timeout_seconds")]
     pub timeout_seconds: f64,
+    /// Requests per minute allowed on this credential (split between daemons sharing the database).
+    /// Without it the limit is learned from the provider's rate-limit headers.
+    pub requests_per_minute: Option<f64>,
+    /// Tokens per minute allowed on this credential (estimated before sending: prompt and answer).
+    pub tokens_per_minute: Option<f64>,
+    /// Override the provider's batch limits (requests per batch, bytes per batch).
+    pub batch_max_requests: Option<usize>,
+    pub batch_max_bytes: Option<usize>,
+    /// Seconds between status polls of a submitted batch.
+    #[serde(default = "default_batch_poll_seconds")]
+    pub batch_poll_seconds: f64,
     #[serde(default)]
     pub prices: BTreeMap<String, PriceConfig>,
 }
@@ -249,6 +270,18 @@ pub enum AnthropicStructuredOutput {
     #[default]
     Tool,
     OutputConfig,
+}
+
+fn default_batch_poll_seconds() -> f64 {
+    30.0
+}
+
+/// The header an API key travels in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeyHeader {
+    Bearer,
+    ApiKey,
 }
 
 fn default_anthropic_url() -> String {
@@ -266,8 +299,28 @@ pub struct OpenAiProvider {
     pub base_url: String,
     /// Optional for local servers.
     pub api_key: Option<Secret>,
+    /// Azure OpenAI's classic URLs: with `api_version` set, `base_url` is the resource endpoint
+    /// (`https://RESOURCE.openai.azure.com`), requests go to
+    /// `/openai/deployments/{model}/chat/completions?api-version=…` (the pipeline's `model` is the
+    /// deployment name) and the key travels in an `api-key` header. Azure's `/openai/v1` URLs need no
+    /// `api_version`: set `base_url` to `https://RESOURCE.openai.azure.com/openai/v1` and `auth = "api-key"`.
+    pub api_version: Option<String>,
+    /// How the key is sent: `bearer` (`Authorization: Bearer`, the default) or `api-key` (Azure;
+    /// the default when `api_version` is set).
+    pub auth: Option<KeyHeader>,
     #[serde(default = "default_timeout_seconds")]
     pub timeout_seconds: f64,
+    /// Requests per minute allowed on this credential (split between daemons sharing the database).
+    /// Without it the limit is learned from the provider's rate-limit headers.
+    pub requests_per_minute: Option<f64>,
+    /// Tokens per minute allowed on this credential (estimated before sending: prompt and answer).
+    pub tokens_per_minute: Option<f64>,
+    /// Override the provider's batch limits (requests per batch, bytes per batch).
+    pub batch_max_requests: Option<usize>,
+    pub batch_max_bytes: Option<usize>,
+    /// Seconds between status polls of a submitted batch.
+    #[serde(default = "default_batch_poll_seconds")]
+    pub batch_poll_seconds: f64,
     /// Prices per model in USD per million tokens; override or extend the built-in table.
     #[serde(default)]
     pub prices: BTreeMap<String, PriceConfig>,
@@ -304,6 +357,14 @@ pub struct TaskConfig {
     #[serde(default = "default_max_output_tokens")]
     pub max_output_tokens: u32,
     pub temperature: Option<f32>,
+    /// Records per model request. Above 1, records are packed into one prompt with their ids and
+    /// the answer is an `items` list mapped back by id (`max_output_tokens` is then per record).
+    #[serde(default = "default_items_per_request")]
+    pub items_per_request: u32,
+}
+
+fn default_items_per_request() -> u32 {
+    1
 }
 
 fn default_task_version() -> String {
@@ -357,9 +418,11 @@ fn default_page_size() -> u32 {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
-    /// One request per item as it is claimed.
+    /// One request per item (or pack) as it is claimed.
     #[default]
     Realtime,
+    /// The provider's batch API: about half price, results within hours (at most 24).
+    Batch,
 }
 
 /// Which records need enriching. A record is a candidate when any listed field is missing (absent,
@@ -584,6 +647,22 @@ impl Config {
             }
             if p.page_size == 0 || p.page_size > 1000 {
                 return Err(err(file, at("page_size"), "must be between 1 and 1000"));
+            }
+            if p.mode == Mode::Batch {
+                let batchable = match &self.providers[&p.provider] {
+                    ProviderConfig::OpenAi(o) => o.api_version.is_none(),
+                    _ => true,
+                };
+                if !batchable {
+                    return Err(err(
+                        file,
+                        at("mode"),
+                        format!(
+                            "provider {:?} uses Azure's classic deployment URLs, which have no batch API: use base_url \".../openai/v1\" with auth = \"api-key\" for batch mode",
+                            p.provider
+                        ),
+                    ));
+                }
             }
             if p.budget_usd.is_some_and(|b| !(b.is_finite() && b > 0.0)) {
                 return Err(err(file, at("budget_usd"), "must be a positive amount"));

@@ -5,6 +5,7 @@
 pub mod cli;
 pub mod config;
 pub mod engine;
+pub mod estimate;
 pub mod provider;
 pub mod sandbox;
 pub mod scheduler;

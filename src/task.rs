@@ -32,6 +32,10 @@ pub struct Task {
     pub fields: BTreeMap<String, String>,
     pub max_output_tokens: u32,
     pub temperature: Option<f32>,
+    /// Records per request (packing); 1 sends each record alone.
+    pub items_per_request: usize,
+    /// The answer schema of a packed request: `{items: [{id, …task schema…}]}`.
+    pub packed_schema: Value,
 }
 
 impl std::fmt::Debug for Task {
@@ -71,6 +75,15 @@ impl Task {
                 return Err((format!("fields.{property}"), format!("{property:?} is not a property of output_schema")));
             }
         }
+        if cfg.items_per_request == 0 || cfg.items_per_request > 100 {
+            return Err(("items_per_request".into(), "must be between 1 and 100".into()));
+        }
+        if properties.contains_key("id") && cfg.items_per_request > 1 {
+            return Err((
+                "output_schema.properties.id".into(),
+                "packing (items_per_request > 1) adds an `id` property to each answer: rename this one".into(),
+            ));
+        }
         if cfg.max_output_tokens == 0 {
             return Err(("max_output_tokens".into(), "must be at least 1".into()));
         }
@@ -83,7 +96,10 @@ impl Task {
         hash.update([0]);
         hash.update(serde_json::to_string(&cfg.fields).unwrap_or_default());
         let version = format!("{}-{}", cfg.version, &hex::encode(hash.finalize())[..10]);
+        let packed_schema = packed_schema(&schema);
         Ok(Task {
+            items_per_request: cfg.items_per_request as usize,
+            packed_schema,
             name: name.to_owned(),
             version,
             env,
@@ -123,6 +139,47 @@ impl Task {
         }
         let system = if self.has_system { Some(render("system")?) } else { None };
         Ok(Prompt { system, user })
+    }
+
+    /// One prompt for several records: each record's own prompt in an `<item id="…">` block, to be
+    /// answered as `{items: [{id, …}]}`. The system prompt is the task's.
+    pub fn render_pack(&self, entity: &str, records: &[&Record]) -> Result<Prompt, String> {
+        let mut user = format!(
+            "{} records follow, each in its own item block (with an id attribute) holding its own instructions. Answer every one: \
+             return `items`, one entry per record, each with the record's `id` copied exactly.\n",
+            records.len()
+        );
+        let mut system = None;
+        for record in records {
+            let prompt = self.render(entity, record)?;
+            system = prompt.system;
+            user.push_str(&format!(
+                "\n<item id=\"{}\">\n{}\n</item>\n",
+                record.id.replace('"', ""),
+                prompt.user.replace("</item", "<\\/item")
+            ));
+        }
+        Ok(Prompt { system, user })
+    }
+
+    /// Splits a packed answer by record id: each id with the answers given for it (more than one is
+    /// an error the caller handles), `id` removed. Entries without a string id are dropped.
+    pub fn unpack(&self, answer: &Value) -> BTreeMap<String, Vec<Value>> {
+        let mut out: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+        for entry in answer.get("items").and_then(Value::as_array).into_iter().flatten() {
+            let Some(id) = entry
+                .get("id")
+                .and_then(|v| v.as_str().map(str::to_owned).or_else(|| v.as_i64().map(|n| n.to_string())))
+            else {
+                continue;
+            };
+            let mut entry = entry.clone();
+            if let Some(map) = entry.as_object_mut() {
+                map.remove("id");
+            }
+            out.entry(id).or_default().push(entry);
+        }
+        out
     }
 
     /// Checks an answer against the schema; the error lists what is wrong and where.
@@ -165,6 +222,23 @@ impl Task {
         }
         Proposal { fields, model: model.to_owned(), task_version: self.version.clone() }
     }
+}
+
+/// `{items: [{id, …schema…}]}` for packed requests.
+fn packed_schema(schema: &Value) -> Value {
+    let mut item = schema.clone();
+    if let Some(props) = item.get_mut("properties").and_then(Value::as_object_mut) {
+        props.insert("id".into(), json!({"type": "string"}));
+    }
+    let mut required: Vec<Value> = item.get("required").and_then(Value::as_array).cloned().unwrap_or_default();
+    required.insert(0, json!("id"));
+    item["required"] = Value::Array(required);
+    json!({
+        "type": "object",
+        "additionalProperties": false,
+        "required": ["items"],
+        "properties": {"items": {"type": "array", "items": item}},
+    })
 }
 
 #[cfg(test)]
@@ -225,6 +299,27 @@ mod tests {
         assert_eq!(p.fields["description"].before, json!(""));
         assert_eq!(p.fields["description"].proposed, json!("New text"));
         assert!(p.task_version.starts_with("1-"));
+    }
+
+    #[test]
+    fn packs_records_and_maps_answers_back_by_id() {
+        let mut c = cfg("Product {{ record.id }}: describe it.");
+        c.items_per_request = 3;
+        let task = Task::build("t", &c).unwrap();
+        let (mut a, mut b) = (record(), record());
+        a.id = "11".into();
+        b.id = "12".into();
+        let prompt = task.render_pack("product", &[&a, &b]).unwrap();
+        assert!(prompt.user.contains("<item id=\"11\">\nProduct 11: describe it."), "{}", prompt.user);
+        assert!(prompt.user.contains("<item id=\"12\">\nProduct 12: describe it."));
+        assert_eq!(task.packed_schema["properties"]["items"]["items"]["required"][0], "id");
+        let answer = json!({"items": [
+            {"id": "11", "description": "For eleven"}, {"id": "12", "description": "Twelve a"},
+            {"id": "12", "description": "Twelve b"}, {"description": "no id"}]});
+        let split = task.unpack(&answer);
+        assert_eq!(split["11"], vec![json!({"description": "For eleven"})]);
+        assert_eq!(split["12"].len(), 2, "a duplicate id is visible to the caller");
+        assert_eq!(split.len(), 2);
     }
 
     #[test]

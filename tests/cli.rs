@@ -201,3 +201,35 @@ async fn check_tests_connections_and_run_limit_dry_run_and_status() {
     assert!(text(&out).contains("connections.shop: teststore: list product: HTTP 401 unauthorized"), "{}", text(&out));
     assert!(!text(&out).contains("guessed-token-123"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn estimate_samples_the_model_and_projects_cost_with_the_batch_price() {
+    let sb = sandboxes(60, 3).await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("e.db").display());
+    let options = ConfigOptions { extra_provider: "requests_per_minute = 6000", ..Default::default() };
+    let path = write_config(dir.path(), &db, &sb, &options);
+    let p = path.clone();
+    let out = tokio::task::spawn_blocking(move || enrichd(&p, &["estimate", "catalogue", "--sample", "4", "--json"]))
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let e: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((e["records_read"].as_u64(), e["candidates"].as_u64()), (Some(60), Some(20)));
+    assert_eq!((e["sampled"].as_u64(), e["usable"].as_u64()), (Some(4), Some(4)));
+    assert_eq!(sb.provider.stats().requests, 4, "only the sample reached the model");
+    let per = e["cost_per_record_usd"].as_f64().unwrap();
+    let total = e["realtime_cost_usd"].as_f64().unwrap();
+    assert!(per > 0.0 && (total - per * 20.0).abs() < 1e-12, "{e}");
+    assert!((e["batch_cost_usd"].as_f64().unwrap() - total / 2.0).abs() < 1e-12, "batch is half price: {e}");
+    assert!(sb.store.writes().is_empty(), "an estimate writes nothing");
+    assert!(!dir.path().join("e.db").exists(), "and stores nothing");
+
+    let p = path.clone();
+    let out =
+        tokio::task::spawn_blocking(move || enrichd(&p, &["estimate", "catalogue", "--sample", "2"])).await.unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let report = text(&out);
+    assert!(report.contains("records read 60, candidates 20"), "{report}");
+    assert!(report.contains("batch mode: $") && report.contains("(50% off)"), "{report}");
+}

@@ -8,73 +8,12 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{ConfigOptions, Sandboxes, TestDb, expected_description, sandboxes, set_secret_env, write_config};
+use common::harness::{harness, start_run, work};
+use common::{ConfigOptions, Sandboxes, TestDb, expected_description, write_config};
 use enrichd::config::Config;
-use enrichd::engine::{Engine, drain};
-use enrichd::store::{ItemState, NewRun, Run, RunStart, RunStatus};
+use enrichd::engine::Engine;
+use enrichd::store::{ItemState, RunStatus};
 use serde_json::json;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
-
-struct Harness {
-    sb: Sandboxes,
-    engine: Arc<Engine>,
-    _dir: tempfile::TempDir,
-}
-
-async fn harness(db: &TestDb, products: u64, missing_every: u64, options: ConfigOptions) -> Harness {
-    set_secret_env();
-    let sb = sandboxes(products, missing_every).await;
-    let dir = tempfile::tempdir().unwrap();
-    let path = write_config(dir.path(), &db.url, &sb, &options);
-    let config = Config::load(&path).unwrap();
-    let engine = Arc::new(Engine::build(&config, db.store.clone()));
-    Harness { sb, engine, _dir: dir }
-}
-
-async fn start_run(engine: &Engine) -> Run {
-    let store = &engine.store;
-    let max_attempts = engine.pipelines["catalogue"].config.max_attempts as i64;
-    let new = NewRun {
-        pipeline: "catalogue".into(),
-        scheduled_for: None,
-        item_limit: None,
-        max_attempts,
-        budget_micros: None,
-    };
-    match store.create_run(&new).await.unwrap() {
-        RunStart::Created(r) | RunStart::AlreadyActive(r) => r,
-        RunStart::TickTaken => unreachable!(),
-    }
-}
-
-/// Works the run until it leaves discovering/running (or `timeout`), then drains.
-async fn work(engine: &Arc<Engine>, run_id: i64, timeout: Duration) -> Run {
-    let stop = CancellationToken::new();
-    let upkeep_stop = CancellationToken::new();
-    let tracker = TaskTracker::new();
-    let upkeep = engine.spawn_upkeep(upkeep_stop.clone());
-    let pipeline = engine.pipelines["catalogue"].clone();
-    let worker = {
-        let (e, s, t) = (engine.clone(), stop.clone(), tracker.clone());
-        tokio::spawn(async move { e.work_pipeline(pipeline, Some(run_id), s, t).await })
-    };
-    let deadline = tokio::time::Instant::now() + timeout;
-    let run = loop {
-        let run = engine.store.run(run_id).await.unwrap();
-        if !matches!(run.status, RunStatus::Discovering | RunStatus::Running) || tokio::time::Instant::now() > deadline
-        {
-            break run;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    stop.cancel();
-    drain(engine, &tracker, Duration::from_secs(5)).await;
-    worker.await.unwrap();
-    upkeep_stop.cancel();
-    upkeep.await.unwrap();
-    run
-}
 
 async fn enriches_exactly_the_records_missing_fields(db: &TestDb) {
     let h = harness(db, 250, 5, ConfigOptions::default()).await;
@@ -260,7 +199,31 @@ async fn permanent_errors_are_dead_with_their_reason(db: &TestDb) {
     assert!(sb.store.writes().is_empty());
 }
 
+async fn schema_invalid_answers_are_retried_then_dead_with_the_raw_output(db: &TestDb) {
+    let h = harness(db, 3, 1, ConfigOptions { max_attempts: 2, ..Default::default() }).await;
+    let path = h._dir.path().join("enrichd.toml");
+    // The sandbox answers prose; this schema wants digits only.
+    let text = std::fs::read_to_string(&path).unwrap().replace("minLength = 10", "pattern = \"^[0-9]+$\"");
+    std::fs::write(&path, text).unwrap();
+    let config = Config::load(&path).unwrap();
+    let engine = Arc::new(Engine::build(&config, db.store.clone()));
+    let run = start_run(&engine).await;
+    let run = work(&engine, run.id, Duration::from_secs(30)).await;
+    assert_eq!(run.status, RunStatus::Done, "{:?}", run.status_reason);
+    let dead = db.store.items(run.id, Some(ItemState::Dead), 10).await.unwrap();
+    assert_eq!(dead.len(), 3);
+    for item in dead {
+        assert_eq!(item.attempts, 2, "retried up to max_attempts");
+        let error = item.last_error.unwrap();
+        assert!(error.contains("/description") && error.contains("schema"), "{error}");
+        assert!(item.raw_output.unwrap().contains("description for Product"), "the unusable answer is kept");
+    }
+    assert_eq!(h.sb.provider.stats().answered, 6);
+    assert!(h.sb.store.writes().is_empty(), "nothing invalid was written");
+}
+
 on_both_backends! {
+    schema_invalid => schema_invalid_answers_are_retried_then_dead_with_the_raw_output;
     enriches_missing => enriches_exactly_the_records_missing_fields;
     review_holds => review_holds_proposals_until_approved;
     conflicts => upstream_edits_become_conflicts_and_are_never_clobbered;

@@ -1,18 +1,23 @@
-//! Enrichment: claims queued items up to the pipeline's concurrency, asks the model, validates the
+//! Enrichment: claims queued items up to the pipeline's concurrency, asks the model (one record per
+//! request, or several packed into one when the task sets `items_per_request`), validates the
 //! answer, and records a proposal (approved at once under `review.policy = "none"`) or a failure.
+//! Batch mode (`batch.rs`) shares the preparing and judging done here.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use enrichd_connector::{Record, Version};
+use serde_json::Value;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::{Engine, Pipeline, pause};
 use crate::config::ReviewPolicy;
-use crate::provider::CompletionRequest;
+use crate::provider::{CompletionRequest, ProviderError, ProviderErrorKind, TokenUsage};
 use crate::select::wanted_fields;
-use crate::store::{Claim, EnrichFailure, Item, StoreError, Work};
+use crate::store::{Claim, EnrichFailure, Item, Proposal, StoreError, Usage, Work};
+use crate::task::Prompt;
 
 pub(super) async fn enrich_loop(
     engine: Arc<Engine>,
@@ -22,6 +27,7 @@ pub(super) async fn enrich_loop(
     tracker: TaskTracker,
 ) {
     let slots = Arc::new(Semaphore::new(pipeline.config.concurrency));
+    let per_request = pipeline.task.items_per_request;
     loop {
         // Wait for at least one free slot, then take every free one.
         let first = tokio::select! {
@@ -37,7 +43,7 @@ pub(super) async fn enrich_loop(
             run_id: only_run,
             work: Work::Enrich,
             owner: &engine.owner,
-            limit: permits.len(),
+            limit: permits.len() * per_request,
             lease: engine.lease(),
         };
         let items = match engine.store.claim(&claim).await {
@@ -54,18 +60,48 @@ pub(super) async fn enrich_loop(
             }
             continue;
         }
-        for item in items {
-            let permit = permits.pop().expect("claimed no more items than permits");
+        for pack in packs(items, per_request) {
+            // More packs than permits can only happen when solo items split a claim: wait for a slot.
+            let permit = match permits.pop() {
+                Some(p) => p,
+                None => slots.clone().acquire_owned().await.expect("semaphore is never closed"),
+            };
             let (engine, pipeline) = (engine.clone(), pipeline.clone());
             tracker.spawn(async move {
-                let id = item.id;
-                if let Err(e) = enrich(&engine, &pipeline, item).await {
-                    log_store_error(id, "enrichment", &e);
+                let ids: Vec<i64> = pack.iter().map(|i| i.id).collect();
+                if let Err(e) = enrich_pack(&engine, &pipeline, pack).await {
+                    for id in ids {
+                        log_store_error(id, "enrichment", &e);
+                    }
                 }
                 drop(permit);
             });
         }
     }
+}
+
+/// Groups claimed items into requests of up to `per_request` records: items marked solo go alone,
+/// and a pack never holds the same record twice.
+pub(super) fn packs(items: Vec<Item>, per_request: usize) -> Vec<Vec<Item>> {
+    let mut out: Vec<Vec<Item>> = Vec::new();
+    let mut open: Vec<Item> = Vec::new();
+    let mut seen = BTreeSet::new();
+    for item in items {
+        if per_request <= 1 || item.solo {
+            out.push(vec![item]);
+            continue;
+        }
+        if open.len() == per_request || seen.contains(&item.external_id) {
+            out.push(std::mem::take(&mut open));
+            seen.clear();
+        }
+        seen.insert(item.external_id.clone());
+        open.push(item);
+    }
+    if !open.is_empty() {
+        out.push(open);
+    }
+    out
 }
 
 pub(super) fn log_store_error(item: i64, phase: &str, e: &StoreError) {
@@ -79,83 +115,246 @@ pub(super) fn log_store_error(item: i64, phase: &str, e: &StoreError) {
     }
 }
 
-async fn enrich(engine: &Engine, pipeline: &Pipeline, item: Item) -> Result<(), StoreError> {
-    let store = &engine.store;
-    let owner = engine.owner.as_str();
-    let record = Record {
-        id: item.external_id.clone(),
-        version: Version(item.record_version.clone()),
-        fields: item.input_fields()?,
-        attachments: Vec::new(),
-    };
-    let wanted = wanted_fields(&pipeline.config.select, pipeline.task.fields.values(), &record);
-    if wanted.is_empty() {
-        store.skip_leased(&item, owner, "nothing is missing").await?;
-        return Ok(());
+/// An item ready to be asked about: its record as pulled and the fields it lacks.
+pub(super) struct Prepared {
+    pub item: Item,
+    pub record: Record,
+    pub wanted: Vec<String>,
+}
+
+/// Builds the record of a leased item and settles the items that need no model call (nothing
+/// missing: skipped). Returns the rest.
+pub(super) async fn prepare(
+    engine: &Engine,
+    pipeline: &Pipeline,
+    items: Vec<Item>,
+) -> Result<Vec<Prepared>, StoreError> {
+    let mut out = Vec::with_capacity(items.len());
+    for item in items {
+        let record = Record {
+            id: item.external_id.clone(),
+            version: Version(item.record_version.clone()),
+            fields: item.input_fields()?,
+            attachments: Vec::new(),
+        };
+        let wanted = wanted_fields(&pipeline.config.select, pipeline.task.fields.values(), &record);
+        if wanted.is_empty() {
+            engine.store.skip_leased(&item, &engine.owner, "nothing is missing").await?;
+            continue;
+        }
+        out.push(Prepared { item, record, wanted });
     }
-    let prompt = match pipeline.task.render(&pipeline.config.entity, &record) {
-        Ok(p) => p,
+    Ok(out)
+}
+
+/// The prompt for one request: the record's own, or a packed one. A template error is permanent
+/// for every item of the request and is recorded here; `None` then.
+pub(super) async fn prompt_for(
+    engine: &Engine,
+    pipeline: &Pipeline,
+    pack: &[Prepared],
+) -> Result<Option<Prompt>, StoreError> {
+    let rendered = if pack.len() == 1 {
+        pipeline.task.render(&pipeline.config.entity, &pack[0].record)
+    } else {
+        let records: Vec<&Record> = pack.iter().map(|p| &p.record).collect();
+        pipeline.task.render_pack(&pipeline.config.entity, &records)
+    };
+    match rendered {
+        Ok(p) => Ok(Some(p)),
         Err(message) => {
-            store.fail_enrichment(&item, owner, EnrichFailure::permanent(&message), engine.retry_policy()).await?;
-            return Ok(());
+            for p in pack {
+                engine
+                    .store
+                    .fail_enrichment(&p.item, &engine.owner, EnrichFailure::permanent(&message), engine.retry_policy())
+                    .await?;
+            }
+            Ok(None)
         }
-    };
-    let request = CompletionRequest {
+    }
+}
+
+/// The request for a prompt covering `records` records.
+pub(super) fn request_for<'a>(pipeline: &'a Pipeline, prompt: &'a Prompt, records: usize) -> CompletionRequest<'a> {
+    let packed = records > 1;
+    CompletionRequest {
         model: &pipeline.config.model,
-        prompt: &prompt,
+        prompt,
         schema_name: &pipeline.task.name,
-        schema: &pipeline.task.schema,
-        max_output_tokens: pipeline.task.max_output_tokens,
+        schema: if packed { &pipeline.task.packed_schema } else { &pipeline.task.schema },
+        max_output_tokens: pipeline.task.max_output_tokens.saturating_mul(records as u32),
         temperature: pipeline.task.temperature,
-    };
-    let completion = match pipeline.provider.complete(&request).await {
-        Ok(c) => c,
-        Err(e) => {
-            let usage = pipeline.usage(e.usage);
-            let message = format!("record {}: {}", item.external_id, e.message);
-            store
-                .fail_enrichment(
-                    &item,
-                    owner,
-                    EnrichFailure {
-                        error: &message,
-                        retryable: e.retryable(),
-                        retry_after: e.retry_after,
-                        raw_output: e.raw.as_deref(),
-                        usage,
-                    },
-                    engine.retry_policy(),
-                )
-                .await?;
-            return Ok(());
-        }
-    };
-    let usage = pipeline.usage(completion.usage);
-    // An answer that breaks the schema or fills none of the missing fields is unusable: retried.
-    let checked = pipeline.task.validate(&completion.answer).and_then(|()| {
-        let proposal = pipeline.task.proposal(&record, &completion.answer, &wanted, &pipeline.config.model);
+    }
+}
+
+/// Where an item's outcome is recorded from: a lease (realtime) or a batch.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Holder<'a> {
+    Lease(&'a str),
+    Batch { id: i64, actor: &'a str },
+}
+
+/// Checks one record's answer and proposes it, or records why it is unusable (retried).
+pub(super) async fn record_answer(
+    engine: &Engine,
+    pipeline: &Pipeline,
+    holder: Holder<'_>,
+    prepared: &Prepared,
+    answer: &Value,
+    raw: &str,
+    usage: Usage,
+) -> Result<(), StoreError> {
+    let checked = pipeline.task.validate(answer).and_then(|()| {
+        let proposal = pipeline.task.proposal(&prepared.record, answer, &prepared.wanted, &pipeline.config.model);
         if proposal.fields.is_empty() {
-            Err(format!("the answer has no value for the missing fields ({})", wanted.join(", ")))
+            Err(format!("the answer has no value for the missing fields ({})", prepared.wanted.join(", ")))
         } else {
             Ok(proposal)
         }
     });
     match checked {
-        Ok(proposal) => {
-            let approve_as = (pipeline.config.review.policy == ReviewPolicy::None).then_some("policy:none");
-            store.propose(&item, owner, &proposal, &completion.raw, usage, approve_as).await?;
-        }
+        Ok(proposal) => propose(engine, pipeline, holder, &prepared.item, &proposal, raw, usage).await,
         Err(message) => {
-            let message = format!("record {}: {message}", item.external_id);
-            let failure = EnrichFailure {
-                error: &message,
-                retryable: true,
-                retry_after: None,
-                raw_output: Some(&completion.raw),
-                usage,
-            };
-            store.fail_enrichment(&item, owner, failure, engine.retry_policy()).await?;
+            let message = format!("record {}: {message}", prepared.item.external_id);
+            let failure =
+                EnrichFailure { error: &message, retryable: true, retry_after: None, raw_output: Some(raw), usage };
+            record_failure(engine, holder, &prepared.item, failure, true).await
         }
     }
+}
+
+async fn propose(
+    engine: &Engine,
+    pipeline: &Pipeline,
+    holder: Holder<'_>,
+    item: &Item,
+    proposal: &Proposal,
+    raw: &str,
+    usage: Usage,
+) -> Result<(), StoreError> {
+    let approve_as = (pipeline.config.review.policy == ReviewPolicy::None).then_some("policy:none");
+    match holder {
+        Holder::Lease(owner) => engine.store.propose(item, owner, proposal, raw, usage, approve_as).await?,
+        Holder::Batch { id, actor } => {
+            engine.store.propose_batched(item, id, actor, proposal, raw, usage, approve_as).await?
+        }
+    };
     Ok(())
+}
+
+/// Records a failed attempt for `item`.
+pub(super) async fn record_failure(
+    engine: &Engine,
+    holder: Holder<'_>,
+    item: &Item,
+    failure: EnrichFailure<'_>,
+    count_attempt: bool,
+) -> Result<(), StoreError> {
+    match holder {
+        Holder::Lease(owner) => engine.store.fail_enrichment(item, owner, failure, engine.retry_policy()).await?,
+        Holder::Batch { id, actor } => {
+            engine.store.fail_batched(item, id, actor, failure, engine.retry_policy(), count_attempt).await?
+        }
+    };
+    Ok(())
+}
+
+/// Records a provider error against every item of a request, each billed its share.
+pub(super) async fn record_provider_error(
+    engine: &Engine,
+    pipeline: &Pipeline,
+    holder: Holder<'_>,
+    pack: &[Prepared],
+    e: &ProviderError,
+) -> Result<(), StoreError> {
+    let usage = share(pipeline, e.usage, pack.len());
+    for p in pack {
+        let message = format!("record {}: {}", p.item.external_id, e.message);
+        let failure = EnrichFailure {
+            error: &message,
+            retryable: e.retryable(),
+            retry_after: e.retry_after,
+            raw_output: e.raw.as_deref(),
+            usage,
+        };
+        record_failure(engine, holder, &p.item, failure, e.kind != ProviderErrorKind::NotRun).await?;
+    }
+    Ok(())
+}
+
+/// `usage` priced on the pipeline's model and split evenly over `n` items.
+pub(super) fn share(pipeline: &Pipeline, usage: TokenUsage, n: usize) -> Usage {
+    let whole = pipeline.usage(usage);
+    let n = n.max(1) as i64;
+    Usage {
+        input_tokens: whole.input_tokens / n,
+        output_tokens: whole.output_tokens / n,
+        cost_micros: whole.cost_micros / n,
+    }
+}
+
+/// Records the answer to a request for `pack`: one record's answer directly; a packed answer split
+/// by id, where an item left out (or answered twice) goes back to the queue to be sent alone.
+pub(super) async fn record_completion(
+    engine: &Engine,
+    pipeline: &Pipeline,
+    holder: Holder<'_>,
+    pack: &[Prepared],
+    answer: &Value,
+    raw: &str,
+    usage: TokenUsage,
+) -> Result<(), StoreError> {
+    let usage = share(pipeline, usage, pack.len());
+    if pack.len() == 1 {
+        return record_answer(engine, pipeline, holder, &pack[0], answer, raw, usage).await;
+    }
+    let mut split = pipeline.task.unpack(answer);
+    for p in pack {
+        match split.remove(&p.item.external_id).as_deref() {
+            Some([one]) => record_answer(engine, pipeline, holder, p, one, raw, usage).await?,
+            other => {
+                let reason = format!(
+                    "record {}: the packed answer {} it; it will be sent on its own",
+                    p.item.external_id,
+                    if other.is_none() { "left out" } else { "answered more than once for" }
+                );
+                match holder {
+                    Holder::Lease(owner) => {
+                        engine.store.requeue_solo(&p.item, owner, &reason).await?;
+                    }
+                    Holder::Batch { .. } => {
+                        let failure = EnrichFailure {
+                            error: &reason,
+                            retryable: true,
+                            retry_after: None,
+                            raw_output: Some(raw),
+                            usage,
+                        };
+                        record_failure(engine, holder, &p.item, failure, false).await?;
+                        engine.store.mark_solo(p.item.id).await?;
+                    }
+                }
+            }
+        }
+    }
+    if !split.is_empty() {
+        tracing::warn!(pipeline = %pipeline.name, ids = ?split.keys().collect::<Vec<_>>(), "the packed answer held ids that were not asked about; ignored");
+    }
+    Ok(())
+}
+
+async fn enrich_pack(engine: &Engine, pipeline: &Pipeline, items: Vec<Item>) -> Result<(), StoreError> {
+    let pack = prepare(engine, pipeline, items).await?;
+    if pack.is_empty() {
+        return Ok(());
+    }
+    let Some(prompt) = prompt_for(engine, pipeline, &pack).await? else {
+        return Ok(());
+    };
+    let request = request_for(pipeline, &prompt, pack.len());
+    let holder = Holder::Lease(&engine.owner);
+    match pipeline.provider.complete(&request).await {
+        Ok(c) => record_completion(engine, pipeline, holder, &pack, &c.answer, &c.raw, c.usage).await,
+        Err(e) => record_provider_error(engine, pipeline, holder, &pack, &e).await,
+    }
 }

@@ -6,6 +6,7 @@
 //! open, and records the outcome as one transition. Several loops, processes or daemons can run the
 //! same pipeline: the store's claims keep them from sharing an item.
 
+mod batch;
 mod discovery;
 mod enrich;
 mod writeback;
@@ -19,7 +20,7 @@ use secrecy::ExposeSecret;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{Config, ConnectionConfig, DaemonConfig, PipelineConfig};
+use crate::config::{Config, ConnectionConfig, DaemonConfig, Mode, PipelineConfig};
 use crate::provider::{Provider, TokenUsage};
 use crate::store::{RetryPolicy, RunStatus, Store, Usage};
 use crate::task::Task;
@@ -31,6 +32,8 @@ pub struct Pipeline {
     pub connector: Arc<dyn Connector>,
     pub provider: Arc<Provider>,
     pub task: Arc<Task>,
+    /// Seconds between polls of a submitted batch (from the provider's config).
+    pub batch_poll_seconds: f64,
 }
 
 impl Pipeline {
@@ -90,6 +93,7 @@ impl Engine {
                     connector: connectors[&p.connection].clone(),
                     provider: providers[&p.provider].clone(),
                     task: tasks[&p.task].clone(),
+                    batch_poll_seconds: config.providers[&p.provider].batch_poll_seconds(),
                 };
                 (name.clone(), Arc::new(pipeline))
             })
@@ -134,6 +138,7 @@ impl Engine {
                         if let Err(e) = engine.store.heartbeat(&engine.owner, lease).await {
                             tracing::warn!(error = %e, "lease heartbeat failed");
                         }
+                        engine.share_rate_limits(beat).await;
                     }
                     _ = reaper.tick() => match engine.store.reclaim_expired(&format!("reaper:{}", engine.owner)).await {
                         Ok(ids) if !ids.is_empty() => tracing::warn!(count = ids.len(), "reclaimed items whose lease expired"),
@@ -143,6 +148,20 @@ impl Engine {
                 }
             }
         })
+    }
+
+    /// Registers this process as alive and splits every provider's rate limits between the daemons
+    /// seen recently, so several daemons on one database keep to one credential's limit together.
+    pub async fn share_rate_limits(&self, beat: Duration) {
+        let window = (beat.as_millis() as i64 * 3).max(1000);
+        match self.store.daemon_heartbeat(&self.owner, window).await {
+            Ok(daemons) => {
+                for provider in self.providers.values() {
+                    provider.gate().set_share(daemons);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "daemon heartbeat failed; rate limits stay as they were"),
+        }
     }
 
     /// Runs every phase of `pipeline` (all its runs, or only `only_run`) until `stop`. In-flight
@@ -155,8 +174,16 @@ impl Engine {
         tracker: TaskTracker,
     ) {
         let discover = tokio::spawn(discovery::discovery_loop(self.clone(), pipeline.clone(), only_run, stop.clone()));
-        let enrich =
-            tokio::spawn(enrich::enrich_loop(self.clone(), pipeline.clone(), only_run, stop.clone(), tracker.clone()));
+        let enrich = match pipeline.config.mode {
+            Mode::Realtime => tokio::spawn(enrich::enrich_loop(
+                self.clone(),
+                pipeline.clone(),
+                only_run,
+                stop.clone(),
+                tracker.clone(),
+            )),
+            Mode::Batch => tokio::spawn(batch::batch_loop(self.clone(), pipeline.clone(), only_run, stop.clone())),
+        };
         let write =
             tokio::spawn(writeback::write_loop(self.clone(), pipeline.clone(), only_run, stop.clone(), tracker));
         let settle = tokio::spawn(settle_loop(self.clone(), pipeline, only_run, stop));
@@ -203,6 +230,9 @@ pub async fn drain(engine: &Engine, tracker: &TaskTracker, grace: Duration) {
             grace_s = grace.as_secs_f64(),
             "in-flight work did not finish within the shutdown grace; releasing its leases"
         );
+    }
+    if let Err(e) = engine.store.daemon_gone(&engine.owner).await {
+        tracing::warn!(error = %e, "could not remove this daemon from the live list; it ages out");
     }
     match engine.store.release(&engine.owner).await {
         Ok(0) => {}

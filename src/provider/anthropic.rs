@@ -3,6 +3,7 @@
 //! outputs (newer models), as `structured_output` says.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use enrichd_connector::http;
@@ -10,7 +11,10 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Completion, CompletionRequest, ProviderError, ProviderErrorKind, TokenUsage, call_json, schema_name};
+use super::{
+    BatchLimits, BatchPoll, BatchResult, Completion, CompletionRequest, ProviderError, ProviderErrorKind, RateGate,
+    TokenUsage, call_json, schema_name,
+};
 use crate::config::{AnthropicProvider, AnthropicStructuredOutput, PriceConfig};
 
 pub struct Anthropic {
@@ -21,7 +25,20 @@ pub struct Anthropic {
     structured: AnthropicStructuredOutput,
     http: reqwest::Client,
     pub(super) prices: BTreeMap<String, PriceConfig>,
+    pub(super) gate: Arc<RateGate>,
+    batch_limits: BatchLimits,
 }
+
+#[derive(Deserialize)]
+struct BatchObject {
+    id: String,
+    processing_status: String,
+    results_url: Option<String>,
+}
+
+/// Anthropic's documented per-batch limits: 100,000 requests, 256 MB.
+const MAX_BATCH_REQUESTS: usize = 100_000;
+const MAX_BATCH_BYTES: usize = 256 * 1024 * 1024;
 
 #[derive(Deserialize)]
 struct MessageResponse {
@@ -48,6 +65,11 @@ impl Anthropic {
             structured: config.structured_output,
             http: http::client(Duration::from_secs_f64(config.timeout_seconds)),
             prices: config.prices.clone(),
+            gate: Arc::new(RateGate::new(name, config.requests_per_minute, config.tokens_per_minute)),
+            batch_limits: BatchLimits {
+                max_requests: config.batch_max_requests.unwrap_or(MAX_BATCH_REQUESTS).min(MAX_BATCH_REQUESTS),
+                max_bytes: config.batch_max_bytes.unwrap_or(MAX_BATCH_BYTES).min(MAX_BATCH_BYTES),
+            },
         }
     }
 
@@ -57,7 +79,8 @@ impl Anthropic {
 
     pub async fn check(&self) -> Result<(), ProviderError> {
         let what = format!("provider {}: list models", self.name);
-        let _: Value = call_json(self.request(self.http.get(format!("{}/v1/models", self.base_url))), &what).await?;
+        let _: Value =
+            call_json(self.request(self.http.get(format!("{}/v1/models", self.base_url))), &what, &self.gate).await?;
         Ok(())
     }
 
@@ -94,7 +117,77 @@ impl Anthropic {
     pub async fn complete(&self, request: &CompletionRequest<'_>) -> Result<Completion, ProviderError> {
         let what = format!("provider {}: message with {}", self.name, request.model);
         let post = self.request(self.http.post(format!("{}/v1/messages", self.base_url))).json(&self.body(request));
-        let message: MessageResponse = call_json(post, &what).await?;
+        let message: Value = call_json(post, &what, &self.gate).await?;
+        self.parse(message, &what, request.max_output_tokens)
+    }
+
+    pub fn batch_limits(&self) -> BatchLimits {
+        self.batch_limits
+    }
+
+    /// One request of a Message Batch.
+    pub fn batch_line(&self, custom_id: &str, request: &CompletionRequest<'_>) -> Value {
+        json!({"custom_id": custom_id, "params": self.body(request)})
+    }
+
+    /// Creates a Message Batch. Anthropic batches carry no metadata, so `tag` only names it in logs.
+    pub async fn submit_batch(&self, tag: &str, lines: &[Value]) -> Result<String, ProviderError> {
+        let what = format!("provider {}: batch {tag}", self.name);
+        let post = self
+            .request(self.http.post(format!("{}/v1/messages/batches", self.base_url)))
+            .json(&json!({"requests": lines}));
+        let batch: BatchObject = call_json(post, &what, &self.gate).await?;
+        Ok(batch.id)
+    }
+
+    pub async fn poll_batch(&self, id: &str, max_output_tokens: u32) -> Result<BatchPoll, ProviderError> {
+        let what = format!("provider {}: batch {id}", self.name);
+        let get = self.request(self.http.get(format!("{}/v1/messages/batches/{id}", self.base_url)));
+        let batch: BatchObject = call_json(get, &what, &self.gate).await?;
+        if batch.processing_status != "ended" {
+            return Ok(BatchPoll::Running);
+        }
+        let Some(url) = batch.results_url else {
+            return Ok(BatchPoll::Ended { status: "ended".into(), results: Vec::new() });
+        };
+        let url = if url.starts_with("http") { url } else { format!("{}{url}", self.base_url) };
+        let response = http::send(self.request(self.http.get(url)), &what).await.map_err(super::from_http)?;
+        let text = response.text().await.map_err(|e| super::transient(format!("{what}: reading results: {e}")))?;
+        let mut results = Vec::new();
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            let Ok(line) = serde_json::from_str::<Value>(line) else {
+                tracing::warn!(batch = id, "skipping a batch result line that is not JSON");
+                continue;
+            };
+            let Some(custom_id) = line["custom_id"].as_str() else { continue };
+            let what = format!("{what}: {custom_id}");
+            let result = &line["result"];
+            let outcome = match result["type"].as_str() {
+                Some("succeeded") => self.parse(result["message"].clone(), &what, max_output_tokens),
+                Some("errored") => {
+                    let kind = result["error"]["error"]["type"].as_str().unwrap_or("error");
+                    let message =
+                        format!("{what}: {kind}: {}", result["error"]["error"]["message"].as_str().unwrap_or(""));
+                    // Anthropic: fix the request for invalid_request_error; retry as is otherwise.
+                    if kind == "invalid_request_error" {
+                        Err(super::permanent(message))
+                    } else {
+                        Err(super::transient(message))
+                    }
+                }
+                Some(other @ ("expired" | "canceled")) => Err(super::not_run(format!("{what}: {other}"))),
+                Some(other) => Err(super::transient(format!("{what}: {other}"))),
+                None => Err(super::transient(format!("{what}: no result"))),
+            };
+            results.push(BatchResult { custom_id: custom_id.to_owned(), outcome });
+        }
+        Ok(BatchPoll::Ended { status: "ended".into(), results })
+    }
+
+    /// A Messages response body → the answer, classified when it is unusable.
+    fn parse(&self, message: Value, what: &str, max_output_tokens: u32) -> Result<Completion, ProviderError> {
+        let message: MessageResponse = serde_json::from_value(message)
+            .map_err(|e| super::transient(format!("{what}: the response is not a message: {e}")))?;
         let usage = message
             .usage
             .map(|u| {
@@ -120,7 +213,7 @@ impl Anthropic {
             Some("refusal") => return Err(bad(format!("{what}: the model refused"), Some(raw))),
             Some("max_tokens") => {
                 return Err(bad(
-                    format!("{what}: the answer was cut off at max_output_tokens ({})", request.max_output_tokens),
+                    format!("{what}: the answer was cut off at max_output_tokens ({max_output_tokens})"),
                     Some(raw),
                 ));
             }

@@ -2,6 +2,7 @@
 //! JSON back, with usage and cost. The set of provider kinds is closed, so it is an enum.
 
 mod anthropic;
+pub mod limit;
 mod openai;
 
 use std::collections::BTreeMap;
@@ -11,6 +12,7 @@ use serde_json::Value;
 
 use crate::config::{PriceConfig, ProviderConfig};
 use crate::task::Prompt;
+pub use limit::RateGate;
 
 pub use anthropic::Anthropic;
 pub use openai::OpenAi;
@@ -55,6 +57,9 @@ pub enum ProviderErrorKind {
     Permanent,
     /// The model answered, but not with usable JSON (truncated, invalid, refused).
     BadAnswer,
+    /// The provider never ran the request (its batch expired or was cancelled): sent again without
+    /// counting an attempt.
+    NotRun,
 }
 
 /// A failed request, classified, with whatever the model did send.
@@ -69,10 +74,70 @@ pub struct ProviderError {
     pub usage: TokenUsage,
 }
 
+/// An error that trying again will not fix.
+pub(crate) fn permanent(message: String) -> ProviderError {
+    ProviderError {
+        kind: ProviderErrorKind::Permanent,
+        message,
+        retry_after: None,
+        raw: None,
+        usage: TokenUsage::default(),
+    }
+}
+
+/// A batch line the provider never ran.
+pub(crate) fn not_run(message: String) -> ProviderError {
+    ProviderError {
+        kind: ProviderErrorKind::NotRun,
+        message,
+        retry_after: None,
+        raw: None,
+        usage: TokenUsage::default(),
+    }
+}
+
+/// An error that may pass.
+pub(crate) fn transient(message: String) -> ProviderError {
+    ProviderError {
+        kind: ProviderErrorKind::Transient,
+        message,
+        retry_after: None,
+        raw: None,
+        usage: TokenUsage::default(),
+    }
+}
+
 impl ProviderError {
     pub fn retryable(&self) -> bool {
         !matches!(self.kind, ProviderErrorKind::Permanent)
     }
+}
+
+/// Limits of one provider batch (requests and bytes of the serialized lines).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchLimits {
+    pub max_requests: usize,
+    pub max_bytes: usize,
+}
+
+/// The outcome of one line of a provider batch, matched back by `custom_id`.
+#[derive(Debug)]
+pub struct BatchResult {
+    pub custom_id: String,
+    /// Expired, cancelled and errored lines are `Err` (transient unless the error says otherwise).
+    pub outcome: Result<Completion, ProviderError>,
+}
+
+/// Where a submitted batch stands.
+#[derive(Debug)]
+pub enum BatchPoll {
+    /// Still queued or running.
+    Running,
+    /// Ended (completed, expired or cancelled): the results there are. Lines without a result
+    /// (e.g. an expired batch that dropped them) are simply absent.
+    Ended { status: String, results: Vec<BatchResult> },
+    /// The provider refused or lost the whole batch (validation failure, gone): no results.
+    Failed { message: String },
 }
 
 /// A configured provider.
@@ -89,10 +154,62 @@ impl Provider {
         }
     }
 
+    /// The rate gate of this provider's credential.
+    pub fn gate(&self) -> &RateGate {
+        match self {
+            Provider::OpenAi(p) => &p.gate,
+            Provider::Anthropic(p) => &p.gate,
+        }
+    }
+
+    /// Sends one request once it may go under the credential's rate limits.
     pub async fn complete(&self, request: &CompletionRequest<'_>) -> Result<Completion, ProviderError> {
+        self.gate().acquire(estimate_tokens(request)).await;
         match self {
             Provider::OpenAi(p) => p.complete(request).await,
             Provider::Anthropic(p) => p.complete(request).await,
+        }
+    }
+
+    /// The provider's batch limits, or `None` when it has no batch API.
+    pub fn batch_limits(&self) -> Option<BatchLimits> {
+        match self {
+            Provider::OpenAi(p) => p.batch_limits(),
+            Provider::Anthropic(p) => Some(p.batch_limits()),
+        }
+    }
+
+    /// One batch line for `request`, in the provider's own format.
+    pub fn batch_line(&self, custom_id: &str, request: &CompletionRequest<'_>) -> Value {
+        match self {
+            Provider::OpenAi(p) => p.batch_line(custom_id, request),
+            Provider::Anthropic(p) => p.batch_line(custom_id, request),
+        }
+    }
+
+    /// Submits `lines` (all for `model`) as one batch tagged `tag`; returns the provider's batch id.
+    pub async fn submit_batch(&self, tag: &str, _model: &str, lines: &[Value]) -> Result<String, ProviderError> {
+        self.gate().acquire(1).await;
+        match self {
+            Provider::OpenAi(p) => p.submit_batch(tag, lines).await,
+            Provider::Anthropic(p) => p.submit_batch(tag, lines).await,
+        }
+    }
+
+    /// The batch submitted with `tag`, when the provider can tell (OpenAI metadata, Gemini display
+    /// name). Anthropic batches carry no tag: `None`.
+    pub async fn find_batch(&self, tag: &str) -> Result<Option<String>, ProviderError> {
+        match self {
+            Provider::OpenAi(p) => p.find_batch(tag).await,
+            Provider::Anthropic(_) => Ok(None),
+        }
+    }
+
+    pub async fn poll_batch(&self, id: &str, max_output_tokens: u32) -> Result<BatchPoll, ProviderError> {
+        self.gate().acquire(1).await;
+        match self {
+            Provider::OpenAi(p) => p.poll_batch(id, max_output_tokens).await,
+            Provider::Anthropic(p) => p.poll_batch(id, max_output_tokens).await,
         }
     }
 
@@ -121,6 +238,12 @@ impl Provider {
     }
 }
 
+/// Tokens a request will use at most: its prompt (about four characters a token) and its answer.
+pub fn estimate_tokens(request: &CompletionRequest<'_>) -> u32 {
+    let chars = request.prompt.user.len() + request.prompt.system.as_ref().map_or(0, String::len);
+    (chars.div_ceil(4) as u32).saturating_add(request.max_output_tokens)
+}
+
 /// Maps an HTTP failure to a provider error. A 429 that means the account is out of money (OpenAI
 /// `insufficient_quota`, Anthropic `enforced_spend_limit_reached`) is not a rate limit: not retried.
 pub(crate) fn from_http(e: enrichd_connector::ConnectorError) -> ProviderError {
@@ -133,11 +256,25 @@ pub(crate) fn from_http(e: enrichd_connector::ConnectorError) -> ProviderError {
 }
 
 /// Sends `request` and reads its JSON answer, with failures classified for providers.
+/// Rate-limit headers of every answer feed `gate`; a 429 that is a rate limit closes it for everyone
+/// on the credential.
 pub(crate) async fn call_json<T: serde::de::DeserializeOwned>(
     request: reqwest::RequestBuilder,
     what: &str,
+    gate: &RateGate,
 ) -> Result<T, ProviderError> {
-    let response = enrichd_connector::http::send(request, what).await.map_err(from_http)?;
+    let response = match enrichd_connector::http::send(request, what).await {
+        Ok(r) => r,
+        Err(e) => {
+            let rate_limited = e.status == Some(429);
+            let error = from_http(e);
+            if rate_limited && error.kind == ProviderErrorKind::Transient {
+                gate.rate_limited_for(error.retry_after);
+            }
+            return Err(error);
+        }
+    };
+    gate.observe(response.headers());
     enrichd_connector::http::json(response, what).await.map_err(from_http)
 }
 

@@ -12,9 +12,9 @@ use sqlx::{Any, Row, Transaction};
 use super::{Backend, ItemState, Result, Store, StoreError, now_ms, parse_col, placeholders};
 use enrichd_connector::retry::backoff;
 
-const ITEM_COLUMNS: &str = "id, run_id, pipeline, entity, external_id, state, prev_state, attempts, write_attempts, \
+pub(super) const ITEM_COLUMNS: &str = "id, run_id, pipeline, entity, external_id, state, prev_state, attempts, write_attempts, \
     max_attempts, next_attempt_at, lease_owner, lease_expires_at, record_version, input, input_hash, task_version, \
-    proposal, raw_output, written_version, cost_micros, tokens_in, tokens_out, last_error, created_at, updated_at";
+    proposal, raw_output, written_version, cost_micros, tokens_in, tokens_out, last_error, created_at, updated_at, batch_id, batch_line, solo";
 
 /// One record's trip through one run.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -52,10 +52,16 @@ pub struct Item {
     pub last_error: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
+    /// The provider batch the item is (or was last) in.
+    pub batch_id: Option<i64>,
+    /// Its line in that batch (`custom_id`); items packed together share one.
+    pub batch_line: Option<String>,
+    /// A packed answer left it out: it is sent on its own.
+    pub solo: bool,
 }
 
 impl Item {
-    fn from_row(row: &AnyRow) -> Result<Item> {
+    pub(super) fn from_row(row: &AnyRow) -> Result<Item> {
         let opt_state = |col: &str| -> Result<Option<ItemState>> {
             let v: Option<String> = row.try_get(col)?;
             v.map(|s| s.parse().map_err(StoreError::Corrupt)).transpose()
@@ -92,6 +98,9 @@ impl Item {
             last_error: row.try_get("last_error")?,
             created_at: row.try_get("created_at")?,
             updated_at: row.try_get("updated_at")?,
+            batch_id: row.try_get("batch_id")?,
+            batch_line: row.try_get("batch_line")?,
+            solo: row.try_get::<i64, _>("solo")? != 0,
         })
     }
 
@@ -211,25 +220,25 @@ pub(super) struct NewEvent {
 }
 
 #[derive(Debug, Clone)]
-enum Bind {
+pub(super) enum Bind {
     I64(i64),
     Text(String),
     OptText(Option<String>),
 }
 
 /// One transition: the states it may start from, where it goes, and what else it sets.
-struct Move<'a> {
-    from: &'a [ItemState],
-    to: ItemState,
+pub(super) struct Move<'a> {
+    pub(super) from: &'a [ItemState],
+    pub(super) to: ItemState,
     /// Required lease holder for leaving a leased state.
-    owner: Option<&'a str>,
-    sets: Vec<(&'static str, Bind)>,
-    raw_sets: &'a [&'static str],
+    pub(super) owner: Option<&'a str>,
+    pub(super) sets: Vec<(&'static str, Bind)>,
+    pub(super) raw_sets: &'a [&'static str],
     /// An extra `column = value` condition (optimistic check).
-    guard: Option<(&'static str, Bind)>,
-    actor: &'a str,
-    detail: Option<Value>,
-    run_usage: Option<Usage>,
+    pub(super) guard: Option<(&'static str, Bind)>,
+    pub(super) actor: &'a str,
+    pub(super) detail: Option<Value>,
+    pub(super) run_usage: Option<Usage>,
 }
 
 fn bind_all<'q>(
@@ -281,13 +290,13 @@ impl Default for RetryPolicy {
 }
 
 impl Store {
-    async fn apply(&self, id: i64, mv: Move<'_>) -> Result<Item> {
+    pub(super) async fn apply(&self, id: i64, mv: Move<'_>) -> Result<Item> {
         self.apply_all(id, vec![mv]).await
     }
 
     /// Applies transitions one after another in a single database transaction (each with its event),
     /// so no one ever sees the states in between. All or nothing.
-    async fn apply_all(&self, id: i64, moves: Vec<Move<'_>>) -> Result<Item> {
+    pub(super) async fn apply_all(&self, id: i64, moves: Vec<Move<'_>>) -> Result<Item> {
         for mv in &moves {
             if let Some(from) = mv.from.iter().find(|f| !f.can_become(mv.to)) {
                 return Err(StoreError::IllegalTransition { item: id, from: *from, to: mv.to });
@@ -986,7 +995,7 @@ impl Store {
     }
 }
 
-fn approve_move(actor: &str) -> Move<'_> {
+pub(super) fn approve_move(actor: &str) -> Move<'_> {
     Move {
         from: &[ItemState::Proposed, ItemState::Edited],
         to: ItemState::Approved,

@@ -11,6 +11,7 @@
 //! lease's owner; no transaction is held across a network call (callers do network work between
 //! store calls).
 
+mod batches;
 mod credentials;
 mod items;
 mod runs;
@@ -22,6 +23,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor, Row};
 
+pub use batches::{BatchRow, NewBatch};
 pub use credentials::CredentialVault;
 pub use items::{
     Claim, EnrichFailure, EventRecord, FieldChange, Item, NewItem, PriorItem, Proposal, RetryPolicy, Usage, Work,

@@ -106,7 +106,7 @@ impl RunCounts {
     /// Items the machine can still move without a human.
     pub fn machine_pending(&self) -> i64 {
         use ItemState::*;
-        self.sum(&[Discovered, Queued, Enriching, Approved, Writing, WriteFailed])
+        self.sum(&[Discovered, Queued, Enriching, Batched, Approved, Writing, WriteFailed])
     }
     pub fn awaiting_review(&self) -> i64 {
         self.sum(&[ItemState::Proposed, ItemState::Edited])

@@ -11,6 +11,8 @@ pub enum ItemState {
     Discovered,
     Queued,
     Enriching,
+    /// In a provider batch, waiting for its result (no lease: batches take hours).
+    Batched,
     Proposed,
     Edited,
     Approved,
@@ -26,10 +28,11 @@ pub enum ItemState {
 use ItemState::*;
 
 impl ItemState {
-    pub const ALL: [ItemState; 13] = [
+    pub const ALL: [ItemState; 14] = [
         Discovered,
         Queued,
         Enriching,
+        Batched,
         Proposed,
         Edited,
         Approved,
@@ -47,6 +50,7 @@ impl ItemState {
             Discovered => "discovered",
             Queued => "queued",
             Enriching => "enriching",
+            Batched => "batched",
             Proposed => "proposed",
             Edited => "edited",
             Approved => "approved",
@@ -65,7 +69,8 @@ impl ItemState {
         match self {
             Discovered => &[Queued, Skipped],
             Queued => &[Enriching, Skipped, Dead],
-            Enriching => &[Proposed, Queued, Skipped, Dead],
+            Enriching => &[Proposed, Queued, Skipped, Dead, Batched],
+            Batched => &[Proposed, Queued, Dead],
             Proposed => &[Approved, Rejected, Edited],
             Edited => &[Edited, Approved, Rejected],
             Approved => &[Writing],

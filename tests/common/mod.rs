@@ -5,6 +5,8 @@
 //! where they fail.
 #![allow(dead_code)]
 
+pub mod harness;
+
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use enrichd::store::Store;
@@ -130,11 +132,22 @@ pub struct ConfigOptions {
     pub lease_seconds: f64,
     pub max_attempts: u32,
     pub extra_pipeline: &'static str,
+    /// Lines added to `[providers.sim]` and `[tasks.copy]`.
+    pub extra_provider: &'static str,
+    pub extra_task: &'static str,
 }
 
 impl Default for ConfigOptions {
     fn default() -> Self {
-        Self { policy: "none", concurrency: 8, lease_seconds: 5.0, max_attempts: 5, extra_pipeline: "" }
+        Self {
+            policy: "none",
+            concurrency: 8,
+            lease_seconds: 5.0,
+            max_attempts: 5,
+            extra_pipeline: "",
+            extra_provider: "",
+            extra_task: "",
+        }
     }
 }
 
@@ -171,11 +184,13 @@ kind = "openai"
 base_url = "{provider}"
 api_key = "${{TEST_PROVIDER_KEY}}"
 timeout_seconds = 10
+{extra_provider}
 
 [tasks.copy]
 prompt = "Product {{{{ record.id }}}}: write its description."
 output_schema = {{ type = "object", additionalProperties = false, required = ["description"], properties = {{ description = {{ type = "string", minLength = 10 }} }} }}
 fields = {{ description = "description" }}
+{extra_task}
 
 [pipelines.catalogue]
 connection = "shop"
@@ -196,6 +211,8 @@ review = {{ policy = "{policy}" }}
         max_attempts = o.max_attempts,
         policy = o.policy,
         extra = o.extra_pipeline,
+        extra_provider = o.extra_provider,
+        extra_task = o.extra_task,
     );
     let path = dir.join("enrichd.toml");
     std::fs::write(&path, text).unwrap();

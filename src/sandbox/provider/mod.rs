@@ -1,0 +1,595 @@
+//! A model server for tests, benchmarks and demos ("simulated model"). It speaks OpenAI Chat
+//! Completions (also under Azure's two URL styles), Anthropic Messages, and both providers' batch
+//! APIs. Its answers are deterministic functions of the request: every string property of the
+//! requested schema is `"<property> for <subject>"`, where the subject is the first line of the user
+//! message (cut to the schema's `maxLength`), so a test can tell which record an answer was produced
+//! for. A packed prompt (several `<item id="…">` blocks answered as `{items: [{id, …}]}`) is answered
+//! per item, the subject being each block's first line.
+//!
+//! Faults can be injected: latency, 5xx, 429 with the provider's real headers (with or without
+//! `retry-after`), out-of-money 429s, requests that hang past the client's timeout, answers cut
+//! off mid-JSON, invalid JSON, refusals, packed answers that drop an id, batches that expire with
+//! partial results. A request rate can be enforced as a token bucket, reported in the providers'
+//! rate-limit headers on every answer, with 429s beyond it.
+
+mod anthropic;
+mod openai;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::http::HeaderMap;
+use rand::Rng;
+use serde_json::{Map, Value, json};
+
+/// Faults injected into model requests (realtime requests, and the lines of batches).
+#[derive(Debug, Clone, Default)]
+pub struct Faults {
+    pub latency: Duration,
+    pub server_error_rate: f64,
+    pub rate_limit_rate: f64,
+    /// Injected 429s carry no `retry-after` (the client must back off on its own).
+    pub rate_limit_without_retry_after: bool,
+    /// Share of requests refused with an out-of-money 429 (`insufficient_quota`,
+    /// `enforced_spend_limit_reached`).
+    pub quota_rate: f64,
+    /// Share of requests that hang for `hang` before answering (so the client's timeout fires).
+    pub timeout_rate: f64,
+    pub hang: Duration,
+    /// Share of answers cut off mid-JSON (`finish_reason: "length"`, `stop_reason: "max_tokens"`).
+    pub truncated_rate: f64,
+    /// Share of answers that are not JSON at all.
+    pub invalid_json_rate: f64,
+    /// Share of answers that are refusals.
+    pub refusal_rate: f64,
+    /// Share of packed answers that leave out one item.
+    pub packed_drop_rate: f64,
+    /// Status polls a batch takes before it ends (0 and 1 both mean: ended at the first poll).
+    pub batch_polls: u32,
+    /// A batch expires after answering this many of its lines; the rest come back expired.
+    pub batch_expire_after: Option<usize>,
+}
+
+/// A request rate the sandbox enforces, like a provider account's limit.
+#[derive(Debug, Clone, Copy)]
+pub struct RateLimit {
+    pub requests_per_second: f64,
+}
+
+/// Request counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Realtime requests received (including refused ones).
+    pub requests: u64,
+    /// Realtime answers given, plus batch lines answered.
+    pub answered: u64,
+    /// Injected faults.
+    pub faults: u64,
+    /// 429s sent because the enforced rate limit was exceeded.
+    pub rate_limited: u64,
+    /// Batches created.
+    pub batches: u64,
+    /// Requests received inside batches.
+    pub batch_lines: u64,
+}
+
+/// A request as received, for checking what clients send.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub method: &'static str,
+    pub path: String,
+    pub body: Value,
+}
+
+struct Bucket {
+    limit: RateLimit,
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    fn capacity(&self) -> f64 {
+        self.limit.requests_per_second.max(1.0)
+    }
+
+    fn refill(&mut self) {
+        let now = Instant::now();
+        self.tokens = (self.tokens + now.duration_since(self.at).as_secs_f64() * self.limit.requests_per_second)
+            .min(self.capacity());
+        self.at = now;
+    }
+
+    /// Time until the bucket is full again.
+    fn reset(&self) -> Duration {
+        Duration::from_secs_f64(((self.capacity() - self.tokens) / self.limit.requests_per_second).max(0.0))
+    }
+}
+
+/// What the rate-limit headers of an answer report.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RateState {
+    pub per_minute: u64,
+    pub remaining: u64,
+    pub reset: Duration,
+}
+
+/// A batch as the sandbox keeps it.
+pub(crate) struct Batch {
+    pub kind: BatchKind,
+    /// `(custom_id, request body)` in submission order.
+    pub lines: Vec<(String, Value)>,
+    pub polls: u32,
+    pub created: u64,
+    pub metadata: Value,
+    pub cancelled: bool,
+    /// Set once the batch has ended: `(custom_id, outcome)` in the order results are given (not the
+    /// submission order).
+    pub results: Option<Vec<(String, LineOutcome)>>,
+    pub expired: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BatchKind {
+    OpenAi,
+    Anthropic,
+}
+
+/// What happened to one line of a batch.
+pub(crate) enum LineOutcome {
+    /// The realtime answer body.
+    Answered(Value),
+    /// A per-request HTTP error: status and error body.
+    Failed(u16, Value),
+    Expired,
+    Cancelled,
+}
+
+#[derive(Default)]
+struct Inner {
+    faults: Faults,
+    stats: Stats,
+    subjects: Vec<String>,
+    bucket: Option<Bucket>,
+    record: bool,
+    received: Vec<Received>,
+    files: BTreeMap<String, Vec<u8>>,
+    batches: BTreeMap<String, Batch>,
+    next_id: u64,
+}
+
+/// A provider sandbox. Cloning shares it.
+#[derive(Clone, Default)]
+pub struct ProviderSandbox {
+    api_key: Option<Arc<str>>,
+    inner: Arc<Mutex<Inner>>,
+}
+
+impl ProviderSandbox {
+    /// `api_key`: when set, requests must carry it (`Authorization: Bearer`, `x-api-key`, `api-key`).
+    pub fn new(api_key: Option<&str>) -> Self {
+        Self { api_key: api_key.map(Into::into), inner: Arc::default() }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn set_faults(&self, faults: Faults) {
+        self.lock().faults = faults;
+    }
+
+    /// Enforces `limit` from now on (`None` lifts it).
+    pub fn set_rate_limit(&self, limit: Option<RateLimit>) {
+        self.lock().bucket =
+            limit.map(|limit| Bucket { limit, tokens: limit.requests_per_second.max(1.0), at: Instant::now() });
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.lock().stats.clone()
+    }
+
+    /// The subject (first user-message line, or packed item line) of every answer, in order.
+    pub fn subjects(&self) -> Vec<String> {
+        self.lock().subjects.clone()
+    }
+
+    /// Keep every request body received from now on (see [`ProviderSandbox::received`]).
+    pub fn record_requests(&self, on: bool) {
+        self.lock().record = on;
+    }
+
+    /// The requests received while recording, in order.
+    pub fn received(&self) -> Vec<Received> {
+        self.lock().received.clone()
+    }
+
+    pub fn router(&self) -> Router {
+        openai::routes().merge(anthropic::routes()).with_state(self.clone())
+    }
+
+    /// Serves on `addr` in a background task; returns the bound address.
+    pub async fn start(&self, addr: SocketAddr) -> std::io::Result<SocketAddr> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let bound = listener.local_addr()?;
+        let router = self.router();
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, router).await {
+                tracing::error!(error = %e, "provider sandbox stopped");
+            }
+        });
+        Ok(bound)
+    }
+
+    /// `Authorization: Bearer KEY` (OpenAI), `x-api-key: KEY` (Anthropic), `api-key: KEY` (Azure).
+    pub(crate) fn authorized(&self, headers: &HeaderMap) -> bool {
+        let Some(key) = &self.api_key else { return true };
+        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        header("authorization") == Some(&format!("Bearer {key}"))
+            || header("x-api-key") == Some(key)
+            || header("api-key") == Some(key)
+    }
+
+    pub(crate) fn log(&self, method: &'static str, path: &str, body: &Value) {
+        let mut inner = self.lock();
+        if inner.record {
+            inner.received.push(Received { method, path: path.to_owned(), body: body.clone() });
+        }
+    }
+
+    /// Counts a realtime request, waits the injected latency, enforces the rate limit and picks
+    /// the fault to inject, if any.
+    pub(crate) async fn begin(&self) -> Begin {
+        let (faults, limited, rate) = {
+            let mut inner = self.lock();
+            inner.stats.requests += 1;
+            let faults = inner.faults.clone();
+            let (limited, rate) = match inner.bucket.as_mut() {
+                Some(bucket) => {
+                    bucket.refill();
+                    let limited = bucket.tokens < 1.0;
+                    if !limited {
+                        bucket.tokens -= 1.0;
+                    }
+                    let state = RateState {
+                        per_minute: (bucket.limit.requests_per_second * 60.0).round() as u64,
+                        remaining: bucket.tokens.floor() as u64,
+                        reset: if limited {
+                            Duration::from_secs_f64((1.0 - bucket.tokens) / bucket.limit.requests_per_second)
+                        } else {
+                            bucket.reset()
+                        },
+                    };
+                    (limited, Some(state))
+                }
+                None => (false, None),
+            };
+            if limited {
+                inner.stats.rate_limited += 1;
+            }
+            (faults, limited, rate)
+        };
+        if !faults.latency.is_zero() {
+            tokio::time::sleep(faults.latency).await;
+        }
+        let fault = if limited { Some(Fault::RateLimited { retry_after: true }) } else { self.pick_fault(&faults) };
+        if let Some(Fault::Hang) = fault {
+            tokio::time::sleep(if faults.hang.is_zero() { Duration::from_secs(60) } else { faults.hang }).await;
+        }
+        Begin { faults, fault, rate }
+    }
+
+    fn pick_fault(&self, faults: &Faults) -> Option<Fault> {
+        let mut roll: f64 = rand::rng().random();
+        let mut pick = None;
+        for (rate, fault) in [
+            (faults.rate_limit_rate, Fault::RateLimited { retry_after: !faults.rate_limit_without_retry_after }),
+            (faults.server_error_rate, Fault::ServerError),
+            (faults.quota_rate, Fault::OutOfMoney),
+            (faults.timeout_rate, Fault::Hang),
+        ] {
+            if roll < rate {
+                pick = Some(fault);
+                break;
+            }
+            roll -= rate;
+        }
+        if pick.is_some() {
+            self.lock().stats.faults += 1;
+        }
+        pick
+    }
+
+    /// Decides how an answer goes wrong, if it does (and counts it).
+    pub(crate) fn spoil(&self, faults: &Faults) -> Spoil {
+        let mut roll: f64 = rand::rng().random();
+        for (rate, spoil) in [
+            (faults.truncated_rate, Spoil::Truncated),
+            (faults.invalid_json_rate, Spoil::InvalidJson),
+            (faults.refusal_rate, Spoil::Refusal),
+        ] {
+            if roll < rate {
+                self.lock().stats.faults += 1;
+                return spoil;
+            }
+            roll -= rate;
+        }
+        Spoil::None
+    }
+
+    /// The answer to `user` under `schema`, with packed-item drops injected; records subjects.
+    pub(crate) fn answer(&self, faults: &Faults, schema: &Value, user: &str) -> Value {
+        let mut answer = answer_to(schema, user);
+        if let Some(items) = answer.get_mut("items").and_then(Value::as_array_mut)
+            && items.len() > 1
+            && rand::rng().random::<f64>() < faults.packed_drop_rate
+        {
+            items.pop();
+            self.lock().stats.faults += 1;
+        }
+        let mut inner = self.lock();
+        inner.stats.answered += 1;
+        match answer.get("items").and_then(Value::as_array) {
+            Some(items) if is_packed(schema) => {
+                let subjects: Vec<String> = packed_items(user)
+                    .into_iter()
+                    .filter(|(id, _)| items.iter().any(|i| i["id"].as_str() == Some(id)))
+                    .map(|(_, s)| s)
+                    .collect();
+                inner.subjects.extend(subjects);
+            }
+            _ => inner.subjects.push(subject_of(user)),
+        }
+        answer
+    }
+
+    pub(crate) fn new_id(&self, prefix: &str) -> String {
+        let mut inner = self.lock();
+        inner.next_id += 1;
+        format!("{prefix}{:06}", inner.next_id)
+    }
+
+    pub(crate) fn put_file(&self, id: &str, bytes: Vec<u8>) {
+        self.lock().files.insert(id.to_owned(), bytes);
+    }
+
+    pub(crate) fn file(&self, id: &str) -> Option<Vec<u8>> {
+        self.lock().files.get(id).cloned()
+    }
+
+    pub(crate) fn add_batch(&self, id: &str, batch: Batch) {
+        let mut inner = self.lock();
+        inner.stats.batches += 1;
+        inner.stats.batch_lines += batch.lines.len() as u64;
+        inner.batches.insert(id.to_owned(), batch);
+    }
+
+    /// Runs `f` on batch `id`, if there is one.
+    pub(crate) fn with_batch<T>(&self, id: &str, f: impl FnOnce(&mut Batch) -> T) -> Option<T> {
+        self.lock().batches.get_mut(id).map(f)
+    }
+
+    pub(crate) fn batch_ids(&self, kind: BatchKind) -> Vec<String> {
+        self.lock().batches.iter().filter(|(_, b)| b.kind == kind).map(|(id, _)| id.clone()).collect()
+    }
+
+    /// Counts a status poll of batch `id` and, when it is due to end, works out its results:
+    /// every line answered by `answer_line` (up to the expiry point), in an order that is not the
+    /// submission order. Returns false when there is no such batch.
+    pub(crate) fn advance_batch(&self, id: &str, answer_line: impl Fn(&Self, &Faults, &Value) -> LineOutcome) -> bool {
+        let faults = self.lock().faults.clone();
+        let due = self.with_batch(id, |b| {
+            b.polls += 1;
+            b.results.is_none() && (b.cancelled || b.polls >= faults.batch_polls.max(1))
+        });
+        let Some(due) = due else { return false };
+        if !due {
+            return true;
+        }
+        let (lines, cancelled) = self.with_batch(id, |b| (b.lines.clone(), b.cancelled)).unwrap_or_default();
+        let keep = if cancelled { 0 } else { faults.batch_expire_after.unwrap_or(usize::MAX) };
+        let mut results: Vec<(String, LineOutcome)> = lines
+            .iter()
+            .enumerate()
+            .map(|(i, (custom_id, body))| {
+                let outcome = if i < keep {
+                    answer_line(self, &faults, body)
+                } else if cancelled {
+                    LineOutcome::Cancelled
+                } else {
+                    LineOutcome::Expired
+                };
+                (custom_id.clone(), outcome)
+            })
+            .collect();
+        // Results come back out of order: odd positions first, then even ones reversed.
+        let (mut odd, mut even): (Vec<_>, Vec<_>) = results.drain(..).enumerate().partition(|(i, _)| i % 2 == 1);
+        even.reverse();
+        results = odd.drain(..).chain(even).map(|(_, r)| r).collect();
+        let expired = !cancelled && keep < lines.len();
+        self.with_batch(id, |b| {
+            b.results = Some(results);
+            b.expired = expired;
+        });
+        true
+    }
+}
+
+/// What [`ProviderSandbox::begin`] decided.
+pub(crate) struct Begin {
+    pub faults: Faults,
+    pub fault: Option<Fault>,
+    pub rate: Option<RateState>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Fault {
+    RateLimited { retry_after: bool },
+    ServerError,
+    OutOfMoney,
+    Hang,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Spoil {
+    None,
+    Truncated,
+    InvalidJson,
+    Refusal,
+}
+
+pub(crate) fn subject_of(user: &str) -> String {
+    user.lines().next().unwrap_or_default().trim().chars().take(80).collect()
+}
+
+pub(crate) fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// Roughly what a tokenizer would count.
+pub(crate) fn tokens(text: &str) -> u64 {
+    text.len().div_ceil(4) as u64
+}
+
+/// Whether `schema` asks for a packed answer: `{items: [{id, …}]}`.
+fn is_packed(schema: &Value) -> bool {
+    schema["properties"]["items"]["type"] == "array"
+        && schema["properties"]["items"]["items"]["properties"]["id"].is_object()
+}
+
+/// The `<item id="…">` blocks of a packed prompt: each id with its first line.
+fn packed_items(user: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut rest = user;
+    while let Some(at) = rest.find("<item id=\"") {
+        rest = &rest[at + "<item id=\"".len()..];
+        let Some(end) = rest.find('"') else { break };
+        let id = rest[..end].to_owned();
+        let body = rest[end..].split_once('\n').map(|(_, b)| b).unwrap_or_default();
+        out.push((id, subject_of(body)));
+    }
+    out
+}
+
+/// The deterministic answer to `user` under `schema`, packed or not.
+pub fn answer_to(schema: &Value, user: &str) -> Value {
+    if is_packed(schema) {
+        let item_schema = &schema["properties"]["items"]["items"];
+        let items: Vec<Value> = packed_items(user)
+            .into_iter()
+            .map(|(id, subject)| {
+                let mut answer = answer_for(item_schema, &subject, "answer");
+                answer["id"] = json!(id);
+                answer
+            })
+            .collect();
+        return json!({"items": items});
+    }
+    answer_for(schema, &subject_of(user), "answer")
+}
+
+/// A value that satisfies `schema` (the subset of JSON Schema that structured outputs use).
+pub fn answer_for(schema: &Value, subject: &str, key: &str) -> Value {
+    if let Some(first) = schema.get("enum").and_then(Value::as_array).and_then(|e| e.first()) {
+        return first.clone();
+    }
+    let ty = match &schema["type"] {
+        Value::Array(types) => types.iter().find_map(|t| t.as_str().filter(|t| *t != "null")).unwrap_or("null"),
+        t => t.as_str().unwrap_or("string"),
+    };
+    match ty {
+        "object" => {
+            let mut out = Map::new();
+            if let Some(props) = schema["properties"].as_object() {
+                for (name, sub) in props {
+                    out.insert(name.clone(), answer_for(sub, subject, name));
+                }
+            }
+            Value::Object(out)
+        }
+        "array" => {
+            let n = schema["minItems"].as_u64().unwrap_or(1).max(1);
+            Value::Array((0..n).map(|_| answer_for(&schema["items"], subject, key)).collect())
+        }
+        "integer" => json!(subject.len() as i64 % 100),
+        "number" => json!((subject.len() % 100) as f64 / 10.0),
+        "boolean" => json!(true),
+        "null" => Value::Null,
+        _ => {
+            let mut text = format!("{key} for {subject}");
+            let min = schema["minLength"].as_u64().unwrap_or(0) as usize;
+            while text.chars().count() < min {
+                text.push_str(" (sandbox)");
+            }
+            if let Some(max) = schema["maxLength"].as_u64() {
+                text = text.chars().take(max as usize).collect();
+            }
+            json!(text)
+        }
+    }
+}
+
+/// Renders `answer` as the model's text, spoiled as decided.
+pub(crate) fn spoiled_text(answer: &Value, spoil: Spoil) -> String {
+    let text = answer.to_string();
+    match spoil {
+        Spoil::Truncated => text.chars().take(text.chars().count() / 2).collect(),
+        Spoil::InvalidJson => format!("Sure! Here is the JSON you asked for: {text}"),
+        Spoil::None | Spoil::Refusal => text,
+    }
+}
+
+/// Go-style duration, as OpenAI's `x-ratelimit-reset-*` headers carry (`12ms`, `1.5s`, `6m0s`).
+pub(crate) fn go_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else if ms < 60_000 {
+        format!("{}s", (d.as_secs_f64() * 1000.0).round() / 1000.0)
+    } else {
+        format!("{}m{}s", ms / 60_000, (ms % 60_000) / 1000)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_fit_the_schema() {
+        let schema = json!({"type": "object", "properties": {
+            "title": {"type": "string", "maxLength": 12},
+            "body": {"type": "string", "minLength": 40},
+            "priority": {"enum": ["low", "high"]},
+            "tags": {"type": "array", "items": {"type": "string"}},
+        }});
+        let a = answer_for(&schema, "Product 9", "answer");
+        assert_eq!(a["title"], "title for Pr");
+        assert!(a["body"].as_str().unwrap().starts_with("body for Product 9"));
+        assert!(a["body"].as_str().unwrap().len() >= 40);
+        assert_eq!(a["priority"], "low");
+        assert_eq!(a["tags"], json!(["tags for Product 9"]));
+    }
+
+    #[test]
+    fn packed_prompts_are_answered_per_item() {
+        let schema = json!({"type": "object", "properties": {"items": {"type": "array", "items": {
+            "type": "object", "properties": {"id": {"type": "string"}, "title": {"type": "string"}}}}}});
+        let user =
+            "Describe each.\n<item id=\"7\">\nProduct 7: bolt\n</item>\n<item id=\"9\">\nProduct 9: nut\n</item>";
+        let a = answer_to(&schema, user);
+        assert_eq!(
+            a,
+            json!({"items": [{"id": "7", "title": "title for Product 7: bolt"}, {"id": "9", "title": "title for Product 9: nut"}]})
+        );
+    }
+
+    #[test]
+    fn go_durations() {
+        assert_eq!(go_duration(Duration::from_millis(12)), "12ms");
+        assert_eq!(go_duration(Duration::from_millis(1500)), "1.5s");
+        assert_eq!(go_duration(Duration::from_secs(360)), "6m0s");
+    }
+}
