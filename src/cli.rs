@@ -353,7 +353,7 @@ async fn run(config: &Config, pipeline_name: &str, limit: Option<u64>) -> Result
     let signal = shutdown_signal();
     tokio::pin!(signal);
     let mut interrupted = false;
-    let final_run = loop {
+    let _last_seen = loop {
         tokio::select! {
             _ = &mut signal => { interrupted = true; break store.run(run.id).await.ok() }
             _ = tokio::time::sleep(Duration::from_millis(250)) => {}
@@ -374,9 +374,11 @@ async fn run(config: &Config, pipeline_name: &str, limit: Option<u64>) -> Result
     let _ = tokio::time::timeout(Duration::from_secs(2), worker).await;
     upkeep_stop.cancel();
     let _ = upkeep.await;
-    let counts = store.counts(run.id).await.map_err(|e| failed(e.to_string()))?;
-    let final_run = final_run.unwrap_or(run);
-    println!("{}", summary_line(&final_run, &counts));
+    let report = store.report(run.id).await.map_err(|e| failed(e.to_string()))?;
+    for line in report.lines() {
+        println!("{line}");
+    }
+    let (final_run, counts) = (report.run, report.counts);
     store.close().await;
     if interrupted {
         return Err(failed(format!("interrupted; `enrichd run {pipeline_name}` resumes run {}", final_run.id)));
@@ -535,6 +537,23 @@ async fn status(config: &Config, run_id: Option<i64>, as_json: bool) -> Result<(
     for run in runs {
         let counts = store.counts(run.id).await.map_err(|e| failed(e.to_string()))?;
         out.push((run, counts));
+    }
+    if let (Some(id), false) = (run_id, as_json) {
+        let report = store.report(id).await.map_err(|e| failed(e.to_string()))?;
+        for line in report.lines() {
+            println!("{line}");
+        }
+        for item in store.items(id, Some(ItemState::Dead), 20).await.map_err(|e| failed(e.to_string()))? {
+            println!("  dead item {} (record {}): {}", item.id, item.external_id, item.last_error.unwrap_or_default());
+        }
+        store.close().await;
+        return Ok(());
+    }
+    if let (Some(id), true) = (run_id, as_json) {
+        let report = store.report(id).await.map_err(|e| failed(e.to_string()))?;
+        println!("{}", serde_json::to_string_pretty(&report).expect("serialisable"));
+        store.close().await;
+        return Ok(());
     }
     if as_json {
         let value: Vec<_> = out.iter().map(|(run, counts)| json!({"run": run, "counts": counts})).collect();

@@ -190,13 +190,92 @@ fn default_retry_max_seconds() -> u64 {
 #[derive(Debug)]
 pub enum ConnectionConfig {
     TestStore(TestStoreConnection),
+    WooCommerce(WooCommerceConnection),
 }
 
 impl ConnectionConfig {
     pub fn kind(&self) -> &'static str {
         match self {
             ConnectionConfig::TestStore(_) => "teststore",
+            ConnectionConfig::WooCommerce(_) => "woocommerce",
         }
+    }
+}
+
+/// `kind = "woocommerce"`: a WooCommerce store's `wc/v3` REST API.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WooCommerceConnection {
+    /// The site's root URL (`https://shop.example.com`).
+    pub base_url: String,
+    pub consumer_key: Secret,
+    pub consumer_secret: Secret,
+    /// `auto` (Basic over HTTPS, OAuth 1.0a over HTTP), `basic`, `query` or `oauth1`.
+    #[serde(default)]
+    pub auth: WooAuth,
+    /// Where SEO titles and meta descriptions live: `auto` (detected from the products' meta keys),
+    /// `yoast`, `rank_math` or `none`.
+    #[serde(default)]
+    pub seo: WooSeo,
+    /// A PEM file with a certificate to trust besides the system roots (a staging site's own CA).
+    pub ca_cert: Option<PathBuf>,
+    /// List only products with this status (`publish`, `draft`, ...); default: every status but trash.
+    pub status: Option<String>,
+    #[serde(default = "default_timeout_seconds")]
+    pub timeout_seconds: f64,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum WooAuth {
+    #[default]
+    Auto,
+    Basic,
+    Query,
+    #[serde(rename = "oauth1")]
+    OAuth1,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum WooSeo {
+    #[default]
+    Auto,
+    Yoast,
+    RankMath,
+    None,
+}
+
+impl WooCommerceConnection {
+    /// The connector's options; reads `ca_cert`.
+    pub fn options(&self) -> Result<enrichd_woocommerce::Options, String> {
+        use enrichd_woocommerce::{Auth, Seo};
+        let ca_cert_pem = match &self.ca_cert {
+            Some(path) => {
+                Some(std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?)
+            }
+            None => None,
+        };
+        Ok(enrichd_woocommerce::Options {
+            base_url: self.base_url.clone(),
+            consumer_key: self.consumer_key.0.clone(),
+            consumer_secret: self.consumer_secret.0.clone(),
+            auth: match self.auth {
+                WooAuth::Auto => Auth::Auto,
+                WooAuth::Basic => Auth::Basic,
+                WooAuth::Query => Auth::Query,
+                WooAuth::OAuth1 => Auth::OAuth1,
+            },
+            seo: match self.seo {
+                WooSeo::Auto => Seo::Auto,
+                WooSeo::Yoast => Seo::Yoast,
+                WooSeo::RankMath => Seo::RankMath,
+                WooSeo::None => Seo::None,
+            },
+            timeout: std::time::Duration::from_secs_f64(self.timeout_seconds),
+            ca_cert_pem,
+            status: self.status.clone(),
+        })
     }
 }
 
@@ -361,6 +440,26 @@ pub struct TaskConfig {
     /// the answer is an `items` list mapped back by id (`max_output_tokens` is then per record).
     #[serde(default = "default_items_per_request")]
     pub items_per_request: u32,
+    /// Answer properties that hold HTML. They are cleaned with an allow-list fit for product copy
+    /// (paragraphs, lists, emphasis, headings, tables, links) before they are proposed, so a
+    /// reviewer approves exactly what will be written.
+    #[serde(default)]
+    pub html: Vec<String>,
+    /// Checks on answer properties (`seo_title = { max_chars = 60 }`). An answer that fails one is
+    /// still proposed, with a warning a reviewer sees; auto-approval holds it for review.
+    #[serde(default)]
+    pub checks: BTreeMap<String, FieldCheck>,
+}
+
+/// `[tasks.<name>.checks.<property>]`: bounds a proposed value should meet. Text is measured in
+/// visible characters (HTML tags not counted); lists and objects by their number of entries.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FieldCheck {
+    pub min_chars: Option<usize>,
+    pub max_chars: Option<usize>,
+    pub min_items: Option<usize>,
+    pub max_items: Option<usize>,
 }
 
 fn default_items_per_request() -> u32 {
@@ -402,6 +501,9 @@ pub struct PipelineConfig {
     /// Records per listing page.
     #[serde(default = "default_page_size")]
     pub page_size: u32,
+    /// Values the task's templates see as `vars.<name>` (store language, brand voice, ...).
+    #[serde(default)]
+    pub vars: BTreeMap<String, String>,
 }
 
 fn default_concurrency() -> usize {
@@ -492,11 +594,30 @@ impl Config {
             let kind = take_kind(file, &prefix, &mut table)?;
             let conn = match kind.as_str() {
                 "teststore" => ConnectionConfig::TestStore(section(file, &prefix, table)?),
+                "woocommerce" => {
+                    let woo: WooCommerceConnection = section(file, &prefix, table)?;
+                    if !(woo.timeout_seconds.is_finite() && woo.timeout_seconds > 0.0) {
+                        return Err(err(file, format!("{prefix}.timeout_seconds"), "must be a positive number"));
+                    }
+                    let options = woo.options().map_err(|m| err(file, format!("{prefix}.ca_cert"), m))?;
+                    if let Err(e) = enrichd_woocommerce::WooCommerce::new(options) {
+                        let key = if e.message.contains("ca_cert") {
+                            "ca_cert"
+                        } else if e.message.contains("auth") {
+                            "auth"
+                        } else {
+                            "base_url"
+                        };
+                        let message = e.message.trim_start_matches("woocommerce: ").to_owned();
+                        return Err(err(file, format!("{prefix}.{key}"), message));
+                    }
+                    ConnectionConfig::WooCommerce(woo)
+                }
                 other => {
                     return Err(err(
                         file,
                         format!("{prefix}.kind"),
-                        format!("unknown connection kind {other:?}; available: \"teststore\""),
+                        format!("unknown connection kind {other:?}; available: \"teststore\", \"woocommerce\""),
                     ));
                 }
             };

@@ -75,11 +75,10 @@ pub async fn estimate(config: &Config, pipeline_name: &str, sample: usize) -> Re
     let per_request = task.items_per_request.max(1);
     let requests: Vec<Vec<Record>> = picked.chunks(per_request).map(<[Record]>::to_vec).collect();
     let sample_requests = requests.len() as u64;
-    let outcomes: Vec<(Duration, Result<(TokenUsage, usize), (TokenUsage, String)>)> =
-        futures::stream::iter(requests.iter().map(|records| ask(&provider, &task, &p.entity, &p.model, records)))
-            .buffer_unordered(p.concurrency.max(1))
-            .collect()
-            .await;
+    let outcomes: Vec<Asked> = futures::stream::iter(requests.iter().map(|records| ask(&provider, &task, p, records)))
+        .buffer_unordered(p.concurrency.max(1))
+        .collect()
+        .await;
 
     let mut usage = TokenUsage::default();
     let (mut usable, mut problems, mut latency) = (0u64, Vec::new(), Duration::ZERO);
@@ -134,26 +133,23 @@ pub async fn estimate(config: &Config, pipeline_name: &str, sample: usize) -> Re
     })
 }
 
+/// How long one sample request took, and its usage with the number of usable answers, or why not.
+type Asked = (Duration, Result<(TokenUsage, usize), (TokenUsage, String)>);
+
 /// Sends one request for `records`; returns its time and (usage, usable answers) or (usage, why).
-async fn ask(
-    provider: &Provider,
-    task: &Task,
-    entity: &str,
-    model: &str,
-    records: &[Record],
-) -> (Duration, Result<(TokenUsage, usize), (TokenUsage, String)>) {
+async fn ask(provider: &Provider, task: &Task, p: &crate::config::PipelineConfig, records: &[Record]) -> Asked {
     let started = Instant::now();
     let prompt = if records.len() == 1 {
-        task.render(entity, &records[0])
+        task.render(&p.entity, &records[0], &p.vars)
     } else {
-        task.render_pack(entity, &records.iter().collect::<Vec<_>>())
+        task.render_pack(&p.entity, &records.iter().collect::<Vec<_>>(), &p.vars)
     };
     let prompt = match prompt {
-        Ok(p) => p,
+        Ok(prompt) => prompt,
         Err(e) => return (started.elapsed(), Err((TokenUsage::default(), e))),
     };
     let request = CompletionRequest {
-        model,
+        model: &p.model,
         prompt: &prompt,
         schema_name: &task.name,
         schema: if records.len() > 1 { &task.packed_schema } else { &task.schema },

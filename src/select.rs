@@ -15,7 +15,7 @@ pub fn wanted_fields<'a>(
 ) -> Vec<String> {
     let mut wanted: Vec<String> = Vec::new();
     for field in &selector.missing {
-        if is_missing(record.field(field)) && !wanted.contains(field) {
+        if field_missing(field, record.field(field)) && !wanted.contains(field) {
             wanted.push(field.clone());
         }
     }
@@ -29,11 +29,58 @@ pub fn wanted_fields<'a>(
     }
     for field in task_fields {
         let selected = selector.missing.contains(field) || selector.min_length.contains_key(field);
-        if !selected && is_missing(record.field(field)) && !wanted.contains(field) {
+        if !selected && field_missing(field, record.field(field)) && !wanted.contains(field) {
             wanted.push(field.clone());
         }
     }
     wanted
+}
+
+/// Whether a record field needs filling. A per-element field (its name has `[]`, like
+/// `images[].alt`) holds a list of `{id, <value>}` entries, one per element: it is missing when any
+/// element's value is blank (a product without images misses no alt text). Any other field: see
+/// [`is_missing`].
+pub fn field_missing(field: &str, value: Option<&Value>) -> bool {
+    if field.contains("[]") {
+        return value.and_then(Value::as_array).is_some_and(|elements| elements.iter().any(element_blank));
+    }
+    is_missing(value)
+}
+
+/// An element entry of a per-element field whose value (every key but `id`) is blank.
+fn element_blank(element: &Value) -> bool {
+    element.as_object().is_some_and(|o| o.iter().filter(|(k, _)| *k != "id").all(|(_, v)| is_missing(Some(v))))
+}
+
+fn element_id(element: &Value) -> Option<String> {
+    match element.get("id")? {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// The part of a proposed per-element value that may be written: entries for elements the record
+/// has and whose value is blank, with a value given. Text a person wrote on other elements stays.
+/// `None` when nothing is left.
+pub fn fillable_elements(current: Option<&Value>, proposed: &Value) -> Option<Value> {
+    let current = current.and_then(Value::as_array)?;
+    let blank: Vec<String> = current.iter().filter(|e| element_blank(e)).filter_map(element_id).collect();
+    let mut seen = Vec::new();
+    let keep: Vec<Value> = proposed
+        .as_array()?
+        .iter()
+        .filter(|e| !element_blank(e))
+        .filter(|e| {
+            element_id(e).is_some_and(|id| {
+                let fresh = blank.contains(&id) && !seen.contains(&id);
+                seen.push(id);
+                fresh
+            })
+        })
+        .cloned()
+        .collect();
+    (!keep.is_empty()).then_some(Value::Array(keep))
 }
 
 /// Absent, null, blank text, or an empty list or object.
@@ -52,6 +99,11 @@ fn text_len(value: Option<&Value>) -> usize {
     let Some(Value::String(s)) = value else {
         return if is_missing(value) { 0 } else { usize::MAX };
     };
+    visible_chars(s)
+}
+
+/// Characters of `s` outside HTML tags, surrounding whitespace not counted.
+pub fn visible_chars(s: &str) -> usize {
     let visible: String = {
         let mut out = String::new();
         let mut in_tag = false;
@@ -80,6 +132,7 @@ mod tests {
             version: Version("v".into()),
             fields: fields.as_object().unwrap().clone(),
             attachments: vec![],
+            native: None,
         }
     }
 
@@ -106,6 +159,17 @@ mod tests {
         let r =
             record(json!({"description": null, "short_description": "<b>A long enough short text</b>", "tags": ["x"]}));
         assert_eq!(wanted_fields(&s, task.iter(), &r), ["description"], "fields with content are never proposed");
+    }
+
+    #[test]
+    fn per_element_fields_miss_when_any_element_is_blank_and_fill_only_those() {
+        let alts = json!([{"id": 5, "alt": "Front view"}, {"id": 6, "alt": ""}]);
+        assert!(field_missing("images[].alt", Some(&alts)));
+        assert!(!field_missing("images[].alt", Some(&json!([{"id": 5, "alt": "Front"}]))));
+        assert!(!field_missing("images[].alt", Some(&json!([]))), "no images, no alt text missing");
+        let proposed = json!([{"id": 5, "alt": "Other"}, {"id": 6, "alt": "Side view"}, {"id": 99, "alt": "Not ours"}]);
+        assert_eq!(fillable_elements(Some(&alts), &proposed), Some(json!([{"id": 6, "alt": "Side view"}])));
+        assert_eq!(fillable_elements(Some(&alts), &json!([{"id": 6, "alt": " "}])), None);
     }
 
     #[test]

@@ -30,7 +30,11 @@ fn the_example_config_checks_offline() {
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/enrichd.example.toml");
     let out = enrichd(&example, &["check", "--offline"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert!(text(&out).contains("2 task(s), 1 pipeline(s)"), "the task file in config/tasks is loaded: {}", text(&out));
+    assert!(
+        text(&out).contains("3 task(s), 1 pipeline(s)"),
+        "the task files in config/tasks are loaded: {}",
+        text(&out)
+    );
 }
 
 /// Applies `edit` to a valid config and expects `check --offline` to fail with exit 2 and `expected`.

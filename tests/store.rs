@@ -187,6 +187,7 @@ async fn claims_lease_and_only_the_holder_finishes(db: &TestDb) {
         .into(),
         model: "m".into(),
         task_version: "t1".into(),
+        warnings: vec![],
     };
     let usage = Usage { input_tokens: 100, output_tokens: 20, cost_micros: 150 };
     let err = store.propose(&mine[0], "worker-b", &proposal, "{}", usage, None).await.unwrap_err();
@@ -363,6 +364,7 @@ async fn review_edit_approve_and_write_outcomes(db: &TestDb) {
         .into(),
         model: "m".into(),
         task_version: "t1".into(),
+        warnings: vec![],
     };
     for i in &items {
         store.propose(i, OWNER, &proposal, "{}", Usage::default(), None).await.unwrap();
@@ -454,7 +456,8 @@ async fn discovery_is_leased_idempotent_and_settles(db: &TestDb) {
     store.set_run_status(run.id, &[RunStatus::Discovering], RunStatus::Running, None, "a").await.unwrap().unwrap();
     let lease = Duration::from_secs(30);
     let items = store.claim(&claim("p", Work::Enrich, OWNER, 10, lease)).await.unwrap();
-    let proposal = Proposal { fields: Default::default(), model: "m".into(), task_version: "t1".into() };
+    let proposal =
+        Proposal { fields: Default::default(), model: "m".into(), task_version: "t1".into(), warnings: vec![] };
     store.propose(&items[0], OWNER, &proposal, "{}", Usage::default(), None).await.unwrap();
     assert_eq!(store.settle_run(run.id, "t").await.unwrap().status, RunStatus::Running, "an item is still enriching");
     store.skip_leased(&items[1], OWNER, "model had nothing to add").await.unwrap();
@@ -488,7 +491,8 @@ async fn budget_stops_claiming_and_pauses_the_run(db: &TestDb) {
     store.set_run_status(run.id, &[RunStatus::Discovering], RunStatus::Running, None, "a").await.unwrap();
     let lease = Duration::from_secs(30);
     let first = store.claim(&claim("p", Work::Enrich, OWNER, 1, lease)).await.unwrap();
-    let proposal = Proposal { fields: Default::default(), model: "m".into(), task_version: "t1".into() };
+    let proposal =
+        Proposal { fields: Default::default(), model: "m".into(), task_version: "t1".into(), warnings: vec![] };
     store
         .propose(
             &first[0],

@@ -234,6 +234,7 @@ fn prepared_again(pipeline: &Pipeline, items: Vec<crate::store::Item>) -> Result
                 version: enrichd_connector::Version(item.record_version.clone()),
                 fields: item.input_fields()?,
                 attachments: Vec::new(),
+                native: None,
             };
             let wanted = crate::select::wanted_fields(&pipeline.config.select, pipeline.task.fields.values(), &record);
             Ok(Prepared { item, record, wanted })

@@ -136,6 +136,7 @@ pub(super) async fn prepare(
             version: Version(item.record_version.clone()),
             fields: item.input_fields()?,
             attachments: Vec::new(),
+            native: None,
         };
         let wanted = wanted_fields(&pipeline.config.select, pipeline.task.fields.values(), &record);
         if wanted.is_empty() {
@@ -155,10 +156,10 @@ pub(super) async fn prompt_for(
     pack: &[Prepared],
 ) -> Result<Option<Prompt>, StoreError> {
     let rendered = if pack.len() == 1 {
-        pipeline.task.render(&pipeline.config.entity, &pack[0].record)
+        pipeline.task.render(&pipeline.config.entity, &pack[0].record, &pipeline.config.vars)
     } else {
         let records: Vec<&Record> = pack.iter().map(|p| &p.record).collect();
-        pipeline.task.render_pack(&pipeline.config.entity, &records)
+        pipeline.task.render_pack(&pipeline.config.entity, &records, &pipeline.config.vars)
     };
     match rendered {
         Ok(p) => Ok(Some(p)),

@@ -66,6 +66,12 @@ pub fn build_connector(config: &ConnectionConfig) -> Arc<dyn Connector> {
             c.token.0.expose_secret().to_owned().into(),
             Duration::from_secs_f64(c.timeout_seconds),
         )),
+        ConnectionConfig::WooCommerce(c) => Arc::new(
+            c.options()
+                .ok()
+                .and_then(|o| enrichd_woocommerce::WooCommerce::new(o).ok())
+                .expect("woocommerce connections are validated when the config loads"),
+        ),
     }
 }
 

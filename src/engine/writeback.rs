@@ -1,7 +1,9 @@
 //! Write-back: claims approved items a batch at a time, re-reads the records, and writes only where
 //! the record is still at the version that was pulled. A record changed upstream is a `conflict`
 //! and is left as it is; a record that already holds the approved values (our write landed before a
-//! crash) is `written` without writing again.
+//! crash) is `written` without writing again. The values a write replaces are kept on the item
+//! before it goes out (for undo), and after it the records are read back to confirm every written
+//! field holds what was written; a field that did not stick is flagged on the item with the reason.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,7 +16,7 @@ use tokio_util::task::TaskTracker;
 
 use super::enrich::log_store_error;
 use super::{Engine, Pipeline, pause};
-use crate::store::{Claim, Item, StoreError, Work};
+use crate::store::{Claim, Item, StoreError, VerifyIssue, Work};
 
 pub(super) async fn write_loop(
     engine: Arc<Engine>,
@@ -83,6 +85,29 @@ async fn write_batch(engine: &Engine, pipeline: &Pipeline, items: Vec<Item>) {
             Err(e) => log_store_error(item.id, "write-back", &e),
         }
     }
+    let replaced: Vec<(i64, serde_json::Map<String, serde_json::Value>)> = to_write
+        .iter()
+        .map(|(item, change)| {
+            let record = current.get(item.external_id.as_str());
+            let before = change
+                .fields
+                .keys()
+                .map(|k| (k.clone(), record.and_then(|r| r.fields.get(k)).cloned().unwrap_or_default()))
+                .collect();
+            (item.id, before)
+        })
+        .collect();
+    if let Err(e) = store.save_replaced(owner, &replaced).await {
+        // Without the old values an undo could not put them back: do not write yet.
+        tracing::warn!(pipeline = %pipeline.name, error = %e, "keeping the values a write replaces failed; retrying later");
+        for (item, _) in &to_write {
+            let message = format!("record {}: keeping the values the write replaces failed: {e}", item.external_id);
+            if let Err(err) = store.fail_write(item, owner, &message, true, None, policy).await {
+                log_store_error(item.id, "write-back", &err);
+            }
+        }
+        return;
+    }
     for chunk in to_write.chunks(pipeline.connector.max_write_batch().max(1)) {
         let changes: Vec<Change> = chunk.iter().map(|(_, c)| c.clone()).collect();
         let outcomes = match pipeline.connector.write(entity, &changes).await {
@@ -91,7 +116,10 @@ async fn write_batch(engine: &Engine, pipeline: &Pipeline, items: Vec<Item>) {
             Err(e) => Err(e),
         };
         match outcomes {
-            Ok(outcomes) => record_outcomes(engine, chunk, outcomes).await,
+            Ok(outcomes) => {
+                let written = record_outcomes(engine, chunk, outcomes).await;
+                verify(engine, pipeline, written).await;
+            }
             Err(e) => {
                 for (item, _) in chunk {
                     let message = format!("record {}: {e}", item.external_id);
@@ -126,9 +154,10 @@ async fn check_item(
         store.fail_write(item, owner, &message, false, None, engine.retry_policy()).await?;
         return Ok(None);
     };
-    if values.iter().all(|(k, v)| record.fields.get(k) == Some(v)) {
+    if values.iter().all(|(k, v)| pipeline.connector.holds(k, v, record.field(k))) {
         let detail = json!({ "note": "the record already holds the approved values (an earlier write landed before a restart)" });
-        store.mark_written(item, owner, Some(&record.version.0), Some(detail)).await?;
+        let written = store.mark_written(item, owner, Some(&record.version.0), Some(detail)).await?;
+        store.record_verification(&written, owner, &[]).await?;
         return Ok(None);
     }
     if record.version.0 != item.record_version {
@@ -143,6 +172,7 @@ async fn check_item(
         id: item.external_id.clone(),
         base_version: Version(item.record_version.clone()),
         fields: values,
+        native: record.native.clone(),
     }))
 }
 
@@ -161,30 +191,88 @@ async fn poll_until_done(
     Err(ConnectorError::transient(format!("write job {} did not finish in time", job.job)))
 }
 
-async fn record_outcomes(engine: &Engine, chunk: &[(Item, Change)], outcomes: Vec<WriteOutcome>) {
+/// Records each change's outcome; returns the items now `written`, with what was written to them.
+async fn record_outcomes(
+    engine: &Engine,
+    chunk: &[(Item, Change)],
+    outcomes: Vec<WriteOutcome>,
+) -> Vec<(Item, Change)> {
     let store = &engine.store;
     let owner = engine.owner.as_str();
+    let mut written = Vec::new();
     let mut by_id: HashMap<String, WriteResult> = outcomes.into_iter().map(|o| (o.id, o.result)).collect();
-    for (item, _) in chunk {
+    for (item, change) in chunk {
         let result = match by_id.remove(&item.external_id) {
             Some(WriteResult::Written { version }) => {
-                store.mark_written(item, owner, version.as_ref().map(|v| v.0.as_str()), None).await
+                match store.mark_written(item, owner, version.as_ref().map(|v| v.0.as_str()), None).await {
+                    Ok(done) => {
+                        written.push((done, change.clone()));
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                }
             }
             Some(WriteResult::Conflict { current }) => {
                 let reason =
                     format!("record {}: the platform refused the write because the record changed", item.external_id);
-                store.mark_conflict(item, owner, current.as_ref().map(|v| v.0.as_str()), &reason).await
+                store.mark_conflict(item, owner, current.as_ref().map(|v| v.0.as_str()), &reason).await.map(drop)
             }
-            Some(WriteResult::Failed(e)) => {
-                store.fail_write(item, owner, &e.message, e.retryable, e.retry_after, engine.retry_policy()).await
-            }
+            Some(WriteResult::Failed(e)) => store
+                .fail_write(item, owner, &e.message, e.retryable, e.retry_after, engine.retry_policy())
+                .await
+                .map(drop),
             None => {
                 let message = format!("record {}: the platform reported no outcome for it", item.external_id);
-                store.fail_write(item, owner, &message, true, None, engine.retry_policy()).await
+                store.fail_write(item, owner, &message, true, None, engine.retry_policy()).await.map(drop)
             }
         };
         if let Err(e) = result {
             log_store_error(item.id, "write-back", &e);
+        }
+    }
+    written
+}
+
+/// Reads the written records back and checks every written field holds what was written (after
+/// the platform's normalisation). A field that did not stick is flagged on its item with the
+/// reason; the rest are marked verified. A failed read leaves the items unverified, with a warning.
+async fn verify(engine: &Engine, pipeline: &Pipeline, written: Vec<(Item, Change)>) {
+    if written.is_empty() {
+        return;
+    }
+    let store = &engine.store;
+    let owner = engine.owner.as_str();
+    let ids: Vec<String> = written.iter().map(|(i, _)| i.external_id.clone()).collect();
+    let records = match pipeline.connector.fetch(&pipeline.config.entity, &ids).await {
+        Ok(records) => records,
+        Err(e) => {
+            tracing::warn!(pipeline = %pipeline.name, error = %e, items = ids.len(), "reading written records back failed; they stay unverified");
+            return;
+        }
+    };
+    let by_id: HashMap<&str, &Record> = records.iter().map(|r| (r.id.as_str(), r)).collect();
+    for (item, change) in &written {
+        let record = by_id.get(item.external_id.as_str());
+        let mut issues = Vec::new();
+        for (field, value) in &change.fields {
+            let stored = record.and_then(|r| r.field(field));
+            if !pipeline.connector.holds(field, value, stored) {
+                issues.push(VerifyIssue {
+                    field: field.clone(),
+                    written: value.clone(),
+                    stored: stored.cloned().unwrap_or_default(),
+                    reason: match record {
+                        None => format!("record {} was gone when read back after the write", item.external_id),
+                        Some(_) => pipeline.connector.not_held_reason(field, stored),
+                    },
+                });
+            }
+        }
+        if !issues.is_empty() {
+            tracing::warn!(pipeline = %pipeline.name, record = %item.external_id, fields = ?issues.iter().map(|i| &i.field).collect::<Vec<_>>(), "written fields did not stick");
+        }
+        if let Err(e) = store.record_verification(item, owner, &issues).await {
+            log_store_error(item.id, "verification", &e);
         }
     }
 }

@@ -14,7 +14,8 @@ use enrichd_connector::retry::backoff;
 
 pub(super) const ITEM_COLUMNS: &str = "id, run_id, pipeline, entity, external_id, state, prev_state, attempts, write_attempts, \
     max_attempts, next_attempt_at, lease_owner, lease_expires_at, record_version, input, input_hash, task_version, \
-    proposal, raw_output, written_version, cost_micros, tokens_in, tokens_out, last_error, created_at, updated_at, batch_id, batch_line, solo";
+    proposal, raw_output, written_version, cost_micros, tokens_in, tokens_out, last_error, created_at, updated_at, batch_id, batch_line, solo, \
+    replaced, verified_at, verify_issues";
 
 /// One record's trip through one run.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -58,6 +59,22 @@ pub struct Item {
     pub batch_line: Option<String>,
     /// A packed answer left it out: it is sent on its own.
     pub solo: bool,
+    /// Each written field's upstream value just before our write (what an undo puts back).
+    pub replaced: Option<Map<String, Value>>,
+    /// When the written values were read back and compared (Unix ms).
+    pub verified_at: Option<i64>,
+    /// Fields that did not hold the value written, with the reason.
+    pub verify_issues: Option<Vec<VerifyIssue>>,
+}
+
+/// A written field that did not hold the value written when it was read back.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct VerifyIssue {
+    pub field: String,
+    pub written: Value,
+    /// What the platform returned for it (null when the field was gone).
+    pub stored: Value,
+    pub reason: String,
 }
 
 impl Item {
@@ -67,6 +84,11 @@ impl Item {
             v.map(|s| s.parse().map_err(StoreError::Corrupt)).transpose()
         };
         let id: i64 = row.try_get("id")?;
+        fn json_col<T: serde::de::DeserializeOwned>(row: &AnyRow, id: i64, col: &str) -> Result<Option<T>> {
+            let text: Option<String> = row.try_get(col)?;
+            text.map(|t| serde_json::from_str(&t).map_err(|e| StoreError::Corrupt(format!("item {id}: {col}: {e}"))))
+                .transpose()
+        }
         let proposal: Option<String> = row.try_get("proposal")?;
         let proposal = proposal
             .map(|p| serde_json::from_str(&p).map_err(|e| StoreError::Corrupt(format!("item {id}: proposal: {e}"))))
@@ -101,6 +123,9 @@ impl Item {
             batch_id: row.try_get("batch_id")?,
             batch_line: row.try_get("batch_line")?,
             solo: row.try_get::<i64, _>("solo")? != 0,
+            replaced: json_col(row, id, "replaced")?,
+            verified_at: row.try_get("verified_at")?,
+            verify_issues: json_col(row, id, "verify_issues")?,
         })
     }
 
@@ -133,6 +158,9 @@ pub struct Proposal {
     pub fields: BTreeMap<String, FieldChange>,
     pub model: String,
     pub task_version: String,
+    /// Task checks the answer failed (`seo_title: 72 characters, at most 60`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 impl Proposal {
@@ -857,6 +885,52 @@ impl Store {
             },
         )
         .await
+    }
+
+    /// Keeps, for items about to be written, each field's upstream value just before the write (what
+    /// an undo puts back). Saved before the write goes out, so a crash after it still knows.
+    pub async fn save_replaced(&self, owner: &str, replaced: &[(i64, Map<String, Value>)]) -> Result<()> {
+        if replaced.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        for (id, values) in replaced {
+            let text = serde_json::to_string(values).expect("JSON values serialise");
+            sqlx::query("UPDATE items SET replaced = $1 WHERE id = $2 AND state = 'writing' AND lease_owner = $3")
+                .bind(text)
+                .bind(*id)
+                .bind(owner)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Records the read-after-write check of a written item: when it ran and the fields that did not
+    /// hold the value written (none: verified). Adds a `verified` or `verify_failed` event.
+    pub async fn record_verification(&self, item: &Item, actor: &str, issues: &[VerifyIssue]) -> Result<()> {
+        let now = now_ms();
+        let text = (!issues.is_empty()).then(|| serde_json::to_string(issues).expect("JSON values serialise"));
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE items SET verified_at = $1, verify_issues = $2 WHERE id = $3 AND state = 'written'")
+            .bind(now)
+            .bind(text.as_deref())
+            .bind(item.id)
+            .execute(&mut *tx)
+            .await?;
+        let event = NewEvent {
+            run_id: Some(item.run_id),
+            item_id: Some(item.id),
+            kind: if issues.is_empty() { "verified" } else { "verify_failed" },
+            from_state: None,
+            to_state: None,
+            actor: actor.to_owned(),
+            detail: text,
+        };
+        insert_events(&mut tx, &[event], now).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// `writing` → `written`, with the record's new version.

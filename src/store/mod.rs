@@ -26,9 +26,10 @@ use sqlx::{AnyPool, Executor, Row};
 pub use batches::{BatchRow, NewBatch};
 pub use credentials::CredentialVault;
 pub use items::{
-    Claim, EnrichFailure, EventRecord, FieldChange, Item, NewItem, PriorItem, Proposal, RetryPolicy, Usage, Work,
+    Claim, EnrichFailure, EventRecord, FieldChange, Item, NewItem, PriorItem, Proposal, RetryPolicy, Usage,
+    VerifyIssue, Work,
 };
-pub use runs::{NewRun, Run, RunCounts, RunStart};
+pub use runs::{NewRun, Run, RunCounts, RunReport, RunStart};
 pub use state::{ItemState, RunStatus};
 
 /// Which database is behind the pool.

@@ -89,6 +89,72 @@ pub enum RunStart {
     TickTaken,
 }
 
+/// What a run did, for the CLI, the API and the UI.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    pub run: Run,
+    pub counts: RunCounts,
+    /// Failed enrichment attempts (each was retried or ended the item).
+    pub enrich_retries: i64,
+    /// Failed write attempts.
+    pub write_retries: i64,
+    /// Written items whose values were read back and held.
+    pub verified: i64,
+    /// Written items with a field that did not hold the value written.
+    pub verify_flagged: i64,
+    /// Milliseconds from discovery to an end, over the items that reached one.
+    pub item_ms_avg: Option<f64>,
+    pub item_ms_p95: Option<i64>,
+    pub wall_ms: i64,
+}
+
+impl RunReport {
+    /// The report as lines for a terminal.
+    pub fn lines(&self) -> Vec<String> {
+        let c = &self.counts;
+        let n = |s: ItemState| c.get(s);
+        let mut out = vec![
+            format!(
+                "run {} {}{} · pipeline {}",
+                self.run.id,
+                self.run.status,
+                self.run.status_reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default(),
+                self.run.pipeline
+            ),
+            format!(
+                "  items {} · written {} · conflicts {} · skipped {} · rejected {} · dead {} · waiting for review {} · in progress {}",
+                c.total(),
+                n(ItemState::Written),
+                n(ItemState::Conflict),
+                n(ItemState::Skipped),
+                n(ItemState::Rejected),
+                n(ItemState::Dead),
+                c.awaiting_review(),
+                c.machine_pending()
+            ),
+            format!(
+                "  retries: enrichment {}, write {} · written values verified {}, flagged {}",
+                self.enrich_retries, self.write_retries, self.verified, self.verify_flagged
+            ),
+            format!(
+                "  tokens {} in, {} out · cost ${:.4}",
+                self.run.tokens_in,
+                self.run.tokens_out,
+                self.run.cost_micros as f64 / 1e6
+            ),
+        ];
+        if let (Some(avg), Some(p95)) = (self.item_ms_avg, self.item_ms_p95) {
+            out.push(format!(
+                "  time per item: average {:.1}s, p95 {:.1}s · wall {:.1}s",
+                avg / 1000.0,
+                p95 as f64 / 1000.0,
+                self.wall_ms as f64 / 1000.0
+            ));
+        }
+        out
+    }
+}
+
 /// Item counts of a run by state.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct RunCounts(pub BTreeMap<ItemState, i64>);
@@ -272,6 +338,45 @@ impl Store {
         insert_events(&mut tx, &[event], now).await?;
         tx.commit().await?;
         Ok(Some(run))
+    }
+
+    /// The run's report: counts, retries, tokens, cost, write checks and time per item.
+    pub async fn report(&self, run_id: i64) -> Result<RunReport> {
+        let run = self.run(run_id).await?;
+        let counts = self.counts(run_id).await?;
+        let row = sqlx::query(
+            "SELECT CAST(COALESCE(SUM(attempts), 0) AS BIGINT) AS enrich_retries, \
+                    CAST(COALESCE(SUM(write_attempts), 0) AS BIGINT) AS write_retries, \
+                    CAST(COALESCE(SUM(CASE WHEN verified_at IS NOT NULL AND verify_issues IS NULL THEN 1 ELSE 0 END), 0) AS BIGINT) AS verified, \
+                    CAST(COALESCE(SUM(CASE WHEN verify_issues IS NOT NULL THEN 1 ELSE 0 END), 0) AS BIGINT) AS flagged \
+             FROM items WHERE run_id = $1",
+        )
+        .bind(run_id)
+        .fetch_one(&self.pool)
+        .await?;
+        // Time per item: from discovery to its last change, for items that reached an end.
+        let mut took: Vec<i64> = sqlx::query_scalar(
+            "SELECT updated_at - created_at FROM items WHERE run_id = $1 \
+             AND state IN ('written', 'conflict', 'skipped', 'dead', 'rejected')",
+        )
+        .bind(run_id)
+        .fetch_all(&self.pool)
+        .await?;
+        took.sort_unstable();
+        let avg = (!took.is_empty()).then(|| took.iter().sum::<i64>() as f64 / took.len() as f64);
+        let p95 =
+            (!took.is_empty()).then(|| took[((took.len() as f64 * 0.95).ceil() as usize).clamp(1, took.len()) - 1]);
+        Ok(RunReport {
+            enrich_retries: row.try_get("enrich_retries")?,
+            write_retries: row.try_get("write_retries")?,
+            verified: row.try_get("verified")?,
+            verify_flagged: row.try_get("flagged")?,
+            item_ms_avg: avg,
+            item_ms_p95: p95,
+            wall_ms: run.finished_at.unwrap_or_else(super::now_ms) - run.created_at,
+            run,
+            counts,
+        })
     }
 
     /// Item counts of a run by state.

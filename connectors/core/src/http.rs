@@ -16,6 +16,11 @@ use crate::retry::backoff;
 /// A client with the timeouts a daemon needs: nothing may hang forever. TLS is rustls with the
 /// `ring` provider (installed here once for the process).
 pub fn client(timeout: Duration) -> reqwest::Client {
+    builder(timeout).build().expect("the HTTP client configuration is static and valid")
+}
+
+/// The settings of [`client`], for a connector that adds its own (a CA certificate to trust).
+pub fn builder(timeout: Duration) -> reqwest::ClientBuilder {
     static PROVIDER: std::sync::Once = std::sync::Once::new();
     PROVIDER.call_once(|| {
         // Another part of the process may have installed one already; either is fine.
@@ -25,8 +30,6 @@ pub fn client(timeout: Duration) -> reqwest::Client {
         .timeout(timeout)
         .connect_timeout(Duration::from_secs(10).min(timeout))
         .user_agent(concat!("enrichd/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .expect("the HTTP client configuration is static and valid")
 }
 
 /// Sends `request` and returns the response if its status is 2xx. `what` names the call in errors

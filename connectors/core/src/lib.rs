@@ -19,6 +19,7 @@ pub use record::{
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use serde_json::Value;
 
 /// One platform's API, as enrichd needs it: list candidate records page by page, fetch records by id
 /// (to re-check versions just before writing), fetch attachments on demand, and write changes back.
@@ -55,6 +56,22 @@ pub trait Connector: Send + Sync {
     /// sent. The result is either every item's outcome now, or a [`PendingWrite`] to poll (Zendesk
     /// `job_status`). An `Err` means the call as a whole failed and nothing is known to be applied.
     async fn write(&self, entity: &str, changes: &[Change]) -> Result<WriteSubmission, ConnectorError>;
+
+    /// Whether `stored` (read back after a write) holds `written`, after the platform's own
+    /// normalisation: WooCommerce entity-encodes `&` and re-wraps HTML, for instance. The default is
+    /// plain equality.
+    fn holds(&self, field: &str, written: &Value, stored: Option<&Value>) -> bool {
+        let _ = field;
+        stored == Some(written)
+    }
+
+    /// Why a field read back after a write did not hold the value written, in the platform's terms.
+    fn not_held_reason(&self, field: &str, stored: Option<&Value>) -> String {
+        match stored {
+            None => format!("{field} was absent when the record was read back after the write"),
+            Some(_) => format!("{field} held a different value when the record was read back after the write"),
+        }
+    }
 
     /// Polls a write whose outcome arrives later; `Ok(None)` while it is still running.
     async fn poll_write(&self, pending: &PendingWrite) -> Result<Option<Vec<WriteOutcome>>, ConnectorError> {

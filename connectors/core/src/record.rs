@@ -36,6 +36,10 @@ pub struct Record {
     pub fields: Map<String, Value>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub attachments: Vec<AttachmentRef>,
+    /// The platform's own object, for the connector's use at write time (term ids, image ids). Never
+    /// stored and never shown to a model.
+    #[serde(skip)]
+    pub native: Option<Value>,
 }
 
 impl Record {
@@ -72,6 +76,11 @@ pub struct Change {
     pub id: String,
     pub base_version: Version,
     pub fields: Map<String, Value>,
+    /// The platform's own object as re-read just before this write ([`Record::native`]). Connectors
+    /// whose platform replaces lists wholesale (WooCommerce `tags`, `images`) merge the change into
+    /// it instead of truncating what is there.
+    #[serde(skip)]
+    pub native: Option<Value>,
 }
 
 /// How one change ended.

@@ -73,7 +73,7 @@ impl TestStore {
 }
 
 fn into_record(wire: WireRecord) -> Record {
-    Record { id: wire.id, version: Version(wire.version), fields: wire.fields, attachments: Vec::new() }
+    Record { id: wire.id, version: Version(wire.version), fields: wire.fields, attachments: Vec::new(), native: None }
 }
 
 fn header_u64(headers: &HeaderMap, name: &str) -> Option<u64> {

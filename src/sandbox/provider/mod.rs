@@ -480,18 +480,39 @@ pub fn answer_to(schema: &Value, user: &str) -> Value {
         let items: Vec<Value> = packed_items(user)
             .into_iter()
             .map(|(id, subject)| {
-                let mut answer = answer_for(item_schema, &subject, "answer");
+                let mut answer = answer_in(item_schema, &subject, "answer", &subject);
                 answer["id"] = json!(id);
                 answer
             })
             .collect();
         return json!({"items": items});
     }
-    answer_for(schema, &subject_of(user), "answer")
+    answer_in(schema, &subject_of(user), "answer", user)
 }
 
 /// A value that satisfies `schema` (the subset of JSON Schema that structured outputs use).
 pub fn answer_for(schema: &Value, subject: &str, key: &str) -> Value {
+    answer_in(schema, subject, key, "")
+}
+
+/// Integer ids that appear as `"id": N` in `text` (the record data of a prompt), in order, once each.
+fn ids_in(text: &str) -> Vec<i64> {
+    let mut out = Vec::new();
+    for (at, _) in text.match_indices("\"id\":") {
+        let rest = text[at + 5..].trim_start();
+        let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
+        if let Ok(n) = digits.parse::<i64>()
+            && !out.contains(&n)
+        {
+            out.push(n);
+        }
+    }
+    out
+}
+
+/// [`answer_for`], reading `prompt` where the answer must refer to the record: a list of objects
+/// with an integer `id` (alt text per image id) gets one entry per id the record data holds.
+fn answer_in(schema: &Value, subject: &str, key: &str, prompt: &str) -> Value {
     if let Some(first) = schema.get("enum").and_then(Value::as_array).and_then(|e| e.first()) {
         return first.clone();
     }
@@ -504,14 +525,24 @@ pub fn answer_for(schema: &Value, subject: &str, key: &str) -> Value {
             let mut out = Map::new();
             if let Some(props) = schema["properties"].as_object() {
                 for (name, sub) in props {
-                    out.insert(name.clone(), answer_for(sub, subject, name));
+                    out.insert(name.clone(), answer_in(sub, subject, name, prompt));
                 }
             }
             Value::Object(out)
         }
         "array" => {
+            let items = &schema["items"];
+            if items["properties"]["id"]["type"] == "integer" {
+                let max = schema["maxItems"].as_u64().unwrap_or(u64::MAX) as usize;
+                let entries = ids_in(prompt).into_iter().take(max).map(|id| {
+                    let mut entry = answer_in(items, &format!("{subject} #{id}"), key, "");
+                    entry["id"] = json!(id);
+                    entry
+                });
+                return Value::Array(entries.collect());
+            }
             let n = schema["minItems"].as_u64().unwrap_or(1).max(1);
-            Value::Array((0..n).map(|_| answer_for(&schema["items"], subject, key)).collect())
+            Value::Array((0..n).map(|_| answer_in(items, subject, key, prompt)).collect())
         }
         "integer" => json!(subject.len() as i64 % 100),
         "number" => json!((subject.len() % 100) as f64 / 10.0),

@@ -1,0 +1,5 @@
+//! WooCommerce (`wc/v3`): the connector.
+
+mod client;
+
+pub use client::*;
