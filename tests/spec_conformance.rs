@@ -52,7 +52,12 @@ fn bare_prompt() -> Prompt {
     Prompt { system: None, user: "Product 7: describe it.".into() }
 }
 
-fn request<'a>(model: &'a str, prompt: &'a Prompt, schema: &'a Value, temperature: Option<f32>) -> CompletionRequest<'a> {
+fn request<'a>(
+    model: &'a str,
+    prompt: &'a Prompt,
+    schema: &'a Value,
+    temperature: Option<f32>,
+) -> CompletionRequest<'a> {
     CompletionRequest { model, prompt, schema_name: "product copy", schema, max_output_tokens: 500, temperature }
 }
 
@@ -86,7 +91,11 @@ fn refused(result: Result<(), String>, field: &str) {
 async fn openai_chat_requests_match_the_spec_in_every_url_style() {
     for (style, config, model) in [
         ("openai", "kind = \"openai\"\nbase_url = \"http://{addr}/v1\"", "gpt-4o-mini"),
-        ("azure classic", "kind = \"openai\"\nbase_url = \"http://{addr}\"\napi_version = \"2024-10-21\"", "my-deployment"),
+        (
+            "azure classic",
+            "kind = \"openai\"\nbase_url = \"http://{addr}\"\napi_version = \"2024-10-21\"",
+            "my-deployment",
+        ),
         ("azure v1", "kind = \"openai\"\nbase_url = \"http://{addr}/openai/v1\"\nauth = \"api-key\"", "my-deployment"),
     ] {
         let (p, sandbox) = provider(config).await;
@@ -203,7 +212,8 @@ fn gemini_bodies_that_break_the_spec_are_refused_by_field() {
     assert!(message.contains("generation_configs"), "{message}");
 
     let mut bad = fixture("gemini/batch_generate_content.json");
-    bad["batch"]["input_config"]["requests"]["requests"][0]["request"]["generation_config"]["temperature"] = json!("hot");
+    bad["batch"]["input_config"]["requests"]["requests"][0]["request"]["generation_config"]["temperature"] =
+        json!("hot");
     refused(check_gemini_batch(&bad), "/batch/inputConfig/requests/requests/0/request/generationConfig/temperature");
 }
 

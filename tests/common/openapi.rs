@@ -33,9 +33,9 @@ fn read(file: &str) -> String {
 pub fn openai() -> &'static Spec {
     static SPEC: OnceLock<Spec> = OnceLock::new();
     SPEC.get_or_init(|| {
-        let doc: Value = serde_yaml_ng::from_str(&read("openai-openapi.yaml"))
+        let doc: YamlJson = serde_yaml_ng::from_str(&read("openai-openapi.yaml"))
             .unwrap_or_else(|e| panic!("openai-openapi.yaml is not valid YAML: {e}"));
-        Spec::new("openai-openapi.yaml", doc)
+        Spec::new("openai-openapi.yaml", doc.0)
     })
 }
 
@@ -141,7 +141,9 @@ impl Spec {
             if !seen.insert(reference.clone()) {
                 continue;
             }
-            let target = self.pointer(&reference)?;
+            // A `$ref` string inside an example is data, not a reference: one that resolves
+            // nowhere is left to the validator, which fails on it only if a schema uses it.
+            let Ok(target) = self.pointer(&reference) else { continue };
             collect_refs(target, &mut pending);
             place(&mut root, &reference[1..], target.clone());
         }
@@ -153,13 +155,6 @@ impl Spec {
     pub fn check(&self, method: &str, path: &str, body: &Value) -> Result<(), String> {
         let schema = self.request_schema(method, path)?;
         self.check_against(&format!("{method} {path}"), schema, body)
-    }
-
-    /// Validates `value` against the component schema `name`.
-    pub fn check_schema(&self, name: &str, value: &Value) -> Result<(), String> {
-        let reference = format!("#/components/schemas/{name}");
-        self.pointer(&reference)?;
-        self.check_against(name, json!({"$ref": reference}), value)
     }
 
     fn check_against(&self, what: &str, schema: Value, body: &Value) -> Result<(), String> {
@@ -272,6 +267,73 @@ pub fn check_gemini_batch(body: &Value) -> Result<(), String> {
     gemini().check_proto_json("POST", "/v1beta/models/{model}:batchGenerateContent", body)
 }
 
+/// A YAML document read as JSON. Unlike `serde_json::Value` it takes integers beyond 64 bits (the
+/// OpenAI spec bounds `seed` by ±9223372036854776000, i64's range rounded up), as the nearest float.
+struct YamlJson(Value);
+
+impl<'de> serde::Deserialize<'de> for YamlJson {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(YamlJsonVisitor).map(YamlJson)
+    }
+}
+
+struct YamlJsonVisitor;
+
+impl<'de> serde::de::Visitor<'de> for YamlJsonVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any YAML value that JSON can hold")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(v.into())
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(v.into())
+    }
+    fn visit_i128<E>(self, v: i128) -> Result<Value, E> {
+        Ok(i64::try_from(v).map(Value::from).unwrap_or_else(|_| Value::from(v as f64)))
+    }
+    fn visit_u128<E>(self, v: u128) -> Result<Value, E> {
+        Ok(u64::try_from(v).map(Value::from).unwrap_or_else(|_| Value::from(v as f64)))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(v.into())
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(v.into())
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(v.into())
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(YamlJson(item)) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = Map::new();
+        while let Some((key, YamlJson(value))) = map.next_entry::<String, YamlJson>()? {
+            out.insert(key, value);
+        }
+        Ok(Value::Object(out))
+    }
+}
+
 /// `display_name` → `displayName`.
 fn lower_camel(name: &str) -> String {
     let mut out = String::with_capacity(name.len());
@@ -289,15 +351,13 @@ fn lower_camel(name: &str) -> String {
     out
 }
 
-/// Every local `$ref` below `schema`.
+/// Every local `$ref` below `schema` (examples included: harmless extra components).
 fn collect_refs(schema: &Value, out: &mut Vec<String>) {
     match schema {
         Value::Object(map) => {
             for (key, value) in map {
                 match (key.as_str(), value) {
                     ("$ref", Value::String(r)) if r.starts_with("#/") => out.push(r.clone()),
-                    // Data, not schemas: a property called `$ref` in an example is not a reference.
-                    ("example" | "examples" | "default" | "enum" | "const", _) => {}
                     _ => collect_refs(value, out),
                 }
             }
@@ -313,7 +373,11 @@ fn place(root: &mut Value, pointer: &str, value: Value) {
     let tokens: Vec<String> =
         pointer.trim_start_matches('/').split('/').map(|t| t.replace("~1", "/").replace("~0", "~")).collect();
     for token in &tokens[..tokens.len() - 1] {
-        at = at.as_object_mut().expect("a component path runs through objects").entry(token.clone()).or_insert(json!({}));
+        at = at
+            .as_object_mut()
+            .expect("a component path runs through objects")
+            .entry(token.clone())
+            .or_insert(json!({}));
     }
     at[tokens[tokens.len() - 1].as_str()] = value;
 }
