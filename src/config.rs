@@ -705,6 +705,10 @@ impl Config {
             return Err(err(file, "daemon.lease_seconds", "must be positive"));
         }
         for (name, task) in &self.tasks {
+            // 0–2 is what OpenAI and Gemini accept; Anthropic's 0–1 is clamped when sent.
+            if task.temperature.is_some_and(|t| !(0.0..=2.0).contains(&t)) {
+                return Err(err(file, format!("tasks.{name}.temperature"), "must be between 0 and 2"));
+            }
             crate::task::Task::build(name, task)
                 .map_err(|(key, message)| err(file, format!("tasks.{name}.{key}"), message))?;
         }

@@ -109,6 +109,18 @@ fn broken_configs_fail_with_exit_2_and_the_key_path() {
         "tasks.copy.fields.summary: \"summary\" is not a property of output_schema",
     );
     broken(|c| c.replace("write its description.", "write {{ its description."), "tasks.copy.prompt: template error");
+    broken(
+        |c| c.replace("fields = {", "temperature = 2.5\nfields = {"),
+        "tasks.copy.temperature: must be between 0 and 2",
+    );
+    broken(
+        |c| c.replace("fields = {", "temperature = -0.1\nfields = {"),
+        "tasks.copy.temperature: must be between 0 and 2",
+    );
+    broken(
+        |c| c.replace("fields = {", "temperature = nan\nfields = {"),
+        "tasks.copy.temperature: must be between 0 and 2",
+    );
     broken(|c| c.replace("[connections.shop]", "[connections.shop"), "(file): TOML parse error at line");
 }
 

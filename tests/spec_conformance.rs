@@ -1,0 +1,256 @@
+//! The request bodies our provider clients really send — captured over HTTP by the provider
+//! sandbox — validate against the providers' OpenAPI documents in `../shared/specs`: OpenAI Chat
+//! Completions (plain and both Azure URL styles), Anthropic Messages (forced tool and
+//! `output_config`), both batch APIs, and hand-built Gemini bodies until the Gemini client lands.
+//! Negative cases prove the checker can fail and names the offending field.
+
+#[path = "common/openapi.rs"]
+mod openapi;
+
+use std::path::Path;
+
+use enrichd::config::Config;
+use enrichd::provider::{CompletionRequest, Provider};
+use enrichd::sandbox::provider::{ProviderSandbox, Received};
+use enrichd::task::Prompt;
+use openapi::{
+    check_anthropic_batch, check_anthropic_messages, check_gemini_batch, check_gemini_generate,
+    check_openai_batch_create, check_openai_chat,
+};
+use serde_json::{Value, json};
+
+const KEY: &str = "spec-key";
+
+/// A provider named `p` built from `[providers.p]` lines `config` (with `{addr}` replaced by the
+/// sandbox's address), and the recording sandbox it talks to.
+async fn provider(config: &str) -> (Provider, ProviderSandbox) {
+    let sandbox = ProviderSandbox::new(Some(KEY));
+    let addr = sandbox.start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    sandbox.record_requests(true);
+    // SAFETY: every test sets the same value, before the config that reads it is parsed.
+    unsafe { std::env::set_var("SPEC_PROVIDER_KEY", KEY) };
+    let text = format!(
+        "[providers.p]\n{}\napi_key = \"${{SPEC_PROVIDER_KEY}}\"\n",
+        config.replace("{addr}", &addr.to_string())
+    );
+    let config = Config::parse(Path::new("spec.toml"), &text, None).unwrap();
+    (Provider::build("p", &config.providers["p"]), sandbox)
+}
+
+fn schema() -> Value {
+    json!({"type": "object", "additionalProperties": false, "required": ["description", "tags"],
+           "properties": {"description": {"type": "string"}, "tags": {"type": "array", "items": {"type": "string"}}}})
+}
+
+/// Every option our requests can carry: system and user message, output limit, temperature.
+fn full_prompt() -> Prompt {
+    Prompt { system: Some("Be factual.".into()), user: "Product 12: describe it.\n<record>...</record>".into() }
+}
+
+/// The least a request carries: no system message, no temperature.
+fn bare_prompt() -> Prompt {
+    Prompt { system: None, user: "Product 7: describe it.".into() }
+}
+
+fn request<'a>(
+    model: &'a str,
+    prompt: &'a Prompt,
+    schema: &'a Value,
+    temperature: Option<f32>,
+) -> CompletionRequest<'a> {
+    CompletionRequest { model, prompt, schema_name: "product copy", schema, max_output_tokens: 500, temperature }
+}
+
+/// Sends one full and one bare request, and returns the bodies received at `path`.
+async fn sent(p: &Provider, sandbox: &ProviderSandbox, model: &str, path: &str) -> Vec<Value> {
+    let schema = schema();
+    let (full, bare) = (full_prompt(), bare_prompt());
+    p.complete(&request(model, &full, &schema, Some(0.7))).await.unwrap();
+    p.complete(&request(model, &bare, &schema, None)).await.unwrap();
+    let bodies = bodies_at(&sandbox.received(), path);
+    assert_eq!(bodies.len(), 2, "both requests reached {path}");
+    bodies
+}
+
+fn bodies_at(received: &[Received], path: &str) -> Vec<Value> {
+    received.iter().filter(|r| r.method == "POST" && r.path == path).map(|r| r.body.clone()).collect()
+}
+
+fn fixture(name: &str) -> Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+}
+
+/// `check` must fail, and its message must name `field` (a JSON pointer into the body).
+fn refused(result: Result<(), String>, field: &str) {
+    let message = result.expect_err("the checker accepted a body that breaks the spec");
+    assert!(message.contains(&format!("at {field}")), "the failure names {field}: {message}");
+}
+
+#[tokio::test]
+async fn openai_chat_requests_match_the_spec_in_every_url_style() {
+    for (style, config, model) in [
+        ("openai", "kind = \"openai\"\nbase_url = \"http://{addr}/v1\"", "gpt-4o-mini"),
+        (
+            "azure classic",
+            "kind = \"openai\"\nbase_url = \"http://{addr}\"\napi_version = \"2024-10-21\"",
+            "my-deployment",
+        ),
+        ("azure v1", "kind = \"openai\"\nbase_url = \"http://{addr}/openai/v1\"\nauth = \"api-key\"", "my-deployment"),
+    ] {
+        let (p, sandbox) = provider(config).await;
+        let bodies = sent(&p, &sandbox, model, "/v1/chat/completions").await;
+        let full = &bodies[0];
+        assert_eq!(full["response_format"]["type"], "json_schema", "{style}");
+        assert_eq!(full["response_format"]["json_schema"]["strict"], true, "{style}");
+        assert_eq!(full["messages"][0]["role"], "system", "{style}");
+        assert!(full["temperature"].is_number() && full["max_completion_tokens"] == 500, "{style}: {full}");
+        for body in &bodies {
+            check_openai_chat(body).unwrap_or_else(|e| panic!("{style}: {e}"));
+        }
+    }
+}
+
+#[tokio::test]
+async fn anthropic_messages_match_the_spec_in_both_structured_output_styles() {
+    for structured in ["tool", "output_config"] {
+        let (p, sandbox) = provider(&format!(
+            "kind = \"anthropic\"\nbase_url = \"http://{{addr}}\"\nstructured_output = \"{structured}\""
+        ))
+        .await;
+        let bodies = sent(&p, &sandbox, "claude-haiku-4-5", "/v1/messages").await;
+        let full = &bodies[0];
+        match structured {
+            "tool" => assert_eq!(full["tool_choice"]["type"], "tool"),
+            _ => assert_eq!(full["output_config"]["format"]["type"], "json_schema"),
+        }
+        assert!(full["system"].is_string() && full["temperature"].is_number(), "{full}");
+        for body in &bodies {
+            check_anthropic_messages(body).unwrap_or_else(|e| panic!("{structured}: {e}"));
+        }
+    }
+}
+
+#[tokio::test]
+async fn openai_batch_lines_and_the_batch_create_body_match_the_spec() {
+    let (p, sandbox) = provider("kind = \"openai\"\nbase_url = \"http://{addr}/v1\"").await;
+    let schema = schema();
+    let (full, bare) = (full_prompt(), bare_prompt());
+    let lines = vec![
+        p.batch_line("item-1", &request("gpt-4o-mini", &full, &schema, Some(0.2))),
+        p.batch_line("item-2", &request("gpt-4o-mini", &bare, &schema, None)),
+    ];
+    p.submit_batch("run-1-batch-1", "gpt-4o-mini", &lines).await.unwrap();
+    let received = sandbox.received();
+
+    let create = bodies_at(&received, "/v1/batches");
+    assert_eq!(create.len(), 1);
+    check_openai_batch_create(&create[0]).unwrap();
+
+    // The JSONL file as uploaded: every line a chat request for the batch's endpoint.
+    let upload = bodies_at(&received, "/v1/files");
+    assert_eq!(upload.len(), 1);
+    let uploaded = upload[0]["lines"].as_array().unwrap();
+    assert_eq!(uploaded.len(), 2, "every line arrived as JSON");
+    for line in uploaded {
+        assert_eq!(line["method"], "POST", "{line}");
+        assert_eq!(line["url"], create[0]["endpoint"], "a line's url is the batch's endpoint: {line}");
+        assert!(line["custom_id"].is_string(), "{line}");
+        check_openai_chat(&line["body"]).unwrap_or_else(|e| panic!("line {}: {e}", line["custom_id"]));
+    }
+}
+
+#[tokio::test]
+async fn anthropic_batch_create_body_matches_the_spec_in_both_styles() {
+    for structured in ["tool", "output_config"] {
+        let (p, sandbox) = provider(&format!(
+            "kind = \"anthropic\"\nbase_url = \"http://{{addr}}\"\nstructured_output = \"{structured}\""
+        ))
+        .await;
+        let schema = schema();
+        let (full, bare) = (full_prompt(), bare_prompt());
+        let lines = vec![
+            p.batch_line("item-1", &request("claude-haiku-4-5", &full, &schema, Some(0.2))),
+            p.batch_line("item-2", &request("claude-haiku-4-5", &bare, &schema, None)),
+        ];
+        p.submit_batch("run-1-batch-1", "claude-haiku-4-5", &lines).await.unwrap();
+        let bodies = bodies_at(&sandbox.received(), "/v1/messages/batches");
+        assert_eq!(bodies.len(), 1, "{structured}");
+        assert_eq!(bodies[0]["requests"].as_array().map(Vec::len), Some(2), "{structured}");
+        check_anthropic_batch(&bodies[0]).unwrap_or_else(|e| panic!("{structured}: {e}"));
+    }
+}
+
+#[test]
+fn gemini_request_shapes_from_the_research_match_the_spec() {
+    check_gemini_generate(&fixture("gemini/generate_content.json")).unwrap();
+    // Inline batch in the documented snake_case spelling, with one request in camelCase.
+    check_gemini_batch(&fixture("gemini/batch_generate_content.json")).unwrap();
+}
+
+#[test]
+fn gemini_bodies_that_break_the_spec_are_refused_by_field() {
+    let good = fixture("gemini/generate_content.json");
+
+    let mut bad = good.clone();
+    bad["generationConfig"]["maxOutputTokens"] = json!("x");
+    refused(check_gemini_generate(&bad), "/generationConfig/maxOutputTokens");
+
+    let mut bad = good.clone();
+    bad["contents"][0]["parts"][0]["text"] = json!(42);
+    refused(check_gemini_generate(&bad), "/contents/0/parts/0/text");
+
+    let mut bad = good.clone();
+    bad.as_object_mut().unwrap().remove("contents");
+    refused(check_gemini_generate(&bad), "/ (the body)");
+
+    // A misspelt top-level field is refused, not silently ignored.
+    let mut bad = good.clone();
+    bad["generation_configs"] = bad["generationConfig"].take();
+    bad.as_object_mut().unwrap().remove("generationConfig");
+    let message = check_gemini_generate(&bad).unwrap_err();
+    assert!(message.contains("generation_configs"), "{message}");
+
+    let mut bad = fixture("gemini/batch_generate_content.json");
+    bad["batch"]["input_config"]["requests"]["requests"][0]["request"]["generation_config"]["temperature"] =
+        json!("hot");
+    refused(check_gemini_batch(&bad), "/batch/inputConfig/requests/requests/0/request/generationConfig/temperature");
+}
+
+#[tokio::test]
+async fn bodies_that_break_the_spec_are_refused_by_field() {
+    let (p, sandbox) = provider("kind = \"openai\"\nbase_url = \"http://{addr}/v1\"").await;
+    let good = sent(&p, &sandbox, "gpt-4o-mini", "/v1/chat/completions").await.remove(0);
+    let mut bad = good.clone();
+    bad["max_completion_tokens"] = json!("x");
+    refused(check_openai_chat(&bad), "/max_completion_tokens");
+    let mut bad = good.clone();
+    bad["temperature"] = json!(2.5);
+    refused(check_openai_chat(&bad), "/temperature");
+    let mut bad = good.clone();
+    bad["response_format"]["json_schema"].as_object_mut().unwrap().remove("name");
+    refused(check_openai_chat(&bad), "/response_format");
+    let mut bad = good.clone();
+    bad["max_output_tokens"] = json!(500);
+    let message = check_openai_chat(&bad).unwrap_err();
+    assert!(message.contains("max_output_tokens"), "an unknown field is named: {message}");
+    let mut bad = json!({"input_file_id": "file-1", "endpoint": "/v1/chat/completions", "completion_window": "1h"});
+    refused(check_openai_batch_create(&bad), "/completion_window");
+    bad["completion_window"] = json!("24h");
+    check_openai_batch_create(&bad).unwrap();
+
+    let (p, sandbox) =
+        provider("kind = \"anthropic\"\nbase_url = \"http://{addr}\"\nstructured_output = \"output_config\"").await;
+    let good = sent(&p, &sandbox, "claude-haiku-4-5", "/v1/messages").await.remove(0);
+    let mut bad = good.clone();
+    bad["max_tokens"] = json!("x");
+    refused(check_anthropic_messages(&bad), "/max_tokens");
+    let mut bad = good.clone();
+    bad["temperature"] = json!(1.5);
+    refused(check_anthropic_messages(&bad), "/temperature");
+    let mut bad = good.clone();
+    bad["output_config"]["format"]["type"] = json!("json_object");
+    refused(check_anthropic_messages(&bad), "/output_config/format/type");
+    let bad = json!({"requests": [{"custom_id": "item-1", "params": {"model": "claude-haiku-4-5", "messages": [], "max_tokens": "x"}}]});
+    refused(check_anthropic_batch(&bad), "/requests/0/params/max_tokens");
+}
