@@ -1,3 +1,4 @@
+#![recursion_limit = "256"]
 //! WooCommerce (`wc/v3`): the platform's limits, and (feature `sandbox`) a store in memory that
 //! behaves like a real WooCommerce 9.9 site, for tests, demos and benchmarks.
 

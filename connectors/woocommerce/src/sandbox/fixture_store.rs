@@ -42,7 +42,7 @@ pub fn build_start(sandbox: &WooSandbox) {
         let created = parse(&product["date_created_gmt"]);
         let modified = parse(&product["date_modified_gmt"]);
         let mut body = product.as_object().cloned().unwrap_or_default();
-        for key in ["id", "categories", "variations", "meta_data", "images"] {
+        for key in ["id", "categories", "variations", "images"] {
             body.remove(key);
         }
         insert_with_id(c, id, None, &body, created);

@@ -44,12 +44,17 @@ impl ApiError {
 /// `rest_invalid_param` with one entry per bad parameter, in the shape WordPress sends.
 #[derive(Default)]
 pub struct ParamErrors {
+    /// Parameter names in the order they were found (the message lists them so).
+    order: Vec<String>,
     params: Map<String, Value>,
     details: Map<String, Value>,
 }
 
 impl ParamErrors {
     pub fn add(&mut self, param: &str, code: &str, message: String, data: Value) {
+        if !self.order.iter().any(|p| p == param) {
+            self.order.push(param.into());
+        }
         self.params.insert(param.into(), Value::String(message.clone()));
         self.details.insert(param.into(), json!({"code": code, "message": message, "data": data}));
     }
@@ -58,8 +63,7 @@ impl ParamErrors {
         if self.params.is_empty() {
             return Ok(());
         }
-        let names: Vec<&str> = self.params.keys().map(String::as_str).collect();
-        let message = format!("Invalid parameter(s): {}", names.join(", "));
+        let message = format!("Invalid parameter(s): {}", self.order.join(", "));
         Err(ApiError::new(400, "rest_invalid_param", &message)
             .with("params", Value::Object(self.params.clone()))
             .with("details", Value::Object(self.details)))
@@ -576,15 +580,25 @@ impl Catalogue {
         product.modified = bump(product.modified, now);
     }
 
-    /// Moves a product to the trash: status `trash`, slug suffixed, modified bumped.
+    /// Moves a product to the trash: status `trash`, slug suffixed, restore meta added, modified bumped.
     pub fn trash(&mut self, id: u64, now: NaiveDateTime) {
+        let id_of = id;
+        let Some(p) = self.products.get(&id) else { return };
+        let (previous_status, previous_slug) = (p.status().to_owned(), p.str("slug").to_owned());
         if let Some(p) = self.products.get_mut(&id) {
             let slug = p.str("slug").to_owned();
-            let previous = p.status().to_owned();
             p.fields.insert("status".into(), json!("trash"));
             p.fields.insert("slug".into(), json!(format!("{slug}__trashed")));
-            p.fields.insert("_trash_meta_status".into(), json!(previous));
             p.modified = bump(p.modified, now);
+        }
+        // WordPress records how to restore the post in meta that WooCommerce then exposes.
+        let time = now.and_utc().timestamp().to_string();
+        let entries = [("_wp_trash_meta_status", previous_status), ("_wp_trash_meta_time", time), ("_wp_desired_post_slug", previous_slug)];
+        for (key, value) in entries {
+            let id = self.meta_id();
+            if let Some(p) = self.products.get_mut(&id_of) {
+                p.meta.push(Meta { id, key: key.into(), value: json!(value) });
+            }
         }
     }
 

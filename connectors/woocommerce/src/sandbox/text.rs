@@ -117,8 +117,19 @@ pub fn slugify(title: &str) -> String {
     static ENTITY: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"&[A-Za-z0-9#]+;").unwrap());
     let text = ENTITY.replace_all(title, "");
     let mut out = String::new();
-    for c in text.chars() {
-        let c = unaccent(c);
+    let chars: Vec<char> = text.chars().collect();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = unaccent(chars[i]);
+        i += 1;
+        // Octets already percent-encoded (a slug sent back as it was served) stay as they are.
+        if c == '%' && chars.get(i).is_some_and(char::is_ascii_hexdigit) && chars.get(i + 1).is_some_and(char::is_ascii_hexdigit) {
+            out.push('%');
+            out.push(chars[i].to_ascii_lowercase());
+            out.push(chars[i + 1].to_ascii_lowercase());
+            i += 2;
+            continue;
+        }
         if c.is_ascii_alphanumeric() {
             out.push(c.to_ascii_lowercase());
         } else if c == ' ' || c == '-' || c == '_' || c == '.' || c == '/' {
@@ -230,5 +241,6 @@ mod tests {
         assert_eq!(slugify("Running Socks (3-Pack)"), "running-socks-3-pack");
         assert_eq!(slugify("Café Crème Mug"), "cafe-creme-mug");
         assert_eq!(slugify("日本茶 Green Tea Tin"), "%e6%97%a5%e6%9c%ac%e8%8c%b6-green-tea-tin");
+        assert_eq!(slugify("%e6%97%a5%e6%9c%ac%e8%8c%b6-green-tea-tin"), "%e6%97%a5%e6%9c%ac%e8%8c%b6-green-tea-tin");
     }
 }
