@@ -605,7 +605,8 @@ async fn sandbox(which: SandboxCommand) -> Result<(), Failure> {
             println!("  consumer secret: {}", woo::CONSUMER_SECRET);
             println!("  read-only key:   {} / {}", woo::READ_ONLY_CONSUMER_KEY, woo::READ_ONLY_CONSUMER_SECRET);
             if let Some(http_port) = http_port {
-                let plain = store.start(at(http_port)).await.map_err(|e| failed(format!("binding port {http_port}: {e}")))?;
+                let plain =
+                    store.start(at(http_port)).await.map_err(|e| failed(format!("binding port {http_port}: {e}")))?;
                 println!("  plain HTTP (OAuth 1.0a only): http://{plain}/wp-json/wc/v3/");
             }
         }

@@ -53,7 +53,8 @@ pub fn build_start(sandbox: &WooSandbox) {
             insert_with_id(c, vid, Some(id), body.as_object().expect("literal"), created);
         }
         let p = c.products.get_mut(&id).expect("just inserted");
-        p.categories = product["categories"].as_array().into_iter().flatten().filter_map(|t| t["id"].as_u64()).collect();
+        p.categories =
+            product["categories"].as_array().into_iter().flatten().filter_map(|t| t["id"].as_u64()).collect();
         p.created = created;
         p.modified = modified;
     }
@@ -92,7 +93,9 @@ pub fn build_final(sandbox: &WooSandbox) {
         c.settle_slug(id);
         id
     };
-    for body in [json!({"name": "Clothing", "description": "Apparel and accessories"}), json!({"name": "Home & Garden"})] {
+    for body in
+        [json!({"name": "Clothing", "description": "Apparel and accessories"}), json!({"name": "Home & Garden"})]
+    {
         c.create_category(body.as_object().expect("literal")).expect("fresh category names");
     }
     for id in 11..=42 {
@@ -111,7 +114,8 @@ pub fn build_final(sandbox: &WooSandbox) {
         write(c, None, None, item.as_object().expect("batch item"), &format!("02:31:{second:02}"));
     }
     write(c, Some(50), None, &object(UPDATE_WITH_META), "02:31:34");
-    let title = json!({"meta_data":[{"key":"_yoast_wpseo_title","value":"Ceramic Coffee Mug (350 ml) | Woo Fixture Shop"}]});
+    let title =
+        json!({"meta_data":[{"key":"_yoast_wpseo_title","value":"Ceramic Coffee Mug (350 ml) | Woo Fixture Shop"}]});
     write(c, Some(47), None, title.as_object().expect("literal"), "02:31:42");
     for item in object(BATCH_UPDATE)["update"].as_array().into_iter().flatten() {
         let mut fields = item.as_object().cloned().unwrap_or_default();

@@ -111,12 +111,18 @@ impl Op {
     /// The error WooCommerce gives an unauthenticated request for this operation.
     fn forbidden(self, route: Route) -> ApiError {
         let (code, message) = match (self, route) {
-            (Op::List, _) | (Op::Get, Route::SystemStatus) => ("woocommerce_rest_cannot_view", "Sorry, you cannot list resources."),
+            (Op::List, _) | (Op::Get, Route::SystemStatus) => {
+                ("woocommerce_rest_cannot_view", "Sorry, you cannot list resources.")
+            }
             (Op::Get, _) => ("woocommerce_rest_cannot_view", "Sorry, you cannot view this resource."),
             (Op::Create, _) => ("woocommerce_rest_cannot_create", "Sorry, you are not allowed to create resources."),
             (Op::Update, _) => ("woocommerce_rest_cannot_edit", "Sorry, you are not allowed to edit this resource."),
-            (Op::Delete, _) => ("woocommerce_rest_cannot_delete", "Sorry, you are not allowed to delete this resource."),
-            (Op::Batch, _) => ("woocommerce_rest_cannot_batch", "Sorry, you are not allowed to batch manipulate this resource."),
+            (Op::Delete, _) => {
+                ("woocommerce_rest_cannot_delete", "Sorry, you are not allowed to delete this resource.")
+            }
+            (Op::Batch, _) => {
+                ("woocommerce_rest_cannot_batch", "Sorry, you are not allowed to batch manipulate this resource.")
+            }
         };
         ApiError::new(401, code, message)
     }
@@ -161,11 +167,9 @@ impl Reply {
     }
 
     fn into_response(self, base: &str) -> Response {
-        let mut response = (
-            StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-            php_json(&self.body),
-        )
-            .into_response();
+        let mut response =
+            (StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), php_json(&self.body))
+                .into_response();
         let h = response.headers_mut();
         let mut set = |name: &'static str, value: String| {
             if let Ok(v) = HeaderValue::from_str(&value) {
@@ -355,11 +359,18 @@ fn authenticate(inner: &mut Inner, request: &Request) -> Auth {
                     return auth;
                 }
                 if inner.app_passwords.iter().any(|(u, _)| *u == user) {
-                    let ok = inner.app_passwords.iter().any(|(u, p)| *u == user && p.replace(' ', "") == password.replace(' ', ""));
+                    let ok = inner
+                        .app_passwords
+                        .iter()
+                        .any(|(u, p)| *u == user && p.replace(' ', "") == password.replace(' ', ""));
                     return if ok {
                         Auth::User(Permission::ReadWrite)
                     } else {
-                        Auth::Failed(ApiError::new(401, "incorrect_password", "The provided password is an invalid application password."))
+                        Auth::Failed(ApiError::new(
+                            401,
+                            "incorrect_password",
+                            "The provided password is an invalid application password.",
+                        ))
                     };
                 }
                 return Auth::Anonymous;
@@ -449,7 +460,9 @@ fn dispatch(inner: &mut Inner, request: &Request, route: Route, op: Op) -> Reply
             inner.stats.get += 1;
             inner.note_read();
             match inner.catalogue.products.get(&id).filter(|v| v.parent_id == parent) {
-                Some(v) => Ok(Reply::ok(200, fields_single(inner.catalogue.serve_variation(v, &request.base), request))),
+                Some(v) => {
+                    Ok(Reply::ok(200, fields_single(inner.catalogue.serve_variation(v, &request.base), request)))
+                }
                 None => Err(ApiError::new(404, "woocommerce_rest_product_variation_invalid_id", "Invalid ID.")),
             }
         }
@@ -681,7 +694,11 @@ fn delete_product(inner: &mut Inner, request: &Request, id: u64, variation: bool
         inner.catalogue.remove(id);
     } else {
         if p.status() == "trash" {
-            return Err(ApiError::new(410, "woocommerce_rest_already_trashed", &format!("The product with ID {id} has already been trashed.")));
+            return Err(ApiError::new(
+                410,
+                "woocommerce_rest_already_trashed",
+                &format!("The product with ID {id} has already been trashed."),
+            ));
         }
         let now = inner.now();
         inner.catalogue.trash(id, now);
@@ -730,7 +747,7 @@ fn batch(inner: &mut Inner, request: &Request) -> Result<Reply, ApiError> {
                 let mut fields = item.as_object().cloned().unwrap_or_default();
                 let id_value = fields.remove("id").unwrap_or(json!(0));
                 let id = id_value.as_u64().or_else(|| id_value.as_str().and_then(|s| s.parse().ok())).unwrap_or(0);
-                if !inner.catalogue.products.get(&id).is_some_and(|p| !p.is_variation()) {
+                if inner.catalogue.products.get(&id).is_none_or(|p| p.is_variation()) {
                     return json!({"id": id_value, "error": ApiError::invalid_id(400).body()});
                 }
                 let now = inner.now();
@@ -769,8 +786,25 @@ fn batch(inner: &mut Inner, request: &Request) -> Result<Reply, ApiError> {
 
 /// `orderby` values WooCommerce 9.9 accepts for products, in the order its error message lists them.
 const ORDERBY: [&str; 19] = [
-    "date", "id", "include", "title", "slug", "modified", "popularity", "rating", "post__in", "price", "sales",
-    "menu_order", "random", "popularity", "rating", "menu_order", "price", "popularity", "rating",
+    "date",
+    "id",
+    "include",
+    "title",
+    "slug",
+    "modified",
+    "popularity",
+    "rating",
+    "post__in",
+    "price",
+    "sales",
+    "menu_order",
+    "random",
+    "popularity",
+    "rating",
+    "menu_order",
+    "price",
+    "popularity",
+    "rating",
 ];
 const STATUS: [&str; 7] = ["any", "future", "trash", "draft", "pending", "private", "publish"];
 const TYPES: [&str; 4] = ["simple", "grouped", "external", "variable"];
@@ -797,7 +831,12 @@ fn int_param(request: &Request, errors: &mut ParamErrors, name: &str, default: u
     };
     match max {
         Some(max) if n < 1 || n as u64 > max => {
-            errors.add(name, "rest_out_of_bounds", format!("{name} must be between 1 (inclusive) and {max} (inclusive)"), Value::Null);
+            errors.add(
+                name,
+                "rest_out_of_bounds",
+                format!("{name} must be between 1 (inclusive) and {max} (inclusive)"),
+                Value::Null,
+            );
             default
         }
         None if n < 1 => {
@@ -903,14 +942,19 @@ fn list_products(inner: &mut Inner, request: &Request, parent: Option<u64>) -> R
     let found: Vec<&Product> = c.products.values().filter(matches).collect();
     // Equal sort keys come back in a different order on every request, like MySQL without a
     // unique tie-breaker; only `id` and `include` orders are total.
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(inner.order_seed ^ inner.requests.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let mut rng =
+        rand_chacha::ChaCha8Rng::seed_from_u64(inner.order_seed ^ inner.requests.wrapping_mul(0x9E37_79B9_7F4A_7C15));
     let mut keyed: Vec<(SortKey, u64, &Product)> = found
         .into_iter()
         .map(|p| {
             let key = match params.orderby.as_str() {
                 "id" => SortKey::Int(p.id as i64),
                 "include" | "post__in" => {
-                    let at = params.include.as_ref().and_then(|ids| ids.iter().position(|i| *i == p.id)).unwrap_or(usize::MAX);
+                    let at = params
+                        .include
+                        .as_ref()
+                        .and_then(|ids| ids.iter().position(|i| *i == p.id))
+                        .unwrap_or(usize::MAX);
                     SortKey::Int(at as i64)
                 }
                 "title" => SortKey::Text(p.str("name").to_lowercase()),
@@ -984,7 +1028,8 @@ fn paginate_with(request: &Request, items: Vec<Value>, page: u64, per_page: u64)
             Some(p) => p.1 = target.to_string(),
             None => pairs.push(("page".into(), target.to_string())),
         }
-        let query: Vec<String> = pairs.iter().map(|(k, v)| format!("{}={}", text::urlencode(k), text::urlencode(v))).collect();
+        let query: Vec<String> =
+            pairs.iter().map(|(k, v)| format!("{}={}", text::urlencode(k), text::urlencode(v))).collect();
         format!("<{}{}?{}>", request.base, request.path, query.join("&"))
     };
     let mut links = Vec::new();

@@ -21,11 +21,8 @@ pub fn encode(text: &str) -> String {
 /// where the params (already decoded; `oauth_signature` left out) are encoded, sorted by name then
 /// value, and joined with `=` and `&`.
 pub fn base_string(method: &str, base_url: &str, params: &[(String, String)]) -> String {
-    let mut encoded: Vec<(String, String)> = params
-        .iter()
-        .filter(|(k, _)| k != "oauth_signature")
-        .map(|(k, v)| (encode(k), encode(v)))
-        .collect();
+    let mut encoded: Vec<(String, String)> =
+        params.iter().filter(|(k, _)| k != "oauth_signature").map(|(k, v)| (encode(k), encode(v))).collect();
     encoded.sort();
     let joined: Vec<String> = encoded.into_iter().map(|(k, v)| format!("{k}={v}")).collect();
     format!("{}&{}&{}", method.to_ascii_uppercase(), encode(base_url), encode(&joined.join("&")))

@@ -310,16 +310,17 @@ impl Catalogue {
         let name = text::normalize_name(name);
         let parent = body.get("parent").and_then(Value::as_u64).unwrap_or(0);
         if let Some(existing) = self.categories.values().find(|t| t.name == name && t.parent == parent) {
-            return Err(ApiError::new(400, "term_exists", "A term with the name provided already exists with this parent.")
-                .with("resource_id", existing.id.into()));
+            return Err(ApiError::new(
+                400,
+                "term_exists",
+                "A term with the name provided already exists with this parent.",
+            )
+            .with("resource_id", existing.id.into()));
         }
-        let slug = body
-            .get("slug")
-            .and_then(Value::as_str)
-            .map(text::slugify)
-            .unwrap_or_else(|| text::slugify(&name));
+        let slug = body.get("slug").and_then(Value::as_str).map(text::slugify).unwrap_or_else(|| text::slugify(&name));
         let id = self.term_id();
-        let description = body.get("description").and_then(Value::as_str).map(text::normalize_entities).unwrap_or_default();
+        let description =
+            body.get("description").and_then(Value::as_str).map(text::normalize_entities).unwrap_or_default();
         self.categories.insert(id, Term { id, name, slug, description, parent });
         Ok(id)
     }
@@ -593,7 +594,11 @@ impl Catalogue {
         }
         // WordPress records how to restore the post in meta that WooCommerce then exposes.
         let time = now.and_utc().timestamp().to_string();
-        let entries = [("_wp_trash_meta_status", previous_status), ("_wp_trash_meta_time", time), ("_wp_desired_post_slug", previous_slug)];
+        let entries = [
+            ("_wp_trash_meta_status", previous_status),
+            ("_wp_trash_meta_time", time),
+            ("_wp_desired_post_slug", previous_slug),
+        ];
         for (key, value) in entries {
             let id = self.meta_id();
             if let Some(p) = self.products.get_mut(&id_of) {
@@ -663,11 +668,8 @@ impl Catalogue {
 
     fn stock_status(&self, p: &Product) -> String {
         if p.str("type") == "variable" {
-            let any = p
-                .variations
-                .iter()
-                .filter_map(|v| self.products.get(v))
-                .any(|v| self.stock_status(v) == "instock");
+            let any =
+                p.variations.iter().filter_map(|v| self.products.get(v)).any(|v| self.stock_status(v) == "instock");
             return if any { "instock" } else { "outofstock" }.into();
         }
         if p.fields.get("manage_stock") == Some(&json!(true)) {
@@ -681,7 +683,12 @@ impl Catalogue {
     }
 
     fn term_refs(&self, ids: &[u64], terms: &BTreeMap<u64, Term>) -> Value {
-        json!(ids.iter().filter_map(|i| terms.get(i)).map(|t| json!({"id": t.id, "name": t.name, "slug": t.slug})).collect::<Vec<_>>())
+        json!(
+            ids.iter()
+                .filter_map(|i| terms.get(i))
+                .map(|t| json!({"id": t.id, "name": t.name, "slug": t.slug}))
+                .collect::<Vec<_>>()
+        )
     }
 
     fn date(&self, gmt: NaiveDateTime) -> (String, String) {
@@ -732,7 +739,9 @@ impl Catalogue {
             .products
             .values()
             .filter(|o| o.id != p.id && !o.is_variation() && o.status() == "publish")
-            .filter(|o| o.categories.iter().any(|c| p.categories.contains(c)) || o.tags.iter().any(|t| p.tags.contains(t)))
+            .filter(|o| {
+                o.categories.iter().any(|c| p.categories.contains(c)) || o.tags.iter().any(|t| p.tags.contains(t))
+            })
             .map(|o| o.id)
             .collect();
         ids.shuffle(&mut rand::rng());
@@ -754,7 +763,8 @@ impl Catalogue {
                 (name, slug)
             }
             None => {
-                let slug = if matches!(p.status(), "draft" | "pending") { String::new() } else { p.str("slug").to_owned() };
+                let slug =
+                    if matches!(p.status(), "draft" | "pending") { String::new() } else { p.str("slug").to_owned() };
                 (p.str("name").to_owned(), slug)
             }
         };
@@ -844,7 +854,8 @@ impl Catalogue {
         let obj = out.as_object_mut().expect("object literal");
         if ctx == Context::Edit {
             obj.insert("permalink_template".into(), json!(format!("{base}/product/%pagename%/")));
-            let generated = if p.str("slug").is_empty() { text::slugify(p.str("name")) } else { p.str("slug").to_owned() };
+            let generated =
+                if p.str("slug").is_empty() { text::slugify(p.str("name")) } else { p.str("slug").to_owned() };
             obj.insert("generated_slug".into(), json!(generated));
         }
         let mut links = json!({
@@ -987,28 +998,51 @@ fn validate(body: &Map<String, Value>) -> Result<(), ApiError> {
             let items: Vec<Value> = match value {
                 Value::Array(a) => a.clone(),
                 Value::Object(_) => {
-                    errors.add(name, "rest_invalid_type", format!("{name} is not of type array."), json!({"param": name}));
+                    errors.add(
+                        name,
+                        "rest_invalid_type",
+                        format!("{name} is not of type array."),
+                        json!({"param": name}),
+                    );
                     continue;
                 }
                 other => vec![other.clone()],
             };
-            let wants_objects = matches!(name, "categories" | "tags" | "images" | "meta_data" | "attributes" | "default_attributes" | "downloads");
+            let wants_objects = matches!(
+                name,
+                "categories" | "tags" | "images" | "meta_data" | "attributes" | "default_attributes" | "downloads"
+            );
             let wants_ints = matches!(name, "upsell_ids" | "cross_sell_ids" | "grouped_products" | "brands");
             for (i, item) in items.iter().enumerate() {
                 let param = format!("{name}[{i}]");
                 if wants_objects && !item.is_object() {
-                    errors.add(name, "rest_invalid_type", format!("{param} is not of type object."), json!({"param": param}));
+                    errors.add(
+                        name,
+                        "rest_invalid_type",
+                        format!("{param} is not of type object."),
+                        json!({"param": param}),
+                    );
                     break;
                 }
                 if wants_ints && !Kind::Int.accepts(item) {
-                    errors.add(name, "rest_invalid_type", format!("{param} is not of type integer."), json!({"param": param}));
+                    errors.add(
+                        name,
+                        "rest_invalid_type",
+                        format!("{param} is not of type integer."),
+                        json!({"param": param}),
+                    );
                     break;
                 }
             }
             continue;
         }
         if !kind.accepts(value) {
-            errors.add(name, "rest_invalid_type", format!("{name} is not of type {}.", kind.name()), json!({"param": name}));
+            errors.add(
+                name,
+                "rest_invalid_type",
+                format!("{name} is not of type {}.", kind.name()),
+                json!({"param": name}),
+            );
         }
     }
     for (name, allowed) in [

@@ -123,7 +123,10 @@ pub fn slugify(title: &str) -> String {
         let c = unaccent(chars[i]);
         i += 1;
         // Octets already percent-encoded (a slug sent back as it was served) stay as they are.
-        if c == '%' && chars.get(i).is_some_and(char::is_ascii_hexdigit) && chars.get(i + 1).is_some_and(char::is_ascii_hexdigit) {
+        if c == '%'
+            && chars.get(i).is_some_and(char::is_ascii_hexdigit)
+            && chars.get(i + 1).is_some_and(char::is_ascii_hexdigit)
+        {
             out.push('%');
             out.push(chars[i].to_ascii_lowercase());
             out.push(chars[i + 1].to_ascii_lowercase());
@@ -225,13 +228,19 @@ mod tests {
         );
         assert_eq!(wpautop("<p>Everyday cotton tee.</p>"), "<p>Everyday cotton tee.</p>\n");
         assert_eq!(wpautop(""), "");
-        assert_eq!(wpautop("Plain text.\n\nSecond line\nwith a break."), "<p>Plain text.</p>\n<p>Second line<br />\nwith a break.</p>\n");
+        assert_eq!(
+            wpautop("Plain text.\n\nSecond line\nwith a break."),
+            "<p>Plain text.</p>\n<p>Second line<br />\nwith a break.</p>\n"
+        );
     }
 
     #[test]
     fn entities_are_normalised_like_kses() {
         assert_eq!(normalize_name("Mug & Coaster Set"), "Mug &amp; Coaster Set");
-        assert_eq!(normalize_entities("<p>A &ndash; B &amp; C &#36; D & E</p>"), "<p>A &ndash; B &amp; C &#36; D &amp; E</p>");
+        assert_eq!(
+            normalize_entities("<p>A &ndash; B &amp; C &#36; D & E</p>"),
+            "<p>A &ndash; B &amp; C &#36; D &amp; E</p>"
+        );
         assert_eq!(normalize_name("M8 <zinc>"), "M8 &lt;zinc&gt;");
     }
 

@@ -60,9 +60,7 @@ pub async fn serve(addr: SocketAddr, identity: &Identity, router: axum::Router) 
             let service = TowerToHyperService::new(router.clone());
             tokio::spawn(async move {
                 let Ok(tls) = acceptor.accept(stream).await else { return };
-                let _ = auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(tls), service)
-                    .await;
+                let _ = auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(tls), service).await;
             });
         }
     });
