@@ -104,6 +104,24 @@ enum SandboxCommand {
         #[arg(long, default_value = "sandbox-token")]
         token: String,
     },
+    /// A WooCommerce store (`wc/v3` over HTTPS with a self-signed certificate) filled with a
+    /// generated hardware catalogue.
+    Woocommerce {
+        #[arg(long, default_value_t = 300)]
+        products: usize,
+        /// Share of products (0.0–1.0) without a description.
+        #[arg(long, default_value_t = 0.4)]
+        missing_share: f64,
+        /// Seed of the generated catalogue.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// HTTPS port.
+        #[arg(long, default_value_t = 8703)]
+        port: u16,
+        /// Also serve plain HTTP here (only OAuth 1.0a-signed requests authenticate there).
+        #[arg(long)]
+        http_port: Option<u16>,
+    },
     /// An OpenAI-compatible simulated model.
     Provider {
         #[arg(long, default_value_t = 8702)]
@@ -592,6 +610,24 @@ async fn sandbox(which: SandboxCommand) -> Result<(), Failure> {
             println!(
                 "teststore sandbox with {products} products on http://{addr} (bearer token {token:?}); Ctrl-C stops it"
             );
+        }
+        SandboxCommand::Woocommerce { products, missing_share, seed, port, http_port } => {
+            use enrichd_woocommerce::sandbox::{self as woo, WooSandbox};
+            let store = WooSandbox::with_products(woo::generate_catalogue(products, seed, missing_share));
+            let addr = store.start_https(at(port)).await.map_err(|e| failed(format!("binding port {port}: {e}")))?;
+            let pem = std::env::temp_dir().join(format!("enrichd-woocommerce-sandbox-{}.pem", addr.port()));
+            std::fs::write(&pem, store.certificate_pem())
+                .map_err(|e| failed(format!("writing the certificate to {}: {e}", pem.display())))?;
+            println!("WooCommerce sandbox with {products} products on https://{addr}/wp-json/wc/v3/ ; Ctrl-C stops it");
+            println!("  certificate (self-signed): {}", pem.display());
+            println!("  consumer key:    {}", woo::CONSUMER_KEY);
+            println!("  consumer secret: {}", woo::CONSUMER_SECRET);
+            println!("  read-only key:   {} / {}", woo::READ_ONLY_CONSUMER_KEY, woo::READ_ONLY_CONSUMER_SECRET);
+            if let Some(http_port) = http_port {
+                let plain =
+                    store.start(at(http_port)).await.map_err(|e| failed(format!("binding port {http_port}: {e}")))?;
+                println!("  plain HTTP (OAuth 1.0a only): http://{plain}/wp-json/wc/v3/");
+            }
         }
         SandboxCommand::Provider { port, api_key, latency_ms } => {
             let provider = crate::sandbox::provider::ProviderSandbox::new(api_key.as_deref());
