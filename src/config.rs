@@ -555,9 +555,7 @@ impl Config {
                     return Err(err(
                         file,
                         format!("{prefix}.kind"),
-                        format!(
-                            "unknown provider kind {other:?}; available: \"openai\", \"anthropic\", \"gemini\""
-                        ),
+                        format!("unknown provider kind {other:?}; available: \"openai\", \"anthropic\", \"gemini\""),
                     ));
                 }
             };
@@ -634,12 +632,22 @@ impl Config {
                     return Err(err(file, at("timeout_seconds"), "must be positive"));
                 }
                 if g.batch_inline_max_bytes.is_some_and(|b| b > crate::provider::Gemini::INLINE_MAX_BYTES) {
-                    return Err(err(file, at("batch_inline_max_bytes"), "Gemini takes at most 20 MB inline (20971520)"));
+                    return Err(err(
+                        file,
+                        at("batch_inline_max_bytes"),
+                        "Gemini takes at most 20 MB inline (20971520)",
+                    ));
                 }
                 if g.batch_max_bytes.is_some_and(|b| b > crate::provider::Gemini::MAX_BATCH_BYTES) {
-                    return Err(err(file, at("batch_max_bytes"), "Gemini batch input files are at most 2 GB (2147483648)"));
+                    return Err(err(
+                        file,
+                        at("batch_max_bytes"),
+                        "Gemini batch input files are at most 2 GB (2147483648)",
+                    ));
                 }
-                for (key, value) in [("batch_max_requests", g.batch_max_requests), ("batch_max_bytes", g.batch_max_bytes)] {
+                for (key, value) in
+                    [("batch_max_requests", g.batch_max_requests), ("batch_max_bytes", g.batch_max_bytes)]
+                {
                     if value == Some(0) {
                         return Err(err(file, at(key), "must be at least 1"));
                     }

@@ -118,11 +118,7 @@ async fn server_errors_are_transient_and_bad_keys_permanent() {
     for _ in 0..4 {
         let e = ask(&p).await.unwrap_err();
         assert_eq!(e.kind, ProviderErrorKind::Transient);
-        assert!(
-            e.message.contains("HTTP 503 UNAVAILABLE") || e.message.contains("HTTP 500 INTERNAL"),
-            "{}",
-            e.message
-        );
+        assert!(e.message.contains("HTTP 503 UNAVAILABLE") || e.message.contains("HTTP 500 INTERNAL"), "{}", e.message);
     }
     let (p, _sandbox) = provider("wrong-key-654", "").await;
     let e = ask(&p).await.unwrap_err();
@@ -291,11 +287,7 @@ async fn batch_results_out_of_order_find_their_records(db: &TestDb) {
 }
 
 async fn large_batches_go_through_an_uploaded_file(db: &TestDb) {
-    let options = ConfigOptions {
-        extra_pipeline: BATCH,
-        extra_provider: FAST_POLLS,
-        ..Default::default()
-    };
+    let options = ConfigOptions { extra_pipeline: BATCH, extra_provider: FAST_POLLS, ..Default::default() };
     let h = gemini_harness(db, 10, 1, options, "batch_inline_max_bytes = 1000").await;
     h.sb.provider.record_requests(true);
     let run = start_run(&h.engine).await;

@@ -136,7 +136,10 @@ impl Gemini {
                 max_requests: config.batch_max_requests.unwrap_or(DEFAULT_BATCH_REQUESTS),
                 max_bytes: config.batch_max_bytes.unwrap_or(DEFAULT_BATCH_BYTES).min(Self::MAX_BATCH_BYTES),
             },
-            inline_max_bytes: config.batch_inline_max_bytes.unwrap_or(Self::INLINE_MAX_BYTES).min(Self::INLINE_MAX_BYTES),
+            inline_max_bytes: config
+                .batch_inline_max_bytes
+                .unwrap_or(Self::INLINE_MAX_BYTES)
+                .min(Self::INLINE_MAX_BYTES),
         }
     }
 
@@ -147,7 +150,8 @@ impl Gemini {
 
     pub async fn check(&self) -> Result<(), ProviderError> {
         let what = format!("provider {}: list models", self.name);
-        let get = self.authorized(self.http.get(format!("{}/v1beta/models", self.base_url))).query(&[("pageSize", "1")]);
+        let get =
+            self.authorized(self.http.get(format!("{}/v1beta/models", self.base_url))).query(&[("pageSize", "1")]);
         let _: Value = call_json(get, &what, &self.gate).await?;
         Ok(())
     }

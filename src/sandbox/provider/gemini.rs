@@ -120,7 +120,9 @@ async fn generate(
                 "violations": [quota_violation("GenerateRequestsPerMinutePerProjectPerModel")]})];
             if retry_after {
                 let wait = begin.rate.map(|r| r.reset.as_secs_f64().ceil().max(1.0) as u64).unwrap_or(2);
-                details.push(json!({"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": format!("{wait}s")}));
+                details.push(
+                    json!({"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": format!("{wait}s")}),
+                );
             }
             error(429, "RESOURCE_EXHAUSTED", QUOTA_MESSAGE, json!(details))
         }
@@ -128,7 +130,12 @@ async fn generate(
             if rand::rng().random::<bool>() {
                 error(503, "UNAVAILABLE", "The model is overloaded. Please try again later.", json!([]))
             } else {
-                error(500, "INTERNAL", "An internal error has occurred. Please retry or report in https://developers.generativeai.google/guide/troubleshooting", json!([]))
+                error(
+                    500,
+                    "INTERNAL",
+                    "An internal error has occurred. Please retry or report in https://developers.generativeai.google/guide/troubleshooting",
+                    json!([]),
+                )
             }
         }
         // A used-up daily quota: Google still sends a RetryInfo, which must not be taken at its word.
@@ -312,7 +319,8 @@ fn operation(sandbox: &ProviderSandbox, id: &str) -> Option<Value> {
                 LineOutcome::Failed(code, body) if !b.expired => {
                     failed += 1;
                     let status = &body["error"];
-                    output.push((key.clone(), json!({"error": {"code": rpc_code(*code), "message": status["message"]}})));
+                    output
+                        .push((key.clone(), json!({"error": {"code": rpc_code(*code), "message": status["message"]}})));
                 }
                 _ => {}
             }
@@ -478,8 +486,10 @@ async fn upload(
     }
     let size = body.len();
     sandbox.put_file(&name, body.to_vec());
-    Json(json!({"file": {"name": name, "mimeType": "application/jsonl", "sizeBytes": size.to_string(), "state": "ACTIVE",
-        "createTime": rfc3339(super::unix_now())}}))
+    Json(
+        json!({"file": {"name": name, "mimeType": "application/jsonl", "sizeBytes": size.to_string(), "state": "ACTIVE",
+        "createTime": rfc3339(super::unix_now())}}),
+    )
     .into_response()
 }
 

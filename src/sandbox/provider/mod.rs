@@ -35,7 +35,7 @@ pub struct Faults {
     /// Injected 429s carry no `retry-after` (the client must back off on its own).
     pub rate_limit_without_retry_after: bool,
     /// Share of requests refused with an out-of-money 429 (`insufficient_quota`,
-    /// `enforced_spend_limit_reached`).
+    /// `enforced_spend_limit_reached`, Gemini's used-up daily quota).
     pub quota_rate: f64,
     /// Share of requests that hang for `hang` before answering (so the client's timeout fires).
     pub timeout_rate: f64,
