@@ -298,6 +298,7 @@ fn default_timeout_seconds() -> f64 {
 pub enum ProviderConfig {
     OpenAi(OpenAiProvider),
     Anthropic(AnthropicProvider),
+    Gemini(GeminiProvider),
 }
 
 impl ProviderConfig {
@@ -306,6 +307,7 @@ impl ProviderConfig {
         match self {
             ProviderConfig::OpenAi(c) => c.batch_poll_seconds,
             ProviderConfig::Anthropic(c) => c.batch_poll_seconds,
+            ProviderConfig::Gemini(c) => c.batch_poll_seconds,
         }
     }
 }
@@ -349,6 +351,45 @@ pub enum AnthropicStructuredOutput {
     #[default]
     Tool,
     OutputConfig,
+}
+
+/// `kind = "gemini"`: the Google Gemini API (Generative Language API, `v1beta`), realtime
+/// `generateContent` and batch mode. The key travels in the `x-goog-api-key` header.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GeminiProvider {
+    /// Without `/v1beta`.
+    #[serde(default = "default_gemini_url")]
+    pub base_url: String,
+    pub api_key: Secret,
+    #[serde(default = "default_timeout_seconds")]
+    pub timeout_seconds: f64,
+    /// Thinking tokens a 2.5 model may spend before answering (`0` turns thinking off on Flash and
+    /// Flash-Lite). Thinking is billed as output and counts against `max_output_tokens`; without
+    /// this the model decides.
+    pub thinking_budget: Option<i32>,
+    /// Requests per minute allowed on this credential (split between daemons sharing the database).
+    /// Gemini sends no rate-limit headers: without it only 429s slow the daemon down.
+    pub requests_per_minute: Option<f64>,
+    /// Tokens per minute allowed on this credential (estimated before sending: prompt and answer).
+    pub tokens_per_minute: Option<f64>,
+    /// Override the batch limits (requests per batch, bytes per batch; at most 2 GB, the input file
+    /// limit).
+    pub batch_max_requests: Option<usize>,
+    pub batch_max_bytes: Option<usize>,
+    /// Batches up to this size go inline in the create request; larger ones are uploaded as a JSONL
+    /// file first. At most 20 MB, Google's limit for inline batches.
+    pub batch_inline_max_bytes: Option<usize>,
+    /// Seconds between status polls of a submitted batch.
+    #[serde(default = "default_batch_poll_seconds")]
+    pub batch_poll_seconds: f64,
+    /// Prices per model in USD per million tokens; override or extend the built-in table.
+    #[serde(default)]
+    pub prices: BTreeMap<String, PriceConfig>,
+}
+
+fn default_gemini_url() -> String {
+    "https://generativelanguage.googleapis.com".into()
 }
 
 fn default_batch_poll_seconds() -> f64 {
@@ -630,11 +671,12 @@ impl Config {
             let provider = match kind.as_str() {
                 "openai" => ProviderConfig::OpenAi(section(file, &prefix, table)?),
                 "anthropic" => ProviderConfig::Anthropic(section(file, &prefix, table)?),
+                "gemini" => ProviderConfig::Gemini(section(file, &prefix, table)?),
                 other => {
                     return Err(err(
                         file,
                         format!("{prefix}.kind"),
-                        format!("unknown provider kind {other:?}; available: \"openai\", \"anthropic\""),
+                        format!("unknown provider kind {other:?}; available: \"openai\", \"anthropic\", \"gemini\""),
                     ));
                 }
             };
@@ -703,6 +745,35 @@ impl Config {
         }
         if !(self.daemon.lease_seconds.is_finite() && self.daemon.lease_seconds > 0.0) {
             return Err(err(file, "daemon.lease_seconds", "must be positive"));
+        }
+        for (name, provider) in &self.providers {
+            if let ProviderConfig::Gemini(g) = provider {
+                let at = |key: &str| format!("providers.{name}.{key}");
+                if !(g.timeout_seconds.is_finite() && g.timeout_seconds > 0.0) {
+                    return Err(err(file, at("timeout_seconds"), "must be positive"));
+                }
+                if g.batch_inline_max_bytes.is_some_and(|b| b > crate::provider::Gemini::INLINE_MAX_BYTES) {
+                    return Err(err(
+                        file,
+                        at("batch_inline_max_bytes"),
+                        "Gemini takes at most 20 MB inline (20971520)",
+                    ));
+                }
+                if g.batch_max_bytes.is_some_and(|b| b > crate::provider::Gemini::MAX_BATCH_BYTES) {
+                    return Err(err(
+                        file,
+                        at("batch_max_bytes"),
+                        "Gemini batch input files are at most 2 GB (2147483648)",
+                    ));
+                }
+                for (key, value) in
+                    [("batch_max_requests", g.batch_max_requests), ("batch_max_bytes", g.batch_max_bytes)]
+                {
+                    if value == Some(0) {
+                        return Err(err(file, at(key), "must be at least 1"));
+                    }
+                }
+            }
         }
         for (name, task) in &self.tasks {
             // 0–2 is what OpenAI and Gemini accept; Anthropic's 0–1 is clamped when sent.

@@ -2,6 +2,7 @@
 //! JSON back, with usage and cost. The set of provider kinds is closed, so it is an enum.
 
 mod anthropic;
+mod gemini;
 pub mod limit;
 mod openai;
 
@@ -15,6 +16,7 @@ use crate::task::Prompt;
 pub use limit::RateGate;
 
 pub use anthropic::Anthropic;
+pub use gemini::Gemini;
 pub use openai::OpenAi;
 
 /// What one request asks for.
@@ -144,6 +146,7 @@ pub enum BatchPoll {
 pub enum Provider {
     OpenAi(OpenAi),
     Anthropic(Anthropic),
+    Gemini(Gemini),
 }
 
 impl Provider {
@@ -151,6 +154,7 @@ impl Provider {
         match config {
             ProviderConfig::OpenAi(c) => Provider::OpenAi(OpenAi::new(name, c)),
             ProviderConfig::Anthropic(c) => Provider::Anthropic(Anthropic::new(name, c)),
+            ProviderConfig::Gemini(c) => Provider::Gemini(Gemini::new(name, c)),
         }
     }
 
@@ -159,6 +163,7 @@ impl Provider {
         match self {
             Provider::OpenAi(p) => &p.gate,
             Provider::Anthropic(p) => &p.gate,
+            Provider::Gemini(p) => &p.gate,
         }
     }
 
@@ -168,6 +173,7 @@ impl Provider {
         match self {
             Provider::OpenAi(p) => p.complete(request).await,
             Provider::Anthropic(p) => p.complete(request).await,
+            Provider::Gemini(p) => p.complete(request).await,
         }
     }
 
@@ -176,6 +182,7 @@ impl Provider {
         match self {
             Provider::OpenAi(p) => p.batch_limits(),
             Provider::Anthropic(p) => Some(p.batch_limits()),
+            Provider::Gemini(p) => Some(p.batch_limits()),
         }
     }
 
@@ -184,15 +191,17 @@ impl Provider {
         match self {
             Provider::OpenAi(p) => p.batch_line(custom_id, request),
             Provider::Anthropic(p) => p.batch_line(custom_id, request),
+            Provider::Gemini(p) => p.batch_line(custom_id, request),
         }
     }
 
     /// Submits `lines` (all for `model`) as one batch tagged `tag`; returns the provider's batch id.
-    pub async fn submit_batch(&self, tag: &str, _model: &str, lines: &[Value]) -> Result<String, ProviderError> {
+    pub async fn submit_batch(&self, tag: &str, model: &str, lines: &[Value]) -> Result<String, ProviderError> {
         self.gate().acquire(1).await;
         match self {
             Provider::OpenAi(p) => p.submit_batch(tag, lines).await,
             Provider::Anthropic(p) => p.submit_batch(tag, lines).await,
+            Provider::Gemini(p) => p.submit_batch(tag, model, lines).await,
         }
     }
 
@@ -201,6 +210,7 @@ impl Provider {
     pub async fn find_batch(&self, tag: &str) -> Result<Option<String>, ProviderError> {
         match self {
             Provider::OpenAi(p) => p.find_batch(tag).await,
+            Provider::Gemini(p) => p.find_batch(tag).await,
             Provider::Anthropic(_) => Ok(None),
         }
     }
@@ -210,6 +220,7 @@ impl Provider {
         match self {
             Provider::OpenAi(p) => p.poll_batch(id, max_output_tokens).await,
             Provider::Anthropic(p) => p.poll_batch(id, max_output_tokens).await,
+            Provider::Gemini(p) => p.poll_batch(id, max_output_tokens).await,
         }
     }
 
@@ -218,6 +229,7 @@ impl Provider {
         match self {
             Provider::OpenAi(p) => p.check().await,
             Provider::Anthropic(p) => p.check().await,
+            Provider::Gemini(p) => p.check().await,
         }
     }
 
@@ -226,6 +238,7 @@ impl Provider {
         let configured = match self {
             Provider::OpenAi(p) => &p.prices,
             Provider::Anthropic(p) => &p.prices,
+            Provider::Gemini(p) => &p.prices,
         };
         let price = configured.get(model).copied().or_else(|| default_price(model))?;
         let uncached = (usage.input - usage.cached_input).max(0) as f64;
@@ -246,6 +259,7 @@ pub fn estimate_tokens(request: &CompletionRequest<'_>) -> u32 {
 
 /// Maps an HTTP failure to a provider error. A 429 that means the account is out of money (OpenAI
 /// `insufficient_quota`, Anthropic `enforced_spend_limit_reached`) is not a rate limit: not retried.
+/// Gemini says so only in its error body: see [`send`].
 pub(crate) fn from_http(e: enrichd_connector::ConnectorError) -> ProviderError {
     let out_of_money = matches!(
         e.code.as_deref(),
@@ -263,19 +277,38 @@ pub(crate) async fn call_json<T: serde::de::DeserializeOwned>(
     what: &str,
     gate: &RateGate,
 ) -> Result<T, ProviderError> {
-    let response = match enrichd_connector::http::send(request, what).await {
-        Ok(r) => r,
-        Err(e) => {
-            let rate_limited = e.status == Some(429);
-            let error = from_http(e);
-            if rate_limited && error.kind == ProviderErrorKind::Transient {
-                gate.rate_limited_for(error.retry_after);
-            }
-            return Err(error);
-        }
-    };
-    gate.observe(response.headers());
+    let response = send(request, what, gate).await?;
     enrichd_connector::http::json(response, what).await.map_err(from_http)
+}
+
+/// Sends `request` and returns a 2xx response; anything else becomes a classified provider error.
+/// Rate-limit headers of a 2xx answer feed `gate`; a 429 that is a rate limit closes it for
+/// everyone on the credential.
+pub(crate) async fn send(
+    request: reqwest::RequestBuilder,
+    what: &str,
+    gate: &RateGate,
+) -> Result<reqwest::Response, ProviderError> {
+    use enrichd_connector::http;
+    let response = request.send().await.map_err(|e| from_http(http::transport_error(e, what)))?;
+    let status = response.status();
+    if status.is_success() {
+        gate.observe(response.headers());
+        return Ok(response);
+    }
+    let headers = response.headers().clone();
+    let body = response.text().await.unwrap_or_default();
+    let mut error = from_http(http::classify(status, &headers, &body, what));
+    // Google's 429 is the same for a per-minute limit and an exhausted daily quota or prepaid
+    // balance; only the body's details tell them apart.
+    if let Some(reason) = gemini::out_of_quota(&body).filter(|_| error.kind == ProviderErrorKind::Transient) {
+        error.kind = ProviderErrorKind::Permanent;
+        error.message = format!("{} ({reason}: not retried)", error.message);
+    }
+    if status.as_u16() == 429 && error.kind == ProviderErrorKind::Transient {
+        gate.rate_limited_for(error.retry_after);
+    }
+    Err(error)
 }
 
 /// Tool and schema names allow `[a-zA-Z0-9_-]{1,64}`.
@@ -295,6 +328,10 @@ fn default_price(model: &str) -> Option<PriceConfig> {
         ("gpt-4o-mini", (0.15, 0.075, 0.60)),
         ("gpt-4.1-mini", (0.40, 0.10, 1.60)),
         ("gpt-5-mini", (0.25, 0.025, 2.00)),
+        ("gemini-2.5-flash", (0.30, 0.03, 2.50)),
+        ("gemini-2.5-flash-lite", (0.10, 0.01, 0.40)),
+        ("gemini-2.0-flash", (0.10, 0.025, 0.40)),
+        ("gemini-2.0-flash-lite", (0.075, 0.075, 0.30)),
     ]);
     table.get(model).map(|&(input, cached, output)| PriceConfig { input, output, cached_input: Some(cached) })
 }

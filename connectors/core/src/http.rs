@@ -95,7 +95,19 @@ pub fn classify(status: StatusCode, headers: &HeaderMap, body: &str, what: &str)
         }
         None => {}
     }
-    ConnectorError { message, retryable, status: Some(status.as_u16()), code, retry_after: retry_after(headers) }
+    let retry_after = retry_after(headers).or_else(|| google_retry_delay(body));
+    ConnectorError { message, retryable, status: Some(status.as_u16()), code, retry_after }
+}
+
+/// The wait a Google API asked for in its error body: `google.rpc.RetryInfo.retryDelay` (`"2s"`,
+/// `"0.5s"`) among the `error.details`. Google sends no `Retry-After` header.
+fn google_retry_delay(body: &str) -> Option<Duration> {
+    let value: Value = serde_json::from_str(body).ok()?;
+    value["error"]["details"].as_array()?.iter().find_map(|d| {
+        let retry_info = d["@type"].as_str()?.ends_with("google.rpc.RetryInfo");
+        let seconds = d["retryDelay"].as_str()?.trim().strip_suffix('s')?.parse::<f64>().ok()?;
+        (retry_info && seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds))
+    })
 }
 
 /// The wait a server asked for: `retry-after-ms` (OpenAI), `Retry-After` in seconds or as an HTTP date.
@@ -138,7 +150,9 @@ where
 }
 
 /// Pulls an error code and message out of the common JSON error shapes: `{"code","message"}`
-/// (WordPress), `{"error":{"code"|"type","message"}}` (OpenAI, Anthropic), `{"error":"...","description"}`.
+/// (WordPress), `{"error":{"code"|"type","message"}}` (OpenAI, Anthropic), `{"error":{"code":429,"status",
+/// "message"}}` (Google's `google.rpc.Status`: the code is the HTTP status, `status` names it),
+/// `{"error":"...","description"}`.
 fn platform_error(body: &str) -> (Option<String>, Option<String>) {
     let Ok(value) = serde_json::from_str::<Value>(body) else {
         return (None, None);
@@ -148,7 +162,10 @@ fn platform_error(body: &str) -> (Option<String>, Option<String>) {
     let code = text(value.get("code"))
         .or_else(|| {
             error.and_then(|e| {
-                text(e.pointer("/details/error_code")).or_else(|| text(e.get("code"))).or_else(|| text(e.get("type")))
+                text(e.pointer("/details/error_code"))
+                    .or_else(|| text(e.get("code")))
+                    .or_else(|| text(e.get("type")))
+                    .or_else(|| text(e.get("status")))
             })
         })
         .or_else(|| text(error));
@@ -195,6 +212,21 @@ mod tests {
         let body = r#"{"type":"error","error":{"type":"rate_limit_error","message":"spend limit","details":{"error_code":"enforced_spend_limit_reached"}}}"#;
         let e = classify(StatusCode::TOO_MANY_REQUESTS, &HeaderMap::new(), body, "POST messages");
         assert_eq!(e.code.as_deref(), Some("enforced_spend_limit_reached"));
+    }
+
+    #[test]
+    fn reads_google_status_errors() {
+        let body = r#"{"error":{"code":429,"message":"Quota exceeded.","status":"RESOURCE_EXHAUSTED","details":[
+            {"@type":"type.googleapis.com/google.rpc.QuotaFailure","violations":[]},
+            {"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"2.5s"}]}}"#;
+        let e = classify(StatusCode::TOO_MANY_REQUESTS, &HeaderMap::new(), body, "POST generateContent");
+        assert_eq!(e.message, "POST generateContent: HTTP 429 RESOURCE_EXHAUSTED: Quota exceeded.");
+        assert_eq!(e.code.as_deref(), Some("RESOURCE_EXHAUSTED"));
+        assert_eq!(e.retry_after, Some(Duration::from_millis(2500)));
+        let mut h = HeaderMap::new();
+        h.insert("retry-after", HeaderValue::from_static("7"));
+        let e = classify(StatusCode::TOO_MANY_REQUESTS, &h, body, "x");
+        assert_eq!(e.retry_after, Some(Duration::from_secs(7)), "a header wins over the body");
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! A model server for tests, benchmarks and demos ("simulated model"). It speaks OpenAI Chat
-//! Completions (also under Azure's two URL styles), Anthropic Messages, and both providers' batch
-//! APIs. Its answers are deterministic functions of the request: every string property of the
+//! Completions (also under Azure's two URL styles), Anthropic Messages, Gemini `generateContent`,
+//! and the three providers' batch APIs. Its answers are deterministic functions of the request: every string property of the
 //! requested schema is `"<property> for <subject>"`, where the subject is the first line of the user
 //! message (cut to the schema's `maxLength`), so a test can tell which record an answer was produced
 //! for. A packed prompt (several `<item id="…">` blocks answered as `{items: [{id, …}]}`) is answered
@@ -13,6 +13,7 @@
 //! rate-limit headers on every answer, with 429s beyond it.
 
 mod anthropic;
+mod gemini;
 mod openai;
 
 use std::collections::BTreeMap;
@@ -34,7 +35,7 @@ pub struct Faults {
     /// Injected 429s carry no `retry-after` (the client must back off on its own).
     pub rate_limit_without_retry_after: bool,
     /// Share of requests refused with an out-of-money 429 (`insufficient_quota`,
-    /// `enforced_spend_limit_reached`).
+    /// `enforced_spend_limit_reached`, Gemini's used-up daily quota).
     pub quota_rate: f64,
     /// Share of requests that hang for `hang` before answering (so the client's timeout fires).
     pub timeout_rate: f64,
@@ -135,6 +136,7 @@ pub(crate) struct Batch {
 pub(crate) enum BatchKind {
     OpenAi,
     Anthropic,
+    Gemini,
 }
 
 /// What happened to one line of a batch.
@@ -168,7 +170,8 @@ pub struct ProviderSandbox {
 }
 
 impl ProviderSandbox {
-    /// `api_key`: when set, requests must carry it (`Authorization: Bearer`, `x-api-key`, `api-key`).
+    /// `api_key`: when set, requests must carry it (`Authorization: Bearer`, `x-api-key`, `api-key`,
+    /// `x-goog-api-key` or Gemini's `?key=`).
     pub fn new(api_key: Option<&str>) -> Self {
         Self { api_key: api_key.map(Into::into), inner: Arc::default() }
     }
@@ -207,7 +210,7 @@ impl ProviderSandbox {
     }
 
     pub fn router(&self) -> Router {
-        openai::routes().merge(anthropic::routes()).with_state(self.clone())
+        openai::routes().merge(anthropic::routes()).merge(gemini::routes()).with_state(self.clone())
     }
 
     /// Serves on `addr` in a background task; returns the bound address.
