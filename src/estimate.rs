@@ -75,7 +75,7 @@ pub async fn estimate(config: &Config, pipeline_name: &str, sample: usize) -> Re
     let per_request = task.items_per_request.max(1);
     let requests: Vec<Vec<Record>> = picked.chunks(per_request).map(<[Record]>::to_vec).collect();
     let sample_requests = requests.len() as u64;
-    let outcomes: Vec<(Duration, Result<(TokenUsage, usize), (TokenUsage, String)>)> =
+    let outcomes: Vec<_> =
         futures::stream::iter(requests.iter().map(|records| ask(&provider, &task, &p.entity, &p.model, records)))
             .buffer_unordered(p.concurrency.max(1))
             .collect()
