@@ -70,6 +70,8 @@ if usable; then
     exit 0
 fi
 
+# Whoever holds the lock is the only builder: build directories left here are from killed builds.
+rm -rf "$root"/.build-*
 work=$(mktemp -d "$root/.build-$LLAMA_VERSION-$key.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 started=$SECONDS

@@ -43,7 +43,8 @@ impl LlamaServer {
     /// Starts the server and waits until its model is loaded; `None` (with a notice) when no server
     /// is configured outside CI.
     async fn start() -> Option<LlamaServer> {
-        let (binary, model) = match (std::env::var_os("ENRICHD_LLAMA_SERVER"), std::env::var_os("ENRICHD_LLAMA_MODEL")) {
+        let (binary, model) = match (std::env::var_os("ENRICHD_LLAMA_SERVER"), std::env::var_os("ENRICHD_LLAMA_MODEL"))
+        {
             (Some(binary), Some(model)) => (PathBuf::from(binary), PathBuf::from(model)),
             (None, _) if std::env::var("CI").as_deref() != Ok("true") => {
                 eprintln!(
@@ -80,7 +81,7 @@ impl LlamaServer {
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
         let mut server = LlamaServer { child, base_url: format!("http://127.0.0.1:{port}/v1"), log, _dir: dir };
         let health = format!("http://127.0.0.1:{port}/health");
-        let http = reqwest::Client::new();
+        let http = enrichd_connector::http::client(Duration::from_secs(2));
         let deadline = Instant::now() + Duration::from_secs(120);
         while Instant::now() < deadline {
             if let Some(status) = server.child.try_wait().unwrap() {
@@ -88,7 +89,7 @@ impl LlamaServer {
                 return None;
             }
             // 503 while the model loads, 200 once it can answer.
-            if let Ok(r) = http.get(&health).timeout(Duration::from_secs(2)).send().await
+            if let Ok(r) = http.get(&health).send().await
                 && r.status().is_success()
             {
                 return Some(server);
