@@ -144,7 +144,7 @@ async fn the_provider_gets_an_answer_in_the_task_schema() {
     provider.check().await.unwrap();
     let task = Task::build("describe", &config.tasks["describe"]).unwrap();
     let record: Record = serde_json::from_str(PRODUCT).unwrap();
-    let prompt = task.render("product", &record).unwrap();
+    let prompt = task.render("product", &record, &Default::default()).unwrap();
     let request = CompletionRequest {
         model: &config.pipelines["catalogue"].model,
         prompt: &prompt,
