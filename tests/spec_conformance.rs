@@ -1,13 +1,16 @@
 //! The request bodies our provider clients really send — captured over HTTP by the provider
 //! sandbox — validate against the providers' OpenAPI documents in `../shared/specs`: OpenAI Chat
 //! Completions (plain and both Azure URL styles), Anthropic Messages (forced tool and
-//! `output_config`), both batch APIs, and hand-built Gemini bodies until the Gemini client lands.
+//! `output_config`), Gemini `generateContent` (with and without thinking), and the batch APIs of
+//! all three (Gemini's inline and from an uploaded JSONL file).
 //! Negative cases prove the checker can fail and names the offending field.
 
 #[path = "common/openapi.rs"]
 mod openapi;
 
+use std::net::SocketAddr;
 use std::path::Path;
+use std::time::Duration;
 
 use enrichd::config::Config;
 use enrichd::provider::{CompletionRequest, Provider};
@@ -21,9 +24,23 @@ use serde_json::{Value, json};
 
 const KEY: &str = "spec-key";
 
+const GEMINI: &str = "kind = \"gemini\"\nbase_url = \"http://{addr}\"";
+const GEMINI_MODEL: &str = "gemini-2.5-flash";
+
+/// The sandbox path of Gemini's `models/{model}:{method}`.
+fn gemini_path(method: &str) -> String {
+    format!("/v1beta/models/{GEMINI_MODEL}:{method}")
+}
+
 /// A provider named `p` built from `[providers.p]` lines `config` (with `{addr}` replaced by the
 /// sandbox's address), and the recording sandbox it talks to.
 async fn provider(config: &str) -> (Provider, ProviderSandbox) {
+    let (p, sandbox, _) = provider_at(config).await;
+    (p, sandbox)
+}
+
+/// Like [`provider`], with the sandbox's address.
+async fn provider_at(config: &str) -> (Provider, ProviderSandbox, SocketAddr) {
     let sandbox = ProviderSandbox::new(Some(KEY));
     let addr = sandbox.start("127.0.0.1:0".parse().unwrap()).await.unwrap();
     sandbox.record_requests(true);
@@ -34,7 +51,26 @@ async fn provider(config: &str) -> (Provider, ProviderSandbox) {
         config.replace("{addr}", &addr.to_string())
     );
     let config = Config::parse(Path::new("spec.toml"), &text, None).unwrap();
-    (Provider::build("p", &config.providers["p"]), sandbox)
+    (Provider::build("p", &config.providers["p"]), sandbox, addr)
+}
+
+/// The lines of the Gemini file `name` (`files/{id}`), as the client uploaded them, read back
+/// through the File API's download route. The sandbox does not record uploads: they would come
+/// before the batch create in `received()`.
+async fn download(addr: SocketAddr, name: &str) -> Vec<Value> {
+    let url = format!("http://{addr}/download/v1beta/{name}:download?alt=media");
+    let response = enrichd_connector::http::client(Duration::from_secs(10))
+        .get(&url)
+        .header("x-goog-api-key", KEY)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    assert!(response.status().is_success(), "GET {url}: HTTP {}", response.status());
+    let text = response.text().await.unwrap();
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{name}: a line is not JSON ({e}): {l}")))
+        .collect()
 }
 
 fn schema() -> Value {
@@ -74,11 +110,6 @@ async fn sent(p: &Provider, sandbox: &ProviderSandbox, model: &str, path: &str) 
 
 fn bodies_at(received: &[Received], path: &str) -> Vec<Value> {
     received.iter().filter(|r| r.method == "POST" && r.path == path).map(|r| r.body.clone()).collect()
-}
-
-fn fixture(name: &str) -> Value {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
-    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
 }
 
 /// `check` must fail, and its message must name `field` (a JSON pointer into the body).
@@ -181,16 +212,65 @@ async fn anthropic_batch_create_body_matches_the_spec_in_both_styles() {
     }
 }
 
-#[test]
-fn gemini_request_shapes_from_the_research_match_the_spec() {
-    check_gemini_generate(&fixture("gemini/generate_content.json")).unwrap();
-    // Inline batch in the documented snake_case spelling, with one request in camelCase.
-    check_gemini_batch(&fixture("gemini/batch_generate_content.json")).unwrap();
+#[tokio::test]
+async fn gemini_generate_content_requests_match_the_spec_with_and_without_thinking() {
+    for thinking in ["", "thinking_budget = 0"] {
+        let (p, sandbox) = provider(&format!("{GEMINI}\n{thinking}")).await;
+        let bodies = sent(&p, &sandbox, GEMINI_MODEL, &gemini_path("generateContent")).await;
+        let (full, bare) = (&bodies[0], &bodies[1]);
+        assert_eq!(full["generationConfig"]["responseMimeType"], "application/json", "{thinking}");
+        assert!(full["generationConfig"]["responseJsonSchema"].is_object(), "{full}");
+        assert!(full["systemInstruction"].is_object() && full["generationConfig"]["temperature"].is_number(), "{full}");
+        assert!(bare.get("systemInstruction").is_none(), "{bare}");
+        assert!(bare["generationConfig"].get("temperature").is_none(), "{bare}");
+        assert_eq!(full["generationConfig"].get("thinkingConfig").is_some(), !thinking.is_empty(), "{full}");
+        for body in &bodies {
+            check_gemini_generate(body).unwrap_or_else(|e| panic!("{thinking:?}: {e}"));
+        }
+    }
 }
 
-#[test]
-fn gemini_bodies_that_break_the_spec_are_refused_by_field() {
-    let good = fixture("gemini/generate_content.json");
+#[tokio::test]
+async fn gemini_batches_inline_and_from_an_uploaded_file_match_the_spec() {
+    for (route, extra) in [("inline", ""), ("file", "batch_inline_max_bytes = 1")] {
+        let (p, sandbox, addr) = provider_at(&format!("{GEMINI}\n{extra}")).await;
+        let schema = schema();
+        let (full, bare) = (full_prompt(), bare_prompt());
+        let lines = vec![
+            p.batch_line("item-1", &request(GEMINI_MODEL, &full, &schema, Some(0.2))),
+            p.batch_line("item-2", &request(GEMINI_MODEL, &bare, &schema, None)),
+        ];
+        p.submit_batch("run-1-batch-1", GEMINI_MODEL, &lines).await.unwrap();
+        let create = bodies_at(&sandbox.received(), &gemini_path("batchGenerateContent"));
+        assert_eq!(create.len(), 1, "{route}");
+        check_gemini_batch(&create[0]).unwrap_or_else(|e| panic!("{route}: {e}"));
+
+        let input = &create[0]["batch"]["inputConfig"];
+        match route {
+            "inline" => {
+                let requests = input["requests"]["requests"].as_array().unwrap();
+                assert_eq!(requests.len(), 2, "{input}");
+                assert!(requests.iter().all(|r| r["metadata"]["key"].is_string()), "{input}");
+            }
+            _ => {
+                // The JSONL file as uploaded, read back over HTTP: every line's `request` is a
+                // `GenerateContentRequest` of its own.
+                let file = input["fileName"].as_str().unwrap_or_else(|| panic!("no fileName: {input}"));
+                let uploaded = download(addr, file).await;
+                assert_eq!(uploaded.len(), 2, "every line arrived as JSON");
+                for line in &uploaded {
+                    assert!(line["key"].is_string(), "{line}");
+                    check_gemini_generate(&line["request"]).unwrap_or_else(|e| panic!("line {}: {e}", line["key"]));
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn gemini_bodies_that_break_the_spec_are_refused_by_field() {
+    let (p, sandbox) = provider(GEMINI).await;
+    let good = sent(&p, &sandbox, GEMINI_MODEL, &gemini_path("generateContent")).await.remove(0);
 
     let mut bad = good.clone();
     bad["generationConfig"]["maxOutputTokens"] = json!("x");
@@ -204,6 +284,14 @@ fn gemini_bodies_that_break_the_spec_are_refused_by_field() {
     bad.as_object_mut().unwrap().remove("contents");
     refused(check_gemini_generate(&bad), "/ (the body)");
 
+    // The proto spelling of a field is checked under its JSON name, not waved through.
+    let mut bad = good.clone();
+    bad["generationConfig"]["max_output_tokens"] = bad["generationConfig"]["maxOutputTokens"].take();
+    bad["generationConfig"].as_object_mut().unwrap().remove("maxOutputTokens");
+    check_gemini_generate(&bad).unwrap();
+    bad["generationConfig"]["max_output_tokens"] = json!("x");
+    refused(check_gemini_generate(&bad), "/generationConfig/maxOutputTokens");
+
     // A misspelt top-level field is refused, not silently ignored.
     let mut bad = good.clone();
     bad["generation_configs"] = bad["generationConfig"].take();
@@ -211,9 +299,10 @@ fn gemini_bodies_that_break_the_spec_are_refused_by_field() {
     let message = check_gemini_generate(&bad).unwrap_err();
     assert!(message.contains("generation_configs"), "{message}");
 
-    let mut bad = fixture("gemini/batch_generate_content.json");
-    bad["batch"]["input_config"]["requests"]["requests"][0]["request"]["generation_config"]["temperature"] =
-        json!("hot");
+    let lines = [p.batch_line("item-1", &request(GEMINI_MODEL, &full_prompt(), &schema(), Some(0.2)))];
+    p.submit_batch("run-1-batch-1", GEMINI_MODEL, &lines).await.unwrap();
+    let mut bad = bodies_at(&sandbox.received(), &gemini_path("batchGenerateContent")).remove(0);
+    bad["batch"]["inputConfig"]["requests"]["requests"][0]["request"]["generationConfig"]["temperature"] = json!("hot");
     refused(check_gemini_batch(&bad), "/batch/inputConfig/requests/requests/0/request/generationConfig/temperature");
 }
 
