@@ -88,6 +88,20 @@ enum Command {
     /// Start a sandbox server for trying enrichd without accounts.
     #[command(subcommand)]
     Sandbox(SandboxCommand),
+    /// Try everything on this machine, no accounts: a WooCommerce sandbox with a generated hardware
+    /// catalogue, a simulated model (or OpenAI when OPENAI_API_KEY is set), an SQLite database, and
+    /// the daemon running the catalogue pipeline. Ctrl-C stops it all.
+    Demo {
+        /// Products in the generated catalogue (about 40% without a description).
+        #[arg(long, default_value_t = 300)]
+        products: usize,
+        /// Where the daemon listens.
+        #[arg(long, default_value = "127.0.0.1:8686")]
+        bind: String,
+        /// Keep the database, config and certificate here (default: a temporary folder removed on exit).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -186,6 +200,9 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
     if let Command::Sandbox(which) = cli.command {
         return sandbox(which).await;
     }
+    if let Command::Demo { products, bind, dir } = &cli.command {
+        return demo(*products, bind, dir.as_deref()).await;
+    }
     let config = Config::load(&cli.config).map_err(|e| config_error(e.to_string()))?;
     match cli.command {
         Command::Check { offline } => check(&config, offline).await,
@@ -215,8 +232,43 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
-        Command::Sandbox(_) => unreachable!("handled above"),
+        Command::Sandbox(_) | Command::Demo { .. } => unreachable!("handled above"),
     }
+}
+
+async fn demo(products: usize, bind: &str, dir: Option<&std::path::Path>) -> Result<(), Failure> {
+    if products == 0 {
+        return Err(config_error("--products must be at least 1"));
+    }
+    let demo = crate::demo::prepare(products, dir, bind).await.map_err(failed)?;
+    let config = Config::load(&demo.config).map_err(|e| failed(format!("the demo's own config: {e}")))?;
+    let store = open_store(&config).await?;
+    let pipeline = &config.pipelines["catalogue"];
+    let new = NewRun {
+        pipeline: "catalogue".into(),
+        scheduled_for: None,
+        item_limit: None,
+        max_attempts: pipeline.max_attempts as i64,
+        budget_micros: pipeline.budget_usd.map(usd_to_micros),
+    };
+    let run = match store.create_run(&new).await.map_err(|e| failed(e.to_string()))? {
+        RunStart::Created(run) | RunStart::AlreadyActive(run) => run,
+        RunStart::TickTaken => unreachable!("manual runs have no tick"),
+    };
+    store.close().await;
+    println!("enrichd demo");
+    println!(
+        "  store     WooCommerce sandbox at {} ({} products, {} without a description)",
+        demo.shop_url, demo.products, demo.bare
+    );
+    println!("  model     {}", demo.model_label);
+    println!("  files     {} (config, SQLite database, certificate)", demo.dir.display());
+    println!("  run       {} of pipeline catalogue: every proposal waits for review", run.id);
+    println!("  runs      http://{bind}/api/runs/{}", run.id);
+    println!("  status    enrichd --config {} status {}", demo.config.display(), run.id);
+    let result = daemon(&config, None).await;
+    drop(demo);
+    result
 }
 
 async fn open_store(config: &Config) -> Result<Store, Failure> {

@@ -712,11 +712,13 @@ fn batch(inner: &mut Inner, request: &Request) -> Result<Reply, ApiError> {
     let list = |key: &str| body.get(key).and_then(Value::as_array).cloned();
     let (create, update, delete) = (list("create"), list("update"), list("delete"));
     let total = [&create, &update, &delete].iter().map(|l| l.as_ref().map_or(0, Vec::len)).sum::<usize>();
-    if total > crate::MAX_BATCH {
+    // Stores can lower the limit with the `woocommerce_rest_batch_items_limit` filter.
+    let limit = inner.faults.batch_limit.unwrap_or(crate::MAX_BATCH);
+    if total > limit {
         return Err(ApiError::new(
             413,
             "woocommerce_rest_request_entity_too_large",
-            &format!("Unable to accept more than {} items for this request.", crate::MAX_BATCH),
+            &format!("Unable to accept more than {limit} items for this request."),
         ));
     }
     inner.before_write();

@@ -77,6 +77,9 @@ pub struct Faults {
     /// Meta keys whose writes are answered 200 but not stored, like stores whose SEO plugin filters
     /// its own keys (e.g. `_yoast_wpseo_metadesc`).
     pub dropped_meta_keys: HashSet<String>,
+    /// A batch limit below WooCommerce's 100, as a store lowers it with the
+    /// `woocommerce_rest_batch_items_limit` filter: larger batches are a 413 that applies nothing.
+    pub batch_limit: Option<usize>,
 }
 
 /// Request counters by route kind.

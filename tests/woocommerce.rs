@@ -1,0 +1,382 @@
+//! The WooCommerce catalogue pipeline end to end over real HTTP(S): the WooCommerce sandbox (HTTPS,
+//! its own certificate trusted through `ca_cert`), the provider sandbox, the engine in-process, and
+//! a real database (SQLite and Postgres). Products come from the sandbox's hardware catalogue
+//! generator; the task is the shipped `config/tasks/product_copy.toml`.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::TestDb;
+use enrichd::config::Config;
+use enrichd::engine::{Engine, drain};
+use enrichd::sandbox::provider::ProviderSandbox;
+use enrichd::store::{ItemState, NewRun, Run, RunStart, RunStatus};
+use enrichd_woocommerce::sandbox::{CONSUMER_KEY, CONSUMER_SECRET, Faults, WooSandbox, Writer, generate_catalogue};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+const PROVIDER_KEY: &str = "woo-test-provider-key";
+
+struct Woo {
+    shop: WooSandbox,
+    engine: Arc<Engine>,
+    _provider: ProviderSandbox,
+    _dir: tempfile::TempDir,
+}
+
+fn set_env() {
+    // SAFETY: set before configs load; the values never change within the process.
+    unsafe {
+        std::env::set_var("WOO_TEST_CK", CONSUMER_KEY);
+        std::env::set_var("WOO_TEST_CS", CONSUMER_SECRET);
+        std::env::set_var("WOO_TEST_PROVIDER_KEY", PROVIDER_KEY);
+    }
+}
+
+/// The sandboxes, a config using the shipped product_copy task, and the engine on `db`.
+async fn woo(db: &TestDb, shop: WooSandbox, policy: &str, max_attempts: u32) -> Woo {
+    set_env();
+    let addr = shop.start_https("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let provider = ProviderSandbox::new(Some(PROVIDER_KEY));
+    let paddr = provider.start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let pem = dir.path().join("shop.pem");
+    std::fs::write(&pem, shop.certificate_pem()).unwrap();
+    std::fs::create_dir(dir.path().join("tasks")).unwrap();
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/config/tasks/product_copy.toml"),
+        dir.path().join("tasks/product_copy.toml"),
+    )
+    .unwrap();
+    let text = format!(
+        r#"
+[database]
+url = "{db}"
+max_connections = 8
+
+[daemon]
+lease_seconds = 10
+shutdown_grace_seconds = 5
+poll_interval_ms = 20
+retry_base_ms = 50
+retry_max_seconds = 1
+
+[connections.shop]
+kind = "woocommerce"
+base_url = "https://127.0.0.1:{port}"
+consumer_key = "${{WOO_TEST_CK}}"
+consumer_secret = "${{WOO_TEST_CS}}"
+ca_cert = "{pem}"
+timeout_seconds = 10
+
+[providers.sim]
+kind = "openai"
+base_url = "http://{paddr}/v1"
+api_key = "${{WOO_TEST_PROVIDER_KEY}}"
+timeout_seconds = 10
+
+[pipelines.catalogue]
+connection = "shop"
+entity = "product"
+task = "product_copy"
+provider = "sim"
+model = "gpt-4o-mini"
+concurrency = 16
+max_attempts = {max_attempts}
+select = {{ missing = ["description"] }}
+review = {{ policy = "{policy}" }}
+vars = {{ language = "English", brand_voice = "plain and factual" }}
+"#,
+        db = db.url,
+        port = addr.port(),
+        pem = pem.display(),
+    );
+    let path = dir.path().join("enrichd.toml");
+    std::fs::write(&path, text).unwrap();
+    let config = Config::load(&path).unwrap();
+    let engine = Arc::new(Engine::build(&config, db.store.clone()));
+    Woo { shop, engine, _provider: provider, _dir: dir }
+}
+
+async fn start_run(engine: &Engine) -> Run {
+    let new = NewRun {
+        pipeline: "catalogue".into(),
+        scheduled_for: None,
+        item_limit: None,
+        max_attempts: engine.pipelines["catalogue"].config.max_attempts as i64,
+        budget_micros: None,
+    };
+    match engine.store.create_run(&new).await.unwrap() {
+        RunStart::Created(r) | RunStart::AlreadyActive(r) => r,
+        RunStart::TickTaken => unreachable!(),
+    }
+}
+
+/// Works the run until no machine work is left (discovery done, nothing queued, enriching,
+/// approved or writing), then drains.
+async fn work(engine: &Arc<Engine>, run_id: i64, timeout: Duration) -> Run {
+    let (stop, upkeep_stop, tracker) = (CancellationToken::new(), CancellationToken::new(), TaskTracker::new());
+    let upkeep = engine.spawn_upkeep(upkeep_stop.clone());
+    let worker = {
+        let (e, s, t, p) = (engine.clone(), stop.clone(), tracker.clone(), engine.pipelines["catalogue"].clone());
+        tokio::spawn(async move { e.work_pipeline(p, Some(run_id), s, t).await })
+    };
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let run = engine.store.run(run_id).await.unwrap();
+        let counts = engine.store.counts(run_id).await.unwrap();
+        let busy = matches!(run.status, RunStatus::Discovering | RunStatus::Running) || counts.machine_pending() > 0;
+        if !busy {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "run {run_id} still busy: {run:?} {counts:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.cancel();
+    drain(engine, &tracker, Duration::from_secs(5)).await;
+    worker.await.unwrap();
+    upkeep_stop.cancel();
+    upkeep.await.unwrap();
+    engine.store.run(run_id).await.unwrap()
+}
+
+fn description_of(shop: &WooSandbox, id: u64) -> String {
+    shop.product(id).unwrap()["description"].as_str().unwrap_or_default().to_owned()
+}
+
+/// Ids of the products whose description is empty.
+fn bare(shop: &WooSandbox) -> BTreeSet<String> {
+    shop.product_ids()
+        .into_iter()
+        .filter(|id| shop.product(*id).is_some_and(|p| p["status"] != "trash"))
+        .filter(|id| description_of(shop, *id).trim().is_empty())
+        .map(|id| id.to_string())
+        .collect()
+}
+
+fn ids(items: &[enrichd::store::Item]) -> BTreeSet<String> {
+    items.iter().map(|i| i.external_id.clone()).collect()
+}
+
+async fn catalogue_reviewed_and_written(db: TestDb) {
+    let shop = WooSandbox::with_products(generate_catalogue(1000, 7, 0.4));
+    let w = woo(&db, shop, "all", 5).await;
+    let expected = bare(&w.shop);
+    assert!((300..=500).contains(&expected.len()), "about 40% of 1,000 are bare: {}", expected.len());
+    let before: BTreeMap<u64, Value> =
+        w.shop.product_ids().into_iter().map(|id| (id, w.shop.product(id).unwrap())).collect();
+
+    let run = start_run(&w.engine).await;
+    let run = work(&w.engine, run.id, Duration::from_secs(120)).await;
+    assert_eq!(run.status, RunStatus::AwaitingReview, "{run:?}");
+    let store = &w.engine.store;
+    let proposed = store.items(run.id, Some(ItemState::Proposed), 5000).await.unwrap();
+    assert_eq!(ids(&proposed), expected, "exactly the products without a description are proposed");
+    assert!(w.shop.writes().iter().all(|w| w.by != Writer::Api), "nothing is written before review");
+    for item in &proposed {
+        let p = item.proposal.as_ref().unwrap();
+        assert!(p.fields.contains_key("description"), "item {} proposes a description", item.id);
+        for (field, change) in &p.fields {
+            let had = &before[&item.external_id.parse::<u64>().unwrap()];
+            // Nothing a person wrote is proposed over: every proposed field was empty upstream.
+            assert!(
+                enrichd::select::field_missing(field, Some(&change.before)),
+                "{field} of {} had {}",
+                item.external_id,
+                had
+            );
+        }
+    }
+
+    // Someone edits five of them in wp-admin after the pull and before the write.
+    let edited: Vec<u64> = proposed.iter().take(5).map(|i| i.external_id.parse().unwrap()).collect();
+    for id in &edited {
+        w.shop.edit_as_human(*id, json!({"short_description": "<p>Edited by hand in wp-admin.</p>"})).unwrap();
+    }
+    for item in &proposed {
+        store.approve(item.id, "reviewer:test").await.unwrap();
+    }
+    let run = work(&w.engine, run.id, Duration::from_secs(120)).await;
+    assert_eq!(run.status, RunStatus::Done, "{run:?}");
+
+    let counts = store.counts(run.id).await.unwrap();
+    assert_eq!(counts.get(ItemState::Written) as usize, expected.len() - edited.len(), "{counts:?}");
+    assert_eq!(counts.get(ItemState::Conflict) as usize, edited.len(), "{counts:?}");
+    assert_eq!(counts.get(ItemState::Dead), 0, "{counts:?}");
+
+    let api_writes: Vec<_> = w.shop.writes().into_iter().filter(|w| w.by == Writer::Api).collect();
+    let written_ids: Vec<u64> = api_writes.iter().map(|w| w.product_id).collect();
+    let unique: HashSet<u64> = written_ids.iter().copied().collect();
+    assert_eq!(unique.len(), written_ids.len(), "no product is written twice");
+    for id in &edited {
+        assert!(!unique.contains(id), "product {id}, edited upstream, is not written");
+        let now = w.shop.product(*id).unwrap();
+        assert!(
+            now["short_description"].as_str().unwrap().contains("Edited by hand in wp-admin."),
+            "the upstream edit is intact"
+        );
+        assert_eq!(description_of(&w.shop, *id), "", "nothing of ours reached product {id}");
+    }
+    for id in w.shop.product_ids() {
+        if !expected.contains(&id.to_string()) {
+            assert!(!unique.contains(&id), "product {id} had a description and is not written");
+            assert_eq!(w.shop.product(id).unwrap()["description"], before[&id]["description"]);
+        }
+    }
+
+    // What the store holds now is what was approved, read back from the store itself.
+    let written = store.items(run.id, Some(ItemState::Written), 5000).await.unwrap();
+    for item in &written {
+        let id: u64 = item.external_id.parse().unwrap();
+        let product = w.shop.product(id).unwrap();
+        let proposal = item.proposal.as_ref().unwrap();
+        let approved = proposal.fields["description"].value();
+        assert!(
+            enrichd_woocommerce::holds("description", approved, product.get("description")),
+            "product {id}: {approved} vs {}",
+            product["description"]
+        );
+        assert!(item.verified_at.is_some() && item.verify_issues.is_none(), "item {} verified", item.id);
+        assert!(item.replaced.as_ref().is_some_and(|r| r["description"] == ""), "what the write replaced is kept");
+        if let Some(tags) = proposal.fields.get("tags") {
+            let names: Vec<String> = product["tags"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t["name"].as_str().unwrap().to_lowercase())
+                .collect();
+            for tag in tags.value().as_array().unwrap() {
+                assert!(names.contains(&tag.as_str().unwrap().to_lowercase()), "tag {tag} on product {id}");
+            }
+        }
+        // Images keep their ids; alt text only where it was missing.
+        let old_images = before[&id]["images"].as_array().cloned().unwrap_or_default();
+        let new_images = product["images"].as_array().cloned().unwrap_or_default();
+        assert_eq!(
+            old_images.iter().map(|i| i["id"].clone()).collect::<Vec<_>>(),
+            new_images.iter().map(|i| i["id"].clone()).collect::<Vec<_>>(),
+            "product {id} keeps its images"
+        );
+        for (old, new) in old_images.iter().zip(&new_images) {
+            if !old["alt"].as_str().unwrap_or_default().is_empty() {
+                assert_eq!(old["alt"], new["alt"], "existing alt text of product {id} is untouched");
+            }
+        }
+    }
+    let report = store.report(run.id).await.unwrap();
+    assert_eq!(report.verified as usize, written.len());
+    assert_eq!(report.verify_flagged, 0);
+    db.cleanup().await;
+}
+
+#[tokio::test]
+async fn catalogue_reviewed_and_written_sqlite() {
+    catalogue_reviewed_and_written(common::sqlite().await).await;
+}
+
+#[tokio::test]
+async fn catalogue_reviewed_and_written_postgres() {
+    if let Some(db) = common::postgres().await {
+        catalogue_reviewed_and_written(db).await;
+    }
+}
+
+/// A store that answers 200 to a meta write but keeps nothing (a plugin guarding its own keys):
+/// the item is written, and the field that did not stick is flagged with the reason.
+#[tokio::test]
+async fn a_meta_field_the_store_drops_is_flagged() {
+    let db = common::sqlite().await;
+    let shop = WooSandbox::with_products(generate_catalogue(80, 11, 0.5));
+    shop.set_faults(Faults {
+        dropped_meta_keys: HashSet::from(["_yoast_wpseo_metadesc".to_owned()]),
+        ..Default::default()
+    });
+    let w = woo(&db, shop, "none", 5).await;
+    let run = start_run(&w.engine).await;
+    let run = work(&w.engine, run.id, Duration::from_secs(60)).await;
+    assert_eq!(run.status, RunStatus::Done, "{run:?}");
+    let store = &w.engine.store;
+    let written = store.items(run.id, Some(ItemState::Written), 1000).await.unwrap();
+    assert!(!written.is_empty());
+    let mut flagged = 0;
+    for item in &written {
+        let proposal = item.proposal.as_ref().unwrap();
+        let id: u64 = item.external_id.parse().unwrap();
+        let meta_keys: Vec<String> = w.shop.product(id).unwrap()["meta_data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["key"].as_str().unwrap().to_owned())
+            .collect();
+        if proposal.fields.contains_key("seo_description") {
+            flagged += 1;
+            let issues = item.verify_issues.as_ref().unwrap_or_else(|| panic!("item {} flagged", item.id));
+            assert_eq!(issues.len(), 1, "{issues:?}");
+            assert_eq!(issues[0].field, "seo_description");
+            assert!(issues[0].reason.contains("did not store"), "{}", issues[0].reason);
+            assert!(!meta_keys.contains(&"_yoast_wpseo_metadesc".to_owned()), "the store really dropped it");
+            if proposal.fields.contains_key("seo_title") {
+                assert!(meta_keys.contains(&"_yoast_wpseo_title".to_owned()), "the title, not dropped, landed");
+            }
+        } else {
+            assert!(item.verify_issues.is_none(), "{:?}", item.verify_issues);
+        }
+        let events = store.item_events(item.id).await.unwrap();
+        let kind = if proposal.fields.contains_key("seo_description") { "verify_failed" } else { "verified" };
+        assert!(events.iter().any(|e| e.kind == kind), "item {} has a {kind} event", item.id);
+    }
+    assert!(flagged > 0, "the catalogue has products missing their SEO description");
+    let report = store.report(run.id).await.unwrap();
+    assert_eq!(report.verify_flagged, flagged);
+    db.cleanup().await;
+}
+
+/// 5xx, 429 with `Retry-After` and a store whose batch limit is below 100 (every first batch is a
+/// 413 that applies nothing): every bare product is still written, once, and nothing is dead.
+async fn faults_lose_nothing(db: TestDb) {
+    let shop = WooSandbox::with_products(generate_catalogue(300, 23, 0.4));
+    let w = woo(&db, shop, "none", 12).await;
+    let expected = bare(&w.shop);
+    w.shop.set_faults(Faults {
+        server_error_rate: 0.15,
+        rate_limit_rate: 0.1,
+        retry_after_secs: 0,
+        batch_limit: None,
+        ..Default::default()
+    });
+    let run = start_run(&w.engine).await;
+    let run = work(&w.engine, run.id, Duration::from_secs(180)).await;
+    assert_eq!(run.status, RunStatus::Done, "{run:?}");
+    let store = &w.engine.store;
+    let counts = store.counts(run.id).await.unwrap();
+    assert_eq!(counts.get(ItemState::Dead), 0, "{counts:?}");
+    let written = store.items(run.id, Some(ItemState::Written), 1000).await.unwrap();
+    assert_eq!(ids(&written), expected, "{counts:?}");
+    let api_writes: Vec<u64> =
+        w.shop.writes().into_iter().filter(|w| w.by == Writer::Api).map(|w| w.product_id).collect();
+    let unique: HashSet<u64> = api_writes.iter().copied().collect();
+    assert_eq!(unique.len(), api_writes.len(), "no product is written twice");
+    assert_eq!(unique.len(), expected.len());
+    assert!(w.shop.stats().rejected_by_faults > 0, "faults were injected");
+    for item in &written {
+        let id: u64 = item.external_id.parse().unwrap();
+        assert!(!description_of(&w.shop, id).is_empty(), "product {id} has its description");
+    }
+    db.cleanup().await;
+}
+
+#[tokio::test]
+async fn faults_lose_nothing_sqlite() {
+    faults_lose_nothing(common::sqlite().await).await;
+}
+
+#[tokio::test]
+async fn faults_lose_nothing_postgres() {
+    if let Some(db) = common::postgres().await {
+        faults_lose_nothing(db).await;
+    }
+}
