@@ -12,11 +12,14 @@
 //!   `images[].alt` as `[{id, alt}]`, `seo_title`/`seo_description` mapped to the store's SEO plugin
 //!   meta keys (Yoast or Rank Math, detected from the store's own `meta_data` or set in config), and
 //!   every other meta entry as `meta.<key>`. The version is `date_modified_gmt`.
-//! - Writes: `products/batch` (variations: `products/{parent}/variations/batch`) in chunks of at most
-//!   100 with per-item outcomes; lists WooCommerce replaces wholesale are merged with the product's
-//!   current list, never truncated; alt text goes only to that product's own image ids.
+//! - Writes: `products/batch` in chunks of at most 100 with per-item outcomes (variations: one
+//!   `PUT products/{parent}/variations/{id}` each); lists WooCommerce replaces wholesale are merged
+//!   with the product's current list, never truncated; alt text goes only to that product's own
+//!   image ids.
+//! - Fetch by id: `include=` in chunks of 100 with `status=any`, then the ids not found once more
+//!   with `status=trash` (WordPress's `any` leaves the trash out).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::num::NonZeroU64;
 use std::time::Duration;
 
@@ -35,6 +38,9 @@ use tokio::sync::OnceCell;
 pub const MAX_BATCH: usize = 100;
 /// Most records one listing page may hold (WordPress refuses more with a 400).
 pub const MAX_PER_PAGE: u32 = 100;
+/// Tries per read (reads are idempotent): enough that a store answering 30% of requests with 5xx
+/// or 429 still lists a whole catalogue, waiting at most about ten seconds per request.
+const READ_ATTEMPTS: u32 = 6;
 
 /// How requests authenticate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -202,7 +208,7 @@ impl WooCommerce {
         path: &str,
         query: &[(&str, String)],
     ) -> Result<(Value, HeaderMap), ConnectorError> {
-        http::with_retries(4, Duration::from_millis(300), || async {
+        http::with_retries(READ_ATTEMPTS, Duration::from_millis(300), || async {
             let response = http::send(self.request(Method::GET, path, query), what).await?;
             let headers = response.headers().clone();
             let body: Value = http::json(response, what).await?;
@@ -239,8 +245,9 @@ impl WooCommerce {
         for product in products {
             records.push(self.fields_of(product).await?);
         }
-        let pages = header_u64(&headers, "X-WP-TotalPages");
-        let last = records.is_empty() || pages.is_none_or(|p| page >= p);
+        // Without `X-WP-TotalPages` (a proxy stripped it) a full page may have a successor.
+        let full = records.len() >= per_page as usize;
+        let last = records.is_empty() || header_u64(&headers, "X-WP-TotalPages").map_or(!full, |p| page >= p);
         Ok(Page { records, next: (!last).then(|| (page + 1).to_string()), total: header_u64(&headers, "X-WP-Total") })
     }
 
@@ -309,28 +316,42 @@ impl WooCommerce {
     }
 
     async fn fetch_products(&self, ids: &[String]) -> Result<Vec<Record>, ConnectorError> {
-        let mut out = Vec::with_capacity(ids.len());
-        for chunk in ids.chunks(MAX_PER_PAGE as usize) {
-            let numeric: Vec<&str> = chunk.iter().map(String::as_str).filter(|id| id.parse::<u64>().is_ok()).collect();
-            if numeric.is_empty() {
-                continue;
-            }
-            let query = [
-                ("include", numeric.join(",")),
-                ("per_page", MAX_PER_PAGE.to_string()),
-                ("orderby", "id".into()),
-                ("order", "asc".into()),
-                // Trashed and draft products are still products: a record moved to the trash must be
-                // seen (and its version compared), not mistaken for one that is gone.
-                ("status", "any".into()),
-            ];
-            let what = format!("woocommerce: GET {} products by id", numeric.len());
-            let (body, _) = self.get_json(&what, "products", &query).await?;
-            for product in body.as_array().ok_or_else(|| malformed(&what, "a list of products"))? {
-                out.push(self.fields_of(product).await?);
-            }
+        let mut wanted: Vec<u64> = ids.iter().filter_map(|id| id.parse::<u64>().ok()).collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        let mut found: Vec<Value> = Vec::with_capacity(wanted.len());
+        for chunk in wanted.chunks(MAX_PER_PAGE as usize) {
+            found.extend(self.products_by_id(chunk, "any").await?);
+        }
+        // `status=any` leaves out the trash, as WordPress's `any` does. A trashed product is still a
+        // product: it must be seen (and its version compared), not mistaken for one that is gone.
+        let seen: BTreeSet<u64> = found.iter().filter_map(|p| p.get("id").and_then(Value::as_u64)).collect();
+        let missing: Vec<u64> = wanted.into_iter().filter(|id| !seen.contains(id)).collect();
+        for chunk in missing.chunks(MAX_PER_PAGE as usize) {
+            found.extend(self.products_by_id(chunk, "trash").await?);
+        }
+        let mut out = Vec::with_capacity(found.len());
+        for product in &found {
+            out.push(self.fields_of(product).await?);
         }
         Ok(out)
+    }
+
+    /// The products among `ids` (at most [`MAX_PER_PAGE`]) with `status`.
+    async fn products_by_id(&self, ids: &[u64], status: &str) -> Result<Vec<Value>, ConnectorError> {
+        let query = [
+            ("include", ids.iter().map(u64::to_string).collect::<Vec<_>>().join(",")),
+            ("per_page", MAX_PER_PAGE.to_string()),
+            ("orderby", "id".into()),
+            ("order", "asc".into()),
+            ("status", status.to_owned()),
+        ];
+        let what = format!("woocommerce: GET {} products by id (status {status})", ids.len());
+        let (body, _) = self.get_json(&what, "products", &query).await?;
+        match body {
+            Value::Array(products) => Ok(products),
+            _ => Err(malformed(&what, "a list of products")),
+        }
     }
 
     async fn fetch_variations(&self, ids: &[String]) -> Result<Vec<Record>, ConnectorError> {
@@ -438,33 +459,54 @@ impl WooCommerce {
         Ok(outcomes)
     }
 
+    /// Variations are written one `PUT products/{parent}/variations/{id}` at a time: that is the
+    /// variation write captured against a real store (it also bumps the parent's
+    /// `date_modified_gmt`), and it gives each change its own outcome. An error that is not about the
+    /// item (authentication, rate limit, 5xx, transport) ends the call: the changes not yet sent
+    /// fail with it, and if none was sent the call as a whole fails.
     async fn write_variations(&self, changes: &[Change]) -> Result<Vec<WriteOutcome>, ConnectorError> {
         let seo = self.seo().await?;
-        let mut outcomes = Vec::new();
-        let mut by_parent: BTreeMap<u64, Vec<Update<'_>>> = BTreeMap::new();
+        let mut outcomes = Vec::with_capacity(changes.len());
+        let mut updates: Vec<(u64, u64, Update<'_>)> = Vec::new();
         for change in changes {
             let Some((parent, id)) = split_variation_id(&change.id) else {
                 outcomes.push(failed(&change.id, format!("record {}: not a variation id (PARENT/ID)", change.id)));
                 continue;
             };
             match update_body(id, change, seo) {
-                Ok(body) => by_parent.entry(parent).or_default().push((change, body)),
+                Ok(mut body) => {
+                    body.remove("id");
+                    updates.push((parent, id, (change, body)));
+                }
                 Err(message) => outcomes.push(failed(&change.id, message)),
             }
         }
-        for (parent, bodies) in by_parent {
-            let path = format!("products/{parent}/variations/batch");
-            for chunk in bodies.chunks(MAX_BATCH) {
-                let outcome_id = |e: &Value| e.get("id").and_then(Value::as_u64).map(|i| format!("{parent}/{i}"));
-                match self.write_batch(&path, chunk, outcome_id).await {
-                    Ok(done) => outcomes.extend(done),
-                    Err(e) => outcomes.extend(
-                        chunk
-                            .iter()
-                            .map(|(c, _)| WriteOutcome { id: c.id.clone(), result: WriteResult::Failed(e.clone()) }),
-                    ),
+        for (sent, (parent, id, (change, body))) in updates.iter().enumerate() {
+            let what = format!("woocommerce: PUT variation {} (product {parent})", change.id);
+            let path = format!("products/{parent}/variations/{id}");
+            let answer = match http::send(self.request(Method::PUT, &path, &[]).json(body), &what).await {
+                Ok(response) => http::json::<Value>(response, &what).await,
+                Err(e) => Err(e),
+            };
+            let result = match answer {
+                Ok(variation) => WriteResult::Written {
+                    version: variation.get("date_modified_gmt").and_then(Value::as_str).map(|v| Version(v.to_owned())),
+                },
+                // The variation (or its parent) is not there: this item only.
+                Err(e) if matches!(e.status, Some(400 | 404 | 409 | 410 | 422)) => WriteResult::Failed(e),
+                Err(e) => {
+                    if sent == 0 && outcomes.is_empty() {
+                        return Err(e);
+                    }
+                    let rest = updates[sent..].iter().map(|(_, _, (c, _))| WriteOutcome {
+                        id: c.id.clone(),
+                        result: WriteResult::Failed(e.clone()),
+                    });
+                    outcomes.extend(rest);
+                    return Ok(outcomes);
                 }
-            }
+            };
+            outcomes.push(WriteOutcome { id: change.id.clone(), result });
         }
         Ok(outcomes)
     }
@@ -521,6 +563,11 @@ impl Connector for WooCommerce {
             None if meta_key.is_some() || seo => format!(
                 "{field}: WooCommerce accepted the write but did not store the meta value (some stores and plugins \
                  silently drop writes to protected meta keys); it was absent when read back"
+            ),
+            // The record shows an SEO field whose meta entry is missing as "": the value was dropped.
+            Some(Value::String(s)) if s.is_empty() && seo => format!(
+                "{field}: WooCommerce accepted the write but did not store the meta value (some stores and plugins \
+                 silently drop writes to protected meta keys); it was empty when read back"
             ),
             None => format!("{field} was absent when the product was read back after the write"),
             Some(v) => format!(
