@@ -1,6 +1,7 @@
-//! Crash recovery with the real binary: `enrichd run` on 3,000 items is SIGKILLed twice mid-run and
-//! restarted; every item must end terminal, every record written with its own answer, nothing lost,
-//! and nothing done twice beyond the leases that were in flight at each kill.
+//! Crash recovery with the real binary: `enrichd run` is SIGKILLed twice mid-run and restarted, on the
+//! teststore pipeline (3,000 items) and on the WooCommerce catalogue pipeline (1,200 products over
+//! HTTPS); every item must end terminal, every record written with its own answer, nothing lost, and
+//! nothing done twice beyond the leases that were in flight at each kill.
 
 mod common;
 
@@ -20,6 +21,7 @@ fn spawn_run(config: &std::path::Path, log: &std::path::Path) -> Child {
         .args(["--config", config.to_str().unwrap(), "run", "catalogue"])
         .env("TEST_STORE_TOKEN", STORE_TOKEN)
         .env("TEST_PROVIDER_KEY", PROVIDER_KEY)
+        .envs(common::woo::woo_env())
         .env("ENRICHD_LOG", "warn")
         .stdout(Stdio::from(log.try_clone().unwrap()))
         .stderr(Stdio::from(log))
@@ -39,28 +41,26 @@ async fn leased(db: &TestDb) -> (i64, i64) {
     (enriching, writing)
 }
 
-async fn killed_twice_then_finished(db: &TestDb) {
-    let sb = sandboxes(ITEMS, 1).await;
-    sb.provider
-        .set_faults(enrichd::sandbox::provider::Faults { latency: Duration::from_millis(8), ..Default::default() });
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_config(
-        dir.path(),
-        &db.url,
-        &sb,
-        &ConfigOptions { lease_seconds: 2.0, concurrency: 16, ..Default::default() },
-    );
-
+/// Runs `enrichd run` and SIGKILLs it once the provider has answered each of `kill_at` requests;
+/// returns the enrichment and write leases that were in flight at the kills.
+async fn kill_twice(
+    db: &TestDb,
+    config: &std::path::Path,
+    dir: &std::path::Path,
+    provider: &common::ProviderSandbox,
+    kill_at: [u64; 2],
+) -> (i64, i64) {
     let mut in_flight_enrich = 0;
     let mut in_flight_write = 0;
-    for (round, kill_at) in [(1, 900u64), (2, 2_000)] {
-        let mut child = spawn_run(&config, &dir.path().join(format!("run{round}.log")));
+    for (round, kill_at) in [(1, kill_at[0]), (2, kill_at[1])] {
+        let log = dir.join(format!("run{round}.log"));
+        let mut child = spawn_run(config, &log);
         let start = Instant::now();
-        while sb.provider.stats().answered < kill_at {
+        while provider.stats().answered < kill_at {
             assert!(
                 child.try_wait().unwrap().is_none(),
                 "round {round}: enrichd exited before it was killed: {}",
-                std::fs::read_to_string(dir.path().join(format!("run{round}.log"))).unwrap()
+                std::fs::read_to_string(&log).unwrap()
             );
             assert!(start.elapsed() < Duration::from_secs(120), "round {round}: no progress");
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -70,16 +70,19 @@ async fn killed_twice_then_finished(db: &TestDb) {
         let (e, w) = leased(db).await;
         eprintln!(
             "round {round}: killed at {} answers with {e} enriching and {w} writing leases in flight",
-            sb.provider.stats().answered
+            provider.stats().answered
         );
         in_flight_enrich += e;
         in_flight_write += w;
     }
+    (in_flight_enrich, in_flight_write)
+}
 
-    let log = dir.path().join("final.log");
+/// Runs `enrichd run` to the end; returns its output after checking it succeeded and resumed run 1.
+async fn finish(config: &std::path::Path, log: &std::path::Path) -> String {
     let status = tokio::task::spawn_blocking({
-        let config = config.clone();
-        let log = log.clone();
+        let config = config.to_path_buf();
+        let log = log.to_path_buf();
         move || {
             let mut child = spawn_run(&config, &log);
             let start = Instant::now();
@@ -97,9 +100,26 @@ async fn killed_twice_then_finished(db: &TestDb) {
     })
     .await
     .unwrap();
-    let output = std::fs::read_to_string(&log).unwrap();
+    let output = std::fs::read_to_string(log).unwrap();
     assert!(status.success(), "final run failed: {output}");
     assert!(output.contains("resuming run 1"), "the restart must resume the interrupted run: {output}");
+    output
+}
+
+async fn killed_twice_then_finished(db: &TestDb) {
+    let sb = sandboxes(ITEMS, 1).await;
+    sb.provider
+        .set_faults(enrichd::sandbox::provider::Faults { latency: Duration::from_millis(8), ..Default::default() });
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &db.url,
+        &sb,
+        &ConfigOptions { lease_seconds: 2.0, concurrency: 16, ..Default::default() },
+    );
+
+    let (in_flight_enrich, in_flight_write) = kill_twice(db, &config, dir.path(), &sb.provider, [900, 2_000]).await;
+    let output = finish(&config, &dir.path().join("final.log")).await;
 
     let runs = db.store.runs(&[], 10).await.unwrap();
     assert_eq!(runs.len(), 1, "restarts resume; they do not start new runs");
@@ -134,6 +154,54 @@ async fn killed_twice_then_finished(db: &TestDb) {
     );
 }
 
+const PRODUCTS: usize = 1_200;
+
+/// The WooCommerce catalogue pipeline, every product bare, killed twice and finished.
+async fn woocommerce_killed_twice_then_finished(db: &TestDb) {
+    use enrichd_woocommerce::sandbox::{WooSandbox, Writer, generate_catalogue};
+    let sb = common::woo::woo_sandboxes(WooSandbox::with_products(generate_catalogue(PRODUCTS, 5, 1.0))).await;
+    sb.provider
+        .set_faults(enrichd::sandbox::provider::Faults { latency: Duration::from_millis(8), ..Default::default() });
+    let dir = tempfile::tempdir().unwrap();
+    let config = common::woo::write_woo_config(dir.path(), &db.url, &sb, "none", 5, 2.0);
+    let ids = sb.shop.product_ids();
+    assert_eq!(ids.len(), PRODUCTS);
+
+    let (in_flight_enrich, in_flight_write) = kill_twice(db, &config, dir.path(), &sb.provider, [300, 800]).await;
+    let output = finish(&config, &dir.path().join("final.log")).await;
+
+    let runs = db.store.runs(&[], 10).await.unwrap();
+    assert_eq!(runs.len(), 1, "restarts resume; they do not start new runs");
+    let counts = db.store.counts(runs[0].id).await.unwrap();
+    assert_eq!(counts.total(), PRODUCTS as i64, "every product has exactly one item");
+    assert_eq!(counts.get(ItemState::Written), PRODUCTS as i64, "{counts:?}\n{output}");
+
+    let mut writes: HashMap<u64, usize> = HashMap::new();
+    for w in sb.shop.writes().into_iter().filter(|w| w.by == Writer::Api) {
+        *writes.entry(w.product_id).or_default() += 1;
+    }
+    let extra_writes: usize = writes.values().map(|n| n - 1).sum();
+    for id in &ids {
+        let description = sb.shop.product(*id).unwrap()["description"].as_str().unwrap().to_owned();
+        // The simulated model's answer names the product its prompt was about.
+        assert!(description.contains(&format!("product {id} ")), "product {id} got {description:?}");
+        assert!(writes.contains_key(id), "product {id} never written");
+    }
+    assert!(
+        extra_writes as i64 <= in_flight_write,
+        "{extra_writes} products written twice, but only {in_flight_write} writes were in flight at the kills"
+    );
+    let calls = sb.provider.stats().answered as i64;
+    assert!(
+        calls <= PRODUCTS as i64 + in_flight_enrich,
+        "{calls} model calls for {PRODUCTS} products with {in_flight_enrich} enrichment leases in flight at the kills"
+    );
+    eprintln!(
+        "woocommerce: model calls {calls} (products {PRODUCTS}, in flight at kills {in_flight_enrich}); extra writes {extra_writes} (in flight {in_flight_write})"
+    );
+}
+
 on_both_backends! {
     crash_recovery => killed_twice_then_finished;
+    woocommerce_crash_recovery => woocommerce_killed_twice_then_finished;
 }

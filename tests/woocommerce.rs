@@ -10,97 +10,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::TestDb;
-use enrichd::config::Config;
 use enrichd::engine::{Engine, drain};
-use enrichd::sandbox::provider::ProviderSandbox;
 use enrichd::store::{ItemState, NewRun, Run, RunStart, RunStatus};
-use enrichd_woocommerce::sandbox::{CONSUMER_KEY, CONSUMER_SECRET, Faults, WooSandbox, Writer, generate_catalogue};
+use enrichd_woocommerce::sandbox::{Faults, WooSandbox, Writer, generate_catalogue};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-const PROVIDER_KEY: &str = "woo-test-provider-key";
-
-struct Woo {
-    shop: WooSandbox,
-    engine: Arc<Engine>,
-    _provider: ProviderSandbox,
-    _dir: tempfile::TempDir,
-}
-
-fn set_env() {
-    // SAFETY: set before configs load; the values never change within the process.
-    unsafe {
-        std::env::set_var("WOO_TEST_CK", CONSUMER_KEY);
-        std::env::set_var("WOO_TEST_CS", CONSUMER_SECRET);
-        std::env::set_var("WOO_TEST_PROVIDER_KEY", PROVIDER_KEY);
-    }
-}
-
-/// The sandboxes, a config using the shipped product_copy task, and the engine on `db`.
-async fn woo(db: &TestDb, shop: WooSandbox, policy: &str, max_attempts: u32) -> Woo {
-    set_env();
-    let addr = shop.start_https("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let provider = ProviderSandbox::new(Some(PROVIDER_KEY));
-    let paddr = provider.start("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let pem = dir.path().join("shop.pem");
-    std::fs::write(&pem, shop.certificate_pem()).unwrap();
-    std::fs::create_dir(dir.path().join("tasks")).unwrap();
-    std::fs::copy(
-        concat!(env!("CARGO_MANIFEST_DIR"), "/config/tasks/product_copy.toml"),
-        dir.path().join("tasks/product_copy.toml"),
-    )
-    .unwrap();
-    let text = format!(
-        r#"
-[database]
-url = "{db}"
-max_connections = 8
-
-[daemon]
-lease_seconds = 10
-shutdown_grace_seconds = 5
-poll_interval_ms = 20
-retry_base_ms = 50
-retry_max_seconds = 1
-
-[connections.shop]
-kind = "woocommerce"
-base_url = "https://127.0.0.1:{port}"
-consumer_key = "${{WOO_TEST_CK}}"
-consumer_secret = "${{WOO_TEST_CS}}"
-ca_cert = "{pem}"
-timeout_seconds = 10
-
-[providers.sim]
-kind = "openai"
-base_url = "http://{paddr}/v1"
-api_key = "${{WOO_TEST_PROVIDER_KEY}}"
-timeout_seconds = 10
-
-[pipelines.catalogue]
-connection = "shop"
-entity = "product"
-task = "product_copy"
-provider = "sim"
-model = "gpt-4o-mini"
-concurrency = 16
-max_attempts = {max_attempts}
-select = {{ missing = ["description"] }}
-review = {{ policy = "{policy}" }}
-vars = {{ language = "English", brand_voice = "plain and factual" }}
-"#,
-        db = db.url,
-        port = addr.port(),
-        pem = pem.display(),
-    );
-    let path = dir.path().join("enrichd.toml");
-    std::fs::write(&path, text).unwrap();
-    let config = Config::load(&path).unwrap();
-    let engine = Arc::new(Engine::build(&config, db.store.clone()));
-    Woo { shop, engine, _provider: provider, _dir: dir }
-}
+use common::woo::woo;
 
 async fn start_run(engine: &Engine) -> Run {
     let new = NewRun {
@@ -345,7 +262,7 @@ async fn faults_lose_nothing(db: TestDb) {
         server_error_rate: 0.15,
         rate_limit_rate: 0.1,
         retry_after_secs: 0,
-        batch_limit: None,
+        batch_limit: Some(30),
         ..Default::default()
     });
     let run = start_run(&w.engine).await;

@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod harness;
+pub mod woo;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 

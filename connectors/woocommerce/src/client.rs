@@ -21,6 +21,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::num::NonZeroU64;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -109,6 +110,8 @@ pub struct WooCommerce {
     seo: OnceCell<Seo>,
     status: Option<String>,
     http: reqwest::Client,
+    /// Items per batch: 100, or less once the store has said (with a 413) that it takes fewer.
+    batch_limit: AtomicUsize,
 }
 
 impl WooCommerce {
@@ -149,6 +152,7 @@ impl WooCommerce {
             seo: OnceCell::new(),
             status: options.status,
             http,
+            batch_limit: AtomicUsize::new(MAX_BATCH),
         })
     }
 
@@ -438,11 +442,26 @@ impl WooCommerce {
                 Err(message) => outcomes.push(failed(&change.id, message)),
             }
         }
-        for chunk in bodies.chunks(MAX_BATCH) {
+        // A store can lower WooCommerce's limit of 100 (`woocommerce_rest_batch_items_limit`): a
+        // larger batch is a 413 that applies nothing, so it is safe to send again in smaller pieces.
+        let mut start = 0;
+        while start < bodies.len() {
+            let limit = self.batch_limit.load(Ordering::Relaxed).max(1);
+            let chunk = &bodies[start..(start + limit).min(bodies.len())];
             let done = self
                 .write_batch("products/batch", chunk, |e| e.get("id").and_then(Value::as_u64).map(|i| i.to_string()))
                 .await;
             match done {
+                Err(e) if is_too_large(&e) && chunk.len() > 1 => {
+                    let lower = batch_limit_in(&e.message).unwrap_or(chunk.len() / 2).clamp(1, chunk.len() - 1);
+                    self.batch_limit.fetch_min(lower, Ordering::Relaxed);
+                    tracing::warn!(
+                        limit = lower,
+                        "woocommerce: the store accepts fewer than {} items per batch; sending smaller batches",
+                        chunk.len()
+                    );
+                    continue;
+                }
                 Ok(done) => outcomes.extend(done),
                 Err(e) => {
                     if outcomes.is_empty() && chunk.len() == bodies.len() {
@@ -455,6 +474,7 @@ impl WooCommerce {
                     );
                 }
             }
+            start += chunk.len();
         }
         Ok(outcomes)
     }
@@ -541,7 +561,7 @@ impl Connector for WooCommerce {
     }
 
     fn max_write_batch(&self) -> usize {
-        MAX_BATCH
+        self.batch_limit.load(Ordering::Relaxed).clamp(1, MAX_BATCH)
     }
 
     async fn write(&self, entity: &str, changes: &[Change]) -> Result<WriteSubmission, ConnectorError> {
@@ -1022,6 +1042,18 @@ fn gmt_param(rfc3339: &str) -> Result<String, ConnectorError> {
         return Err(ConnectorError::permanent(format!("woocommerce: modified_after must be in UTC, got {t:?}")));
     }
     Ok(t[..19].to_owned())
+}
+
+/// A 413 `woocommerce_rest_request_entity_too_large`: the batch was over the store's limit and
+/// nothing was applied.
+fn is_too_large(e: &ConnectorError) -> bool {
+    e.status == Some(413) || e.code.as_deref() == Some("woocommerce_rest_request_entity_too_large")
+}
+
+/// The limit a 413 states: "Unable to accept more than 30 items for this request."
+fn batch_limit_in(message: &str) -> Option<usize> {
+    let after = &message[message.find("more than ")? + "more than ".len()..];
+    after.split_whitespace().next()?.parse().ok()
 }
 
 fn header_u64(headers: &HeaderMap, name: &str) -> Option<u64> {

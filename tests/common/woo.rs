@@ -1,0 +1,126 @@
+//! The WooCommerce pipeline over the sandboxes: the WooCommerce sandbox serving HTTPS with its own
+//! certificate (trusted through `ca_cert`), the provider sandbox, and a config using the shipped
+//! `config/tasks/product_copy.toml`. Secrets come from `WOO_TEST_*` environment variables, which
+//! [`woo_env`] lists for child processes and [`set_woo_env`] sets in-process.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::TestDb;
+use enrichd::config::Config;
+use enrichd::engine::Engine;
+use enrichd::sandbox::provider::ProviderSandbox;
+use enrichd_woocommerce::sandbox::{CONSUMER_KEY, CONSUMER_SECRET, WooSandbox};
+
+pub const PROVIDER_KEY: &str = "woo-test-provider-key";
+
+/// The secrets the config references, for a child process's environment.
+pub fn woo_env() -> [(&'static str, &'static str); 3] {
+    [("WOO_TEST_CK", CONSUMER_KEY), ("WOO_TEST_CS", CONSUMER_SECRET), ("WOO_TEST_PROVIDER_KEY", PROVIDER_KEY)]
+}
+
+pub fn set_woo_env() {
+    for (k, v) in woo_env() {
+        // SAFETY: set before configs load; the values never change within the process.
+        unsafe { std::env::set_var(k, v) };
+    }
+}
+
+/// The running sandboxes.
+pub struct WooSandboxes {
+    pub shop: WooSandbox,
+    pub shop_port: u16,
+    pub provider: ProviderSandbox,
+    pub provider_url: String,
+}
+
+pub async fn woo_sandboxes(shop: WooSandbox) -> WooSandboxes {
+    let addr = shop.start_https("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let provider = ProviderSandbox::new(Some(PROVIDER_KEY));
+    let paddr = provider.start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    WooSandboxes { shop, shop_port: addr.port(), provider, provider_url: format!("http://{paddr}/v1") }
+}
+
+/// Writes `enrichd.toml` (and `tasks/product_copy.toml`, and the store's certificate) into `dir` for
+/// pipeline `catalogue`: bare descriptions selected, the given review policy and attempts.
+pub fn write_woo_config(
+    dir: &Path,
+    database_url: &str,
+    sb: &WooSandboxes,
+    policy: &str,
+    max_attempts: u32,
+    lease_seconds: f64,
+) -> PathBuf {
+    let pem = dir.join("shop.pem");
+    std::fs::write(&pem, sb.shop.certificate_pem()).unwrap();
+    std::fs::create_dir_all(dir.join("tasks")).unwrap();
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/config/tasks/product_copy.toml"),
+        dir.join("tasks/product_copy.toml"),
+    )
+    .unwrap();
+    let text = format!(
+        r#"
+[database]
+url = "{database_url}"
+max_connections = 8
+
+[daemon]
+lease_seconds = {lease_seconds}
+shutdown_grace_seconds = 5
+poll_interval_ms = 20
+retry_base_ms = 50
+retry_max_seconds = 1
+
+[connections.shop]
+kind = "woocommerce"
+base_url = "https://127.0.0.1:{port}"
+consumer_key = "${{WOO_TEST_CK}}"
+consumer_secret = "${{WOO_TEST_CS}}"
+ca_cert = "{pem}"
+timeout_seconds = 10
+
+[providers.sim]
+kind = "openai"
+base_url = "{provider}"
+api_key = "${{WOO_TEST_PROVIDER_KEY}}"
+timeout_seconds = 10
+
+[pipelines.catalogue]
+connection = "shop"
+entity = "product"
+task = "product_copy"
+provider = "sim"
+model = "gpt-4o-mini"
+concurrency = 16
+max_attempts = {max_attempts}
+select = {{ missing = ["description"] }}
+review = {{ policy = "{policy}" }}
+vars = {{ language = "English", brand_voice = "plain and factual" }}
+"#,
+        port = sb.shop_port,
+        pem = pem.display(),
+        provider = sb.provider_url,
+    );
+    let path = dir.join("enrichd.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// The sandboxes and the engine in-process on `db`.
+pub struct Woo {
+    pub shop: WooSandbox,
+    pub engine: Arc<Engine>,
+    pub provider: ProviderSandbox,
+    _dir: tempfile::TempDir,
+}
+
+pub async fn woo(db: &TestDb, shop: WooSandbox, policy: &str, max_attempts: u32) -> Woo {
+    set_woo_env();
+    let sb = woo_sandboxes(shop).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_woo_config(dir.path(), &db.url, &sb, policy, max_attempts, 10.0);
+    let config = Config::load(&path).unwrap();
+    let engine = Arc::new(Engine::build(&config, db.store.clone()));
+    Woo { shop: sb.shop, engine, provider: sb.provider, _dir: dir }
+}
