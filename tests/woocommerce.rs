@@ -204,9 +204,7 @@ async fn catalogue_reviewed_and_written_postgres() {
 
 /// A store that answers 200 to a meta write but keeps nothing (a plugin guarding its own keys):
 /// the item is written, and the field that did not stick is flagged with the reason.
-#[tokio::test]
-async fn a_meta_field_the_store_drops_is_flagged() {
-    let db = common::sqlite().await;
+async fn a_meta_field_the_store_drops_is_flagged(db: TestDb) {
     let shop = WooSandbox::with_products(generate_catalogue(80, 11, 0.5));
     shop.set_faults(Faults {
         dropped_meta_keys: HashSet::from(["_yoast_wpseo_metadesc".to_owned()]),
@@ -250,6 +248,18 @@ async fn a_meta_field_the_store_drops_is_flagged() {
     let report = store.report(run.id).await.unwrap();
     assert_eq!(report.verify_flagged, flagged);
     db.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_meta_field_the_store_drops_is_flagged_sqlite() {
+    a_meta_field_the_store_drops_is_flagged(common::sqlite().await).await;
+}
+
+#[tokio::test]
+async fn a_meta_field_the_store_drops_is_flagged_postgres() {
+    if let Some(db) = common::postgres().await {
+        a_meta_field_the_store_drops_is_flagged(db).await;
+    }
 }
 
 /// 5xx, 429 with `Retry-After` and a store whose batch limit is below 100 (every first batch is a
