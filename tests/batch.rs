@@ -41,6 +41,9 @@ async fn batch_happy_path(db: &TestDb) {
     assert!(batches[0].provider_batch_id.as_deref().unwrap().starts_with("batch_"));
     let item = &db.store.items(run.id, Some(ItemState::Written), 1).await.unwrap()[0];
     assert!(item.tokens_in > 0 && item.cost_micros > 0, "batch usage is counted per item");
+    let usage = enrichd::provider::TokenUsage { input: item.tokens_in, output: item.tokens_out, ..Default::default() };
+    let realtime = h.engine.providers["sim"].cost_micros("gpt-4o-mini", usage).unwrap();
+    assert_eq!(item.cost_micros, (realtime as f64 * 0.5).round() as i64, "batch lines cost half the realtime price");
 }
 
 async fn anthropic_batches_split_at_the_limit(db: &TestDb) {
