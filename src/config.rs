@@ -545,6 +545,10 @@ pub struct PipelineConfig {
     /// Values the task's templates see as `vars.<name>` (store language, brand voice, ...).
     #[serde(default)]
     pub vars: BTreeMap<String, String>,
+    /// Read only records modified since the previous finished run started (WooCommerce
+    /// `modified_after`), instead of every record each run.
+    #[serde(default)]
+    pub incremental: bool,
 }
 
 fn default_concurrency() -> usize {

@@ -163,7 +163,7 @@ async fn woocommerce_killed_twice_then_finished(db: &TestDb) {
     sb.provider
         .set_faults(enrichd::sandbox::provider::Faults { latency: Duration::from_millis(8), ..Default::default() });
     let dir = tempfile::tempdir().unwrap();
-    let config = common::woo::write_woo_config(dir.path(), &db.url, &sb, "none", 5, 2.0);
+    let config = common::woo::write_woo_config(dir.path(), &db.url, &sb, "none", 5, 2.0, "");
     let ids = sb.shop.product_ids();
     assert_eq!(ids.len(), PRODUCTS);
 

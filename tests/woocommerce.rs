@@ -307,3 +307,41 @@ async fn faults_lose_nothing_postgres() {
         faults_lose_nothing(db).await;
     }
 }
+
+/// `incremental = true`: the second run reads only products modified since the first run started
+/// (the ones the first run wrote, and one a person emptied since), not the whole catalogue.
+#[tokio::test]
+async fn incremental_runs_read_only_what_changed() {
+    let db = common::sqlite().await;
+    // A catalogue last touched an hour ago.
+    let shop = WooSandbox::new();
+    shop.set_time(chrono::Utc::now().naive_utc() - chrono::Duration::hours(1));
+    for product in generate_catalogue(150, 31, 0.2) {
+        shop.seed_product(&product).unwrap();
+    }
+    shop.use_system_clock();
+    let w = common::woo::woo_with(&db, shop, "none", 5, "incremental = true").await;
+    let first = start_run(&w.engine).await;
+    let first = work(&w.engine, first.id, Duration::from_secs(60)).await;
+    assert_eq!((first.status, first.discovered), (RunStatus::Done, 150));
+    let store = &w.engine.store;
+    let written_first = ids(&store.items(first.id, Some(ItemState::Written), 1000).await.unwrap());
+    assert!(!written_first.is_empty());
+
+    // Someone empties a description that had been there all along.
+    let emptied = w.shop.product_ids().into_iter().find(|id| !written_first.contains(&id.to_string())).unwrap();
+    w.shop.edit_as_human(emptied, json!({"description": ""})).unwrap();
+
+    let second = start_run(&w.engine).await;
+    let second = work(&w.engine, second.id, Duration::from_secs(60)).await;
+    assert_eq!(second.status, RunStatus::Done);
+    assert_eq!(
+        second.discovered as usize,
+        written_first.len() + 1,
+        "only the products modified since the first run started are read"
+    );
+    let written_second = ids(&store.items(second.id, Some(ItemState::Written), 1000).await.unwrap());
+    assert_eq!(written_second, BTreeSet::from([emptied.to_string()]));
+    assert!(!description_of(&w.shop, emptied).is_empty());
+    db.cleanup().await;
+}

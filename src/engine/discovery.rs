@@ -46,6 +46,11 @@ pub(super) async fn discovery_loop(
     }
 }
 
+/// `ms` (Unix milliseconds) as RFC 3339 UTC with a `Z`, whole seconds.
+fn rfc3339_utc(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default().format("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
 /// The hash of a record's input: equal hashes mean the model would see the same thing.
 pub fn input_hash(record: &Record) -> String {
     let mut h = Sha256::new();
@@ -62,12 +67,26 @@ async fn discover(engine: &Engine, pipeline: &Pipeline, run: Run, stop: &Cancell
         Err(e) => return tracing::warn!(run = run.id, error = %e, "reading run counts failed"),
     };
     let mut failures = 0u32;
-    tracing::info!(run = run.id, pipeline = %pipeline.name, resume_at = ?cursor, "discovering");
+    // Incremental pipelines read only records modified since the previous finished run started (a
+    // minute earlier, for clocks that disagree). Fixed per run, so a resumed discovery asks the same.
+    let modified_after = if pipeline.config.incremental {
+        match store.previous_done_run_start(&pipeline.name, run.id).await {
+            Ok(since) => since.map(|ms| rfc3339_utc(ms - 60_000)),
+            Err(e) => return tracing::warn!(run = run.id, error = %e, "reading the previous run failed"),
+        }
+    } else {
+        None
+    };
+    tracing::info!(run = run.id, pipeline = %pipeline.name, resume_at = ?cursor, ?modified_after, "discovering");
     loop {
         if stop.is_cancelled() {
             return;
         }
-        let request = PageRequest { cursor: cursor.clone(), per_page: pipeline.config.page_size, modified_after: None };
+        let request = PageRequest {
+            cursor: cursor.clone(),
+            per_page: pipeline.config.page_size,
+            modified_after: modified_after.clone(),
+        };
         let page = match pipeline.connector.list(entity, &request).await {
             Ok(page) => page,
             Err(e) => {

@@ -379,6 +379,18 @@ impl Store {
         })
     }
 
+    /// When the pipeline's latest run before `run_id` that finished (`done`) was created, in Unix ms.
+    pub async fn previous_done_run_start(&self, pipeline: &str, run_id: i64) -> Result<Option<i64>> {
+        let at: Option<i64> = sqlx::query_scalar(
+            "SELECT created_at FROM runs WHERE pipeline = $1 AND id < $2 AND status = 'done' ORDER BY id DESC LIMIT 1",
+        )
+        .bind(pipeline)
+        .bind(run_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(at)
+    }
+
     /// Item counts of a run by state.
     pub async fn counts(&self, run_id: i64) -> Result<RunCounts> {
         let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM items WHERE run_id = $1 GROUP BY state")

@@ -50,6 +50,7 @@ pub fn write_woo_config(
     policy: &str,
     max_attempts: u32,
     lease_seconds: f64,
+    extra_pipeline: &str,
 ) -> PathBuf {
     let pem = dir.join("shop.pem");
     std::fs::write(&pem, sb.shop.certificate_pem()).unwrap();
@@ -97,6 +98,7 @@ max_attempts = {max_attempts}
 select = {{ missing = ["description"] }}
 review = {{ policy = "{policy}" }}
 vars = {{ language = "English", brand_voice = "plain and factual" }}
+{extra_pipeline}
 "#,
         port = sb.shop_port,
         pem = pem.display(),
@@ -116,10 +118,15 @@ pub struct Woo {
 }
 
 pub async fn woo(db: &TestDb, shop: WooSandbox, policy: &str, max_attempts: u32) -> Woo {
+    woo_with(db, shop, policy, max_attempts, "").await
+}
+
+/// [`woo`] with lines added to the pipeline's block.
+pub async fn woo_with(db: &TestDb, shop: WooSandbox, policy: &str, max_attempts: u32, extra_pipeline: &str) -> Woo {
     set_woo_env();
     let sb = woo_sandboxes(shop).await;
     let dir = tempfile::tempdir().unwrap();
-    let path = write_woo_config(dir.path(), &db.url, &sb, policy, max_attempts, 10.0);
+    let path = write_woo_config(dir.path(), &db.url, &sb, policy, max_attempts, 10.0, extra_pipeline);
     let config = Config::load(&path).unwrap();
     let engine = Arc::new(Engine::build(&config, db.store.clone()));
     Woo { shop: sb.shop, engine, provider: sb.provider, _dir: dir }
