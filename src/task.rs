@@ -407,6 +407,31 @@ mod tests {
     }
 
     #[test]
+    fn html_is_cleaned_and_checks_warn_before_proposing() {
+        let mut c = cfg("x");
+        c.html = vec!["description".into()];
+        c.checks.insert("description".into(), FieldCheck { max_chars: Some(20), ..Default::default() });
+        c.checks.insert("tags".into(), FieldCheck { min_items: Some(3), ..Default::default() });
+        let task = Task::build("t", &c).unwrap();
+        let answer = json!({
+            "description": "<p onclick=\"steal()\">Zinc <strong>plated</strong> steel.</p><script>alert(1)</script><a href=\"javascript:x()\">x</a><img src=x onerror=y><ul><li>M8</li></ul>",
+            "tags": ["bolt"],
+        });
+        let p = task.proposal(&record(), &answer, &["description".into(), "tags".into()], "m");
+        assert_eq!(
+            p.fields["description"].proposed,
+            json!("<p>Zinc <strong>plated</strong> steel.</p><a rel=\"noopener noreferrer\">x</a><ul><li>M8</li></ul>")
+        );
+        assert_eq!(p.warnings, ["description: 21 characters, at most 20", "tags: 1 items, at least 3"]);
+        let mut bad = cfg("x");
+        bad.html = vec!["summary".into()];
+        assert_eq!(Task::build("t", &bad).unwrap_err().0, "html[0]");
+        let mut bad = cfg("x");
+        bad.checks.insert("tags".into(), FieldCheck { min_items: Some(5), max_items: Some(2), ..Default::default() });
+        assert_eq!(Task::build("t", &bad).unwrap_err().0, "checks.tags.min_items");
+    }
+
+    #[test]
     fn proposes_only_wanted_fields_with_before_values() {
         let task = Task::build("t", &cfg("x")).unwrap();
         let p =
