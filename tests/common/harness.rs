@@ -42,7 +42,8 @@ pub async fn start_run(engine: &Engine) -> Run {
     }
 }
 
-/// Works the run until it leaves discovering/running (or `timeout`), then drains.
+/// Works the run until it leaves discovering/running and, waiting for review, has nothing approved
+/// left to write (or `timeout`), then drains.
 pub async fn work(engine: &Arc<Engine>, run_id: i64, timeout: Duration) -> Run {
     let stop = CancellationToken::new();
     let upkeep_stop = CancellationToken::new();
@@ -56,8 +57,11 @@ pub async fn work(engine: &Arc<Engine>, run_id: i64, timeout: Duration) -> Run {
     let deadline = tokio::time::Instant::now() + timeout;
     let run = loop {
         let run = engine.store.run(run_id).await.unwrap();
-        if !matches!(run.status, RunStatus::Discovering | RunStatus::Running) || tokio::time::Instant::now() > deadline
-        {
+        // A run waiting for review may still have approved items to write.
+        let writing = run.status == RunStatus::AwaitingReview
+            && engine.store.counts(run_id).await.unwrap().machine_pending() > 0;
+        let busy = matches!(run.status, RunStatus::Discovering | RunStatus::Running) || writing;
+        if !busy || tokio::time::Instant::now() > deadline {
             break run;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
