@@ -38,6 +38,7 @@ async fn run_with_items(store: &Store, pipeline: &str, n: u32, max_attempts: i64
             item_limit: None,
             max_attempts,
             budget_micros: None,
+            sample: None,
         })
         .await
         .unwrap()
@@ -400,6 +401,7 @@ async fn runs_are_created_once_per_tick_and_once_while_active(db: &TestDb) {
         item_limit: None,
         max_attempts: 3,
         budget_micros: None,
+        sample: None,
     };
     let RunStart::Created(first) = store.create_run(&tick).await.unwrap() else { panic!() };
     // The same tick from another daemon while the run is active: the active run.
@@ -413,8 +415,14 @@ async fn runs_are_created_once_per_tick_and_once_while_active(db: &TestDb) {
     let next = NewRun { scheduled_for: Some(2_000), ..tick };
     assert!(matches!(store.create_run(&next).await.unwrap(), RunStart::Created(_)));
     // Another pipeline is independent.
-    let other =
-        NewRun { pipeline: "q".into(), scheduled_for: None, item_limit: None, max_attempts: 3, budget_micros: None };
+    let other = NewRun {
+        pipeline: "q".into(),
+        scheduled_for: None,
+        item_limit: None,
+        max_attempts: 3,
+        budget_micros: None,
+        sample: None,
+    };
     assert!(matches!(store.create_run(&other).await.unwrap(), RunStart::Created(_)));
 }
 
@@ -427,6 +435,7 @@ async fn discovery_is_leased_idempotent_and_settles(db: &TestDb) {
             item_limit: None,
             max_attempts: 3,
             budget_micros: None,
+            sample: None,
         })
         .await
         .unwrap()
@@ -480,6 +489,7 @@ async fn budget_stops_claiming_and_pauses_the_run(db: &TestDb) {
             item_limit: None,
             max_attempts: 3,
             budget_micros: Some(1_000),
+            sample: None,
         })
         .await
         .unwrap()

@@ -26,6 +26,7 @@ async fn start_run(engine: &Engine) -> Run {
         item_limit: None,
         max_attempts: engine.pipelines["catalogue"].config.max_attempts as i64,
         budget_micros: None,
+        sample: None,
     };
     match engine.store.create_run(&new).await.unwrap() {
         RunStart::Created(r) | RunStart::AlreadyActive(r) => r,

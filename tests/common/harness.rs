@@ -35,6 +35,7 @@ pub async fn start_run(engine: &Engine) -> Run {
         item_limit: None,
         max_attempts,
         budget_micros: None,
+        sample: engine.pipelines["catalogue"].config.review.sample_gate(),
     };
     match store.create_run(&new).await.unwrap() {
         RunStart::Created(r) | RunStart::AlreadyActive(r) => r,
