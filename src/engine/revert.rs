@@ -37,11 +37,18 @@ pub struct RevertResult {
     pub outcome: RevertOutcome,
 }
 
+/// A written item with what an undo needs: the values our write replaced and the version it left.
+struct Revertible {
+    item: Item,
+    replaced: Map<String, Value>,
+    version: String,
+}
+
 /// Reverts items by `actor`, a connector batch at a time per pipeline. Every outcome is recorded
 /// on its item; only database failures are errors.
 pub async fn revert(engine: &Engine, ids: &[i64], actor: &str) -> Result<Vec<RevertResult>, StoreError> {
     let mut results = Vec::with_capacity(ids.len());
-    let mut by_pipeline: BTreeMap<String, Vec<(Item, Map<String, Value>, String)>> = BTreeMap::new();
+    let mut by_pipeline: BTreeMap<String, Vec<Revertible>> = BTreeMap::new();
     for &id in ids {
         let item = engine.store.item(id).await?;
         let refuse = |reason: String| RevertResult {
@@ -63,7 +70,7 @@ pub async fn revert(engine: &Engine, ids: &[i64], actor: &str) -> Result<Vec<Rev
             results.push(refuse(format!("item {id}: pipeline {} is not in the config", item.pipeline)));
             continue;
         }
-        by_pipeline.entry(item.pipeline.clone()).or_default().push((item, replaced, version));
+        by_pipeline.entry(item.pipeline.clone()).or_default().push(Revertible { item, replaced, version });
     }
     for (name, items) in by_pipeline {
         let pipeline = &engine.pipelines[&name];
@@ -80,16 +87,16 @@ async fn revert_chunk(
     engine: &Engine,
     connector: &dyn Connector,
     entity: &str,
-    chunk: &[(Item, Map<String, Value>, String)],
+    chunk: &[Revertible],
     actor: &str,
     results: &mut Vec<RevertResult>,
 ) -> Result<(), StoreError> {
     let store = &engine.store;
-    let ids: Vec<String> = chunk.iter().map(|(i, _, _)| i.external_id.clone()).collect();
+    let ids: Vec<String> = chunk.iter().map(|r| r.item.external_id.clone()).collect();
     let current = match connector.fetch(entity, &ids).await {
         Ok(records) => records,
         Err(e) => {
-            for (item, _, _) in chunk {
+            for Revertible { item, .. } in chunk {
                 let reason = format!("record {}: re-reading before the revert failed: {e}", item.external_id);
                 results.push(failed(engine, item, actor, reason).await?);
             }
@@ -98,7 +105,7 @@ async fn revert_chunk(
     };
     let current: HashMap<&str, &Record> = current.iter().map(|r| (r.id.as_str(), r)).collect();
     let mut to_write: Vec<(&Item, Change)> = Vec::new();
-    for (item, replaced, version) in chunk {
+    for Revertible { item, replaced, version } in chunk {
         let Some(record) = current.get(item.external_id.as_str()) else {
             let reason = format!("record {} no longer exists upstream", item.external_id);
             results.push(failed(engine, item, actor, reason).await?);
