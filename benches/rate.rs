@@ -86,6 +86,7 @@ review = {{ policy = "none" }}
             item_limit: None,
             max_attempts: 20,
             budget_micros: None,
+            sample: None,
         })
         .await
         .unwrap()

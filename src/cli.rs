@@ -1,4 +1,4 @@
-//! The command line: `check`, `migrate`, `daemon`, `run`, `status`, `sandbox`.
+//! The command line: `check`, `migrate`, `daemon`, `run`, `status`, `review`, `revert`, `sandbox`.
 //! Exit codes: 0 ok, 1 failed, 2 usage or configuration error.
 
 use std::io::IsTerminal;
@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+mod review;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use enrichd_connector::PageRequest;
@@ -82,6 +84,23 @@ enum Command {
     /// Show runs: item counts by state, spend, timings.
     Status {
         run_id: Option<i64>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The review queue: list, show, approve, reject, edit, release.
+    #[command(subcommand)]
+    Review(review::ReviewCommand),
+    /// Undo written items: write back the values our write replaced, unless the record was edited
+    /// since (then it is a conflict and nothing is written).
+    Revert {
+        #[arg(long, conflicts_with = "run", required_unless_present = "run")]
+        item: Option<i64>,
+        /// Every written item of the run.
+        #[arg(long)]
+        run: Option<i64>,
+        /// Your name, for the audit trail.
+        #[arg(long = "as", env = "ENRICHD_REVIEWER", value_name = "NAME")]
+        reviewer: String,
         #[arg(long)]
         json: bool,
     },
@@ -222,6 +241,8 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
             }
         }
         Command::Status { run_id, json } => status(&config, run_id, json).await,
+        Command::Review(command) => review::review(&config, command).await,
+        Command::Revert { item, run, reviewer, json } => review::revert_cmd(&config, item, run, &reviewer, json).await,
         Command::Estimate { pipeline, sample, json } => {
             config.pipeline(&pipeline).map_err(config_error)?;
             let estimate = crate::estimate::estimate(&config, &pipeline, sample).await.map_err(failed)?;
@@ -250,6 +271,7 @@ async fn demo(products: usize, bind: &str, dir: Option<&std::path::Path>) -> Res
         item_limit: None,
         max_attempts: pipeline.max_attempts as i64,
         budget_micros: pipeline.budget_usd.map(usd_to_micros),
+        sample: pipeline.review.sample_gate(),
     };
     let run = match store.create_run(&new).await.map_err(|e| failed(e.to_string()))? {
         RunStart::Created(run) | RunStart::AlreadyActive(run) => run,
@@ -343,7 +365,7 @@ async fn daemon(config: &Config, bind: Option<String>) -> Result<(), Failure> {
     let upkeep_stop = CancellationToken::new();
     let tracker = TaskTracker::new();
     let bind = bind.unwrap_or_else(|| config.server.bind.clone());
-    let (addr, server) = crate::server::serve(store.clone(), &bind, upkeep_stop.clone()).await.map_err(failed)?;
+    let (addr, server) = crate::server::serve(engine.clone(), &bind, upkeep_stop.clone()).await.map_err(failed)?;
     let upkeep = engine.spawn_upkeep(upkeep_stop.clone());
     let schedules: Vec<crate::scheduler::Schedule> = config
         .pipelines
@@ -354,6 +376,7 @@ async fn daemon(config: &Config, bind: Option<String>) -> Result<(), Failure> {
                 cron: crate::scheduler::parse_cron(p.schedule.as_ref()?).ok()?,
                 max_attempts: p.max_attempts as i64,
                 budget_micros: p.budget_usd.map(usd_to_micros),
+                sample: p.review.sample_gate(),
             })
         })
         .collect();
@@ -398,6 +421,7 @@ async fn run(config: &Config, pipeline_name: &str, limit: Option<u64>) -> Result
         item_limit: limit.map(|l| l as i64),
         max_attempts: pipeline.config.max_attempts as i64,
         budget_micros: pipeline.config.budget_usd.map(usd_to_micros),
+        sample: pipeline.config.review.sample_gate(),
     };
     let run = match store.create_run(&new).await.map_err(|e| failed(e.to_string()))? {
         RunStart::Created(run) => {
@@ -432,9 +456,11 @@ async fn run(config: &Config, pipeline_name: &str, limit: Option<u64>) -> Result
             continue;
         };
         progress.show(&current, &counts, started.elapsed());
-        // Approved items of a run awaiting review are still ours to write.
+        // Approved items of a run awaiting review are still ours to write; items held behind a
+        // sample gate are not ours until a reviewer releases them.
         let busy = matches!(current.status, RunStatus::Discovering | RunStatus::Running)
-            || (current.status == RunStatus::AwaitingReview && counts.machine_pending() > 0);
+            || (current.status == RunStatus::AwaitingReview
+                && counts.sum(&[ItemState::Approved, ItemState::Writing, ItemState::WriteFailed]) > 0);
         if !busy {
             break Some(current);
         }
@@ -469,6 +495,12 @@ async fn run(config: &Config, pipeline_name: &str, limit: Option<u64>) -> Result
         _ => {
             if counts.awaiting_review() > 0 {
                 println!("{} proposal(s) wait for review", counts.awaiting_review());
+            }
+            if review::held_for_sample(&final_run) {
+                println!(
+                    "the rest of run {} is held until its sample is reviewed: `enrichd review list --run {0}`, then `enrichd review release --run {0} --as NAME` and `enrichd run {pipeline_name}`",
+                    final_run.id
+                );
             }
             Ok(())
         }

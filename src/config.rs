@@ -584,12 +584,23 @@ pub struct Selector {
     pub min_length: BTreeMap<String, usize>,
 }
 
-/// `[pipelines.<name>.review]`
+/// `[pipelines.<name>.review]`: who approves proposals. Keys beyond `policy` belong to one policy
+/// each and are refused with the others.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReviewConfig {
     #[serde(default)]
     pub policy: ReviewPolicy,
+    /// `sample_first`: how many proposals of a run wait for review before the rest is held.
+    pub sample: Option<u64>,
+    /// `sample_first`: release the rest of the run by itself once every sample item is reviewed
+    /// and the share rejected is at most this (0.0–1.0). Without it a reviewer releases the run.
+    pub auto_release_max_reject_rate: Option<f64>,
+    /// `auto_approve`: the answer property holding the model's confidence.
+    pub confidence_field: Option<String>,
+    /// `auto_approve`: approve only when the confidence is at least this; a proposal whose answer
+    /// lacks a numeric confidence waits for review.
+    pub min_confidence: Option<f64>,
 }
 
 /// Who approves proposals.
@@ -599,8 +610,75 @@ pub enum ReviewPolicy {
     /// Every proposal waits for a human.
     #[default]
     All,
+    /// The first `sample` proposals of a run wait for a human; enrichment then stops until a
+    /// reviewer releases the run (or it releases itself, see `auto_release_max_reject_rate`), and
+    /// proposals after the release are approved as they arrive.
+    SampleFirst,
+    /// Proposals that pass every task check (and reach `min_confidence`, when set) are approved as
+    /// they arrive; the rest wait for a human.
+    AutoApprove,
     /// Proposals are approved as they arrive.
     None,
+}
+
+impl ReviewConfig {
+    /// The sample gate a new run of the pipeline gets (`sample_first` only).
+    pub fn sample_gate(&self) -> Option<crate::store::SampleGate> {
+        (self.policy == ReviewPolicy::SampleFirst).then(|| crate::store::SampleGate {
+            size: self.sample.unwrap_or(1) as i64,
+            auto_release_max_reject_rate: self.auto_release_max_reject_rate,
+        })
+    }
+
+    /// Checks the keys fit the policy; errors are `(key, message)`.
+    fn validate(&self, task: &TaskConfig) -> Result<(), (&'static str, String)> {
+        let only = |key: &'static str, set: bool, policy: &str| {
+            if set { Err((key, format!("only applies to policy = \"{policy}\""))) } else { Ok(()) }
+        };
+        if self.policy != ReviewPolicy::SampleFirst {
+            only("sample", self.sample.is_some(), "sample_first")?;
+            only("auto_release_max_reject_rate", self.auto_release_max_reject_rate.is_some(), "sample_first")?;
+        }
+        if self.policy != ReviewPolicy::AutoApprove {
+            only("confidence_field", self.confidence_field.is_some(), "auto_approve")?;
+            only("min_confidence", self.min_confidence.is_some(), "auto_approve")?;
+        }
+        match self.policy {
+            ReviewPolicy::SampleFirst => {
+                match self.sample {
+                    None => return Err(("sample", "missing: how many proposals of a run wait for review".into())),
+                    Some(0) => return Err(("sample", "must be at least 1".into())),
+                    Some(_) => {}
+                }
+                if self.auto_release_max_reject_rate.is_some_and(|r| !(0.0..=1.0).contains(&r)) {
+                    return Err(("auto_release_max_reject_rate", "must be between 0.0 and 1.0".into()));
+                }
+            }
+            ReviewPolicy::AutoApprove => match (&self.confidence_field, self.min_confidence) {
+                (Some(_), None) => return Err(("min_confidence", "missing: set it with confidence_field".into())),
+                (None, Some(_)) => {
+                    return Err((
+                        "confidence_field",
+                        "missing: name the answer property holding the confidence".into(),
+                    ));
+                }
+                (Some(field), Some(min)) => {
+                    if !min.is_finite() {
+                        return Err(("min_confidence", "must be a number".into()));
+                    }
+                    if task.output_schema.pointer(&format!("/properties/{field}")).is_none() {
+                        return Err((
+                            "confidence_field",
+                            format!("{field:?} is not a property of the task's output_schema"),
+                        ));
+                    }
+                }
+                (None, None) => {}
+            },
+            ReviewPolicy::All | ReviewPolicy::None => {}
+        }
+        Ok(())
+    }
 }
 
 fn err(file: &Path, path: impl Into<String>, message: impl Into<String>) -> ConfigError {
@@ -839,6 +917,7 @@ impl Config {
                     ));
                 }
             }
+            p.review.validate(task).map_err(|(key, message)| err(file, at(&format!("review.{key}")), message))?;
             if p.concurrency == 0 || p.concurrency > 1024 {
                 return Err(err(file, at("concurrency"), "must be between 1 and 1024"));
             }

@@ -30,6 +30,7 @@ pub struct Schedule {
     pub cron: String,
     pub max_attempts: i64,
     pub budget_micros: Option<i64>,
+    pub sample: Option<crate::store::SampleGate>,
 }
 
 /// Creates the run of one tick. `tick_ms` is the tick's time, floored to the second, so daemons
@@ -41,6 +42,7 @@ pub async fn fire(store: &Store, schedule: &Schedule, tick_ms: i64) {
         item_limit: None,
         max_attempts: schedule.max_attempts,
         budget_micros: schedule.budget_micros,
+        sample: schedule.sample,
     };
     match store.create_run(&new).await {
         Ok(RunStart::Created(run)) => {

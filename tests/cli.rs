@@ -59,6 +59,31 @@ fn broken(edit: impl Fn(String) -> String, expected: &str) {
 #[test]
 fn broken_configs_fail_with_exit_2_and_the_key_path() {
     broken(
+        |c| c.replace("policy = \"none\"", "policy = \"none\", sample = 3"),
+        "pipelines.catalogue.review.sample: only applies to policy = \"sample_first\"",
+    );
+    broken(
+        |c| c.replace("policy = \"none\"", "policy = \"sample_first\""),
+        "pipelines.catalogue.review.sample: missing",
+    );
+    broken(
+        |c| c.replace("policy = \"none\"", "policy = \"sample_first\", sample = 5, auto_release_max_reject_rate = 1.5"),
+        "pipelines.catalogue.review.auto_release_max_reject_rate: must be between 0.0 and 1.0",
+    );
+    broken(
+        |c| {
+            c.replace(
+                "policy = \"none\"",
+                "policy = \"auto_approve\", confidence_field = \"certainty\", min_confidence = 0.9",
+            )
+        },
+        "pipelines.catalogue.review.confidence_field: \"certainty\" is not a property of the task's output_schema",
+    );
+    broken(
+        |c| c.replace("policy = \"none\"", "policy = \"auto_approve\", min_confidence = 0.9"),
+        "pipelines.catalogue.review.confidence_field: missing",
+    );
+    broken(
         |c| c.replace("concurrency = 8", "concurrency = \"eight\""),
         "pipelines.catalogue.concurrency: invalid type: string \"eight\", expected usize",
     );

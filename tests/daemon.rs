@@ -76,6 +76,7 @@ async fn sigterm_finishes_or_releases_work(db: &common::TestDb) {
         item_limit: None,
         max_attempts: 5,
         budget_micros: None,
+        sample: None,
     };
     let RunStart::Created(run) = db.store.create_run(&new).await.unwrap() else { panic!() };
     // Wait until the daemon is in the middle of the run.

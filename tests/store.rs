@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::TestDb;
 use enrichd::store::{
     Claim, CredentialVault, EnrichFailure, FieldChange, ItemState, NewItem, NewRun, Proposal, RetryPolicy, RunStart,
-    RunStatus, Store, StoreError, Usage, Work, now_ms,
+    RunStatus, SampleGate, Store, StoreError, Usage, Work, now_ms,
 };
 use serde_json::json;
 
@@ -38,6 +38,7 @@ async fn run_with_items(store: &Store, pipeline: &str, n: u32, max_attempts: i64
             item_limit: None,
             max_attempts,
             budget_micros: None,
+            sample: None,
         })
         .await
         .unwrap()
@@ -400,6 +401,7 @@ async fn runs_are_created_once_per_tick_and_once_while_active(db: &TestDb) {
         item_limit: None,
         max_attempts: 3,
         budget_micros: None,
+        sample: None,
     };
     let RunStart::Created(first) = store.create_run(&tick).await.unwrap() else { panic!() };
     // The same tick from another daemon while the run is active: the active run.
@@ -413,8 +415,14 @@ async fn runs_are_created_once_per_tick_and_once_while_active(db: &TestDb) {
     let next = NewRun { scheduled_for: Some(2_000), ..tick };
     assert!(matches!(store.create_run(&next).await.unwrap(), RunStart::Created(_)));
     // Another pipeline is independent.
-    let other =
-        NewRun { pipeline: "q".into(), scheduled_for: None, item_limit: None, max_attempts: 3, budget_micros: None };
+    let other = NewRun {
+        pipeline: "q".into(),
+        scheduled_for: None,
+        item_limit: None,
+        max_attempts: 3,
+        budget_micros: None,
+        sample: None,
+    };
     assert!(matches!(store.create_run(&other).await.unwrap(), RunStart::Created(_)));
 }
 
@@ -427,6 +435,7 @@ async fn discovery_is_leased_idempotent_and_settles(db: &TestDb) {
             item_limit: None,
             max_attempts: 3,
             budget_micros: None,
+            sample: None,
         })
         .await
         .unwrap()
@@ -480,6 +489,7 @@ async fn budget_stops_claiming_and_pauses_the_run(db: &TestDb) {
             item_limit: None,
             max_attempts: 3,
             budget_micros: Some(1_000),
+            sample: None,
         })
         .await
         .unwrap()
@@ -578,6 +588,43 @@ async fn concurrent_claimers_never_share_an_item(db: &TestDb) {
     assert!(per_owner.iter().filter(|c| **c > 0).count() >= 2, "claimers did not interleave: {per_owner:?}");
 }
 
+/// Four claimers with their own pools race for a sampling run's enrichment: together they take
+/// exactly the sample, and none after it until the gate is released.
+async fn concurrent_claimers_never_exceed_the_sample(db: &TestDb) {
+    let new = NewRun {
+        pipeline: "p".into(),
+        scheduled_for: None,
+        item_limit: None,
+        max_attempts: 3,
+        budget_micros: None,
+        sample: Some(SampleGate { size: 7, auto_release_max_reject_rate: None }),
+    };
+    let RunStart::Created(run) = db.store.create_run(&new).await.unwrap() else { panic!() };
+    db.store.claim_discovery(run.id, OWNER, Duration::from_secs(60)).await.unwrap();
+    db.store.add_discovered(run.id, "p", "t1", OWNER, &new_items(0..60), None).await.unwrap();
+    let mut tasks = Vec::new();
+    for owner in ["s1", "s2", "s3", "s4"] {
+        let store = db.connect_again(2).await;
+        tasks.push(tokio::spawn(async move {
+            let mut got = 0;
+            for _ in 0..5 {
+                got += store.claim(&claim("p", Work::Enrich, owner, 3, Duration::from_secs(60))).await.unwrap().len();
+            }
+            store.close().await;
+            got
+        }));
+    }
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.unwrap();
+    }
+    assert_eq!(total, 7, "the sample is the cap");
+    assert_eq!(db.store.counts(run.id).await.unwrap().get(ItemState::Enriching), 7);
+    db.store.release_sample(run.id, "ann").await.unwrap();
+    let more = db.store.claim(&claim("p", Work::Enrich, OWNER, 10, Duration::from_secs(60))).await.unwrap();
+    assert_eq!(more.len(), 10, "released: the rest of the run flows");
+}
+
 async fn credentials_are_encrypted_at_rest(db: &TestDb) {
     let store = &db.store;
     let key: secrecy::SecretString = "correct horse battery staple".into();
@@ -612,5 +659,6 @@ on_both_backends! {
     budget => budget_stops_claiming_and_pauses_the_run;
     release => release_gives_back_leases_without_charging_attempts;
     concurrent_claims => concurrent_claimers_never_share_an_item;
+    sample_cap => concurrent_claimers_never_exceed_the_sample;
     credentials => credentials_are_encrypted_at_rest;
 }

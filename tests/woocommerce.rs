@@ -26,6 +26,7 @@ async fn start_run(engine: &Engine) -> Run {
         item_limit: None,
         max_attempts: engine.pipelines["catalogue"].config.max_attempts as i64,
         budget_micros: None,
+        sample: None,
     };
     match engine.store.create_run(&new).await.unwrap() {
         RunStart::Created(r) | RunStart::AlreadyActive(r) => r,
@@ -344,4 +345,61 @@ async fn incremental_runs_read_only_what_changed() {
     assert_eq!(written_second, BTreeSet::from([emptied.to_string()]));
     assert!(!description_of(&w.shop, emptied).is_empty());
     db.cleanup().await;
+}
+
+/// Undo on WooCommerce: every written product gets back what it held before our write (the empty
+/// description and the other fields we filled), except one edited in wp-admin since, which is a
+/// revert conflict and keeps the human's edit.
+async fn a_written_run_is_reverted_except_over_a_human_edit(db: TestDb) {
+    let shop = WooSandbox::with_products(generate_catalogue(30, 3, 0.5));
+    let w = woo(&db, shop, "none", 5).await;
+    let before: BTreeMap<u64, Value> =
+        w.shop.product_ids().into_iter().map(|id| (id, w.shop.product(id).unwrap())).collect();
+    let run = start_run(&w.engine).await;
+    let run = work(&w.engine, run.id, Duration::from_secs(120)).await;
+    assert_eq!(run.status, RunStatus::Done, "{run:?}");
+    let store = &w.engine.store;
+    let written = store.items(run.id, Some(ItemState::Written), 100).await.unwrap();
+    assert!(written.len() >= 5, "{}", written.len());
+    let touched: u64 = written[0].external_id.parse().unwrap();
+    w.shop.edit_as_human(touched, json!({"description": "<p>Rewritten by hand.</p>"})).unwrap();
+
+    let ids: Vec<i64> = written.iter().map(|i| i.id).collect();
+    let results = enrichd::engine::revert(&w.engine, &ids, "reviewer:dee").await.unwrap();
+    let conflicts: Vec<i64> = results
+        .iter()
+        .filter(|r| matches!(r.outcome, enrichd::engine::RevertOutcome::Conflict { .. }))
+        .map(|r| r.item)
+        .collect();
+    assert_eq!(conflicts, [written[0].id], "{results:?}");
+    let counts = store.counts(run.id).await.unwrap();
+    assert_eq!(counts.get(ItemState::Reverted) as usize, written.len() - 1, "{results:?}");
+    assert!(description_of(&w.shop, touched).contains("Rewritten by hand."));
+    for item in &written[1..] {
+        let id: u64 = item.external_id.parse().unwrap();
+        assert_eq!(
+            description_of(&w.shop, id),
+            before[&id]["description"].as_str().unwrap_or_default(),
+            "product {id}"
+        );
+        for field in item.replaced.as_ref().unwrap().keys() {
+            let was = &before[&id][field];
+            if was.is_string() {
+                assert_eq!(&w.shop.product(id).unwrap()[field], was, "product {id} {field}");
+            }
+        }
+    }
+    db.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_written_run_is_reverted_except_over_a_human_edit_sqlite() {
+    a_written_run_is_reverted_except_over_a_human_edit(common::sqlite().await).await;
+}
+
+#[tokio::test]
+async fn a_written_run_is_reverted_except_over_a_human_edit_postgres() {
+    if let Some(db) = common::postgres().await {
+        a_written_run_is_reverted_except_over_a_human_edit(db).await;
+    }
 }

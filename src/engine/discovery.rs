@@ -186,7 +186,7 @@ async fn discover(engine: &Engine, pipeline: &Pipeline, run: Run, stop: &Cancell
 /// Why a candidate record is not enriched again: an earlier run still has it in progress, or the
 /// same input was already answered under the same task version.
 fn reuse_reason(prior: &[&PriorItem], hash: &str, task_version: &str) -> Option<String> {
-    if let Some(p) = prior.iter().find(|p| !p.state.is_terminal()) {
+    if let Some(p) = prior.iter().find(|p| !p.state.is_finished()) {
         return Some(format!("already in progress in run {} (item {}, {})", p.run_id, p.id, p.state));
     }
     let answered = [ItemState::Written, ItemState::Rejected];

@@ -1,6 +1,7 @@
 //! Enrichment: claims queued items up to the pipeline's concurrency, asks the model (one record per
 //! request, or several packed into one when the task sets `items_per_request`), validates the
-//! answer, and records a proposal (approved at once under `review.policy = "none"`) or a failure.
+//! answer, and records a proposal (approved at once when the review policy says so, see
+//! [`approver`]) or a failure.
 //! Batch mode (`batch.rs`) shares the preparing and judging done here.
 
 use std::collections::BTreeSet;
@@ -13,10 +14,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::{Engine, Pipeline, pause};
-use crate::config::ReviewPolicy;
+use crate::config::{ReviewConfig, ReviewPolicy};
 use crate::provider::{CompletionRequest, ProviderError, ProviderErrorKind, TokenUsage};
 use crate::select::wanted_fields;
-use crate::store::{Claim, EnrichFailure, Item, Proposal, StoreError, Usage, Work};
+use crate::store::{Claim, EnrichFailure, Item, Proposal, ReviewPhase, StoreError, Usage, Work};
 use crate::task::Prompt;
 
 pub(super) async fn enrich_loop(
@@ -214,7 +215,7 @@ pub(super) async fn record_answer(
         }
     });
     match checked {
-        Ok(proposal) => propose(engine, pipeline, holder, &prepared.item, &proposal, raw, usage).await,
+        Ok(proposal) => propose(engine, pipeline, holder, &prepared.item, &proposal, answer, raw, usage).await,
         Err(message) => {
             let message = format!("record {}: {message}", prepared.item.external_id);
             let failure =
@@ -224,16 +225,22 @@ pub(super) async fn record_answer(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn propose(
     engine: &Engine,
     pipeline: &Pipeline,
     holder: Holder<'_>,
     item: &Item,
     proposal: &Proposal,
+    answer: &Value,
     raw: &str,
     usage: Usage,
 ) -> Result<(), StoreError> {
-    let approve_as = (pipeline.config.review.policy == ReviewPolicy::None).then_some("policy:none");
+    let released = match pipeline.config.review.policy {
+        ReviewPolicy::SampleFirst => engine.store.run(item.run_id).await?.review_phase == Some(ReviewPhase::Released),
+        _ => false,
+    };
+    let approve_as = approver(&pipeline.config.review, proposal, answer, released);
     match holder {
         Holder::Lease(owner) => engine.store.propose(item, owner, proposal, raw, usage, approve_as).await?,
         Holder::Batch { id, actor } => {
@@ -241,6 +248,31 @@ async fn propose(
         }
     };
     Ok(())
+}
+
+/// Who approves a new proposal without a human under the pipeline's review policy, if anyone:
+/// `none` always; `sample_first` once the run's sample was released; `auto_approve` when no task
+/// check warned and the answer's confidence (when configured) reaches the minimum. A released run's
+/// gate is read before the proposal is stored, so a release racing it leaves the proposal waiting,
+/// never approved early.
+pub(super) fn approver(
+    review: &ReviewConfig,
+    proposal: &Proposal,
+    answer: &Value,
+    released: bool,
+) -> Option<&'static str> {
+    match review.policy {
+        ReviewPolicy::All => None,
+        ReviewPolicy::None => Some("policy:none"),
+        ReviewPolicy::SampleFirst => released.then_some("policy:sample_first"),
+        ReviewPolicy::AutoApprove => {
+            let confident = match (&review.confidence_field, review.min_confidence) {
+                (Some(field), Some(min)) => answer.get(field).and_then(Value::as_f64).is_some_and(|c| c >= min),
+                _ => true,
+            };
+            (proposal.warnings.is_empty() && confident).then_some("policy:auto_approve")
+        }
+    }
 }
 
 /// Records a failed attempt for `item`.
@@ -357,5 +389,61 @@ async fn enrich_pack(engine: &Engine, pipeline: &Pipeline, items: Vec<Item>) -> 
     match pipeline.provider.complete(&request).await {
         Ok(c) => record_completion(engine, pipeline, holder, &pack, &c.answer, &c.raw, c.usage).await,
         Err(e) => record_provider_error(engine, pipeline, holder, &pack, &e).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use serde_json::json;
+
+    use super::approver;
+    use crate::config::{ReviewConfig, ReviewPolicy};
+    use crate::store::Proposal;
+
+    fn proposal(warnings: &[&str]) -> Proposal {
+        Proposal {
+            fields: BTreeMap::new(),
+            model: "m".into(),
+            task_version: "1".into(),
+            warnings: warnings.iter().map(|w| w.to_string()).collect(),
+        }
+    }
+
+    fn review(policy: ReviewPolicy) -> ReviewConfig {
+        ReviewConfig { policy, ..Default::default() }
+    }
+
+    #[test]
+    fn all_and_none_ignore_the_answer() {
+        let clean = proposal(&[]);
+        assert_eq!(approver(&review(ReviewPolicy::All), &clean, &json!({}), true), None);
+        assert_eq!(approver(&review(ReviewPolicy::None), &proposal(&["x"]), &json!({}), false), Some("policy:none"));
+    }
+
+    #[test]
+    fn sample_first_approves_only_after_the_release() {
+        let r = review(ReviewPolicy::SampleFirst);
+        assert_eq!(approver(&r, &proposal(&[]), &json!({}), false), None);
+        assert_eq!(approver(&r, &proposal(&[]), &json!({}), true), Some("policy:sample_first"));
+    }
+
+    #[test]
+    fn auto_approve_needs_clean_checks_and_enough_confidence() {
+        let plain = review(ReviewPolicy::AutoApprove);
+        assert_eq!(approver(&plain, &proposal(&[]), &json!({}), false), Some("policy:auto_approve"));
+        assert_eq!(approver(&plain, &proposal(&["seo_title: too long"]), &json!({}), false), None);
+        let confident = ReviewConfig {
+            confidence_field: Some("confidence".into()),
+            min_confidence: Some(0.8),
+            ..review(ReviewPolicy::AutoApprove)
+        };
+        let p = proposal(&[]);
+        assert_eq!(approver(&confident, &p, &json!({"confidence": 0.8}), false), Some("policy:auto_approve"));
+        assert_eq!(approver(&confident, &p, &json!({"confidence": 0.79}), false), None);
+        assert_eq!(approver(&confident, &p, &json!({}), false), None, "no confidence reported: waits");
+        assert_eq!(approver(&confident, &p, &json!({"confidence": "high"}), false), None);
+        assert_eq!(approver(&confident, &proposal(&["w"]), &json!({"confidence": 0.99}), false), None);
     }
 }

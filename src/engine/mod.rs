@@ -1,5 +1,5 @@
 //! The engine: turns config into running parts (connectors, providers, tasks) and drives items
-//! through their life — discovery, enrichment, review policy, write-back — with leases kept alive
+//! through their life — discovery, enrichment, review policy, write-back, undo — with leases kept alive
 //! while work runs and expired ones reclaimed.
 //!
 //! Each phase is a loop that claims work from the store, does the network part with no transaction
@@ -9,7 +9,10 @@
 mod batch;
 mod discovery;
 mod enrich;
+mod revert;
 mod writeback;
+
+pub use revert::{RevertOutcome, RevertResult, revert};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -112,7 +112,7 @@ async fn write_batch(engine: &Engine, pipeline: &Pipeline, items: Vec<Item>) {
         let changes: Vec<Change> = chunk.iter().map(|(_, c)| c.clone()).collect();
         let outcomes = match pipeline.connector.write(entity, &changes).await {
             Ok(WriteSubmission::Done(outcomes)) => Ok(outcomes),
-            Ok(WriteSubmission::Pending(job)) => poll_until_done(pipeline, &job).await,
+            Ok(WriteSubmission::Pending(job)) => poll_until_done(pipeline.connector.as_ref(), &job).await,
             Err(e) => Err(e),
         };
         match outcomes {
@@ -176,14 +176,14 @@ async fn check_item(
     }))
 }
 
-async fn poll_until_done(
-    pipeline: &Pipeline,
+pub(super) async fn poll_until_done(
+    connector: &dyn enrichd_connector::Connector,
     job: &enrichd_connector::PendingWrite,
 ) -> Result<Vec<WriteOutcome>, ConnectorError> {
     let mut wait = Duration::from_millis(500);
     for _ in 0..120 {
         tokio::time::sleep(wait).await;
-        if let Some(outcomes) = pipeline.connector.poll_write(job).await? {
+        if let Some(outcomes) = connector.poll_write(job).await? {
             return Ok(outcomes);
         }
         wait = (wait * 2).min(Duration::from_secs(10));

@@ -5,7 +5,9 @@
 use serde_json::json;
 use sqlx::{AssertSqlSafe, Row};
 
-use super::items::{Bind, EnrichFailure, Move, NewEvent, Proposal, RetryPolicy, Usage, approve_move, insert_events};
+use super::items::{
+    Bind, EnrichFailure, MARK_SAMPLE, Move, NewEvent, Proposal, RetryPolicy, Usage, approve_move, insert_events,
+};
 use super::{Item, ItemState, Result, Store, StoreError, now_ms, placeholders};
 use enrichd_connector::retry::backoff;
 
@@ -263,7 +265,7 @@ impl Store {
                 ("tokens_in", Bind::I64(item.tokens_in + usage.input_tokens)),
                 ("tokens_out", Bind::I64(item.tokens_out + usage.output_tokens)),
             ],
-            raw_sets: &[],
+            raw_sets: &[MARK_SAMPLE],
             guard: Some(("batch_id", Bind::I64(batch_id))),
             actor,
             detail: Some(json!({

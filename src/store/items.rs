@@ -15,7 +15,7 @@ use enrichd_connector::retry::backoff;
 pub(super) const ITEM_COLUMNS: &str = "id, run_id, pipeline, entity, external_id, state, prev_state, attempts, write_attempts, \
     max_attempts, next_attempt_at, lease_owner, lease_expires_at, record_version, input, input_hash, task_version, \
     proposal, raw_output, written_version, cost_micros, tokens_in, tokens_out, last_error, created_at, updated_at, batch_id, batch_line, solo, \
-    replaced, verified_at, verify_issues";
+    replaced, verified_at, verify_issues, sample";
 
 /// One record's trip through one run.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -65,6 +65,8 @@ pub struct Item {
     pub verified_at: Option<i64>,
     /// Fields that did not hold the value written, with the reason.
     pub verify_issues: Option<Vec<VerifyIssue>>,
+    /// Proposed while its run's sample gate was closed: part of the sample a reviewer judges.
+    pub sample: bool,
 }
 
 /// A written field that did not hold the value written when it was read back.
@@ -126,6 +128,7 @@ impl Item {
             replaced: json_col(row, id, "replaced")?,
             verified_at: row.try_get("verified_at")?,
             verify_issues: json_col(row, id, "verify_issues")?,
+            sample: row.try_get::<i64, _>("sample")? != 0,
         })
     }
 
@@ -205,7 +208,8 @@ pub struct PriorItem {
 /// Which work a claim takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Work {
-    /// `queued` → `enriching`, from runs that are discovering or running and within budget.
+    /// `queued` → `enriching`, from runs that are discovering or running, within budget, and not
+    /// held for sample review.
     Enrich,
     /// `approved` or due `write_failed` → `writing`, from runs that are not paused or cancelled.
     Write,
@@ -269,7 +273,7 @@ pub(super) struct Move<'a> {
     pub(super) run_usage: Option<Usage>,
 }
 
-fn bind_all<'q>(
+pub(super) fn bind_all<'q>(
     mut q: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments>,
     binds: &'q [Bind],
 ) -> sqlx::query::Query<'q, Any, sqlx::any::AnyArguments> {
@@ -570,7 +574,8 @@ impl Store {
         Ok(inserted.len())
     }
 
-    /// Takes up to `claim.limit` items under a lease held by `claim.owner`, one event each.
+    /// Takes up to `claim.limit` items under a lease held by `claim.owner`, one event each. A run
+    /// whose sample gate is closed gives out no more enrichment than its sample has room for.
     pub async fn claim(&self, claim: &Claim<'_>) -> Result<Vec<Item>> {
         let now = now_ms();
         let expires = now + claim.lease.as_millis() as i64;
@@ -578,13 +583,45 @@ impl Store {
             Work::Enrich => (
                 "enriching",
                 "i.state = 'queued' AND r.status IN ('discovering', 'running') \
-                 AND (r.budget_micros IS NULL OR r.cost_micros < r.budget_micros)",
+                 AND (r.budget_micros IS NULL OR r.cost_micros < r.budget_micros) \
+                 AND (r.review_phase IS NULL OR r.review_phase <> 'sample_review')",
             ),
             Work::Write => {
                 ("writing", "i.state IN ('approved', 'write_failed') AND r.status NOT IN ('paused', 'cancelled')")
             }
         };
         let run_filter = if claim.run_id.is_some() { "AND i.run_id = $6" } else { "AND $6 = $6" };
+        let mut tx = self.pool.begin().await?;
+        let mut limit = claim.limit as i64;
+        let mut held = String::new();
+        if claim.work == Work::Enrich {
+            // Sampling runs take no more enrichment than their sample has room for. Touching the
+            // run rows first serialises these claims between daemons (a row lock on Postgres, the
+            // write lock on SQLite), so two daemons cannot both fill the last places.
+            let gates = sqlx::query(
+                "UPDATE runs SET sample_size = sample_size WHERE pipeline = $1 AND review_phase = 'sampling' \
+                 AND status IN ('discovering', 'running') AND ($2 = 0 OR id = $2) RETURNING id, sample_size",
+            )
+            .bind(claim.pipeline)
+            .bind(claim.run_id.unwrap_or(0))
+            .fetch_all(&mut *tx)
+            .await?;
+            let mut full = Vec::new();
+            for gate in &gates {
+                let run_id: i64 = gate.try_get("id")?;
+                let size: Option<i64> = gate.try_get("sample_size")?;
+                let taken: i64 = sqlx::query_scalar(SAMPLE_TAKEN).bind(run_id).fetch_one(&mut *tx).await?;
+                let room = size.unwrap_or(0) - taken;
+                if room <= 0 {
+                    full.push(run_id.to_string());
+                } else {
+                    limit = limit.min(room);
+                }
+            }
+            if !full.is_empty() {
+                held = format!("AND i.run_id NOT IN ({})", full.join(", "));
+            }
+        }
         let lock = match self.backend {
             Backend::Postgres => "FOR UPDATE OF i SKIP LOCKED",
             Backend::Sqlite => "",
@@ -592,17 +629,16 @@ impl Store {
         let sql = format!(
             "UPDATE items SET prev_state = state, state = '{to}', lease_owner = $1, lease_expires_at = $2, updated_at = $3 \
              WHERE id IN (SELECT i.id FROM items i JOIN runs r ON r.id = i.run_id \
-                 WHERE i.pipeline = $4 AND {condition} AND i.next_attempt_at <= $3 {run_filter} \
+                 WHERE i.pipeline = $4 AND {condition} AND i.next_attempt_at <= $3 {run_filter} {held} \
                  ORDER BY i.id LIMIT $5 {lock}) \
              RETURNING {ITEM_COLUMNS}"
         );
-        let mut tx = self.pool.begin().await?;
         let rows = sqlx::query(AssertSqlSafe(sql))
             .bind(claim.owner)
             .bind(expires)
             .bind(now)
             .bind(claim.pipeline)
-            .bind(claim.limit as i64)
+            .bind(limit)
             .bind(claim.run_id.unwrap_or(0))
             .fetch_all(&mut *tx)
             .await?;
@@ -752,7 +788,7 @@ impl Store {
                 ("tokens_in", Bind::I64(item.tokens_in + usage.input_tokens)),
                 ("tokens_out", Bind::I64(item.tokens_out + usage.output_tokens)),
             ],
-            raw_sets: &[],
+            raw_sets: &[MARK_SAMPLE],
             guard: None,
             actor: owner,
             detail: Some(serde_json::json!({
@@ -833,26 +869,31 @@ impl Store {
 
     /// `proposed`/`edited` → `approved`, by a reviewer or a policy (`actor`).
     pub async fn approve(&self, id: i64, actor: &str) -> Result<Item> {
-        self.apply(id, approve_move(actor)).await
+        let item = self.apply(id, approve_move(actor)).await?;
+        self.after_review(&item, actor).await?;
+        Ok(item)
     }
 
     /// `proposed`/`edited` → `rejected`, with an optional reason.
     pub async fn reject(&self, id: i64, actor: &str, reason: Option<&str>) -> Result<Item> {
-        self.apply(
-            id,
-            Move {
-                from: &[ItemState::Proposed, ItemState::Edited],
-                to: ItemState::Rejected,
-                owner: None,
-                sets: vec![("last_error", Bind::OptText(reason.map(str::to_owned)))],
-                raw_sets: &[],
-                guard: None,
-                actor,
-                detail: reason.map(|r| serde_json::json!({ "reason": r })),
-                run_usage: None,
-            },
-        )
-        .await
+        let item = self
+            .apply(
+                id,
+                Move {
+                    from: &[ItemState::Proposed, ItemState::Edited],
+                    to: ItemState::Rejected,
+                    owner: None,
+                    sets: vec![("last_error", Bind::OptText(reason.map(str::to_owned)))],
+                    raw_sets: &[],
+                    guard: None,
+                    actor,
+                    detail: reason.map(|r| serde_json::json!({ "reason": r })),
+                    run_usage: None,
+                },
+            )
+            .await?;
+        self.after_review(&item, actor).await?;
+        Ok(item)
     }
 
     /// A reviewer changes one proposed field. Only fields in the proposal can be edited.
@@ -1069,6 +1110,10 @@ impl Store {
     }
 }
 
+/// Marks a proposal made while its run's sample gate is closed as part of the sample.
+pub(super) const MARK_SAMPLE: &str = "sample = COALESCE((SELECT CASE WHEN r.review_phase IN ('sampling', 'sample_review') \
+    THEN 1 ELSE 0 END FROM runs r WHERE r.id = items.run_id), 0)";
+
 pub(super) fn approve_move(actor: &str) -> Move<'_> {
     Move {
         from: &[ItemState::Proposed, ItemState::Edited],
@@ -1082,6 +1127,10 @@ pub(super) fn approve_move(actor: &str) -> Move<'_> {
         run_usage: None,
     }
 }
+
+/// Items of a run that count against its sample: proposed (at any later state) or being enriched.
+pub(super) const SAMPLE_TAKEN: &str = "SELECT COUNT(*) FROM items WHERE run_id = $1 \
+    AND (state IN ('enriching', 'batched') OR proposal IS NOT NULL)";
 
 /// One conditional `UPDATE` plus its event, inside `tx`. `None` when the item was not in a state
 /// (or lease) the move starts from.

@@ -14,6 +14,7 @@
 mod batches;
 mod credentials;
 mod items;
+mod review;
 mod runs;
 mod state;
 
@@ -29,7 +30,8 @@ pub use items::{
     Claim, EnrichFailure, EventRecord, FieldChange, Item, NewItem, PriorItem, Proposal, RetryPolicy, Usage,
     VerifyIssue, Work,
 };
-pub use runs::{NewRun, Run, RunCounts, RunReport, RunStart};
+pub use review::{BulkOutcome, ReviewAction, ReviewFilter, SampleStats, SkippedItem, reviewer_name};
+pub use runs::{NewRun, ReviewPhase, Run, RunCounts, RunReport, RunStart, SampleGate};
 pub use state::{ItemState, RunStatus};
 
 /// Which database is behind the pool.
@@ -50,6 +52,9 @@ pub enum StoreError {
     IllegalTransition { item: i64, from: ItemState, to: ItemState },
     #[error("item {item}: lease is not held by {owner} (the item is {state}, leased by {holder})")]
     LeaseLost { item: i64, owner: String, state: ItemState, holder: String },
+    /// The action does not apply to the thing as it is now (said why).
+    #[error("{0}")]
+    Refused(String),
     #[error("{0} not found")]
     NotFound(String),
     #[error("stored data is corrupt: {0}")]

@@ -11,9 +11,9 @@ use sqlx::any::AnyRow;
 use super::items::{NewEvent, insert_events};
 use super::{ItemState, Result, RunStatus, Store, StoreError, now_ms, parse_col, placeholders};
 
-const RUN_COLUMNS: &str = "id, pipeline, trigger_kind, scheduled_for, status, status_reason, item_limit, max_attempts, \
+pub(super) const RUN_COLUMNS: &str = "id, pipeline, trigger_kind, scheduled_for, status, status_reason, item_limit, max_attempts, \
     budget_micros, discovery_cursor, discovery_owner, discovery_expires_at, discovered, cost_micros, tokens_in, tokens_out, \
-    created_at, finished_at";
+    created_at, finished_at, review_phase, sample_size, auto_release_max_reject_ppm, released_at, released_by";
 
 /// One execution of a pipeline.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -37,10 +37,59 @@ pub struct Run {
     pub tokens_out: i64,
     pub created_at: i64,
     pub finished_at: Option<i64>,
+    /// Where the run's sample gate is; `None` when the pipeline does not sample.
+    pub review_phase: Option<ReviewPhase>,
+    /// Proposals that wait for review before the rest of the run is held.
+    pub sample_size: Option<i64>,
+    /// Release by itself when at most this share (parts per million) of the reviewed sample was rejected.
+    pub auto_release_max_reject_ppm: Option<i64>,
+    pub released_at: Option<i64>,
+    /// Who released the sample gate (a reviewer, or `policy:sample_first`).
+    pub released_by: Option<String>,
+}
+
+/// The sample gate of a `sample_first` run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReviewPhase {
+    /// Enriching the sample.
+    Sampling,
+    /// The sample is complete; the rest of the run is held until a reviewer releases it.
+    SampleReview,
+    /// Released: the rest of the run is enriched and approved as it arrives.
+    Released,
+}
+
+impl ReviewPhase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReviewPhase::Sampling => "sampling",
+            ReviewPhase::SampleReview => "sample_review",
+            ReviewPhase::Released => "released",
+        }
+    }
+}
+
+impl std::str::FromStr for ReviewPhase {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        [ReviewPhase::Sampling, ReviewPhase::SampleReview, ReviewPhase::Released]
+            .into_iter()
+            .find(|p| p.as_str() == s)
+            .ok_or_else(|| format!("unknown review phase {s:?}"))
+    }
+}
+
+/// A run's sample gate as configured (`sample_first`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SampleGate {
+    pub size: i64,
+    /// Auto-release threshold: the highest share of rejected sample items (0.0–1.0).
+    pub auto_release_max_reject_rate: Option<f64>,
 }
 
 impl Run {
-    fn from_row(row: &AnyRow) -> Result<Run> {
+    pub(super) fn from_row(row: &AnyRow) -> Result<Run> {
         Ok(Run {
             id: row.try_get("id")?,
             pipeline: row.try_get("pipeline")?,
@@ -60,6 +109,14 @@ impl Run {
             tokens_out: row.try_get("tokens_out")?,
             created_at: row.try_get("created_at")?,
             finished_at: row.try_get("finished_at")?,
+            review_phase: {
+                let phase: Option<String> = row.try_get("review_phase")?;
+                phase.map(|p| p.parse().map_err(StoreError::Corrupt)).transpose()?
+            },
+            sample_size: row.try_get("sample_size")?,
+            auto_release_max_reject_ppm: row.try_get("auto_release_max_reject_ppm")?,
+            released_at: row.try_get("released_at")?,
+            released_by: row.try_get("released_by")?,
         })
     }
 
@@ -77,6 +134,8 @@ pub struct NewRun {
     pub item_limit: Option<i64>,
     pub max_attempts: i64,
     pub budget_micros: Option<i64>,
+    /// `sample_first`: the run's sample gate.
+    pub sample: Option<SampleGate>,
 }
 
 /// The answer to [`Store::create_run`].
@@ -143,6 +202,14 @@ impl RunReport {
                 self.run.cost_micros as f64 / 1e6
             ),
         ];
+        if let Some(phase) = self.run.review_phase {
+            out.push(format!(
+                "  sample gate: {} · sample {}{}",
+                phase.as_str(),
+                self.run.sample_size.unwrap_or(0),
+                self.run.released_by.as_deref().map(|b| format!(" · released by {b}")).unwrap_or_default()
+            ));
+        }
         if let (Some(avg), Some(p95)) = (self.item_ms_avg, self.item_ms_p95) {
             out.push(format!(
                 "  time per item: average {:.1}s, p95 {:.1}s · wall {:.1}s",
@@ -178,7 +245,7 @@ impl RunCounts {
         self.sum(&[ItemState::Proposed, ItemState::Edited])
     }
     pub fn terminal(&self) -> i64 {
-        self.0.iter().filter(|(s, _)| s.is_terminal()).map(|(_, n)| n).sum()
+        self.0.iter().filter(|(s, _)| s.is_finished()).map(|(_, n)| n).sum()
     }
 }
 
@@ -190,8 +257,9 @@ impl Store {
         let now = now_ms();
         let trigger = if new.scheduled_for.is_some() { "schedule" } else { "manual" };
         let inserted = sqlx::query(AssertSqlSafe(format!(
-            "INSERT INTO runs (pipeline, trigger_kind, scheduled_for, status, item_limit, max_attempts, budget_micros, created_at) \
-             VALUES ($1, $2, $3, 'discovering', $4, $5, $6, $7) RETURNING {RUN_COLUMNS}"
+            "INSERT INTO runs (pipeline, trigger_kind, scheduled_for, status, item_limit, max_attempts, budget_micros, created_at, \
+               review_phase, sample_size, auto_release_max_reject_ppm) \
+             VALUES ($1, $2, $3, 'discovering', $4, $5, $6, $7, $8, $9, $10) RETURNING {RUN_COLUMNS}"
         )))
         .bind(new.pipeline.as_str())
         .bind(trigger)
@@ -200,6 +268,9 @@ impl Store {
         .bind(new.max_attempts)
         .bind(new.budget_micros)
         .bind(now)
+        .bind(new.sample.map(|_| ReviewPhase::Sampling.as_str()))
+        .bind(new.sample.map(|g| g.size))
+        .bind(new.sample.and_then(|g| g.auto_release_max_reject_rate).map(|r| (r * 1e6).round() as i64))
         .fetch_one(&self.pool)
         .await;
         match inserted {
@@ -247,10 +318,11 @@ impl Store {
         row.as_ref().map(Run::from_row).transpose()?.ok_or_else(|| StoreError::NotFound(format!("run {id}")))
     }
 
-    /// The pipeline's run that is discovering, running or paused, if any.
+    /// The pipeline's run that is discovering, running, paused or held for sample review, if any.
     pub async fn active_run(&self, pipeline: &str) -> Result<Option<Run>> {
         let row = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {RUN_COLUMNS} FROM runs WHERE pipeline = $1 AND status IN ('discovering', 'running', 'paused') ORDER BY id DESC LIMIT 1"
+            "SELECT {RUN_COLUMNS} FROM runs WHERE pipeline = $1 \
+             AND (status IN ('discovering', 'running', 'paused') OR review_phase = 'sample_review') ORDER BY id DESC LIMIT 1"
         )))
         .bind(pipeline)
         .fetch_optional(&self.pool)
@@ -407,9 +479,41 @@ impl Store {
     /// Moves a run on when its items allow: `running` → `awaiting_review` (only proposals waiting for
     /// a human are left) or `done` (everything terminal); `awaiting_review` → `done`; `running` →
     /// `paused` when its budget is spent with work still queued. Returns the run as it now is.
+    ///
+    /// A sampling run whose sample is complete is held for sample review (`awaiting_review`, with
+    /// the reason); it releases itself when its auto-release rule allows.
     pub async fn settle_run(&self, id: i64, actor: &str) -> Result<Run> {
-        let run = self.run(id).await?;
+        let mut run = self.run(id).await?;
         let counts = self.counts(id).await?;
+        if run.review_phase == Some(ReviewPhase::Sampling)
+            && counts.sum(&[ItemState::Enriching, ItemState::Batched]) == 0
+            && counts.get(ItemState::Queued) > 0
+            && self.proposed_count(id).await? >= run.sample_size.unwrap_or(0)
+        {
+            self.set_review_phase(id, ReviewPhase::Sampling, ReviewPhase::SampleReview, actor).await?;
+            run = self.run(id).await?;
+        }
+        if run.review_phase == Some(ReviewPhase::SampleReview) {
+            run = self.auto_release(id, actor).await?;
+        }
+        if run.review_phase == Some(ReviewPhase::SampleReview) {
+            if run.status == RunStatus::Running {
+                let stats = self.sample_stats(id).await?;
+                let reason = format!(
+                    "waiting for sample review: {} of {} sample proposals reviewed; {} items held",
+                    stats.reviewed,
+                    stats.total,
+                    counts.get(ItemState::Queued)
+                );
+                if let Some(run) = self
+                    .set_run_status(id, &[RunStatus::Running], RunStatus::AwaitingReview, Some(&reason), actor)
+                    .await?
+                {
+                    return Ok(run);
+                }
+            }
+            return self.run(id).await;
+        }
         let next = match run.status {
             RunStatus::Running if counts.machine_pending() == 0 && counts.awaiting_review() > 0 => {
                 Some((RunStatus::AwaitingReview, format!("{} proposals wait for review", counts.awaiting_review())))

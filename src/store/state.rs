@@ -23,12 +23,16 @@ pub enum ItemState {
     WriteFailed,
     Skipped,
     Dead,
+    /// A written item whose replaced values were written back by a reviewer's undo.
+    Reverted,
+    /// An undo was refused: the record changed upstream since our write, so nothing was written.
+    RevertConflict,
 }
 
 use ItemState::*;
 
 impl ItemState {
-    pub const ALL: [ItemState; 14] = [
+    pub const ALL: [ItemState; 16] = [
         Discovered,
         Queued,
         Enriching,
@@ -43,6 +47,8 @@ impl ItemState {
         WriteFailed,
         Skipped,
         Dead,
+        Reverted,
+        RevertConflict,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -61,6 +67,8 @@ impl ItemState {
             WriteFailed => "write_failed",
             Skipped => "skipped",
             Dead => "dead",
+            Reverted => "reverted",
+            RevertConflict => "revert_conflict",
         }
     }
 
@@ -76,7 +84,8 @@ impl ItemState {
             Approved => &[Writing],
             Writing => &[Written, Conflict, WriteFailed, Dead],
             WriteFailed => &[Writing, Dead],
-            Rejected | Written | Conflict | Skipped | Dead => &[],
+            Written => &[Reverted, RevertConflict],
+            Rejected | Conflict | Skipped | Dead | Reverted | RevertConflict => &[],
         }
     }
 
@@ -87,6 +96,11 @@ impl ItemState {
     /// No way out: the item's trip is over.
     pub fn is_terminal(self) -> bool {
         self.successors().is_empty()
+    }
+
+    /// The item's trip is over: terminal, or written (only an undo moves it on).
+    pub fn is_finished(self) -> bool {
+        self == Written || self.is_terminal()
     }
 
     /// Held under a lease while a worker does network work.
@@ -193,7 +207,7 @@ mod tests {
     #[test]
     fn terminal_states_are_the_designed_ones() {
         let terminal: Vec<_> = ItemState::ALL.into_iter().filter(|s| s.is_terminal()).collect();
-        assert_eq!(terminal, vec![Rejected, Written, Conflict, Skipped, Dead]);
+        assert_eq!(terminal, vec![Rejected, Conflict, Skipped, Dead, Reverted, RevertConflict]);
     }
 
     #[test]

@@ -35,6 +35,7 @@ pub async fn start_run(engine: &Engine) -> Run {
         item_limit: None,
         max_attempts,
         budget_micros: None,
+        sample: engine.pipelines["catalogue"].config.review.sample_gate(),
     };
     match store.create_run(&new).await.unwrap() {
         RunStart::Created(r) | RunStart::AlreadyActive(r) => r,
@@ -58,8 +59,8 @@ pub async fn work(engine: &Arc<Engine>, run_id: i64, timeout: Duration) -> Run {
     let run = loop {
         let run = engine.store.run(run_id).await.unwrap();
         // A run waiting for review may still have approved items to write.
-        let writing = run.status == RunStatus::AwaitingReview
-            && engine.store.counts(run_id).await.unwrap().machine_pending() > 0;
+        let writing =
+            run.status == RunStatus::AwaitingReview && engine.store.counts(run_id).await.unwrap().machine_pending() > 0;
         let busy = matches!(run.status, RunStatus::Discovering | RunStatus::Running) || writing;
         if !busy || tokio::time::Instant::now() > deadline {
             break run;

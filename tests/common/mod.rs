@@ -129,6 +129,8 @@ pub async fn sandboxes(products: u64, missing_every: u64) -> Sandboxes {
 /// Knobs of a test config.
 pub struct ConfigOptions {
     pub policy: &'static str,
+    /// More keys of the pipeline's inline `review` table, starting with a comma (`, sample = 3`).
+    pub review_extra: &'static str,
     pub concurrency: usize,
     pub lease_seconds: f64,
     pub max_attempts: u32,
@@ -142,6 +144,7 @@ impl Default for ConfigOptions {
     fn default() -> Self {
         Self {
             policy: "none",
+            review_extra: "",
             concurrency: 8,
             lease_seconds: 5.0,
             max_attempts: 5,
@@ -202,7 +205,7 @@ model = "gpt-4o-mini"
 concurrency = {concurrency}
 max_attempts = {max_attempts}
 select = {{ missing = ["description"] }}
-review = {{ policy = "{policy}" }}
+review = {{ policy = "{policy}"{review_extra} }}
 {extra}
 "#,
         lease = o.lease_seconds,
@@ -211,6 +214,7 @@ review = {{ policy = "{policy}" }}
         concurrency = o.concurrency,
         max_attempts = o.max_attempts,
         policy = o.policy,
+        review_extra = o.review_extra,
         extra = o.extra_pipeline,
         extra_provider = o.extra_provider,
         extra_task = o.extra_task,

@@ -1,0 +1,390 @@
+//! `enrichd review list|show|approve|reject|edit|release` and `enrichd revert`: the review queue
+//! and undo from a terminal, over the same store and engine calls as the JSON API. Decisions carry
+//! the reviewer's name (`--as NAME`, or `ENRICHD_REVIEWER`) into the audit trail.
+
+use clap::{Args, Subcommand};
+use serde_json::{Value, json};
+
+use super::{Failure, config_error, failed, open_store};
+use crate::config::Config;
+use crate::engine::{Engine, RevertOutcome, revert};
+use crate::store::{Item, ReviewAction, ReviewFilter, Store, StoreError, reviewer_name};
+
+/// Which items: the queue's filters.
+#[derive(Args, Debug, Clone, Default)]
+pub(super) struct Selection {
+    /// Only this run's items.
+    #[arg(long)]
+    run: Option<i64>,
+    /// Only this pipeline's items.
+    #[arg(long)]
+    pipeline: Option<String>,
+    /// `state=STATE[,STATE…]` (default: proposed,edited), `warnings=yes|no`, `text=WORDS`;
+    /// repeat for several.
+    #[arg(long = "filter", value_name = "KEY=VALUE")]
+    filters: Vec<String>,
+}
+
+impl Selection {
+    fn filter(&self) -> Result<ReviewFilter, Failure> {
+        let mut filter = ReviewFilter { pipeline: self.pipeline.clone(), run_id: self.run, ..Default::default() };
+        for f in &self.filters {
+            let Some((key, value)) = f.split_once('=') else {
+                return Err(config_error(format!("--filter {f:?}: expected KEY=VALUE (state, warnings or text)")));
+            };
+            match key.trim() {
+                "state" => {
+                    for s in value.split(',') {
+                        filter.states.push(s.trim().parse().map_err(|e| config_error(format!("--filter state: {e}")))?);
+                    }
+                }
+                "warnings" => {
+                    filter.warnings = Some(match value.trim() {
+                        "yes" | "true" => true,
+                        "no" | "false" => false,
+                        other => return Err(config_error(format!("--filter warnings: {other:?} is not yes or no"))),
+                    })
+                }
+                "text" => filter.text = Some(value.to_owned()),
+                other => {
+                    return Err(config_error(format!("--filter {other:?}: unknown key; use state, warnings or text")));
+                }
+            }
+        }
+        Ok(filter)
+    }
+}
+
+#[derive(Subcommand)]
+pub(super) enum ReviewCommand {
+    /// The queue: proposals waiting for review (or the `--filter state=` asked for), oldest first.
+    List {
+        #[command(flatten)]
+        selection: Selection,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One item: its proposal (value at pull time, proposed, edited) and every event of its history.
+    Show {
+        item: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Approve the given items, or everything matching the filters (count first: `--confirm N`).
+    Approve {
+        items: Vec<i64>,
+        #[command(flatten)]
+        selection: Selection,
+        /// The count of matching items you were shown; without it nothing is changed.
+        #[arg(long)]
+        confirm: Option<i64>,
+        /// Your name, for the audit trail.
+        #[arg(long = "as", env = "ENRICHD_REVIEWER", value_name = "NAME")]
+        reviewer: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Reject the given items, or everything matching the filters (count first: `--confirm N`).
+    Reject {
+        items: Vec<i64>,
+        #[command(flatten)]
+        selection: Selection,
+        #[arg(long)]
+        confirm: Option<i64>,
+        #[arg(long)]
+        reason: Option<String>,
+        #[arg(long = "as", env = "ENRICHD_REVIEWER", value_name = "NAME")]
+        reviewer: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change one proposed field before approving it.
+    Edit {
+        item: i64,
+        field: String,
+        /// The new value: text, or JSON with `--json-value`.
+        value: String,
+        #[arg(long)]
+        json_value: bool,
+        #[arg(long = "as", env = "ENRICHD_REVIEWER", value_name = "NAME")]
+        reviewer: String,
+    },
+    /// Release a `sample_first` run held after its sample: the rest is enriched and approved as it
+    /// arrives.
+    Release {
+        #[arg(long)]
+        run: i64,
+        #[arg(long = "as", env = "ENRICHD_REVIEWER", value_name = "NAME")]
+        reviewer: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn store_failure(e: StoreError) -> Failure {
+    failed(e.to_string())
+}
+
+fn actor(name: &str) -> Result<String, Failure> {
+    reviewer_name(name).map_err(|m| config_error(format!("--as: {m}")))
+}
+
+fn print_json(value: &Value) {
+    println!("{}", serde_json::to_string_pretty(value).expect("serialisable"));
+}
+
+pub(super) async fn review(config: &Config, command: ReviewCommand) -> Result<(), Failure> {
+    let store = open_store(config).await?;
+    let result = dispatch(&store, command).await;
+    store.close().await;
+    result
+}
+
+async fn dispatch(store: &Store, command: ReviewCommand) -> Result<(), Failure> {
+    match command {
+        ReviewCommand::List { selection, limit, json } => list(store, &selection, limit, json).await,
+        ReviewCommand::Show { item, json } => show(store, item, json).await,
+        ReviewCommand::Approve { items, selection, confirm, reviewer, json } => {
+            decide(store, ReviewAction::Approve, items, &selection, confirm, &actor(&reviewer)?, json).await
+        }
+        ReviewCommand::Reject { items, selection, confirm, reason, reviewer, json } => {
+            let action = ReviewAction::Reject { reason };
+            decide(store, action, items, &selection, confirm, &actor(&reviewer)?, json).await
+        }
+        ReviewCommand::Edit { item, field, value, json_value, reviewer } => {
+            let value = if json_value {
+                serde_json::from_str(&value).map_err(|e| config_error(format!("value: not JSON: {e}")))?
+            } else {
+                Value::String(value)
+            };
+            let item = store.edit(item, &actor(&reviewer)?, &field, value).await.map_err(store_failure)?;
+            println!("item {} {}: {field} edited", item.id, item.state);
+            Ok(())
+        }
+        ReviewCommand::Release { run, reviewer, json } => {
+            let released = store.release_sample(run, &actor(&reviewer)?).await.map_err(store_failure)?;
+            let stats = store.sample_stats(run).await.map_err(store_failure)?;
+            if json {
+                print_json(&json!({ "run": released, "sample": stats }));
+            } else {
+                println!(
+                    "run {run} released by {}: the rest of the run is enriched and approved as it arrives",
+                    released.released_by.unwrap_or_default()
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+fn short(v: &Value) -> String {
+    let text = match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let text = text.replace('\n', " ");
+    if text.chars().count() > 100 { format!("{}…", text.chars().take(100).collect::<String>()) } else { text }
+}
+
+fn item_line(item: &Item) -> String {
+    let warnings = item.proposal.as_ref().map(|p| p.warnings.len()).unwrap_or(0);
+    format!(
+        "item {} · run {} · {} · record {} · {}{}",
+        item.id,
+        item.run_id,
+        item.pipeline,
+        item.external_id,
+        item.state,
+        if warnings > 0 { format!(" · {warnings} warning(s)") } else { String::new() }
+    )
+}
+
+async fn list(store: &Store, selection: &Selection, limit: i64, as_json: bool) -> Result<(), Failure> {
+    let filter = selection.filter()?;
+    let total = store.review_count(&filter).await.map_err(store_failure)?;
+    let items = store.review_queue(&filter, limit.max(1), 0).await.map_err(store_failure)?;
+    let sample = match selection.run {
+        Some(run) => {
+            let stats = store.sample_stats(run).await.map_err(store_failure)?;
+            stats.phase.is_some().then_some(stats)
+        }
+        None => None,
+    };
+    if as_json {
+        print_json(&json!({ "total": total, "items": items, "sample": sample }));
+        return Ok(());
+    }
+    if let Some(s) = &sample {
+        let pct = |r: Option<f64>| r.map(|r| format!("{:.0}%", r * 100.0)).unwrap_or_else(|| "-".into());
+        println!(
+            "sample of run {}: {} · {} of {} reviewed · approved {} · rejected {} · edited {}",
+            s.run_id,
+            s.phase.map(|p| p.as_str()).unwrap_or_default(),
+            s.reviewed,
+            s.total,
+            pct(s.approve_rate),
+            pct(s.reject_rate),
+            pct(s.edit_rate)
+        );
+    }
+    println!(
+        "{total} item(s) match{}",
+        if total > items.len() as i64 { format!("; the first {}", items.len()) } else { String::new() }
+    );
+    for item in &items {
+        println!("{}", item_line(item));
+        if let Some(p) = &item.proposal {
+            for (field, change) in &p.fields {
+                println!("    {field}: {} → {}", short(&change.before), short(change.value()));
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn show(store: &Store, id: i64, as_json: bool) -> Result<(), Failure> {
+    let item = store.item(id).await.map_err(store_failure)?;
+    let events = store.item_events(id).await.map_err(store_failure)?;
+    if as_json {
+        print_json(&json!({ "item": item, "events": events }));
+        return Ok(());
+    }
+    println!("{}", item_line(&item));
+    if let Some(error) = &item.last_error {
+        println!("  last error: {error}");
+    }
+    if let Some(p) = &item.proposal {
+        println!("  proposal by {} (task version {})", p.model, p.task_version);
+        for (field, change) in &p.fields {
+            println!("  {field}");
+            println!("    before:   {}", short(&change.before));
+            println!("    proposed: {}", short(&change.proposed));
+            if let Some(edited) = &change.edited {
+                println!("    edited:   {}", short(edited));
+            }
+        }
+        for w in &p.warnings {
+            println!("  warning: {w}");
+        }
+    }
+    println!("  history:");
+    for e in &events {
+        let at = chrono::DateTime::from_timestamp_millis(e.at)
+            .map(|t| t.format("%Y-%m-%d %H:%M:%S%.3fZ").to_string())
+            .unwrap_or_else(|| e.at.to_string());
+        let change = match (&e.from_state, &e.to_state) {
+            (Some(f), Some(t)) => format!(" {f} → {t}"),
+            (None, Some(t)) => format!(" → {t}"),
+            _ => String::new(),
+        };
+        let detail = e.detail.as_ref().map(|d| format!(" {}", short(d))).unwrap_or_default();
+        println!("    {at} {} {}{change}{detail}", e.actor, e.kind);
+    }
+    Ok(())
+}
+
+async fn decide(
+    store: &Store,
+    action: ReviewAction,
+    items: Vec<i64>,
+    selection: &Selection,
+    confirm: Option<i64>,
+    actor: &str,
+    as_json: bool,
+) -> Result<(), Failure> {
+    let verb = match action {
+        ReviewAction::Approve => "approve",
+        ReviewAction::Reject { .. } => "reject",
+    };
+    let ids = if !items.is_empty() {
+        if selection.run.is_some() || selection.pipeline.is_some() || !selection.filters.is_empty() {
+            return Err(config_error("give item ids or filters (--run, --pipeline, --filter), not both"));
+        }
+        items
+    } else {
+        let filter = selection.filter()?;
+        let count = store.review_count(&filter).await.map_err(store_failure)?;
+        match confirm {
+            None => {
+                if as_json {
+                    print_json(&json!({ "matching": count, "applied": false }));
+                } else {
+                    println!(
+                        "{count} item(s) match; nothing changed. Run again with --confirm {count} to {verb} them."
+                    );
+                }
+                return Ok(());
+            }
+            Some(n) if n != count => {
+                return Err(failed(format!("{count} item(s) match now, not {n}; nothing changed")));
+            }
+            Some(_) => store.review_ids(&filter).await.map_err(store_failure)?,
+        }
+    };
+    let outcome = store.bulk_review(&ids, &action, actor).await.map_err(store_failure)?;
+    let past = if verb == "approve" { "approved" } else { "rejected" };
+    if as_json {
+        print_json(&json!({ "applied": true, "done": outcome.done, "skipped": outcome.skipped }));
+    } else {
+        println!("{} item(s) {past} by {actor}", outcome.done.len());
+        for s in &outcome.skipped {
+            println!("  skipped item {}: {}", s.item, s.reason);
+        }
+    }
+    if outcome.skipped.is_empty() {
+        Ok(())
+    } else {
+        Err(failed(format!("{} item(s) could not be {past}", outcome.skipped.len())))
+    }
+}
+
+/// `enrichd revert (--item ID | --run ID)`.
+pub(super) async fn revert_cmd(
+    config: &Config,
+    item: Option<i64>,
+    run: Option<i64>,
+    reviewer: &str,
+    as_json: bool,
+) -> Result<(), Failure> {
+    let actor = actor(reviewer)?;
+    let store = open_store(config).await?;
+    let engine = Engine::build(config, store.clone());
+    let ids = match (item, run) {
+        (Some(id), None) => vec![id],
+        (None, Some(run)) => {
+            store.run(run).await.map_err(store_failure)?;
+            store.written_ids(run).await.map_err(store_failure)?
+        }
+        _ => return Err(config_error("give exactly one of --item or --run")),
+    };
+    let results = revert(&engine, &ids, &actor).await.map_err(store_failure);
+    store.close().await;
+    let results = results?;
+    let not_reverted = results.iter().filter(|r| r.outcome != RevertOutcome::Reverted).count();
+    if as_json {
+        print_json(&json!({ "results": results }));
+    } else {
+        for r in &results {
+            let what = match &r.outcome {
+                RevertOutcome::Reverted => "reverted".to_owned(),
+                RevertOutcome::Conflict { reason } => format!("conflict: {reason}"),
+                RevertOutcome::Failed { reason } => format!("failed: {reason}"),
+                RevertOutcome::NotRevertible { reason } => format!("not reverted: {reason}"),
+            };
+            println!("item {} (record {}): {what}", r.item, r.external_id);
+        }
+        println!("{} of {} item(s) reverted", results.len() - not_reverted, results.len());
+    }
+    if not_reverted == 0 {
+        Ok(())
+    } else {
+        Err(failed(format!("{not_reverted} of {} item(s) not reverted", results.len())))
+    }
+}
+
+/// Whether a run is held for sample review, for `enrichd run`'s last words.
+pub(super) fn held_for_sample(run: &crate::store::Run) -> bool {
+    run.review_phase == Some(crate::store::ReviewPhase::SampleReview)
+}

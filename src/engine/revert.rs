@@ -1,0 +1,198 @@
+//! Undo: writes the values a write replaced back through the connector, under the same
+//! never-clobber rule as the write-back. The record must still be at the version our write left
+//! (`written_version`); a record edited since is a `revert_conflict` and nothing is written. A record
+//! that already holds the old values (an undo that landed before a crash) is marked `reverted`
+//! without writing again. A failed undo leaves the item `written` with a `revert_failed` event, so
+//! it can be asked for again.
+
+use std::collections::{BTreeMap, HashMap};
+
+use enrichd_connector::{Change, Connector, Record, Version, WriteResult, WriteSubmission};
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+
+use super::Engine;
+use crate::store::{Item, ItemState, StoreError};
+
+/// What an undo did to one item.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum RevertOutcome {
+    /// The old values are back on the record.
+    Reverted,
+    /// The record changed since our write; nothing was written.
+    Conflict { reason: String },
+    /// The write back failed; the item stays `written` and can be reverted again.
+    Failed { reason: String },
+    /// The item cannot be reverted (not written, nothing kept, pipeline not configured).
+    NotRevertible { reason: String },
+}
+
+/// One item's undo.
+#[derive(Debug, Clone, Serialize)]
+pub struct RevertResult {
+    pub item: i64,
+    pub external_id: String,
+    #[serde(flatten)]
+    pub outcome: RevertOutcome,
+}
+
+/// A written item with what an undo needs: the values our write replaced and the version it left.
+struct Revertible {
+    item: Item,
+    replaced: Map<String, Value>,
+    version: String,
+}
+
+/// Reverts items by `actor`, a connector batch at a time per pipeline. Every outcome is recorded
+/// on its item; only database failures are errors.
+pub async fn revert(engine: &Engine, ids: &[i64], actor: &str) -> Result<Vec<RevertResult>, StoreError> {
+    let mut results = Vec::with_capacity(ids.len());
+    let mut by_pipeline: BTreeMap<String, Vec<Revertible>> = BTreeMap::new();
+    for &id in ids {
+        let item = engine.store.item(id).await?;
+        let refuse = |reason: String| RevertResult {
+            item: id,
+            external_id: item.external_id.clone(),
+            outcome: RevertOutcome::NotRevertible { reason },
+        };
+        if item.state != ItemState::Written {
+            results.push(refuse(format!("item {id} is {}; only written items can be reverted", item.state)));
+            continue;
+        }
+        let (Some(replaced), Some(version)) = (item.replaced.clone(), item.written_version.clone()) else {
+            results.push(refuse(format!(
+                "item {id}: the values our write replaced, or the version it left, were not kept; it cannot be reverted safely"
+            )));
+            continue;
+        };
+        if !engine.pipelines.contains_key(&item.pipeline) {
+            results.push(refuse(format!("item {id}: pipeline {} is not in the config", item.pipeline)));
+            continue;
+        }
+        by_pipeline.entry(item.pipeline.clone()).or_default().push(Revertible { item, replaced, version });
+    }
+    for (name, items) in by_pipeline {
+        let pipeline = &engine.pipelines[&name];
+        for chunk in items.chunks(pipeline.connector.max_write_batch().max(1)) {
+            revert_chunk(engine, pipeline.connector.as_ref(), &pipeline.config.entity, chunk, actor, &mut results)
+                .await?;
+        }
+    }
+    results.sort_by_key(|r| r.item);
+    Ok(results)
+}
+
+async fn revert_chunk(
+    engine: &Engine,
+    connector: &dyn Connector,
+    entity: &str,
+    chunk: &[Revertible],
+    actor: &str,
+    results: &mut Vec<RevertResult>,
+) -> Result<(), StoreError> {
+    let store = &engine.store;
+    let ids: Vec<String> = chunk.iter().map(|r| r.item.external_id.clone()).collect();
+    let current = match connector.fetch(entity, &ids).await {
+        Ok(records) => records,
+        Err(e) => {
+            for Revertible { item, .. } in chunk {
+                let reason = format!("record {}: re-reading before the revert failed: {e}", item.external_id);
+                results.push(failed(engine, item, actor, reason).await?);
+            }
+            return Ok(());
+        }
+    };
+    let current: HashMap<&str, &Record> = current.iter().map(|r| (r.id.as_str(), r)).collect();
+    let mut to_write: Vec<(&Item, Change)> = Vec::new();
+    for Revertible { item, replaced, version } in chunk {
+        let Some(record) = current.get(item.external_id.as_str()) else {
+            let reason = format!("record {} no longer exists upstream", item.external_id);
+            results.push(failed(engine, item, actor, reason).await?);
+            continue;
+        };
+        let holds_old = replaced.iter().all(|(k, v)| {
+            let stored = record.field(k);
+            connector.holds(k, v, stored) || (v.is_null() && stored.is_none_or(Value::is_null))
+        });
+        if holds_old {
+            let detail =
+                json!({ "restored": replaced, "note": "the record already holds the values our write replaced" });
+            store.mark_reverted(item, actor, detail).await?;
+            results.push(done(item, RevertOutcome::Reverted));
+            continue;
+        }
+        if record.version.0 != *version {
+            let reason = format!(
+                "record {} changed upstream since our write (version {version} → {}); nothing was reverted",
+                item.external_id, record.version
+            );
+            store.mark_revert_conflict(item, actor, Some(&record.version.0), &reason).await?;
+            results.push(done(item, RevertOutcome::Conflict { reason }));
+            continue;
+        }
+        let change = Change {
+            id: item.external_id.clone(),
+            base_version: Version(version.clone()),
+            fields: replaced.clone(),
+            native: record.native.clone(),
+        };
+        to_write.push((item, change));
+    }
+    if to_write.is_empty() {
+        return Ok(());
+    }
+    let changes: Vec<Change> = to_write.iter().map(|(_, c)| c.clone()).collect();
+    let outcomes = match connector.write(entity, &changes).await {
+        Ok(WriteSubmission::Done(outcomes)) => outcomes,
+        Ok(WriteSubmission::Pending(job)) => match super::writeback::poll_until_done(connector, &job).await {
+            Ok(outcomes) => outcomes,
+            Err(e) => {
+                for (item, _) in &to_write {
+                    results.push(failed(engine, item, actor, format!("record {}: {e}", item.external_id)).await?);
+                }
+                return Ok(());
+            }
+        },
+        Err(e) => {
+            for (item, _) in &to_write {
+                results.push(failed(engine, item, actor, format!("record {}: {e}", item.external_id)).await?);
+            }
+            return Ok(());
+        }
+    };
+    let mut by_id: HashMap<String, WriteResult> = outcomes.into_iter().map(|o| (o.id, o.result)).collect();
+    for (item, change) in &to_write {
+        match by_id.remove(&item.external_id) {
+            Some(WriteResult::Written { version }) => {
+                let detail = json!({ "restored": change.fields, "version": version.map(|v| v.0) });
+                store.mark_reverted(item, actor, detail).await?;
+                results.push(done(item, RevertOutcome::Reverted));
+            }
+            Some(WriteResult::Conflict { current }) => {
+                let reason = format!(
+                    "record {}: the platform refused the revert because the record changed; nothing was reverted",
+                    item.external_id
+                );
+                store.mark_revert_conflict(item, actor, current.as_ref().map(|v| v.0.as_str()), &reason).await?;
+                results.push(done(item, RevertOutcome::Conflict { reason }));
+            }
+            Some(WriteResult::Failed(e)) => results.push(failed(engine, item, actor, e.message).await?),
+            None => {
+                let reason = format!("record {}: the platform reported no outcome for the revert", item.external_id);
+                results.push(failed(engine, item, actor, reason).await?);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn done(item: &Item, outcome: RevertOutcome) -> RevertResult {
+    RevertResult { item: item.id, external_id: item.external_id.clone(), outcome }
+}
+
+/// Records a failed undo on the item (which stays `written`).
+async fn failed(engine: &Engine, item: &Item, actor: &str, reason: String) -> Result<RevertResult, StoreError> {
+    engine.store.record_item_event(item, "revert_failed", actor, json!({ "reason": reason })).await?;
+    Ok(done(item, RevertOutcome::Failed { reason }))
+}

@@ -1,0 +1,411 @@
+//! The review queue: proposals listed and counted by filter, reviewer actions one at a time or in
+//! bulk (each item its own transition and event, with the reviewer's name), the sample gate of
+//! `sample_first` runs (stats, release, auto-release), and the outcomes of an undo.
+
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::{AssertSqlSafe, Row};
+
+use super::items::{Bind, ITEM_COLUMNS, Move, NewEvent, insert_events};
+use super::runs::{RUN_COLUMNS, ReviewPhase};
+use super::{Item, ItemState, Result, Run, RunStatus, Store, StoreError, now_ms, placeholders};
+
+/// Which items a queue shows. Empty `states` means the items waiting for review (`proposed`,
+/// `edited`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ReviewFilter {
+    pub pipeline: Option<String>,
+    pub run_id: Option<i64>,
+    pub states: Vec<ItemState>,
+    /// `Some(true)`: only proposals a task check warned about; `Some(false)`: only clean ones.
+    pub warnings: Option<bool>,
+    /// Case-insensitive substring of the record id, the record as pulled, or the proposal.
+    pub text: Option<String>,
+}
+
+impl ReviewFilter {
+    fn states(&self) -> Vec<ItemState> {
+        if self.states.is_empty() { vec![ItemState::Proposed, ItemState::Edited] } else { self.states.clone() }
+    }
+
+    /// The `WHERE` condition and its values, numbered from `$1`.
+    fn condition(&self) -> (String, Vec<Bind>) {
+        let mut binds = Vec::new();
+        let mut sql = String::from("1 = 1");
+        if let Some(p) = &self.pipeline {
+            binds.push(Bind::Text(p.clone()));
+            sql.push_str(&format!(" AND pipeline = ${}", binds.len()));
+        }
+        if let Some(run) = self.run_id {
+            binds.push(Bind::I64(run));
+            sql.push_str(&format!(" AND run_id = ${}", binds.len()));
+        }
+        let states = self.states();
+        sql.push_str(&format!(" AND state IN ({})", placeholders(binds.len() + 1, states.len())));
+        binds.extend(states.iter().map(|s| Bind::Text(s.as_str().into())));
+        // Warnings are serialised only when there are some, so their key marks a warned proposal.
+        match self.warnings {
+            Some(true) => sql.push_str(r#" AND proposal LIKE '%"warnings":[%'"#),
+            Some(false) => sql.push_str(r#" AND (proposal IS NULL OR proposal NOT LIKE '%"warnings":[%')"#),
+            None => {}
+        }
+        if let Some(text) = self.text.as_deref().filter(|t| !t.is_empty()) {
+            let escaped = text.to_lowercase().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+            binds.push(Bind::Text(format!("%{escaped}%")));
+            let n = binds.len();
+            sql.push_str(&format!(
+                " AND (LOWER(external_id) LIKE ${n} ESCAPE '\\' OR LOWER(input) LIKE ${n} ESCAPE '\\' \
+                 OR LOWER(COALESCE(proposal, '')) LIKE ${n} ESCAPE '\\')"
+            ));
+        }
+        (sql, binds)
+    }
+}
+
+/// A reviewer's decision on proposals.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReviewAction {
+    Approve,
+    Reject { reason: Option<String> },
+}
+
+/// What a bulk action did: the items it moved, and the ones it left with why (another reviewer
+/// or the engine moved them first).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct BulkOutcome {
+    pub done: Vec<i64>,
+    pub skipped: Vec<SkippedItem>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SkippedItem {
+    pub item: i64,
+    pub reason: String,
+}
+
+/// How a run's sample was judged.
+#[derive(Debug, Clone, Serialize)]
+pub struct SampleStats {
+    pub run_id: i64,
+    pub phase: Option<ReviewPhase>,
+    pub sample_size: Option<i64>,
+    /// Sample items proposed so far.
+    pub total: i64,
+    /// Sample items no longer waiting for review.
+    pub reviewed: i64,
+    pub approved: i64,
+    pub rejected: i64,
+    /// Sample items a reviewer edited (whatever was decided after).
+    pub edited: i64,
+    /// Shares of the reviewed items (0.0–1.0); `None` before any review.
+    pub approve_rate: Option<f64>,
+    pub reject_rate: Option<f64>,
+    pub edit_rate: Option<f64>,
+    /// The auto-release threshold, when the run has one.
+    pub auto_release_max_reject_rate: Option<f64>,
+    pub released_at: Option<i64>,
+    pub released_by: Option<String>,
+}
+
+/// Checks a reviewer's name for the audit trail: not empty, and not a name the system acts under
+/// (`policy:…`), and printable.
+pub fn reviewer_name(name: &str) -> std::result::Result<String, String> {
+    let name = name.trim();
+    if name.is_empty() {
+        return Err("reviewer: required — the name that goes into the audit trail".into());
+    }
+    if name.starts_with("policy:") {
+        return Err(format!("reviewer: {name:?} is reserved for review policies"));
+    }
+    if name.len() > 200 || name.chars().any(char::is_control) {
+        return Err("reviewer: at most 200 printable characters".into());
+    }
+    Ok(name.to_owned())
+}
+
+impl Store {
+    /// Items matching `filter`, oldest first.
+    pub async fn review_queue(&self, filter: &ReviewFilter, limit: i64, offset: i64) -> Result<Vec<Item>> {
+        let (cond, mut binds) = filter.condition();
+        binds.push(Bind::I64(limit));
+        binds.push(Bind::I64(offset));
+        let sql = format!(
+            "SELECT {ITEM_COLUMNS} FROM items WHERE {cond} ORDER BY id LIMIT ${} OFFSET ${}",
+            binds.len() - 1,
+            binds.len()
+        );
+        let rows = super::items::bind_all(sqlx::query(AssertSqlSafe(sql)), &binds).fetch_all(&self.pool).await?;
+        rows.iter().map(Item::from_row).collect()
+    }
+
+    /// How many items match `filter` (what a bulk action over the filter would touch).
+    pub async fn review_count(&self, filter: &ReviewFilter) -> Result<i64> {
+        let (cond, binds) = filter.condition();
+        let sql = format!("SELECT COUNT(*) AS n FROM items WHERE {cond}");
+        let row = super::items::bind_all(sqlx::query(AssertSqlSafe(sql)), &binds).fetch_one(&self.pool).await?;
+        Ok(row.try_get("n")?)
+    }
+
+    /// The ids of every item matching `filter`, oldest first.
+    pub async fn review_ids(&self, filter: &ReviewFilter) -> Result<Vec<i64>> {
+        let (cond, binds) = filter.condition();
+        let sql = format!("SELECT id FROM items WHERE {cond} ORDER BY id");
+        let rows = super::items::bind_all(sqlx::query(AssertSqlSafe(sql)), &binds).fetch_all(&self.pool).await?;
+        rows.iter().map(|r| Ok(r.try_get("id")?)).collect()
+    }
+
+    /// Applies `action` to each item by `actor`, each its own transition and event. Items no longer
+    /// waiting for review are skipped with the reason; only database failures stop the run.
+    pub async fn bulk_review(&self, ids: &[i64], action: &ReviewAction, actor: &str) -> Result<BulkOutcome> {
+        let mut out = BulkOutcome::default();
+        for &id in ids {
+            let result = match action {
+                ReviewAction::Approve => self.approve(id, actor).await,
+                ReviewAction::Reject { reason } => self.reject(id, actor, reason.as_deref()).await,
+            };
+            match result {
+                Ok(_) => out.done.push(id),
+                Err(e @ (StoreError::IllegalTransition { .. } | StoreError::NotFound(_))) => {
+                    out.skipped.push(SkippedItem { item: id, reason: e.to_string() })
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Items of a run that carry a proposal (at any state after it).
+    pub(super) async fn proposed_count(&self, run_id: i64) -> Result<i64> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM items WHERE run_id = $1 AND proposal IS NOT NULL")
+            .bind(run_id)
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    /// The run's sample: how many were proposed and how reviewers judged them.
+    pub async fn sample_stats(&self, run_id: i64) -> Result<SampleStats> {
+        let run = self.run(run_id).await?;
+        let row = sqlx::query(
+            "SELECT CAST(COUNT(*) AS BIGINT) AS total, \
+               CAST(COALESCE(SUM(CASE WHEN state IN ('proposed', 'edited') THEN 0 ELSE 1 END), 0) AS BIGINT) AS reviewed, \
+               CAST(COALESCE(SUM(CASE WHEN state = 'rejected' THEN 1 ELSE 0 END), 0) AS BIGINT) AS rejected, \
+               CAST(COALESCE(SUM(CASE WHEN EXISTS (SELECT 1 FROM events e WHERE e.item_id = items.id AND e.to_state = 'edited') \
+                   THEN 1 ELSE 0 END), 0) AS BIGINT) AS edited \
+             FROM items WHERE run_id = $1 AND sample = 1",
+        )
+        .bind(run_id)
+        .fetch_one(&self.pool)
+        .await?;
+        let (total, reviewed, rejected, edited): (i64, i64, i64, i64) =
+            (row.try_get("total")?, row.try_get("reviewed")?, row.try_get("rejected")?, row.try_get("edited")?);
+        let approved = reviewed - rejected;
+        let rate = |n: i64| (reviewed > 0).then(|| n as f64 / reviewed as f64);
+        Ok(SampleStats {
+            run_id,
+            phase: run.review_phase,
+            sample_size: run.sample_size,
+            total,
+            reviewed,
+            approved,
+            rejected,
+            edited,
+            approve_rate: rate(approved),
+            reject_rate: rate(rejected),
+            edit_rate: rate(edited),
+            auto_release_max_reject_rate: run.auto_release_max_reject_ppm.map(|p| p as f64 / 1e6),
+            released_at: run.released_at,
+            released_by: run.released_by,
+        })
+    }
+
+    /// Moves a run's sample gate from `from` to `to`, with an event. False if it was not at `from`.
+    pub(super) async fn set_review_phase(
+        &self,
+        run_id: i64,
+        from: ReviewPhase,
+        to: ReviewPhase,
+        actor: &str,
+    ) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let moved = sqlx::query("UPDATE runs SET review_phase = $1 WHERE id = $2 AND review_phase = $3")
+            .bind(to.as_str())
+            .bind(run_id)
+            .bind(from.as_str())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if moved == 0 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        let event = NewEvent {
+            run_id: Some(run_id),
+            item_id: None,
+            kind: "review_phase",
+            from_state: Some(from.as_str().into()),
+            to_state: Some(to.as_str().into()),
+            actor: actor.into(),
+            detail: None,
+        };
+        insert_events(&mut tx, &[event], now_ms()).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Releases a run's sample gate by `actor`: enrichment of the rest of the run resumes, and its
+    /// proposals are approved as they arrive. Refused when the run has no closed gate.
+    pub async fn release_sample(&self, run_id: i64, actor: &str) -> Result<Run> {
+        let run = self.run(run_id).await?;
+        if !matches!(run.review_phase, Some(ReviewPhase::Sampling | ReviewPhase::SampleReview)) {
+            return Err(StoreError::Refused(match run.review_phase {
+                Some(_) => {
+                    format!("run {run_id}: the sample was already released by {}", run.released_by.unwrap_or_default())
+                }
+                None => {
+                    format!("run {run_id}: its pipeline does not review a sample first; there is nothing to release")
+                }
+            }));
+        }
+        let stats = self.sample_stats(run_id).await?;
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "UPDATE runs SET review_phase = 'released', released_at = $1, released_by = $2, \
+               status = CASE WHEN status = 'awaiting_review' THEN 'running' ELSE status END, \
+               status_reason = CASE WHEN status = 'awaiting_review' THEN NULL ELSE status_reason END \
+             WHERE id = $3 AND review_phase IN ('sampling', 'sample_review') RETURNING {RUN_COLUMNS}"
+        )))
+        .bind(now)
+        .bind(actor)
+        .bind(run_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            tx.rollback().await?;
+            return Err(StoreError::Refused(format!("run {run_id}: the sample was released meanwhile")));
+        };
+        let released = Run::from_row(&row)?;
+        let mut events = vec![NewEvent {
+            run_id: Some(run_id),
+            item_id: None,
+            kind: "review_phase",
+            from_state: run.review_phase.map(|p| p.as_str().into()),
+            to_state: Some(ReviewPhase::Released.as_str().into()),
+            actor: actor.into(),
+            detail: Some(serde_json::to_string(&stats).expect("serialisable")),
+        }];
+        if run.status == RunStatus::AwaitingReview && released.status == RunStatus::Running {
+            events.push(NewEvent {
+                run_id: Some(run_id),
+                item_id: None,
+                kind: "run",
+                from_state: Some(RunStatus::AwaitingReview.as_str().into()),
+                to_state: Some(RunStatus::Running.as_str().into()),
+                actor: actor.into(),
+                detail: Some(serde_json::json!({ "reason": "sample released" }).to_string()),
+            });
+        }
+        insert_events(&mut tx, &events, now).await?;
+        tx.commit().await?;
+        Ok(released)
+    }
+
+    /// Releases a held run by itself when its rule allows: every sample item reviewed, and the
+    /// share rejected at most the threshold. Returns the run as it now is.
+    pub(super) async fn auto_release(&self, run_id: i64, actor: &str) -> Result<Run> {
+        let run = self.run(run_id).await?;
+        let (Some(ReviewPhase::SampleReview), Some(ppm)) = (run.review_phase, run.auto_release_max_reject_ppm) else {
+            return Ok(run);
+        };
+        let stats = self.sample_stats(run_id).await?;
+        if stats.total == 0 || stats.reviewed < stats.total || stats.rejected * 1_000_000 > ppm * stats.reviewed {
+            return Ok(run);
+        }
+        let by = format!("policy:sample_first ({actor})");
+        match self.release_sample(run_id, &by).await {
+            Ok(run) => Ok(run),
+            Err(StoreError::Refused(_)) => self.run(run_id).await,
+            Err(e) => Err(e),
+        }
+    }
+
+    /// After a reviewer decided a sample item: the gate may now release itself.
+    pub(super) async fn after_review(&self, item: &Item, actor: &str) -> Result<()> {
+        if item.sample {
+            self.auto_release(item.run_id, actor).await?;
+        }
+        Ok(())
+    }
+
+    /// `written` → `reverted`: the replaced values were written back (or already held) by `actor`.
+    pub async fn mark_reverted(&self, item: &Item, actor: &str, detail: Value) -> Result<Item> {
+        self.apply(
+            item.id,
+            Move {
+                from: &[ItemState::Written],
+                to: ItemState::Reverted,
+                owner: None,
+                sets: vec![("last_error", Bind::OptText(None))],
+                raw_sets: &[],
+                guard: None,
+                actor,
+                detail: Some(detail),
+                run_usage: None,
+            },
+        )
+        .await
+    }
+
+    /// `written` → `revert_conflict`: the record changed upstream since our write; nothing was written.
+    pub async fn mark_revert_conflict(
+        &self,
+        item: &Item,
+        actor: &str,
+        upstream_version: Option<&str>,
+        reason: &str,
+    ) -> Result<Item> {
+        self.apply(
+            item.id,
+            Move {
+                from: &[ItemState::Written],
+                to: ItemState::RevertConflict,
+                owner: None,
+                sets: vec![("last_error", Bind::Text(reason.into()))],
+                raw_sets: &[],
+                guard: None,
+                actor,
+                detail: Some(serde_json::json!({
+                    "reason": reason, "written_version": item.written_version, "upstream_version": upstream_version,
+                })),
+                run_usage: None,
+            },
+        )
+        .await
+    }
+
+    /// Appends an event about an item that changes no state (a failed undo, say).
+    pub async fn record_item_event(&self, item: &Item, kind: &'static str, actor: &str, detail: Value) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let event = NewEvent {
+            run_id: Some(item.run_id),
+            item_id: Some(item.id),
+            kind,
+            from_state: None,
+            to_state: None,
+            actor: actor.into(),
+            detail: Some(detail.to_string()),
+        };
+        insert_events(&mut tx, &[event], now_ms()).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Written items of a run, oldest first (what undoing the run covers).
+    pub async fn written_ids(&self, run_id: i64) -> Result<Vec<i64>> {
+        let rows = sqlx::query("SELECT id FROM items WHERE run_id = $1 AND state = 'written' ORDER BY id")
+            .bind(run_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| Ok(r.try_get("id")?)).collect()
+    }
+}
