@@ -285,9 +285,21 @@ async fn demo(products: usize, bind: &str, dir: Option<&std::path::Path>) -> Res
     );
     println!("  model     {}", demo.model_label);
     println!("  files     {} (config, SQLite database, certificate)", demo.dir.display());
-    println!("  run       {} of pipeline catalogue: every proposal waits for review", run.id);
-    println!("  runs      http://{bind}/api/runs/{}", run.id);
-    println!("  status    enrichd --config {} status {}", demo.config.display(), run.id);
+    let cfg = demo.config.display();
+    println!(
+        "  run       {} of pipeline catalogue: the first {} proposals wait for review, then the run is held",
+        run.id,
+        crate::demo::DEMO_SAMPLE
+    );
+    println!("  review    enrichd --config {cfg} review list --run {}", run.id);
+    println!(
+        "            enrichd --config {cfg} review approve --run {} --confirm {} --as YOUR_NAME",
+        run.id,
+        crate::demo::DEMO_SAMPLE
+    );
+    println!("            enrichd --config {cfg} review release --run {} --as YOUR_NAME", run.id);
+    println!("  api       http://{bind}/api/review?run={}", run.id);
+    println!("  status    enrichd --config {cfg} status {}", run.id);
     let result = daemon(&config, None).await;
     drop(demo);
     result

@@ -11,6 +11,9 @@ use enrichd_woocommerce::sandbox::{CONSUMER_KEY, CONSUMER_SECRET, WooSandbox, ge
 
 use crate::sandbox::provider::{Faults, ProviderSandbox};
 
+/// Proposals of the demo's run that wait for review before the rest of the run is held.
+pub const DEMO_SAMPLE: u64 = 20;
+
 /// The product copy task shipped in `config/tasks`.
 pub const PRODUCT_COPY_TASK: &str = include_str!("../config/tasks/product_copy.toml");
 
@@ -116,10 +119,11 @@ provider = "model"
 model = "{model}"
 concurrency = 8
 select = {{ missing = ["description"] }}
-review = {{ policy = "all" }}
+review = {{ policy = "sample_first", sample = {sample} }}
 vars = {{ language = "English", brand_voice = "plain, factual and helpful", weight_unit = "kg", dimension_unit = "cm" }}
 "#,
         db = dir.join("enrichd.db").display(),
+        sample = DEMO_SAMPLE,
         shop_port = shop_addr.port(),
         ck = ck.display(),
         cs = cs.display(),
