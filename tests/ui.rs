@@ -366,7 +366,8 @@ async fn a_reviewer_edits_and_approves_in_the_browser_and_the_store_gets_the_edi
 
     // The write-back sends the edited description to the store.
     let run = work_until_idle(&w.engine, run_id, Duration::from_secs(60)).await;
-    assert_eq!(db.store.item(target.id).await.unwrap().state, ItemState::Written, "{run:?}");
+    let written = db.store.item(target.id).await.unwrap();
+    assert_eq!(written.state, ItemState::Written, "{:?} {run:?}", written.last_error);
     let product: u64 = target.external_id.parse().unwrap();
     let stored = w.shop.product(product).unwrap()["description"].as_str().unwrap().to_owned();
     assert!(stored.contains("Edited in the browser by Ada: M8 hex bolt, zinc plated."), "store holds {stored:?}");
