@@ -72,8 +72,9 @@ pub async fn serve(
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("server.bind {addr}: {e}"))?;
     let bound = listener.local_addr().map_err(|e| e.to_string())?;
     let handle = tokio::spawn(async move {
-        let result =
-            axum::serve(listener, router(store, site)).with_graceful_shutdown(async move { stop.cancelled().await }).await;
+        let result = axum::serve(listener, router(store, site))
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await;
         if let Err(e) = result {
             tracing::error!(error = %e, "HTTP server failed");
         }

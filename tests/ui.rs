@@ -24,7 +24,8 @@ const TOKEN: &str = "ui-test-api-token";
 const REVIEWER: &str = "Ada Reviewer";
 
 fn products() -> Vec<Value> {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/ui/products.json")).unwrap();
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/ui/products.json")).unwrap();
     serde_json::from_str(&text).unwrap()
 }
 
@@ -51,7 +52,10 @@ async fn reviewed_shop(db: &common::TestDb, access: Access) -> (Woo, i64, String
 }
 
 fn http() -> reqwest::Client {
-    enrichd_connector::http::builder(Duration::from_secs(10)).redirect(reqwest::redirect::Policy::none()).build().unwrap()
+    enrichd_connector::http::builder(Duration::from_secs(10))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
 }
 
 /// The session cookie a response sets (`enrichd_session=…`).
@@ -107,13 +111,29 @@ async fn signing_in_csrf_and_bearer_tokens_over_http() {
     let form = |csrf: &str, password: &str| {
         vec![("csrf", csrf.to_owned()), ("name", REVIEWER.to_owned()), ("password", password.to_owned())]
     };
-    let r = client.post(format!("{base}/login")).header("cookie", &anonymous).form(&form("", PASSWORD)).send().await.unwrap();
+    let r = client
+        .post(format!("{base}/login"))
+        .header("cookie", &anonymous)
+        .form(&form("", PASSWORD))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 403, "sign-in without the CSRF token");
-    let r =
-        client.post(format!("{base}/login")).header("cookie", &anonymous).form(&form(&csrf, "guess")).send().await.unwrap();
+    let r = client
+        .post(format!("{base}/login"))
+        .header("cookie", &anonymous)
+        .form(&form(&csrf, "guess"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401, "wrong password");
-    let r =
-        client.post(format!("{base}/login")).header("cookie", &anonymous).form(&form(&csrf, PASSWORD)).send().await.unwrap();
+    let r = client
+        .post(format!("{base}/login"))
+        .header("cookie", &anonymous)
+        .form(&form(&csrf, PASSWORD))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 303);
     let session = set_cookie(&r).expect("a new session on sign-in");
     assert_ne!(session, anonymous);
@@ -281,7 +301,8 @@ async fn browser(driver: &Chromedriver) -> fantoccini::Client {
 /// Presses one key the way a person does (key down, key up on the focused element).
 async fn press(client: &fantoccini::Client, key: char) {
     use fantoccini::actions::{InputSource, KeyAction, KeyActions};
-    let keys = KeyActions::new("keyboard".into()).then(KeyAction::Down { value: key }).then(KeyAction::Up { value: key });
+    let keys =
+        KeyActions::new("keyboard".into()).then(KeyAction::Down { value: key }).then(KeyAction::Up { value: key });
     client.perform_actions(keys).await.unwrap();
 }
 
@@ -317,10 +338,8 @@ async fn a_reviewer_edits_and_approves_in_the_browser_and_the_store_gets_the_edi
     client.find(Locator::Css("a.open")).await.unwrap().click().await.unwrap();
     client.wait().for_element(Locator::Css("#record-name")).await.unwrap();
     assert_eq!(text_of(&client, "#record-name").await, payload);
-    let scripts = client
-        .execute("return Array.from(document.scripts).map(s => s.src || s.textContent);", vec![])
-        .await
-        .unwrap();
+    let scripts =
+        client.execute("return Array.from(document.scripts).map(s => s.src || s.textContent);", vec![]).await.unwrap();
     assert_eq!(scripts, serde_json::json!([format!("{base}/assets/review.js")]), "only our own script");
     let injected = client.execute("return document.querySelectorAll('img[onerror]').length;", vec![]).await.unwrap();
     assert_eq!(injected, 0, "no element of the payload exists");
@@ -328,10 +347,7 @@ async fn a_reviewer_edits_and_approves_in_the_browser_and_the_store_gets_the_edi
 
     // `e` opens the first field's editor (description); the edit is saved inline.
     press(&client, 'e').await;
-    let focused = client
-        .execute("return document.activeElement.closest('section.field').id;", vec![])
-        .await
-        .unwrap();
+    let focused = client.execute("return document.activeElement.closest('section.field').id;", vec![]).await.unwrap();
     assert_eq!(focused, "field-description");
     let edited = "<p>Edited in the browser by Ada: M8 hex bolt, zinc plated.</p>";
     let textarea = client.find(Locator::Css("#field-description textarea")).await.unwrap();
@@ -372,7 +388,9 @@ async fn a_reviewer_edits_and_approves_in_the_browser_and_the_store_gets_the_edi
     let stored = w.shop.product(product).unwrap()["description"].as_str().unwrap().to_owned();
     assert!(stored.contains("Edited in the browser by Ada: M8 hex bolt, zinc plated."), "store holds {stored:?}");
     let events = db.store.item_events(target.id).await.unwrap();
-    assert!(events.iter().any(|e| e.to_state.as_deref() == Some("approved") && e.actor == format!("reviewer:{REVIEWER}")));
+    assert!(
+        events.iter().any(|e| e.to_state.as_deref() == Some("approved") && e.actor == format!("reviewer:{REVIEWER}"))
+    );
     stop.cancel();
     db.cleanup().await;
 }

@@ -98,7 +98,12 @@ impl Access {
 
     /// Checks a sign-in; on success the session gets a fresh id (the old one is dropped, so a
     /// planted cookie cannot ride along) and the new cookie is returned.
-    pub(super) fn sign_in(&self, old_session: Option<&str>, name: &str, password: Option<&str>) -> Result<String, String> {
+    pub(super) fn sign_in(
+        &self,
+        old_session: Option<&str>,
+        name: &str,
+        password: Option<&str>,
+    ) -> Result<String, String> {
         if !self.can_sign_in() {
             return Err("signing in is not configured: set server.auth.password".into());
         }
@@ -234,8 +239,7 @@ fn is_loopback_host(host: &str) -> bool {
     } else {
         host.rsplit_once(':').map_or(host, |(h, _)| h)
     };
-    name.eq_ignore_ascii_case("localhost")
-        || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 fn is_public(path: &str) -> bool {
@@ -281,12 +285,17 @@ async fn check(access: &Access, request: Request, next: Next) -> Response {
     // Open to this machine only: a page on another site that rebinds its name to 127.0.0.1 arrives
     // with its own Host header.
     if !access.auth_configured() && !is_loopback_host(&host) {
-        return refuse(StatusCode::FORBIDDEN, api, "this server is open to its own machine only (Host is not loopback)");
+        return refuse(
+            StatusCode::FORBIDDEN,
+            api,
+            "this server is open to its own machine only (Host is not loopback)",
+        );
     }
     let mut request = request;
-    let bearer = request.headers().get(header::AUTHORIZATION).map(|auth| {
-        auth.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")).unwrap_or_default().trim().to_owned()
-    });
+    let bearer = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(|auth| auth.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")).unwrap_or_default().trim().to_owned());
     if let Some(presented) = bearer {
         if !access.bearer_ok(&presented) {
             return refuse(StatusCode::UNAUTHORIZED, api, "invalid bearer token");
@@ -360,8 +369,7 @@ async fn csrf_checked(request: Request, host: &str, csrf: &str) -> Result<Reques
     if let Some(token) = headers.get("x-csrf-token").and_then(|v| v.to_str().ok()) {
         return if same_secret(csrf, token) { Ok(request) } else { Err("wrong CSRF token") };
     }
-    let content_type =
-        headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
     if content_type.starts_with("application/json") {
         return Ok(request);
     }

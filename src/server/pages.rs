@@ -51,7 +51,10 @@ pub fn routes(store: Store, access: Access, html_fields: BTreeMap<String, BTreeS
         .route("/items/{id}/approve", post(approve))
         .route("/items/{id}/reject", post(reject))
         .route("/items/{id}/edit", post(edit))
-        .route("/assets/style.css", get(|| async { asset("text/css", include_str!("../../templates/assets/style.css")) }))
+        .route(
+            "/assets/style.css",
+            get(|| async { asset("text/css", include_str!("../../templates/assets/style.css")) }),
+        )
         .route(
             "/assets/review.js",
             get(|| async { asset("text/javascript", include_str!("../../templates/assets/review.js")) }),
@@ -588,11 +591,8 @@ async fn item_page(
                 .collect()
         })
         .unwrap_or_default();
-    let facts: Vec<Value> = item
-        .input_fields()?
-        .iter()
-        .map(|(name, value)| json!({ "name": name, "value": text_of(value).0 }))
-        .collect();
+    let facts: Vec<Value> =
+        item.input_fields()?.iter().map(|(name, value)| json!({ "name": name, "value": text_of(value).0 })).collect();
     let proposal = item.proposal.as_ref();
     let view = json!({
         "id": item.id,

@@ -129,11 +129,7 @@ pub async fn woo(db: &TestDb, shop: WooSandbox, policy: &str, max_attempts: u32)
 
 /// Works run `run_id` of pipeline `catalogue` until no machine work is left (discovery done,
 /// nothing queued, enriching, approved or writing), then drains.
-pub async fn work_until_idle(
-    engine: &Arc<Engine>,
-    run_id: i64,
-    timeout: std::time::Duration,
-) -> enrichd::store::Run {
+pub async fn work_until_idle(engine: &Arc<Engine>, run_id: i64, timeout: std::time::Duration) -> enrichd::store::Run {
     use enrichd::store::RunStatus;
     use tokio_util::sync::CancellationToken;
     use tokio_util::task::TaskTracker;
