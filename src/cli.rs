@@ -371,13 +371,16 @@ async fn shutdown_signal() {
 }
 
 async fn daemon(config: &Config, bind: Option<String>) -> Result<(), Failure> {
+    let bind = bind.unwrap_or_else(|| config.server.bind.clone());
+    let site = crate::server::Site::from_config(config);
+    crate::server::check_bind(&bind, &site.access).await.map_err(config_error)?;
     let store = open_store(config).await?;
     let engine = Arc::new(Engine::build(config, store.clone()));
     let stop = CancellationToken::new();
     let upkeep_stop = CancellationToken::new();
     let tracker = TaskTracker::new();
-    let bind = bind.unwrap_or_else(|| config.server.bind.clone());
-    let (addr, server) = crate::server::serve(engine.clone(), &bind, upkeep_stop.clone()).await.map_err(failed)?;
+    let (addr, server) =
+        crate::server::serve(engine.clone(), site, &bind, upkeep_stop.clone()).await.map_err(failed)?;
     let upkeep = engine.spawn_upkeep(upkeep_stop.clone());
     let schedules: Vec<crate::scheduler::Schedule> = config
         .pipelines

@@ -121,15 +121,36 @@ fn default_max_connections() -> u32 {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
-    /// Address of the HTTP server (`/healthz`, `/api/...`). Loopback by default.
+    /// Address of the HTTP server (the review UI, `/healthz`, `/api/...`). Loopback by default; any
+    /// other address is refused unless `[server.auth]` is configured.
     #[serde(default = "default_bind")]
     pub bind: String,
+    /// Who may use the UI and the API. Without it the server is open to this machine only.
+    pub auth: Option<ServerAuthConfig>,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        Self { bind: default_bind() }
+        Self { bind: default_bind(), auth: None }
     }
+}
+
+/// `[server.auth]`: at least one of `password` and `token`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerAuthConfig {
+    /// Shared reviewer password: reviewers sign in with their name (which goes into the audit trail)
+    /// and this password, and get a session cookie.
+    pub password: Option<Secret>,
+    /// Bearer token for API clients (`Authorization: Bearer …`); they act as `api`.
+    pub token: Option<Secret>,
+    /// Hours a session lasts without use.
+    #[serde(default = "default_session_hours")]
+    pub session_hours: u64,
+}
+
+fn default_session_hours() -> u64 {
+    12
 }
 
 fn default_bind() -> String {
@@ -824,6 +845,14 @@ impl Config {
             || self.database.url.starts_with("postgresql://"))
         {
             return Err(err(file, "database.url", "must start with sqlite: or postgres://"));
+        }
+        if let Some(auth) = &self.server.auth {
+            if auth.password.is_none() && auth.token.is_none() {
+                return Err(err(file, "server.auth", "set password, token or both"));
+            }
+            if auth.session_hours == 0 {
+                return Err(err(file, "server.auth.session_hours", "must be at least 1"));
+            }
         }
         if !(self.daemon.lease_seconds.is_finite() && self.daemon.lease_seconds > 0.0) {
             return Err(err(file, "daemon.lease_seconds", "must be positive"));

@@ -1,8 +1,13 @@
-//! The daemon's HTTP server: `/healthz` and the JSON API — runs, the review queue (filters, item
-//! history, approve / reject / edit, bulk actions with a count first), the sample gate (stats,
-//! release) and undo. Handlers are thin: each is one store or engine call. The reviewer's name comes
-//! in the request body (`reviewer`) and goes into the audit trail.
+//! The daemon's HTTP server: the review UI, `/healthz` and the JSON API — runs, the review queue
+//! (filters, item history, approve / reject / edit, bulk actions with a count first), the sample gate
+//! (stats, release) and undo — all behind the access rules of [`access`] (sessions, sign-in, bearer
+//! tokens, CSRF, the loopback-only default). JSON handlers are thin: each is one store or engine call.
 
+mod access;
+mod diff;
+mod pages;
+
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -20,8 +25,42 @@ use crate::store::{ItemState, ReviewAction, ReviewFilter, StoreError, reviewer_n
 
 type Shared = Arc<Engine>;
 
-/// The router, over `engine` (its store, and its connectors for undo).
-pub fn router(engine: Shared) -> Router {
+use crate::config::Config;
+
+pub use access::{Access, CsrfToken, Reviewer, check_bind};
+
+/// What the server needs besides the store: who may use it, and which record fields hold HTML.
+#[derive(Clone)]
+pub struct Site {
+    pub access: Access,
+    /// Pipeline → record fields holding HTML (reviewer edits to them are cleaned like answers).
+    pub html_fields: BTreeMap<String, BTreeSet<String>>,
+}
+
+impl Site {
+    /// From the config's `[server]` section and its pipelines' tasks.
+    pub fn from_config(config: &Config) -> Site {
+        let html_fields = config
+            .pipelines
+            .iter()
+            .map(|(name, p)| {
+                let fields = config
+                    .tasks
+                    .get(&p.task)
+                    .map(|t| t.html.iter().filter_map(|prop| t.fields.get(prop).cloned()).collect())
+                    .unwrap_or_default();
+                (name.clone(), fields)
+            })
+            .collect();
+        Site { access: Access::new(config.server.auth.as_ref()), html_fields }
+    }
+}
+
+/// The router, over `engine` (its store, and its connectors for undo). Pages that act for someone
+/// take `Extension<Reviewer>`: the access layer puts the signed-in reviewer (or `api` for a bearer
+/// token) there.
+pub fn router(engine: Shared, site: Site) -> Router {
+    let store = engine.store.clone();
     Router::new()
         .route("/healthz", get(healthz))
         .route("/api/runs", get(runs))
@@ -37,19 +76,25 @@ pub fn router(engine: Shared) -> Router {
         .route("/api/items/{id}/edit", post(edit))
         .route("/api/items/{id}/revert", post(revert_item))
         .with_state(engine)
+        .merge(pages::routes(store, site.access.clone(), site.html_fields))
+        .layer(axum::middleware::from_fn_with_state(site.access, access::guard))
 }
 
-/// Binds `addr` and serves until `stop`. Binding errors are returned before serving starts.
+/// Binds `addr` and serves until `stop`. Refuses a non-loopback address without `[server.auth]`;
+/// binding errors are returned before serving starts.
 pub async fn serve(
     engine: Shared,
+    site: Site,
     addr: &str,
     stop: CancellationToken,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), String> {
+    check_bind(addr, &site.access).await?;
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("server.bind {addr}: {e}"))?;
     let bound = listener.local_addr().map_err(|e| e.to_string())?;
     let handle = tokio::spawn(async move {
-        let result =
-            axum::serve(listener, router(engine)).with_graceful_shutdown(async move { stop.cancelled().await }).await;
+        let result = axum::serve(listener, router(engine, site))
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await;
         if let Err(e) = result {
             tracing::error!(error = %e, "HTTP server failed");
         }
@@ -174,7 +219,7 @@ async fn item(State(engine): State<Shared>, Path(id): Path<i64>) -> ApiResult {
 /// The reviewer acting.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Reviewer {
+struct ActorBody {
     reviewer: Option<String>,
 }
 
@@ -182,7 +227,7 @@ fn actor(name: Option<&str>) -> Result<String, ApiError> {
     reviewer_name(name.unwrap_or_default()).map_err(ApiError::BadRequest)
 }
 
-async fn approve(State(engine): State<Shared>, Path(id): Path<i64>, Json(body): Json<Reviewer>) -> ApiResult {
+async fn approve(State(engine): State<Shared>, Path(id): Path<i64>, Json(body): Json<ActorBody>) -> ApiResult {
     let actor = actor(body.reviewer.as_deref())?;
     ok(json!({ "item": engine.store.approve(id, &actor).await? }))
 }
@@ -261,13 +306,13 @@ async fn sample(State(engine): State<Shared>, Path(id): Path<i64>) -> ApiResult 
     ok(json!({ "sample": engine.store.sample_stats(id).await? }))
 }
 
-async fn release(State(engine): State<Shared>, Path(id): Path<i64>, Json(body): Json<Reviewer>) -> ApiResult {
+async fn release(State(engine): State<Shared>, Path(id): Path<i64>, Json(body): Json<ActorBody>) -> ApiResult {
     let actor = actor(body.reviewer.as_deref())?;
     let run = engine.store.release_sample(id, &actor).await?;
     ok(json!({ "run": run, "sample": engine.store.sample_stats(id).await? }))
 }
 
-async fn revert_item(State(engine): State<Shared>, Path(id): Path<i64>, Json(body): Json<Reviewer>) -> ApiResult {
+async fn revert_item(State(engine): State<Shared>, Path(id): Path<i64>, Json(body): Json<ActorBody>) -> ApiResult {
     let actor = actor(body.reviewer.as_deref())?;
     let result =
         revert(&engine, &[id], &actor).await?.pop().ok_or_else(|| StoreError::NotFound(format!("item {id}")))?;
@@ -279,7 +324,7 @@ async fn revert_item(State(engine): State<Shared>, Path(id): Path<i64>, Json(bod
     Ok((status, Json(json!({ "result": result }))).into_response())
 }
 
-async fn revert_run(State(engine): State<Shared>, Path(id): Path<i64>, Json(body): Json<Reviewer>) -> ApiResult {
+async fn revert_run(State(engine): State<Shared>, Path(id): Path<i64>, Json(body): Json<ActorBody>) -> ApiResult {
     let actor = actor(body.reviewer.as_deref())?;
     engine.store.run(id).await?;
     let ids = engine.store.written_ids(id).await?;

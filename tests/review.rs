@@ -27,7 +27,10 @@ struct Api {
 impl Api {
     async fn start(engine: &Arc<Engine>) -> Api {
         let stop = CancellationToken::new();
-        let (addr, _) = enrichd::server::serve(engine.clone(), "127.0.0.1:0", stop.clone()).await.unwrap();
+        // Open mode: loopback, no [server.auth].
+        let site =
+            enrichd::server::Site { access: enrichd::server::Access::new(None), html_fields: Default::default() };
+        let (addr, _) = enrichd::server::serve(engine.clone(), site, "127.0.0.1:0", stop.clone()).await.unwrap();
         Api { base: format!("http://{addr}"), http: enrichd_connector::http::client(Duration::from_secs(30)), stop }
     }
 
