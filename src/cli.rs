@@ -291,14 +291,18 @@ async fn demo(products: usize, bind: &str, dir: Option<&std::path::Path>) -> Res
         run.id,
         crate::demo::DEMO_SAMPLE
     );
-    println!("  review    enrichd --config {cfg} review list --run {}", run.id);
+    println!(
+        "  review    http://{bind}/queue?run={} (the review UI; keys: a approve, r reject, e edit, j/k next/previous)",
+        run.id
+    );
+    println!("            or: enrichd --config {cfg} review list --run {}", run.id);
     println!(
         "            enrichd --config {cfg} review approve --run {} --confirm {} --as YOUR_NAME",
         run.id,
         crate::demo::DEMO_SAMPLE
     );
     println!("            enrichd --config {cfg} review release --run {} --as YOUR_NAME", run.id);
-    println!("  api       http://{bind}/api/review?run={}", run.id);
+    println!("  run page  http://{bind}/runs/{} (progress and the report)", run.id);
     println!("  status    enrichd --config {cfg} status {}", run.id);
     let result = daemon(&config, None).await;
     drop(demo);
