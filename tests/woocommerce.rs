@@ -34,32 +34,8 @@ async fn start_run(engine: &Engine) -> Run {
     }
 }
 
-/// Works the run until no machine work is left (discovery done, nothing queued, enriching,
-/// approved or writing), then drains.
 async fn work(engine: &Arc<Engine>, run_id: i64, timeout: Duration) -> Run {
-    let (stop, upkeep_stop, tracker) = (CancellationToken::new(), CancellationToken::new(), TaskTracker::new());
-    let upkeep = engine.spawn_upkeep(upkeep_stop.clone());
-    let worker = {
-        let (e, s, t, p) = (engine.clone(), stop.clone(), tracker.clone(), engine.pipelines["catalogue"].clone());
-        tokio::spawn(async move { e.work_pipeline(p, Some(run_id), s, t).await })
-    };
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        let run = engine.store.run(run_id).await.unwrap();
-        let counts = engine.store.counts(run_id).await.unwrap();
-        let busy = matches!(run.status, RunStatus::Discovering | RunStatus::Running) || counts.machine_pending() > 0;
-        if !busy {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "run {run_id} still busy: {run:?} {counts:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    stop.cancel();
-    drain(engine, &tracker, Duration::from_secs(5)).await;
-    worker.await.unwrap();
-    upkeep_stop.cancel();
-    upkeep.await.unwrap();
-    engine.store.run(run_id).await.unwrap()
+    common::harness::work_run(engine, run_id, timeout, true).await
 }
 
 fn description_of(shop: &WooSandbox, id: u64) -> String {

@@ -6,7 +6,7 @@ use std::time::Duration;
 use super::{ConfigOptions, Sandboxes, TestDb, sandboxes, set_secret_env, write_config};
 use enrichd::config::Config;
 use enrichd::engine::{Engine, drain};
-use enrichd::store::{NewRun, Run, RunStart, RunStatus};
+use enrichd::store::{ItemState, NewRun, ReviewPhase, Run, RunCounts, RunStart, RunStatus};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -43,9 +43,30 @@ pub async fn start_run(engine: &Engine) -> Run {
     }
 }
 
-/// Works the run until it leaves discovering/running and, waiting for review, has nothing approved
-/// left to write (or `timeout`), then drains.
+/// Works run `run_id` of pipeline `catalogue` until it is settled (or `timeout`), then drains.
 pub async fn work(engine: &Arc<Engine>, run_id: i64, timeout: Duration) -> Run {
+    work_run(engine, run_id, timeout, false).await
+}
+
+/// Whether a run has machine work left: discovering or running, or — waiting for review — items
+/// still to enrich or write. Items held behind a sample gate are not machine work.
+fn busy(run: &Run, counts: &RunCounts) -> bool {
+    use ItemState::*;
+    match run.status {
+        RunStatus::Discovering | RunStatus::Running => true,
+        RunStatus::AwaitingReview => {
+            counts.sum(&[Discovered, Enriching, Batched, Approved, Writing, WriteFailed]) > 0
+                || (counts.get(Queued) > 0 && run.review_phase != Some(ReviewPhase::SampleReview))
+        }
+        _ => false,
+    }
+}
+
+/// Works run `run_id` of pipeline `catalogue` until it has no machine work left, then drains and
+/// returns the run. The run is settled here before each look, as the daemon's settle loop would,
+/// so a run whose last item was just written is seen `done`, not still `awaiting_review`. Past
+/// `timeout` it panics when `must_settle`, else returns the run as it is.
+pub async fn work_run(engine: &Arc<Engine>, run_id: i64, timeout: Duration, must_settle: bool) -> Run {
     let stop = CancellationToken::new();
     let upkeep_stop = CancellationToken::new();
     let tracker = TaskTracker::new();
@@ -56,21 +77,22 @@ pub async fn work(engine: &Arc<Engine>, run_id: i64, timeout: Duration) -> Run {
         tokio::spawn(async move { e.work_pipeline(pipeline, Some(run_id), s, t).await })
     };
     let deadline = tokio::time::Instant::now() + timeout;
-    let run = loop {
-        let run = engine.store.run(run_id).await.unwrap();
-        // A run waiting for review may still have approved items to write.
-        let writing =
-            run.status == RunStatus::AwaitingReview && engine.store.counts(run_id).await.unwrap().machine_pending() > 0;
-        let busy = matches!(run.status, RunStatus::Discovering | RunStatus::Running) || writing;
-        if !busy || tokio::time::Instant::now() > deadline {
-            break run;
+    loop {
+        let run = engine.store.settle_run(run_id, &engine.owner).await.unwrap();
+        let counts = engine.store.counts(run_id).await.unwrap();
+        if !busy(&run, &counts) {
+            break;
+        }
+        if tokio::time::Instant::now() > deadline {
+            assert!(!must_settle, "run {run_id} still busy after {timeout:?}: {run:?} {counts:?}");
+            break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    }
     stop.cancel();
     drain(engine, &tracker, Duration::from_secs(5)).await;
     worker.await.unwrap();
     upkeep_stop.cancel();
     upkeep.await.unwrap();
-    run
+    engine.store.settle_run(run_id, &engine.owner).await.unwrap()
 }

@@ -134,32 +134,8 @@ pub async fn woo_with(db: &TestDb, shop: WooSandbox, policy: &str, max_attempts:
     Woo { shop: sb.shop, config: path, engine, provider: sb.provider, _dir: dir }
 }
 
-/// Works run `run_id` of pipeline `catalogue` until no machine work is left (discovery done,
-/// nothing queued, enriching, approved or writing), then drains.
+/// Works run `run_id` of pipeline `catalogue` until no machine work is left, then drains; panics
+/// past `timeout`.
 pub async fn work_until_idle(engine: &Arc<Engine>, run_id: i64, timeout: std::time::Duration) -> enrichd::store::Run {
-    use enrichd::store::RunStatus;
-    use tokio_util::sync::CancellationToken;
-    use tokio_util::task::TaskTracker;
-    let (stop, upkeep_stop, tracker) = (CancellationToken::new(), CancellationToken::new(), TaskTracker::new());
-    let upkeep = engine.spawn_upkeep(upkeep_stop.clone());
-    let worker = {
-        let (e, s, t, p) = (engine.clone(), stop.clone(), tracker.clone(), engine.pipelines["catalogue"].clone());
-        tokio::spawn(async move { e.work_pipeline(p, Some(run_id), s, t).await })
-    };
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        let run = engine.store.run(run_id).await.unwrap();
-        let counts = engine.store.counts(run_id).await.unwrap();
-        if !matches!(run.status, RunStatus::Discovering | RunStatus::Running) && counts.machine_pending() == 0 {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "run {run_id} still busy: {run:?} {counts:?}");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    stop.cancel();
-    enrichd::engine::drain(engine, &tracker, std::time::Duration::from_secs(5)).await;
-    worker.await.unwrap();
-    upkeep_stop.cancel();
-    upkeep.await.unwrap();
-    engine.store.run(run_id).await.unwrap()
+    super::harness::work_run(engine, run_id, timeout, true).await
 }
