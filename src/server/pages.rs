@@ -821,6 +821,7 @@ async fn bulk(
     let query = filter.query();
     let mut ctx = json!({
         "verb": form.verb,
+        "past": if form.verb == "approve" { "approved" } else { "rejected" },
         "do": format!("{}-{}", form.verb, if form.over_filter { "filter" } else { "selected" }),
         "over_filter": form.over_filter,
         "ids": form.ids,
