@@ -121,7 +121,10 @@ pub async fn serve(
 enum ApiError {
     Store(StoreError),
     /// A confirmed count no longer matches: 409 with the count as it is now.
-    CountChanged { matching: i64, confirmed: i64 },
+    CountChanged {
+        matching: i64,
+        confirmed: i64,
+    },
     BadRequest(String),
 }
 

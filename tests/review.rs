@@ -335,10 +335,8 @@ async fn with_auth_the_actor_is_who_signed_in(db: &TestDb) {
         session_hours: 1,
     };
     let stop = CancellationToken::new();
-    let site = enrichd::server::Site {
-        access: enrichd::server::Access::new(Some(&auth)),
-        html_fields: Default::default(),
-    };
+    let site =
+        enrichd::server::Site { access: enrichd::server::Access::new(Some(&auth)), html_fields: Default::default() };
     let (addr, _) = enrichd::server::serve(h.engine.clone(), site, "127.0.0.1:0", stop.clone()).await.unwrap();
     let base = format!("http://{addr}");
     let http = enrichd_connector::http::builder(Duration::from_secs(10))

@@ -18,8 +18,8 @@ use common::woo::{Woo, woo, work_until_idle};
 use enrichd::config::{Config, Secret, ServerAuthConfig};
 use enrichd::server::{Access, Site, serve};
 use enrichd::store::{ItemState, ReviewPhase, RunStatus};
-use fantoccini::Locator;
 use enrichd_woocommerce::sandbox::WooSandbox;
+use fantoccini::Locator;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
@@ -540,9 +540,7 @@ async fn bulk_and_revert_confirmations_refuse_a_stale_count(db: &common::TestDb)
     assert!(page.contains("Approve all 2 matching this filter"), "{page}");
     let csrf = csrf_of(&page);
     let bulk = format!("{base}/queue/bulk?run={run_id}");
-    let post = |form: Vec<(&'static str, String)>| {
-        client.post(&bulk).header("cookie", &session).form(&form).send()
-    };
+    let post = |form: Vec<(&'static str, String)>| client.post(&bulk).header("cookie", &session).form(&form).send();
 
     let r = post(vec![("do", "approve-filter".into())]).await.unwrap();
     assert_eq!(r.status(), 403, "no CSRF token");
@@ -564,7 +562,10 @@ async fn bulk_and_revert_confirmations_refuse_a_stale_count(db: &common::TestDb)
     assert_eq!(r.status(), 200);
     assert!(r.text().await.unwrap().contains(&format!("1 item was rejected by {REVIEWER}.")));
     let last = db.store.item_events(waiting[0]).await.unwrap().pop().unwrap();
-    assert_eq!((last.to_state.as_deref(), last.actor.as_str()), (Some("rejected"), format!("reviewer:{REVIEWER}").as_str()));
+    assert_eq!(
+        (last.to_state.as_deref(), last.actor.as_str()),
+        (Some("rejected"), format!("reviewer:{REVIEWER}").as_str())
+    );
     assert_eq!(last.detail.unwrap()["reason"], "too generic");
     let r = post(vec![("csrf", csrf.clone()), ("do", "approve-selected".into())]).await.unwrap();
     assert_eq!(r.status(), 400, "nothing ticked");

@@ -10,12 +10,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::TestDb;
-use enrichd::engine::{Engine, drain};
+use enrichd::engine::Engine;
 use enrichd::store::{ItemState, NewRun, Run, RunStart, RunStatus};
 use enrichd_woocommerce::sandbox::{Faults, WooSandbox, Writer, generate_catalogue};
 use serde_json::{Value, json};
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use common::woo::woo;
 

@@ -471,7 +471,6 @@ impl QueueFilter {
         }
         out.finish()
     }
-
 }
 
 /// A small query-string writer (everything but unreserved characters percent-encoded).
@@ -775,7 +774,9 @@ impl BulkForm {
                 "reason" => form.reason = value.trim().to_owned(),
                 "confirm" => {
                     form.confirm = Some(
-                        value.parse().map_err(|_| PageError::BadRequest(format!("confirm {value:?} is not a count")))?,
+                        value
+                            .parse()
+                            .map_err(|_| PageError::BadRequest(format!("confirm {value:?} is not a count")))?,
                     )
                 }
                 _ => {}
@@ -937,7 +938,8 @@ async fn revert_run_page(
 ) -> Result<Html<String>, PageError> {
     pages.store.run(id).await?;
     let count = pages.store.written_ids(id).await?.len();
-    let ctx = json!({ "title": format!("Revert run #{id}"), "run_id": id, "count": count, "back": format!("/runs/{id}") });
+    let ctx =
+        json!({ "title": format!("Revert run #{id}"), "run_id": id, "count": count, "back": format!("/runs/{id}") });
     pages.render("revert.html", "runs", &visitor, ctx)
 }
 
