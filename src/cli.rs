@@ -95,9 +95,12 @@ enum Command {
     Revert {
         #[arg(long, conflicts_with = "run", required_unless_present = "run")]
         item: Option<i64>,
-        /// Every written item of the run.
+        /// Every written item of the run (prints the count; act with `--confirm N`).
         #[arg(long)]
         run: Option<i64>,
+        /// The count of written items you were shown for `--run`; without it nothing is changed.
+        #[arg(long, requires = "run")]
+        confirm: Option<i64>,
         /// Your name, for the audit trail.
         #[arg(long = "as", env = "ENRICHD_REVIEWER", value_name = "NAME")]
         reviewer: String,
@@ -242,7 +245,9 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
         }
         Command::Status { run_id, json } => status(&config, run_id, json).await,
         Command::Review(command) => review::review(&config, command).await,
-        Command::Revert { item, run, reviewer, json } => review::revert_cmd(&config, item, run, &reviewer, json).await,
+        Command::Revert { item, run, confirm, reviewer, json } => {
+            review::revert_cmd(&config, item, run, confirm, &reviewer, json).await
+        }
         Command::Estimate { pipeline, sample, json } => {
             config.pipeline(&pipeline).map_err(config_error)?;
             let estimate = crate::estimate::estimate(&config, &pipeline, sample).await.map_err(failed)?;

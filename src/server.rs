@@ -11,8 +11,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRef, FromRequestParts, Path, Query, State};
 use axum::http::StatusCode;
+use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -20,10 +21,24 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::{Engine, RevertOutcome, revert};
+use crate::engine::{Engine, RevertOutcome, revert, revert_run as revert_written, tally};
 use crate::store::{ItemState, ReviewAction, ReviewFilter, StoreError, reviewer_name};
 
 type Shared = Arc<Engine>;
+
+/// What the JSON handlers share: the engine, and the access rules (who the actor is depends on
+/// whether `[server.auth]` is configured).
+#[derive(Clone)]
+struct ApiState {
+    engine: Shared,
+    access: Access,
+}
+
+impl FromRef<ApiState> for Shared {
+    fn from_ref(state: &ApiState) -> Shared {
+        state.engine.clone()
+    }
+}
 
 use crate::config::Config;
 
@@ -60,7 +75,7 @@ impl Site {
 /// take `Extension<Reviewer>`: the access layer puts the signed-in reviewer (or `api` for a bearer
 /// token) there.
 pub fn router(engine: Shared, site: Site) -> Router {
-    let store = engine.store.clone();
+    let state = ApiState { engine: engine.clone(), access: site.access.clone() };
     Router::new()
         .route("/healthz", get(healthz))
         .route("/api/runs", get(runs))
@@ -75,8 +90,8 @@ pub fn router(engine: Shared, site: Site) -> Router {
         .route("/api/items/{id}/reject", post(reject))
         .route("/api/items/{id}/edit", post(edit))
         .route("/api/items/{id}/revert", post(revert_item))
-        .with_state(engine)
-        .merge(pages::routes(store, site.access.clone(), site.html_fields))
+        .with_state(state)
+        .merge(pages::routes(engine, site.access.clone(), site.html_fields))
         .layer(axum::middleware::from_fn_with_state(site.access, access::guard))
 }
 
@@ -105,18 +120,30 @@ pub async fn serve(
 /// An API failure, mapped once to a status and a JSON body `{"error": ...}`.
 enum ApiError {
     Store(StoreError),
+    /// A confirmed count no longer matches: 409 with the count as it is now.
+    CountChanged {
+        matching: i64,
+        confirmed: i64,
+    },
     BadRequest(String),
 }
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
-        ApiError::Store(e)
+        match e {
+            StoreError::CountChanged { matching, confirmed } => ApiError::CountChanged { matching, confirmed },
+            e => ApiError::Store(e),
+        }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, message) = match self {
+            ApiError::CountChanged { matching, confirmed } => {
+                let message = StoreError::CountChanged { matching, confirmed }.to_string();
+                return (StatusCode::CONFLICT, Json(json!({ "error": message, "matching": matching }))).into_response();
+            }
             ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, m),
             ApiError::Store(e) => (
                 match e {
@@ -216,19 +243,52 @@ async fn item(State(engine): State<Shared>, Path(id): Path<i64>) -> ApiResult {
     ok(json!({ "item": item, "events": events }))
 }
 
-/// The reviewer acting.
+/// The body of calls that only need someone to act.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ActorBody {
     reviewer: Option<String>,
 }
 
-fn actor(name: Option<&str>) -> Result<String, ApiError> {
-    reviewer_name(name.unwrap_or_default()).map_err(ApiError::BadRequest)
+/// Who the request is from, as the access layer saw it: the signed-in reviewer, or `api` for a
+/// bearer token (on an open server, `local` for a call without a session).
+struct Caller {
+    reviewer: Option<Reviewer>,
+    auth: bool,
 }
 
-async fn approve(State(engine): State<Shared>, Path(id): Path<i64>, Json(body): Json<ActorBody>) -> ApiResult {
-    let actor = actor(body.reviewer.as_deref())?;
+impl FromRequestParts<ApiState> for Caller {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, Self::Rejection> {
+        Ok(Caller { reviewer: parts.extensions.get::<Reviewer>().cloned(), auth: state.access.auth_configured() })
+    }
+}
+
+impl Caller {
+    /// The actor written to the audit trail. With `[server.auth]` it is who signed in (or `api`
+    /// for the bearer token) and a `reviewer` in the body is ignored: nobody acts under another's
+    /// name. Open to this machine only, it is the body's `reviewer` (a script on the machine names
+    /// its person), else a signed-in browser session's reviewer.
+    fn actor(&self, claimed: Option<&str>) -> Result<String, ApiError> {
+        let signed = self.reviewer.as_ref().filter(|r| r.actor != "local");
+        match (self.auth, claimed, signed) {
+            (true, _, Some(r)) => Ok(r.actor.clone()),
+            (true, _, None) => Err(ApiError::BadRequest("no authenticated reviewer on this request".into())),
+            (false, Some(name), _) => reviewer_name(name).map_err(ApiError::BadRequest),
+            (false, None, Some(r)) => Ok(r.actor.clone()),
+            (false, None, None) => reviewer_name("").map_err(ApiError::BadRequest),
+        }
+    }
+}
+
+async fn approve(
+    State(engine): State<Shared>,
+    caller: Caller,
+    Path(id): Path<i64>,
+    Json(body): Json<ActorBody>,
+) -> ApiResult {
+    let actor = caller.actor(body.reviewer.as_deref())?;
     ok(json!({ "item": engine.store.approve(id, &actor).await? }))
 }
 
@@ -239,8 +299,13 @@ struct RejectBody {
     reason: Option<String>,
 }
 
-async fn reject(State(engine): State<Shared>, Path(id): Path<i64>, Json(body): Json<RejectBody>) -> ApiResult {
-    let actor = actor(body.reviewer.as_deref())?;
+async fn reject(
+    State(engine): State<Shared>,
+    caller: Caller,
+    Path(id): Path<i64>,
+    Json(body): Json<RejectBody>,
+) -> ApiResult {
+    let actor = caller.actor(body.reviewer.as_deref())?;
     ok(json!({ "item": engine.store.reject(id, &actor, body.reason.as_deref()).await? }))
 }
 
@@ -252,8 +317,13 @@ struct EditBody {
     value: Value,
 }
 
-async fn edit(State(engine): State<Shared>, Path(id): Path<i64>, Json(body): Json<EditBody>) -> ApiResult {
-    let actor = actor(body.reviewer.as_deref())?;
+async fn edit(
+    State(engine): State<Shared>,
+    caller: Caller,
+    Path(id): Path<i64>,
+    Json(body): Json<EditBody>,
+) -> ApiResult {
+    let actor = caller.actor(body.reviewer.as_deref())?;
     ok(json!({ "item": engine.store.edit(id, &actor, &body.field, body.value).await? }))
 }
 
@@ -271,49 +341,49 @@ struct BulkBody {
     confirm: Option<i64>,
 }
 
-async fn bulk(State(engine): State<Shared>, Json(body): Json<BulkBody>) -> ApiResult {
+async fn bulk(State(engine): State<Shared>, caller: Caller, Json(body): Json<BulkBody>) -> ApiResult {
     let action = match body.action.as_str() {
         "approve" => ReviewAction::Approve,
         "reject" => ReviewAction::Reject { reason: body.reason.clone() },
         other => return Err(ApiError::BadRequest(format!("action: {other:?} is not approve or reject"))),
     };
-    let actor = actor(body.reviewer.as_deref())?;
-    let (ids, matching) = match (body.ids, body.filter) {
-        (Some(ids), None) => (ids, None),
+    let actor = caller.actor(body.reviewer.as_deref())?;
+    let (outcome, matching) = match (body.ids, body.filter) {
+        (Some(ids), None) => (engine.store.bulk_review(&ids, &action, &actor).await?, ids.len() as i64),
         (None, Some(filter)) => {
             let filter = filter.filter()?;
-            let count = engine.store.review_count(&filter).await?;
             match body.confirm {
-                None => return ok(json!({ "matching": count, "applied": false })),
-                Some(n) if n != count => {
-                    let message = format!("{count} items match the filter now, not {n}; nothing was changed");
-                    return Ok(
-                        (StatusCode::CONFLICT, Json(json!({ "error": message, "matching": count }))).into_response()
-                    );
-                }
-                Some(_) => (engine.store.review_ids(&filter).await?, Some(count)),
+                None => return ok(json!({ "matching": engine.store.review_count(&filter).await?, "applied": false })),
+                Some(n) => (engine.store.bulk_review_matching(&filter, &action, &actor, n).await?, n),
             }
         }
         _ => return Err(ApiError::BadRequest("give either `ids` or `filter`".into())),
     };
-    let outcome = engine.store.bulk_review(&ids, &action, &actor).await?;
-    ok(
-        json!({ "matching": matching.unwrap_or(ids.len() as i64), "applied": true, "done": outcome.done, "skipped": outcome.skipped }),
-    )
+    ok(json!({ "matching": matching, "applied": true, "done": outcome.done, "skipped": outcome.skipped }))
 }
 
 async fn sample(State(engine): State<Shared>, Path(id): Path<i64>) -> ApiResult {
     ok(json!({ "sample": engine.store.sample_stats(id).await? }))
 }
 
-async fn release(State(engine): State<Shared>, Path(id): Path<i64>, Json(body): Json<ActorBody>) -> ApiResult {
-    let actor = actor(body.reviewer.as_deref())?;
+async fn release(
+    State(engine): State<Shared>,
+    caller: Caller,
+    Path(id): Path<i64>,
+    Json(body): Json<ActorBody>,
+) -> ApiResult {
+    let actor = caller.actor(body.reviewer.as_deref())?;
     let run = engine.store.release_sample(id, &actor).await?;
     ok(json!({ "run": run, "sample": engine.store.sample_stats(id).await? }))
 }
 
-async fn revert_item(State(engine): State<Shared>, Path(id): Path<i64>, Json(body): Json<ActorBody>) -> ApiResult {
-    let actor = actor(body.reviewer.as_deref())?;
+async fn revert_item(
+    State(engine): State<Shared>,
+    caller: Caller,
+    Path(id): Path<i64>,
+    Json(body): Json<ActorBody>,
+) -> ApiResult {
+    let actor = caller.actor(body.reviewer.as_deref())?;
     let result =
         revert(&engine, &[id], &actor).await?.pop().ok_or_else(|| StoreError::NotFound(format!("item {id}")))?;
     let status = match result.outcome {
@@ -324,16 +394,34 @@ async fn revert_item(State(engine): State<Shared>, Path(id): Path<i64>, Json(bod
     Ok((status, Json(json!({ "result": result }))).into_response())
 }
 
-async fn revert_run(State(engine): State<Shared>, Path(id): Path<i64>, Json(body): Json<ActorBody>) -> ApiResult {
-    let actor = actor(body.reviewer.as_deref())?;
-    engine.store.run(id).await?;
-    let ids = engine.store.written_ids(id).await?;
-    let results = revert(&engine, &ids, &actor).await?;
-    let count = |f: fn(&RevertOutcome) -> bool| results.iter().filter(|r| f(&r.outcome)).count();
+/// Undoing a whole run counts first: without `confirm` it returns how many items are written and
+/// changes nothing; `confirm` must repeat that count (a different count is a 409 with the new one).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RevertRunBody {
+    reviewer: Option<String>,
+    confirm: Option<i64>,
+}
+
+async fn revert_run(
+    State(engine): State<Shared>,
+    caller: Caller,
+    Path(id): Path<i64>,
+    Json(body): Json<RevertRunBody>,
+) -> ApiResult {
+    let actor = caller.actor(body.reviewer.as_deref())?;
+    let Some(confirm) = body.confirm else {
+        engine.store.run(id).await?;
+        return ok(json!({ "matching": engine.store.written_ids(id).await?.len(), "applied": false }));
+    };
+    let results = revert_written(&engine, id, &actor, confirm).await?;
+    let (reverted, conflicts, failed) = tally(&results);
     ok(json!({
-        "reverted": count(|o| matches!(o, RevertOutcome::Reverted)),
-        "conflicts": count(|o| matches!(o, RevertOutcome::Conflict { .. })),
-        "failed": count(|o| matches!(o, RevertOutcome::Failed { .. } | RevertOutcome::NotRevertible { .. })),
+        "matching": confirm,
+        "applied": true,
+        "reverted": reverted,
+        "conflicts": conflicts,
+        "failed": failed,
         "results": results,
     }))
 }

@@ -301,8 +301,15 @@ async fn revert_puts_old_values_back_but_never_over_a_newer_edit(db: &TestDb) {
     assert_eq!(record(second).1["description"], "<p>Fixed by hand.</p>");
     assert_eq!(db.store.item(second.id).await.unwrap().state, ItemState::RevertConflict);
 
-    // The whole run: the four still written are reverted.
-    let (status, body) = api.post(&format!("/api/runs/{}/revert", run.id), json!({"reviewer": "dee"})).await;
+    // The whole run counts first: four are still written; a stale count reverts nothing.
+    let (status, count) = api.post(&format!("/api/runs/{}/revert", run.id), json!({"reviewer": "dee"})).await;
+    assert_eq!((status, count["matching"].as_i64(), count["applied"].as_bool()), (200, Some(4), Some(false)));
+    let (status, stale) =
+        api.post(&format!("/api/runs/{}/revert", run.id), json!({"reviewer": "dee", "confirm": 6})).await;
+    assert_eq!((status, stale["matching"].as_i64()), (409, Some(4)), "{stale}");
+    assert_eq!(db.store.counts(run.id).await.unwrap().get(ItemState::Written), 4, "a stale count reverts nothing");
+    let (status, body) =
+        api.post(&format!("/api/runs/{}/revert", run.id), json!({"reviewer": "dee", "confirm": 4})).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!((body["reverted"].as_i64(), body["conflicts"].as_i64()), (Some(4), Some(0)), "{body}");
     let counts = db.store.counts(run.id).await.unwrap();
@@ -312,7 +319,89 @@ async fn revert_puts_old_values_back_but_never_over_a_newer_edit(db: &TestDb) {
     }
 }
 
+/// With `[server.auth]` the actor is who authenticated — `api` for the bearer token, the signed-in
+/// reviewer for a session — and a `reviewer` named in the body is ignored.
+async fn with_auth_the_actor_is_who_signed_in(db: &TestDb) {
+    let h = harness(db, 4, 1, options("all", "")).await;
+    let run = start_run(&h.engine).await;
+    work(&h.engine, run.id, Duration::from_secs(60)).await;
+    let waiting: Vec<i64> =
+        db.store.items(run.id, Some(ItemState::Proposed), 10).await.unwrap().iter().map(|i| i.id).collect();
+    assert_eq!(waiting.len(), 4);
+    let token = "review-test-token";
+    let auth = enrichd::config::ServerAuthConfig {
+        password: Some(enrichd::config::Secret("pw".to_owned().into())),
+        token: Some(enrichd::config::Secret(token.to_owned().into())),
+        session_hours: 1,
+    };
+    let stop = CancellationToken::new();
+    let site =
+        enrichd::server::Site { access: enrichd::server::Access::new(Some(&auth)), html_fields: Default::default() };
+    let (addr, _) = enrichd::server::serve(h.engine.clone(), site, "127.0.0.1:0", stop.clone()).await.unwrap();
+    let base = format!("http://{addr}");
+    let http = enrichd_connector::http::builder(Duration::from_secs(10))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let last_actor = |id: i64| async move { db.store.item_events(id).await.unwrap().last().unwrap().actor.clone() };
+
+    // The bearer token acts as `api`, whatever the body claims.
+    let r = http
+        .post(format!("{base}/api/items/{}/approve", waiting[0]))
+        .bearer_auth(token)
+        .json(&json!({"reviewer": "the-ceo"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(last_actor(waiting[0]).await, "api");
+    let r = http
+        .post(format!("{base}/api/review/bulk"))
+        .bearer_auth(token)
+        .json(&json!({"action": "reject", "reviewer": "the-ceo", "ids": [waiting[1]]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(last_actor(waiting[1]).await, "api");
+
+    // A signed-in session acts as its reviewer; without a session or token nothing happens.
+    let login = http.get(format!("{base}/login")).send().await.unwrap();
+    let cookie = login.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+    let page = login.text().await.unwrap();
+    let at = page.find("name=\"csrf\" value=\"").unwrap() + 19;
+    let csrf = page[at..].split('"').next().unwrap().to_owned();
+    let r = http
+        .post(format!("{base}/login"))
+        .header("cookie", &cookie)
+        .form(&[("csrf", csrf.as_str()), ("name", "Grace"), ("password", "pw")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let session = r.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+    let r = http
+        .post(format!("{base}/api/items/{}/approve", waiting[2]))
+        .header("cookie", &session)
+        .json(&json!({"reviewer": "mallory"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(last_actor(waiting[2]).await, "reviewer:Grace");
+    let r = http
+        .post(format!("{base}/api/items/{}/approve", waiting[3]))
+        .json(&json!({"reviewer": "mallory"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(db.store.item(waiting[3]).await.unwrap().state, ItemState::Proposed);
+    stop.cancel();
+}
+
 on_both_backends! {
+    auth_actor => with_auth_the_actor_is_who_signed_in;
     sample_first_manual_release => sample_first_holds_the_rest_until_a_reviewer_releases_it;
     sample_first_auto_release => sample_first_releases_itself_when_few_are_rejected;
     sample_first_held_on_rejects => sample_first_stays_held_when_too_many_are_rejected;

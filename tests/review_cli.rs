@@ -99,7 +99,12 @@ async fn review_and_revert_from_the_command_line(db: &TestDb) {
     assert_eq!(h.sb.store.record("product", edited).unwrap().1["description"], "");
     let other = db.store.items(run.id, Some(ItemState::Written), 1).await.unwrap().remove(0);
     h.sb.store.edit("product", other.external_id.parse().unwrap(), "description", "<p>Mine.</p>".into());
-    let out = enrichd(cfg, &["revert", "--run", &r, "--as", "eve"]);
+    let count = expect(cfg, &["revert", "--run", &r, "--as", "eve"], 0);
+    assert!(count.contains("10 written item(s) in run"), "{count}");
+    assert!(count.contains("--confirm 10"), "{count}");
+    assert_eq!(db.store.counts(run.id).await.unwrap().get(ItemState::Written), 10, "a count reverts nothing");
+    expect(cfg, &["revert", "--run", &r, "--confirm", "11", "--as", "eve"], 1);
+    let out = enrichd(cfg, &["revert", "--run", &r, "--confirm", "10", "--as", "eve"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("9 of 10 item(s) reverted"), "{}", text(&out));
     let counts = db.store.counts(run.id).await.unwrap();

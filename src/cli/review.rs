@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use super::{Failure, config_error, failed, open_store};
 use crate::config::Config;
-use crate::engine::{Engine, RevertOutcome, revert};
+use crate::engine::{Engine, RevertOutcome, revert, revert_run};
 use crate::store::{Item, ReviewAction, ReviewFilter, Store, StoreError, reviewer_name};
 
 /// Which items: the queue's filters.
@@ -298,16 +298,16 @@ async fn decide(
         ReviewAction::Approve => "approve",
         ReviewAction::Reject { .. } => "reject",
     };
-    let ids = if !items.is_empty() {
+    let outcome = if !items.is_empty() {
         if selection.run.is_some() || selection.pipeline.is_some() || !selection.filters.is_empty() {
             return Err(config_error("give item ids or filters (--run, --pipeline, --filter), not both"));
         }
-        items
+        store.bulk_review(&items, &action, actor).await.map_err(store_failure)?
     } else {
         let filter = selection.filter()?;
-        let count = store.review_count(&filter).await.map_err(store_failure)?;
         match confirm {
             None => {
+                let count = store.review_count(&filter).await.map_err(store_failure)?;
                 if as_json {
                     print_json(&json!({ "matching": count, "applied": false }));
                 } else {
@@ -317,13 +317,9 @@ async fn decide(
                 }
                 return Ok(());
             }
-            Some(n) if n != count => {
-                return Err(failed(format!("{count} item(s) match now, not {n}; nothing changed")));
-            }
-            Some(_) => store.review_ids(&filter).await.map_err(store_failure)?,
+            Some(n) => store.bulk_review_matching(&filter, &action, actor, n).await.map_err(store_failure)?,
         }
     };
-    let outcome = store.bulk_review(&ids, &action, actor).await.map_err(store_failure)?;
     let past = if verb == "approve" { "approved" } else { "rejected" };
     if as_json {
         print_json(&json!({ "applied": true, "done": outcome.done, "skipped": outcome.skipped }));
@@ -340,26 +336,41 @@ async fn decide(
     }
 }
 
-/// `enrichd revert (--item ID | --run ID)`.
+/// `enrichd revert (--item ID | --run ID [--confirm N])`. A whole run counts first, like a bulk
+/// decision: without `--confirm` it prints how many items are written and changes nothing.
 pub(super) async fn revert_cmd(
     config: &Config,
     item: Option<i64>,
     run: Option<i64>,
+    confirm: Option<i64>,
     reviewer: &str,
     as_json: bool,
 ) -> Result<(), Failure> {
     let actor = actor(reviewer)?;
     let store = open_store(config).await?;
     let engine = Engine::build(config, store.clone());
-    let ids = match (item, run) {
-        (Some(id), None) => vec![id],
-        (None, Some(run)) => {
-            store.run(run).await.map_err(store_failure)?;
-            store.written_ids(run).await.map_err(store_failure)?
+    let results = match (item, run, confirm) {
+        (Some(id), None, None) => revert(&engine, &[id], &actor).await.map_err(store_failure),
+        (Some(_), None, Some(_)) => Err(config_error("--confirm goes with --run (one item needs no count)")),
+        (None, Some(run), None) => {
+            let count = match store.run(run).await {
+                Ok(_) => store.written_ids(run).await.map(|ids| ids.len()).map_err(store_failure),
+                Err(e) => Err(store_failure(e)),
+            };
+            store.close().await;
+            let count = count?;
+            if as_json {
+                print_json(&json!({ "matching": count, "applied": false }));
+            } else {
+                println!(
+                    "{count} written item(s) in run {run}; nothing changed. Run again with --confirm {count} to revert them."
+                );
+            }
+            return Ok(());
         }
-        _ => return Err(config_error("give exactly one of --item or --run")),
+        (None, Some(run), Some(n)) => revert_run(&engine, run, &actor, n).await.map_err(store_failure),
+        _ => Err(config_error("give exactly one of --item or --run")),
     };
-    let results = revert(&engine, &ids, &actor).await.map_err(store_failure);
     store.close().await;
     let results = results?;
     let not_reverted = results.iter().filter(|r| r.outcome != RevertOutcome::Reverted).count();

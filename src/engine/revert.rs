@@ -83,6 +83,33 @@ pub async fn revert(engine: &Engine, ids: &[i64], actor: &str) -> Result<Vec<Rev
     Ok(results)
 }
 
+/// Reverts every written item of run `run_id` by `actor`, but only if `confirmed` is how many are
+/// written now (the count a person was shown); otherwise [`StoreError::CountChanged`] and nothing
+/// is written.
+pub async fn revert_run(
+    engine: &Engine,
+    run_id: i64,
+    actor: &str,
+    confirmed: i64,
+) -> Result<Vec<RevertResult>, StoreError> {
+    engine.store.run(run_id).await?;
+    let ids = engine.store.written_ids(run_id).await?;
+    if ids.len() as i64 != confirmed {
+        return Err(StoreError::CountChanged { matching: ids.len() as i64, confirmed });
+    }
+    revert(engine, &ids, actor).await
+}
+
+/// How many of `results` ended each way: (reverted, conflicts, failed or not revertible).
+pub fn tally(results: &[RevertResult]) -> (usize, usize, usize) {
+    let count = |f: fn(&RevertOutcome) -> bool| results.iter().filter(|r| f(&r.outcome)).count();
+    (
+        count(|o| matches!(o, RevertOutcome::Reverted)),
+        count(|o| matches!(o, RevertOutcome::Conflict { .. })),
+        count(|o| matches!(o, RevertOutcome::Failed { .. } | RevertOutcome::NotRevertible { .. })),
+    )
+}
+
 async fn revert_chunk(
     engine: &Engine,
     connector: &dyn Connector,

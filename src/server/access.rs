@@ -392,7 +392,7 @@ fn form_urlencoded_field(body: &[u8], name: &str) -> Option<String> {
 }
 
 /// `application/x-www-form-urlencoded` pairs, decoded.
-fn form_pairs(body: &[u8]) -> Vec<(String, String)> {
+pub(super) fn form_pairs(body: &[u8]) -> Vec<(String, String)> {
     let decode = |s: &[u8]| {
         let plus: Vec<u8> = s.iter().map(|b| if *b == b'+' { b' ' } else { *b }).collect();
         percent_encoding::percent_decode(&plus).decode_utf8_lossy().into_owned()

@@ -1,10 +1,12 @@
-//! The review UI: server-rendered HTML over the store (runs, the queue, one item at a time, an
-//! item's history) and the sign-in pages. Templates live in `templates/` and are escaped by default:
-//! record text is untrusted and must render as text.
+//! The review UI: server-rendered HTML over the store (runs with their sample gate, the queue with
+//! bulk actions, one item at a time, an item's history, undo) and the sign-in pages. Templates live
+//! in `templates/` and are escaped by default: record text is untrusted and must render as text.
+//! Everything works without JavaScript; the one script only adds keyboard shortcuts.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use axum::body::Bytes;
 use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -15,20 +17,23 @@ use minijinja::{AutoEscape, Environment};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::access::{Access, CsrfToken, Reviewer, SessionId, cleared_cookie, session_cookie};
+use super::access::{Access, CsrfToken, Reviewer, SessionId, cleared_cookie, form_pairs, session_cookie};
 use super::diff;
-use crate::store::{Item, ItemState, Run, RunCounts, Store, StoreError, now_ms};
+use crate::engine::{Engine, RevertOutcome, RevertResult, revert, revert_run, tally};
+use crate::store::{
+    Item, ItemState, ReviewAction, ReviewFilter, ReviewPhase, Run, RunCounts, Store, StoreError, now_ms,
+};
 
-/// Runs shown on the runs page and searched by the queue.
+/// Runs shown on the runs page and offered by the queue's run filter.
 const RUNS_LIMIT: i64 = 200;
-/// Items read per run and state when filtering the queue.
-const ITEMS_PER_RUN: i64 = 5000;
 /// Items listed on the queue page.
-const QUEUE_LIMIT: usize = 500;
+const QUEUE_LIMIT: i64 = 500;
 
 /// What the pages need.
 #[derive(Clone)]
 struct Pages {
+    /// For undo, which writes through the pipelines' connectors.
+    engine: Arc<Engine>,
     store: Store,
     access: Access,
     templates: Arc<Environment<'static>>,
@@ -37,20 +42,25 @@ struct Pages {
 }
 
 /// The UI's routes.
-pub fn routes(store: Store, access: Access, html_fields: BTreeMap<String, BTreeSet<String>>) -> Router {
-    let pages = Pages { store, access, templates: Arc::new(templates()), html_fields: Arc::new(html_fields) };
+pub fn routes(engine: Arc<Engine>, access: Access, html_fields: BTreeMap<String, BTreeSet<String>>) -> Router {
+    let store = engine.store.clone();
+    let pages = Pages { engine, store, access, templates: Arc::new(templates()), html_fields: Arc::new(html_fields) };
     Router::new()
         .route("/", get(|| async { Redirect::to("/runs") }))
         .route("/login", get(login_page).post(login))
         .route("/logout", post(logout))
         .route("/runs", get(runs_page))
         .route("/runs/{id}", get(run_page))
+        .route("/runs/{id}/release", post(release))
+        .route("/runs/{id}/revert", get(revert_run_page).post(revert_run_action))
         .route("/queue", get(queue_page))
+        .route("/queue/bulk", post(bulk))
         .route("/items/{id}", get(item_page))
         .route("/items/{id}/history", get(history_page))
         .route("/items/{id}/approve", post(approve))
         .route("/items/{id}/reject", post(reject))
         .route("/items/{id}/edit", post(edit))
+        .route("/items/{id}/revert", post(revert_item))
         .route(
             "/assets/style.css",
             get(|| async { asset("text/css", include_str!("../../templates/assets/style.css")) }),
@@ -78,6 +88,8 @@ fn templates() -> Environment<'static> {
         ("queue.html", include_str!("../../templates/queue.html")),
         ("item.html", include_str!("../../templates/item.html")),
         ("history.html", include_str!("../../templates/history.html")),
+        ("bulk.html", include_str!("../../templates/bulk.html")),
+        ("revert.html", include_str!("../../templates/revert.html")),
         ("error.html", include_str!("../../templates/error.html")),
     ] {
         env.add_template(name, source).unwrap_or_else(|e| panic!("template {name}: {e}"));
@@ -105,6 +117,9 @@ impl IntoResponse for PageError {
             PageError::Store(StoreError::NotFound(what)) => (StatusCode::NOT_FOUND, format!("{what} not found")),
             PageError::Store(e @ StoreError::IllegalTransition { .. }) => {
                 (StatusCode::CONFLICT, format!("{e} (someone else may have acted on it; reload the page)"))
+            }
+            PageError::Store(e @ (StoreError::Refused(_) | StoreError::CountChanged { .. })) => {
+                (StatusCode::CONFLICT, e.to_string())
             }
             PageError::Store(e) => {
                 tracing::error!(error = %e, "review UI: store error");
@@ -252,6 +267,8 @@ struct RunView {
     pipeline: String,
     status: String,
     status_reason: Option<String>,
+    /// The sample gate, for people: sampling, waiting for sample review, full run.
+    phase: &'static str,
     total: i64,
     done: i64,
     review: i64,
@@ -282,6 +299,7 @@ fn run_view(run: &Run, counts: &RunCounts) -> RunView {
         pipeline: run.pipeline.clone(),
         status: run.status.to_string(),
         status_reason: run.status_reason.clone(),
+        phase: phase_label(run.review_phase),
         total: counts.total(),
         done: counts.terminal(),
         review: counts.awaiting_review(),
@@ -295,6 +313,20 @@ fn run_view(run: &Run, counts: &RunCounts) -> RunView {
         eta,
         started: utc(run.created_at),
     }
+}
+
+/// A run's phase as the runs page names it.
+fn phase_label(phase: Option<ReviewPhase>) -> &'static str {
+    match phase {
+        Some(ReviewPhase::Sampling) => "sampling",
+        Some(ReviewPhase::SampleReview) => "waiting for sample review",
+        Some(ReviewPhase::Released) => "full run (sample released)",
+        None => "full run",
+    }
+}
+
+fn percent(rate: Option<f64>) -> String {
+    rate.map_or_else(|| "—".to_owned(), |r| format!("{:.0}%", r * 100.0))
 }
 
 fn human_duration(seconds: f64) -> String {
@@ -326,6 +358,29 @@ async fn run_page(
 ) -> Result<Html<String>, PageError> {
     let report = pages.store.report(id).await?;
     let counts: Vec<Value> = report.counts.0.iter().map(|(s, n)| json!({ "state": s.as_str(), "n": n })).collect();
+    let gate = match report.run.review_phase {
+        None => None,
+        Some(phase) => {
+            let s = pages.store.sample_stats(id).await?;
+            Some(json!({
+                "phase": phase_label(Some(phase)),
+                "open": matches!(phase, ReviewPhase::Sampling | ReviewPhase::SampleReview),
+                "size": s.sample_size,
+                "total": s.total,
+                "reviewed": s.reviewed,
+                "waiting": s.total - s.reviewed,
+                "approved": s.approved,
+                "rejected": s.rejected,
+                "edited": s.edited,
+                "approve_rate": percent(s.approve_rate),
+                "reject_rate": percent(s.reject_rate),
+                "edit_rate": percent(s.edit_rate),
+                "threshold": s.auto_release_max_reject_rate.map(|r| percent(Some(r))),
+                "released_by": s.released_by,
+                "released_at": s.released_at.map(utc),
+            }))
+        }
+    };
     pages.render(
         "run.html",
         "runs",
@@ -335,8 +390,17 @@ async fn run_page(
             "counts": counts,
             "finished": report.run.status.is_finished(),
             "report": report.lines(),
+            "gate": gate,
+            "written": report.counts.get(ItemState::Written),
+            "can_act": visitor.reviewer.is_some(),
         }),
     )
+}
+
+/// "Release the rest of the run": the sample gate opens, by the signed-in reviewer.
+async fn release(State(pages): State<Pages>, visitor: Visitor, Path(id): Path<i64>) -> Result<Response, PageError> {
+    pages.store.release_sample(id, visitor.actor()?).await?;
+    Ok(Redirect::to(&format!("/runs/{id}")).into_response())
 }
 
 // ---- the queue ----
@@ -363,13 +427,32 @@ impl QueueFilter {
         run.parse().map(Some).map_err(|_| PageError::BadRequest(format!("run {run:?} is not a run id")))
     }
 
-    /// The states to list; `None` is every state.
-    fn states(&self) -> Result<Option<Vec<ItemState>>, PageError> {
-        match self.state.as_str() {
-            "" | "review" => Ok(Some(vec![ItemState::Proposed, ItemState::Edited])),
-            "all" => Ok(None),
-            s => s.parse().map(|s| Some(vec![s])).map_err(PageError::BadRequest),
-        }
+    /// The store's filter: `review` (or nothing) is the items waiting for review, `all` every state.
+    fn review_filter(&self) -> Result<ReviewFilter, PageError> {
+        let states = match self.state.as_str() {
+            "" | "review" => Vec::new(),
+            "all" => ItemState::ALL.to_vec(),
+            s => vec![s.parse().map_err(PageError::BadRequest)?],
+        };
+        let warnings = match self.warnings.as_str() {
+            "with" => Some(true),
+            "without" => Some(false),
+            "" => None,
+            other => return Err(PageError::BadRequest(format!("warnings {other:?}: use with or without"))),
+        };
+        let q = self.q.trim();
+        Ok(ReviewFilter {
+            pipeline: Some(self.pipeline.clone()).filter(|p| !p.is_empty()),
+            run_id: self.run_id()?,
+            states,
+            warnings,
+            text: (!q.is_empty()).then(|| q.to_owned()),
+        })
+    }
+
+    /// Whether the filter selects only items waiting for review (what bulk decisions apply to).
+    fn awaits_review(&self) -> bool {
+        matches!(self.state.as_str(), "" | "review" | "proposed" | "edited")
     }
 
     /// The filter as a query string, to carry it from page to page.
@@ -387,24 +470,6 @@ impl QueueFilter {
             }
         }
         out.finish()
-    }
-
-    fn keeps(&self, item: &Item) -> bool {
-        let warned = item.proposal.as_ref().is_some_and(|p| !p.warnings.is_empty());
-        let warnings_ok = match self.warnings.as_str() {
-            "with" => warned,
-            "without" => !warned,
-            _ => true,
-        };
-        let q = self.q.trim().to_lowercase();
-        let text_ok = q.is_empty()
-            || item.external_id.to_lowercase().contains(&q)
-            || item.input.to_lowercase().contains(&q)
-            || item.proposal.as_ref().is_some_and(|p| {
-                serde_json::to_string(&p.values()).unwrap_or_default().to_lowercase().contains(&q)
-                    || p.warnings.iter().any(|w| w.to_lowercase().contains(&q))
-            });
-        warnings_ok && text_ok
     }
 }
 
@@ -432,43 +497,6 @@ impl UrlPairs {
     }
 }
 
-/// The items the filter selects, oldest first, at most [`QUEUE_LIMIT`]; and whether there were more.
-async fn filtered(store: &Store, filter: &QueueFilter) -> Result<(Vec<Item>, bool), PageError> {
-    let run_id = filter.run_id()?;
-    let states = filter.states()?;
-    let mut runs: Vec<Run> = store
-        .runs(&[], RUNS_LIMIT)
-        .await?
-        .into_iter()
-        .filter(|r| filter.pipeline.is_empty() || r.pipeline == filter.pipeline)
-        .filter(|r| run_id.is_none_or(|id| r.id == id))
-        .collect();
-    if let Some(id) = run_id
-        && runs.is_empty()
-    {
-        let run = store.run(id).await?;
-        if filter.pipeline.is_empty() || run.pipeline == filter.pipeline {
-            runs.push(run);
-        }
-    }
-    let mut items = Vec::new();
-    for run in &runs {
-        match &states {
-            None => items.extend(store.items(run.id, None, ITEMS_PER_RUN).await?),
-            Some(states) => {
-                for s in states {
-                    items.extend(store.items(run.id, Some(*s), ITEMS_PER_RUN).await?);
-                }
-            }
-        }
-    }
-    items.retain(|i| filter.keeps(i));
-    items.sort_by_key(|i| i.id);
-    let truncated = items.len() > QUEUE_LIMIT;
-    items.truncate(QUEUE_LIMIT);
-    Ok((items, truncated))
-}
-
 /// The record's name for people: its `name`, `title` or `subject`, else its id.
 fn title(item: &Item) -> String {
     let fields = item.input_fields().unwrap_or_default();
@@ -483,7 +511,10 @@ async fn queue_page(
     visitor: Visitor,
     Query(filter): Query<QueueFilter>,
 ) -> Result<Html<String>, PageError> {
-    let (items, truncated) = filtered(&pages.store, &filter).await?;
+    let review = filter.review_filter()?;
+    let total = pages.store.review_count(&review).await?;
+    let items = pages.store.review_queue(&review, QUEUE_LIMIT, 0).await?;
+    let truncated = total > items.len() as i64;
     let runs = pages.store.runs(&[], RUNS_LIMIT).await?;
     let pipelines: BTreeSet<&str> = runs.iter().map(|r| r.pipeline.as_str()).collect();
     let mut states = vec!["review".to_owned(), "all".to_owned()];
@@ -518,7 +549,9 @@ async fn queue_page(
         &visitor,
         json!({
             "items": rows,
+            "total": total,
             "truncated": truncated,
+            "can_bulk": visitor.reviewer.is_some() && filter.awaits_review(),
             "filter": {
                 "pipeline": shown.pipeline,
                 "run": filter.run_id().ok().flatten(),
@@ -555,16 +588,20 @@ async fn item_page(
     Query(filter): Query<QueueFilter>,
 ) -> Result<Html<String>, PageError> {
     let item = pages.store.item(id).await?;
-    let (listed, _) = filtered(&pages.store, &filter).await?;
+    let review = filter.review_filter()?;
+    let (prev, next, before) = pages.store.review_neighbours(&review, id).await?;
+    let listed = pages.store.review_count(&review).await?;
+    let at = (pages.store.review_queue(&review, 1, before).await?.first().map(|i| i.id) == Some(id)).then_some(before);
     let query = filter.query();
-    let at = listed.iter().position(|i| i.id == id);
-    let prev = match at {
-        Some(p) => p.checked_sub(1).map(|p| listed[p].id),
-        None => listed.iter().rev().find(|i| i.id < id).map(|i| i.id),
-    };
-    let next = match at {
-        Some(p) => listed.get(p + 1).map(|i| i.id),
-        None => listed.iter().find(|i| i.id > id).map(|i| i.id),
+    let revert_fields: Vec<Value> = match (&item.replaced, &item.proposal) {
+        (Some(replaced), Some(proposal)) if item.state == ItemState::Written => replaced
+            .iter()
+            .map(|(name, old)| {
+                let now = proposal.fields.get(name).map(|c| text_of(c.value()).0).unwrap_or_default();
+                json!({ "name": name, "now": now, "back": text_of(old).0 })
+            })
+            .collect(),
+        _ => Vec::new(),
     };
     let html = pages.html_fields.get(&item.pipeline);
     let fields: Vec<Value> = item
@@ -619,9 +656,11 @@ async fn item_page(
         json!({
             "item": view,
             "can_review": item.state.awaits_review() && visitor.reviewer.is_some(),
+            "can_revert": !revert_fields.is_empty() && visitor.reviewer.is_some(),
+            "revert_fields": revert_fields,
             "query": query,
             "position": at.map(|p| p + 1),
-            "listed": listed.len(),
+            "listed": listed,
             "prev_url": prev.map(|p| item_url(p, &query)),
             "next_url": next.map(|n| item_url(n, &query)),
         }),
@@ -630,11 +669,10 @@ async fn item_page(
 
 /// Where to go after acting on `id`: the next item the filter still selects, else the queue.
 async fn after_action(store: &Store, id: i64, filter: &QueueFilter) -> Result<Response, PageError> {
-    let (listed, _) = filtered(store, filter).await?;
+    let (prev, next, _) = store.review_neighbours(&filter.review_filter()?, id).await?;
     let query = filter.query();
-    let next = listed.iter().find(|i| i.id > id).or_else(|| listed.iter().find(|i| i.id != id));
-    let to = match next {
-        Some(i) => item_url(i.id, &query),
+    let to = match next.or(prev) {
+        Some(i) => item_url(i, &query),
         None if query.is_empty() => "/queue".to_owned(),
         None => format!("/queue?{query}"),
     };
@@ -701,6 +739,245 @@ async fn edit(
     let mut response = Redirect::to(&item_url(id, &filter.query())).into_response();
     response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(response)
+}
+
+// ---- bulk ----
+
+/// A bulk form as posted: `do` is `approve-selected`, `reject-selected`, `approve-filter` or
+/// `reject-filter`; `ids` the checked items (repeated); `confirm` the count the reviewer was shown.
+struct BulkForm {
+    verb: &'static str,
+    over_filter: bool,
+    ids: Vec<i64>,
+    reason: String,
+    confirm: Option<i64>,
+}
+
+impl BulkForm {
+    /// From the form body (`ids` repeats, which serde's form decoding does not take).
+    fn parse(body: &[u8]) -> Result<BulkForm, PageError> {
+        let mut form = BulkForm { verb: "", over_filter: false, ids: Vec::new(), reason: String::new(), confirm: None };
+        for (key, value) in form_pairs(body) {
+            match key.as_str() {
+                "do" => {
+                    (form.verb, form.over_filter) = match value.as_str() {
+                        "approve-selected" => ("approve", false),
+                        "reject-selected" => ("reject", false),
+                        "approve-filter" => ("approve", true),
+                        "reject-filter" => ("reject", true),
+                        other => return Err(PageError::BadRequest(format!("bulk action {other:?} is unknown"))),
+                    }
+                }
+                "ids" => form.ids.push(
+                    value.parse().map_err(|_| PageError::BadRequest(format!("item {value:?} is not an item id")))?,
+                ),
+                "reason" => form.reason = value.trim().to_owned(),
+                "confirm" => {
+                    form.confirm = Some(
+                        value
+                            .parse()
+                            .map_err(|_| PageError::BadRequest(format!("confirm {value:?} is not a count")))?,
+                    )
+                }
+                _ => {}
+            }
+        }
+        if form.verb.is_empty() {
+            return Err(PageError::BadRequest("bulk action: choose approve or reject".into()));
+        }
+        if !form.over_filter && form.ids.is_empty() {
+            return Err(PageError::BadRequest(format!(
+                "{} selected: no item was selected; tick the items first",
+                form.verb
+            )));
+        }
+        Ok(form)
+    }
+
+    fn action(&self) -> ReviewAction {
+        match self.verb {
+            "approve" => ReviewAction::Approve,
+            _ => ReviewAction::Reject { reason: (!self.reason.is_empty()).then(|| self.reason.clone()) },
+        }
+    }
+}
+
+/// A bulk decision in two steps. Without `confirm` it only counts and asks ("Approve 37 items?");
+/// with it, it acts — over the filter only if exactly that many still match (else it asks again
+/// with the new count and changes nothing).
+async fn bulk(
+    State(pages): State<Pages>,
+    visitor: Visitor,
+    Query(filter): Query<QueueFilter>,
+    body: Bytes,
+) -> Result<Response, PageError> {
+    let actor = visitor.actor()?.to_owned();
+    let form = BulkForm::parse(&body)?;
+    let review = filter.review_filter()?;
+    if form.over_filter && !filter.awaits_review() {
+        return Err(PageError::BadRequest(
+            "bulk decisions over a filter apply to items waiting for review: set the state filter to review".into(),
+        ));
+    }
+    let query = filter.query();
+    let mut ctx = json!({
+        "verb": form.verb,
+        "past": if form.verb == "approve" { "approved" } else { "rejected" },
+        "do": format!("{}-{}", form.verb, if form.over_filter { "filter" } else { "selected" }),
+        "over_filter": form.over_filter,
+        "ids": form.ids,
+        "reason": form.reason,
+        "query": query,
+        "filter_text": describe(&filter),
+    });
+    let count = if form.over_filter { pages.store.review_count(&review).await? } else { form.ids.len() as i64 };
+    let confirm = match form.confirm {
+        None => {
+            ctx["count"] = json!(count);
+            return Ok(pages.render("bulk.html", "queue", &visitor, ctx)?.into_response());
+        }
+        Some(n) => n,
+    };
+    let outcome = if form.over_filter {
+        pages.store.bulk_review_matching(&review, &form.action(), &actor, confirm).await
+    } else if confirm != count {
+        Err(StoreError::CountChanged { matching: count, confirmed: confirm })
+    } else {
+        pages.store.bulk_review(&form.ids, &form.action(), &actor).await
+    };
+    match outcome {
+        Ok(outcome) => {
+            ctx["done"] = json!(outcome.done.len());
+            ctx["skipped"] = json!(outcome.skipped);
+            Ok(pages.render("bulk.html", "queue", &visitor, ctx)?.into_response())
+        }
+        Err(StoreError::CountChanged { matching, confirmed }) => {
+            ctx["count"] = json!(matching);
+            ctx["stale"] = json!(format!(
+                "{matching} items match this filter now, not the {confirmed} you confirmed: someone or something \
+                 changed the queue meanwhile. Nothing was changed. Check the new count and confirm again."
+            ));
+            Ok((StatusCode::CONFLICT, pages.render("bulk.html", "queue", &visitor, ctx)?).into_response())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The filter in words, for the confirmation page.
+fn describe(filter: &QueueFilter) -> String {
+    let mut parts = Vec::new();
+    if !filter.pipeline.is_empty() {
+        parts.push(format!("pipeline {}", filter.pipeline));
+    }
+    if !filter.run.is_empty() {
+        parts.push(format!("run #{}", filter.run.trim()));
+    }
+    parts.push(match filter.state.as_str() {
+        "" | "review" => "waiting for review".to_owned(),
+        s => format!("state {s}"),
+    });
+    match filter.warnings.as_str() {
+        "with" => parts.push("with validator warnings".into()),
+        "without" => parts.push("without validator warnings".into()),
+        _ => {}
+    }
+    if !filter.q.trim().is_empty() {
+        parts.push(format!("text \"{}\"", filter.q.trim()));
+    }
+    parts.join(" · ")
+}
+
+// ---- undo ----
+
+fn revert_rows(results: &[RevertResult]) -> Vec<Value> {
+    results
+        .iter()
+        .map(|r| {
+            let (outcome, reason) = match &r.outcome {
+                RevertOutcome::Reverted => ("reverted", None),
+                RevertOutcome::Conflict { reason } => ("conflict: the record was edited since our write", Some(reason)),
+                RevertOutcome::Failed { reason } => ("failed (still written; try again)", Some(reason)),
+                RevertOutcome::NotRevertible { reason } => ("not reverted", Some(reason)),
+            };
+            json!({ "item": r.item, "record": r.external_id, "outcome": outcome, "reason": reason })
+        })
+        .collect()
+}
+
+fn revert_outcome_ctx(results: &[RevertResult], back: &str) -> Value {
+    let (reverted, conflicts, failed) = tally(results);
+    json!({
+        "done": true,
+        "back": back,
+        "reverted": reverted,
+        "conflicts": conflicts,
+        "failed": failed,
+        "results": revert_rows(results),
+    })
+}
+
+/// "Revert this write": the kept old values go back through the connector, unless the record was
+/// edited since our write (a conflict; nothing is written).
+async fn revert_item(
+    State(pages): State<Pages>,
+    visitor: Visitor,
+    Path(id): Path<i64>,
+) -> Result<Html<String>, PageError> {
+    let actor = visitor.actor()?.to_owned();
+    let results = revert(&pages.engine, &[id], &actor).await?;
+    let mut ctx = revert_outcome_ctx(&results, &format!("/items/{id}"));
+    ctx["title"] = json!(format!("Revert item #{id}"));
+    pages.render("revert.html", "queue", &visitor, ctx)
+}
+
+/// "Revert the whole run", first step: how many written items it would revert.
+async fn revert_run_page(
+    State(pages): State<Pages>,
+    visitor: Visitor,
+    Path(id): Path<i64>,
+) -> Result<Html<String>, PageError> {
+    pages.store.run(id).await?;
+    let count = pages.store.written_ids(id).await?.len();
+    let ctx =
+        json!({ "title": format!("Revert run #{id}"), "run_id": id, "count": count, "back": format!("/runs/{id}") });
+    pages.render("revert.html", "runs", &visitor, ctx)
+}
+
+#[derive(Deserialize)]
+struct ConfirmForm {
+    confirm: i64,
+}
+
+/// "Revert the whole run", second step: only if the confirmed count is still how many are written.
+async fn revert_run_action(
+    State(pages): State<Pages>,
+    visitor: Visitor,
+    Path(id): Path<i64>,
+    Form(form): Form<ConfirmForm>,
+) -> Result<Response, PageError> {
+    let actor = visitor.actor()?.to_owned();
+    let back = format!("/runs/{id}");
+    match revert_run(&pages.engine, id, &actor, form.confirm).await {
+        Ok(results) => {
+            let mut ctx = revert_outcome_ctx(&results, &back);
+            ctx["title"] = json!(format!("Revert run #{id}"));
+            Ok(pages.render("revert.html", "runs", &visitor, ctx)?.into_response())
+        }
+        Err(StoreError::CountChanged { matching, confirmed }) => {
+            let ctx = json!({
+                "title": format!("Revert run #{id}"),
+                "run_id": id,
+                "count": matching,
+                "back": back,
+                "stale": format!(
+                    "{matching} items of the run are written now, not the {confirmed} you confirmed. Nothing was \
+                     reverted. Check the new count and confirm again."
+                ),
+            });
+            Ok((StatusCode::CONFLICT, pages.render("revert.html", "runs", &visitor, ctx)?).into_response())
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 // ---- history ----

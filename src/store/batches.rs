@@ -259,6 +259,7 @@ impl Store {
             owner: None,
             sets: vec![
                 ("proposal", Bind::Text(json)),
+                ("warnings", Bind::I64(proposal.warnings.len() as i64)),
                 ("raw_output", Bind::Text(raw_output.into())),
                 ("last_error", Bind::OptText(None)),
                 ("cost_micros", Bind::I64(item.cost_micros + usage.cost_micros)),

@@ -782,6 +782,7 @@ impl Store {
             owner: Some(owner),
             sets: vec![
                 ("proposal", Bind::Text(json)),
+                ("warnings", Bind::I64(proposal.warnings.len() as i64)),
                 ("raw_output", Bind::Text(raw_output.into())),
                 ("last_error", Bind::OptText(None)),
                 ("cost_micros", Bind::I64(item.cost_micros + usage.cost_micros)),

@@ -55,6 +55,9 @@ pub enum StoreError {
     /// The action does not apply to the thing as it is now (said why).
     #[error("{0}")]
     Refused(String),
+    /// A bulk action was confirmed for a count that no longer matches; nothing was changed.
+    #[error("{matching} items match now, not the {confirmed} confirmed; nothing was changed")]
+    CountChanged { matching: i64, confirmed: i64 },
     #[error("{0} not found")]
     NotFound(String),
     #[error("stored data is corrupt: {0}")]

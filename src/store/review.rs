@@ -43,10 +43,10 @@ impl ReviewFilter {
         let states = self.states();
         sql.push_str(&format!(" AND state IN ({})", placeholders(binds.len() + 1, states.len())));
         binds.extend(states.iter().map(|s| Bind::Text(s.as_str().into())));
-        // Warnings are serialised only when there are some, so their key marks a warned proposal.
+        // The count of task-check warnings is kept beside the proposal when it is made.
         match self.warnings {
-            Some(true) => sql.push_str(r#" AND proposal LIKE '%"warnings":[%'"#),
-            Some(false) => sql.push_str(r#" AND (proposal IS NULL OR proposal NOT LIKE '%"warnings":[%')"#),
+            Some(true) => sql.push_str(" AND warnings > 0"),
+            Some(false) => sql.push_str(" AND warnings = 0"),
             None => {}
         }
         if let Some(text) = self.text.as_deref().filter(|t| !t.is_empty()) {
@@ -152,6 +152,38 @@ impl Store {
         let sql = format!("SELECT id FROM items WHERE {cond} ORDER BY id");
         let rows = super::items::bind_all(sqlx::query(AssertSqlSafe(sql)), &binds).fetch_all(&self.pool).await?;
         rows.iter().map(|r| Ok(r.try_get("id")?)).collect()
+    }
+
+    /// Applies `action` by `actor` to every item matching `filter`, but only if `confirmed` is how
+    /// many match now: whoever confirms a count has seen it, and a filter that meanwhile matches more
+    /// (or fewer) items is refused with [`StoreError::CountChanged`] and changes nothing.
+    pub async fn bulk_review_matching(
+        &self,
+        filter: &ReviewFilter,
+        action: &ReviewAction,
+        actor: &str,
+        confirmed: i64,
+    ) -> Result<BulkOutcome> {
+        let ids = self.review_ids(filter).await?;
+        if ids.len() as i64 != confirmed {
+            return Err(StoreError::CountChanged { matching: ids.len() as i64, confirmed });
+        }
+        self.bulk_review(&ids, action, actor).await
+    }
+
+    /// The items matching `filter` just before and just after item `id` (by id), for paging one
+    /// item at a time; and how many matching items come before it.
+    pub async fn review_neighbours(&self, filter: &ReviewFilter, id: i64) -> Result<(Option<i64>, Option<i64>, i64)> {
+        let (cond, mut binds) = filter.condition();
+        binds.push(Bind::I64(id));
+        let n = binds.len();
+        let sql = format!(
+            "SELECT (SELECT MAX(id) FROM items WHERE {cond} AND id < ${n}) AS prev, \
+               (SELECT MIN(id) FROM items WHERE {cond} AND id > ${n}) AS next, \
+               (SELECT COUNT(*) FROM items WHERE {cond} AND id < ${n}) AS before"
+        );
+        let row = super::items::bind_all(sqlx::query(AssertSqlSafe(sql)), &binds).fetch_one(&self.pool).await?;
+        Ok((row.try_get("prev")?, row.try_get("next")?, row.try_get("before")?))
     }
 
     /// Applies `action` to each item by `actor`, each its own transition and event. Items no longer

@@ -42,7 +42,8 @@ pub async fn woo_sandboxes(shop: WooSandbox) -> WooSandboxes {
 }
 
 /// Writes `enrichd.toml` (and `tasks/product_copy.toml`, and the store's certificate) into `dir` for
-/// pipeline `catalogue`: bare descriptions selected, the given review policy and attempts.
+/// pipeline `catalogue`: bare descriptions selected, the given review policy (a policy name, or the
+/// whole review table's body: `policy = "sample_first", sample = 3`) and attempts.
 pub fn write_woo_config(
     dir: &Path,
     database_url: &str,
@@ -96,10 +97,11 @@ model = "gpt-4o-mini"
 concurrency = 16
 max_attempts = {max_attempts}
 select = {{ missing = ["description"] }}
-review = {{ policy = "{policy}" }}
+review = {{ {review} }}
 vars = {{ language = "English", brand_voice = "plain and factual" }}
 {extra_pipeline}
 "#,
+        review = if policy.contains('=') { policy.to_owned() } else { format!("policy = \"{policy}\"") },
         port = sb.shop_port,
         pem = pem.display(),
         provider = sb.provider_url,
