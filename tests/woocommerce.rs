@@ -63,7 +63,7 @@ async fn catalogue_reviewed_and_written(db: TestDb) {
         w.shop.product_ids().into_iter().map(|id| (id, w.shop.product(id).unwrap())).collect();
 
     let run = start_run(&w.engine).await;
-    let run = work(&w.engine, run.id, Duration::from_secs(120)).await;
+    let run = work(&w.engine, run.id, Duration::from_secs(300)).await;
     assert_eq!(run.status, RunStatus::AwaitingReview, "{run:?}");
     let store = &w.engine.store;
     let proposed = store.items(run.id, Some(ItemState::Proposed), 5000).await.unwrap();
@@ -92,7 +92,7 @@ async fn catalogue_reviewed_and_written(db: TestDb) {
     for item in &proposed {
         store.approve(item.id, "reviewer:test").await.unwrap();
     }
-    let run = work(&w.engine, run.id, Duration::from_secs(120)).await;
+    let run = work(&w.engine, run.id, Duration::from_secs(300)).await;
     assert_eq!(run.status, RunStatus::Done, "{run:?}");
 
     let counts = store.counts(run.id).await.unwrap();
@@ -330,7 +330,7 @@ async fn a_written_run_is_reverted_except_over_a_human_edit(db: TestDb) {
     let before: BTreeMap<u64, Value> =
         w.shop.product_ids().into_iter().map(|id| (id, w.shop.product(id).unwrap())).collect();
     let run = start_run(&w.engine).await;
-    let run = work(&w.engine, run.id, Duration::from_secs(120)).await;
+    let run = work(&w.engine, run.id, Duration::from_secs(300)).await;
     assert_eq!(run.status, RunStatus::Done, "{run:?}");
     let store = &w.engine.store;
     let written = store.items(run.id, Some(ItemState::Written), 100).await.unwrap();
