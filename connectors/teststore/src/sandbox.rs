@@ -61,6 +61,10 @@ struct Inner {
     writes: Vec<AppliedWrite>,
     stats: Stats,
     oauth: Option<OAuth>,
+    /// Where the last page of a listing ended: `(entity, offset, first id after it)`, so walking the
+    /// pages in order costs one page each instead of skipping from the start every time. Cleared
+    /// whenever records are added.
+    list_resume: Option<(String, u64, u64)>,
 }
 
 /// An OAuth2 token endpoint whose refresh tokens rotate: each refresh returns a new refresh token
@@ -93,7 +97,9 @@ impl Sandbox {
 
     /// Adds or replaces a record at version 1.
     pub fn insert(&self, entity: &str, id: u64, fields: Map<String, Value>) {
-        self.lock().entities.entry(entity.into()).or_default().insert(id, Stored { version: 1, fields });
+        let mut inner = self.lock();
+        inner.list_resume = None;
+        inner.entities.entry(entity.into()).or_default().insert(id, Stored { version: 1, fields });
     }
 
     /// Fills `product` with `count` sparse hardware-catalogue products, ids 1..=count. Every product
@@ -103,6 +109,7 @@ impl Sandbox {
             ["Hex bolt", "Wood screw", "Wall plug", "Hinge", "Cable tie", "Washer", "Shelf bracket", "Drill bit"];
         const FINISH: [&str; 4] = ["zinc plated", "stainless A2", "black oxide", "brass"];
         let mut inner = self.lock();
+        inner.list_resume = None;
         let products = inner.entities.entry("product".into()).or_default();
         for id in 1..=count {
             let kind = KINDS[(id as usize) % KINDS.len()];
@@ -280,17 +287,26 @@ async fn list(
             &format!("per_page must be between 1 and {MAX_PER_PAGE}"),
         );
     }
+    let offset = (page - 1) * per_page;
+    let resume = match &inner.list_resume {
+        Some((e, at, next)) if *e == entity && *at == offset => Some(*next),
+        _ => None,
+    };
     let records = inner.entities.get(&entity);
     let total = records.map_or(0, |r| r.len() as u64);
-    let body: Vec<Value> = records
+    let body: Vec<(u64, Value)> = records
         .map(|r| {
-            r.iter()
-                .skip(((page - 1) * per_page) as usize)
-                .take(per_page as usize)
-                .map(|(id, rec)| wire(*id, rec))
-                .collect()
+            let page: Box<dyn Iterator<Item = (&u64, &Stored)>> = match resume {
+                Some(next) => Box::new(r.range(next..)),
+                None => Box::new(r.iter().skip(offset as usize)),
+            };
+            page.take(per_page as usize).map(|(id, rec)| (*id, wire(*id, rec))).collect()
         })
         .unwrap_or_default();
+    if let Some((last, _)) = body.last() {
+        inner.list_resume = Some((entity.clone(), offset + body.len() as u64, last.saturating_add(1)));
+    }
+    let body: Vec<Value> = body.into_iter().map(|(_, v)| v).collect();
     let mut response = Json(body).into_response();
     let h = response.headers_mut();
     h.insert("X-Total", total.into());

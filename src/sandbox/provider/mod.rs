@@ -75,6 +75,9 @@ pub struct Stats {
     pub batches: u64,
     /// Requests received inside batches.
     pub batch_lines: u64,
+    /// Realtime requests being handled right now, and the most there ever were at once.
+    pub in_flight: u64,
+    pub max_in_flight: u64,
 }
 
 /// A request as received, for checking what clients send.
@@ -245,9 +248,12 @@ impl ProviderSandbox {
     /// Counts a realtime request, waits the injected latency, enforces the rate limit and picks
     /// the fault to inject, if any.
     pub(crate) async fn begin(&self) -> Begin {
+        let flight = InFlight(self.clone());
         let (faults, limited, rate) = {
             let mut inner = self.lock();
             inner.stats.requests += 1;
+            inner.stats.in_flight += 1;
+            inner.stats.max_in_flight = inner.stats.max_in_flight.max(inner.stats.in_flight);
             let faults = inner.faults.clone();
             let (limited, rate) = match inner.bucket.as_mut() {
                 Some(bucket) => {
@@ -281,7 +287,7 @@ impl ProviderSandbox {
         if let Some(Fault::Hang) = fault {
             tokio::time::sleep(if faults.hang.is_zero() { Duration::from_secs(60) } else { faults.hang }).await;
         }
-        Begin { faults, fault, rate }
+        Begin { faults, fault, rate, _flight: flight }
     }
 
     fn pick_fault(&self, faults: &Faults) -> Option<Fault> {
@@ -425,6 +431,18 @@ pub(crate) struct Begin {
     pub faults: Faults,
     pub fault: Option<Fault>,
     pub rate: Option<RateState>,
+    /// Counts the request as in flight until the handler is done with it.
+    _flight: InFlight,
+}
+
+/// One realtime request in flight; counted out when dropped.
+pub(crate) struct InFlight(ProviderSandbox);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut inner = self.0.lock();
+        inner.stats.in_flight = inner.stats.in_flight.saturating_sub(1);
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
