@@ -1,4 +1,4 @@
-//! The command line: `check`, `migrate`, `daemon`, `run`, `status`, `review`, `revert`, `sandbox`.
+//! The command line: `check`, `migrate`, `daemon`, `run`, `status`, `resume`, `review`, `revert`, `sandbox`.
 //! Exit codes: 0 ok, 1 failed, 2 usage or configuration error.
 
 use std::io::IsTerminal;
@@ -84,6 +84,16 @@ enum Command {
     /// Show runs: item counts by state, spend, timings.
     Status {
         run_id: Option<i64>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Resume a paused run (paused for its error rate, or by an operator): it claims work again and
+    /// its error-rate window starts afresh. The daemon, or `enrichd run PIPELINE`, then works it.
+    Resume {
+        run: i64,
+        /// Your name, for the audit trail.
+        #[arg(long = "as", env = "ENRICHD_REVIEWER", value_name = "NAME")]
+        reviewer: String,
         #[arg(long)]
         json: bool,
     },
@@ -244,6 +254,7 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
             }
         }
         Command::Status { run_id, json } => status(&config, run_id, json).await,
+        Command::Resume { run, reviewer, json } => resume(&config, run, &reviewer, json).await,
         Command::Review(command) => review::review(&config, command).await,
         Command::Revert { item, run, confirm, reviewer, json } => {
             review::revert_cmd(&config, item, run, confirm, &reviewer, json).await
@@ -451,6 +462,15 @@ async fn run(config: &Config, pipeline_name: &str, limit: Option<u64>) -> Result
         RunStart::Created(run) => {
             println!("run {} of {pipeline_name} started", run.id);
             run
+        }
+        RunStart::AlreadyActive(run) if run.status == RunStatus::Paused => {
+            store.close().await;
+            return Err(failed(format!(
+                "run {} of {pipeline_name} is paused ({}); `enrichd resume {} --as NAME` resumes it, then `enrichd run {pipeline_name}` works it",
+                run.id,
+                run.status_reason.unwrap_or_default(),
+                run.id
+            )));
         }
         RunStart::AlreadyActive(run) => {
             println!("resuming run {} of {pipeline_name} ({}), started earlier", run.id, run.status);
@@ -705,6 +725,23 @@ async fn status(config: &Config, run_id: Option<i64>, as_json: bool) -> Result<(
         }
     }
     store.close().await;
+    Ok(())
+}
+
+async fn resume(config: &Config, run_id: i64, reviewer: &str, as_json: bool) -> Result<(), Failure> {
+    let actor = crate::store::reviewer_name(reviewer).map_err(|m| config_error(format!("--as: {m}")))?;
+    let store = open_store(config).await?;
+    let result = store.resume_run(run_id, &actor).await;
+    store.close().await;
+    let run = result.map_err(|e| failed(e.to_string()))?;
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&json!({ "run": run })).expect("serialisable"));
+    } else {
+        println!(
+            "run {} of {} resumed by {actor} ({}): the daemon picks it up, or `enrichd run {}`",
+            run.id, run.pipeline, run.status, run.pipeline
+        );
+    }
     Ok(())
 }
 

@@ -560,6 +560,14 @@ pub struct PipelineConfig {
     pub max_attempts: u32,
     /// Stop claiming new work once a run has spent this much.
     pub budget_usd: Option<f64>,
+    /// Pause a run when more than this share (0.0–1.0) of its last `error_window` enrichment
+    /// outcomes failed, instead of spending the budget on a broken provider or task. `1.0` never
+    /// pauses. Resume with `enrichd resume RUN`, the API or the run page.
+    #[serde(default = "default_pause_on_error_rate")]
+    pub pause_on_error_rate: f64,
+    /// Enrichment outcomes (proposals and dead items, most recent first) the error rate is taken over.
+    #[serde(default = "default_error_window")]
+    pub error_window: u32,
     /// Records per listing page.
     #[serde(default = "default_page_size")]
     pub page_size: u32,
@@ -572,11 +580,25 @@ pub struct PipelineConfig {
     pub incremental: bool,
 }
 
+impl PipelineConfig {
+    /// The run's error-rate pause rule; `None` when `pause_on_error_rate = 1.0` (never pauses).
+    pub fn error_rule(&self) -> Option<crate::store::ErrorRule> {
+        (self.pause_on_error_rate < 1.0)
+            .then_some(crate::store::ErrorRule { max_rate: self.pause_on_error_rate, window: self.error_window as i64 })
+    }
+}
+
 fn default_concurrency() -> usize {
     4
 }
 fn default_max_attempts() -> u32 {
     5
+}
+fn default_pause_on_error_rate() -> f64 {
+    0.10
+}
+fn default_error_window() -> u32 {
+    50
 }
 fn default_page_size() -> u32 {
     100
@@ -971,6 +993,16 @@ impl Config {
                         ),
                     ));
                 }
+            }
+            if !(p.pause_on_error_rate.is_finite() && (0.0..=1.0).contains(&p.pause_on_error_rate)) {
+                return Err(err(
+                    file,
+                    at("pause_on_error_rate"),
+                    "must be a share between 0.0 and 1.0 (0.10 pauses when more than 10% fail; 1.0 never pauses)",
+                ));
+            }
+            if !(1..=100_000).contains(&p.error_window) {
+                return Err(err(file, at("error_window"), "must be between 1 and 100000 enrichment outcomes"));
             }
             if p.budget_usd.is_some_and(|b| !(b.is_finite() && b > 0.0)) {
                 return Err(err(file, at("budget_usd"), "must be a positive amount"));

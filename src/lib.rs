@@ -14,3 +14,4 @@ pub mod select;
 pub mod server;
 pub mod store;
 pub mod task;
+pub mod telemetry;

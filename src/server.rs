@@ -32,6 +32,8 @@ type Shared = Arc<Engine>;
 struct ApiState {
     engine: Shared,
     access: Access,
+    /// This process's metrics recorder, rendered by `/metrics`.
+    metrics: metrics_exporter_prometheus::PrometheusHandle,
 }
 
 impl FromRef<ApiState> for Shared {
@@ -75,13 +77,16 @@ impl Site {
 /// take `Extension<Reviewer>`: the access layer puts the signed-in reviewer (or `api` for a bearer
 /// token) there.
 pub fn router(engine: Shared, site: Site) -> Router {
-    let state = ApiState { engine: engine.clone(), access: site.access.clone() };
+    let state = ApiState { engine: engine.clone(), access: site.access.clone(), metrics: crate::telemetry::install() };
     Router::new()
         .route("/healthz", get(healthz))
+        .route(access::METRICS_PATH, get(metrics))
         .route("/api/runs", get(runs))
         .route("/api/runs/{id}", get(run))
         .route("/api/runs/{id}/sample", get(sample))
         .route("/api/runs/{id}/release", post(release))
+        .route("/api/runs/{id}/resume", post(resume))
+        .route("/api/runs/{id}/report", get(report))
         .route("/api/runs/{id}/revert", post(revert_run))
         .route("/api/review", get(queue))
         .route("/api/review/bulk", post(bulk))
@@ -171,6 +176,22 @@ async fn healthz(State(engine): State<Shared>) -> Response {
         Ok(()) => Json(json!({"status": "ok", "database": "ok"})).into_response(),
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "unavailable", "database": e.to_string()})))
             .into_response(),
+    }
+}
+
+/// The Prometheus scrape: this process's counters, then item and run gauges read from the store.
+async fn metrics(State(state): State<ApiState>) -> Response {
+    let store = &state.engine.store;
+    match (store.item_state_counts().await, store.run_status_counts().await) {
+        (Ok(items), Ok(runs)) => (
+            [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+            crate::telemetry::render(&state.metrics, &items, &runs),
+        )
+            .into_response(),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::warn!(error = %e, "/metrics: reading item counts failed");
+            (StatusCode::SERVICE_UNAVAILABLE, format!("the database could not answer: {e}\n")).into_response()
+        }
     }
 }
 
@@ -375,6 +396,22 @@ async fn release(
     let actor = caller.actor(body.reviewer.as_deref())?;
     let run = engine.store.release_sample(id, &actor).await?;
     ok(json!({ "run": run, "sample": engine.store.sample_stats(id).await? }))
+}
+
+/// Resumes a paused run (by the caller, as the audit trail records it).
+async fn resume(
+    State(engine): State<Shared>,
+    caller: Caller,
+    Path(id): Path<i64>,
+    Json(body): Json<ActorBody>,
+) -> ApiResult {
+    let actor = caller.actor(body.reviewer.as_deref())?;
+    ok(json!({ "run": engine.store.resume_run(id, &actor).await? }))
+}
+
+/// The run's report (totals, outcomes, retries, tokens, cost, time per item), as `enrichd status RUN --json`.
+async fn report(State(engine): State<Shared>, Path(id): Path<i64>) -> ApiResult {
+    ok(serde_json::to_value(engine.store.report(id).await?).expect("serialisable"))
 }
 
 async fn revert_item(

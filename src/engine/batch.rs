@@ -169,7 +169,11 @@ async fn submit_chunk(engine: &Engine, pipeline: &Pipeline, run_id: i64, chunk: 
     };
     let batch_id = engine.store.prepare_batch(&engine.owner, &batch).await?;
     let bodies: Vec<serde_json::Value> = chunk.iter().map(|l| l.body.clone()).collect();
-    match pipeline.provider.submit_batch(&tag, &pipeline.config.model, &bodies).await {
+    let started = std::time::Instant::now();
+    let submitted = pipeline.provider.submit_batch(&tag, &pipeline.config.model, &bodies).await;
+    let outcome = crate::telemetry::RequestOutcome::of(&submitted);
+    crate::telemetry::provider_request(&pipeline.config.provider, "batch_submit", started.elapsed(), outcome);
+    match submitted {
         Ok(provider_id) => {
             let first_poll = now_ms() + poll_interval(pipeline).as_millis() as i64;
             engine.store.batch_submitted(batch_id, &provider_id, first_poll).await?;
@@ -195,7 +199,11 @@ async fn poll_due(engine: &Engine, pipeline: &Pipeline) -> Result<(), StoreError
     for batch in engine.store.batches_due(&pipeline.name, next, 20).await? {
         let Some(provider_id) = batch.provider_batch_id.clone() else { continue };
         let per_line_tokens = pipeline.task.max_output_tokens.saturating_mul(pipeline.task.items_per_request as u32);
-        match pipeline.provider.poll_batch(&provider_id, per_line_tokens).await {
+        let started = std::time::Instant::now();
+        let polled = pipeline.provider.poll_batch(&provider_id, per_line_tokens).await;
+        let outcome = crate::telemetry::RequestOutcome::of(&polled);
+        crate::telemetry::provider_request(&pipeline.config.provider, "batch_poll", started.elapsed(), outcome);
+        match polled {
             Ok(BatchPoll::Running) => {}
             Ok(BatchPoll::Ended { status, results }) => settle(engine, pipeline, &batch, &status, results).await?,
             Ok(BatchPoll::Failed { message }) => {

@@ -386,7 +386,15 @@ async fn enrich_pack(engine: &Engine, pipeline: &Pipeline, items: Vec<Item>) -> 
     };
     let request = request_for(pipeline, &prompt, pack.len());
     let holder = Holder::Lease(&engine.owner);
-    match pipeline.provider.complete(&request).await {
+    let started = std::time::Instant::now();
+    let result = pipeline.provider.complete(&request).await;
+    crate::telemetry::provider_request(
+        &pipeline.config.provider,
+        "complete",
+        started.elapsed(),
+        crate::telemetry::RequestOutcome::of(&result),
+    );
+    match result {
         Ok(c) => record_completion(engine, pipeline, holder, &pack, &c.answer, &c.raw, c.usage).await,
         Err(e) => record_provider_error(engine, pipeline, holder, &pack, &e).await,
     }

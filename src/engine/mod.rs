@@ -152,7 +152,10 @@ impl Engine {
                         engine.share_rate_limits(beat).await;
                     }
                     _ = reaper.tick() => match engine.store.reclaim_expired(&format!("reaper:{}", engine.owner)).await {
-                        Ok(ids) if !ids.is_empty() => tracing::warn!(count = ids.len(), "reclaimed items whose lease expired"),
+                        Ok(ids) if !ids.is_empty() => {
+                            crate::telemetry::leases_reclaimed(ids.len());
+                            tracing::warn!(count = ids.len(), "reclaimed items whose lease expired")
+                        }
                         Ok(_) => {}
                         Err(e) => tracing::warn!(error = %e, "reclaiming expired leases failed"),
                     },
@@ -206,7 +209,8 @@ impl Engine {
     }
 }
 
-/// Moves runs on (to awaiting review, done, paused) as their items allow.
+/// Moves runs on (to awaiting review, done, paused) as their items allow, and pauses a run whose
+/// enrichment fails more often than its pipeline's `pause_on_error_rate`.
 async fn settle_loop(engine: Arc<Engine>, pipeline: Arc<Pipeline>, only_run: Option<i64>, stop: CancellationToken) {
     let actor = engine.owner.clone();
     loop {
@@ -219,6 +223,23 @@ async fn settle_loop(engine: Arc<Engine>, pipeline: Arc<Pipeline>, only_run: Opt
         match runs {
             Ok(runs) => {
                 for run in runs.into_iter().filter(|r| r.pipeline == pipeline.name) {
+                    if let Some(rule) = pipeline.config.error_rule() {
+                        match engine.store.pause_on_errors(run.id, rule, &actor).await {
+                            Ok(Some(paused)) => {
+                                crate::telemetry::run_paused(&pipeline.name);
+                                tracing::warn!(
+                                    run = run.id,
+                                    pipeline = %pipeline.name,
+                                    reason = paused.status_reason.as_deref().unwrap_or_default(),
+                                    "run paused: too many enrichment failures; `enrichd resume {}` resumes it",
+                                    run.id
+                                );
+                                continue;
+                            }
+                            Ok(None) => {}
+                            Err(e) => tracing::warn!(run = run.id, error = %e, "checking the run's error rate failed"),
+                        }
+                    }
                     if let Err(e) = engine.store.settle_run(run.id, &actor).await {
                         tracing::warn!(run = run.id, error = %e, "settling run failed");
                     }

@@ -242,6 +242,9 @@ fn is_loopback_host(host: &str) -> bool {
     name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
+/// The Prometheus scrape path (see [`check`]: no session per scrape).
+pub(super) const METRICS_PATH: &str = "/metrics";
+
 fn is_public(path: &str) -> bool {
     path == "/healthz" || path.starts_with("/assets/")
 }
@@ -302,6 +305,18 @@ async fn check(access: &Access, request: Request, next: Next) -> Response {
         }
         request.extensions_mut().insert(Reviewer { name: "api".into(), actor: "api".into() });
         return next.run(request).await;
+    }
+    // Scrapers call every few seconds without cookies: `/metrics` never makes a session. With
+    // `[server.auth]` it takes the bearer token (above) or a signed-in browser session.
+    if path == METRICS_PATH {
+        if !access.auth_configured() {
+            return next.run(request).await;
+        }
+        let signed_in = session_id(request.headers()).and_then(|id| access.touch(id)).is_some_and(|(r, _)| r.is_some());
+        if signed_in {
+            return next.run(request).await;
+        }
+        return refuse(StatusCode::UNAUTHORIZED, false, "send Authorization: Bearer <server.auth.token>, or sign in");
     }
     let known = session_id(request.headers()).and_then(|id| access.touch(id).map(|s| (id.to_owned(), s)));
     let (session, reviewer, csrf, fresh) = match known {

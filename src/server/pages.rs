@@ -21,7 +21,7 @@ use super::access::{Access, CsrfToken, Reviewer, SessionId, cleared_cookie, form
 use super::diff;
 use crate::engine::{Engine, RevertOutcome, RevertResult, revert, revert_run, tally};
 use crate::store::{
-    Item, ItemState, ReviewAction, ReviewFilter, ReviewPhase, Run, RunCounts, Store, StoreError, now_ms,
+    Item, ItemState, ReviewAction, ReviewFilter, ReviewPhase, Run, RunCounts, RunStatus, Store, StoreError, now_ms,
 };
 
 /// Runs shown on the runs page and offered by the queue's run filter.
@@ -52,6 +52,7 @@ pub fn routes(engine: Arc<Engine>, access: Access, html_fields: BTreeMap<String,
         .route("/runs", get(runs_page))
         .route("/runs/{id}", get(run_page))
         .route("/runs/{id}/release", post(release))
+        .route("/runs/{id}/resume", post(resume))
         .route("/runs/{id}/revert", get(revert_run_page).post(revert_run_action))
         .route("/queue", get(queue_page))
         .route("/queue/bulk", post(bulk))
@@ -348,7 +349,8 @@ async fn runs_page(State(pages): State<Pages>, visitor: Visitor) -> Result<Html<
         let counts = pages.store.counts(run.id).await?;
         views.push(run_view(&run, &counts));
     }
-    pages.render("runs.html", "runs", &visitor, json!({ "runs": views }))
+    let can_act = visitor.reviewer.is_some();
+    pages.render("runs.html", "runs", &visitor, json!({ "runs": views, "can_act": can_act }))
 }
 
 async fn run_page(
@@ -392,6 +394,7 @@ async fn run_page(
             "report": report.lines(),
             "gate": gate,
             "written": report.counts.get(ItemState::Written),
+            "paused": report.run.status == RunStatus::Paused,
             "can_act": visitor.reviewer.is_some(),
         }),
     )
@@ -400,6 +403,12 @@ async fn run_page(
 /// "Release the rest of the run": the sample gate opens, by the signed-in reviewer.
 async fn release(State(pages): State<Pages>, visitor: Visitor, Path(id): Path<i64>) -> Result<Response, PageError> {
     pages.store.release_sample(id, visitor.actor()?).await?;
+    Ok(Redirect::to(&format!("/runs/{id}")).into_response())
+}
+
+/// "Resume the run": a paused run claims work again, by the signed-in reviewer.
+async fn resume(State(pages): State<Pages>, visitor: Visitor, Path(id): Path<i64>) -> Result<Response, PageError> {
+    pages.store.resume_run(id, visitor.actor()?).await?;
     Ok(Redirect::to(&format!("/runs/{id}")).into_response())
 }
 

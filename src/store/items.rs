@@ -337,10 +337,14 @@ impl Store {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
         let mut last = None;
+        let mut moved = Vec::with_capacity(moves.len());
         for mv in moves {
-            let (from, to, owner) = (mv.from, mv.to, mv.owner);
+            let (from, to, owner, usage) = (mv.from, mv.to, mv.owner, mv.run_usage);
             match apply_one(&mut tx, id, mv, now).await? {
-                Some(item) => last = Some(item),
+                Some(item) => {
+                    moved.push((item.prev_state, to, usage));
+                    last = Some(item);
+                }
                 None => {
                     tx.rollback().await?;
                     return Err(self.diagnose(id, from, to, owner).await);
@@ -348,6 +352,11 @@ impl Store {
             }
         }
         tx.commit().await?;
+        if let Some(item) = &last {
+            for (prev, to, usage) in moved {
+                crate::telemetry::item_moved(&item.pipeline, prev, to, usage);
+            }
+        }
         last.ok_or_else(|| StoreError::NotFound(format!("item {id}: no transition given")))
     }
 

@@ -31,7 +31,7 @@ pub use items::{
     VerifyIssue, Work,
 };
 pub use review::{BulkOutcome, ReviewAction, ReviewFilter, SampleStats, SkippedItem, reviewer_name};
-pub use runs::{NewRun, ReviewPhase, Run, RunCounts, RunReport, RunStart, SampleGate};
+pub use runs::{ErrorRule, NewRun, ReviewPhase, Run, RunCounts, RunReport, RunStart, SampleGate};
 pub use state::{ItemState, RunStatus};
 
 /// Which database is behind the pool.

@@ -13,7 +13,7 @@ use super::{ItemState, Result, RunStatus, Store, StoreError, now_ms, parse_col, 
 
 pub(super) const RUN_COLUMNS: &str = "id, pipeline, trigger_kind, scheduled_for, status, status_reason, item_limit, max_attempts, \
     budget_micros, discovery_cursor, discovery_owner, discovery_expires_at, discovered, cost_micros, tokens_in, tokens_out, \
-    created_at, finished_at, review_phase, sample_size, auto_release_max_reject_ppm, released_at, released_by";
+    created_at, finished_at, review_phase, sample_size, auto_release_max_reject_ppm, released_at, released_by, paused_from, resumed_at, resumed_by";
 
 /// One execution of a pipeline.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -46,6 +46,11 @@ pub struct Run {
     pub released_at: Option<i64>,
     /// Who released the sample gate (a reviewer, or `policy:sample_first`).
     pub released_by: Option<String>,
+    /// The status a paused run had when it paused (`discovering` or `running`); resuming returns there.
+    pub paused_from: Option<RunStatus>,
+    /// When the run was last resumed after a pause (Unix ms), and by whom.
+    pub resumed_at: Option<i64>,
+    pub resumed_by: Option<String>,
 }
 
 /// The sample gate of a `sample_first` run.
@@ -117,6 +122,12 @@ impl Run {
             auto_release_max_reject_ppm: row.try_get("auto_release_max_reject_ppm")?,
             released_at: row.try_get("released_at")?,
             released_by: row.try_get("released_by")?,
+            paused_from: {
+                let from: Option<String> = row.try_get("paused_from")?;
+                from.map(|s| s.parse().map_err(StoreError::Corrupt)).transpose()?
+            },
+            resumed_at: row.try_get("resumed_at")?,
+            resumed_by: row.try_get("resumed_by")?,
         })
     }
 
@@ -148,11 +159,41 @@ pub enum RunStart {
     TickTaken,
 }
 
+/// When a run pauses itself for failing too often (pipelines' `pause_on_error_rate` and `error_window`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ErrorRule {
+    /// The highest share (0.0–1.0) of failed outcomes in the window that does not pause the run.
+    pub max_rate: f64,
+    /// Enrichment outcomes looked at (the most recent ones).
+    pub window: i64,
+}
+
 /// What a run did, for the CLI, the API and the UI.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunReport {
     pub run: Run,
     pub counts: RunCounts,
+    /// Items in the run, whatever their state.
+    pub total: i64,
+    pub written: i64,
+    /// Records changed upstream since they were pulled: nothing written over them.
+    pub conflicts: i64,
+    /// Nothing missing, or the same input already answered.
+    pub skipped: i64,
+    pub rejected: i64,
+    /// Items with at least one failed attempt (enrichment or write), whatever they ended as.
+    pub failed: i64,
+    /// Items given up on (attempts used up, or a failure that is not retried).
+    pub dead: i64,
+    pub awaiting_review: i64,
+    /// Items the machine is still working on.
+    pub in_progress: i64,
+    /// Failed attempts, enrichment and write together (`enrich_retries` + `write_retries`).
+    pub retries: i64,
+    pub tokens_in: i64,
+    pub tokens_out: i64,
+    /// What the run cost, in USD (`run.cost_micros` / 1e6).
+    pub cost_usd: f64,
     /// Failed enrichment attempts (each was retried or ended the item).
     pub enrich_retries: i64,
     /// Failed write attempts.
@@ -192,8 +233,8 @@ impl RunReport {
                 c.machine_pending()
             ),
             format!(
-                "  retries: enrichment {}, write {} · written values verified {}, flagged {}",
-                self.enrich_retries, self.write_retries, self.verified, self.verify_flagged
+                "  failed at least once {} · retries {} (enrichment {}, write {}) · written values verified {}, flagged {}",
+                self.failed, self.retries, self.enrich_retries, self.write_retries, self.verified, self.verify_flagged
             ),
             format!(
                 "  tokens {} in, {} out · cost ${:.4}",
@@ -420,7 +461,8 @@ impl Store {
             "SELECT CAST(COALESCE(SUM(attempts), 0) AS BIGINT) AS enrich_retries, \
                     CAST(COALESCE(SUM(write_attempts), 0) AS BIGINT) AS write_retries, \
                     CAST(COALESCE(SUM(CASE WHEN verified_at IS NOT NULL AND verify_issues IS NULL THEN 1 ELSE 0 END), 0) AS BIGINT) AS verified, \
-                    CAST(COALESCE(SUM(CASE WHEN verify_issues IS NOT NULL THEN 1 ELSE 0 END), 0) AS BIGINT) AS flagged \
+                    CAST(COALESCE(SUM(CASE WHEN verify_issues IS NOT NULL THEN 1 ELSE 0 END), 0) AS BIGINT) AS flagged, \
+                    CAST(COALESCE(SUM(CASE WHEN attempts > 0 OR write_attempts > 0 THEN 1 ELSE 0 END), 0) AS BIGINT) AS failed \
              FROM items WHERE run_id = $1",
         )
         .bind(run_id)
@@ -438,9 +480,24 @@ impl Store {
         let avg = (!took.is_empty()).then(|| took.iter().sum::<i64>() as f64 / took.len() as f64);
         let p95 =
             (!took.is_empty()).then(|| took[((took.len() as f64 * 0.95).ceil() as usize).clamp(1, took.len()) - 1]);
+        let (enrich_retries, write_retries): (i64, i64) =
+            (row.try_get("enrich_retries")?, row.try_get("write_retries")?);
         Ok(RunReport {
-            enrich_retries: row.try_get("enrich_retries")?,
-            write_retries: row.try_get("write_retries")?,
+            total: counts.total(),
+            written: counts.get(ItemState::Written),
+            conflicts: counts.get(ItemState::Conflict),
+            skipped: counts.get(ItemState::Skipped),
+            rejected: counts.get(ItemState::Rejected),
+            failed: row.try_get("failed")?,
+            dead: counts.get(ItemState::Dead),
+            awaiting_review: counts.awaiting_review(),
+            in_progress: counts.machine_pending(),
+            retries: enrich_retries + write_retries,
+            tokens_in: run.tokens_in,
+            tokens_out: run.tokens_out,
+            cost_usd: run.cost_micros as f64 / 1e6,
+            enrich_retries,
+            write_retries,
             verified: row.try_get("verified")?,
             verify_flagged: row.try_get("flagged")?,
             item_ms_avg: avg,
@@ -449,6 +506,26 @@ impl Store {
             run,
             counts,
         })
+    }
+
+    /// Items by pipeline and state, over every run (the `/metrics` gauges).
+    pub async fn item_state_counts(&self) -> Result<Vec<(String, ItemState, i64)>> {
+        let rows = sqlx::query(
+            "SELECT pipeline, state, COUNT(*) AS n FROM items GROUP BY pipeline, state ORDER BY pipeline, state",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| Ok((r.try_get("pipeline")?, parse_col(r, "state")?, r.try_get("n")?))).collect()
+    }
+
+    /// Runs by pipeline and status (the `/metrics` gauges).
+    pub async fn run_status_counts(&self) -> Result<Vec<(String, RunStatus, i64)>> {
+        let rows = sqlx::query(
+            "SELECT pipeline, status, COUNT(*) AS n FROM runs GROUP BY pipeline, status ORDER BY pipeline, status",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| Ok((r.try_get("pipeline")?, parse_col(r, "status")?, r.try_get("n")?))).collect()
     }
 
     /// When the pipeline's latest run before `run_id` that finished (`done`) was created, in Unix ms.
@@ -474,6 +551,128 @@ impl Store {
             counts.insert(parse_col(row, "state")?, row.try_get::<i64, _>("n")?);
         }
         Ok(RunCounts(counts))
+    }
+
+    /// Pauses a discovering or running run whose enrichment fails too often: when more than
+    /// `rule.max_rate` of its last `rule.window` enrichment outcomes (proposals and dead items,
+    /// counted since the run started or was last resumed) are failures. A full window is needed, so a
+    /// resumed run pauses again only on fresh failures. Returns the paused run, or `None`.
+    pub async fn pause_on_errors(&self, id: i64, rule: ErrorRule, actor: &str) -> Result<Option<Run>> {
+        let run = self.run(id).await?;
+        if !matches!(run.status, RunStatus::Discovering | RunStatus::Running) {
+            return Ok(None);
+        }
+        let outcomes: Vec<String> = sqlx::query_scalar(
+            "SELECT to_state FROM events WHERE run_id = $1 AND kind = 'transition' AND at >= $2 \
+               AND from_state IN ('enriching', 'batched') AND to_state IN ('proposed', 'dead') \
+             ORDER BY id DESC LIMIT $3",
+        )
+        .bind(id)
+        .bind(run.resumed_at.unwrap_or(0))
+        .bind(rule.window)
+        .fetch_all(&self.pool)
+        .await?;
+        let failed = outcomes.iter().filter(|s| *s == "dead").count() as i64;
+        if (outcomes.len() as i64) < rule.window || (failed as f64) <= rule.max_rate * rule.window as f64 {
+            return Ok(None);
+        }
+        let last_error: Option<String> = sqlx::query_scalar(
+            "SELECT last_error FROM items WHERE run_id = $1 AND state = 'dead' AND last_error IS NOT NULL \
+             ORDER BY updated_at DESC, id DESC LIMIT 1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .flatten();
+        let mut reason = format!(
+            "error rate: {failed} of the last {} enrichment outcomes failed ({:.0}%, more than the {:.0}% allowed by pause_on_error_rate)",
+            rule.window,
+            failed as f64 * 100.0 / rule.window as f64,
+            rule.max_rate * 100.0
+        );
+        if let Some(e) = last_error {
+            let short: String = e.chars().take(300).collect();
+            reason.push_str(&format!("; last error: {short}"));
+        }
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "UPDATE runs SET paused_from = status, status = 'paused', status_reason = $1, discovery_owner = NULL \
+             WHERE id = $2 AND status = $3 RETURNING {RUN_COLUMNS}"
+        )))
+        .bind(reason.as_str())
+        .bind(id)
+        .bind(run.status.as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            tx.rollback().await?;
+            return Ok(None);
+        };
+        let event = NewEvent {
+            run_id: Some(id),
+            item_id: None,
+            kind: "run",
+            from_state: Some(run.status.as_str().into()),
+            to_state: Some(RunStatus::Paused.as_str().into()),
+            actor: actor.into(),
+            detail: Some(serde_json::json!({ "reason": reason, "failed": failed, "window": rule.window }).to_string()),
+        };
+        insert_events(&mut tx, &[event], now).await?;
+        tx.commit().await?;
+        Ok(Some(Run::from_row(&row)?))
+    }
+
+    /// Resumes a paused run by `actor`: it goes back to where it paused (discovering or running) and
+    /// claims work again; the error-rate window starts afresh. A run that spent its budget stays
+    /// paused: resuming it would only pause it again.
+    pub async fn resume_run(&self, id: i64, actor: &str) -> Result<Run> {
+        let run = self.run(id).await?;
+        if run.status != RunStatus::Paused {
+            return Err(StoreError::Refused(format!(
+                "run {id} is {}, not paused: there is nothing to resume",
+                run.status
+            )));
+        }
+        if run.budget_reached() {
+            return Err(StoreError::Refused(format!(
+                "run {id} spent its budget (${:.4} of ${:.4}); resuming would pause it again",
+                run.cost_micros as f64 / 1e6,
+                run.budget_micros.unwrap_or(0) as f64 / 1e6
+            )));
+        }
+        let to = run.paused_from.unwrap_or(RunStatus::Running);
+        let to = if to == RunStatus::Discovering { RunStatus::Discovering } else { RunStatus::Running };
+        let now = now_ms();
+        let reason = format!("resumed by {actor}");
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "UPDATE runs SET status = $1, status_reason = $2, paused_from = NULL, resumed_at = $3, resumed_by = $4 \
+             WHERE id = $5 AND status = 'paused' RETURNING {RUN_COLUMNS}"
+        )))
+        .bind(to.as_str())
+        .bind(reason.as_str())
+        .bind(now)
+        .bind(actor)
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            tx.rollback().await?;
+            return Err(StoreError::Refused(format!("run {id} was resumed or changed meanwhile")));
+        };
+        let event = NewEvent {
+            run_id: Some(id),
+            item_id: None,
+            kind: "run",
+            from_state: Some(RunStatus::Paused.as_str().into()),
+            to_state: Some(to.as_str().into()),
+            actor: actor.into(),
+            detail: Some(serde_json::json!({ "reason": reason, "paused_because": run.status_reason }).to_string()),
+        };
+        insert_events(&mut tx, &[event], now).await?;
+        tx.commit().await?;
+        Run::from_row(&row)
     }
 
     /// Moves a run on when its items allow: `running` → `awaiting_review` (only proposals waiting for
