@@ -1,0 +1,319 @@
+//! Operator signals from outside, over real HTTP against the sandboxes: a run whose provider fails
+//! pauses itself instead of spending (the reason in `enrichd status`, the API, the run page and the
+//! log), resumes by `enrichd resume` and by the API, and pauses again only on fresh failures;
+//! `/metrics` counts what the daemon did and refuses anonymous scrapes under auth; `enrichd run`
+//! prints plain progress lines and the report when stdout is not a terminal; the report as JSON.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{ConfigOptions, PROVIDER_KEY, STORE_TOKEN, TestDb, sandboxes, write_config};
+use enrichd::sandbox::provider::Faults;
+use enrichd::store::{NewRun, RunStart};
+use serde_json::{Value, json};
+
+const API_TOKEN: &str = "signals-api-token";
+
+fn enrichd(config: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_enrichd"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env("TEST_STORE_TOKEN", STORE_TOKEN)
+        .env("TEST_PROVIDER_KEY", PROVIDER_KEY)
+        .env("TEST_API_TOKEN", API_TOKEN)
+        .env("ENRICHD_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+async fn cli(config: &Path, args: &[&str]) -> Output {
+    let (config, args): (std::path::PathBuf, Vec<String>) =
+        (config.to_owned(), args.iter().map(|a| a.to_string()).collect());
+    tokio::task::spawn_blocking(move || enrichd(&config, &args.iter().map(String::as_str).collect::<Vec<_>>()))
+        .await
+        .unwrap()
+}
+
+struct Daemon {
+    child: Child,
+    base: String,
+    log: std::path::PathBuf,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        // SAFETY: signalling our own child process.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let start = Instant::now();
+        while self.child.try_wait().ok().flatten().is_none() && start.elapsed() < Duration::from_secs(15) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+    }
+}
+
+fn start_daemon(config: &Path, log: std::path::PathBuf) -> Daemon {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_enrichd"))
+        .args(["--config", config.to_str().unwrap(), "--log-format", "json", "daemon", "--bind", "127.0.0.1:0"])
+        .env("TEST_STORE_TOKEN", STORE_TOKEN)
+        .env("TEST_PROVIDER_KEY", PROVIDER_KEY)
+        .env("TEST_API_TOKEN", API_TOKEN)
+        .env("ENRICHD_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let addr = line.trim().rsplit("http://").next().unwrap().to_owned();
+    assert!(addr.starts_with("127.0.0.1:"), "daemon did not start: {line} {}", std::fs::read_to_string(&log).unwrap());
+    Daemon { child, base: format!("http://{addr}"), log }
+}
+
+fn http() -> reqwest::Client {
+    enrichd_connector::http::builder(Duration::from_secs(10))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+async fn get_json(path: &str, d: &Daemon) -> Value {
+    let r = http().get(format!("{}{path}", d.base)).bearer_auth(API_TOKEN).send().await.unwrap();
+    assert_eq!(r.status(), 200, "GET {path}");
+    r.json().await.unwrap()
+}
+
+/// Polls run `id` through the API until its status is `want`.
+async fn wait_status(d: &Daemon, id: i64, want: &str, within: Duration) -> Value {
+    let start = Instant::now();
+    loop {
+        let v = get_json(&format!("/api/runs/{id}"), d).await;
+        if v["run"]["status"] == want {
+            return v;
+        }
+        assert!(
+            start.elapsed() < within,
+            "run {id} is not {want} after {within:?}: {v}\n{}",
+            std::fs::read_to_string(&d.log).unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The value of one sample line of a Prometheus scrape (`name{labels} value`), summed over every
+/// line whose name matches and whose labels include all of `labels`.
+fn metric(scrape: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    scrape
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' '))
+        .filter(|(series, _)| series.split('{').next() == Some(name))
+        .filter(|(series, _)| labels.iter().all(|(k, v)| series.contains(&format!("{k}=\"{v}\""))))
+        .map(|(_, v)| v.parse::<f64>().unwrap())
+        .sum()
+}
+
+const ITEMS: i64 = 240;
+
+/// A provider that refuses nine requests in ten for good (out of quota) pauses the run after about
+/// one window of outcomes; resuming while it still fails pauses it again only after a fresh window;
+/// once it is healthy, resuming finishes the run. `/metrics` then agrees with the database and the
+/// sandboxes.
+async fn failing_provider_pauses_the_run_and_resume_finishes_it(db: &TestDb) {
+    let sb = sandboxes(ITEMS as u64, 1).await;
+    sb.provider.set_faults(Faults { quota_rate: 0.9, latency: Duration::from_millis(10), ..Default::default() });
+    let dir = tempfile::tempdir().unwrap();
+    let options = ConfigOptions {
+        concurrency: 4,
+        extra_pipeline: "pause_on_error_rate = 0.10\nerror_window = 20",
+        ..Default::default()
+    };
+    let config = write_config(dir.path(), &db.url, &sb, &options);
+    let mut toml = std::fs::read_to_string(&config).unwrap();
+    toml.push_str("\n[server.auth]\ntoken = \"${TEST_API_TOKEN}\"\n");
+    std::fs::write(&config, toml).unwrap();
+    let daemon = start_daemon(&config, dir.path().join("daemon.log"));
+
+    let new = NewRun {
+        pipeline: "catalogue".into(),
+        scheduled_for: None,
+        item_limit: None,
+        max_attempts: 5,
+        budget_micros: None,
+        sample: None,
+    };
+    let RunStart::Created(run) = db.store.create_run(&new).await.unwrap() else { panic!("a fresh database") };
+    let id = run.id;
+
+    // It pauses itself, with the reason, long before the items run out.
+    let paused = wait_status(&daemon, id, "paused", Duration::from_secs(90)).await;
+    let reason = paused["run"]["status_reason"].as_str().unwrap().to_owned();
+    assert!(reason.starts_with("error rate: ") && reason.contains("of the last 20"), "{reason}");
+    assert!(reason.contains("insufficient_quota"), "the reason names the provider's error: {reason}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let at_pause = sb.provider.stats().requests;
+    assert!(at_pause >= 20, "a full window is needed before pausing: {at_pause} requests");
+    assert!(at_pause < (ITEMS as u64) / 3, "paused after about a window, not after the run: {at_pause} requests");
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(sb.provider.stats().requests, at_pause, "a paused run claims nothing new");
+
+    // The reason is in `enrichd status`, on the run page (with a Resume button) and in the log.
+    let status = cli(&config, &["status", &id.to_string()]).await;
+    assert_eq!(status.status.code(), Some(0), "{}", text(&status));
+    assert!(text(&status).contains(&format!("run {id} paused (error rate: ")), "{}", text(&status));
+    let page = http().get(format!("{}/runs/{id}", daemon.base)).bearer_auth(API_TOKEN).send().await.unwrap();
+    let page = page.text().await.unwrap();
+    assert!(page.contains("id=\"resume-form\"") && page.contains("error rate: "), "{page}");
+    let log = std::fs::read_to_string(&daemon.log).unwrap();
+    let warned = log.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()).any(|l| {
+        l["level"] == "WARN"
+            && l["run"] == id
+            && l["message"].as_str().is_some_and(|m| m.starts_with("run paused"))
+            && l["reason"].as_str().is_some_and(|r| r.starts_with("error rate: "))
+    });
+    assert!(warned, "a warning names the run and the reason: {log}");
+
+    // Resuming by command while the provider still fails: the window starts afresh, so the run
+    // pauses again only after a new window's worth of failures.
+    let out = cli(&config, &["resume", &id.to_string(), "--as", "ops-anna"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("resumed by ops-anna"), "{}", text(&out));
+    wait_status(&daemon, id, "paused", Duration::from_secs(90)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let second_pause = sb.provider.stats().requests;
+    assert!(second_pause >= at_pause + 20, "re-paused on fresh failures only: {at_pause} → {second_pause} requests");
+    let events = db.store.run_events(id).await.unwrap();
+    assert!(
+        events.iter().any(|e| e.actor == "ops-anna" && e.from_state.as_deref() == Some("paused")),
+        "the resume is in the audit trail under the operator's name: {events:?}"
+    );
+
+    // Healthy again: resuming by the API (bearer token, acting as `api`) finishes the run.
+    sb.provider.set_faults(Faults::default());
+    let anonymous = http().post(format!("{}/api/runs/{id}/resume", daemon.base)).json(&json!({})).send().await.unwrap();
+    assert_eq!(anonymous.status(), 401, "resuming needs the same credentials as other API actions");
+    let r = http()
+        .post(format!("{}/api/runs/{id}/resume", daemon.base))
+        .bearer_auth(API_TOKEN)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let resumed: Value = r.json().await.unwrap();
+    assert_eq!(resumed["run"]["resumed_by"], "api");
+    assert_ne!(resumed["run"]["status"], "paused");
+    wait_status(&daemon, id, "done", Duration::from_secs(120)).await;
+
+    // The report, by the API and by `status --json`, with what an operator asks of a run.
+    let report = get_json(&format!("/api/runs/{id}/report"), &daemon).await;
+    let dead = report["dead"].as_i64().unwrap();
+    let written = report["written"].as_i64().unwrap();
+    assert_eq!(report["total"], ITEMS);
+    assert_eq!(written + dead, ITEMS, "{report}");
+    assert!(dead >= 36, "two windows of failures at least: {report}");
+    assert_eq!(report["conflicts"], 0);
+    assert_eq!(report["skipped"], 0);
+    assert_eq!(report["failed"], dead, "every failure here was final: {report}");
+    assert!(report["retries"].as_i64().unwrap() >= dead);
+    assert!(report["tokens_in"].as_i64().unwrap() > 0 && report["tokens_out"].as_i64().unwrap() > 0);
+    assert!(report["cost_usd"].as_f64().unwrap() > 0.0);
+    assert!(report["item_ms_avg"].as_f64().is_some() && report["item_ms_p95"].as_i64().is_some(), "{report}");
+    let out = cli(&config, &["status", &id.to_string(), "--json"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let cli_report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    for field in ["total", "written", "conflicts", "skipped", "failed", "dead", "retries", "tokens_in", "tokens_out"] {
+        assert_eq!(cli_report[field], report[field], "{field}");
+    }
+    assert_eq!(cli_report["run"]["status"], "done");
+    let again = cli(&config, &["resume", &id.to_string(), "--as", "ops-anna"]).await;
+    assert_eq!(again.status.code(), Some(1), "only a paused run can be resumed: {}", text(&again));
+    assert!(text(&again).contains(&format!("run {id} is done, not paused")), "{}", text(&again));
+
+    // /metrics: refused without credentials, and no session is made for a scrape.
+    let anonymous = http().get(format!("{}/metrics", daemon.base)).send().await.unwrap();
+    assert_eq!(anonymous.status(), 401);
+    assert!(anonymous.headers().get("set-cookie").is_none(), "no session per scrape");
+    let scrape = http().get(format!("{}/metrics", daemon.base)).bearer_auth(API_TOKEN).send().await.unwrap();
+    assert_eq!(scrape.status(), 200);
+    assert!(scrape.headers().get("set-cookie").is_none());
+    let scrape = scrape.text().await.unwrap();
+    let items = |state: &str| metric(&scrape, "enrichd_items", &[("pipeline", "catalogue"), ("state", state)]);
+    assert_eq!(items("written"), written as f64, "{scrape}");
+    assert_eq!(items("dead"), dead as f64, "{scrape}");
+    assert_eq!(metric(&scrape, "enrichd_runs", &[("status", "done")]), 1.0, "{scrape}");
+    let requests = sb.provider.stats().requests as f64;
+    assert_eq!(metric(&scrape, "enrichd_provider_requests_total", &[("call", "complete")]), requests, "{scrape}");
+    assert_eq!(metric(&scrape, "enrichd_provider_requests_total", &[("outcome", "ok")]), written as f64);
+    assert_eq!(metric(&scrape, "enrichd_provider_rate_limited_total", &[("provider", "sim")]), dead as f64);
+    assert_eq!(metric(&scrape, "enrichd_provider_request_seconds_count", &[("provider", "sim")]), requests, "{scrape}");
+    assert_eq!(metric(&scrape, "enrichd_writebacks_total", &[("outcome", "written")]), written as f64);
+    assert_eq!(metric(&scrape, "enrichd_conflicts_total", &[]), 0.0);
+    let tokens = report["tokens_in"].as_f64().unwrap() + report["tokens_out"].as_f64().unwrap();
+    assert_eq!(metric(&scrape, "enrichd_tokens_total", &[("pipeline", "catalogue")]), tokens);
+    assert_eq!(metric(&scrape, "enrichd_runs_paused_total", &[]), 2.0);
+    assert_eq!(sb.store.writes().len() as i64, written, "each written item was written once");
+}
+
+on_both_backends! {
+    error_rate_pause => failing_provider_pauses_the_run_and_resume_finishes_it;
+}
+
+/// `enrichd run` with stdout piped: plain progress lines (no cursor movement) and the final report.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_prints_plain_progress_lines_and_the_report_when_not_a_terminal() {
+    let sb = sandboxes(30, 1).await;
+    sb.provider.set_faults(Faults { latency: Duration::from_millis(150), ..Default::default() });
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("e.db").display());
+    let config = write_config(dir.path(), &db, &sb, &ConfigOptions { concurrency: 2, ..Default::default() });
+    let out = cli(&config, &["run", "catalogue"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(!stdout.contains('\r') && !stdout.contains('\x1b'), "no terminal control codes: {stdout:?}");
+    let progress: Vec<&str> = stdout.lines().filter(|l| l.starts_with("run 1 [")).collect();
+    assert!(progress.len() >= 2, "progress lines while it works: {stdout}");
+    assert!(progress.iter().all(|l| l.contains("/30") && l.contains(" · $")), "{stdout}");
+    assert!(progress.last().unwrap().contains("30/30"), "{stdout}");
+    assert!(stdout.contains("run 1 done"), "{stdout}");
+    assert!(stdout.contains("items 30 · written 30 · conflicts 0 · skipped 0"), "{stdout}");
+    assert!(stdout.contains("  tokens ") && stdout.contains(" · cost $"), "{stdout}");
+    assert!(stdout.contains("time per item: average "), "{stdout}");
+}
+
+/// The pause settings are validated with the key path in the error.
+#[test]
+fn pause_settings_are_validated_with_the_key_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let sb = common::Sandboxes {
+        store: common::StoreSandbox::new("x"),
+        store_url: "http://127.0.0.1:9".into(),
+        provider: common::ProviderSandbox::new(None),
+        provider_url: "http://127.0.0.1:9/v1".into(),
+    };
+    for (extra, expected) in [
+        ("pause_on_error_rate = 1.5", "pipelines.catalogue.pause_on_error_rate: must be a share between 0.0 and 1.0"),
+        ("pause_on_error_rate = -0.1", "pipelines.catalogue.pause_on_error_rate"),
+        ("error_window = 0", "pipelines.catalogue.error_window: must be between 1 and 100000"),
+    ] {
+        let options = ConfigOptions { extra_pipeline: extra, ..Default::default() };
+        let path = write_config(dir.path(), "sqlite://unused.db", &sb, &options);
+        let out = enrichd(&path, &["check", "--offline"]);
+        assert_eq!(out.status.code(), Some(2), "{extra}: {}", text(&out));
+        assert!(text(&out).contains(expected), "{extra}: expected {expected:?} in {}", text(&out));
+    }
+    let options =
+        ConfigOptions { extra_pipeline: "pause_on_error_rate = 1.0\nerror_window = 200", ..Default::default() };
+    let path = write_config(dir.path(), "sqlite://unused.db", &sb, &options);
+    let out = enrichd(&path, &["check", "--offline"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+}
