@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod progress;
 mod review;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -20,6 +21,7 @@ use crate::config::Config;
 use crate::engine::{self, Engine, build_connector};
 use crate::provider::Provider;
 use crate::store::{ItemState, NewRun, Run, RunCounts, RunStart, RunStatus, Store, redact_url};
+use progress::Progress;
 
 #[derive(Parser)]
 #[command(
@@ -81,11 +83,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Show runs: item counts by state, spend, timings.
+    /// Show runs: item counts by state, spend, timings; with RUN its report (`--json`: as JSON).
     Status {
         run_id: Option<i64>,
-        #[arg(long)]
+        #[arg(long, conflicts_with = "watch")]
         json: bool,
+        /// Follow the run (RUN, or the newest) with progress until it stops moving, then show its report.
+        #[arg(long)]
+        watch: bool,
     },
     /// Resume a paused run (paused for its error rate, or by an operator): it claims work again and
     /// its error-rate window starts afresh. The daemon, or `enrichd run PIPELINE`, then works it.
@@ -253,7 +258,8 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
                 run(&config, &pipeline, limit).await
             }
         }
-        Command::Status { run_id, json } => status(&config, run_id, json).await,
+        Command::Status { run_id, json: _, watch: true } => watch(&config, run_id).await,
+        Command::Status { run_id, json, watch: false } => status(&config, run_id, json).await,
         Command::Resume { run, reviewer, json } => resume(&config, run, &reviewer, json).await,
         Command::Review(command) => review::review(&config, command).await,
         Command::Revert { item, run, confirm, reviewer, json } => {
@@ -551,68 +557,6 @@ async fn run(config: &Config, pipeline_name: &str, limit: Option<u64>) -> Result
     }
 }
 
-/// Progress lines: rewritten in place on a terminal, one line every few seconds otherwise.
-struct Progress {
-    terminal: bool,
-    last: Option<Instant>,
-    last_line: String,
-}
-
-impl Progress {
-    fn new(terminal: bool) -> Self {
-        Self { terminal, last: None, last_line: String::new() }
-    }
-
-    fn show(&mut self, run: &Run, counts: &RunCounts, elapsed: Duration) {
-        let every = if self.terminal { Duration::from_millis(250) } else { Duration::from_secs(2) };
-        let due = self.last.is_none_or(|t| t.elapsed() >= every)
-            || !matches!(run.status, RunStatus::Discovering | RunStatus::Running);
-        let line = progress_line(run, counts, elapsed);
-        if !due || line == self.last_line {
-            return;
-        }
-        if self.terminal {
-            print!("\r\x1b[2K{line}");
-            if !matches!(run.status, RunStatus::Discovering | RunStatus::Running) {
-                println!();
-            }
-            let _ = std::io::Write::flush(&mut std::io::stdout());
-        } else {
-            println!("{line}");
-        }
-        self.last = Some(Instant::now());
-        self.last_line = line;
-    }
-}
-
-fn progress_line(run: &Run, counts: &RunCounts, elapsed: Duration) -> String {
-    use ItemState::*;
-    let total = counts.total();
-    let finished = counts.terminal() + counts.awaiting_review();
-    let eta = if finished > 0 && finished < total && run.status != RunStatus::Discovering {
-        let per_item = elapsed.as_secs_f64() / finished as f64;
-        format!(" · ETA {}", fmt_duration(Duration::from_secs_f64(per_item * (total - finished) as f64)))
-    } else {
-        String::new()
-    };
-    format!(
-        "run {} [{}] {finished}/{total} · queued {} · enriching {} · review {} · writing {} · written {} · skipped {} · conflict {} · failed {} · dead {} · ${:.4} · {}{eta}",
-        run.id,
-        run.status,
-        counts.get(Queued),
-        counts.get(Enriching),
-        counts.awaiting_review(),
-        counts.sum(&[Approved, Writing]),
-        counts.get(Written),
-        counts.get(Skipped),
-        counts.get(Conflict),
-        counts.get(WriteFailed),
-        counts.get(Dead),
-        run.cost_micros as f64 / 1e6,
-        fmt_duration(elapsed),
-    )
-}
-
 fn summary_line(run: &Run, counts: &RunCounts) -> String {
     let reason = run.status_reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default();
     let states: Vec<String> = counts.0.iter().map(|(s, n)| format!("{s} {n}")).collect();
@@ -725,6 +669,45 @@ async fn status(config: &Config, run_id: Option<i64>, as_json: bool) -> Result<(
         }
     }
     store.close().await;
+    Ok(())
+}
+
+/// `status --watch`: progress of a run another process (the daemon, `enrichd run`) works, until it
+/// is no longer discovering or running; then its report. Ctrl-C stops watching, not the run.
+async fn watch(config: &Config, run_id: Option<i64>) -> Result<(), Failure> {
+    let store = open_store(config).await?;
+    let id = match run_id {
+        Some(id) => id,
+        None => match store.runs(&[], 1).await.map_err(|e| failed(e.to_string()))?.first() {
+            Some(run) => run.id,
+            None => {
+                store.close().await;
+                println!("no runs yet");
+                return Ok(());
+            }
+        },
+    };
+    let mut progress = Progress::new(std::io::stdout().is_terminal());
+    let signal = shutdown_signal();
+    tokio::pin!(signal);
+    loop {
+        let run = store.run(id).await.map_err(|e| failed(e.to_string()))?;
+        let counts = store.counts(id).await.map_err(|e| failed(e.to_string()))?;
+        let watched = Duration::from_millis((crate::store::now_ms() - run.created_at).max(0) as u64);
+        progress.show(&run, &counts, watched);
+        if !matches!(run.status, RunStatus::Discovering | RunStatus::Running) {
+            break;
+        }
+        tokio::select! {
+            _ = &mut signal => break,
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+    }
+    let report = store.report(id).await.map_err(|e| failed(e.to_string()))?;
+    store.close().await;
+    for line in report.lines() {
+        println!("{line}");
+    }
     Ok(())
 }
 

@@ -288,6 +288,15 @@ async fn run_prints_plain_progress_lines_and_the_report_when_not_a_terminal() {
     assert!(stdout.contains("items 30 · written 30 · conflicts 0 · skipped 0"), "{stdout}");
     assert!(stdout.contains("  tokens ") && stdout.contains(" · cost $"), "{stdout}");
     assert!(stdout.contains("time per item: average "), "{stdout}");
+
+    // `status --watch` on a finished run: its last progress line, then the report.
+    let out = cli(&config, &["status", "1", "--watch"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(lines[0].starts_with("run 1 [done] 30/30"), "{stdout}");
+    assert!(lines[1].starts_with("run 1 done"), "{stdout}");
+    assert!(stdout.contains("items 30 · written 30"), "{stdout}");
 }
 
 /// The pause settings are validated with the key path in the error.
