@@ -10,6 +10,8 @@ use crate::store::{ItemState, Run, RunCounts, RunStatus};
 
 /// Shows a run's progress as it changes.
 pub(super) struct Progress {
+    terminal: bool,
+    /// The bars while the run moves; gone once it stopped (they stay on screen, finished).
     bars: Option<Bars>,
     last: Option<Instant>,
     last_line: String,
@@ -25,7 +27,7 @@ struct Bars {
 impl Bars {
     fn new() -> Bars {
         let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stdout());
-        let style = ProgressStyle::with_template("{prefix:>9} [{bar:40.cyan/blue}] {pos}/{len} {msg}")
+        let style = ProgressStyle::with_template("{prefix:>9} [{bar:30.cyan/blue}] {pos}/{len} {wide_msg}")
             .expect("valid template")
             .progress_chars("=> ");
         let bar = |prefix: &'static str| {
@@ -37,7 +39,7 @@ impl Bars {
         let enrich = bar("enriched");
         let write = bar("written");
         let summary = multi.add(ProgressBar::new_spinner());
-        summary.set_style(ProgressStyle::with_template("{prefix:>9} {msg}").expect("valid template"));
+        summary.set_style(ProgressStyle::with_template("{prefix:>9} {wide_msg}").expect("valid template"));
         summary.set_prefix("run");
         Bars { _multi: multi, enrich, write, summary }
     }
@@ -46,7 +48,7 @@ impl Bars {
 impl Progress {
     /// Bars when `terminal`, plain lines otherwise.
     pub(super) fn new(terminal: bool) -> Progress {
-        Progress { bars: terminal.then(Bars::new), last: None, last_line: String::new() }
+        Progress { terminal, bars: terminal.then(Bars::new), last: None, last_line: String::new() }
     }
 
     /// Shows the run as it is now; `elapsed` is how long it has been watched (for the ETA).
@@ -59,7 +61,7 @@ impl Progress {
             bars.enrich.set_length(total);
             bars.enrich.set_position(total - not_enriched.min(total));
             bars.enrich.set_message(format!(
-                "· enriching {} · waiting for review {} · skipped {} · dead {}",
+                "· in flight {} · review {} · skipped {} · dead {}",
                 counts.sum(&[Enriching, Batched]),
                 counts.awaiting_review(),
                 counts.get(Skipped),
@@ -70,7 +72,7 @@ impl Progress {
             bars.write.set_length(to_write);
             bars.write.set_position(settled);
             bars.write.set_message(format!(
-                "· conflicts {} · write failures {}",
+                "· conflicts {} · failed writes {}",
                 counts.get(Conflict),
                 counts.get(WriteFailed)
             ));
@@ -79,7 +81,13 @@ impl Progress {
                 bars.enrich.finish();
                 bars.write.finish();
                 bars.summary.finish();
+                // The bars stay drawn; what is printed next goes below them.
+                self.bars = None;
+                println!();
             }
+            return;
+        }
+        if self.terminal {
             return;
         }
         let due = self.last.is_none_or(|t| t.elapsed() >= Duration::from_secs(2)) || !moving;
