@@ -326,3 +326,90 @@ fn pause_settings_are_validated_with_the_key_path() {
     let out = enrichd(&path, &["check", "--offline"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
 }
+
+/// On the run page a signed-in reviewer sees why the run paused and resumes it with the page's
+/// form (CSRF token required); the run is resumed in the reviewer's name. `/metrics` takes a
+/// signed-in session too, and nothing at all is refused.
+async fn the_run_page_resumes_a_paused_run(db: &TestDb) {
+    use common::harness::{harness, start_run, work};
+    let options = ConfigOptions {
+        concurrency: 2,
+        extra_pipeline: "pause_on_error_rate = 0.10\nerror_window = 5",
+        ..Default::default()
+    };
+    let h = harness(db, 40, 1, options).await;
+    h.sb.provider.set_faults(Faults { quota_rate: 1.0, latency: Duration::from_millis(20), ..Default::default() });
+    let run = start_run(&h.engine).await;
+    let worked = work(&h.engine, run.id, Duration::from_secs(60)).await;
+    assert_eq!(worked.status, enrichd::store::RunStatus::Paused, "{worked:?}");
+    assert!(h.sb.provider.stats().requests < 15, "paused after about a window: {:?}", h.sb.provider.stats());
+
+    let auth = enrichd::config::ServerAuthConfig {
+        password: Some(enrichd::config::Secret("pw".to_owned().into())),
+        token: Some(enrichd::config::Secret(API_TOKEN.to_owned().into())),
+        session_hours: 1,
+    };
+    let stop = tokio_util::sync::CancellationToken::new();
+    let site =
+        enrichd::server::Site { access: enrichd::server::Access::new(Some(&auth)), html_fields: Default::default() };
+    let (addr, _) = enrichd::server::serve(h.engine.clone(), site, "127.0.0.1:0", stop.clone()).await.unwrap();
+    let base = format!("http://{addr}");
+    let http = http();
+    let login = http.get(format!("{base}/login")).send().await.unwrap();
+    let cookie = login.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+    let page = login.text().await.unwrap();
+    let csrf_of = |page: &str| {
+        let at = page.find("name=\"csrf\" value=\"").expect("a form with a CSRF token") + 19;
+        page[at..].split('"').next().unwrap().to_owned()
+    };
+    let r = http
+        .post(format!("{base}/login"))
+        .header("cookie", &cookie)
+        .form(&[("csrf", csrf_of(&page).as_str()), ("name", "Grace"), ("password", "pw")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let session = r.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+
+    let r = http.get(format!("{base}/metrics")).header("cookie", &session).send().await.unwrap();
+    assert_eq!(r.status(), 200, "a signed-in session may read /metrics");
+    let scrape = r.text().await.unwrap();
+    assert_eq!(metric(&scrape, "enrichd_runs", &[("status", "paused")]), 1.0, "{scrape}");
+    assert_eq!(http.get(format!("{base}/metrics")).send().await.unwrap().status(), 401);
+
+    let runs = http.get(format!("{base}/runs")).header("cookie", &session).send().await.unwrap();
+    let runs = runs.text().await.unwrap();
+    assert!(runs.contains(&format!("action=\"/runs/{}/resume\"", run.id)), "{runs}");
+    let page = http.get(format!("{base}/runs/{}", run.id)).header("cookie", &session).send().await.unwrap();
+    let page = page.text().await.unwrap();
+    assert!(page.contains("id=\"status-reason\">error rate: 5 of the last 5"), "{page}");
+    let form = &page[page.find("id=\"resume-form\"").expect("a Resume button")..];
+    let r = http
+        .post(format!("{base}/runs/{}/resume", run.id))
+        .header("cookie", &session)
+        .form(&[("csrf", "forged")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "a wrong CSRF token is refused");
+    assert_eq!(db.store.run(run.id).await.unwrap().status, enrichd::store::RunStatus::Paused);
+    let r = http
+        .post(format!("{base}/runs/{}/resume", run.id))
+        .header("cookie", &session)
+        .form(&[("csrf", csrf_of(form).as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let resumed = db.store.run(run.id).await.unwrap();
+    assert!(!matches!(resumed.status, enrichd::store::RunStatus::Paused), "{resumed:?}");
+    assert_eq!(resumed.resumed_by.as_deref(), Some("reviewer:Grace"));
+    let page = http.get(format!("{base}/runs/{}", run.id)).header("cookie", &session).send().await.unwrap();
+    assert!(!page.text().await.unwrap().contains("id=\"resume-form\""), "no Resume button on a running run");
+    stop.cancel();
+}
+
+on_both_backends! {
+    run_page_resume => the_run_page_resumes_a_paused_run;
+}

@@ -556,10 +556,17 @@ impl Store {
     /// Pauses a discovering or running run whose enrichment fails too often: when more than
     /// `rule.max_rate` of its last `rule.window` enrichment outcomes (proposals and dead items,
     /// counted since the run started or was last resumed) are failures. A full window is needed, so a
-    /// resumed run pauses again only on fresh failures. Returns the paused run, or `None`.
+    /// resumed run pauses again only on fresh failures; a run with nothing left to claim is not
+    /// paused. Returns the paused run, or `None`.
     pub async fn pause_on_errors(&self, id: i64, rule: ErrorRule, actor: &str) -> Result<Option<Run>> {
         let run = self.run(id).await?;
         if !matches!(run.status, RunStatus::Discovering | RunStatus::Running) {
+            return Ok(None);
+        }
+        // Nothing left to claim: pausing would save nothing, and the run should settle as it is.
+        if run.status == RunStatus::Running
+            && self.counts(id).await?.sum(&[ItemState::Discovered, ItemState::Queued]) == 0
+        {
             return Ok(None);
         }
         let outcomes: Vec<String> = sqlx::query_scalar(
