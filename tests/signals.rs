@@ -212,6 +212,13 @@ async fn failing_provider_pauses_the_run_and_resume_finishes_it(db: &TestDb) {
     let resumed: Value = r.json().await.unwrap();
     assert_eq!(resumed["run"]["resumed_by"], "api");
     assert_ne!(resumed["run"]["status"], "paused");
+    // `status --watch` follows the daemon's work until the run stops moving, then reports.
+    let watched = cli(&config, &["status", &id.to_string(), "--watch"]).await;
+    assert_eq!(watched.status.code(), Some(0), "{}", text(&watched));
+    let watched = String::from_utf8(watched.stdout).unwrap();
+    let progress: Vec<&str> = watched.lines().filter(|l| l.starts_with(&format!("run {id} ["))).collect();
+    assert!(progress.last().is_some_and(|l| l.starts_with(&format!("run {id} [done] {ITEMS}/{ITEMS}"))), "{watched}");
+    assert!(watched.contains(&format!("run {id} done")) && watched.contains("time per item"), "{watched}");
     wait_status(&daemon, id, "done", Duration::from_secs(120)).await;
 
     // The report, by the API and by `status --json`, with what an operator asks of a run.
