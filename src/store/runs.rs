@@ -569,13 +569,25 @@ impl Store {
         {
             return Ok(None);
         }
+        // Cheap first: the window's failures are items that died since the run started or resumed
+        // (`items_run_state` index). Only when there are enough of them is the event log read.
+        let since = run.resumed_at.unwrap_or(0);
+        let died: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM items WHERE run_id = $1 AND state = 'dead' AND updated_at >= $2")
+                .bind(id)
+                .bind(since)
+                .fetch_one(&self.pool)
+                .await?;
+        if (died as f64) <= rule.max_rate * rule.window as f64 {
+            return Ok(None);
+        }
         let outcomes: Vec<String> = sqlx::query_scalar(
             "SELECT to_state FROM events WHERE run_id = $1 AND kind = 'transition' AND at >= $2 \
                AND from_state IN ('enriching', 'batched') AND to_state IN ('proposed', 'dead') \
              ORDER BY id DESC LIMIT $3",
         )
         .bind(id)
-        .bind(run.resumed_at.unwrap_or(0))
+        .bind(since)
         .bind(rule.window)
         .fetch_all(&self.pool)
         .await?;
