@@ -420,3 +420,47 @@ async fn the_run_page_resumes_a_paused_run(db: &TestDb) {
 on_both_backends! {
     run_page_resume => the_run_page_resumes_a_paused_run;
 }
+
+/// Without a daemon: `enrichd run` stops when the run pauses itself (exit 1, the reason on stderr,
+/// the report on stdout), refuses to go on with it until `enrichd resume`, and then finishes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enrichd_run_stops_at_a_pause_and_finishes_after_resume() {
+    let sb = sandboxes(120, 1).await;
+    sb.provider.set_faults(Faults { quota_rate: 1.0, latency: Duration::from_millis(10), ..Default::default() });
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("e.db").display());
+    let options = ConfigOptions {
+        concurrency: 2,
+        extra_pipeline: "pause_on_error_rate = 0.25\nerror_window = 8",
+        ..Default::default()
+    };
+    let config = write_config(dir.path(), &db, &sb, &options);
+    let out = cli(&config, &["run", "catalogue"]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("error: run 1 paused: error rate: "), "{stderr}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("  items 120 · written 0"), "{}", text(&out));
+    let spent = sb.provider.stats().requests;
+    assert!((8..40).contains(&spent), "paused after about a window of 8: {spent} requests for 120 items");
+
+    let out = cli(&config, &["run", "catalogue"]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("run 1 of catalogue is paused (error rate: "), "{}", text(&out));
+    assert!(text(&out).contains("`enrichd resume 1 --as NAME`"), "{}", text(&out));
+    assert_eq!(sb.provider.stats().requests, spent, "a paused run is not worked");
+
+    sb.provider.set_faults(Faults::default());
+    let out = cli(&config, &["resume", "1", "--as", "ops-anna", "--json"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let resumed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(resumed["run"]["resumed_by"], "ops-anna");
+    let out = cli(&config, &["run", "catalogue"]).await;
+    // Items that died before the pause stay dead (exit 1 says so); everything else is written.
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("run 1 done"), "{}", text(&out));
+    let out = cli(&config, &["status", "1", "--json"]).await;
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["written"].as_u64().unwrap() + report["dead"].as_u64().unwrap(), 120, "{report}");
+    assert_eq!(report["dead"].as_u64().unwrap() as usize, spent as usize, "one failed request per dead item");
+    assert_eq!(sb.store.writes().len() as u64, report["written"].as_u64().unwrap());
+}
