@@ -464,3 +464,42 @@ async fn enrichd_run_stops_at_a_pause_and_finishes_after_resume() {
     assert_eq!(report["dead"].as_u64().unwrap() as usize, spent as usize, "one failed request per dead item");
     assert_eq!(sb.store.writes().len() as u64, report["written"].as_u64().unwrap());
 }
+
+/// A run that pauses while still discovering goes back to discovering when resumed, and reads the
+/// rest of the catalogue from where it stopped.
+async fn a_pause_during_discovery_resumes_discovery(db: &TestDb) {
+    use common::harness::{harness, start_run, work};
+    use enrichd::store::{ItemState, RunStatus};
+    let options = ConfigOptions {
+        concurrency: 2,
+        extra_pipeline: "page_size = 10\npause_on_error_rate = 0.10\nerror_window = 5",
+        ..Default::default()
+    };
+    let h = harness(db, 200, 1, options).await;
+    h.sb.store
+        .set_faults(enrichd_teststore::sandbox::Faults { latency: Duration::from_millis(150), ..Default::default() });
+    h.sb.provider.set_faults(Faults { quota_rate: 1.0, ..Default::default() });
+    let run = start_run(&h.engine).await;
+    let paused = work(&h.engine, run.id, Duration::from_secs(60)).await;
+    assert_eq!(paused.status, RunStatus::Paused, "{paused:?}");
+    assert_eq!(paused.paused_from, Some(RunStatus::Discovering), "{paused:?}");
+    let discovered = db.store.counts(run.id).await.unwrap().total();
+    assert!(discovered < 200, "paused before discovery ended: {discovered} items");
+
+    h.sb.store.set_faults(Default::default());
+    h.sb.provider.set_faults(Faults::default());
+    let resumed = db.store.resume_run(run.id, "ops-anna").await.unwrap();
+    assert_eq!(resumed.status, RunStatus::Discovering);
+    assert_eq!(resumed.paused_from, None);
+    let done = work(&h.engine, run.id, Duration::from_secs(120)).await;
+    assert_eq!(done.status, RunStatus::Done, "{done:?}");
+    let counts = db.store.counts(run.id).await.unwrap();
+    assert_eq!(counts.total(), 200, "the rest of the catalogue was discovered: {counts:?}");
+    assert_eq!(counts.get(ItemState::Written) + counts.get(ItemState::Dead), 200, "{counts:?}");
+    let refused = db.store.resume_run(run.id, "ops-anna").await.unwrap_err().to_string();
+    assert!(refused.contains("is done, not paused"), "{refused}");
+}
+
+on_both_backends! {
+    pause_in_discovery => a_pause_during_discovery_resumes_discovery;
+}
