@@ -503,3 +503,28 @@ async fn a_pause_during_discovery_resumes_discovery(db: &TestDb) {
 on_both_backends! {
     pause_in_discovery => a_pause_during_discovery_resumes_discovery;
 }
+
+/// A run paused for its budget is not resumed: it would only pause again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_paused_for_its_budget_is_not_resumed() {
+    use common::harness::{harness, work};
+    use enrichd::store::RunStatus;
+    let db = common::sqlite().await;
+    let h = harness(&db, 40, 1, ConfigOptions { concurrency: 1, ..Default::default() }).await;
+    let new = NewRun {
+        pipeline: "catalogue".into(),
+        scheduled_for: None,
+        item_limit: None,
+        max_attempts: 5,
+        budget_micros: Some(1),
+        sample: None,
+    };
+    let RunStart::Created(run) = db.store.create_run(&new).await.unwrap() else { panic!("a fresh database") };
+    let paused = work(&h.engine, run.id, Duration::from_secs(60)).await;
+    assert_eq!(paused.status, RunStatus::Paused, "{paused:?}");
+    assert!(paused.status_reason.as_deref().unwrap_or_default().starts_with("budget reached"), "{paused:?}");
+    let refused = db.store.resume_run(run.id, "ops-anna").await.unwrap_err().to_string();
+    assert!(refused.contains("spent its budget") && refused.contains("would pause it again"), "{refused}");
+    assert_eq!(db.store.run(run.id).await.unwrap().status, RunStatus::Paused);
+    db.cleanup().await;
+}
