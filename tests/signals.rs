@@ -528,3 +528,60 @@ async fn a_run_paused_for_its_budget_is_not_resumed() {
     assert_eq!(db.store.run(run.id).await.unwrap().status, RunStatus::Paused);
     db.cleanup().await;
 }
+
+/// Leases a dead worker left behind are reclaimed by the upkeep, and `/metrics` counts them (on an
+/// open, loopback-only server a scrape needs no credentials and makes no session).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reclaimed_leases_are_counted_in_metrics() {
+    use common::harness::{harness, start_run};
+    use enrichd::store::{Claim, NewItem, Work};
+    let db = common::sqlite().await;
+    let h = harness(&db, 10, 1, ConfigOptions { lease_seconds: 0.4, ..Default::default() }).await;
+    let run = start_run(&h.engine).await;
+    let store = &db.store;
+    let ghost = "ghost-worker";
+    store.claim_discovery(run.id, ghost, Duration::from_secs(30)).await.unwrap().expect("discovery lease");
+    let items: Vec<NewItem> = (1..=6)
+        .map(|i| NewItem {
+            entity: "product".into(),
+            external_id: i.to_string(),
+            record_version: "1".into(),
+            input: "{}".into(),
+            input_hash: format!("h{i}"),
+            skip: None,
+        })
+        .collect();
+    store.add_discovered(run.id, "catalogue", "v1", ghost, &items, None).await.unwrap();
+    let claim = Claim {
+        pipeline: "catalogue",
+        run_id: Some(run.id),
+        work: Work::Enrich,
+        owner: ghost,
+        limit: 6,
+        lease: Duration::from_millis(1),
+    };
+    assert_eq!(store.claim(&claim).await.unwrap().len(), 6);
+
+    let stop = tokio_util::sync::CancellationToken::new();
+    let site = enrichd::server::Site { access: enrichd::server::Access::new(None), html_fields: Default::default() };
+    let (addr, _) = enrichd::server::serve(h.engine.clone(), site, "127.0.0.1:0", stop.clone()).await.unwrap();
+    let upkeep = h.engine.spawn_upkeep(stop.clone());
+    let start = Instant::now();
+    let scrape = loop {
+        let r = http().get(format!("http://{addr}/metrics")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert!(r.headers().get("set-cookie").is_none(), "no session per scrape");
+        let scrape = r.text().await.unwrap();
+        if metric(&scrape, "enrichd_leases_reclaimed_total", &[]) >= 6.0 {
+            break scrape;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "no reclaim counted: {scrape}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(metric(&scrape, "enrichd_leases_reclaimed_total", &[]), 6.0, "{scrape}");
+    assert_eq!(metric(&scrape, "enrichd_items", &[("state", "queued")]), 6.0, "{scrape}");
+    assert_eq!(metric(&scrape, "enrichd_items", &[("state", "enriching")]), 0.0, "{scrape}");
+    stop.cancel();
+    upkeep.await.unwrap();
+    db.cleanup().await;
+}
