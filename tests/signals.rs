@@ -130,7 +130,8 @@ const ITEMS: i64 = 240;
 /// sandboxes.
 async fn failing_provider_pauses_the_run_and_resume_finishes_it(db: &TestDb) {
     let sb = sandboxes(ITEMS as u64, 1).await;
-    sb.provider.set_faults(Faults { quota_rate: 0.9, latency: Duration::from_millis(10), ..Default::default() });
+    // Latency keeps a loaded machine's slower settle loop from letting many more requests through.
+    sb.provider.set_faults(Faults { quota_rate: 0.9, latency: Duration::from_millis(50), ..Default::default() });
     let dir = tempfile::tempdir().unwrap();
     let options = ConfigOptions {
         concurrency: 4,
@@ -345,11 +346,11 @@ async fn the_run_page_resumes_a_paused_run(db: &TestDb) {
         ..Default::default()
     };
     let h = harness(db, 40, 1, options).await;
-    h.sb.provider.set_faults(Faults { quota_rate: 1.0, latency: Duration::from_millis(20), ..Default::default() });
+    h.sb.provider.set_faults(Faults { quota_rate: 1.0, latency: Duration::from_millis(60), ..Default::default() });
     let run = start_run(&h.engine).await;
     let worked = work(&h.engine, run.id, Duration::from_secs(60)).await;
     assert_eq!(worked.status, enrichd::store::RunStatus::Paused, "{worked:?}");
-    assert!(h.sb.provider.stats().requests < 15, "paused after about a window: {:?}", h.sb.provider.stats());
+    assert!(h.sb.provider.stats().requests < 25, "paused after about a window: {:?}", h.sb.provider.stats());
 
     let auth = enrichd::config::ServerAuthConfig {
         password: Some(enrichd::config::Secret("pw".to_owned().into())),
@@ -426,7 +427,7 @@ on_both_backends! {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn enrichd_run_stops_at_a_pause_and_finishes_after_resume() {
     let sb = sandboxes(120, 1).await;
-    sb.provider.set_faults(Faults { quota_rate: 1.0, latency: Duration::from_millis(10), ..Default::default() });
+    sb.provider.set_faults(Faults { quota_rate: 1.0, latency: Duration::from_millis(50), ..Default::default() });
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}", dir.path().join("e.db").display());
     let options = ConfigOptions {
