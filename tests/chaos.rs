@@ -300,10 +300,12 @@ async fn three_daemons_one_run(db: &TestDb) {
     assert_eq!(records.len() as u64, items, "every record written once");
 
     // The rate limit across the three: in any one second, no more requests than the limit plus the
-    // burst each daemon's share allows (half a second of its share, see src/provider/limit.rs).
+    // burst each daemon's share allows (half a second of its share, see src/provider/limit.rs), plus
+    // 5% for requests the gates released on schedule reaching the sandbox bunched together. Three
+    // daemons each at the full limit reach about twice this.
     let per_second = per_minute / 60.0;
     let burst_each = ((per_second / 3.0 / 2.0).floor()).max(1.0);
-    let allowed = (per_second + 3.0 * burst_each).ceil() as usize;
+    let allowed = (per_second * 1.05 + 3.0 * burst_each).ceil() as usize;
     let arrivals = sb.provider.arrivals();
     let mut busiest = 0;
     let mut from = 0;
