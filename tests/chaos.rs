@@ -7,7 +7,8 @@
 //!   the enrichment leases in flight at the kills.
 //! - A fault mix on both sandboxes (10% 5xx, 5% 429 with `Retry-After`, 2% hung requests — for
 //!   writes also writes that land but whose response hangs —, 1% malformed model JSON): no item is
-//!   stuck, every item is written or dead with its reason.
+//!   stuck, every item is written or dead with its reason. And the nasty case alone, every time:
+//!   each write lands but its response is lost, and nothing is written twice.
 //! - Three daemons on one Postgres on one run: one model call and one write per item, and the
 //!   configured request rate is kept across the three.
 //!
@@ -240,6 +241,30 @@ async fn fault_mix_on_both_sides(db: &TestDb) {
     );
 }
 
+/// The nasty case of the fault mix, every time: each write lands but its response hangs past the
+/// client's timeout. The engine must find its own values on the record and call the item written,
+/// without writing it again.
+async fn every_write_response_lost(db: &TestDb) {
+    let items = 60;
+    let sb = sandboxes(items, 1).await;
+    sb.store.set_faults(StoreFaults { lost_response_rate: 1.0, hang: Duration::from_secs(3), ..Default::default() });
+    let dir = tempfile::tempdir().unwrap();
+    let options = ConfigOptions { store_timeout_seconds: 1.0, ..Default::default() };
+    let config = write_config(dir.path(), &db.url, &sb, &options);
+    let (status, output) =
+        Enrichd::run(&config, "catalogue", dir.path().join("run.log")).wait(Duration::from_secs(120)).await;
+    assert!(status.success(), "enrichd run failed: {output}");
+    let runs = db.store.runs(&[], 10).await.unwrap();
+    let counts = db.store.counts(runs[0].id).await.unwrap();
+    assert_eq!(counts.get(ItemState::Written), items as i64, "{counts:?}\n{output}");
+    assert!(sb.store.stats().lost_responses > 0, "no write response was lost: {:?}", sb.store.stats());
+    assert_eq!(repeated_writes(&sb), 0, "a write whose response was lost was sent again");
+    for id in 1..=items {
+        let description = &sb.store.record("product", id).unwrap().1["description"];
+        assert_eq!(*description, json!(expected_description(id)), "product {id}");
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Three daemons on one Postgres
 
@@ -326,6 +351,7 @@ async fn three_daemons_one_run(db: &TestDb) {
 on_both_backends! {
     kill9_at_random_moments => killed_at_random_moments;
     fault_mix => fault_mix_on_both_sides;
+    lost_write_responses => every_write_response_lost;
 }
 
 mod three_daemons {
