@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod harness;
+pub mod process;
 pub mod woo;
 
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -138,6 +139,10 @@ pub struct ConfigOptions {
     /// Lines added to `[providers.sim]` and `[tasks.copy]`.
     pub extra_provider: &'static str,
     pub extra_task: &'static str,
+    /// The HTTP timeouts of the store connection and of the provider: chaos tests shorten them so
+    /// a hung request costs a second, not ten.
+    pub store_timeout_seconds: f64,
+    pub provider_timeout_seconds: f64,
 }
 
 impl Default for ConfigOptions {
@@ -151,6 +156,8 @@ impl Default for ConfigOptions {
             extra_pipeline: "",
             extra_provider: "",
             extra_task: "",
+            store_timeout_seconds: 10.0,
+            provider_timeout_seconds: 10.0,
         }
     }
 }
@@ -181,13 +188,13 @@ retry_max_seconds = 2
 kind = "teststore"
 base_url = "{store}"
 token = "${{TEST_STORE_TOKEN}}"
-timeout_seconds = 10
+timeout_seconds = {store_timeout}
 
 [providers.sim]
 kind = "openai"
 base_url = "{provider}"
 api_key = "${{TEST_PROVIDER_KEY}}"
-timeout_seconds = 10
+timeout_seconds = {provider_timeout}
 {extra_provider}
 
 [tasks.copy]
@@ -218,6 +225,8 @@ review = {{ policy = "{policy}"{review_extra} }}
         extra = o.extra_pipeline,
         extra_provider = o.extra_provider,
         extra_task = o.extra_task,
+        store_timeout = o.store_timeout_seconds,
+        provider_timeout = o.provider_timeout_seconds,
     );
     let path = dir.join("enrichd.toml");
     std::fs::write(&path, text).unwrap();

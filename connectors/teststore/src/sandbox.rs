@@ -1,7 +1,10 @@
 //! The teststore sandbox: an axum server holding records in memory, with the behaviour of a real
 //! platform API (bearer auth, pagination headers, per-item batch errors, 413 over the batch limit,
-//! versions bumped by every write) and injectable faults (latency, 5xx, 429 with `Retry-After`).
-//! Tests drive it in-process and inspect it directly: what was written, how often, and when.
+//! versions bumped by every write) and injectable faults (latency, 5xx, 429 with `Retry-After`,
+//! requests that hang past the client's timeout, and writes that land but whose response hangs).
+//! Tests drive it in-process and inspect it directly: what was written, how often, and when. Faults
+//! are drawn from a seeded generator when [`Sandbox::set_seed`] was called, so a failing chaos run
+//! can be replayed (the draws are in arrival order, which concurrency may still reshuffle).
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -13,7 +16,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use rand::Rng;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
@@ -28,6 +32,20 @@ pub struct Faults {
     pub server_error_rate: f64,
     /// Share of requests answered `429` with `Retry-After: 1` before doing anything.
     pub rate_limit_rate: f64,
+    /// Share of requests that hang for `hang` before anything happens (the client's timeout fires
+    /// and nothing was read or written).
+    pub timeout_rate: f64,
+    /// Share of batch writes that are applied and whose response then hangs for `hang`: the write
+    /// landed, but the client sees a timeout.
+    pub lost_response_rate: f64,
+    /// How long a hung request hangs (60 s when zero).
+    pub hang: Duration,
+}
+
+impl Faults {
+    fn hang(&self) -> Duration {
+        if self.hang.is_zero() { Duration::from_secs(60) } else { self.hang }
+    }
 }
 
 /// One write the sandbox applied.
@@ -46,6 +64,9 @@ pub struct Stats {
     pub fetch_requests: u64,
     pub batch_requests: u64,
     pub rejected_by_faults: u64,
+    /// Requests hung by `timeout_rate` (nothing done) and writes applied whose response was hung.
+    pub hung: u64,
+    pub lost_responses: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -65,6 +86,8 @@ struct Inner {
     /// pages in order costs one page each instead of skipping from the start every time. Cleared
     /// whenever records are added.
     list_resume: Option<(String, u64, u64)>,
+    /// The fault generator, when seeded.
+    rng: Option<StdRng>,
 }
 
 /// An OAuth2 token endpoint whose refresh tokens rotate: each refresh returns a new refresh token
@@ -176,6 +199,19 @@ impl Sandbox {
         self.lock().faults = faults;
     }
 
+    /// Draws faults from a generator seeded with `seed` from now on.
+    pub fn set_seed(&self, seed: u64) {
+        self.lock().rng = Some(StdRng::seed_from_u64(seed));
+    }
+
+    /// A uniform draw in `[0, 1)`: seeded when [`Sandbox::set_seed`] was called.
+    fn roll(&self) -> f64 {
+        match self.lock().rng.as_mut() {
+            Some(rng) => rng.random(),
+            None => rand::rng().random(),
+        }
+    }
+
     /// The router, for embedding or serving.
     pub fn router(&self) -> Router {
         Router::new()
@@ -209,7 +245,7 @@ impl Sandbox {
         if !given.is_some_and(|t| t == &*self.token || issued(t)) {
             return Some(error(StatusCode::UNAUTHORIZED, "unauthorized", "Missing or invalid bearer token."));
         }
-        let roll: f64 = rand::rng().random();
+        let roll = self.roll();
         if roll < faults.rate_limit_rate {
             self.lock().stats.rejected_by_faults += 1;
             let mut response = error(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "Too many requests.");
@@ -223,6 +259,11 @@ impl Sandbox {
                 "unavailable",
                 "The store is temporarily unavailable.",
             ));
+        }
+        if roll < faults.rate_limit_rate + faults.server_error_rate + faults.timeout_rate {
+            self.lock().stats.hung += 1;
+            tokio::time::sleep(faults.hang()).await;
+            return Some(error(StatusCode::GATEWAY_TIMEOUT, "timeout", "The request timed out."));
         }
         None
     }
@@ -378,6 +419,23 @@ async fn batch(
     if let Some(response) = sandbox.gate(&headers).await {
         return response;
     }
+    let lose_response = {
+        let rate = sandbox.lock().faults.lost_response_rate;
+        rate > 0.0 && sandbox.roll() < rate
+    };
+    let response = apply_batch(&sandbox, entity, body);
+    if lose_response {
+        let hang = {
+            let mut inner = sandbox.lock();
+            inner.stats.lost_responses += 1;
+            inner.faults.hang()
+        };
+        tokio::time::sleep(hang).await;
+    }
+    response
+}
+
+fn apply_batch(sandbox: &Sandbox, entity: String, body: axum::body::Bytes) -> Response {
     let mut inner = sandbox.lock();
     inner.stats.batch_requests += 1;
     let body: BatchBody = match serde_json::from_slice(&body) {

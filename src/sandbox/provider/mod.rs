@@ -10,7 +10,9 @@
 //! `retry-after`), out-of-money 429s, requests that hang past the client's timeout, answers cut
 //! off mid-JSON, invalid JSON, refusals, packed answers that drop an id, batches that expire with
 //! partial results. A request rate can be enforced as a token bucket, reported in the providers'
-//! rate-limit headers on every answer, with 429s beyond it.
+//! rate-limit headers on every answer, with 429s beyond it. Faults are drawn from a seeded
+//! generator after [`ProviderSandbox::set_seed`], so a chaos run can be replayed, and the arrival
+//! time of every realtime request is kept for checking a rate limit from the outside.
 
 mod anthropic;
 mod gemini;
@@ -23,7 +25,8 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::http::HeaderMap;
-use rand::Rng;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use serde_json::{Map, Value, json};
 
 /// Faults injected into model requests (realtime requests, and the lines of batches).
@@ -34,6 +37,9 @@ pub struct Faults {
     pub rate_limit_rate: f64,
     /// Injected 429s carry no `retry-after` (the client must back off on its own).
     pub rate_limit_without_retry_after: bool,
+    /// The wait an injected 429 asks for (1 s when zero). OpenAI's `retry-after-ms` carries it to
+    /// the millisecond; `retry-after` rounds it up to whole seconds.
+    pub retry_after: Duration,
     /// Share of requests refused with an out-of-money 429 (`insufficient_quota`,
     /// `enforced_spend_limit_reached`, Gemini's used-up daily quota).
     pub quota_rate: f64,
@@ -163,6 +169,10 @@ struct Inner {
     files: BTreeMap<String, Vec<u8>>,
     batches: BTreeMap<String, Batch>,
     next_id: u64,
+    /// The fault generator, when seeded.
+    rng: Option<StdRng>,
+    /// When each realtime request arrived.
+    arrivals: Vec<Instant>,
 }
 
 /// A provider sandbox. Cloning shares it.
@@ -195,6 +205,24 @@ impl ProviderSandbox {
 
     pub fn stats(&self) -> Stats {
         self.lock().stats.clone()
+    }
+
+    /// Draws faults from a generator seeded with `seed` from now on.
+    pub fn set_seed(&self, seed: u64) {
+        self.lock().rng = Some(StdRng::seed_from_u64(seed));
+    }
+
+    /// A uniform draw in `[0, 1)`: seeded when [`ProviderSandbox::set_seed`] was called.
+    fn roll(&self) -> f64 {
+        match self.lock().rng.as_mut() {
+            Some(rng) => rng.random(),
+            None => rand::rng().random(),
+        }
+    }
+
+    /// When each realtime request arrived (refused ones too), in order.
+    pub fn arrivals(&self) -> Vec<Instant> {
+        self.lock().arrivals.clone()
     }
 
     /// The subject (first user-message line, or packed item line) of every answer, in order.
@@ -252,6 +280,7 @@ impl ProviderSandbox {
         let (faults, limited, rate) = {
             let mut inner = self.lock();
             inner.stats.requests += 1;
+            inner.arrivals.push(Instant::now());
             inner.stats.in_flight += 1;
             inner.stats.max_in_flight = inner.stats.max_in_flight.max(inner.stats.in_flight);
             let faults = inner.faults.clone();
@@ -291,7 +320,7 @@ impl ProviderSandbox {
     }
 
     fn pick_fault(&self, faults: &Faults) -> Option<Fault> {
-        let mut roll: f64 = rand::rng().random();
+        let mut roll = self.roll();
         let mut pick = None;
         for (rate, fault) in [
             (faults.rate_limit_rate, Fault::RateLimited { retry_after: !faults.rate_limit_without_retry_after }),
@@ -313,7 +342,7 @@ impl ProviderSandbox {
 
     /// Decides how an answer goes wrong, if it does (and counts it).
     pub(crate) fn spoil(&self, faults: &Faults) -> Spoil {
-        let mut roll: f64 = rand::rng().random();
+        let mut roll = self.roll();
         for (rate, spoil) in [
             (faults.truncated_rate, Spoil::Truncated),
             (faults.invalid_json_rate, Spoil::InvalidJson),
@@ -333,7 +362,7 @@ impl ProviderSandbox {
         let mut answer = answer_to(schema, user);
         if let Some(items) = answer.get_mut("items").and_then(Value::as_array_mut)
             && items.len() > 1
-            && rand::rng().random::<f64>() < faults.packed_drop_rate
+            && self.roll() < faults.packed_drop_rate
         {
             items.pop();
             self.lock().stats.faults += 1;

@@ -95,7 +95,9 @@ async fn chat(State(sandbox): State<ProviderSandbox>, headers: HeaderMap, Json(b
                 "Rate limit reached for requests per min (RPM). Please try again in 1s.",
             );
             if retry_after {
-                let wait = begin.rate.map(|r| r.reset.as_secs_f64()).unwrap_or(1.0);
+                let injected =
+                    if begin.faults.retry_after.is_zero() { 1.0 } else { begin.faults.retry_after.as_secs_f64() };
+                let wait = begin.rate.map(|r| r.reset.as_secs_f64()).unwrap_or(injected);
                 r.headers_mut().insert("retry-after-ms", HeaderValue::from(((wait * 1000.0).ceil() as u64).max(1)));
                 r.headers_mut().insert("retry-after", HeaderValue::from(wait.ceil().max(1.0) as u64));
             }
