@@ -171,7 +171,11 @@ async fn counts(url: &str) -> enrichd::store::RunCounts {
     counts
 }
 
-async fn sandboxes(products: u64, missing_every: u64, latency: Duration) -> (Sandbox, ProviderSandbox, [std::net::SocketAddr; 2]) {
+async fn sandboxes(
+    products: u64,
+    missing_every: u64,
+    latency: Duration,
+) -> (Sandbox, ProviderSandbox, [std::net::SocketAddr; 2]) {
     let shop = Sandbox::new(STORE_TOKEN);
     shop.seed_products(products, missing_every);
     let shop_addr = shop.start("127.0.0.1:0".parse().unwrap()).await.unwrap();
@@ -183,7 +187,9 @@ async fn sandboxes(products: u64, missing_every: u64, latency: Duration) -> (San
 
 async fn latency(items: u64) {
     println!("\n### Latency-bound: {items} products, half missing a description, model latency 50 ms, no rate limit\n");
-    println!("| concurrency | enriched + written | wall time | floor (enriched × 50 ms / concurrency) | most requests in flight | peak RSS |");
+    println!(
+        "| concurrency | enriched + written | wall time | floor (enriched × 50 ms / concurrency) | most requests in flight | peak RSS |"
+    );
     println!("|---|---|---|---|---|---|");
     for concurrency in [16, 64] {
         let dir = tempfile::tempdir().unwrap();
@@ -191,7 +197,14 @@ async fn latency(items: u64) {
         let url = database(dir.path(), false);
         teststore_config(
             dir.path(),
-            TestStoreCase { database: &url, store: s, provider: p, concurrency, provider_limit: "", max_connections: 8 },
+            TestStoreCase {
+                database: &url,
+                store: s,
+                provider: p,
+                concurrency,
+                provider_limit: "",
+                max_connections: 8,
+            },
         );
         let exit = enrichd(dir.path(), &["run", "catalogue"], None::<fn() -> std::future::Ready<bool>>).await;
         assert!(exit.success, "enrichd run failed:\n{}", exit.output);
@@ -221,7 +234,14 @@ async fn rate(items: u64, rps: f64, latency_ms: u64) {
         let concurrency = ((rps * latency_ms as f64 / 1000.0).ceil() as usize * 2).max(16);
         teststore_config(
             dir.path(),
-            TestStoreCase { database: &url, store: s, provider: p, concurrency, provider_limit: &limit, max_connections: 8 },
+            TestStoreCase {
+                database: &url,
+                store: s,
+                provider: p,
+                concurrency,
+                provider_limit: &limit,
+                max_connections: 8,
+            },
         );
         let exit = enrichd(dir.path(), &["run", "catalogue"], None::<fn() -> std::future::Ready<bool>>).await;
         assert!(exit.success, "enrichd run failed:\n{}", exit.output);
@@ -249,7 +269,14 @@ async fn overhead(items: u64) {
         let url = database(dir.path(), postgres);
         teststore_config(
             dir.path(),
-            TestStoreCase { database: &url, store: s, provider: p, concurrency: 32, provider_limit: "", max_connections: 8 },
+            TestStoreCase {
+                database: &url,
+                store: s,
+                provider: p,
+                concurrency: 32,
+                provider_limit: "",
+                max_connections: 8,
+            },
         );
         let exit = enrichd(dir.path(), &["run", "catalogue"], None::<fn() -> std::future::Ready<bool>>).await;
         assert!(exit.success, "enrichd run failed:\n{}", exit.output);
@@ -279,7 +306,14 @@ async fn memory(sizes: &[u64]) {
         let url = database(dir.path(), false);
         teststore_config(
             dir.path(),
-            TestStoreCase { database: &url, store: s, provider: p, concurrency: 16, provider_limit: "", max_connections: 8 },
+            TestStoreCase {
+                database: &url,
+                store: s,
+                provider: p,
+                concurrency: 16,
+                provider_limit: "",
+                max_connections: 8,
+            },
         );
         let store = Store::connect(&url, 1).await.unwrap();
         store.migrate().await.unwrap();
@@ -305,8 +339,12 @@ async fn memory(sizes: &[u64]) {
 }
 
 async fn writes(items: usize) {
-    println!("\n### Write efficiency: WooCommerce sandbox (HTTPS), {items} products, half missing a description, product_copy task\n");
-    println!("| written | write batches | reads before writing + verification reads | requests per 100 written | listing pages (discovery) |");
+    println!(
+        "\n### Write efficiency: WooCommerce sandbox (HTTPS), {items} products, half missing a description, product_copy task\n"
+    );
+    println!(
+        "| written | write batches | reads before writing + verification reads | requests per 100 written | listing pages (discovery) |"
+    );
     println!("|---|---|---|---|---|");
     let dir = tempfile::tempdir().unwrap();
     let shop = WooSandbox::with_products(generate_catalogue(items, 7, 0.5));
@@ -402,4 +440,3 @@ fn main() {
         });
     }
 }
-

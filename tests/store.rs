@@ -645,6 +645,65 @@ async fn credentials_are_encrypted_at_rest(db: &TestDb) {
     assert_eq!(vault.get("xero").await.unwrap().as_deref(), Some(&b"rotated"[..]));
 }
 
+/// Many proposals at once are committed together (group commit): each item gets its own answer and
+/// events, an item whose lease was taken fails alone with `LeaseLost`, and the run's totals are the
+/// sum of exactly the proposals that landed.
+async fn concurrent_proposals_land_together_and_fail_alone(db: &TestDb) {
+    let store = &db.store;
+    let run_id = run_with_items(store, "p", 120, 5).await;
+    let lease = Duration::from_secs(30);
+    let mine = store.claim(&claim("p", Work::Enrich, OWNER, 120, lease)).await.unwrap();
+    assert_eq!(mine.len(), 120);
+    // Every tenth item's lease expires and another worker takes it.
+    let stolen: HashSet<i64> = mine.iter().step_by(10).map(|i| i.id).collect();
+    for id in &stolen {
+        walk(store, *id, &[ItemState::Enriching, ItemState::Queued]).await;
+    }
+    let theirs = store.claim(&claim("p", Work::Enrich, "worker-b", 100, lease)).await.unwrap();
+    assert_eq!(theirs.iter().map(|i| i.id).collect::<HashSet<_>>(), stolen);
+
+    let usage = Usage { input_tokens: 10, output_tokens: 2, cost_micros: 7 };
+    let proposals = mine.iter().map(|item| {
+        let proposal = Proposal {
+            fields: [(
+                "description".into(),
+                FieldChange { before: json!(""), proposed: json!(format!("for {}", item.external_id)), edited: None },
+            )]
+            .into(),
+            model: "m".into(),
+            task_version: "t1".into(),
+            warnings: vec![],
+        };
+        let approve = (item.id % 2 == 0).then_some("policy:none");
+        async move { (item.id, store.propose(item, OWNER, &proposal, "{}", usage, approve).await) }
+    });
+    let outcomes = futures::future::join_all(proposals).await;
+    for (id, outcome) in &outcomes {
+        match outcome {
+            Err(StoreError::LeaseLost { holder, .. }) if stolen.contains(id) => assert_eq!(holder, "worker-b"),
+            Ok(item) if !stolen.contains(id) => {
+                let want = if id % 2 == 0 { ItemState::Approved } else { ItemState::Proposed };
+                assert_eq!(item.state, want, "item {id}");
+                let proposed = &item.proposal.as_ref().unwrap().fields["description"].proposed;
+                assert_eq!(proposed, &json!(format!("for {}", item.external_id)), "item {id} got another's answer");
+            }
+            other => panic!("item {id} (stolen: {}): {other:?}", stolen.contains(id)),
+        }
+    }
+    for id in &stolen {
+        let item = store.item(*id).await.unwrap();
+        assert_eq!((item.state, item.lease_owner.as_deref()), (ItemState::Enriching, Some("worker-b")));
+        assert_eq!(item.proposal, None);
+    }
+    let landed = (mine.len() - stolen.len()) as i64;
+    let run = store.run(run_id).await.unwrap();
+    assert_eq!((run.cost_micros, run.tokens_in, run.tokens_out), (7 * landed, 10 * landed, 2 * landed));
+    let events = store.run_events(run_id).await.unwrap();
+    let to = |s: &str| events.iter().filter(|e| e.to_state.as_deref() == Some(s)).count() as i64;
+    assert_eq!(to("proposed"), landed);
+    assert_eq!(to("approved"), mine.iter().filter(|i| i.id % 2 == 0 && !stolen.contains(&i.id)).count() as i64);
+}
+
 on_both_backends! {
     transition_table => transition_table_matches_database;
     legal_transitions => every_legal_transition_is_applied_with_one_event;
@@ -661,4 +720,5 @@ on_both_backends! {
     concurrent_claims => concurrent_claimers_never_share_an_item;
     sample_cap => concurrent_claimers_never_exceed_the_sample;
     credentials => credentials_are_encrypted_at_rest;
+    group_commit => concurrent_proposals_land_together_and_fail_alone;
 }

@@ -199,37 +199,42 @@ async fn record_outcomes(
 ) -> Vec<(Item, Change)> {
     let store = &engine.store;
     let owner = engine.owner.as_str();
-    let mut written = Vec::new();
     let mut by_id: HashMap<String, WriteResult> = outcomes.into_iter().map(|o| (o.id, o.result)).collect();
-    for (item, change) in chunk {
-        let result = match by_id.remove(&item.external_id) {
-            Some(WriteResult::Written { version }) => {
-                match store.mark_written(item, owner, version.as_ref().map(|v| v.0.as_str()), None).await {
-                    Ok(done) => {
-                        written.push((done, change.clone()));
-                        Ok(())
-                    }
-                    Err(e) => Err(e),
+    // All at once: the store commits the items of a batch together (one flush, not one per item).
+    let recorded = chunk.iter().map(|(item, change)| {
+        let result = by_id.remove(&item.external_id);
+        async move {
+            let outcome = match result {
+                Some(WriteResult::Written { version }) => store
+                    .mark_written(item, owner, version.as_ref().map(|v| v.0.as_str()), None)
+                    .await
+                    .map(|done| Some((done, change.clone()))),
+                Some(WriteResult::Conflict { current }) => {
+                    let reason = format!(
+                        "record {}: the platform refused the write because the record changed",
+                        item.external_id
+                    );
+                    store
+                        .mark_conflict(item, owner, current.as_ref().map(|v| v.0.as_str()), &reason)
+                        .await
+                        .map(|_| None)
                 }
-            }
-            Some(WriteResult::Conflict { current }) => {
-                let reason =
-                    format!("record {}: the platform refused the write because the record changed", item.external_id);
-                store.mark_conflict(item, owner, current.as_ref().map(|v| v.0.as_str()), &reason).await.map(drop)
-            }
-            Some(WriteResult::Failed(e)) => store
-                .fail_write(item, owner, &e.message, e.retryable, e.retry_after, engine.retry_policy())
-                .await
-                .map(drop),
-            None => {
-                let message = format!("record {}: the platform reported no outcome for it", item.external_id);
-                store.fail_write(item, owner, &message, true, None, engine.retry_policy()).await.map(drop)
-            }
-        };
-        if let Err(e) = result {
-            log_store_error(item.id, "write-back", &e);
+                Some(WriteResult::Failed(e)) => store
+                    .fail_write(item, owner, &e.message, e.retryable, e.retry_after, engine.retry_policy())
+                    .await
+                    .map(|_| None),
+                None => {
+                    let message = format!("record {}: the platform reported no outcome for it", item.external_id);
+                    store.fail_write(item, owner, &message, true, None, engine.retry_policy()).await.map(|_| None)
+                }
+            };
+            outcome.unwrap_or_else(|e| {
+                log_store_error(item.id, "write-back", &e);
+                None
+            })
         }
-    }
+    });
+    let written: Vec<(Item, Change)> = futures::future::join_all(recorded).await.into_iter().flatten().collect();
     written
 }
 
@@ -251,7 +256,8 @@ async fn verify(engine: &Engine, pipeline: &Pipeline, written: Vec<(Item, Change
         }
     };
     let by_id: HashMap<&str, &Record> = records.iter().map(|r| (r.id.as_str(), r)).collect();
-    for (item, change) in &written {
+    let mut checked = Vec::with_capacity(written.len());
+    for (item, change) in written {
         let record = by_id.get(item.external_id.as_str());
         let mut issues = Vec::new();
         for (field, value) in &change.fields {
@@ -271,8 +277,15 @@ async fn verify(engine: &Engine, pipeline: &Pipeline, written: Vec<(Item, Change
         if !issues.is_empty() {
             tracing::warn!(pipeline = %pipeline.name, record = %item.external_id, fields = ?issues.iter().map(|i| &i.field).collect::<Vec<_>>(), "written fields did not stick");
         }
-        if let Err(e) = store.record_verification(item, owner, &issues).await {
-            log_store_error(item.id, "verification", &e);
+        checked.push((item, issues));
+    }
+    if let Err(e) = store.record_verifications(&checked, owner).await {
+        // One at a time, so an item that cannot be recorded does not keep the others unverified.
+        tracing::debug!(error = %e, "recording a batch's verification failed; recording item by item");
+        for (item, issues) in &checked {
+            if let Err(e) = store.record_verification(item, owner, issues).await {
+                log_store_error(item.id, "verification", &e);
+            }
         }
     }
 }

@@ -9,6 +9,7 @@ use sqlx::AssertSqlSafe;
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
+use super::commit::OwnedMove;
 use super::{Backend, ItemState, Result, Store, StoreError, now_ms, parse_col, placeholders};
 use enrichd_connector::retry::backoff;
 
@@ -361,7 +362,7 @@ impl Store {
     }
 
     /// Explains why a conditional update matched nothing.
-    async fn diagnose(&self, id: i64, from: &[ItemState], to: ItemState, owner: Option<&str>) -> StoreError {
+    pub(super) async fn diagnose(&self, id: i64, from: &[ItemState], to: ItemState, owner: Option<&str>) -> StoreError {
         let row = match sqlx::query("SELECT state, lease_owner FROM items WHERE id = $1")
             .bind(id)
             .fetch_optional(&self.pool)
@@ -785,10 +786,10 @@ impl Store {
         approve_as: Option<&str>,
     ) -> Result<Item> {
         let json = serde_json::to_string(proposal).expect("a proposal always serialises");
-        let mut moves = vec![Move {
+        let mut moves = vec![OwnedMove {
             from: &[ItemState::Enriching],
             to: ItemState::Proposed,
-            owner: Some(owner),
+            owner: Some(owner.to_owned()),
             sets: vec![
                 ("proposal", Bind::Text(json)),
                 ("warnings", Bind::I64(proposal.warnings.len() as i64)),
@@ -800,7 +801,7 @@ impl Store {
             ],
             raw_sets: &[MARK_SAMPLE],
             guard: None,
-            actor: owner,
+            actor: owner.to_owned(),
             detail: Some(serde_json::json!({
                 "model": proposal.model, "task_version": proposal.task_version,
                 "tokens_in": usage.input_tokens, "tokens_out": usage.output_tokens, "cost_micros": usage.cost_micros,
@@ -808,9 +809,9 @@ impl Store {
             run_usage: Some(usage),
         }];
         if let Some(actor) = approve_as {
-            moves.push(approve_move(actor));
+            moves.push(approve_owned(actor));
         }
-        self.apply_all(item.id, moves).await
+        self.apply_grouped(item.id, moves).await
     }
 
     /// An enrichment attempt failed. Retryable failures go back to `queued` after a backoff until
@@ -984,6 +985,37 @@ impl Store {
         Ok(())
     }
 
+    /// [`Store::record_verification`] for the items of one write batch, in one transaction.
+    pub async fn record_verifications(&self, checked: &[(Item, Vec<VerifyIssue>)], actor: &str) -> Result<()> {
+        if checked.is_empty() {
+            return Ok(());
+        }
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        let mut events = Vec::with_capacity(checked.len());
+        for (item, issues) in checked {
+            let text = (!issues.is_empty()).then(|| serde_json::to_string(issues).expect("JSON values serialise"));
+            sqlx::query("UPDATE items SET verified_at = $1, verify_issues = $2 WHERE id = $3 AND state = 'written'")
+                .bind(now)
+                .bind(text.as_deref())
+                .bind(item.id)
+                .execute(&mut *tx)
+                .await?;
+            events.push(NewEvent {
+                run_id: Some(item.run_id),
+                item_id: Some(item.id),
+                kind: if issues.is_empty() { "verified" } else { "verify_failed" },
+                from_state: None,
+                to_state: None,
+                actor: actor.to_owned(),
+                detail: text,
+            });
+        }
+        insert_events(&mut tx, &events, now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// `writing` → `written`, with the record's new version.
     pub async fn mark_written(
         &self,
@@ -992,22 +1024,22 @@ impl Store {
         version: Option<&str>,
         detail: Option<Value>,
     ) -> Result<Item> {
-        self.apply(
+        self.apply_grouped(
             item.id,
-            Move {
+            vec![OwnedMove {
                 from: &[ItemState::Writing],
                 to: ItemState::Written,
-                owner: Some(owner),
+                owner: Some(owner.to_owned()),
                 sets: vec![
                     ("written_version", Bind::OptText(version.map(str::to_owned))),
                     ("last_error", Bind::OptText(None)),
                 ],
                 raw_sets: &[],
                 guard: None,
-                actor: owner,
+                actor: owner.to_owned(),
                 detail,
                 run_usage: None,
-            },
+            }],
         )
         .await
     }
@@ -1124,6 +1156,21 @@ impl Store {
 pub(super) const MARK_SAMPLE: &str = "sample = COALESCE((SELECT CASE WHEN r.review_phase IN ('sampling', 'sample_review') \
     THEN 1 ELSE 0 END FROM runs r WHERE r.id = items.run_id), 0)";
 
+fn approve_owned(actor: &str) -> OwnedMove {
+    let mv = approve_move(actor);
+    OwnedMove {
+        from: &[ItemState::Proposed, ItemState::Edited],
+        to: mv.to,
+        owner: None,
+        sets: mv.sets,
+        raw_sets: &[],
+        guard: None,
+        actor: actor.to_owned(),
+        detail: None,
+        run_usage: None,
+    }
+}
+
 pub(super) fn approve_move(actor: &str) -> Move<'_> {
     Move {
         from: &[ItemState::Proposed, ItemState::Edited],
@@ -1144,7 +1191,7 @@ pub(super) const SAMPLE_TAKEN: &str = "SELECT COUNT(*) FROM items WHERE run_id =
 
 /// One conditional `UPDATE` plus its event, inside `tx`. `None` when the item was not in a state
 /// (or lease) the move starts from.
-async fn apply_one(tx: &mut Transaction<'_, Any>, id: i64, mv: Move<'_>, now: i64) -> Result<Option<Item>> {
+pub(super) async fn apply_one(tx: &mut Transaction<'_, Any>, id: i64, mv: Move<'_>, now: i64) -> Result<Option<Item>> {
     let mut binds = vec![Bind::Text(mv.to.as_str().into()), Bind::I64(now)];
     let mut sql = String::from("UPDATE items SET prev_state = state, state = $1, updated_at = $2");
     if !mv.to.is_leased() {

@@ -12,6 +12,7 @@
 //! store calls).
 
 mod batches;
+mod commit;
 mod credentials;
 mod items;
 mod review;
@@ -73,6 +74,7 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    committer: commit::Committer,
 }
 
 impl Store {
@@ -109,7 +111,7 @@ impl Store {
             });
         }
         let pool = options.connect(&url).await?;
-        Ok(Store { pool, backend })
+        Ok(Store { pool, backend, committer: commit::Committer::default() })
     }
 
     /// Applies pending migrations for this backend.
