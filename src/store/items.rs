@@ -962,27 +962,7 @@ impl Store {
     /// Records the read-after-write check of a written item: when it ran and the fields that did not
     /// hold the value written (none: verified). Adds a `verified` or `verify_failed` event.
     pub async fn record_verification(&self, item: &Item, actor: &str, issues: &[VerifyIssue]) -> Result<()> {
-        let now = now_ms();
-        let text = (!issues.is_empty()).then(|| serde_json::to_string(issues).expect("JSON values serialise"));
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("UPDATE items SET verified_at = $1, verify_issues = $2 WHERE id = $3 AND state = 'written'")
-            .bind(now)
-            .bind(text.as_deref())
-            .bind(item.id)
-            .execute(&mut *tx)
-            .await?;
-        let event = NewEvent {
-            run_id: Some(item.run_id),
-            item_id: Some(item.id),
-            kind: if issues.is_empty() { "verified" } else { "verify_failed" },
-            from_state: None,
-            to_state: None,
-            actor: actor.to_owned(),
-            detail: text,
-        };
-        insert_events(&mut tx, &[event], now).await?;
-        tx.commit().await?;
-        Ok(())
+        self.record_verifications(&[(item.clone(), issues.to_vec())], actor).await
     }
 
     /// [`Store::record_verification`] for the items of one write batch, in one transaction.
