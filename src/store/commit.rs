@@ -113,7 +113,9 @@ enum Applied {
     NoMatch,
 }
 
-async fn commit_group(store: &Store, jobs: Vec<Job>) {
+async fn commit_group(store: &Store, mut jobs: Vec<Job>) {
+    // Rows are locked in id order, as the heartbeat locks them, so the two cannot deadlock.
+    jobs.sort_by_key(|job| job.id);
     if jobs.len() == 1 {
         let job = jobs.into_iter().next().expect("one job");
         let moves = job.moves.iter().map(OwnedMove::borrowed).collect();

@@ -674,14 +674,18 @@ impl Store {
     /// Extends every lease `owner` holds (items and run discovery) to `lease` from now.
     pub async fn heartbeat(&self, owner: &str, lease: Duration) -> Result<u64> {
         let expires = now_ms() + lease.as_millis() as i64;
-        let items = sqlx::query(
-            "UPDATE items SET lease_expires_at = $1 WHERE lease_owner = $2 AND state IN ('enriching', 'writing')",
-        )
-        .bind(expires)
-        .bind(owner)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
+        // On Postgres the rows are locked in id order, the order group commits lock them in, so a
+        // heartbeat and a group commit cannot deadlock (which would abort one and could let leases lapse).
+        let sql = match self.backend {
+            Backend::Postgres => {
+                "UPDATE items SET lease_expires_at = $1 WHERE id IN (SELECT id FROM items \
+                 WHERE lease_owner = $2 AND state IN ('enriching', 'writing') ORDER BY id FOR UPDATE)"
+            }
+            Backend::Sqlite => {
+                "UPDATE items SET lease_expires_at = $1 WHERE lease_owner = $2 AND state IN ('enriching', 'writing')"
+            }
+        };
+        let items = sqlx::query(sql).bind(expires).bind(owner).execute(&self.pool).await?.rows_affected();
         sqlx::query("UPDATE runs SET discovery_expires_at = $1 WHERE discovery_owner = $2 AND status = 'discovering'")
             .bind(expires)
             .bind(owner)
