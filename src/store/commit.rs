@@ -169,9 +169,7 @@ async fn try_group(store: &Store, jobs: &[Job]) -> Result<Vec<Applied>> {
                 Some(item) => {
                     moved.push((item.prev_state, to, run_usage));
                     if let Some(u) = run_usage {
-                        job_usage.cost_micros += u.cost_micros;
-                        job_usage.input_tokens += u.input_tokens;
-                        job_usage.output_tokens += u.output_tokens;
+                        job_usage += u;
                     }
                     last = Some(item);
                 }
@@ -186,10 +184,7 @@ async fn try_group(store: &Store, jobs: &[Job]) -> Result<Vec<Applied>> {
         }
         match last {
             Some(item) => {
-                let total = usage.entry(item.run_id).or_default();
-                total.cost_micros += job_usage.cost_micros;
-                total.input_tokens += job_usage.input_tokens;
-                total.output_tokens += job_usage.output_tokens;
+                *usage.entry(item.run_id).or_default() += job_usage;
                 applied.push(Applied::Done(Box::new(item), moved));
             }
             None => applied.push(Applied::NoMatch),

@@ -182,6 +182,14 @@ pub struct Usage {
     pub cost_micros: i64,
 }
 
+impl std::ops::AddAssign for Usage {
+    fn add_assign(&mut self, other: Usage) {
+        self.input_tokens += other.input_tokens;
+        self.output_tokens += other.output_tokens;
+        self.cost_micros += other.cost_micros;
+    }
+}
+
 /// A record found by discovery.
 #[derive(Debug, Clone)]
 pub struct NewItem {
