@@ -644,9 +644,18 @@ impl Store {
             Backend::Postgres => "FOR UPDATE OF i SKIP LOCKED",
             Backend::Sqlite => "",
         };
+        // The claimable items in id order come from a partial index (migration 0007), so a claim reads
+        // only the rows it takes. SQLite's planner, without statistics, would pick `items_claim` and
+        // sort the whole queue for each claim; `INDEXED BY` makes it use the right one (and fail
+        // loudly, not slowly, if the index were ever missing). Postgres's planner has statistics.
+        let index = match (self.backend, claim.work) {
+            (Backend::Sqlite, Work::Enrich) => "INDEXED BY items_queued",
+            (Backend::Sqlite, Work::Write) => "INDEXED BY items_writable",
+            (Backend::Postgres, _) => "",
+        };
         let sql = format!(
             "UPDATE items SET prev_state = state, state = '{to}', lease_owner = $1, lease_expires_at = $2, updated_at = $3 \
-             WHERE id IN (SELECT i.id FROM items i JOIN runs r ON r.id = i.run_id \
+             WHERE id IN (SELECT i.id FROM items i {index} JOIN runs r ON r.id = i.run_id \
                  WHERE i.pipeline = $4 AND {condition} AND i.next_attempt_at <= $3 {run_filter} {held} \
                  ORDER BY i.id LIMIT $5 {lock}) \
              RETURNING {ITEM_COLUMNS}"
