@@ -5,6 +5,9 @@
 //!   cargo bench --bench e2e -- latency rate          only those
 //!   cargo bench --bench e2e -- overhead --items 20000
 //!
+//! `ENRICHD_BENCH_LOG=<filter>` (e.g. `sqlx=debug`) runs enrichd with that log filter and keeps its
+//! log in the temp directory, to see which statements a scenario spends its time on.
+//!
 //! Scenarios:
 //! - `latency`: 2,000 products of which 1,000 miss a description, the model answering after 50 ms,
 //!   no rate limit: wall time, the most requests the provider saw in flight at once, peak RSS.
@@ -39,6 +42,8 @@ const PROVIDER_KEY: &str = "bench-key";
 struct Exit {
     wall: Duration,
     peak_rss_kb: i64,
+    /// User + system CPU time the child used.
+    cpu: Duration,
     success: bool,
     output: String,
 }
@@ -61,7 +66,7 @@ where
         .env("BENCH_PROVIDER_KEY", PROVIDER_KEY)
         .env("BENCH_WOO_CK", CONSUMER_KEY)
         .env("BENCH_WOO_CS", CONSUMER_SECRET)
-        .env("ENRICHD_LOG", "warn")
+        .env("ENRICHD_LOG", std::env::var("ENRICHD_BENCH_LOG").unwrap_or_else(|_| "warn".into()))
         .stdin(Stdio::null())
         .stdout(Stdio::from(file.try_clone().unwrap()))
         .stderr(Stdio::from(file))
@@ -75,7 +80,9 @@ where
         // SAFETY: waits for our own child; `status` and `usage` are valid for writes.
         let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
         assert_eq!(r, pid, "wait4 failed");
-        (libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, usage.ru_maxrss)
+        let tv = |t: libc::timeval| Duration::from_micros(t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64);
+        let cpu = tv(usage.ru_utime) + tv(usage.ru_stime);
+        (libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, usage.ru_maxrss, cpu)
     });
     if let Some(until) = until {
         while !waiter.is_finished() {
@@ -87,10 +94,26 @@ where
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
-    let (success, peak_rss_kb) = waiter.await.unwrap();
+    let (success, peak_rss_kb, cpu) = waiter.await.unwrap();
     let wall = started.elapsed();
     std::mem::forget(child); // already reaped by wait4
-    Exit { wall, peak_rss_kb, success, output: std::fs::read_to_string(&log).unwrap_or_default() }
+    if std::env::var_os("ENRICHD_BENCH_LOG").is_some() {
+        let kept = std::env::temp_dir().join(format!("enrichd-bench-{pid}.log"));
+        if std::fs::copy(&log, &kept).is_ok() {
+            println!("(enrichd's log: {})", kept.display());
+        }
+    }
+    Exit { wall, peak_rss_kb, cpu, success, output: std::fs::read_to_string(&log).unwrap_or_default() }
+}
+
+/// User + system CPU time this process (the harness, i.e. the sandboxes) has used so far.
+fn own_cpu() -> Duration {
+    // SAFETY: a zeroed rusage is a valid value for getrusage to fill.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `usage` is valid for writes.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    let tv = |t: libc::timeval| Duration::from_micros(t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
 }
 
 fn mb(kb: i64) -> String {
@@ -261,8 +284,10 @@ async fn rate(items: u64, rps: f64, latency_ms: u64) {
 
 async fn overhead(items: u64) {
     println!("\n### Overhead: {items} products, all missing a description, zero-latency sandboxes, policy none\n");
-    println!("| database | written | verified | wall time | items/s | peak RSS (enrichd) |");
-    println!("|---|---|---|---|---|---|");
+    println!(
+        "| database | written | verified | wall time | items/s | CPU (enrichd) | CPU (sandboxes) | peak RSS (enrichd) |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
     for postgres in [false, true] {
         let dir = tempfile::tempdir().unwrap();
         let (_shop, _provider, [s, p]) = sandboxes(items, 1, Duration::ZERO).await;
@@ -278,7 +303,9 @@ async fn overhead(items: u64) {
                 max_connections: 8,
             },
         );
+        let harness = own_cpu();
         let exit = enrichd(dir.path(), &["run", "catalogue"], None::<fn() -> std::future::Ready<bool>>).await;
+        let harness = own_cpu() - harness;
         assert!(exit.success, "enrichd run failed:\n{}", exit.output);
         let store = Store::connect(&url, 1).await.unwrap();
         let run = store.runs(&[], 1).await.unwrap().pop().unwrap();
@@ -286,11 +313,13 @@ async fn overhead(items: u64) {
         let written = store.counts(run.id).await.unwrap().get(ItemState::Written);
         store.close().await;
         println!(
-            "| {} | {written} | {} | {:.1} s | {:.0} | {} |",
+            "| {} | {written} | {} | {:.1} s | {:.0} | {:.1} s | {:.1} s | {} |",
             if postgres { "postgres" } else { "sqlite" },
             report.verified,
             exit.wall.as_secs_f64(),
             written as f64 / exit.wall.as_secs_f64(),
+            exit.cpu.as_secs_f64(),
+            harness.as_secs_f64(),
             mb(exit.peak_rss_kb)
         );
     }

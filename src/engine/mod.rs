@@ -249,10 +249,15 @@ async fn settle_loop(engine: Arc<Engine>, pipeline: Arc<Pipeline>, only_run: Opt
         }
         tokio::select! {
             _ = stop.cancelled() => break,
-            _ = tokio::time::sleep(engine.poll()) => {}
+            _ = tokio::time::sleep(engine.poll().max(SETTLE_EVERY)) => {}
         }
     }
 }
+
+/// The settle loop's least interval: settling counts the run's items by state, which reads every
+/// item's index entry, so at a short `poll_interval_ms` and a large run it would cost more than the
+/// work it watches. A quarter second later to notice a run has finished costs nothing.
+const SETTLE_EVERY: Duration = Duration::from_millis(250);
 
 /// Waits for `stop`'s work to finish within `grace`, then gives back whatever is still leased.
 pub async fn drain(engine: &Engine, tracker: &TaskTracker, grace: Duration) {

@@ -8,7 +8,7 @@ use sqlx::{AssertSqlSafe, Row};
 use super::items::{
     Bind, EnrichFailure, MARK_SAMPLE, Move, NewEvent, Proposal, RetryPolicy, Usage, approve_move, insert_events,
 };
-use super::{Item, ItemState, Result, Store, StoreError, now_ms, placeholders};
+use super::{Item, ItemState, Result, Store, StoreError, now_ms, placeholders, rows_per_statement};
 use enrichd_connector::retry::backoff;
 
 /// A provider batch as stored.
@@ -77,7 +77,7 @@ impl Store {
     /// one transaction, before anything is sent. Returns the batch id.
     pub async fn prepare_batch(&self, owner: &str, batch: &NewBatch<'_>) -> Result<i64> {
         let now = now_ms();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         let row = sqlx::query(
             "INSERT INTO batches (run_id, pipeline, provider, model, tag, state, lines, items, bytes, lease_owner, \
              lease_expires_at, created_at) VALUES ($1, $2, $3, $4, $5, 'preparing', $6, $7, $8, $9, $10, $11) RETURNING id",
@@ -145,7 +145,7 @@ impl Store {
         .bind(now)
         .bind(first_poll_at)
         .bind(batch_id)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?
         .rows_affected();
         if done == 0 {
@@ -167,7 +167,7 @@ impl Store {
         .bind(pipeline)
         .bind(now)
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.writer)
         .await?;
         rows.iter().map(batch_from_row).collect()
     }
@@ -189,7 +189,7 @@ impl Store {
         .bind(now + lease.as_millis() as i64)
         .bind(pipeline)
         .bind(now)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.writer)
         .await?;
         rows.iter().map(batch_from_row).collect()
     }
@@ -235,7 +235,7 @@ impl Store {
         .bind(detail)
         .bind(now_ms())
         .bind(batch_id)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -354,7 +354,7 @@ impl Store {
 
     /// Marks an item to be sent on its own from now on.
     pub async fn mark_solo(&self, id: i64) -> Result<()> {
-        sqlx::query("UPDATE items SET solo = 1 WHERE id = $1").bind(id).execute(&self.pool).await?;
+        sqlx::query("UPDATE items SET solo = 1 WHERE id = $1").bind(id).execute(&self.writer).await?;
         Ok(())
     }
 
@@ -368,9 +368,9 @@ impl Store {
         )
         .bind(owner)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
-        sqlx::query("DELETE FROM daemons WHERE seen_at < $1").bind(now - 20 * window_ms).execute(&self.pool).await?;
+        sqlx::query("DELETE FROM daemons WHERE seen_at < $1").bind(now - 20 * window_ms).execute(&self.writer).await?;
         let row = sqlx::query("SELECT COUNT(*) AS n FROM daemons WHERE seen_at >= $1")
             .bind(now - window_ms)
             .fetch_one(&self.pool)
@@ -381,7 +381,7 @@ impl Store {
 
     /// Removes `owner` from the live daemons (clean shutdown).
     pub async fn daemon_gone(&self, owner: &str) -> Result<()> {
-        sqlx::query("DELETE FROM daemons WHERE owner = $1").bind(owner).execute(&self.pool).await?;
+        sqlx::query("DELETE FROM daemons WHERE owner = $1").bind(owner).execute(&self.writer).await?;
         Ok(())
     }
 
@@ -408,7 +408,7 @@ impl Store {
     /// Items by id (any state), for matching batch results.
     pub async fn items_by_id(&self, ids: &[i64]) -> Result<Vec<Item>> {
         let mut out = Vec::with_capacity(ids.len());
-        for chunk in ids.chunks(500) {
+        for chunk in ids.chunks(rows_per_statement(self.backend, 1, 500)) {
             let sql = format!(
                 "SELECT {} FROM items WHERE id IN ({}) ORDER BY id",
                 super::items::ITEM_COLUMNS,

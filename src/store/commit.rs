@@ -11,14 +11,15 @@
 //! and the other items of the group are unaffected. A database error fails nobody by itself: the
 //! group is rolled back and each item is applied alone, so one bad item cannot take others with it.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, OnceLock};
 
 use serde_json::Value;
+use sqlx::{Any, AssertSqlSafe, Transaction};
 use tokio::sync::{mpsc, oneshot};
 
-use super::items::{Bind, Move, apply_one};
-use super::{Item, ItemState, Result, Store, StoreError, Usage, now_ms};
+use super::items::{Bind, ITEM_COLUMNS, Move, NewEvent, apply_one, bind_all, insert_events};
+use super::{Backend, Item, ItemState, Result, Store, StoreError, Usage, now_ms, placeholders, rows_per_statement};
 
 /// The most items one group commit takes.
 const MAX_GROUP: usize = 256;
@@ -74,7 +75,12 @@ impl Store {
         let sender = self.committer.0.get_or_init(|| {
             let (tx, rx) = mpsc::unbounded_channel();
             // The task's store has no committer of its own: it applies directly.
-            let direct = Store { pool: self.pool.clone(), backend: self.backend, committer: Committer::default() };
+            let direct = Store {
+                pool: self.pool.clone(),
+                writer: self.writer.clone(),
+                backend: self.backend,
+                committer: Committer::default(),
+            };
             tokio::spawn(run_committer(direct, rx));
             tx
         });
@@ -153,26 +159,73 @@ async fn commit_group(store: &Store, mut jobs: Vec<Job>) {
 /// Applies every job in one transaction. A job whose first move matches nothing is skipped (nothing
 /// of it was written); one whose later move fails fails the whole group, which is then retried item
 /// by item, so no item is ever left half moved.
+///
+/// The moves are applied in rounds: every job's first move, then every second move, and so on.
+/// Within a round, moves of the same shape (same states, same columns set) go out as one
+/// `UPDATE ... FROM (VALUES ...)` per chunk rather than one statement per item — on Postgres each
+/// statement is a round trip, and the committer is one task doing them in turn. Each row keeps its
+/// own conditions (state, lease holder, guard), so an item that no longer qualifies is simply not
+/// returned. A job for an item that an earlier job of the group already touches is applied on its
+/// own afterwards, as before, so it sees that job's outcome.
 async fn try_group(store: &Store, jobs: &[Job]) -> Result<Vec<Applied>> {
     let now = now_ms();
-    let mut tx = store.pool.begin().await?;
-    let mut applied = Vec::with_capacity(jobs.len());
-    let mut usage: HashMap<i64, Usage> = HashMap::new();
-    for job in jobs {
-        let mut last = None;
-        let mut moved = Vec::with_capacity(job.moves.len());
-        let mut job_usage = Usage::default();
-        for (n, mv) in job.moves.iter().enumerate() {
-            let mut mv = mv.borrowed();
-            let (to, run_usage) = (mv.to, mv.run_usage.take());
-            match apply_one(&mut tx, job.id, mv, now).await? {
-                Some(item) => {
-                    moved.push((item.prev_state, to, run_usage));
-                    if let Some(u) = run_usage {
-                        job_usage += u;
+    let mut tx = store.writer.begin().await?;
+    if store.backend == Backend::Postgres {
+        // Rows are locked in id order up front (as the heartbeat locks them), whatever order the
+        // batched updates' plans visit them in, so the two cannot deadlock.
+        let mut ids: Vec<i64> = jobs.iter().map(|j| j.id).collect();
+        ids.dedup();
+        for chunk in ids.chunks(1000) {
+            let sql =
+                format!("SELECT id FROM items WHERE id IN ({}) ORDER BY id FOR UPDATE", placeholders(1, chunk.len()));
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for id in chunk {
+                q = q.bind(*id);
+            }
+            q.fetch_all(&mut *tx).await?;
+        }
+    }
+    let mut progress: Vec<Progress> = jobs.iter().map(|_| Progress::default()).collect();
+    let mut seen = HashSet::new();
+    let repeat: Vec<bool> = jobs.iter().map(|j| !seen.insert(j.id)).collect();
+    let mut events = Vec::with_capacity(jobs.len() * 2);
+    let rounds = jobs.iter().map(|j| j.moves.len()).max().unwrap_or(0);
+    for round in 0..rounds {
+        let mut shapes: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+        for (j, job) in jobs.iter().enumerate() {
+            if !repeat[j] && round < job.moves.len() && (round == 0 || progress[j].last.is_some()) {
+                shapes.entry(shape(&job.moves[round])).or_default().push(j);
+            }
+        }
+        for members in shapes.values() {
+            let mv = &jobs[members[0]].moves[round];
+            let per_row = 1 + mv.sets.len() + usize::from(mv.owner.is_some()) + usize::from(mv.guard.is_some());
+            for chunk in members.chunks(rows_per_statement(store.backend, per_row, 200)) {
+                let mut moved = update_many(&mut tx, store.backend, jobs, chunk, round, now).await?;
+                for &j in chunk {
+                    let job = &jobs[j];
+                    match moved.remove(&job.id) {
+                        Some(item) => progress[j].applied(item, &job.moves[round], &mut events),
+                        None if round == 0 => {}
+                        None => {
+                            return Err(StoreError::Refused(format!(
+                                "item {}: a later move of the item did not apply in the group",
+                                job.id
+                            )));
+                        }
                     }
-                    last = Some(item);
                 }
+            }
+        }
+    }
+    // Jobs for an item already moved in this group: one statement per move, seeing the earlier job.
+    for (j, job) in jobs.iter().enumerate().filter(|(j, _)| repeat[*j]) {
+        for (n, mv) in job.moves.iter().enumerate() {
+            let mut borrowed = mv.borrowed();
+            borrowed.run_usage = None;
+            let mut own_events = Vec::new();
+            match apply_one(&mut tx, job.id, borrowed, now, &mut own_events).await? {
+                Some(item) => progress[j].applied(item, mv, &mut events),
                 None if n == 0 => break,
                 None => {
                     return Err(StoreError::Refused(format!(
@@ -182,10 +235,14 @@ async fn try_group(store: &Store, jobs: &[Job]) -> Result<Vec<Applied>> {
                 }
             }
         }
-        match last {
+    }
+    let mut usage: HashMap<i64, Usage> = HashMap::new();
+    let mut applied = Vec::with_capacity(jobs.len());
+    for p in progress {
+        match p.last {
             Some(item) => {
-                *usage.entry(item.run_id).or_default() += job_usage;
-                applied.push(Applied::Done(Box::new(item), moved));
+                *usage.entry(item.run_id).or_default() += p.usage;
+                applied.push(Applied::Done(Box::new(item), p.moved));
             }
             None => applied.push(Applied::NoMatch),
         }
@@ -204,6 +261,118 @@ async fn try_group(store: &Store, jobs: &[Job]) -> Result<Vec<Applied>> {
         .execute(&mut *tx)
         .await?;
     }
+    insert_events(&mut tx, &events, now).await?;
     tx.commit().await?;
     Ok(applied)
+}
+
+/// How far one job got inside the group transaction.
+#[derive(Default)]
+struct Progress {
+    last: Option<Item>,
+    moved: Vec<(Option<ItemState>, ItemState, Option<Usage>)>,
+    usage: Usage,
+}
+
+impl Progress {
+    fn applied(&mut self, item: Item, mv: &OwnedMove, events: &mut Vec<NewEvent>) {
+        events.push(NewEvent {
+            run_id: Some(item.run_id),
+            item_id: Some(item.id),
+            kind: "transition",
+            from_state: item.prev_state.map(|s| s.as_str().to_owned()),
+            to_state: Some(mv.to.as_str().to_owned()),
+            actor: mv.actor.clone(),
+            detail: mv.detail.as_ref().map(Value::to_string),
+        });
+        self.moved.push((item.prev_state, mv.to, mv.run_usage));
+        if let Some(u) = mv.run_usage {
+            self.usage += u;
+        }
+        self.last = Some(item);
+    }
+}
+
+/// What makes two moves expressible as one statement: the same states, the same columns set and
+/// the same conditions (the values may differ).
+fn shape(mv: &OwnedMove) -> String {
+    let from: Vec<&str> = mv.from.iter().map(|s| s.as_str()).collect();
+    let sets: Vec<&str> = mv.sets.iter().map(|(col, _)| *col).collect();
+    format!(
+        "{}>{}|{}|{}|{}|{}",
+        from.join(","),
+        mv.to.as_str(),
+        mv.owner.is_some(),
+        sets.join(","),
+        mv.raw_sets.join(";"),
+        mv.guard.as_ref().map(|(col, _)| *col).unwrap_or("")
+    )
+}
+
+/// Applies move `round` of the jobs `chunk` (all of one shape, distinct items) in one statement;
+/// returns the items it moved, by id. An item not returned did not qualify (state, lease, guard).
+async fn update_many(
+    tx: &mut Transaction<'_, Any>,
+    backend: Backend,
+    jobs: &[Job],
+    chunk: &[usize],
+    round: usize,
+    now: i64,
+) -> Result<HashMap<i64, Item>> {
+    let first = &jobs[chunk[0]].moves[round];
+    let mut binds = vec![Bind::Text(first.to.as_str().into()), Bind::I64(now)];
+    let mut sql = String::from("UPDATE items SET prev_state = state, state = $1, updated_at = $2");
+    if !first.to.is_leased() {
+        sql.push_str(", lease_owner = NULL, lease_expires_at = NULL");
+    }
+    // The VALUES columns: column1 the id, then each set column, then the lease holder, then the guard.
+    for (k, (col, _)) in first.sets.iter().enumerate() {
+        sql.push_str(&format!(", {col} = v.column{}", k + 2));
+    }
+    for raw in first.raw_sets {
+        sql.push_str(", ");
+        sql.push_str(raw);
+    }
+    sql.push_str(" FROM (VALUES ");
+    for (row, &j) in chunk.iter().enumerate() {
+        let job = &jobs[j];
+        let mv = &job.moves[round];
+        let mut values = vec![Bind::I64(job.id)];
+        values.extend(mv.sets.iter().map(|(_, b)| b.clone()));
+        values.extend(mv.owner.iter().map(|o| Bind::Text(o.clone())));
+        values.extend(mv.guard.iter().map(|(_, b)| b.clone()));
+        sql.push_str(if row == 0 { "(" } else { ", (" });
+        for (k, value) in values.into_iter().enumerate() {
+            if k > 0 {
+                sql.push_str(", ");
+            }
+            let cast = match (&value, backend) {
+                (_, Backend::Sqlite) => None,
+                (Bind::I64(_), Backend::Postgres) => Some("BIGINT"),
+                (_, Backend::Postgres) => Some("TEXT"),
+            };
+            binds.push(value);
+            match cast {
+                Some(ty) => sql.push_str(&format!("CAST(${} AS {ty})", binds.len())),
+                None => sql.push_str(&format!("${}", binds.len())),
+            }
+        }
+        sql.push(')');
+    }
+    sql.push_str(") AS v WHERE items.id = v.column1");
+    let states: Vec<Bind> = first.from.iter().map(|s| Bind::Text(s.as_str().into())).collect();
+    sql.push_str(&format!(" AND items.state IN ({})", placeholders(binds.len() + 1, states.len())));
+    binds.extend(states);
+    let mut col = 2 + first.sets.len();
+    if first.owner.is_some() {
+        sql.push_str(&format!(" AND items.lease_owner = v.column{col}"));
+        col += 1;
+    }
+    if let Some((guard, _)) = &first.guard {
+        sql.push_str(&format!(" AND items.{guard} = v.column{col}"));
+    }
+    sql.push_str(" RETURNING ");
+    sql.push_str(ITEM_COLUMNS);
+    let rows = bind_all(sqlx::query(AssertSqlSafe(sql)), &binds).fetch_all(&mut **tx).await?;
+    rows.iter().map(|row| Item::from_row(row).map(|item| (item.id, item))).collect()
 }

@@ -60,7 +60,7 @@ impl CredentialVault {
         .bind(hex::encode(nonce))
         .bind(hex::encode(sealed))
         .bind(now_ms())
-        .execute(&self.store.pool)
+        .execute(&self.store.writer)
         .await?;
         Ok(())
     }

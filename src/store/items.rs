@@ -10,7 +10,7 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
 use super::commit::OwnedMove;
-use super::{Backend, ItemState, Result, Store, StoreError, now_ms, parse_col, placeholders};
+use super::{Backend, ItemState, Result, Store, StoreError, now_ms, parse_col, placeholders, rows_per_statement};
 use enrichd_connector::retry::backoff;
 
 pub(super) const ITEM_COLUMNS: &str = "id, run_id, pipeline, entity, external_id, state, prev_state, attempts, write_attempts, \
@@ -344,12 +344,13 @@ impl Store {
             }
         }
         let now = now_ms();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         let mut last = None;
         let mut moved = Vec::with_capacity(moves.len());
+        let mut events = Vec::with_capacity(moves.len());
         for mv in moves {
             let (from, to, owner, usage) = (mv.from, mv.to, mv.owner, mv.run_usage);
-            match apply_one(&mut tx, id, mv, now).await? {
+            match apply_one(&mut tx, id, mv, now, &mut events).await? {
                 Some(item) => {
                     moved.push((item.prev_state, to, usage));
                     last = Some(item);
@@ -360,6 +361,7 @@ impl Store {
                 }
             }
         }
+        insert_events(&mut tx, &events, now).await?;
         tx.commit().await?;
         if let Some(item) = &last {
             for (prev, to, usage) in moved {
@@ -442,7 +444,7 @@ impl Store {
         exclude_run: i64,
     ) -> Result<Vec<PriorItem>> {
         let mut out = Vec::new();
-        for chunk in external_ids.chunks(500) {
+        for chunk in external_ids.chunks(rows_per_statement(self.backend, 1, 500)) {
             let sql = format!(
                 "SELECT id, run_id, external_id, state, input_hash, task_version FROM items \
                  WHERE pipeline = $1 AND entity = $2 AND run_id <> $3 AND external_id IN ({}) ORDER BY id",
@@ -480,7 +482,7 @@ impl Store {
         next_cursor: Option<&str>,
     ) -> Result<usize> {
         let now = now_ms();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         let run = sqlx::query(
             "UPDATE runs SET discovery_cursor = $1, discovered = discovered + $2 \
              WHERE id = $3 AND status = 'discovering' AND discovery_owner = $4 RETURNING max_attempts",
@@ -498,7 +500,7 @@ impl Store {
         let max_attempts: i64 = run.try_get("max_attempts")?;
 
         let mut inserted: Vec<(i64, &NewItem)> = Vec::with_capacity(items.len());
-        for chunk in items.chunks(50) {
+        for chunk in items.chunks(rows_per_statement(self.backend, 12, 50)) {
             let mut sql = String::from(
                 "INSERT INTO items (run_id, pipeline, entity, external_id, state, max_attempts, record_version, input, \
                  input_hash, task_version, created_at, updated_at) VALUES ",
@@ -551,7 +553,7 @@ impl Store {
             })
             .collect();
         let queued: Vec<i64> = inserted.iter().filter(|(_, i)| i.skip.is_none()).map(|(id, _)| *id).collect();
-        for chunk in queued.chunks(500) {
+        for chunk in queued.chunks(rows_per_statement(self.backend, 1, 500)) {
             let sql = format!(
                 "UPDATE items SET prev_state = state, state = 'queued', updated_at = $1 WHERE state = 'discovered' AND id IN ({})",
                 placeholders(2, chunk.len())
@@ -609,7 +611,7 @@ impl Store {
             }
         };
         let run_filter = if claim.run_id.is_some() { "AND i.run_id = $6" } else { "AND $6 = $6" };
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         let mut limit = claim.limit as i64;
         let mut held = String::new();
         if claim.work == Work::Enrich {
@@ -702,11 +704,11 @@ impl Store {
                 "UPDATE items SET lease_expires_at = $1 WHERE lease_owner = $2 AND state IN ('enriching', 'writing')"
             }
         };
-        let items = sqlx::query(sql).bind(expires).bind(owner).execute(&self.pool).await?.rows_affected();
+        let items = sqlx::query(sql).bind(expires).bind(owner).execute(&self.writer).await?.rows_affected();
         sqlx::query("UPDATE runs SET discovery_expires_at = $1 WHERE discovery_owner = $2 AND status = 'discovering'")
             .bind(expires)
             .bind(owner)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(items)
     }
@@ -717,7 +719,7 @@ impl Store {
     /// Returns the reclaimed items' ids.
     pub async fn reclaim_expired(&self, actor: &str) -> Result<Vec<i64>> {
         let now = now_ms();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         let rows = sqlx::query(
             "UPDATE items SET prev_state = state, \
                state = CASE WHEN state = 'enriching' \
@@ -759,7 +761,7 @@ impl Store {
     /// write may have landed and must be re-checked before it is tried again.
     pub async fn release(&self, owner: &str) -> Result<u64> {
         let now = now_ms();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         let rows = sqlx::query(
             "UPDATE items SET prev_state = state, \
                state = CASE WHEN state = 'enriching' THEN 'queued' ELSE 'write_failed' END, \
@@ -966,15 +968,22 @@ impl Store {
         if replaced.is_empty() {
             return Ok(());
         }
-        let mut tx = self.pool.begin().await?;
-        for (id, values) in replaced {
-            let text = serde_json::to_string(values).expect("JSON values serialise");
-            sqlx::query("UPDATE items SET replaced = $1 WHERE id = $2 AND state = 'writing' AND lease_owner = $3")
-                .bind(text)
-                .bind(*id)
-                .bind(owner)
-                .execute(&mut *tx)
-                .await?;
+        let mut tx = self.writer.begin().await?;
+        // One statement per chunk (`CASE id WHEN ... THEN ...`), not one round trip per item.
+        for chunk in replaced.chunks(rows_per_statement(self.backend, 3, 200)) {
+            let mut binds = vec![Bind::Text(owner.to_owned())];
+            let mut cases = String::new();
+            for (id, values) in chunk {
+                binds.push(Bind::I64(*id));
+                binds.push(Bind::Text(serde_json::to_string(values).expect("JSON values serialise")));
+                cases.push_str(&format!(" WHEN ${} THEN ${}", binds.len() - 1, binds.len()));
+            }
+            let ids = (0..chunk.len()).map(|i| format!("${}", 2 + 2 * i)).collect::<Vec<_>>().join(", ");
+            let sql = format!(
+                "UPDATE items SET replaced = CASE id{cases} END \
+                 WHERE id IN ({ids}) AND state = 'writing' AND lease_owner = $1"
+            );
+            bind_all(sqlx::query(AssertSqlSafe(sql)), &binds).execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -992,16 +1001,33 @@ impl Store {
             return Ok(());
         }
         let now = now_ms();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         let mut events = Vec::with_capacity(checked.len());
+        // The items that verified clean (nearly all of them) in one statement per chunk.
+        let clean: Vec<i64> = checked.iter().filter(|(_, issues)| issues.is_empty()).map(|(i, _)| i.id).collect();
+        for chunk in clean.chunks(rows_per_statement(self.backend, 1, 500)) {
+            let sql = format!(
+                "UPDATE items SET verified_at = $1, verify_issues = NULL WHERE state = 'written' AND id IN ({})",
+                placeholders(2, chunk.len())
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql)).bind(now);
+            for id in chunk {
+                q = q.bind(*id);
+            }
+            q.execute(&mut *tx).await?;
+        }
         for (item, issues) in checked {
             let text = (!issues.is_empty()).then(|| serde_json::to_string(issues).expect("JSON values serialise"));
-            sqlx::query("UPDATE items SET verified_at = $1, verify_issues = $2 WHERE id = $3 AND state = 'written'")
+            if text.is_some() {
+                sqlx::query(
+                    "UPDATE items SET verified_at = $1, verify_issues = $2 WHERE id = $3 AND state = 'written'",
+                )
                 .bind(now)
                 .bind(text.as_deref())
                 .bind(item.id)
                 .execute(&mut *tx)
                 .await?;
+            }
             events.push(NewEvent {
                 run_id: Some(item.run_id),
                 item_id: Some(item.id),
@@ -1192,7 +1218,16 @@ pub(super) const SAMPLE_TAKEN: &str = "SELECT COUNT(*) FROM items WHERE run_id =
 
 /// One conditional `UPDATE` plus its event, inside `tx`. `None` when the item was not in a state
 /// (or lease) the move starts from.
-pub(super) async fn apply_one(tx: &mut Transaction<'_, Any>, id: i64, mv: Move<'_>, now: i64) -> Result<Option<Item>> {
+/// Applies one move to item `id` inside `tx`: the conditional `UPDATE` (and the run's usage), with
+/// the move's event appended to `events` for the caller to insert before it commits (one
+/// multi-row insert for all the moves of a transaction, not one round trip each).
+pub(super) async fn apply_one(
+    tx: &mut Transaction<'_, Any>,
+    id: i64,
+    mv: Move<'_>,
+    now: i64,
+    events: &mut Vec<NewEvent>,
+) -> Result<Option<Item>> {
     let mut binds = vec![Bind::Text(mv.to.as_str().into()), Bind::I64(now)];
     let mut sql = String::from("UPDATE items SET prev_state = state, state = $1, updated_at = $2");
     if !mv.to.is_leased() {
@@ -1235,7 +1270,7 @@ pub(super) async fn apply_one(tx: &mut Transaction<'_, Any>, id: i64, mv: Move<'
         actor: mv.actor.to_owned(),
         detail: mv.detail.map(|d| d.to_string()),
     };
-    insert_events(tx, &[event], now).await?;
+    events.push(event);
     if let Some(u) = mv.run_usage {
         sqlx::query(
             "UPDATE runs SET cost_micros = cost_micros + $1, tokens_in = tokens_in + $2, tokens_out = tokens_out + $3 WHERE id = $4",
@@ -1267,7 +1302,8 @@ fn event_from_row(row: &AnyRow) -> Result<EventRecord> {
 
 /// Appends events in as few statements as possible.
 pub(super) async fn insert_events(tx: &mut Transaction<'_, Any>, events: &[NewEvent], at: i64) -> Result<()> {
-    for chunk in events.chunks(100) {
+    let rows = rows_per_statement(super::backend_of(tx), 8, 100);
+    for chunk in events.chunks(rows) {
         let mut sql =
             String::from("INSERT INTO events (run_id, item_id, at, kind, from_state, to_state, actor, detail) VALUES ");
         for i in 0..chunk.len() {

@@ -258,7 +258,7 @@ impl Store {
         to: ReviewPhase,
         actor: &str,
     ) -> Result<bool> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         let moved = sqlx::query("UPDATE runs SET review_phase = $1 WHERE id = $2 AND review_phase = $3")
             .bind(to.as_str())
             .bind(run_id)
@@ -300,7 +300,7 @@ impl Store {
         }
         let stats = self.sample_stats(run_id).await?;
         let now = now_ms();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         let row = sqlx::query(AssertSqlSafe(format!(
             "UPDATE runs SET review_phase = 'released', released_at = $1, released_by = $2, \
                status = CASE WHEN status = 'awaiting_review' THEN 'running' ELSE status END, \
@@ -417,7 +417,7 @@ impl Store {
 
     /// Appends an event about an item that changes no state (a failed undo, say).
     pub async fn record_item_event(&self, item: &Item, kind: &'static str, actor: &str, detail: Value) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         let event = NewEvent {
             run_id: Some(item.run_id),
             item_id: Some(item.id),

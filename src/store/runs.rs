@@ -312,7 +312,7 @@ impl Store {
         .bind(new.sample.map(|_| ReviewPhase::Sampling.as_str()))
         .bind(new.sample.map(|g| g.size))
         .bind(new.sample.and_then(|g| g.auto_release_max_reject_rate).map(|r| (r * 1e6).round() as i64))
-        .fetch_one(&self.pool)
+        .fetch_one(&self.writer)
         .await;
         match inserted {
             Ok(row) => {
@@ -336,7 +336,7 @@ impl Store {
         actor: &str,
         reason: Option<&str>,
     ) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         let event = NewEvent {
             run_id: Some(run_id),
             item_id: None,
@@ -406,7 +406,7 @@ impl Store {
         .bind(now + lease.as_millis() as i64)
         .bind(run_id)
         .bind(now)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.writer)
         .await?;
         row.as_ref().map(Run::from_row).transpose()
     }
@@ -428,7 +428,7 @@ impl Store {
              WHERE id = $4 AND status IN ({}) RETURNING {RUN_COLUMNS}",
             placeholders(5, from.len())
         );
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         let mut q = sqlx::query(AssertSqlSafe(sql)).bind(to.as_str()).bind(reason).bind(finished).bind(id);
         for s in from {
             q = q.bind(s.as_str());
@@ -563,14 +563,9 @@ impl Store {
         if !matches!(run.status, RunStatus::Discovering | RunStatus::Running) {
             return Ok(None);
         }
-        // Nothing left to claim: pausing would save nothing, and the run should settle as it is.
-        if run.status == RunStatus::Running
-            && self.counts(id).await?.sum(&[ItemState::Discovered, ItemState::Queued]) == 0
-        {
-            return Ok(None);
-        }
-        // Cheap first: the window's failures are items that died since the run started or resumed
-        // (`items_run_state` index). Only when there are enough of them is the event log read.
+        // Cheap first (this runs on every settle): the window's failures are items that died since
+        // the run started or resumed (`items_run_state` index, dead items only). Only when there are
+        // enough of them are the run's counts and the event log read.
         let since = run.resumed_at.unwrap_or(0);
         let died: i64 =
             sqlx::query_scalar("SELECT COUNT(*) FROM items WHERE run_id = $1 AND state = 'dead' AND updated_at >= $2")
@@ -579,6 +574,12 @@ impl Store {
                 .fetch_one(&self.pool)
                 .await?;
         if (died as f64) <= rule.max_rate * rule.window as f64 {
+            return Ok(None);
+        }
+        // Nothing left to claim: pausing would save nothing, and the run should settle as it is.
+        if run.status == RunStatus::Running
+            && self.counts(id).await?.sum(&[ItemState::Discovered, ItemState::Queued]) == 0
+        {
             return Ok(None);
         }
         let outcomes: Vec<String> = sqlx::query_scalar(
@@ -614,7 +615,7 @@ impl Store {
             reason.push_str(&format!("; last error: {short}"));
         }
         let now = now_ms();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         let row = sqlx::query(AssertSqlSafe(format!(
             "UPDATE runs SET paused_from = status, status = 'paused', status_reason = $1, discovery_owner = NULL \
              WHERE id = $2 AND status = $3 RETURNING {RUN_COLUMNS}"
@@ -664,7 +665,7 @@ impl Store {
         let to = if to == RunStatus::Discovering { RunStatus::Discovering } else { RunStatus::Running };
         let now = now_ms();
         let reason = format!("resumed by {actor}");
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         let row = sqlx::query(AssertSqlSafe(format!(
             "UPDATE runs SET status = $1, status_reason = $2, paused_from = NULL, resumed_at = $3, resumed_by = $4 \
              WHERE id = $5 AND status = 'paused' RETURNING {RUN_COLUMNS}"
