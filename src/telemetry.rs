@@ -43,6 +43,18 @@ pub fn install() -> PrometheusHandle {
                 tracing::warn!("a metrics recorder was already installed; /metrics shows only store gauges");
             }
             describe();
+            // The recorder keeps every histogram sample until an upkeep folds them into buckets; a
+            // daemon nobody scrapes would hold one per model request for ever.
+            let upkeep = handle.clone();
+            let spawned = std::thread::Builder::new().name("metrics-upkeep".into()).spawn(move || {
+                loop {
+                    std::thread::sleep(std::time::Duration::from_secs(5));
+                    upkeep.run_upkeep();
+                }
+            });
+            if let Err(e) = spawned {
+                tracing::warn!(error = %e, "could not start the metrics upkeep thread; histograms fold in at each scrape");
+            }
             handle
         })
         .clone()

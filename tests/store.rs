@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use common::TestDb;
 use enrichd::store::{
-    Claim, CredentialVault, EnrichFailure, FieldChange, ItemState, NewItem, NewRun, Proposal, RetryPolicy, RunStart,
-    RunStatus, SampleGate, Store, StoreError, Usage, Work, now_ms,
+    Claim, CredentialVault, EnrichFailure, FieldChange, Item, ItemState, NewItem, NewRun, Proposal, RetryPolicy,
+    RunStart, RunStatus, SampleGate, Store, StoreError, Usage, Work, now_ms,
 };
 use serde_json::json;
 
@@ -677,8 +677,42 @@ async fn concurrent_proposals_land_together_and_fail_alone(db: &TestDb) {
         let approve = (item.id % 2 == 0).then_some("policy:none");
         async move { (item.id, store.propose(item, OWNER, &proposal, "{}", usage, approve).await) }
     });
-    let outcomes = futures::future::join_all(proposals).await;
-    for (id, outcome) in &outcomes {
+    // Every fifteenth item is also proposed a second time at once (a duplicated call, never
+    // approving): both calls land in the same group commit, and exactly one may take effect.
+    let twice: Vec<&Item> = mine.iter().filter(|i| !stolen.contains(&i.id)).step_by(15).collect();
+    let duplicates = twice.iter().map(|item| {
+        let proposal = Proposal {
+            fields: [(
+                "description".into(),
+                FieldChange { before: json!(""), proposed: json!(format!("again {}", item.external_id)), edited: None },
+            )]
+            .into(),
+            model: "m".into(),
+            task_version: "t1".into(),
+            warnings: vec![],
+        };
+        async move { (item.id, store.propose(item, OWNER, &proposal, "{}", usage, None).await) }
+    });
+    let (outcomes, duplicated) =
+        futures::future::join(futures::future::join_all(proposals), futures::future::join_all(duplicates)).await;
+    let twice: HashSet<i64> = twice.iter().map(|i| i.id).collect();
+    for (id, second) in &duplicated {
+        let first = &outcomes.iter().find(|(i, _)| i == id).unwrap().1;
+        let landed = [first.is_ok(), second.is_ok()].iter().filter(|ok| **ok).count();
+        assert_eq!(landed, 1, "item {id} proposed twice at once: {first:?} / {second:?}");
+        // The call told it landed is the one whose answer is stored.
+        let stored = store.item(*id).await.unwrap().proposal.unwrap().fields["description"].proposed.clone();
+        let external = &mine.iter().find(|i| i.id == *id).unwrap().external_id;
+        let want = if first.is_ok() { format!("for {external}") } else { format!("again {external}") };
+        assert_eq!(stored, json!(want), "item {id}: the stored proposal is not the one reported as landed");
+        let events = store.item_events(*id).await.unwrap();
+        assert_eq!(events.iter().filter(|e| e.to_state.as_deref() == Some("proposed")).count(), 1, "item {id}");
+    }
+    let approved_twice = outcomes
+        .iter()
+        .filter(|(id, o)| twice.contains(id) && matches!(o, Ok(item) if item.state == ItemState::Approved))
+        .count() as i64;
+    for (id, outcome) in outcomes.iter().filter(|(id, _)| !twice.contains(id)) {
         match outcome {
             Err(StoreError::LeaseLost { holder, .. }) if stolen.contains(id) => assert_eq!(holder, "worker-b"),
             Ok(item) if !stolen.contains(id) => {
@@ -701,7 +735,30 @@ async fn concurrent_proposals_land_together_and_fail_alone(db: &TestDb) {
     let events = store.run_events(run_id).await.unwrap();
     let to = |s: &str| events.iter().filter(|e| e.to_state.as_deref() == Some(s)).count() as i64;
     assert_eq!(to("proposed"), landed);
-    assert_eq!(to("approved"), mine.iter().filter(|i| i.id % 2 == 0 && !stolen.contains(&i.id)).count() as i64);
+    let approved = mine.iter().filter(|i| i.id % 2 == 0 && !stolen.contains(&i.id) && !twice.contains(&i.id)).count();
+    assert_eq!(to("approved"), approved as i64 + approved_twice);
+}
+
+/// The run report's time per item (average and 95th percentile) over the items that ended.
+async fn report_times_items_from_discovery_to_their_end(db: &TestDb) {
+    let store = &db.store;
+    let run_id = run_with_items(store, "p", 40, 5).await;
+    let items = store.items(run_id, None, 100).await.unwrap();
+    assert_eq!(items.len(), 40);
+    // Twenty items end (written) after 20, 19, ..., 1 seconds; the other twenty stay queued.
+    for (n, item) in items.iter().take(20).enumerate() {
+        walk(store, item.id, &path_to(ItemState::Written)).await;
+        sqlx::query("UPDATE items SET created_at = 1000, updated_at = $1 WHERE id = $2")
+            .bind(1000 + (20 - n as i64) * 1000)
+            .bind(item.id)
+            .execute(store.pool())
+            .await
+            .unwrap();
+    }
+    let report = store.report(run_id).await.unwrap();
+    assert_eq!(report.item_ms_avg, Some(10_500.0), "mean of 1..=20 s");
+    assert_eq!(report.item_ms_p95, Some(19_000), "the 19th of 20 by time (ceil(0.95 × 20))");
+    assert_eq!((report.written, report.total), (20, 40));
 }
 
 on_both_backends! {
@@ -721,4 +778,5 @@ on_both_backends! {
     sample_cap => concurrent_claimers_never_exceed_the_sample;
     credentials => credentials_are_encrypted_at_rest;
     group_commit => concurrent_proposals_land_together_and_fail_alone;
+    report_times => report_times_items_from_discovery_to_their_end;
 }
