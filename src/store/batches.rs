@@ -414,7 +414,7 @@ impl Store {
                 super::items::ITEM_COLUMNS,
                 placeholders(1, chunk.len())
             );
-            let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(false);
+            let mut q = sqlx::query(AssertSqlSafe(sql));
             for id in chunk {
                 q = q.bind(*id);
             }

@@ -178,7 +178,7 @@ async fn try_group(store: &Store, jobs: &[Job]) -> Result<Vec<Applied>> {
         for chunk in ids.chunks(1000) {
             let sql =
                 format!("SELECT id FROM items WHERE id IN ({}) ORDER BY id FOR UPDATE", placeholders(1, chunk.len()));
-            let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(false);
+            let mut q = sqlx::query(AssertSqlSafe(sql));
             for id in chunk {
                 q = q.bind(*id);
             }
@@ -373,6 +373,6 @@ async fn update_many(
     }
     sql.push_str(" RETURNING ");
     sql.push_str(ITEM_COLUMNS);
-    let rows = bind_all(sqlx::query(AssertSqlSafe(sql)).persistent(false), &binds).fetch_all(&mut **tx).await?;
+    let rows = bind_all(sqlx::query(AssertSqlSafe(sql)), &binds).fetch_all(&mut **tx).await?;
     rows.iter().map(|row| Item::from_row(row).map(|item| (item.id, item))).collect()
 }

@@ -450,7 +450,7 @@ impl Store {
                  WHERE pipeline = $1 AND entity = $2 AND run_id <> $3 AND external_id IN ({}) ORDER BY id",
                 placeholders(4, chunk.len())
             );
-            let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(false).bind(pipeline).bind(entity).bind(exclude_run);
+            let mut q = sqlx::query(AssertSqlSafe(sql)).bind(pipeline).bind(entity).bind(exclude_run);
             for id in chunk {
                 q = q.bind(id.as_str());
             }
@@ -515,7 +515,7 @@ impl Store {
                 sql.push(')');
             }
             sql.push_str(" ON CONFLICT (run_id, entity, external_id) DO NOTHING RETURNING id, external_id");
-            let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(false);
+            let mut q = sqlx::query(AssertSqlSafe(sql));
             for item in chunk {
                 q = q
                     .bind(run_id)
@@ -558,7 +558,7 @@ impl Store {
                 "UPDATE items SET prev_state = state, state = 'queued', updated_at = $1 WHERE state = 'discovered' AND id IN ({})",
                 placeholders(2, chunk.len())
             );
-            let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(false).bind(now);
+            let mut q = sqlx::query(AssertSqlSafe(sql)).bind(now);
             for id in chunk {
                 q = q.bind(*id);
             }
@@ -983,7 +983,7 @@ impl Store {
                 "UPDATE items SET replaced = CASE id{cases} END \
                  WHERE id IN ({ids}) AND state = 'writing' AND lease_owner = $1"
             );
-            bind_all(sqlx::query(AssertSqlSafe(sql)).persistent(false), &binds).execute(&mut *tx).await?;
+            bind_all(sqlx::query(AssertSqlSafe(sql)), &binds).execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -1010,7 +1010,7 @@ impl Store {
                 "UPDATE items SET verified_at = $1, verify_issues = NULL WHERE state = 'written' AND id IN ({})",
                 placeholders(2, chunk.len())
             );
-            let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(false).bind(now);
+            let mut q = sqlx::query(AssertSqlSafe(sql)).bind(now);
             for id in chunk {
                 q = q.bind(*id);
             }
@@ -1314,7 +1314,7 @@ pub(super) async fn insert_events(tx: &mut Transaction<'_, Any>, events: &[NewEv
             sql.push_str(&placeholders(i * 8 + 1, 8));
             sql.push(')');
         }
-        let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(false);
+        let mut q = sqlx::query(AssertSqlSafe(sql));
         for e in chunk {
             q = q
                 .bind(e.run_id)
