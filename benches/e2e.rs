@@ -83,9 +83,10 @@ where
         std::thread::spawn(move || {
             let path = format!("/proc/{pid}/status");
             while let Ok(status) = std::fs::read_to_string(&path) {
-                let hwm = status.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| {
-                    v.trim().trim_end_matches("kB").trim().parse::<i64>().ok()
-                });
+                let hwm = status
+                    .lines()
+                    .find_map(|l| l.strip_prefix("VmHWM:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<i64>().ok());
                 match hwm {
                     Some(kb) => {
                         peak.fetch_max(kb, std::sync::atomic::Ordering::Relaxed);

@@ -497,14 +497,17 @@ async fn run(config: &Config, pipeline_name: &str, limit: Option<u64>) -> Result
     let signal = shutdown_signal();
     tokio::pin!(signal);
     let mut interrupted = false;
+    let mut looked = Duration::ZERO;
     let _last_seen = loop {
         tokio::select! {
             _ = &mut signal => { interrupted = true; break store.run(run.id).await.ok() }
-            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+            _ = tokio::time::sleep(engine::paced(Duration::from_millis(250), looked)) => {}
         }
+        let look = Instant::now();
         let (Ok(current), Ok(counts)) = (store.run(run.id).await, store.counts(run.id).await) else {
             continue;
         };
+        looked = look.elapsed();
         progress.show(&current, &counts, started.elapsed());
         // Approved items of a run awaiting review are still ours to write; items held behind a
         // sample gate are not ours until a reviewer releases them.
@@ -691,8 +694,10 @@ async fn watch(config: &Config, run_id: Option<i64>) -> Result<(), Failure> {
     let signal = shutdown_signal();
     tokio::pin!(signal);
     loop {
+        let look = Instant::now();
         let run = store.run(id).await.map_err(|e| failed(e.to_string()))?;
         let counts = store.counts(id).await.map_err(|e| failed(e.to_string()))?;
+        let looked = look.elapsed();
         let watched = Duration::from_millis((crate::store::now_ms() - run.created_at).max(0) as u64);
         progress.show(&run, &counts, watched);
         if !matches!(run.status, RunStatus::Discovering | RunStatus::Running) {
@@ -700,7 +705,7 @@ async fn watch(config: &Config, run_id: Option<i64>) -> Result<(), Failure> {
         }
         tokio::select! {
             _ = &mut signal => break,
-            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            _ = tokio::time::sleep(engine::paced(Duration::from_millis(500), looked)) => {}
         }
     }
     let report = store.report(id).await.map_err(|e| failed(e.to_string()))?;

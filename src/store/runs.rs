@@ -453,6 +453,16 @@ impl Store {
         Ok(Some(run))
     }
 
+    /// Whether `pipeline` has runs other than `run_id` (whose items a discovery compares with).
+    pub async fn other_runs_exist(&self, pipeline: &str, run_id: i64) -> Result<bool> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM runs WHERE pipeline = $1 AND id <> $2")
+            .bind(pipeline)
+            .bind(run_id)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n > 0)
+    }
+
     /// The run's report: counts, retries, tokens, cost, write checks and time per item.
     pub async fn report(&self, run_id: i64) -> Result<RunReport> {
         let run = self.run(run_id).await?;
