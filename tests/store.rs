@@ -154,17 +154,21 @@ async fn the_database_refuses_illegal_transitions_and_event_edits(db: &TestDb) {
     let run = run_with_items(store, "p", 1, 5).await;
     let item = &store.items(run, None, 1).await.unwrap()[0];
     let direct =
-        sqlx::query("UPDATE items SET state = 'written' WHERE id = $1").bind(item.id).execute(store.pool()).await;
+        sqlx::query("UPDATE items SET state = 'written' WHERE id = $1").bind(item.id).execute(store.write_pool()).await;
     assert!(direct.unwrap_err().to_string().contains("illegal item transition"));
     assert_eq!(store.item(item.id).await.unwrap().state, ItemState::Queued);
-    let edit =
-        sqlx::query("UPDATE events SET actor = 'mallory' WHERE item_id = $1").bind(item.id).execute(store.pool()).await;
+    let edit = sqlx::query("UPDATE events SET actor = 'mallory' WHERE item_id = $1")
+        .bind(item.id)
+        .execute(store.write_pool())
+        .await;
     assert!(edit.unwrap_err().to_string().contains("append-only"));
-    let delete = sqlx::query("DELETE FROM events WHERE item_id = $1").bind(item.id).execute(store.pool()).await;
+    let delete = sqlx::query("DELETE FROM events WHERE item_id = $1").bind(item.id).execute(store.write_pool()).await;
     assert!(delete.unwrap_err().to_string().contains("append-only"));
     // A leased state without a lease is refused by a CHECK constraint.
-    let unleased =
-        sqlx::query("UPDATE items SET state = 'enriching' WHERE id = $1").bind(item.id).execute(store.pool()).await;
+    let unleased = sqlx::query("UPDATE items SET state = 'enriching' WHERE id = $1")
+        .bind(item.id)
+        .execute(store.write_pool())
+        .await;
     assert!(unleased.is_err());
 }
 
@@ -632,7 +636,7 @@ async fn credentials_are_encrypted_at_rest(db: &TestDb) {
     vault.put("xero", b"refresh-token-123").await.unwrap();
     assert_eq!(vault.get("xero").await.unwrap().as_deref(), Some(&b"refresh-token-123"[..]));
     let raw: String = sqlx::query_scalar("SELECT ciphertext FROM credentials WHERE connection = 'xero'")
-        .fetch_one(store.pool())
+        .fetch_one(store.write_pool())
         .await
         .unwrap();
     assert!(!raw.contains(&hex::encode("refresh-token")), "stored in plain text");
@@ -751,7 +755,7 @@ async fn report_times_items_from_discovery_to_their_end(db: &TestDb) {
         sqlx::query("UPDATE items SET created_at = 1000, updated_at = $1 WHERE id = $2")
             .bind(1000 + (20 - n as i64) * 1000)
             .bind(item.id)
-            .execute(store.pool())
+            .execute(store.write_pool())
             .await
             .unwrap();
     }

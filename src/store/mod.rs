@@ -136,7 +136,7 @@ impl Store {
     /// The writing pool, for tests that must reach past the store's API (to prove the database
     /// itself refuses illegal writes).
     #[doc(hidden)]
-    pub fn pool(&self) -> &AnyPool {
+    pub fn write_pool(&self) -> &AnyPool {
         &self.writer
     }
 
