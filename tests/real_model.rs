@@ -74,6 +74,11 @@ impl LlamaServer {
             .args(["-m"])
             .arg(model)
             .args(["-t", "1", "-c", "2048", "--parallel", "1", "--host", "127.0.0.1", "--port", &port.to_string()])
+            // No weight repacking: on a CPU with AMX (seen on this project's VMs) the native build
+            // repacks weights for ggml's AMX kernels, which crash with SIGSEGV in the first decode
+            // when the VM does not let the process use AMX tiles. The plain CPU kernels are enough
+            // for a 135M model.
+            .arg("--no-repack")
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
             .stderr(out)
