@@ -553,17 +553,14 @@ impl Store {
             })
             .collect();
         let queued: Vec<i64> = inserted.iter().filter(|(_, i)| i.skip.is_none()).map(|(id, _)| *id).collect();
-        for chunk in queued.chunks(rows_per_statement(self.backend, 1, 500)) {
-            let sql = format!(
-                "UPDATE items SET prev_state = state, state = 'queued', updated_at = $1 WHERE state = 'discovered' AND id IN ({})",
-                placeholders(2, chunk.len())
-            );
-            let mut q = sqlx::query(AssertSqlSafe(sql)).bind(now);
-            for id in chunk {
-                q = q.bind(*id);
-            }
-            q.execute(&mut *tx).await?;
-        }
+        update_listed(
+            &mut tx,
+            self.backend,
+            "UPDATE items SET prev_state = state, state = 'queued', updated_at = $1 WHERE state = 'discovered'",
+            now,
+            &queued,
+        )
+        .await?;
         for (id, item) in &inserted {
             let (to, detail) = match &item.skip {
                 None => ("queued", None),
@@ -1005,17 +1002,14 @@ impl Store {
         let mut events = Vec::with_capacity(checked.len());
         // The items that verified clean (nearly all of them) in one statement per chunk.
         let clean: Vec<i64> = checked.iter().filter(|(_, issues)| issues.is_empty()).map(|(i, _)| i.id).collect();
-        for chunk in clean.chunks(rows_per_statement(self.backend, 1, 500)) {
-            let sql = format!(
-                "UPDATE items SET verified_at = $1, verify_issues = NULL WHERE state = 'written' AND id IN ({})",
-                placeholders(2, chunk.len())
-            );
-            let mut q = sqlx::query(AssertSqlSafe(sql)).bind(now);
-            for id in chunk {
-                q = q.bind(*id);
-            }
-            q.execute(&mut *tx).await?;
-        }
+        update_listed(
+            &mut tx,
+            self.backend,
+            "UPDATE items SET verified_at = $1, verify_issues = NULL WHERE state = 'written'",
+            now,
+            &clean,
+        )
+        .await?;
         for (item, issues) in checked {
             let text = (!issues.is_empty()).then(|| serde_json::to_string(issues).expect("JSON values serialise"));
             if text.is_some() {
@@ -1298,6 +1292,26 @@ fn event_from_row(row: &AnyRow) -> Result<EventRecord> {
         actor: row.try_get("actor")?,
         detail: detail.and_then(|d| serde_json::from_str(&d).ok()),
     })
+}
+
+/// Runs `update` (an `UPDATE ... WHERE ...` whose only parameter is `$1`, bound to `now`) for the items
+/// `ids`, adding `AND id IN (...)`, in as few statements as the backend takes well.
+async fn update_listed(
+    tx: &mut Transaction<'_, Any>,
+    backend: Backend,
+    update: &str,
+    now: i64,
+    ids: &[i64],
+) -> Result<()> {
+    for chunk in ids.chunks(rows_per_statement(backend, 1, 500)) {
+        let sql = format!("{update} AND id IN ({})", placeholders(2, chunk.len()));
+        let mut q = sqlx::query(AssertSqlSafe(sql)).bind(now);
+        for id in chunk {
+            q = q.bind(*id);
+        }
+        q.execute(&mut **tx).await?;
+    }
+    Ok(())
 }
 
 /// Appends events in as few statements as possible.
