@@ -668,16 +668,7 @@ async fn concurrent_proposals_land_together_and_fail_alone(db: &TestDb) {
 
     let usage = Usage { input_tokens: 10, output_tokens: 2, cost_micros: 7 };
     let proposals = mine.iter().map(|item| {
-        let proposal = Proposal {
-            fields: [(
-                "description".into(),
-                FieldChange { before: json!(""), proposed: json!(format!("for {}", item.external_id)), edited: None },
-            )]
-            .into(),
-            model: "m".into(),
-            task_version: "t1".into(),
-            warnings: vec![],
-        };
+        let proposal = description_proposal(format!("for {}", item.external_id));
         let approve = (item.id % 2 == 0).then_some("policy:none");
         async move { (item.id, store.propose(item, OWNER, &proposal, "{}", usage, approve).await) }
     });
@@ -685,16 +676,7 @@ async fn concurrent_proposals_land_together_and_fail_alone(db: &TestDb) {
     // approving): both calls land in the same group commit, and exactly one may take effect.
     let twice: Vec<&Item> = mine.iter().filter(|i| !stolen.contains(&i.id)).step_by(15).collect();
     let duplicates = twice.iter().map(|item| {
-        let proposal = Proposal {
-            fields: [(
-                "description".into(),
-                FieldChange { before: json!(""), proposed: json!(format!("again {}", item.external_id)), edited: None },
-            )]
-            .into(),
-            model: "m".into(),
-            task_version: "t1".into(),
-            warnings: vec![],
-        };
+        let proposal = description_proposal(format!("again {}", item.external_id));
         async move { (item.id, store.propose(item, OWNER, &proposal, "{}", usage, None).await) }
     });
     let (outcomes, duplicated) =
@@ -741,6 +723,17 @@ async fn concurrent_proposals_land_together_and_fail_alone(db: &TestDb) {
     assert_eq!(to("proposed"), landed);
     let approved = mine.iter().filter(|i| i.id % 2 == 0 && !stolen.contains(&i.id) && !twice.contains(&i.id)).count();
     assert_eq!(to("approved"), approved as i64 + approved_twice);
+}
+
+/// A proposal of `description` for an empty one.
+fn description_proposal(description: String) -> Proposal {
+    Proposal {
+        fields: [("description".into(), FieldChange { before: json!(""), proposed: json!(description), edited: None })]
+            .into(),
+        model: "m".into(),
+        task_version: "t1".into(),
+        warnings: vec![],
+    }
 }
 
 /// The run report's time per item (average and 95th percentile) over the items that ended.
