@@ -111,10 +111,12 @@ pub async fn serve(
     check_bind(addr, &site.access).await?;
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("server.bind {addr}: {e}"))?;
     let bound = listener.local_addr().map_err(|e| e.to_string())?;
+    // The router is built here, not in the task: building it installs the metrics recorder, and
+    // whatever the caller starts next (the upkeep's first reclaim of a killed daemon's leases) must
+    // be counted, not recorded before any recorder exists.
+    let app = router(engine, site);
     let handle = tokio::spawn(async move {
-        let result = axum::serve(listener, router(engine, site))
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await;
+        let result = axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await }).await;
         if let Err(e) = result {
             tracing::error!(error = %e, "HTTP server failed");
         }

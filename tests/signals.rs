@@ -530,6 +530,25 @@ async fn a_run_paused_for_its_budget_is_not_resumed() {
     db.cleanup().await;
 }
 
+/// Whatever the daemon counts right after its server starts is on `/metrics`: a daemon restarted
+/// after a kill reclaims the dead one's leases at once, before the server task has run. On a
+/// one-thread runtime nothing else runs between `serve` returning and the count below.
+#[tokio::test(flavor = "current_thread")]
+async fn counts_made_as_the_server_starts_are_scraped() {
+    use common::harness::harness;
+    let db = common::sqlite().await;
+    let h = harness(&db, 1, 1, ConfigOptions::default()).await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let site = enrichd::server::Site { access: enrichd::server::Access::new(None), html_fields: Default::default() };
+    let (addr, server) = enrichd::server::serve(h.engine.clone(), site, "127.0.0.1:0", stop.clone()).await.unwrap();
+    enrichd::telemetry::leases_reclaimed(3);
+    let scrape = http().get(format!("http://{addr}/metrics")).send().await.unwrap().text().await.unwrap();
+    assert_eq!(metric(&scrape, "enrichd_leases_reclaimed_total", &[]), 3.0, "{scrape}");
+    stop.cancel();
+    server.await.unwrap();
+    db.cleanup().await;
+}
+
 /// Leases a dead worker left behind are reclaimed by the upkeep, and `/metrics` counts them (on an
 /// open, loopback-only server a scrape needs no credentials and makes no session).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
