@@ -4,25 +4,13 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
-use common::{ConfigOptions, PROVIDER_KEY, STORE_TOKEN, sandboxes, write_config};
+use common::process::{self, Env, text};
+use common::{ConfigOptions, sandboxes, write_config};
 
 fn enrichd(config: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_enrichd"))
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .env("TEST_STORE_TOKEN", STORE_TOKEN)
-        .env("TEST_PROVIDER_KEY", PROVIDER_KEY)
-        .env("TESTSTORE_TOKEN", "example-token")
-        .env("ENRICHD_LOG", "warn")
-        .output()
-        .unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    process::output(config, args, &Env { vars: &[("TESTSTORE_TOKEN", "example-token")], ..Env::default() })
 }
 
 #[test]
@@ -227,17 +215,12 @@ async fn check_tests_connections_and_run_limit_dry_run_and_status() {
     // A wrong token fails the connection test with exit 1, naming the connection, never the token.
     let text_cfg = std::fs::read_to_string(&path).unwrap().replace("${TEST_STORE_TOKEN}", "${WRONG_TOKEN}");
     std::fs::write(&path, text_cfg).unwrap();
-    let p = path.clone();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_enrichd"))
-            .args(["--config", p.to_str().unwrap(), "check"])
-            .env("WRONG_TOKEN", "guessed-token-123")
-            .env("TEST_PROVIDER_KEY", PROVIDER_KEY)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let out = process::output_async(
+        &path,
+        &["check"],
+        &Env { log_level: "info", vars: &[("WRONG_TOKEN", "guessed-token-123")], ..Env::default() },
+    )
+    .await;
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("connections.shop: teststore: list product: HTTP 401 unauthorized"), "{}", text(&out));
     assert!(!text(&out).contains("guessed-token-123"));

@@ -3,54 +3,19 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{ConfigOptions, PROVIDER_KEY, STORE_TOKEN, sandboxes, write_config};
+use common::process::{Enrichd, Env};
+use common::{ConfigOptions, sandboxes, write_config};
 use enrichd::store::{ItemState, NewRun, RunStart, RunStatus};
 
-struct Daemon {
-    child: Child,
-    addr: String,
-    log: std::path::PathBuf,
-}
-
-fn start_daemon(config: &std::path::Path, log: std::path::PathBuf) -> Daemon {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_enrichd"))
-        .args(["--config", config.to_str().unwrap(), "--log-format", "json", "daemon", "--bind", "127.0.0.1:0"])
-        .env("TEST_STORE_TOKEN", STORE_TOKEN)
-        .env("TEST_PROVIDER_KEY", PROVIDER_KEY)
-        .env("ENRICHD_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let addr = line.trim().rsplit("http://").next().unwrap().to_owned();
-    assert!(addr.starts_with("127.0.0.1:"), "daemon did not start: {line} {}", std::fs::read_to_string(&log).unwrap());
-    Daemon { child, addr, log }
+/// The daemon, logging JSON at info level.
+fn start_daemon(config: &std::path::Path, log: std::path::PathBuf) -> Enrichd {
+    Enrichd::daemon_with(config, log, &Env { log_level: "info", json_logs: true, ..Env::default() })
 }
 
 fn http() -> reqwest::Client {
     enrichd_connector::http::client(Duration::from_secs(10))
-}
-
-fn sigterm(child: &Child) {
-    // SAFETY: sending a signal to our own child process.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-}
-
-fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
-    let start = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        assert!(start.elapsed() < within, "daemon did not exit within {within:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 async fn sigterm_finishes_or_releases_work(db: &common::TestDb) {
@@ -64,10 +29,10 @@ async fn sigterm_finishes_or_releases_work(db: &common::TestDb) {
         &sb,
         &ConfigOptions { concurrency: 4, lease_seconds: 30.0, ..Default::default() },
     );
-    let mut daemon = start_daemon(&config, dir.path().join("daemon.log"));
+    let daemon = start_daemon(&config, dir.path().join("daemon.log"));
 
     let health: serde_json::Value =
-        http().get(format!("http://{}/healthz", daemon.addr)).send().await.unwrap().json().await.unwrap();
+        http().get(format!("{}/healthz", daemon.base())).send().await.unwrap().json().await.unwrap();
     assert_eq!(health["status"], "ok");
 
     let new = NewRun {
@@ -82,26 +47,16 @@ async fn sigterm_finishes_or_releases_work(db: &common::TestDb) {
     // Wait until the daemon is in the middle of the run.
     let start = Instant::now();
     while db.store.counts(run.id).await.unwrap().get(ItemState::Written) < 4 {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "daemon made no progress: {}",
-            std::fs::read_to_string(&daemon.log).unwrap()
-        );
+        assert!(start.elapsed() < Duration::from_secs(60), "daemon made no progress: {}", daemon.output());
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let api: serde_json::Value =
-        http().get(format!("http://{}/api/runs/{}", daemon.addr, run.id)).send().await.unwrap().json().await.unwrap();
+        http().get(format!("{}/api/runs/{}", daemon.base(), run.id)).send().await.unwrap().json().await.unwrap();
     assert_eq!(api["run"]["pipeline"], "catalogue");
 
-    sigterm(&daemon.child);
-    let status = tokio::task::spawn_blocking(move || {
-        let s = wait_exit(&mut daemon.child, Duration::from_secs(15));
-        (s, daemon.log)
-    })
-    .await
-    .unwrap();
-    let log = std::fs::read_to_string(&status.1).unwrap();
-    assert!(status.0.success(), "daemon exit {:?}: {log}", status.0);
+    daemon.sigterm();
+    let (status, log) = daemon.wait(Duration::from_secs(15)).await;
+    assert!(status.success(), "daemon exit {status:?}: {log}");
     // No lease survives a graceful shutdown: work in flight finished or was given back.
     let counts = db.store.counts(run.id).await.unwrap();
     assert_eq!(counts.sum(&[ItemState::Enriching, ItemState::Writing]), 0, "{counts:?}");
@@ -115,14 +70,15 @@ async fn sigterm_finishes_or_releases_work(db: &common::TestDb) {
     assert!(messages.contains(&"enrichd daemon stopped"), "{messages:?}");
     // The status endpoint and the database agree, and the run resumes from where it stopped.
     let before = sb.store.writes().len();
-    let mut daemon = start_daemon(&config, dir.path().join("daemon2.log"));
+    let daemon = start_daemon(&config, dir.path().join("daemon2.log"));
     let start = Instant::now();
     while db.store.run(run.id).await.unwrap().status != RunStatus::Done {
         assert!(start.elapsed() < Duration::from_secs(120), "the resumed run did not finish");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    sigterm(&daemon.child);
-    tokio::task::spawn_blocking(move || wait_exit(&mut daemon.child, Duration::from_secs(15))).await.unwrap();
+    daemon.sigterm();
+    let (status, log) = daemon.wait(Duration::from_secs(15)).await;
+    assert!(status.success(), "daemon exit {status:?}: {log}");
     assert_eq!(db.store.counts(run.id).await.unwrap().get(ItemState::Written), 200);
     assert_eq!(sb.store.writes().len(), 200, "each record written once across the restart (was {before} before it)");
 }
@@ -134,17 +90,15 @@ async fn two_daemons_one_run_per_tick(db: &common::TestDb) {
     let dir = tempfile::tempdir().unwrap();
     let options = ConfigOptions { concurrency: 2, extra_pipeline: "schedule = \"* * * * * *\"", ..Default::default() };
     let config = write_config(dir.path(), &db.url, &sb, &options);
-    let mut a = start_daemon(&config, dir.path().join("a.log"));
-    let mut b = start_daemon(&config, dir.path().join("b.log"));
+    let a = start_daemon(&config, dir.path().join("a.log"));
+    let b = start_daemon(&config, dir.path().join("b.log"));
     tokio::time::sleep(Duration::from_secs(6)).await;
-    sigterm(&a.child);
-    sigterm(&b.child);
-    tokio::task::spawn_blocking(move || {
-        wait_exit(&mut a.child, Duration::from_secs(15));
-        wait_exit(&mut b.child, Duration::from_secs(15));
-    })
-    .await
-    .unwrap();
+    a.sigterm();
+    b.sigterm();
+    for daemon in [a, b] {
+        let (status, log) = daemon.wait(Duration::from_secs(15)).await;
+        assert!(status.success(), "daemon exit {status:?}: {log}");
+    }
 
     let mut runs = db.store.runs(&[], 100).await.unwrap();
     runs.sort_by_key(|r| r.id);

@@ -5,29 +5,17 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::Duration;
 
 use common::harness::{harness, start_run, work};
-use common::{ConfigOptions, PROVIDER_KEY, STORE_TOKEN, TestDb};
+use common::process::{self, Env, text};
+use common::{ConfigOptions, TestDb};
 use enrichd::store::{ItemState, ReviewPhase, RunStatus};
 use serde_json::Value;
 
 fn enrichd(config: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_enrichd"))
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .env("TEST_STORE_TOKEN", STORE_TOKEN)
-        .env("TEST_PROVIDER_KEY", PROVIDER_KEY)
-        .env("ENRICHD_LOG", "warn")
-        .env_remove("ENRICHD_REVIEWER")
-        .output()
-        .unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    process::output(config, args, &Env::default())
 }
 
 /// Runs `args`, expects exit `code`, returns stdout.

@@ -6,77 +6,30 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
-use common::{ConfigOptions, PROVIDER_KEY, STORE_TOKEN, TestDb, sandboxes, write_config};
+use common::process::{self, Enrichd, Env, text};
+use common::{ConfigOptions, TestDb, sandboxes, write_config};
 use enrichd::sandbox::provider::Faults;
 use enrichd::store::{NewRun, RunStart};
 use serde_json::{Value, json};
 
 const API_TOKEN: &str = "signals-api-token";
+const ENV: Env = Env { log_level: "warn", json_logs: false, vars: &[("TEST_API_TOKEN", API_TOKEN)] };
 
 fn enrichd(config: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_enrichd"))
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .env("TEST_STORE_TOKEN", STORE_TOKEN)
-        .env("TEST_PROVIDER_KEY", PROVIDER_KEY)
-        .env("TEST_API_TOKEN", API_TOKEN)
-        .env("ENRICHD_LOG", "warn")
-        .output()
-        .unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    process::output(config, args, &ENV)
 }
 
 async fn cli(config: &Path, args: &[&str]) -> Output {
-    let (config, args): (std::path::PathBuf, Vec<String>) =
-        (config.to_owned(), args.iter().map(|a| a.to_string()).collect());
-    tokio::task::spawn_blocking(move || enrichd(&config, &args.iter().map(String::as_str).collect::<Vec<_>>()))
-        .await
-        .unwrap()
+    process::output_async(config, args, &ENV).await
 }
 
-struct Daemon {
-    child: Child,
-    base: String,
-    log: std::path::PathBuf,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        // SAFETY: signalling our own child process.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let start = Instant::now();
-        while self.child.try_wait().ok().flatten().is_none() && start.elapsed() < Duration::from_secs(15) {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-    }
-}
-
-fn start_daemon(config: &Path, log: std::path::PathBuf) -> Daemon {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_enrichd"))
-        .args(["--config", config.to_str().unwrap(), "--log-format", "json", "daemon", "--bind", "127.0.0.1:0"])
-        .env("TEST_STORE_TOKEN", STORE_TOKEN)
-        .env("TEST_PROVIDER_KEY", PROVIDER_KEY)
-        .env("TEST_API_TOKEN", API_TOKEN)
-        .env("ENRICHD_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let addr = line.trim().rsplit("http://").next().unwrap().to_owned();
-    assert!(addr.starts_with("127.0.0.1:"), "daemon did not start: {line} {}", std::fs::read_to_string(&log).unwrap());
-    Daemon { child, base: format!("http://{addr}"), log }
+/// The daemon, logging JSON at info level.
+fn start_daemon(config: &Path, log: std::path::PathBuf) -> Enrichd {
+    Enrichd::daemon_with(config, log, &Env { log_level: "info", json_logs: true, ..ENV })
 }
 
 fn http() -> reqwest::Client {
@@ -86,14 +39,14 @@ fn http() -> reqwest::Client {
         .unwrap()
 }
 
-async fn get_json(path: &str, d: &Daemon) -> Value {
-    let r = http().get(format!("{}{path}", d.base)).bearer_auth(API_TOKEN).send().await.unwrap();
+async fn get_json(path: &str, d: &Enrichd) -> Value {
+    let r = http().get(format!("{}{path}", d.base())).bearer_auth(API_TOKEN).send().await.unwrap();
     assert_eq!(r.status(), 200, "GET {path}");
     r.json().await.unwrap()
 }
 
 /// Polls run `id` through the API until its status is `want`.
-async fn wait_status(d: &Daemon, id: i64, want: &str, within: Duration) -> Value {
+async fn wait_status(d: &Enrichd, id: i64, want: &str, within: Duration) -> Value {
     let start = Instant::now();
     loop {
         let v = get_json(&format!("/api/runs/{id}"), d).await;
@@ -171,7 +124,7 @@ async fn failing_provider_pauses_the_run_and_resume_finishes_it(db: &TestDb) {
     let status = cli(&config, &["status", &id.to_string()]).await;
     assert_eq!(status.status.code(), Some(0), "{}", text(&status));
     assert!(text(&status).contains(&format!("run {id} paused (error rate: ")), "{}", text(&status));
-    let page = http().get(format!("{}/runs/{id}", daemon.base)).bearer_auth(API_TOKEN).send().await.unwrap();
+    let page = http().get(format!("{}/runs/{id}", daemon.base())).bearer_auth(API_TOKEN).send().await.unwrap();
     let page = page.text().await.unwrap();
     assert!(page.contains("id=\"resume-form\"") && page.contains("error rate: "), "{page}");
     let log = std::fs::read_to_string(&daemon.log).unwrap();
@@ -200,10 +153,11 @@ async fn failing_provider_pauses_the_run_and_resume_finishes_it(db: &TestDb) {
 
     // Healthy again: resuming by the API (bearer token, acting as `api`) finishes the run.
     sb.provider.set_faults(Faults::default());
-    let anonymous = http().post(format!("{}/api/runs/{id}/resume", daemon.base)).json(&json!({})).send().await.unwrap();
+    let anonymous =
+        http().post(format!("{}/api/runs/{id}/resume", daemon.base())).json(&json!({})).send().await.unwrap();
     assert_eq!(anonymous.status(), 401, "resuming needs the same credentials as other API actions");
     let r = http()
-        .post(format!("{}/api/runs/{id}/resume", daemon.base))
+        .post(format!("{}/api/runs/{id}/resume", daemon.base()))
         .bearer_auth(API_TOKEN)
         .json(&json!({}))
         .send()
@@ -248,10 +202,10 @@ async fn failing_provider_pauses_the_run_and_resume_finishes_it(db: &TestDb) {
     assert!(text(&again).contains(&format!("run {id} is done, not paused")), "{}", text(&again));
 
     // /metrics: refused without credentials, and no session is made for a scrape.
-    let anonymous = http().get(format!("{}/metrics", daemon.base)).send().await.unwrap();
+    let anonymous = http().get(format!("{}/metrics", daemon.base())).send().await.unwrap();
     assert_eq!(anonymous.status(), 401);
     assert!(anonymous.headers().get("set-cookie").is_none(), "no session per scrape");
-    let scrape = http().get(format!("{}/metrics", daemon.base)).bearer_auth(API_TOKEN).send().await.unwrap();
+    let scrape = http().get(format!("{}/metrics", daemon.base())).bearer_auth(API_TOKEN).send().await.unwrap();
     assert_eq!(scrape.status(), 200);
     assert!(scrape.headers().get("set-cookie").is_none());
     let scrape = scrape.text().await.unwrap();

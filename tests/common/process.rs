@@ -1,15 +1,33 @@
-//! The real `enrichd` binary as a child process: `enrichd run` and `enrichd daemon` with the test
-//! secrets in their environment and their output in a log file, SIGKILL, SIGTERM, and waiting for
-//! an exit without blocking the test's runtime.
+//! The real `enrichd` binary as a child process: one-shot commands, `enrichd run` and `enrichd
+//! daemon` with the test secrets in their environment and their output in a log file, SIGKILL,
+//! SIGTERM, and waiting for an exit without blocking the test's runtime.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use super::{PROVIDER_KEY, STORE_TOKEN};
 
-/// A running `enrichd` child and the file its output goes to.
+/// How a child `enrichd` logs, and what its environment holds besides the test secrets.
+#[derive(Debug, Clone, Copy)]
+pub struct Env<'a> {
+    /// `ENRICHD_LOG`.
+    pub log_level: &'a str,
+    /// `--log-format json`.
+    pub json_logs: bool,
+    /// More variables (the tokens a test's config names).
+    pub vars: &'a [(&'a str, &'a str)],
+}
+
+impl Default for Env<'_> {
+    fn default() -> Self {
+        Env { log_level: "warn", json_logs: false, vars: &[] }
+    }
+}
+
+/// A running `enrichd` child and the file its output goes to. Dropping it stops the process
+/// (SIGTERM, then SIGKILL), so a failing test leaves no daemon behind.
 pub struct Enrichd {
     pub child: Child,
     pub log: PathBuf,
@@ -17,32 +35,63 @@ pub struct Enrichd {
     pub addr: Option<String>,
 }
 
-fn command(config: &Path, log: &std::fs::File, args: &[&str]) -> Command {
+/// `enrichd --config CONFIG ARGS`, with the test secrets and `env`, and no reviewer name inherited
+/// from whoever runs the tests.
+fn command(config: &Path, args: &[&str], env: &Env) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_enrichd"));
+    command.args(["--config", config.to_str().unwrap()]);
+    if env.json_logs {
+        command.args(["--log-format", "json"]);
+    }
     command
-        .args(["--config", config.to_str().unwrap()])
         .args(args)
         .env("TEST_STORE_TOKEN", STORE_TOKEN)
         .env("TEST_PROVIDER_KEY", PROVIDER_KEY)
-        .env("ENRICHD_LOG", "warn")
-        .stderr(Stdio::from(log.try_clone().unwrap()));
+        .env("ENRICHD_LOG", env.log_level)
+        .env_remove("ENRICHD_REVIEWER")
+        .envs(env.vars.iter().copied());
     command
+}
+
+/// Runs a one-shot command to its end and returns what it printed and its exit status.
+pub fn output(config: &Path, args: &[&str], env: &Env) -> Output {
+    command(config, args, env).output().expect("running enrichd")
+}
+
+/// [`output`] off the test's runtime, for async tests whose sandboxes must keep answering meanwhile.
+pub async fn output_async(config: &Path, args: &[&str], env: &Env<'_>) -> Output {
+    let mut command = command(config, args, env);
+    tokio::task::spawn_blocking(move || command.output().expect("running enrichd")).await.unwrap()
+}
+
+/// A finished command's stdout and stderr together, for assertions and failure messages.
+pub fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
 
 impl Enrichd {
     /// `enrichd run <pipeline>`: works the pipeline's run (resuming an interrupted one) and exits.
     pub fn run(config: &Path, pipeline: &str, log: PathBuf) -> Enrichd {
         let file = std::fs::File::create(&log).unwrap();
-        let child =
-            command(config, &file, &["run", pipeline]).stdout(Stdio::from(file)).spawn().expect("spawning enrichd run");
+        let child = command(config, &["run", pipeline], &Env::default())
+            .stdout(Stdio::from(file.try_clone().unwrap()))
+            .stderr(Stdio::from(file))
+            .spawn()
+            .expect("spawning enrichd run");
         Enrichd { child, log, addr: None }
     }
 
     /// `enrichd daemon --bind 127.0.0.1:0`, once it has printed the address it serves on.
     pub fn daemon(config: &Path, log: PathBuf) -> Enrichd {
+        Enrichd::daemon_with(config, log, &Env::default())
+    }
+
+    /// [`Enrichd::daemon`] with `env`.
+    pub fn daemon_with(config: &Path, log: PathBuf, env: &Env) -> Enrichd {
         let file = std::fs::File::create(&log).unwrap();
-        let mut child = command(config, &file, &["daemon", "--bind", "127.0.0.1:0"])
+        let mut child = command(config, &["daemon", "--bind", "127.0.0.1:0"], env)
             .stdout(Stdio::piped())
+            .stderr(Stdio::from(file))
             .spawn()
             .expect("spawning enrichd daemon");
         let mut line = String::new();
@@ -50,6 +99,11 @@ impl Enrichd {
         let addr = line.trim().rsplit("http://").next().unwrap_or_default().to_owned();
         assert!(addr.starts_with("127.0.0.1:"), "daemon did not start: {line:?} {}", read(&log));
         Enrichd { child, log, addr: Some(addr) }
+    }
+
+    /// `http://ADDR` of a daemon's server.
+    pub fn base(&self) -> String {
+        format!("http://{}", self.addr.as_deref().expect("a daemon"))
     }
 
     /// The process's output so far.
@@ -95,4 +149,19 @@ impl Enrichd {
 
 fn read(log: &Path) -> String {
     std::fs::read_to_string(log).unwrap_or_default()
+}
+
+impl Drop for Enrichd {
+    fn drop(&mut self) {
+        if !matches!(self.child.try_wait(), Ok(None)) {
+            return;
+        }
+        self.sigterm();
+        let start = Instant::now();
+        while matches!(self.child.try_wait(), Ok(None)) && start.elapsed() < Duration::from_secs(15) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
