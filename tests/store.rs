@@ -170,6 +170,17 @@ async fn the_database_refuses_illegal_transitions_and_event_edits(db: &TestDb) {
         .execute(store.write_pool())
         .await;
     assert!(unleased.is_err());
+    // An item is born discovered, queued or skipped: never straight into a later state.
+    let born_written = sqlx::query(
+        "INSERT INTO items (run_id, pipeline, entity, external_id, state, max_attempts, record_version, input, \
+         input_hash, task_version, created_at, updated_at) \
+         VALUES ($1, 'p', 'product', 'forged', 'written', 5, '1', '{}', 'h', 'v1', 0, 0)",
+    )
+    .bind(run)
+    .execute(store.write_pool())
+    .await;
+    assert!(born_written.unwrap_err().to_string().contains("illegal initial item state"));
+    assert_eq!(store.items(run, None, 10).await.unwrap().len(), 1, "nothing was inserted");
 }
 
 async fn claims_lease_and_only_the_holder_finishes(db: &TestDb) {

@@ -469,9 +469,10 @@ impl Store {
     }
 
     /// Records one page of discovery for `run_id`: inserts the items (a record already in the run is
-    /// left alone, so a page fetched twice after a restart adds nothing), moves each to `queued` or
-    /// `skipped`, and advances the run's discovery cursor — all in one transaction, and only while
-    /// `owner` holds the run's discovery lease. Returns how many items were new.
+    /// left alone, so a page fetched twice after a restart adds nothing) already `queued` or
+    /// `skipped`, with both events of each (`discovered`, then `queued` or `skipped`), and advances
+    /// the run's discovery cursor — all in one transaction, and only while `owner` holds the run's
+    /// discovery lease. Returns how many items were new.
     pub async fn add_discovered(
         &self,
         run_id: i64,
@@ -500,18 +501,18 @@ impl Store {
         let max_attempts: i64 = run.try_get("max_attempts")?;
 
         let mut inserted: Vec<(i64, &NewItem)> = Vec::with_capacity(items.len());
-        for chunk in items.chunks(rows_per_statement(self.backend, 12, 50)) {
+        const COLUMNS: usize = 14;
+        for chunk in items.chunks(rows_per_statement(self.backend, COLUMNS, 50)) {
             let mut sql = String::from(
-                "INSERT INTO items (run_id, pipeline, entity, external_id, state, max_attempts, record_version, input, \
-                 input_hash, task_version, created_at, updated_at) VALUES ",
+                "INSERT INTO items (run_id, pipeline, entity, external_id, state, prev_state, last_error, max_attempts, \
+                 record_version, input, input_hash, task_version, created_at, updated_at) VALUES ",
             );
             for i in 0..chunk.len() {
-                let b = i * 12;
                 if i > 0 {
                     sql.push_str(", ");
                 }
                 sql.push('(');
-                sql.push_str(&placeholders(b + 1, 12));
+                sql.push_str(&placeholders(i * COLUMNS + 1, COLUMNS));
                 sql.push(')');
             }
             sql.push_str(" ON CONFLICT (run_id, entity, external_id) DO NOTHING RETURNING id, external_id");
@@ -522,7 +523,9 @@ impl Store {
                     .bind(pipeline)
                     .bind(item.entity.as_str())
                     .bind(item.external_id.as_str())
+                    .bind(if item.skip.is_some() { "skipped" } else { "queued" })
                     .bind("discovered")
+                    .bind(item.skip.as_deref())
                     .bind(max_attempts)
                     .bind(item.record_version.as_str())
                     .bind(item.input.as_str())
@@ -552,29 +555,10 @@ impl Store {
                 detail: None,
             })
             .collect();
-        let queued: Vec<i64> = inserted.iter().filter(|(_, i)| i.skip.is_none()).map(|(id, _)| *id).collect();
-        update_listed(
-            &mut tx,
-            self.backend,
-            "UPDATE items SET prev_state = state, state = 'queued', updated_at = $1 WHERE state = 'discovered'",
-            now,
-            &queued,
-        )
-        .await?;
         for (id, item) in &inserted {
             let (to, detail) = match &item.skip {
                 None => ("queued", None),
-                Some(reason) => {
-                    sqlx::query(
-                        "UPDATE items SET prev_state = state, state = 'skipped', last_error = $1, updated_at = $2 WHERE id = $3 AND state = 'discovered'",
-                    )
-                    .bind(reason.as_str())
-                    .bind(now)
-                    .bind(*id)
-                    .execute(&mut *tx)
-                    .await?;
-                    ("skipped", Some(serde_json::json!({ "reason": reason }).to_string()))
-                }
+                Some(reason) => ("skipped", Some(serde_json::json!({ "reason": reason }).to_string())),
             };
             events.push(NewEvent {
                 run_id: Some(run_id),
