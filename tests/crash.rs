@@ -6,27 +6,18 @@
 mod common;
 
 use std::collections::HashMap;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{ConfigOptions, PROVIDER_KEY, STORE_TOKEN, TestDb, expected_description, sandboxes, write_config};
+use common::process::{Enrichd, Env};
+use common::{ConfigOptions, TestDb, expected_description, sandboxes, write_config};
 use enrichd::store::ItemState;
 use serde_json::json;
 
 const ITEMS: u64 = 3_000;
 
-fn spawn_run(config: &std::path::Path, log: &std::path::Path) -> Child {
-    let log = std::fs::File::create(log).unwrap();
-    Command::new(env!("CARGO_BIN_EXE_enrichd"))
-        .args(["--config", config.to_str().unwrap(), "run", "catalogue"])
-        .env("TEST_STORE_TOKEN", STORE_TOKEN)
-        .env("TEST_PROVIDER_KEY", PROVIDER_KEY)
-        .envs(common::woo::woo_env())
-        .env("ENRICHD_LOG", "warn")
-        .stdout(Stdio::from(log.try_clone().unwrap()))
-        .stderr(Stdio::from(log))
-        .spawn()
-        .unwrap()
+/// `enrichd run catalogue`, with the WooCommerce credentials its config names.
+fn spawn_run(config: &std::path::Path, log: &std::path::Path) -> Enrichd {
+    Enrichd::run_with(config, "catalogue", log.to_path_buf(), &Env { vars: &common::woo::woo_env(), ..Env::default() })
 }
 
 async fn leased(db: &TestDb) -> (i64, i64) {
@@ -54,19 +45,14 @@ async fn kill_twice(
     let mut in_flight_write = 0;
     for (round, kill_at) in [(1, kill_at[0]), (2, kill_at[1])] {
         let log = dir.join(format!("run{round}.log"));
-        let mut child = spawn_run(config, &log);
+        let mut enrichd = spawn_run(config, &log);
         let start = Instant::now();
         while provider.stats().answered < kill_at {
-            assert!(
-                child.try_wait().unwrap().is_none(),
-                "round {round}: enrichd exited before it was killed: {}",
-                std::fs::read_to_string(&log).unwrap()
-            );
+            assert!(enrichd.alive(), "round {round}: enrichd exited before it was killed: {}", enrichd.output());
             assert!(start.elapsed() < Duration::from_secs(120), "round {round}: no progress");
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
+        enrichd.kill9();
         let (e, w) = leased(db).await;
         eprintln!(
             "round {round}: killed at {} answers with {e} enriching and {w} writing leases in flight",
@@ -80,27 +66,7 @@ async fn kill_twice(
 
 /// Runs `enrichd run` to the end; returns its output after checking it succeeded and resumed run 1.
 async fn finish(config: &std::path::Path, log: &std::path::Path) -> String {
-    let status = tokio::task::spawn_blocking({
-        let config = config.to_path_buf();
-        let log = log.to_path_buf();
-        move || {
-            let mut child = spawn_run(&config, &log);
-            let start = Instant::now();
-            loop {
-                if let Some(status) = child.try_wait().unwrap() {
-                    return status;
-                }
-                if start.elapsed() > Duration::from_secs(180) {
-                    child.kill().unwrap();
-                    panic!("the final run did not finish");
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-    })
-    .await
-    .unwrap();
-    let output = std::fs::read_to_string(log).unwrap();
+    let (status, output) = spawn_run(config, log).wait(Duration::from_secs(180)).await;
     assert!(status.success(), "final run failed: {output}");
     assert!(output.contains("resuming run 1"), "the restart must resume the interrupted run: {output}");
     output

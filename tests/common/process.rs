@@ -72,8 +72,13 @@ pub fn text(o: &Output) -> String {
 impl Enrichd {
     /// `enrichd run <pipeline>`: works the pipeline's run (resuming an interrupted one) and exits.
     pub fn run(config: &Path, pipeline: &str, log: PathBuf) -> Enrichd {
+        Enrichd::run_with(config, pipeline, log, &Env::default())
+    }
+
+    /// [`Enrichd::run`] with `env`.
+    pub fn run_with(config: &Path, pipeline: &str, log: PathBuf, env: &Env) -> Enrichd {
         let file = std::fs::File::create(&log).unwrap();
-        let child = command(config, &["run", pipeline], &Env::default())
+        let child = command(config, &["run", pipeline], env)
             .stdout(Stdio::from(file.try_clone().unwrap()))
             .stderr(Stdio::from(file))
             .spawn()
