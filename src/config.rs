@@ -571,6 +571,11 @@ pub struct PipelineConfig {
     /// Records per listing page.
     #[serde(default = "default_page_size")]
     pub page_size: u32,
+    /// How long approved items may wait for a write batch to fill (up to the platform's maximum,
+    /// WooCommerce 100) while more of the run is still being enriched, in milliseconds. No item
+    /// waits longer than this; `0` writes whatever is approved at once.
+    #[serde(default = "default_write_linger_ms")]
+    pub write_linger_ms: u64,
     /// Values the task's templates see as `vars.<name>` (store language, brand voice, ...).
     #[serde(default)]
     pub vars: BTreeMap<String, String>,
@@ -588,6 +593,9 @@ impl PipelineConfig {
     }
 }
 
+fn default_write_linger_ms() -> u64 {
+    2_000
+}
 fn default_concurrency() -> usize {
     4
 }
@@ -977,6 +985,9 @@ impl Config {
             }
             if p.page_size == 0 || p.page_size > 1000 {
                 return Err(err(file, at("page_size"), "must be between 1 and 1000"));
+            }
+            if p.write_linger_ms > 600_000 {
+                return Err(err(file, at("write_linger_ms"), "must be at most 600000 (ten minutes)"));
             }
             if p.mode == Mode::Batch {
                 let batchable = match &self.providers[&p.provider] {

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use enrichd_connector::{Change, ConnectorError, Record, Version, WriteOutcome, WriteResult, WriteSubmission};
 use serde_json::json;
@@ -26,7 +26,37 @@ pub(super) async fn write_loop(
     tracker: TaskTracker,
 ) {
     let limit = pipeline.connector.max_write_batch().clamp(1, 500);
+    let linger = Duration::from_millis(pipeline.config.write_linger_ms);
+    // When the first approved item of a batch that is not yet full was seen.
+    let mut filling_since: Option<Instant> = None;
     while !stop.is_cancelled() {
+        if !linger.is_zero() {
+            // Answers trickle in; a handful written at once costs the platform a whole batch call
+            // and a re-read. Wait (at most `write_linger_ms` after the first one) for a full batch
+            // while more is on its way.
+            match engine.store.write_backlog(&pipeline.name, only_run, limit).await {
+                Ok((0, _)) => {
+                    filling_since = None;
+                    if !pause(&stop, engine.poll()).await {
+                        break;
+                    }
+                    continue;
+                }
+                Ok((ready, true)) if ready < limit => {
+                    let since = *filling_since.get_or_insert_with(Instant::now);
+                    let left = linger.saturating_sub(since.elapsed());
+                    if !left.is_zero() {
+                        if !pause(&stop, left.min(engine.poll())).await {
+                            break;
+                        }
+                        continue;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(pipeline = %pipeline.name, error = %e, "counting items to write failed"),
+            }
+        }
+        filling_since = None;
         let claim = Claim {
             pipeline: &pipeline.name,
             run_id: only_run,

@@ -671,6 +671,36 @@ impl Store {
         Ok(items)
     }
 
+    /// What the write-back of `pipeline` (or of one run) has before it claims: how many items a
+    /// write claim would take now (at most `limit`), and whether more may become writable soon
+    /// (items queued or being enriched in runs that are not paused). Read from the reading pool, so
+    /// it never waits on the writer.
+    pub async fn write_backlog(&self, pipeline: &str, run_id: Option<i64>, limit: usize) -> Result<(usize, bool)> {
+        let run_filter = if run_id.is_some() { "AND i.run_id = $3" } else { "AND $3 = $3" };
+        let ready: i64 = sqlx::query_scalar(AssertSqlSafe(format!(
+            "SELECT COUNT(*) FROM (SELECT 1 FROM items i JOIN runs r ON r.id = i.run_id \
+             WHERE i.pipeline = $1 AND i.state IN ('approved', 'write_failed') AND i.next_attempt_at <= $2 \
+             AND r.status NOT IN ('paused', 'cancelled') {run_filter} LIMIT $4) AS ready"
+        )))
+        .bind(pipeline)
+        .bind(now_ms())
+        .bind(run_id.unwrap_or(0))
+        .bind(limit as i64)
+        .fetch_one(&self.pool)
+        .await?;
+        let run_filter = if run_id.is_some() { "AND i.run_id = $2" } else { "AND $2 = $2" };
+        let coming: i64 = sqlx::query_scalar(AssertSqlSafe(format!(
+            "SELECT COUNT(*) FROM (SELECT 1 FROM items i JOIN runs r ON r.id = i.run_id \
+             WHERE i.pipeline = $1 AND i.state IN ('queued', 'enriching') \
+             AND r.status IN ('discovering', 'running') {run_filter} LIMIT 1) AS coming"
+        )))
+        .bind(pipeline)
+        .bind(run_id.unwrap_or(0))
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((ready as usize, coming > 0))
+    }
+
     /// Extends every lease `owner` holds (items and run discovery) to `lease` from now.
     pub async fn heartbeat(&self, owner: &str, lease: Duration) -> Result<u64> {
         let expires = now_ms() + lease.as_millis() as i64;
