@@ -19,7 +19,8 @@
 //! - `memory`: discovery of 1,000,000 products (and 100,000 for comparison) into the queue while
 //!   enrichment runs: peak RSS, to show records stream through.
 //! - `writes`: the WooCommerce sandbox (HTTPS) and the shipped `product_copy` task: WooCommerce
-//!   requests per 100 products written (write batches, re-reads before writing, verification reads).
+//!   requests per 100 products written (write batches, re-reads before writing, verification reads),
+//!   with an instant model and with a 400 ms one, with and without `write_linger_ms`.
 //!
 //! The sandboxes run in this process on the same machine; `enrichd` runs as a child process, and its
 //! peak RSS is its own high-water mark (`VmHWM`), sampled every 10 ms. Postgres comes from
@@ -395,16 +396,23 @@ async fn memory(sizes: &[u64]) {
 
 async fn writes(items: usize) {
     println!(
-        "\n### Write efficiency: WooCommerce sandbox (HTTPS), {items} products, half missing a description, product_copy task\n"
+        "\n### Write efficiency: WooCommerce sandbox (HTTPS), {items} products, half missing a description, product_copy task, concurrency 8\n"
     );
     println!(
-        "| written | write batches | reads before writing + verification reads | requests per 100 written | listing pages (discovery) |"
+        "| model latency | write_linger_ms | written | write batches | reads before writing + verification reads | requests per 100 written | wall time |"
     );
-    println!("|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|");
+    for (latency_ms, linger) in [(0, 2_000), (400, 0), (400, 2_000)] {
+        writes_case(items, latency_ms, linger).await;
+    }
+}
+
+async fn writes_case(items: usize, latency_ms: u64, linger: u64) {
     let dir = tempfile::tempdir().unwrap();
     let shop = WooSandbox::with_products(generate_catalogue(items, 7, 0.5));
     let shop_addr = shop.start_https("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let provider = ProviderSandbox::new(Some(PROVIDER_KEY));
+    provider.set_faults(Faults { latency: Duration::from_millis(latency_ms), ..Default::default() });
     let provider_addr = provider.start("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let pem = dir.path().join("shop.pem");
     std::fs::write(&pem, shop.certificate_pem()).unwrap();
@@ -415,12 +423,11 @@ async fn writes(items: usize) {
     )
     .unwrap();
     let url = database(dir.path(), false);
+    // The daemon's default poll interval (500 ms), as a user runs it.
     let text = format!(
         r#"
 [database]
 url = "{url}"
-[daemon]
-poll_interval_ms = 20
 [connections.shop]
 kind = "woocommerce"
 base_url = "https://{shop_addr}"
@@ -437,7 +444,8 @@ entity = "product"
 task = "product_copy"
 provider = "sim"
 model = "gpt-4o-mini"
-concurrency = 32
+concurrency = 8
+write_linger_ms = {linger}
 select = {{ missing = ["description"] }}
 review = {{ policy = "none" }}
 vars = {{ language = "English", brand_voice = "plain and factual" }}
@@ -445,17 +453,20 @@ vars = {{ language = "English", brand_voice = "plain and factual" }}
         pem = pem.display()
     );
     std::fs::write(dir.path().join("enrichd.toml"), text).unwrap();
+    let started = Instant::now();
     let exit = enrichd(dir.path(), &["run", "catalogue"], None::<fn() -> std::future::Ready<bool>>).await;
+    let took = started.elapsed();
     assert!(exit.success, "enrichd run failed:\n{}", exit.output);
     let written = counts(&url).await.get(ItemState::Written);
     let stats = shop.stats();
-    let pages = (items as u64).div_ceil(100) + 1; // the last page is the empty one or the total says so
-    let reads = (stats.list + stats.get).saturating_sub(pages);
+    // Listing pages (the last one is the empty one or the total says so) and the SEO detection page.
+    let pages = (items as u64).div_ceil(100) + 1;
+    let reads = (stats.list + stats.get).saturating_sub(pages + 1);
     println!(
-        "| {written} | {} | {reads} | {:.1} | {} |",
+        "| {latency_ms} ms | {linger} | {written} | {} | {reads} | {:.1} | {:.1} s |",
         stats.batch,
         (stats.batch + reads) as f64 * 100.0 / written.max(1) as f64,
-        stats.list.min(pages)
+        took.as_secs_f64()
     );
 }
 
