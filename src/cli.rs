@@ -65,27 +65,38 @@ enum Command {
     /// Run a pipeline now (or resume its unfinished run) and exit when nothing is left that does not
     /// need a human.
     Run {
+        /// The pipeline's name (`[pipelines.NAME]`).
         pipeline: String,
         /// Enrich at most this many records.
-        #[arg(long)]
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
         limit: Option<u64>,
         /// Read the candidate records and report what would be enriched; store and write nothing.
         #[arg(long)]
         dry_run: bool,
+        /// With --dry-run: list each record it would enrich (id, name, the fields it would fill).
+        #[arg(long, requires = "dry_run", conflicts_with = "json")]
+        list: bool,
+        /// With --dry-run: print the records it would enrich and the counts as JSON.
+        #[arg(long, requires = "dry_run")]
+        json: bool,
     },
     /// Send a sample of the candidate records to the model and project cost and time for all of
     /// them, realtime and in batch mode. Stores and writes nothing.
     Estimate {
+        /// The pipeline's name (`[pipelines.NAME]`).
         pipeline: String,
         /// Candidate records to send.
-        #[arg(long, default_value_t = 20)]
-        sample: usize,
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..))]
+        sample: u64,
+        /// Print the estimate as JSON.
         #[arg(long)]
         json: bool,
     },
     /// Show runs: item counts by state, spend, timings; with RUN its report (`--json`: as JSON).
     Status {
+        /// One run's id: its report instead of the list of runs.
         run_id: Option<i64>,
+        /// Print as JSON.
         #[arg(long, conflicts_with = "watch")]
         json: bool,
         /// Follow the run (RUN, or the newest) with progress until it stops moving, then show its report.
@@ -95,10 +106,12 @@ enum Command {
     /// Resume a paused run (paused for its error rate, or by an operator): it claims work again and
     /// its error-rate window starts afresh. The daemon, or `enrichd run PIPELINE`, then works it.
     Resume {
+        /// The paused run's id.
         run: i64,
         /// Your name, for the audit trail.
         #[arg(long = "as", env = "ENRICHD_REVIEWER", value_name = "NAME")]
         reviewer: String,
+        /// Print the resumed run as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -108,6 +121,7 @@ enum Command {
     /// Undo written items: write back the values our write replaced, unless the record was edited
     /// since (then it is a conflict and nothing is written).
     Revert {
+        /// One written item's id.
         #[arg(long, conflicts_with = "run", required_unless_present = "run")]
         item: Option<i64>,
         /// Every written item of the run (prints the count; act with `--confirm N`).
@@ -119,6 +133,7 @@ enum Command {
         /// Your name, for the audit trail.
         #[arg(long = "as", env = "ENRICHD_REVIEWER", value_name = "NAME")]
         reviewer: String,
+        /// Print each item's outcome as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -130,7 +145,7 @@ enum Command {
     /// the daemon running the catalogue pipeline. Ctrl-C stops it all.
     Demo {
         /// Products in the generated catalogue (about 40% without a description).
-        #[arg(long, default_value_t = 300)]
+        #[arg(long, default_value_t = 300, value_parser = at_least_one)]
         products: usize,
         /// Where the daemon listens.
         #[arg(long, default_value = "127.0.0.1:8686")]
@@ -141,27 +156,39 @@ enum Command {
     },
 }
 
+impl Command {
+    /// Whether the command connects to a shop or a model, or serves the UI (which signs people in):
+    /// only these read the config's secrets, so looking at runs and the queue needs none.
+    fn connects(&self) -> bool {
+        !matches!(self, Command::Migrate | Command::Status { .. } | Command::Resume { .. } | Command::Review(_))
+    }
+}
+
 #[derive(Subcommand)]
 enum SandboxCommand {
     /// The teststore platform, filled with a sparse hardware catalogue.
     Teststore {
+        /// Products in the catalogue.
         #[arg(long, default_value_t = 300)]
         products: u64,
-        /// Every Nth product has no description.
+        /// Every Nth product has no description (0: none lacks one).
         #[arg(long, default_value_t = 3)]
         missing_every: u64,
+        /// Port on 127.0.0.1.
         #[arg(long, default_value_t = 8701)]
         port: u16,
+        /// The bearer token clients must send.
         #[arg(long, default_value = "sandbox-token")]
         token: String,
     },
     /// A WooCommerce store (`wc/v3` over HTTPS with a self-signed certificate) filled with a
     /// generated hardware catalogue.
     Woocommerce {
+        /// Products in the generated catalogue.
         #[arg(long, default_value_t = 300)]
         products: usize,
         /// Share of products (0.0–1.0) without a description.
-        #[arg(long, default_value_t = 0.4)]
+        #[arg(long, default_value_t = 0.4, value_parser = share)]
         missing_share: f64,
         /// Seed of the generated catalogue.
         #[arg(long, default_value_t = 1)]
@@ -175,13 +202,39 @@ enum SandboxCommand {
     },
     /// An OpenAI-compatible simulated model.
     Provider {
+        /// Port on 127.0.0.1.
         #[arg(long, default_value_t = 8702)]
         port: u16,
+        /// The API key clients must send (default: any).
         #[arg(long)]
         api_key: Option<String>,
+        /// Milliseconds each answer takes.
         #[arg(long, default_value_t = 0)]
         latency_ms: u64,
     },
+}
+
+/// A count of at least 1.
+fn at_least_one(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// A share between 0.0 and 1.0.
+fn share(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(x) if (0.0..=1.0).contains(&x) => Ok(x),
+        Ok(x) => Err(format!("{x} is not between 0.0 and 1.0")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// The command line's definition (every command, argument and help text).
+pub fn command() -> clap::Command {
+    <Cli as clap::CommandFactory>::command()
 }
 
 /// A command's failure: the exit code and what to tell the user.
@@ -207,6 +260,9 @@ pub fn main() -> ExitCode {
             return ExitCode::from(e.exit_code().clamp(0, 255) as u8);
         }
     };
+    if !matches!(cli.command, Command::Daemon { .. } | Command::Demo { .. } | Command::Sandbox(_)) {
+        end_quietly_on_closed_pipe();
+    }
     init_logging(cli.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     match runtime.block_on(dispatch(cli)) {
@@ -216,6 +272,15 @@ pub fn main() -> ExitCode {
             ExitCode::from(f.code)
         }
     }
+}
+
+/// A reader that goes away early (`enrichd status | head -1`) ends the command as it ends any Unix
+/// tool, quietly, instead of `println!` panicking on the broken pipe (Rust ignores SIGPIPE by
+/// default). Not for the servers: their sockets already report a closed peer as an error, and a
+/// closed stdout must not stop them.
+fn end_quietly_on_closed_pipe() {
+    // SAFETY: restores the default action of one signal before any thread is started.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
 }
 
 fn init_logging(format: LogFormat) {
@@ -240,7 +305,10 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
     if let Command::Demo { products, bind, dir } = &cli.command {
         return demo(*products, bind, dir.as_deref()).await;
     }
-    let config = Config::load(&cli.config).map_err(|e| config_error(e.to_string()))?;
+    let mut config = Config::read(&cli.config).map_err(|e| config_error(e.to_string()))?;
+    if cli.command.connects() {
+        config.resolve_secrets().map_err(|e| config_error(e.to_string()))?;
+    }
     match cli.command {
         Command::Check { offline } => check(&config, offline).await,
         Command::Migrate => {
@@ -250,10 +318,15 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
         Command::Daemon { bind } => daemon(&config, bind).await,
-        Command::Run { pipeline, limit, dry_run } => {
+        Command::Run { pipeline, limit, dry_run, list, json } => {
             config.pipeline(&pipeline).map_err(config_error)?;
             if dry_run {
-                dry_run_pipeline(&config, &pipeline, limit).await
+                let output = match (list, json) {
+                    (_, true) => DryRunOutput::Json,
+                    (true, false) => DryRunOutput::List,
+                    (false, false) => DryRunOutput::Summary,
+                };
+                dry_run_pipeline(&config, &pipeline, limit, output).await
             } else {
                 run(&config, &pipeline, limit).await
             }
@@ -267,7 +340,7 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
         }
         Command::Estimate { pipeline, sample, json } => {
             config.pipeline(&pipeline).map_err(config_error)?;
-            let estimate = crate::estimate::estimate(&config, &pipeline, sample).await.map_err(failed)?;
+            let estimate = crate::estimate::estimate(&config, &pipeline, sample as usize).await.map_err(failed)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&estimate).expect("serialisable"));
             } else {
@@ -280,9 +353,6 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
 }
 
 async fn demo(products: usize, bind: &str, dir: Option<&std::path::Path>) -> Result<(), Failure> {
-    if products == 0 {
-        return Err(config_error("--products must be at least 1"));
-    }
     let demo = crate::demo::prepare(products, dir, bind).await.map_err(failed)?;
     let config = Config::load(&demo.config).map_err(|e| failed(format!("the demo's own config: {e}")))?;
     let store = open_store(&config).await?;
@@ -300,35 +370,45 @@ async fn demo(products: usize, bind: &str, dir: Option<&std::path::Path>) -> Res
         RunStart::TickTaken => unreachable!("manual runs have no tick"),
     };
     store.close().await;
-    println!("enrichd demo");
-    println!(
-        "  store     WooCommerce sandbox at {} ({} products, {} without a description)",
-        demo.shop_url, demo.products, demo.bare
-    );
-    println!("  model     {}", demo.model_label);
-    println!("  files     {} (config, SQLite database, certificate)", demo.dir.display());
-    let cfg = demo.config.display();
-    println!(
-        "  run       {} of pipeline catalogue: the first {} proposals wait for review, then the run is held",
-        run.id,
-        crate::demo::DEMO_SAMPLE
-    );
-    println!(
-        "  review    http://{bind}/queue?run={} (the review UI; keys: a approve, r reject, e edit, j/k next/previous)",
-        run.id
-    );
-    println!("            or: enrichd --config {cfg} review list --run {}", run.id);
-    println!(
-        "            enrichd --config {cfg} review approve --run {} --confirm {} --as YOUR_NAME",
-        run.id,
-        crate::demo::DEMO_SAMPLE
-    );
-    println!("            enrichd --config {cfg} review release --run {} --as YOUR_NAME", run.id);
-    println!("  run page  http://{bind}/runs/{} (progress and the report)", run.id);
-    println!("  status    enrichd --config {cfg} status {}", run.id);
-    let result = daemon(&config, None).await;
+    let exe = std::env::current_exe().map_err(|e| failed(format!("finding this program's path: {e}")))?;
+    // The commands as a shell runs them: this binary, the demo's config, quoted where needed.
+    let enrichd = format!("{} --config {}", shell_word(&exe.display().to_string()), shell_word(&demo.config.display().to_string()));
+    let sample = (crate::demo::DEMO_SAMPLE as usize).min(demo.bare);
+    let announce = move |addr: SocketAddr| {
+        println!("enrichd demo");
+        println!(
+            "  store     WooCommerce sandbox at {} ({} products, {} without a description)",
+            demo.shop_url, demo.products, demo.bare
+        );
+        println!("  model     {}", demo.model_label);
+        println!("  files     {} (config, SQLite database, certificate)", demo.dir.display());
+        println!(
+            "  run       {} of pipeline catalogue: the first {sample} proposals wait for review, then the run is held",
+            run.id,
+        );
+        println!(
+            "  review    http://{addr}/queue?run={} (the review UI; keys: a approve, r reject, e edit, j/k next/previous)",
+            run.id
+        );
+        println!("            or: {enrichd} review list --run {}", run.id);
+        println!("            {enrichd} review approve --run {} --confirm {sample} --as YOUR_NAME", run.id);
+        println!("            {enrichd} review release --run {} --as YOUR_NAME", run.id);
+        println!("  run page  http://{addr}/runs/{} (progress and the report)", run.id);
+        println!("  status    {enrichd} status {}", run.id);
+        demo
+    };
+    let demo = serve_daemon(&config, None, announce).await?;
     drop(demo);
-    result
+    Ok(())
+}
+
+/// `word` as one shell word: as it is when it has nothing a shell would split or expand.
+fn shell_word(word: &str) -> String {
+    if !word.is_empty() && word.chars().all(|c| c.is_ascii_alphanumeric() || "/._-+:=@%,".contains(c)) {
+        word.to_owned()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
+    }
 }
 
 async fn open_store(config: &Config) -> Result<Store, Failure> {
@@ -397,6 +477,16 @@ async fn shutdown_signal() {
 }
 
 async fn daemon(config: &Config, bind: Option<String>) -> Result<(), Failure> {
+    serve_daemon(config, bind, |addr| println!("enrichd daemon listening on http://{addr}")).await.map(|_| ())
+}
+
+/// Runs the daemon until SIGTERM/SIGINT; `announce` is told the address once the server listens,
+/// and what it returns lives until the daemon stops.
+async fn serve_daemon<T>(
+    config: &Config,
+    bind: Option<String>,
+    announce: impl FnOnce(SocketAddr) -> T,
+) -> Result<T, Failure> {
     let bind = bind.unwrap_or_else(|| config.server.bind.clone());
     let site = crate::server::Site::from_config(config);
     crate::server::check_bind(&bind, &site.access).await.map_err(config_error)?;
@@ -432,7 +522,7 @@ async fn daemon(config: &Config, bind: Option<String>) -> Result<(), Failure> {
         })
         .collect();
     tracing::info!(%addr, owner = %engine.owner, pipelines = engine.pipelines.len(), scheduled, "enrichd daemon running");
-    println!("enrichd daemon listening on http://{addr}");
+    let announced = announce(addr);
     shutdown_signal().await;
     stop.cancel();
     let _ = scheduler.shutdown().await;
@@ -445,7 +535,7 @@ async fn daemon(config: &Config, bind: Option<String>) -> Result<(), Failure> {
     let _ = server.await;
     store.close().await;
     tracing::info!("enrichd daemon stopped");
-    Ok(())
+    Ok(announced)
 }
 
 fn usd_to_micros(usd: f64) -> i64 {
@@ -464,25 +554,36 @@ async fn run(config: &Config, pipeline_name: &str, limit: Option<u64>) -> Result
         budget_micros: pipeline.config.budget_usd.map(usd_to_micros),
         sample: pipeline.config.review.sample_gate(),
     };
-    let run = match store.create_run(&new).await.map_err(|e| failed(e.to_string()))? {
-        RunStart::Created(run) => {
-            println!("run {} of {pipeline_name} started", run.id);
-            run
+    // A run waiting for review whose approved items are not yet written is unfinished: work it. A
+    // new run would skip every record that run holds and write nothing.
+    let approved = match store.active_run(pipeline_name).await.map_err(|e| failed(e.to_string()))? {
+        Some(_) => None,
+        None => run_with_approved_items(&store, pipeline_name).await?,
+    };
+    let run = if let Some((run, n)) = approved {
+        println!("run {} of {pipeline_name} has {n} approved item(s) to write; writing them", run.id);
+        run
+    } else {
+        match store.create_run(&new).await.map_err(|e| failed(e.to_string()))? {
+            RunStart::Created(run) => {
+                println!("run {} of {pipeline_name} started", run.id);
+                run
+            }
+            RunStart::AlreadyActive(run) if run.status == RunStatus::Paused => {
+                store.close().await;
+                return Err(failed(format!(
+                    "run {} of {pipeline_name} is paused ({}); `enrichd resume {} --as NAME` resumes it, then `enrichd run {pipeline_name}` works it",
+                    run.id,
+                    run.status_reason.unwrap_or_default(),
+                    run.id
+                )));
+            }
+            RunStart::AlreadyActive(run) => {
+                println!("resuming run {} of {pipeline_name} ({}), started earlier", run.id, run.status);
+                run
+            }
+            RunStart::TickTaken => unreachable!("manual runs have no tick"),
         }
-        RunStart::AlreadyActive(run) if run.status == RunStatus::Paused => {
-            store.close().await;
-            return Err(failed(format!(
-                "run {} of {pipeline_name} is paused ({}); `enrichd resume {} --as NAME` resumes it, then `enrichd run {pipeline_name}` works it",
-                run.id,
-                run.status_reason.unwrap_or_default(),
-                run.id
-            )));
-        }
-        RunStart::AlreadyActive(run) => {
-            println!("resuming run {} of {pipeline_name} ({}), started earlier", run.id, run.status);
-            run
-        }
-        RunStart::TickTaken => unreachable!("manual runs have no tick"),
     };
     let stop = CancellationToken::new();
     let upkeep_stop = CancellationToken::new();
@@ -523,6 +624,10 @@ async fn run(config: &Config, pipeline_name: &str, limit: Option<u64>) -> Result
     let _ = tokio::time::timeout(Duration::from_secs(2), worker).await;
     upkeep_stop.cancel();
     let _ = upkeep.await;
+    // The last writes may have finished the run since the settle loop last looked.
+    if let Err(e) = store.settle_run(run.id, &engine.owner).await {
+        tracing::warn!(run = run.id, error = %e, "settling the run failed");
+    }
     let report = store.report(run.id).await.map_err(|e| failed(e.to_string()))?;
     for line in report.lines() {
         println!("{line}");
@@ -560,6 +665,21 @@ async fn run(config: &Config, pipeline_name: &str, limit: Option<u64>) -> Result
     }
 }
 
+/// The pipeline's oldest run waiting for review that still has approved items to write, with
+/// how many.
+async fn run_with_approved_items(store: &Store, pipeline: &str) -> Result<Option<(Run, i64)>, Failure> {
+    let mut waiting = store.runs(&[RunStatus::AwaitingReview], 1000).await.map_err(|e| failed(e.to_string()))?;
+    waiting.retain(|r| r.pipeline == pipeline);
+    for run in waiting.into_iter().rev() {
+        let counts = store.counts(run.id).await.map_err(|e| failed(e.to_string()))?;
+        let to_write = counts.sum(&[ItemState::Approved, ItemState::Writing, ItemState::WriteFailed]);
+        if to_write > 0 {
+            return Ok(Some((run, to_write)));
+        }
+    }
+    Ok(None)
+}
+
 fn summary_line(run: &Run, counts: &RunCounts) -> String {
     let reason = run.status_reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default();
     let states: Vec<String> = counts.0.iter().map(|(s, n)| format!("{s} {n}")).collect();
@@ -584,32 +704,86 @@ pub(crate) fn fmt_duration(d: Duration) -> String {
     }
 }
 
-async fn dry_run_pipeline(config: &Config, pipeline_name: &str, limit: Option<u64>) -> Result<(), Failure> {
+/// How `run --dry-run` reports.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum DryRunOutput {
+    /// The counts.
+    Summary,
+    /// One line per record, then the counts.
+    List,
+    /// A JSON document with the records and the counts.
+    Json,
+}
+
+/// One record a dry run would enrich.
+#[derive(serde::Serialize)]
+struct DryRunRecord {
+    id: String,
+    /// Its `name`, `title` or `subject`; empty when it has none.
+    name: String,
+    /// The fields the pipeline would fill.
+    fields: Vec<String>,
+}
+
+async fn dry_run_pipeline(
+    config: &Config,
+    pipeline_name: &str,
+    limit: Option<u64>,
+    output: DryRunOutput,
+) -> Result<(), Failure> {
     let p = &config.pipelines[pipeline_name];
     let connector = build_connector(&config.connections[&p.connection]);
     let task = crate::task::Task::build(&p.task, &config.tasks[&p.task])
         .map_err(|(k, m)| config_error(format!("tasks.{}.{k}: {m}", p.task)))?;
-    let (mut read, mut candidates, mut by_field) = (0u64, 0u64, std::collections::BTreeMap::<String, u64>::new());
+    let (mut read, mut by_field) = (0u64, std::collections::BTreeMap::<String, u64>::new());
+    let mut records = Vec::new();
     let mut cursor = None;
-    loop {
+    'pages: loop {
         let page = connector
             .list(&p.entity, &PageRequest { cursor: cursor.clone(), per_page: p.page_size, modified_after: None })
             .await
             .map_err(|e| failed(format!("connections.{}: {e}", p.connection)))?;
         for record in &page.records {
+            if limit.is_some_and(|l| records.len() as u64 >= l) {
+                break 'pages;
+            }
             read += 1;
             let wanted = crate::select::wanted_fields(&p.select, task.fields.values(), record);
             if !wanted.is_empty() {
-                candidates += 1;
-                for f in wanted {
-                    *by_field.entry(f).or_default() += 1;
+                for f in &wanted {
+                    *by_field.entry(f.clone()).or_default() += 1;
                 }
+                let name = ["name", "title", "subject"]
+                    .iter()
+                    .find_map(|k| record.fields.get(*k).and_then(|v| v.as_str()).filter(|s| !s.trim().is_empty()))
+                    .unwrap_or_default()
+                    .to_owned();
+                records.push(DryRunRecord { id: record.id.clone(), name, fields: wanted });
             }
         }
-        if page.next.is_none() || limit.is_some_and(|l| candidates >= l) {
+        if page.next.is_none() {
             break;
         }
         cursor = page.next;
+    }
+    let candidates = records.len() as u64;
+    if output == DryRunOutput::Json {
+        let doc = json!({
+            "pipeline": pipeline_name,
+            "read": read,
+            "candidates": candidates,
+            "nothing_missing": read - candidates,
+            "fields": by_field,
+            "records": records,
+        });
+        println!("{}", serde_json::to_string_pretty(&doc).expect("serialisable"));
+        return Ok(());
+    }
+    if output == DryRunOutput::List {
+        for r in &records {
+            let name = if r.name.is_empty() { String::new() } else { format!("  {}", r.name) };
+            println!("record {}{name}: {}", r.id, r.fields.join(", "));
+        }
     }
     let fields: Vec<String> = by_field.iter().map(|(f, n)| format!("{f} {n}")).collect();
     println!(

@@ -2,8 +2,9 @@
 //! folder beside it. Unknown keys are errors, and every error names its key path
 //! (`pipelines.catalogue.concurrency: invalid type: string "8", expected usize`).
 //!
-//! Secrets are never written in the file: a secret field holds `"${ENV_VAR}"` or `"file:/path"`,
-//! resolved at load time into a [`secrecy::SecretString`].
+//! Secrets are never written in the file: a secret field holds `"${ENV_VAR}"` or `"file:/path"`.
+//! Loading checks only that form; [`Config::resolve_secrets`] reads them, and only the commands that
+//! connect to a shop, a model or the UI's sign-in call it, so `status` and `review list` need none.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -23,7 +24,8 @@ pub struct ConfigError {
     pub message: String,
 }
 
-/// A secret resolved from the environment or a file.
+/// A secret: after [`Config::resolve_secrets`], its value from the environment or a file; before,
+/// the reference the config gives (`${ENV_VAR}` or `file:/path`), which is not a credential.
 #[derive(Clone)]
 pub struct Secret(pub SecretString);
 
@@ -36,7 +38,21 @@ impl fmt::Debug for Secret {
 impl<'de> Deserialize<'de> for Secret {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let text = String::deserialize(d)?;
-        resolve_secret(&text).map(|s| Secret(s.into())).map_err(D::Error::custom)
+        if (text.starts_with("${") && text.ends_with('}')) || text.starts_with("file:") {
+            return Ok(Secret(text.into()));
+        }
+        Err(D::Error::custom(
+            "secrets are not written in the config file: use \"${ENV_VAR}\" or \"file:/path/to/secret\"",
+        ))
+    }
+}
+
+impl Secret {
+    /// Replaces the reference with the value it names.
+    fn resolve(&mut self) -> Result<(), String> {
+        let value = resolve_secret(secrecy::ExposeSecret::expose_secret(&self.0))?;
+        self.0 = value.into();
+        Ok(())
     }
 }
 
@@ -68,6 +84,10 @@ pub struct Config {
     pub providers: BTreeMap<String, ProviderConfig>,
     pub tasks: BTreeMap<String, TaskConfig>,
     pub pipelines: BTreeMap<String, PipelineConfig>,
+    /// The file each task came from: `tasks/NAME.toml` beside the config, or the config itself.
+    pub task_files: BTreeMap<String, PathBuf>,
+    /// Whether [`Config::resolve_secrets`] has read the secrets.
+    secrets_resolved: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -746,15 +766,82 @@ fn section<T: DeserializeOwned>(file: &Path, prefix: &str, table: toml::Table) -
 }
 
 impl Config {
-    /// Reads, parses and validates the config at `path` and the task files beside it.
+    /// Reads, parses and validates the config at `path` and the task files beside it, and reads its
+    /// secrets: what a command that connects needs.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| err(path, "(file)", format!("cannot read: {e}")))?;
-        let dir = path.parent().unwrap_or(Path::new("."));
-        Self::parse(path, &text, Some(&dir.join("tasks")))
+        let mut config = Self::read(path)?;
+        config.resolve_secrets()?;
+        Ok(config)
     }
 
-    /// Parses config text; `tasks_dir` is where task files are looked for.
+    /// [`Config::load`] without reading the secrets: enough for commands that only look at the
+    /// database (`status`, `review`), which must work without the shop's or the model's secrets.
+    pub fn read(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| err(path, "(file)", format!("cannot read: {e}")))?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        Self::parse_unresolved(path, &text, Some(&dir.join("tasks")))
+    }
+
+    /// Parses config text and reads its secrets; `tasks_dir` is where task files are looked for.
     pub fn parse(file: &Path, text: &str, tasks_dir: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut config = Self::parse_unresolved(file, text, tasks_dir)?;
+        config.resolve_secrets()?;
+        Ok(config)
+    }
+
+    /// Reads every secret the config names (`${ENV_VAR}`, `file:/path`); the first that cannot be
+    /// read is the error, with its key path.
+    pub fn resolve_secrets(&mut self) -> Result<(), ConfigError> {
+        if self.secrets_resolved {
+            return Ok(());
+        }
+        let file = self.file.clone();
+        let mut secrets: Vec<(String, &mut Secret)> = Vec::new();
+        if let Some(s) = self.database.secret_key.as_mut() {
+            secrets.push(("database.secret_key".into(), s));
+        }
+        if let Some(auth) = self.server.auth.as_mut() {
+            if let Some(s) = auth.password.as_mut() {
+                secrets.push(("server.auth.password".into(), s));
+            }
+            if let Some(s) = auth.token.as_mut() {
+                secrets.push(("server.auth.token".into(), s));
+            }
+        }
+        for (name, conn) in self.connections.iter_mut() {
+            let at = |key: &str| format!("connections.{name}.{key}");
+            match conn {
+                ConnectionConfig::TestStore(c) => secrets.push((at("token"), &mut c.token)),
+                ConnectionConfig::WooCommerce(c) => {
+                    secrets.push((at("consumer_key"), &mut c.consumer_key));
+                    secrets.push((at("consumer_secret"), &mut c.consumer_secret));
+                }
+            }
+        }
+        for (name, provider) in self.providers.iter_mut() {
+            let key = match provider {
+                ProviderConfig::OpenAi(p) => p.api_key.as_mut(),
+                ProviderConfig::Anthropic(p) => Some(&mut p.api_key),
+                ProviderConfig::Gemini(p) => Some(&mut p.api_key),
+            };
+            if let Some(s) = key {
+                secrets.push((format!("providers.{name}.api_key"), s));
+            }
+        }
+        for (path, secret) in secrets {
+            secret.resolve().map_err(|m| err(&file, path, m))?;
+        }
+        self.secrets_resolved = true;
+        Ok(())
+    }
+
+    /// Whether the secrets have been read ([`Config::resolve_secrets`]).
+    pub fn secrets_resolved(&self) -> bool {
+        self.secrets_resolved
+    }
+
+    /// Parses config text, leaving its secrets unread.
+    fn parse_unresolved(file: &Path, text: &str, tasks_dir: Option<&Path>) -> Result<Config, ConfigError> {
         let table: toml::Table =
             toml::from_str(text).map_err(|e| err(file, "(file)", e.to_string().trim_end().to_owned()))?;
         let raw: RawConfig = section(file, "(top level)", table).map_err(|mut e| {
@@ -816,8 +903,10 @@ impl Config {
             providers.insert(name, provider);
         }
         let mut tasks = BTreeMap::new();
+        let mut task_files = BTreeMap::new();
         for (name, table) in raw.tasks {
             let task: TaskConfig = section(file, &format!("tasks.{name}"), table)?;
+            task_files.insert(name.clone(), file.to_owned());
             tasks.insert(name, task);
         }
         if let Some(dir) = tasks_dir.filter(|d| d.is_dir()) {
@@ -841,6 +930,7 @@ impl Config {
                         format!("task {name} is defined both here and in {}", file.display()),
                     ));
                 }
+                task_files.insert(name, task_file);
             }
         }
         let mut pipelines = BTreeMap::new();
@@ -857,6 +947,8 @@ impl Config {
             providers,
             tasks,
             pipelines,
+            task_files,
+            secrets_resolved: false,
         };
         config.validate()?;
         Ok(config)
@@ -917,6 +1009,8 @@ impl Config {
             }
         }
         for (name, task) in &self.tasks {
+            // A task file's mistakes are reported against that file.
+            let file = self.task_files.get(name).map_or(file, PathBuf::as_path);
             // 0–2 is what OpenAI and Gemini accept; Anthropic's 0–1 is clamped when sent.
             if task.temperature.is_some_and(|t| !(0.0..=2.0).contains(&t)) {
                 return Err(err(file, format!("tasks.{name}.temperature"), "must be between 0 and 2"));

@@ -38,7 +38,9 @@ pub async fn prepare(products: usize, dir: Option<&Path>, bind: &str) -> Result<
     let (temp, dir) = match dir {
         Some(d) => {
             std::fs::create_dir_all(d).map_err(|e| format!("--dir {}: {e}", d.display()))?;
-            (None, d.to_path_buf())
+            // Absolute, so the printed commands and the config's paths work from any folder.
+            let d = std::path::absolute(d).map_err(|e| format!("--dir {}: {e}", d.display()))?;
+            (None, d)
         }
         None => {
             let t = tempfile::Builder::new()
@@ -78,6 +80,7 @@ pub async fn prepare(products: usize, dir: Option<&Path>, bind: &str) -> Result<
         ),
         _ => {
             let sim = ProviderSandbox::new(Some("demo-model-key"));
+            sim.write_copy(true);
             // About what a small hosted model takes per product.
             sim.set_faults(Faults { latency: Duration::from_millis(400), ..Default::default() });
             let addr = sim.start(local).await.map_err(|e| format!("starting the simulated model: {e}"))?;

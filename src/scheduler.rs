@@ -18,9 +18,44 @@ pub fn parse_cron(expr: &str) -> Result<String, String> {
             return Err(format!("{expr:?} has {n} fields; use 5 (minute hour day month weekday) or 6 (seconds first)"));
         }
     };
+    check_ranges(expr, &six)?;
     Job::new_async(six.as_str(), |_, _| Box::pin(async {}))
         .map_err(|e| format!("{expr:?} is not a valid cron expression: {e}"))?;
     Ok(six)
+}
+
+/// The fields of a six-field cron expression: name and allowed values (weekdays: 0 and 7 are Sunday).
+const FIELDS: [(&str, u32, u32); 6] = [
+    ("second", 0, 59),
+    ("minute", 0, 59),
+    ("hour", 0, 23),
+    ("day of month", 1, 31),
+    ("month", 1, 12),
+    ("day of week", 0, 7),
+];
+
+/// Names the field whose number is out of range (the cron library's own error does not say which).
+fn check_ranges(expr: &str, six: &str) -> Result<(), String> {
+    for (field, (name, low, high)) in six.split_whitespace().zip(FIELDS) {
+        for part in field.split(',') {
+            let (range, step) = match part.split_once('/') {
+                Some((range, step)) => (range, Some(step)),
+                None => (part, None),
+            };
+            if let Some(n) = step.and_then(|s| s.parse::<u32>().ok())
+                && !(1..=high).contains(&n)
+            {
+                return Err(format!("{expr:?}: {name} step {n} is out of range 1-{high}"));
+            }
+            // `L`, `W`, `#` and names are left to the library.
+            for bound in range.split('-').filter_map(|b| b.parse::<u32>().ok()) {
+                if !(low..=high).contains(&bound) {
+                    return Err(format!("{expr:?}: {name} {bound} is out of range {low}-{high}"));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// What a pipeline run needs from its config.

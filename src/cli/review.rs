@@ -61,19 +61,24 @@ pub(super) enum ReviewCommand {
     List {
         #[command(flatten)]
         selection: Selection,
+        /// Show at most this many items.
         #[arg(long, default_value_t = 50)]
         limit: i64,
+        /// Print the items, the total and the sample's progress as JSON.
         #[arg(long)]
         json: bool,
     },
     /// One item: its proposal (value at pull time, proposed, edited) and every event of its history.
     Show {
+        /// The item's id (from `review list`).
         item: i64,
+        /// Print the item and its events as JSON.
         #[arg(long)]
         json: bool,
     },
     /// Approve the given items, or everything matching the filters (count first: `--confirm N`).
     Approve {
+        /// Item ids; without them, every item matching the filters.
         items: Vec<i64>,
         #[command(flatten)]
         selection: Selection,
@@ -83,41 +88,54 @@ pub(super) enum ReviewCommand {
         /// Your name, for the audit trail.
         #[arg(long = "as", env = "ENRICHD_REVIEWER", value_name = "NAME")]
         reviewer: String,
+        /// Print the outcome as JSON.
         #[arg(long)]
         json: bool,
     },
     /// Reject the given items, or everything matching the filters (count first: `--confirm N`).
     Reject {
+        /// Item ids; without them, every item matching the filters.
         items: Vec<i64>,
         #[command(flatten)]
         selection: Selection,
+        /// The count of matching items you were shown; without it nothing is changed.
         #[arg(long)]
         confirm: Option<i64>,
+        /// Why, for the audit trail.
         #[arg(long)]
         reason: Option<String>,
+        /// Your name, for the audit trail.
         #[arg(long = "as", env = "ENRICHD_REVIEWER", value_name = "NAME")]
         reviewer: String,
+        /// Print the outcome as JSON.
         #[arg(long)]
         json: bool,
     },
     /// Change one proposed field before approving it.
     Edit {
+        /// The item's id.
         item: i64,
+        /// The record field to change (as `review show` names it).
         field: String,
         /// The new value: text, or JSON with `--json-value`.
         value: String,
+        /// Read VALUE as JSON (for lists such as tags).
         #[arg(long)]
         json_value: bool,
+        /// Your name, for the audit trail.
         #[arg(long = "as", env = "ENRICHD_REVIEWER", value_name = "NAME")]
         reviewer: String,
     },
     /// Release a `sample_first` run held after its sample: the rest is enriched and approved as it
     /// arrives.
     Release {
+        /// The held run.
         #[arg(long)]
         run: i64,
+        /// Your name, for the audit trail.
         #[arg(long = "as", env = "ENRICHD_REVIEWER", value_name = "NAME")]
         reviewer: String,
+        /// Print the run and its sample's outcome as JSON.
         #[arg(long)]
         json: bool,
     },

@@ -81,7 +81,9 @@ pub fn build_connector(config: &ConnectionConfig) -> Arc<dyn Connector> {
 }
 
 impl Engine {
-    /// Builds every connection, provider, task and pipeline of a validated config.
+    /// Builds every connection, provider, task and pipeline of a validated config. Its connectors
+    /// and providers can connect only when the config's secrets are resolved
+    /// ([`Config::resolve_secrets`]); before, they hold the references, not credentials.
     pub fn build(config: &Config, store: Store) -> Engine {
         let connectors: BTreeMap<String, Arc<dyn Connector>> =
             config.connections.iter().map(|(name, c)| (name.clone(), build_connector(c))).collect();

@@ -15,6 +15,7 @@
 //! time of every realtime request is kept for checking a rate limit from the outside.
 
 mod anthropic;
+mod copy;
 mod gemini;
 mod openai;
 
@@ -173,6 +174,8 @@ struct Inner {
     rng: Option<StdRng>,
     /// When each realtime request arrived.
     arrivals: Vec<Instant>,
+    /// Answer with copy written from the record in the prompt ([`ProviderSandbox::write_copy`]).
+    copywriter: bool,
 }
 
 /// A provider sandbox. Cloning shares it.
@@ -191,6 +194,12 @@ impl ProviderSandbox {
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// From now on, answers a prompt holding a product record with copy built from its facts (name,
+    /// category, attributes, price) instead of the deterministic test answers: for demos.
+    pub fn write_copy(&self, on: bool) {
+        self.lock().copywriter = on;
     }
 
     pub fn set_faults(&self, faults: Faults) {
@@ -359,7 +368,8 @@ impl ProviderSandbox {
 
     /// The answer to `user` under `schema`, with packed-item drops injected; records subjects.
     pub(crate) fn answer(&self, faults: &Faults, schema: &Value, user: &str) -> Value {
-        let mut answer = answer_to(schema, user);
+        let copy = self.lock().copywriter.then(|| copy::answer(schema, user)).flatten();
+        let mut answer = copy.unwrap_or_else(|| answer_to(schema, user));
         if let Some(items) = answer.get_mut("items").and_then(Value::as_array_mut)
             && items.len() > 1
             && self.roll() < faults.packed_drop_rate
