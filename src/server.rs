@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::{Engine, RevertOutcome, revert, revert_run as revert_written, tally};
-use crate::store::{ItemState, ReviewAction, ReviewFilter, StoreError, reviewer_name};
+use crate::store::{Item, ItemState, ReviewAction, ReviewFilter, StoreError, reviewer_name};
 
 type Shared = Arc<Engine>;
 
@@ -155,9 +155,11 @@ impl IntoResponse for ApiError {
             ApiError::Store(e) => (
                 match e {
                     StoreError::NotFound(_) => StatusCode::NOT_FOUND,
-                    StoreError::IllegalTransition { .. } | StoreError::LeaseLost { .. } | StoreError::Refused(_) => {
-                        StatusCode::CONFLICT
-                    }
+                    StoreError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+                    StoreError::IllegalTransition { .. }
+                    | StoreError::LeaseLost { .. }
+                    | StoreError::Refused(_)
+                    | StoreError::SampleNotReviewed { .. } => StatusCode::CONFLICT,
                     _ => StatusCode::INTERNAL_SERVER_ERROR,
                 },
                 e.to_string(),
@@ -347,7 +349,20 @@ async fn edit(
     Json(body): Json<EditBody>,
 ) -> ApiResult {
     let actor = caller.actor(body.reviewer.as_deref())?;
-    ok(json!({ "item": engine.store.edit(id, &actor, &body.field, body.value).await? }))
+    ok(json!({ "item": edit_item(&engine, id, &actor, &body.field, body.value).await? }))
+}
+
+/// A reviewer's edit, from the API or the review UI: held by the store to the rules of the task of
+/// the item's pipeline (see [`crate::store::Store::edit`]).
+async fn edit_item(engine: &Engine, id: i64, actor: &str, field: &str, value: Value) -> Result<Item, StoreError> {
+    let item = engine.store.item(id).await?;
+    let pipeline = engine.pipelines.get(&item.pipeline).ok_or_else(|| {
+        StoreError::Refused(format!(
+            "item {id}: pipeline {:?} is not in the config, so an edit of its proposal cannot be checked",
+            item.pipeline
+        ))
+    })?;
+    engine.store.edit(id, actor, &pipeline.task, field, value).await
 }
 
 /// A bulk decision over a selection (`ids`) or everything matching `filter`. Over a filter, a
@@ -389,14 +404,30 @@ async fn sample(State(engine): State<Shared>, Path(id): Path<i64>) -> ApiResult 
     ok(json!({ "sample": engine.store.sample_stats(id).await? }))
 }
 
+/// A release of the sample gate; `force` with a `reason` releases a sample not reviewed yet.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReleaseBody {
+    reviewer: Option<String>,
+    #[serde(default)]
+    force: bool,
+    reason: Option<String>,
+}
+
 async fn release(
     State(engine): State<Shared>,
     caller: Caller,
     Path(id): Path<i64>,
-    Json(body): Json<ActorBody>,
+    Json(body): Json<ReleaseBody>,
 ) -> ApiResult {
     let actor = caller.actor(body.reviewer.as_deref())?;
-    let run = engine.store.release_sample(id, &actor).await?;
+    let anyway = match (body.force, body.reason.as_deref()) {
+        (true, Some(reason)) => Some(reason),
+        (true, None) => return Err(ApiError::BadRequest("force: give the `reason` for the audit trail".into())),
+        (false, Some(_)) => return Err(ApiError::BadRequest("reason: goes with `force: true`".into())),
+        (false, None) => None,
+    };
+    let run = engine.store.release_sample(id, &actor, anyway).await?;
     ok(json!({ "run": run, "sample": engine.store.sample_stats(id).await? }))
 }
 

@@ -40,6 +40,17 @@ pub struct Task {
     pub html: Vec<String>,
     /// Bounds on answer properties; a miss is a warning on the proposal.
     pub checks: BTreeMap<String, FieldCheck>,
+    /// Mapped answer property → a validator of that property alone, for reviewer edits.
+    property_validators: BTreeMap<String, jsonschema::Validator>,
+}
+
+/// Why a reviewer's edit of a proposal was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EditRefusal {
+    /// Neither a field of the proposal nor a task property mapped to one; says which there are.
+    UnknownField(String),
+    /// The value does not fit the task's schema for the field (said how).
+    Invalid(String),
 }
 
 impl std::fmt::Debug for Task {
@@ -124,7 +135,15 @@ impl Task {
         hash.update(cfg.html.join(","));
         let version = format!("{}-{}", cfg.version, &hex::encode(hash.finalize())[..10]);
         let packed_schema = packed_schema(&schema);
+        let mut property_validators = BTreeMap::new();
+        for property in cfg.fields.keys() {
+            let validator = jsonschema::options().build(&property_schema(&schema, property)).map_err(|e| {
+                (format!("output_schema.properties.{property}"), format!("not a valid JSON Schema: {e}"))
+            })?;
+            property_validators.insert(property.clone(), validator);
+        }
         Ok(Task {
+            property_validators,
             items_per_request: cfg.items_per_request as usize,
             packed_schema,
             name: name.to_owned(),
@@ -275,6 +294,95 @@ impl Task {
         }
         Proposal { fields, model: model.to_owned(), task_version: self.version.clone(), warnings }
     }
+}
+
+impl Task {
+    /// A reviewer's `value` for one field of `proposal`, held to what a model's answer is held to:
+    /// HTML properties cleaned, the value validated against the task's schema for that property, a
+    /// per-element field (`images[].alt`) limited to the elements that are blank, and the check
+    /// warnings recomputed over the whole proposal. `field` is the record field or the task property
+    /// mapped to it. On success the proposal holds the edit; returns the record field and the value
+    /// as stored.
+    pub fn edit(&self, proposal: &mut Proposal, field: &str, value: Value) -> Result<(String, Value), EditRefusal> {
+        let property_of = |f: &str| self.fields.iter().find(|(_, mapped)| *mapped == f).map(|(p, _)| p.clone());
+        let (field, property) = if proposal.fields.contains_key(field) {
+            let property = property_of(field).ok_or_else(|| {
+                EditRefusal::Invalid(format!(
+                    "field {field:?}: task {} no longer maps a property to it, so the edit cannot be checked",
+                    self.name
+                ))
+            })?;
+            (field.to_owned(), property)
+        } else if let Some(mapped) = self.fields.get(field).filter(|f| proposal.fields.contains_key(*f)) {
+            (mapped.clone(), field.to_owned())
+        } else {
+            let known: Vec<&str> = proposal.fields.keys().map(String::as_str).collect();
+            return Err(EditRefusal::UnknownField(format!(
+                "field {field:?} (the proposal has {})",
+                known.join(", ")
+            )));
+        };
+        let value = match value {
+            Value::String(html) if self.html.contains(&property) => Value::String(clean_html(&html)),
+            other => other,
+        };
+        let errors: Vec<String> = self.property_validators[&property]
+            .iter_errors(&Value::Object([(property.clone(), value.clone())].into_iter().collect()))
+            .take(5)
+            .map(|e| {
+                let at = e.instance_path().to_string();
+                let at = at.strip_prefix(&format!("/{property}")).unwrap_or(&at);
+                format!("{field}{at}: {e}")
+            })
+            .collect();
+        if !errors.is_empty() {
+            return Err(EditRefusal::Invalid(format!(
+                "{} (task {}'s schema for {property:?})",
+                errors.join("; "),
+                self.name
+            )));
+        }
+        let change = proposal.fields.get_mut(&field).expect("resolved above");
+        if field.contains("[]") {
+            let given = value.as_array().map_or(0, Vec::len);
+            let fillable = crate::select::fillable_elements(Some(&change.before), &value);
+            if fillable.as_ref().and_then(Value::as_array).map_or(0, Vec::len) != given {
+                return Err(EditRefusal::Invalid(format!(
+                    "field {field:?}: give one entry per element of the record that was blank when pulled \
+                     (by its id), each with a value; text a person wrote on other elements stays"
+                )));
+            }
+        }
+        change.edited = Some(value.clone());
+        proposal.warnings = self.warnings(proposal);
+        Ok((field, value))
+    }
+
+    /// The check warnings of `proposal` as it would be written (reviewers' edits included), in the
+    /// order [`Task::proposal`] raises them.
+    fn warnings(&self, proposal: &Proposal) -> Vec<String> {
+        let mut out = Vec::new();
+        for (property, field) in &self.fields {
+            if let (Some(change), Some(check)) = (proposal.fields.get(field), self.checks.get(property)) {
+                out.extend(check_value(property, change.value(), check));
+            }
+        }
+        out
+    }
+}
+
+/// A schema for the answer property `property` alone, inside an object like the answer, keeping the
+/// root's dialect and definitions so `$ref`s into them still resolve.
+fn property_schema(schema: &Value, property: &str) -> Value {
+    let properties: serde_json::Map<String, Value> =
+        [(property.to_owned(), schema["properties"][property].clone())].into_iter().collect();
+    let mut out = json!({ "type": "object", "required": [property], "properties": properties });
+    for key in ["$schema", "$defs", "definitions"] {
+        if let Some(v) = schema.get(key) {
+            out[key] = v.clone();
+        }
+    }
+    out
 }
 
 /// Cleans model-written HTML down to what product copy needs: paragraphs, line breaks, lists,
@@ -429,6 +537,39 @@ mod tests {
         let mut bad = cfg("x");
         bad.checks.insert("tags".into(), FieldCheck { min_items: Some(5), max_items: Some(2), ..Default::default() });
         assert_eq!(Task::build("t", &bad).unwrap_err().0, "checks.tags.min_items");
+    }
+
+    #[test]
+    fn edits_are_cleaned_validated_and_rechecked() {
+        let mut c = cfg("x");
+        c.fields = [("body".to_owned(), "description".to_owned()), ("tags".to_owned(), "tags".to_owned())].into();
+        c.output_schema = json!({"type": "object", "properties": {
+            "body": {"type": "string", "minLength": 5}, "tags": {"type": "array", "items": {"type": "string"}}}});
+        c.html = vec!["body".into()];
+        c.checks.insert("tags".into(), FieldCheck { min_items: Some(2), ..Default::default() });
+        let task = Task::build("t", &c).unwrap();
+        let mut p = task.proposal(
+            &record(),
+            &json!({"body": "Good text", "tags": ["a"]}),
+            &["description".into(), "tags".into()],
+            "m",
+        );
+        assert_eq!(p.warnings, ["tags: 1 items, at least 2"]);
+        let untouched = p.clone();
+
+        let e = task.edit(&mut p, "tags", json!("bolt")).unwrap_err();
+        assert!(matches!(&e, EditRefusal::Invalid(m) if m.contains("tags: \"bolt\" is not of type \"array\"")), "{e:?}");
+        let e = task.edit(&mut p, "description", json!("<span>x</span>")).unwrap_err();
+        assert!(matches!(&e, EditRefusal::Invalid(m) if m.starts_with("description: ")), "cleaned, then too short: {e:?}");
+        let e = task.edit(&mut p, "price", json!("1")).unwrap_err();
+        assert_eq!(e, EditRefusal::UnknownField("field \"price\" (the proposal has description, tags)".into()));
+        assert_eq!(p, untouched, "a refused edit changes nothing");
+
+        let (field, value) = task.edit(&mut p, "body", json!("<p>Fine</p><script>x()</script>")).unwrap();
+        assert_eq!((field.as_str(), value), ("description", json!("<p>Fine</p>")));
+        assert_eq!(p.fields["description"].edited, Some(json!("<p>Fine</p>")));
+        task.edit(&mut p, "tags", json!(["a", "b"])).unwrap();
+        assert!(p.warnings.is_empty(), "{:?}", p.warnings);
     }
 
     #[test]

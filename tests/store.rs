@@ -385,10 +385,19 @@ async fn review_edit_approve_and_write_outcomes(db: &TestDb) {
     for i in &items {
         store.propose(i, OWNER, &proposal, "{}", Usage::default(), None).await.unwrap();
     }
-    let edited = store.edit(items[0].id, "reviewer:ann", "description", json!("human text")).await.unwrap();
+    let task: enrichd::config::TaskConfig = toml::from_str(
+        r#"
+        prompt = "x"
+        output_schema = { type = "object", properties = { description = { type = "string" } } }
+        fields = { description = "description" }
+        "#,
+    )
+    .unwrap();
+    let task = enrichd::task::Task::build("t", &task).unwrap();
+    let edited = store.edit(items[0].id, "reviewer:ann", &task, "description", json!("human text")).await.unwrap();
     assert_eq!(edited.state, ItemState::Edited);
     assert_eq!(edited.proposal.unwrap().values()["description"], "human text");
-    let err = store.edit(items[0].id, "reviewer:ann", "price", json!("1")).await.unwrap_err();
+    let err = store.edit(items[0].id, "reviewer:ann", &task, "price", json!("1")).await.unwrap_err();
     assert!(err.to_string().contains("\"price\""), "{err}");
     store.approve(items[0].id, "reviewer:ann").await.unwrap();
     store.approve(items[1].id, "policy:none").await.unwrap();
@@ -635,7 +644,7 @@ async fn concurrent_claimers_never_exceed_the_sample(db: &TestDb) {
     }
     assert_eq!(total, 7, "the sample is the cap");
     assert_eq!(db.store.counts(run.id).await.unwrap().get(ItemState::Enriching), 7);
-    db.store.release_sample(run.id, "ann").await.unwrap();
+    db.store.release_sample(run.id, "ann", Some("the sample is still being made; release it anyway")).await.unwrap();
     let more = db.store.claim(&claim("p", Work::Enrich, OWNER, 10, Duration::from_secs(60))).await.unwrap();
     assert_eq!(more.len(), 10, "released: the rest of the run flows");
 }

@@ -422,7 +422,8 @@ async fn a_sampled_run_is_reviewed_released_and_reverted_in_the_browser(db: &com
     press(&client, 'e').await;
     let focused = client.execute("return document.activeElement.closest('section.field').id;", vec![]).await.unwrap();
     assert_eq!(focused, "field-description");
-    let edited = "<p>Edited in the browser by Ada: coach screw, galvanised.</p>";
+    // At least the task schema's 80 characters: an edit is validated as the model's answer is.
+    let edited = "<p>Edited in the browser by Ada: coach screw, galvanised, for timber frames and outdoor decking.</p>";
     let textarea = client.find(Locator::Css("#field-description textarea")).await.unwrap();
     textarea.clear().await.unwrap();
     textarea.send_keys(edited).await.unwrap();
@@ -479,7 +480,10 @@ async fn a_sampled_run_is_reviewed_released_and_reverted_in_the_browser(db: &com
     assert_eq!(counts.get(ItemState::Written), 6, "{counts:?}");
     let product: u64 = target.external_id.parse().unwrap();
     let stored = w.shop.product(product).unwrap()["description"].as_str().unwrap().to_owned();
-    assert!(stored.contains("Edited in the browser by Ada: coach screw, galvanised."), "store holds {stored:?}");
+    assert!(
+        stored.contains("Edited in the browser by Ada: coach screw, galvanised, for timber frames and outdoor decking."),
+        "store holds {stored:?}"
+    );
     for item in db.store.items(run_id, Some(ItemState::Written), 100).await.unwrap().iter().filter(|i| !i.sample) {
         let events = db.store.item_events(item.id).await.unwrap();
         assert!(events.iter().any(|e| e.to_state.as_deref() == Some("approved") && e.actor == "policy:sample_first"));

@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 use super::{Failure, config_error, failed, open_store};
 use crate::config::Config;
 use crate::engine::{Engine, RevertOutcome, revert, revert_run};
+use crate::task::Task;
 use crate::store::{Item, ReviewAction, ReviewFilter, Store, StoreError, reviewer_name};
 
 /// Which items: the queue's filters.
@@ -111,15 +112,17 @@ pub(super) enum ReviewCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Change one proposed field before approving it.
+    /// Change one proposed field before approving it. The value is held to what the model's answer
+    /// is held to: HTML fields cleaned, validated against the task's schema (exit 2 when it does not
+    /// fit), and the task's check warnings recomputed.
     Edit {
-        /// The item's id.
+        /// The item whose proposal to change.
         item: i64,
-        /// The record field to change (as `review show` names it).
+        /// The record field (e.g. `description`), or the task property mapped to it.
         field: String,
         /// The new value: text, or JSON with `--json-value`.
         value: String,
-        /// Read VALUE as JSON (for lists such as tags).
+        /// Read VALUE as JSON (a list for `tags`, say).
         #[arg(long)]
         json_value: bool,
         /// Your name, for the audit trail.
@@ -127,18 +130,33 @@ pub(super) enum ReviewCommand {
         reviewer: String,
     },
     /// Release a `sample_first` run held after its sample: the rest is enriched and approved as it
-    /// arrives.
+    /// arrives. Needs every sample proposal reviewed, or `--force --reason "…"`.
     Release {
-        /// The held run.
+        /// The run whose sample gate opens.
         #[arg(long)]
         run: i64,
         /// Your name, for the audit trail.
         #[arg(long = "as", env = "ENRICHD_REVIEWER", value_name = "NAME")]
         reviewer: String,
-        /// Print the run and its sample's outcome as JSON.
+        /// Release before the whole sample is reviewed (needs `--reason`; both go into the audit trail).
+        #[arg(long, requires = "reason")]
+        force: bool,
+        /// Why the sample is released before it is reviewed (with `--force`).
+        #[arg(long, requires = "force", value_name = "TEXT")]
+        reason: Option<String>,
+        /// Print the run and its sample as JSON.
         #[arg(long)]
         json: bool,
     },
+}
+
+/// The task of `pipeline` as configured now: what an edit of its proposals is held to.
+fn task_of(config: &Config, pipeline: &str) -> Result<Task, Failure> {
+    let p = config.pipelines.get(pipeline).ok_or_else(|| {
+        failed(format!("pipeline {pipeline:?} is not in the config, so an edit of its proposals cannot be checked"))
+    })?;
+    let cfg = config.tasks.get(&p.task).ok_or_else(|| config_error(format!("pipelines.{pipeline}.task: no task {:?}", p.task)))?;
+    Task::build(&p.task, cfg).map_err(|(key, m)| config_error(format!("tasks.{}.{key}: {m}", p.task)))
 }
 
 fn store_failure(e: StoreError) -> Failure {
@@ -155,12 +173,12 @@ fn print_json(value: &Value) {
 
 pub(super) async fn review(config: &Config, command: ReviewCommand) -> Result<(), Failure> {
     let store = open_store(config).await?;
-    let result = dispatch(&store, command).await;
+    let result = dispatch(config, &store, command).await;
     store.close().await;
     result
 }
 
-async fn dispatch(store: &Store, command: ReviewCommand) -> Result<(), Failure> {
+async fn dispatch(config: &Config, store: &Store, command: ReviewCommand) -> Result<(), Failure> {
     match command {
         ReviewCommand::List { selection, limit, json } => list(store, &selection, limit, json).await,
         ReviewCommand::Show { item, json } => show(store, item, json).await,
@@ -177,20 +195,36 @@ async fn dispatch(store: &Store, command: ReviewCommand) -> Result<(), Failure> 
             } else {
                 Value::String(value)
             };
-            let item = store.edit(item, &actor(&reviewer)?, &field, value).await.map_err(store_failure)?;
+            let actor = actor(&reviewer)?;
+            let pipeline = store.item(item).await.map_err(store_failure)?.pipeline;
+            let task = task_of(config, &pipeline)?;
+            let item = store.edit(item, &actor, &task, &field, value).await.map_err(|e| match e {
+                StoreError::Invalid(m) => config_error(m),
+                e => store_failure(e),
+            })?;
+            let proposal = item.proposal.as_ref().expect("an edited item has a proposal");
             println!("item {} {}: {field} edited", item.id, item.state);
+            for w in &proposal.warnings {
+                println!("  warning: {w}");
+            }
             Ok(())
         }
-        ReviewCommand::Release { run, reviewer, json } => {
-            let released = store.release_sample(run, &actor(&reviewer)?).await.map_err(store_failure)?;
+        ReviewCommand::Release { run, reviewer, force, reason, json } => {
+            let anyway = if force { reason.as_deref() } else { None };
+            let released = store.release_sample(run, &actor(&reviewer)?, anyway).await.map_err(|e| match e {
+                e @ StoreError::SampleNotReviewed { .. } => failed(format!("{e} (--force --reason \"…\")")),
+                StoreError::Invalid(m) => config_error(format!("--reason: {m}")),
+                e => store_failure(e),
+            })?;
             let stats = store.sample_stats(run).await.map_err(store_failure)?;
             if json {
                 print_json(&json!({ "run": released, "sample": stats }));
             } else {
-                println!(
-                    "run {run} released by {}: the rest of the run is enriched and approved as it arrives",
-                    released.released_by.unwrap_or_default()
-                );
+                match &stats.released_unreviewed {
+                    Some(unreviewed) => println!("run {run} {unreviewed}"),
+                    None => println!("run {run} released by {}", released.released_by.unwrap_or_default()),
+                }
+                println!("the rest of the run is enriched and approved as it arrives");
             }
             Ok(())
         }
@@ -204,6 +238,17 @@ fn short(v: &Value) -> String {
     };
     let text = text.replace('\n', " ");
     if text.chars().count() > 100 { format!("{}…", text.chars().take(100).collect::<String>()) } else { text }
+}
+
+/// A value whole, for reading: text as it is, anything else as pretty JSON; lines after the first
+/// indented under the value's label.
+fn full(v: &Value) -> String {
+    let text = match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "(empty)".to_owned(),
+        other => serde_json::to_string_pretty(other).expect("JSON values serialise"),
+    };
+    text.lines().collect::<Vec<_>>().join(&format!("\n{:14}", ""))
 }
 
 fn item_line(item: &Item) -> String {
@@ -246,6 +291,9 @@ async fn list(store: &Store, selection: &Selection, limit: i64, as_json: bool) -
             pct(s.reject_rate),
             pct(s.edit_rate)
         );
+        if let Some(unreviewed) = &s.released_unreviewed {
+            println!("  {unreviewed}");
+        }
     }
     println!(
         "{total} item(s) match{}",
@@ -270,6 +318,9 @@ async fn show(store: &Store, id: i64, as_json: bool) -> Result<(), Failure> {
         return Ok(());
     }
     println!("{}", item_line(&item));
+    if let Some(name) = item.record_name() {
+        println!("  record name: {name}");
+    }
     if let Some(error) = &item.last_error {
         println!("  last error: {error}");
     }
@@ -277,10 +328,10 @@ async fn show(store: &Store, id: i64, as_json: bool) -> Result<(), Failure> {
         println!("  proposal by {} (task version {})", p.model, p.task_version);
         for (field, change) in &p.fields {
             println!("  {field}");
-            println!("    before:   {}", short(&change.before));
-            println!("    proposed: {}", short(&change.proposed));
+            println!("    before:   {}", full(&change.before));
+            println!("    proposed: {}", full(&change.proposed));
             if let Some(edited) = &change.edited {
-                println!("    edited:   {}", short(edited));
+                println!("    edited:   {}", full(edited));
             }
         }
         for w in &p.warnings {

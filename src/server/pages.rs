@@ -91,6 +91,7 @@ fn templates() -> Environment<'static> {
         ("history.html", include_str!("../../templates/history.html")),
         ("bulk.html", include_str!("../../templates/bulk.html")),
         ("revert.html", include_str!("../../templates/revert.html")),
+        ("release.html", include_str!("../../templates/release.html")),
         ("error.html", include_str!("../../templates/error.html")),
     ] {
         env.add_template(name, source).unwrap_or_else(|e| panic!("template {name}: {e}"));
@@ -119,9 +120,12 @@ impl IntoResponse for PageError {
             PageError::Store(e @ StoreError::IllegalTransition { .. }) => {
                 (StatusCode::CONFLICT, format!("{e} (someone else may have acted on it; reload the page)"))
             }
-            PageError::Store(e @ (StoreError::Refused(_) | StoreError::CountChanged { .. })) => {
+            PageError::Store(
+                e @ (StoreError::Refused(_) | StoreError::CountChanged { .. } | StoreError::SampleNotReviewed { .. }),
+            ) => {
                 (StatusCode::CONFLICT, e.to_string())
             }
+            PageError::Store(StoreError::Invalid(m)) => (StatusCode::UNPROCESSABLE_ENTITY, m.clone()),
             PageError::Store(e) => {
                 tracing::error!(error = %e, "review UI: store error");
                 (StatusCode::INTERNAL_SERVER_ERROR, "the database could not answer; see the daemon's log".to_owned())
@@ -380,6 +384,9 @@ async fn run_page(
                 "threshold": s.auto_release_max_reject_rate.map(|r| percent(Some(r))),
                 "released_by": s.released_by,
                 "released_at": s.released_at.map(utc),
+                "sample_reviewed": s.sample_reviewed,
+                "to_review": s.to_review(),
+                "released_unreviewed": s.released_unreviewed.as_ref().map(ToString::to_string),
             }))
         }
     };
@@ -400,9 +407,40 @@ async fn run_page(
     )
 }
 
-/// "Release the rest of the run": the sample gate opens, by the signed-in reviewer.
-async fn release(State(pages): State<Pages>, visitor: Visitor, Path(id): Path<i64>) -> Result<Response, PageError> {
-    pages.store.release_sample(id, visitor.actor()?).await?;
+/// The release forms: "release the rest of the run" (the sample reviewed), or "release anyway"
+/// with a reason, asked a second time (`confirm=yes`) before it is done.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct ReleaseForm {
+    reason: String,
+    confirm: String,
+}
+
+/// "Release the rest of the run": the sample gate opens, by the signed-in reviewer. Before the
+/// sample is reviewed only with a reason, after a confirmation page.
+async fn release(
+    State(pages): State<Pages>,
+    visitor: Visitor,
+    Path(id): Path<i64>,
+    Form(form): Form<ReleaseForm>,
+) -> Result<Response, PageError> {
+    let actor = visitor.actor()?;
+    let stats = pages.store.sample_stats(id).await?;
+    let reason = form.reason.trim();
+    if !stats.sample_reviewed {
+        if reason.is_empty() {
+            return Err(PageError::BadRequest(format!(
+                "run {id}: {} of {} sample proposals are reviewed; give a reason to release it anyway",
+                stats.reviewed,
+                stats.to_review()
+            )));
+        }
+        if form.confirm != "yes" {
+            let ctx = json!({ "run_id": id, "reviewed": stats.reviewed, "of": stats.to_review(), "reason": reason });
+            return Ok(pages.render("release.html", "runs", &visitor, ctx)?.into_response());
+        }
+    }
+    pages.store.release_sample(id, actor, (!reason.is_empty()).then_some(reason)).await?;
     Ok(Redirect::to(&format!("/runs/{id}")).into_response())
 }
 
@@ -508,11 +546,7 @@ impl UrlPairs {
 
 /// The record's name for people: its `name`, `title` or `subject`, else its id.
 fn title(item: &Item) -> String {
-    let fields = item.input_fields().unwrap_or_default();
-    ["name", "title", "subject"]
-        .iter()
-        .find_map(|k| fields.get(*k).and_then(Value::as_str).filter(|s| !s.trim().is_empty()))
-        .map_or_else(|| item.external_id.clone(), str::to_owned)
+    item.record_name().unwrap_or_else(|| item.external_id.clone())
 }
 
 async fn queue_page(
@@ -596,6 +630,24 @@ async fn item_page(
     Path(id): Path<i64>,
     Query(filter): Query<QueueFilter>,
 ) -> Result<Html<String>, PageError> {
+    item_view(&pages, &visitor, id, &filter, None).await
+}
+
+/// An edit the store refused, shown on the item page at its field with the value as typed.
+struct RefusedEdit {
+    field: String,
+    value: String,
+    message: String,
+}
+
+/// The item page; with `refused`, the field's editor stays open holding the refused value and why.
+async fn item_view(
+    pages: &Pages,
+    visitor: &Visitor,
+    id: i64,
+    filter: &QueueFilter,
+    refused: Option<&RefusedEdit>,
+) -> Result<Html<String>, PageError> {
     let item = pages.store.item(id).await?;
     let review = filter.review_filter()?;
     let (prev, next, before) = pages.store.review_neighbours(&review, id).await?;
@@ -624,7 +676,10 @@ async fn item_page(
                     let (proposed, _) = text_of(&change.proposed);
                     let (value, kind) = text_of(change.value());
                     let (left, right) = diff::sides(&before, &proposed);
+                    let refused = refused.filter(|r| &r.field == name);
+                    let value = refused.map_or(value, |r| r.value.clone());
                     json!({
+                        "refused": refused.map(|r| r.message.clone()),
                         "name": name,
                         "before": left,
                         "proposed": right,
@@ -661,7 +716,7 @@ async fn item_page(
     pages.render(
         "item.html",
         "queue",
-        &visitor,
+        visitor,
         json!({
             "item": view,
             "can_review": item.state.awaits_review() && visitor.reviewer.is_some(),
@@ -733,18 +788,26 @@ async fn edit(
     Form(form): Form<EditForm>,
 ) -> Result<Response, PageError> {
     let actor = visitor.actor()?;
-    let item = pages.store.item(id).await?;
     // Browsers send textarea line breaks as CRLF.
     let text = form.value.replace("\r\n", "\n");
     let value = if form.kind == "json" {
-        serde_json::from_str(&text)
-            .map_err(|e| PageError::BadRequest(format!("item {id}: field {}: not valid JSON: {e}", form.field)))?
-    } else if pages.html_fields.get(&item.pipeline).is_some_and(|h| h.contains(&form.field)) {
-        Value::String(crate::task::clean_html(&text))
+        serde_json::from_str(&text).map_err(|e| format!("field {}: not valid JSON: {e}", form.field))
     } else {
-        Value::String(text)
+        Ok(Value::String(text.clone()))
     };
-    pages.store.edit(id, actor, &form.field, value).await?;
+    let result = match value {
+        Ok(value) => super::edit_item(&pages.engine, id, actor, &form.field, value).await.map_err(|e| match e {
+            StoreError::Invalid(m) => Ok(m),
+            e => Err(PageError::Store(e)),
+        }),
+        Err(m) => Err(Ok(format!("item {id}: {m}"))),
+    };
+    if let Err(refusal) = result {
+        let message = refusal?;
+        let refused = RefusedEdit { field: form.field, value: text, message };
+        let page = item_view(&pages, &visitor, id, &filter, Some(&refused)).await?;
+        return Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response());
+    }
     let mut response = Redirect::to(&item_url(id, &filter.query())).into_response();
     response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(response)

@@ -11,6 +11,7 @@ use sqlx::{Any, Row, Transaction};
 
 use super::commit::OwnedMove;
 use super::{Backend, ItemState, Result, Store, StoreError, now_ms, parse_col, placeholders, rows_per_statement};
+use crate::task::{EditRefusal, Task};
 use enrichd_connector::retry::backoff;
 
 pub(super) const ITEM_COLUMNS: &str = "id, run_id, pipeline, entity, external_id, state, prev_state, attempts, write_attempts, \
@@ -131,6 +132,15 @@ impl Item {
             verify_issues: json_col(row, id, "verify_issues")?,
             sample: row.try_get::<i64, _>("sample")? != 0,
         })
+    }
+
+    /// The record's name for people, as pulled: its `name`, `title` or `subject`, if it has one.
+    pub fn record_name(&self) -> Option<String> {
+        let fields = self.input_fields().ok()?;
+        ["name", "title", "subject"]
+            .iter()
+            .find_map(|k| fields.get(*k).and_then(Value::as_str).filter(|s| !s.trim().is_empty()))
+            .map(str::to_owned)
     }
 
     /// The record fields as pulled.
@@ -941,8 +951,11 @@ impl Store {
         Ok(item)
     }
 
-    /// A reviewer changes one proposed field. Only fields in the proposal can be edited.
-    pub async fn edit(&self, id: i64, actor: &str, field: &str, value: Value) -> Result<Item> {
+    /// A reviewer changes one proposed field (the record field, or the task property mapped to it).
+    /// Every edit path comes here: the value is held to what `task` holds a model's answer to (see
+    /// [`Task::edit`]: HTML cleaned, validated against the schema, check warnings recomputed), and
+    /// a value that does not fit is refused with [`StoreError::Invalid`], changing nothing.
+    pub async fn edit(&self, id: i64, actor: &str, task: &Task, field: &str, value: Value) -> Result<Item> {
         let item = self.item(id).await?;
         let mut proposal = item.proposal.clone().ok_or_else(|| StoreError::IllegalTransition {
             item: id,
@@ -950,11 +963,10 @@ impl Store {
             to: ItemState::Edited,
         })?;
         let old = serde_json::to_string(&proposal).expect("serialisable");
-        let change = proposal
-            .fields
-            .get_mut(field)
-            .ok_or_else(|| StoreError::NotFound(format!("item {id}: field {field:?} in the proposal")))?;
-        change.edited = Some(value.clone());
+        let (field, value) = task.edit(&mut proposal, field, value).map_err(|refusal| match refusal {
+            EditRefusal::UnknownField(m) => StoreError::NotFound(format!("item {id}: {m}")),
+            EditRefusal::Invalid(m) => StoreError::Invalid(format!("item {id}: {m}")),
+        })?;
         let new = serde_json::to_string(&proposal).expect("serialisable");
         self.apply(
             id,
@@ -962,11 +974,14 @@ impl Store {
                 from: &[ItemState::Proposed, ItemState::Edited],
                 to: ItemState::Edited,
                 owner: None,
-                sets: vec![("proposal", Bind::Text(new))],
+                sets: vec![
+                    ("proposal", Bind::Text(new)),
+                    ("warnings", Bind::I64(proposal.warnings.len() as i64)),
+                ],
                 raw_sets: &[],
                 guard: Some(("proposal", Bind::Text(old))),
                 actor,
-                detail: Some(serde_json::json!({ "field": field, "value": value })),
+                detail: Some(serde_json::json!({ "field": field, "value": value, "warnings": proposal.warnings })),
                 run_usage: None,
             },
         )

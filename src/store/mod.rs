@@ -31,7 +31,9 @@ pub use items::{
     Claim, EnrichFailure, EventRecord, FieldChange, Item, NewItem, PriorItem, Proposal, RetryPolicy, Usage,
     VerifyIssue, Work,
 };
-pub use review::{BulkOutcome, ReviewAction, ReviewFilter, SampleStats, SkippedItem, reviewer_name};
+pub use review::{
+    BulkOutcome, ReviewAction, ReviewFilter, SampleStats, SkippedItem, UnreviewedRelease, reviewer_name,
+};
 pub use runs::{ErrorRule, NewRun, ReviewPhase, Run, RunCounts, RunReport, RunStart, SampleGate};
 pub use state::{ItemState, RunStatus};
 
@@ -61,6 +63,16 @@ pub enum StoreError {
     CountChanged { matching: i64, confirmed: i64 },
     #[error("{0} not found")]
     NotFound(String),
+    /// A sample gate release was asked for before the sample was reviewed, without a reason to
+    /// release it anyway; nothing was changed.
+    #[error(
+        "run {run}: {reviewed} of {of} sample proposals are reviewed{}; review the rest first, or release anyway with a reason",
+        if *making { " (the sample is still being made)" } else { "" }
+    )]
+    SampleNotReviewed { run: i64, reviewed: i64, of: i64, making: bool },
+    /// A value given (a reviewer's edit) does not fit what it must be; nothing was changed.
+    #[error("{0}")]
+    Invalid(String),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
     #[error("credentials: {0}")]

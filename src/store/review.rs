@@ -2,7 +2,7 @@
 //! bulk (each item its own transition and event, with the reviewer's name), the sample gate of
 //! `sample_first` runs (stats, release, auto-release), and the outcomes of an undo.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::{AssertSqlSafe, Row};
 
@@ -105,6 +105,43 @@ pub struct SampleStats {
     pub auto_release_max_reject_rate: Option<f64>,
     pub released_at: Option<i64>,
     pub released_by: Option<String>,
+    /// Whether every sample proposal is reviewed (the sample is made and none waits): what a
+    /// release needs, unless it is released anyway with a reason.
+    pub sample_reviewed: bool,
+    /// Set when the sample was released before it was reviewed: by whom, how far review had got,
+    /// and why.
+    pub released_unreviewed: Option<UnreviewedRelease>,
+}
+
+/// A release of a sample gate before the sample was reviewed, as the audit trail keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UnreviewedRelease {
+    pub by: String,
+    /// Sample proposals reviewed at the release, of `of`.
+    pub reviewed: i64,
+    pub of: i64,
+    pub reason: String,
+}
+
+impl std::fmt::Display for UnreviewedRelease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "released by {} before the sample was reviewed ({} of {}): {}",
+            self.by, self.reviewed, self.of, self.reason
+        )
+    }
+}
+
+impl SampleStats {
+    /// How many sample proposals there are to review: while the sample is still being made, the
+    /// sample's size.
+    pub fn to_review(&self) -> i64 {
+        match self.phase {
+            Some(ReviewPhase::Sampling) => self.total.max(self.sample_size.unwrap_or(0)),
+            _ => self.total,
+        }
+    }
 }
 
 /// Checks a reviewer's name for the audit trail: not empty, and not a name the system acts under
@@ -232,7 +269,13 @@ impl Store {
             (row.try_get("total")?, row.try_get("reviewed")?, row.try_get("rejected")?, row.try_get("edited")?);
         let approved = reviewed - rejected;
         let rate = |n: i64| (reviewed > 0).then(|| n as f64 / reviewed as f64);
+        let released_unreviewed = match run.review_phase {
+            Some(ReviewPhase::Released) => self.unreviewed_release(run_id).await?,
+            _ => None,
+        };
         Ok(SampleStats {
+            sample_reviewed: run.review_phase == Some(ReviewPhase::SampleReview) && reviewed >= total,
+            released_unreviewed,
             run_id,
             phase: run.review_phase,
             sample_size: run.sample_size,
@@ -284,9 +327,32 @@ impl Store {
         Ok(true)
     }
 
+    /// The reason and progress kept with the release of run `run_id`'s sample, if it was released
+    /// before the sample was reviewed.
+    async fn unreviewed_release(&self, run_id: i64) -> Result<Option<UnreviewedRelease>> {
+        let detail: Option<Option<String>> = sqlx::query_scalar(
+            "SELECT detail FROM events WHERE run_id = $1 AND item_id IS NULL AND kind = 'review_phase' \
+               AND to_state = 'released' ORDER BY id DESC LIMIT 1",
+        )
+        .bind(run_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(Some(detail)) = detail else { return Ok(None) };
+        let detail: Value = serde_json::from_str(&detail)
+            .map_err(|e| StoreError::Corrupt(format!("run {run_id}: release event detail: {e}")))?;
+        match detail.get("released_unreviewed") {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => serde_json::from_value(v.clone())
+                .map(Some)
+                .map_err(|e| StoreError::Corrupt(format!("run {run_id}: release event detail: {e}"))),
+        }
+    }
+
     /// Releases a run's sample gate by `actor`: enrichment of the rest of the run resumes, and its
-    /// proposals are approved as they arrive. Refused when the run has no closed gate.
-    pub async fn release_sample(&self, run_id: i64, actor: &str) -> Result<Run> {
+    /// proposals are approved as they arrive. Refused when the run has no closed gate, and — unless
+    /// released `anyway` with a reason, which the audit trail keeps with how far review had got —
+    /// when the sample is not reviewed yet (being made, or proposals waiting for review).
+    pub async fn release_sample(&self, run_id: i64, actor: &str, anyway: Option<&str>) -> Result<Run> {
         let run = self.run(run_id).await?;
         if !matches!(run.review_phase, Some(ReviewPhase::Sampling | ReviewPhase::SampleReview)) {
             return Err(StoreError::Refused(match run.review_phase {
@@ -299,6 +365,37 @@ impl Store {
             }));
         }
         let stats = self.sample_stats(run_id).await?;
+        let unreviewed = match (stats.sample_reviewed, anyway.map(str::trim)) {
+            (true, _) => None,
+            (false, None) => {
+                return Err(StoreError::SampleNotReviewed {
+                    run: run_id,
+                    reviewed: stats.reviewed,
+                    of: stats.to_review(),
+                    making: stats.phase == Some(ReviewPhase::Sampling),
+                });
+            }
+            (false, Some("")) => {
+                return Err(StoreError::Invalid(format!(
+                    "run {run_id}: releasing before the sample is reviewed needs a reason, for the audit trail"
+                )));
+            }
+            (false, Some(reason)) => {
+                if reason.chars().count() > 1000 || reason.chars().any(|c| c.is_control() && c != '\n') {
+                    return Err(StoreError::Invalid(format!(
+                        "run {run_id}: the release reason must be at most 1000 printable characters"
+                    )));
+                }
+                Some(UnreviewedRelease {
+                    by: actor.to_owned(),
+                    reviewed: stats.reviewed,
+                    of: stats.to_review(),
+                    reason: reason.to_owned(),
+                })
+            }
+        };
+        let mut detail = serde_json::to_value(&stats).expect("serialisable");
+        detail["released_unreviewed"] = serde_json::to_value(&unreviewed).expect("serialisable");
         let now = now_ms();
         let mut tx = self.writer.begin().await?;
         let row = sqlx::query(AssertSqlSafe(format!(
@@ -324,7 +421,7 @@ impl Store {
             from_state: run.review_phase.map(|p| p.as_str().into()),
             to_state: Some(ReviewPhase::Released.as_str().into()),
             actor: actor.into(),
-            detail: Some(serde_json::to_string(&stats).expect("serialisable")),
+            detail: Some(detail.to_string()),
         }];
         if run.status == RunStatus::AwaitingReview && released.status == RunStatus::Running {
             events.push(NewEvent {
@@ -354,7 +451,7 @@ impl Store {
             return Ok(run);
         }
         let by = format!("policy:sample_first ({actor})");
-        match self.release_sample(run_id, &by).await {
+        match self.release_sample(run_id, &by, None).await {
             Ok(run) => Ok(run),
             Err(StoreError::Refused(_)) => self.run(run_id).await,
             Err(e) => Err(e),
