@@ -114,7 +114,37 @@ async fn read_only_commands_need_no_secrets(db: &TestDb) {
     assert!(text(&list).contains("2 item(s) match"), "{}", text(&list));
     assert_eq!(show.status.code(), Some(0), "review show: {}", text(&show));
     assert_eq!(migrate.status.code(), Some(0), "migrate: {}", text(&migrate));
-    for (what, out) in [("run", &run_out), ("check", &check)] {
+    // The UI for looking: a daemon serving only the UI and API needs no shop or model secret.
+    let mut daemon = Command::new(env!("CARGO_BIN_EXE_enrichd"))
+        .args(["--config", config.to_str().unwrap(), "daemon", "--ui-only", "--bind", "127.0.0.1:0"])
+        .env_remove("TEST_STORE_TOKEN")
+        .env_remove("TEST_PROVIDER_KEY")
+        .env("ENRICHD_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let guard = KillOnDrop(daemon.id());
+    let stdout = daemon.stdout.take().unwrap();
+    let line = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        line
+    })
+    .await
+    .unwrap();
+    let addr = line.split("http://").nth(1).and_then(|r| r.split_whitespace().next()).unwrap_or_default().to_owned();
+    assert!(addr.starts_with("127.0.0.1:"), "daemon --ui-only did not start: {line:?}");
+    let runs = tokio::task::spawn_blocking(move || http_get(&addr, "/api/runs")).await.unwrap();
+    assert!(runs.starts_with("HTTP/1.1 200"), "{runs}");
+    assert!(runs.contains(&format!("\"id\":{}", run.id)), "{runs}");
+    drop(guard);
+    let cfg_owned = config.clone();
+    let full = tokio::task::spawn_blocking(move || without_secrets(&cfg_owned, &["daemon", "--bind", "127.0.0.1:0"]))
+        .await
+        .unwrap();
+
+    for (what, out) in [("run", &run_out), ("check", &check), ("daemon", &full)] {
         assert_eq!(out.status.code(), Some(2), "{what}: {}", text(out));
         assert!(
             text(out).contains("enrichd.toml: connections.shop.token: environment variable TEST_STORE_TOKEN is not set"),
