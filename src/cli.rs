@@ -387,7 +387,11 @@ async fn demo(products: usize, bind: &str, dir: Option<&std::path::Path>) -> Res
     store.close().await;
     let exe = std::env::current_exe().map_err(|e| failed(format!("finding this program's path: {e}")))?;
     // The commands as a shell runs them: this binary, the demo's config, quoted where needed.
-    let enrichd = format!("{} --config {}", shell_word(&exe.display().to_string()), shell_word(&demo.config.display().to_string()));
+    let enrichd = format!(
+        "{} --config {}",
+        shell_word(&exe.display().to_string()),
+        shell_word(&demo.config.display().to_string())
+    );
     let sample = (crate::demo::DEMO_SAMPLE as usize).min(demo.bare);
     let announce = move |addr: SocketAddr| {
         println!("enrichd demo");
@@ -503,9 +507,9 @@ enum Work {
 async fn daemon(config: &Config, bind: Option<String>, work: Work) -> Result<(), Failure> {
     serve_daemon(config, bind, work, |addr| match work {
         Work::Pipelines => println!("enrichd daemon listening on http://{addr}"),
-        Work::UiOnly => println!(
-            "enrichd daemon listening on http://{addr} (UI only: no schedules, no workers, no undo)"
-        ),
+        Work::UiOnly => {
+            println!("enrichd daemon listening on http://{addr} (UI only: no schedules, no workers, no undo)")
+        }
     })
     .await
 }

@@ -44,7 +44,12 @@ fn without_secrets(config: &Path, args: &[&str]) -> Output {
 
 /// A config over fresh sandboxes (`products` teststore products, every `missing_every`th without
 /// a description) and `db`.
-async fn setup(db: &TestDb, products: u64, missing_every: u64, options: ConfigOptions) -> (Sandboxes, tempfile::TempDir, PathBuf) {
+async fn setup(
+    db: &TestDb,
+    products: u64,
+    missing_every: u64,
+    options: ConfigOptions,
+) -> (Sandboxes, tempfile::TempDir, PathBuf) {
     let sb = sandboxes(products, missing_every).await;
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), &db.url, &sb, &options);
@@ -147,7 +152,8 @@ async fn read_only_commands_need_no_secrets(db: &TestDb) {
     for (what, out) in [("run", &run_out), ("check", &check), ("daemon", &full)] {
         assert_eq!(out.status.code(), Some(2), "{what}: {}", text(out));
         assert!(
-            text(out).contains("enrichd.toml: connections.shop.token: environment variable TEST_STORE_TOKEN is not set"),
+            text(out)
+                .contains("enrichd.toml: connections.shop.token: environment variable TEST_STORE_TOKEN is not set"),
             "{what}: {}",
             text(out)
         );
@@ -167,7 +173,8 @@ async fn dry_run_lists_records_and_fields(db: &TestDb) {
     }
     assert!(listed.contains("9 records read, 3 would be enriched"), "{listed}");
 
-    let json: Value = serde_json::from_str(&expect(cfg, &["run", "catalogue", "--dry-run", "--json"], 0).await).unwrap();
+    let json: Value =
+        serde_json::from_str(&expect(cfg, &["run", "catalogue", "--dry-run", "--json"], 0).await).unwrap();
     assert_eq!((json["read"].as_u64(), json["candidates"].as_u64()), (Some(9), Some(3)), "{json}");
     assert_eq!(json["fields"]["description"].as_u64(), Some(3), "{json}");
     let records = json["records"].as_array().unwrap();
@@ -284,7 +291,8 @@ fn a_bad_cron_names_the_field_out_of_range() {
         ("75 0 3 * * *", "second 75 is out of range 0-59"),
         ("0 */90 * * *", "hour step 90 is out of range 1-23"),
     ] {
-        let out = check_broken(|_, c| c.replace("max_attempts = 5", &format!("max_attempts = 5\nschedule = \"{cron}\"")));
+        let out =
+            check_broken(|_, c| c.replace("max_attempts = 5", &format!("max_attempts = 5\nschedule = \"{cron}\"")));
         let want = format!("pipelines.catalogue.schedule: \"{cron}\": {expected}");
         assert!(out.contains(&want), "expected {want:?} in: {out}");
     }
