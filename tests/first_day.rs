@@ -129,8 +129,8 @@ async fn read_only_commands_need_no_secrets(db: &TestDb) {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let guard = KillOnDrop(daemon.id());
     let stdout = daemon.stdout.take().unwrap();
+    let guard = KillOnDrop(daemon);
     let line = tokio::task::spawn_blocking(move || {
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line).unwrap();
@@ -339,8 +339,8 @@ async fn the_demo_prints_commands_that_work_and_writes_plausible_copy() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let guard = KillOnDrop(child.id());
     let stdout = child.stdout.take().unwrap();
+    let guard = KillOnDrop(child);
     let lines = tokio::task::spawn_blocking(move || {
         let mut lines = Vec::new();
         for line in BufReader::new(stdout).lines() {
@@ -437,15 +437,18 @@ fn http_get(addr: &str, path: &str) -> String {
     response
 }
 
-/// Stops a child process (SIGTERM) when the test ends, passing or failing.
-struct KillOnDrop(u32);
+/// Stops a child process (SIGTERM, then SIGKILL) and reaps it when the test ends, passing or failing.
+struct KillOnDrop(std::process::Child);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
-        // SAFETY: signalling our own child process.
-        unsafe { libc::kill(self.0 as i32, libc::SIGTERM) };
-        std::thread::sleep(Duration::from_millis(500));
-        // SAFETY: as above; it may already have exited.
-        unsafe { libc::kill(self.0 as i32, libc::SIGKILL) };
+        // SAFETY: signalling our own child process, not yet reaped.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        let start = Instant::now();
+        while matches!(self.0.try_wait(), Ok(None)) && start.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
