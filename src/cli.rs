@@ -61,6 +61,10 @@ enum Command {
         /// Listen here instead of `server.bind`.
         #[arg(long)]
         bind: Option<String>,
+        /// Serve only the review UI and the API: no schedules and no workers, so the shop's and the
+        /// model's secrets are not needed (reviewing works; undo does not).
+        #[arg(long)]
+        ui_only: bool,
     },
     /// Run a pipeline now (or resume its unfinished run) and exit when nothing is left that does not
     /// need a human.
@@ -157,10 +161,17 @@ enum Command {
 }
 
 impl Command {
-    /// Whether the command connects to a shop or a model, or serves the UI (which signs people in):
-    /// only these read the config's secrets, so looking at runs and the queue needs none.
+    /// Whether the command connects to a shop or a model: only these read all the config's secrets,
+    /// so looking at runs and the queue needs none (`daemon --ui-only` reads only `server.auth`'s).
     fn connects(&self) -> bool {
-        !matches!(self, Command::Migrate | Command::Status { .. } | Command::Resume { .. } | Command::Review(_))
+        !matches!(
+            self,
+            Command::Migrate
+                | Command::Status { .. }
+                | Command::Resume { .. }
+                | Command::Review(_)
+                | Command::Daemon { ui_only: true, .. }
+        )
     }
 }
 
@@ -308,6 +319,8 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
     let mut config = Config::read(&cli.config).map_err(|e| config_error(e.to_string()))?;
     if cli.command.connects() {
         config.resolve_secrets().map_err(|e| config_error(e.to_string()))?;
+    } else if matches!(cli.command, Command::Daemon { .. }) {
+        config.resolve_server_secrets().map_err(|e| config_error(e.to_string()))?;
     }
     match cli.command {
         Command::Check { offline } => check(&config, offline).await,
@@ -317,7 +330,9 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
             store.close().await;
             Ok(())
         }
-        Command::Daemon { bind } => daemon(&config, bind).await,
+        Command::Daemon { bind, ui_only } => {
+            daemon(&config, bind, if ui_only { Work::UiOnly } else { Work::Pipelines }).await
+        }
         Command::Run { pipeline, limit, dry_run, list, json } => {
             config.pipeline(&pipeline).map_err(config_error)?;
             if dry_run {
@@ -372,7 +387,11 @@ async fn demo(products: usize, bind: &str, dir: Option<&std::path::Path>) -> Res
     store.close().await;
     let exe = std::env::current_exe().map_err(|e| failed(format!("finding this program's path: {e}")))?;
     // The commands as a shell runs them: this binary, the demo's config, quoted where needed.
-    let enrichd = format!("{} --config {}", shell_word(&exe.display().to_string()), shell_word(&demo.config.display().to_string()));
+    let enrichd = format!(
+        "{} --config {}",
+        shell_word(&exe.display().to_string()),
+        shell_word(&demo.config.display().to_string())
+    );
     let sample = (crate::demo::DEMO_SAMPLE as usize).min(demo.bare);
     let announce = move |addr: SocketAddr| {
         println!("enrichd demo");
@@ -397,7 +416,7 @@ async fn demo(products: usize, bind: &str, dir: Option<&std::path::Path>) -> Res
         println!("  status    {enrichd} status {}", run.id);
         demo
     };
-    let demo = serve_daemon(&config, None, announce).await?;
+    let demo = serve_daemon(&config, None, Work::Pipelines, announce).await?;
     drop(demo);
     Ok(())
 }
@@ -476,8 +495,23 @@ async fn shutdown_signal() {
     }
 }
 
-async fn daemon(config: &Config, bind: Option<String>) -> Result<(), Failure> {
-    serve_daemon(config, bind, |addr| println!("enrichd daemon listening on http://{addr}")).await.map(|_| ())
+/// What a daemon does besides serving the UI and API.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Work {
+    /// Schedules and workers for every pipeline.
+    Pipelines,
+    /// Nothing: `--ui-only`.
+    UiOnly,
+}
+
+async fn daemon(config: &Config, bind: Option<String>, work: Work) -> Result<(), Failure> {
+    serve_daemon(config, bind, work, |addr| match work {
+        Work::Pipelines => println!("enrichd daemon listening on http://{addr}"),
+        Work::UiOnly => {
+            println!("enrichd daemon listening on http://{addr} (UI only: no schedules, no workers, no undo)")
+        }
+    })
+    .await
 }
 
 /// Runs the daemon until SIGTERM/SIGINT; `announce` is told the address once the server listens,
@@ -485,22 +519,28 @@ async fn daemon(config: &Config, bind: Option<String>) -> Result<(), Failure> {
 async fn serve_daemon<T>(
     config: &Config,
     bind: Option<String>,
+    work: Work,
     announce: impl FnOnce(SocketAddr) -> T,
 ) -> Result<T, Failure> {
     let bind = bind.unwrap_or_else(|| config.server.bind.clone());
     let site = crate::server::Site::from_config(config);
     crate::server::check_bind(&bind, &site.access).await.map_err(config_error)?;
     let store = open_store(config).await?;
-    let engine = Arc::new(Engine::build(config, store.clone()));
+    let engine = Arc::new(match work {
+        Work::Pipelines => Engine::build(config, store.clone()),
+        Work::UiOnly => Engine::build_for_looking(config, store.clone()),
+    });
     let stop = CancellationToken::new();
     let upkeep_stop = CancellationToken::new();
     let tracker = TaskTracker::new();
     let (addr, server) =
         crate::server::serve(engine.clone(), site, &bind, upkeep_stop.clone()).await.map_err(failed)?;
-    let upkeep = engine.spawn_upkeep(upkeep_stop.clone());
+    // A daemon that works nothing holds no leases and takes no share of the providers' rate limits.
+    let upkeep = (work == Work::Pipelines).then(|| engine.spawn_upkeep(upkeep_stop.clone()));
     let schedules: Vec<crate::scheduler::Schedule> = config
         .pipelines
         .iter()
+        .filter(|_| work == Work::Pipelines)
         .filter_map(|(name, p)| {
             Some(crate::scheduler::Schedule {
                 pipeline: name.clone(),
@@ -531,7 +571,9 @@ async fn serve_daemon<T>(
         let _ = tokio::time::timeout(Duration::from_secs(2), w).await;
     }
     upkeep_stop.cancel();
-    let _ = upkeep.await;
+    if let Some(upkeep) = upkeep {
+        let _ = upkeep.await;
+    }
     let _ = server.await;
     store.close().await;
     tracing::info!("enrichd daemon stopped");

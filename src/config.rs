@@ -88,6 +88,8 @@ pub struct Config {
     pub task_files: BTreeMap<String, PathBuf>,
     /// Whether [`Config::resolve_secrets`] has read the secrets.
     secrets_resolved: bool,
+    /// Whether `server.auth`'s secrets have been read (by either resolve call).
+    server_secrets_resolved: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -795,18 +797,11 @@ impl Config {
         if self.secrets_resolved {
             return Ok(());
         }
+        self.resolve_server_secrets()?;
         let file = self.file.clone();
         let mut secrets: Vec<(String, &mut Secret)> = Vec::new();
         if let Some(s) = self.database.secret_key.as_mut() {
             secrets.push(("database.secret_key".into(), s));
-        }
-        if let Some(auth) = self.server.auth.as_mut() {
-            if let Some(s) = auth.password.as_mut() {
-                secrets.push(("server.auth.password".into(), s));
-            }
-            if let Some(s) = auth.token.as_mut() {
-                secrets.push(("server.auth.token".into(), s));
-            }
         }
         for (name, conn) in self.connections.iter_mut() {
             let at = |key: &str| format!("connections.{name}.{key}");
@@ -832,6 +827,24 @@ impl Config {
             secret.resolve().map_err(|m| err(&file, path, m))?;
         }
         self.secrets_resolved = true;
+        Ok(())
+    }
+
+    /// Reads only `server.auth`'s secrets: what the UI needs to sign people in, for a daemon that
+    /// serves the UI without working pipelines (`enrichd daemon --ui-only`).
+    pub fn resolve_server_secrets(&mut self) -> Result<(), ConfigError> {
+        if self.server_secrets_resolved {
+            return Ok(());
+        }
+        let file = self.file.clone();
+        if let Some(auth) = self.server.auth.as_mut() {
+            for (key, secret) in [("password", auth.password.as_mut()), ("token", auth.token.as_mut())] {
+                if let Some(secret) = secret {
+                    secret.resolve().map_err(|m| err(&file, format!("server.auth.{key}"), m))?;
+                }
+            }
+        }
+        self.server_secrets_resolved = true;
         Ok(())
     }
 
@@ -949,6 +962,7 @@ impl Config {
             pipelines,
             task_files,
             secrets_resolved: false,
+            server_secrets_resolved: false,
         };
         config.validate()?;
         Ok(config)

@@ -123,6 +123,10 @@ mod tests {
         assert_eq!(parse_cron("*/15 * * * *").unwrap(), "0 */15 * * * *");
         assert_eq!(parse_cron("30 0 2 * * *").unwrap(), "30 0 2 * * *");
         assert!(parse_cron("* * *").unwrap_err().contains("has 3 fields"));
-        assert!(parse_cron("99 * * * *").unwrap_err().contains("not a valid cron"));
+        assert!(parse_cron("99 * * * *").unwrap_err().contains("minute 99 is out of range 0-59"));
+        assert!(parse_cron("0 3 * * 1-9").unwrap_err().contains("day of week 9 is out of range 0-7"));
+        assert!(parse_cron("0 3 * * MON-FRI").is_ok());
+        assert!(parse_cron("0 3 L * *").is_ok());
+        assert!(parse_cron("x * * * *").unwrap_err().contains("not a valid cron"));
     }
 }

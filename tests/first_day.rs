@@ -44,7 +44,12 @@ fn without_secrets(config: &Path, args: &[&str]) -> Output {
 
 /// A config over fresh sandboxes (`products` teststore products, every `missing_every`th without
 /// a description) and `db`.
-async fn setup(db: &TestDb, products: u64, missing_every: u64, options: ConfigOptions) -> (Sandboxes, tempfile::TempDir, PathBuf) {
+async fn setup(
+    db: &TestDb,
+    products: u64,
+    missing_every: u64,
+    options: ConfigOptions,
+) -> (Sandboxes, tempfile::TempDir, PathBuf) {
     let sb = sandboxes(products, missing_every).await;
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), &db.url, &sb, &options);
@@ -114,10 +119,41 @@ async fn read_only_commands_need_no_secrets(db: &TestDb) {
     assert!(text(&list).contains("2 item(s) match"), "{}", text(&list));
     assert_eq!(show.status.code(), Some(0), "review show: {}", text(&show));
     assert_eq!(migrate.status.code(), Some(0), "migrate: {}", text(&migrate));
-    for (what, out) in [("run", &run_out), ("check", &check)] {
+    // The UI for looking: a daemon serving only the UI and API needs no shop or model secret.
+    let mut daemon = Command::new(env!("CARGO_BIN_EXE_enrichd"))
+        .args(["--config", config.to_str().unwrap(), "daemon", "--ui-only", "--bind", "127.0.0.1:0"])
+        .env_remove("TEST_STORE_TOKEN")
+        .env_remove("TEST_PROVIDER_KEY")
+        .env("ENRICHD_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = daemon.stdout.take().unwrap();
+    let guard = KillOnDrop(daemon);
+    let line = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        line
+    })
+    .await
+    .unwrap();
+    let addr = line.split("http://").nth(1).and_then(|r| r.split_whitespace().next()).unwrap_or_default().to_owned();
+    assert!(addr.starts_with("127.0.0.1:"), "daemon --ui-only did not start: {line:?}");
+    let runs = tokio::task::spawn_blocking(move || http_get(&addr, "/api/runs")).await.unwrap();
+    assert!(runs.starts_with("HTTP/1.1 200"), "{runs}");
+    assert!(runs.contains(&format!("\"id\":{}", run.id)), "{runs}");
+    drop(guard);
+    let cfg_owned = config.clone();
+    let full = tokio::task::spawn_blocking(move || without_secrets(&cfg_owned, &["daemon", "--bind", "127.0.0.1:0"]))
+        .await
+        .unwrap();
+
+    for (what, out) in [("run", &run_out), ("check", &check), ("daemon", &full)] {
         assert_eq!(out.status.code(), Some(2), "{what}: {}", text(out));
         assert!(
-            text(out).contains("enrichd.toml: connections.shop.token: environment variable TEST_STORE_TOKEN is not set"),
+            text(out)
+                .contains("enrichd.toml: connections.shop.token: environment variable TEST_STORE_TOKEN is not set"),
             "{what}: {}",
             text(out)
         );
@@ -137,7 +173,8 @@ async fn dry_run_lists_records_and_fields(db: &TestDb) {
     }
     assert!(listed.contains("9 records read, 3 would be enriched"), "{listed}");
 
-    let json: Value = serde_json::from_str(&expect(cfg, &["run", "catalogue", "--dry-run", "--json"], 0).await).unwrap();
+    let json: Value =
+        serde_json::from_str(&expect(cfg, &["run", "catalogue", "--dry-run", "--json"], 0).await).unwrap();
     assert_eq!((json["read"].as_u64(), json["candidates"].as_u64()), (Some(9), Some(3)), "{json}");
     assert_eq!(json["fields"]["description"].as_u64(), Some(3), "{json}");
     let records = json["records"].as_array().unwrap();
@@ -254,7 +291,8 @@ fn a_bad_cron_names_the_field_out_of_range() {
         ("75 0 3 * * *", "second 75 is out of range 0-59"),
         ("0 */90 * * *", "hour step 90 is out of range 1-23"),
     ] {
-        let out = check_broken(|_, c| c.replace("max_attempts = 5", &format!("max_attempts = 5\nschedule = \"{cron}\"")));
+        let out =
+            check_broken(|_, c| c.replace("max_attempts = 5", &format!("max_attempts = 5\nschedule = \"{cron}\"")));
         let want = format!("pipelines.catalogue.schedule: \"{cron}\": {expected}");
         assert!(out.contains(&want), "expected {want:?} in: {out}");
     }
@@ -301,8 +339,8 @@ async fn the_demo_prints_commands_that_work_and_writes_plausible_copy() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let guard = KillOnDrop(child.id());
     let stdout = child.stdout.take().unwrap();
+    let guard = KillOnDrop(child);
     let lines = tokio::task::spawn_blocking(move || {
         let mut lines = Vec::new();
         for line in BufReader::new(stdout).lines() {
@@ -399,15 +437,18 @@ fn http_get(addr: &str, path: &str) -> String {
     response
 }
 
-/// Stops a child process (SIGTERM) when the test ends, passing or failing.
-struct KillOnDrop(u32);
+/// Stops a child process (SIGTERM, then SIGKILL) and reaps it when the test ends, passing or failing.
+struct KillOnDrop(std::process::Child);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
-        // SAFETY: signalling our own child process.
-        unsafe { libc::kill(self.0 as i32, libc::SIGTERM) };
-        std::thread::sleep(Duration::from_millis(500));
-        // SAFETY: as above; it may already have exited.
-        unsafe { libc::kill(self.0 as i32, libc::SIGKILL) };
+        // SAFETY: signalling our own child process, not yet reaped.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        let start = Instant::now();
+        while matches!(self.0.try_wait(), Ok(None)) && start.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }

@@ -111,9 +111,20 @@ impl Engine {
                 (name.clone(), Arc::new(pipeline))
             })
             .collect();
-        let owner =
-            format!("{}-{}-{}", hostname(), std::process::id(), &uuid::Uuid::new_v4().simple().to_string()[..8]);
-        Engine { store, pipelines, connectors, providers, owner, daemon: config.daemon.clone() }
+        Engine { store, pipelines, connectors, providers, owner: owner_name(), daemon: config.daemon.clone() }
+    }
+
+    /// An engine for a daemon that only serves the UI and API (`enrichd daemon --ui-only`): the
+    /// store, and no connection, provider or pipeline, so nothing connects to a shop or a model.
+    pub fn build_for_looking(config: &Config, store: Store) -> Engine {
+        Engine {
+            store,
+            pipelines: BTreeMap::new(),
+            connectors: BTreeMap::new(),
+            providers: BTreeMap::new(),
+            owner: owner_name(),
+            daemon: config.daemon.clone(),
+        }
     }
 
     pub fn lease(&self) -> Duration {
@@ -295,6 +306,11 @@ pub async fn drain(engine: &Engine, tracker: &TaskTracker, grace: Duration) {
         Ok(n) => tracing::info!(items = n, "released leases at shutdown"),
         Err(e) => tracing::error!(error = %e, "releasing leases failed; they will expire instead"),
     }
+}
+
+/// This process's lease owner name: host, process id and a random suffix.
+fn owner_name() -> String {
+    format!("{}-{}-{}", hostname(), std::process::id(), &uuid::Uuid::new_v4().simple().to_string()[..8])
 }
 
 fn hostname() -> String {

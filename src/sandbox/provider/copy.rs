@@ -129,7 +129,8 @@ fn description(f: &Facts) -> String {
         facts.push(format!("Price {}.", escape(price)));
     }
     let second = if facts.is_empty() { String::new() } else { format!("\n<p>{}</p>", facts.join(" ")) };
-    let mut specs: Vec<String> = f.attributes.iter().map(|(n, v)| format!("<li>{}: {}</li>", escape(n), escape(v))).collect();
+    let mut specs: Vec<String> =
+        f.attributes.iter().map(|(n, v)| format!("<li>{}: {}</li>", escape(n), escape(v))).collect();
     if !f.sku.is_empty() {
         specs.push(format!("<li>SKU: {}</li>", escape(&f.sku)));
     }
