@@ -438,7 +438,7 @@ task = "product_copy"
 provider = "sim"
 model = "gpt-4o-mini"
 concurrency = 32
-select = {{ missing = ["description"] }}
+select = {{ missing = ["description"], fill_all_missing = true }}
 review = {{ policy = "none" }}
 vars = {{ language = "English", brand_voice = "plain and factual" }}
 "#,
