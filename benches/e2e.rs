@@ -446,7 +446,7 @@ provider = "sim"
 model = "gpt-4o-mini"
 concurrency = 8
 write_linger_ms = {linger}
-select = {{ missing = ["description"] }}
+select = {{ missing = ["description"], fill_all_missing = true }}
 review = {{ policy = "none" }}
 vars = {{ language = "English", brand_voice = "plain and factual" }}
 "#,

@@ -298,7 +298,9 @@ fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("ENRICHD_LOG")
         .or_else(|_| EnvFilter::try_from_default_env())
-        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tokio_cron_scheduler=warn"));
+        // rustls-platform-verifier logs each refused certificate by its enum name; the error it
+        // causes says the same in plain words (`enrichd_connector::http::transport_error`).
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tokio_cron_scheduler=warn,rustls_platform_verifier=off"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -448,6 +450,11 @@ async fn check(config: &Config, offline: bool) -> Result<(), Failure> {
         config.tasks.len(),
         config.pipelines.len()
     );
+    for (name, p) in &config.pipelines {
+        if !config.priced(p) {
+            println!("warn  pipelines.{name}: {}; until then its spend shows as unknown", config.unpriced_message(p));
+        }
+    }
     if offline {
         return Ok(());
     }
@@ -726,12 +733,12 @@ fn summary_line(run: &Run, counts: &RunCounts) -> String {
     let reason = run.status_reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default();
     let states: Vec<String> = counts.0.iter().map(|(s, n)| format!("{s} {n}")).collect();
     format!(
-        "run {} {}{reason}: {} items — {} · ${:.4} spent, {} tokens in, {} out",
+        "run {} {}{reason}: {} items — {} · spent {}, {} tokens in, {} out",
         run.id,
         run.status,
         counts.total(),
         if states.is_empty() { "none".into() } else { states.join(", ") },
-        run.cost_micros as f64 / 1e6,
+        run.spent_text(),
         run.tokens_in,
         run.tokens_out
     )

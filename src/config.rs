@@ -345,6 +345,15 @@ pub enum ProviderConfig {
 }
 
 impl ProviderConfig {
+    /// `prices."<model>"` of this provider.
+    pub fn prices(&self) -> &BTreeMap<String, PriceConfig> {
+        match self {
+            ProviderConfig::OpenAi(c) => &c.prices,
+            ProviderConfig::Anthropic(c) => &c.prices,
+            ProviderConfig::Gemini(c) => &c.prices,
+        }
+    }
+
     /// Seconds between polls of a submitted batch.
     pub fn batch_poll_seconds(&self) -> f64 {
         match self {
@@ -645,16 +654,24 @@ pub enum Mode {
     Batch,
 }
 
-/// Which records need enriching. A record is a candidate when any listed field is missing (absent,
-/// null, empty) or shorter than its minimum; records with nothing missing are skipped.
+/// Which records need enriching, and which of their fields are proposed. A record is a candidate
+/// when any listed field is missing or shorter than its minimum; records with nothing missing are
+/// skipped. Text is measured as a customer sees it: tags and comments dropped, entities decoded,
+/// whitespace collapsed, so `<p>&nbsp;</p>` is missing.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Selector {
+    /// Fields that make a record a candidate when absent, null or empty.
     #[serde(default)]
     pub missing: Vec<String>,
-    /// Field → minimum length in characters (HTML tags not counted).
+    /// Field → minimum length in visible characters.
     #[serde(default)]
     pub min_length: BTreeMap<String, usize>,
+    /// `false` (the default): only the fields selected above are proposed. `true`: a candidate
+    /// record also gets every other field the task fills that it is missing (a product without a
+    /// description also gets its missing tags, SEO meta and alt text).
+    #[serde(default)]
+    pub fill_all_missing: bool,
 }
 
 /// `[pipelines.<name>.review]`: who approves proposals. Keys beyond `policy` belong to one policy
@@ -1126,11 +1143,33 @@ impl Config {
             if p.budget_usd.is_some_and(|b| !(b.is_finite() && b > 0.0)) {
                 return Err(err(file, at("budget_usd"), "must be a positive amount"));
             }
+            if p.budget_usd.is_some() && !self.priced(p) {
+                return Err(err(file, at("budget_usd"), self.unpriced_message(p)));
+            }
             if let Some(cron) = &p.schedule {
                 crate::scheduler::parse_cron(cron).map_err(|m| err(file, at("schedule"), m))?;
             }
         }
         Ok(())
+    }
+
+    /// Whether the model of pipeline `p` has a price (its provider's `prices."<model>"` or the
+    /// built-in table), so its spend is known and a budget binds.
+    pub fn priced(&self, p: &PipelineConfig) -> bool {
+        self.providers.get(&p.provider).is_some_and(|c| crate::provider::known_price(c, &p.model).is_some())
+    }
+
+    /// Why pipeline `p`'s spend is unknown, and the fix.
+    pub fn unpriced_message(&self, p: &PipelineConfig) -> String {
+        format!(
+            "model {:?} on provider {:?} has no known price; add [providers.{}.prices.\"{}\"] with input/output per million tokens (built-in prices, as of {}, cover: {})",
+            p.model,
+            p.provider,
+            p.provider,
+            p.model,
+            crate::provider::BUILT_IN_PRICES_AS_OF,
+            crate::provider::priced_models().join(", ")
+        )
     }
 
     /// The pipeline named `name`, or an error listing the known ones.

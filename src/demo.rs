@@ -121,7 +121,9 @@ task = "product_copy"
 provider = "model"
 model = "{model}"
 concurrency = 8
-select = {{ missing = ["description"] }}
+# Products missing a description are candidates; fill_all_missing: each also gets whatever else the
+# task fills that it is missing (short description, SEO title and meta description, alt text, tags).
+select = {{ missing = ["description"], fill_all_missing = true }}
 review = {{ policy = "sample_first", sample = {sample} }}
 vars = {{ language = "English", brand_voice = "plain, factual and helpful", weight_unit = "kg", dimension_unit = "cm" }}
 "#,

@@ -5,9 +5,10 @@ use serde_json::Value;
 
 use crate::config::Selector;
 
-/// The record fields to fill: selector fields that are missing or too short; and, when the record
-/// is a candidate at all, any other field the task fills that is empty. Fields with content that
-/// the selector accepts are never proposed, so nothing a human wrote is overwritten.
+/// The record fields to fill: selector fields that are missing or too short. With
+/// `fill_all_missing`, also every other field the task fills that is missing, when the record is a
+/// candidate at all. Fields with content that the selector accepts are never proposed, so nothing a
+/// human wrote is overwritten.
 pub fn wanted_fields<'a>(
     selector: &Selector,
     task_fields: impl Iterator<Item = &'a String>,
@@ -24,7 +25,7 @@ pub fn wanted_fields<'a>(
             wanted.push(field.clone());
         }
     }
-    if wanted.is_empty() {
+    if wanted.is_empty() || !selector.fill_all_missing {
         return wanted;
     }
     for field in task_fields {
@@ -83,18 +84,19 @@ pub fn fillable_elements(current: Option<&Value>, proposed: &Value) -> Option<Va
     (!keep.is_empty()).then_some(Value::Array(keep))
 }
 
-/// Absent, null, blank text, or an empty list or object.
+/// Absent, null, text a customer would see as empty (blank, or only tags, entities like `&nbsp;`
+/// and whitespace: `<p>&nbsp;</p>`), or an empty list or object.
 pub fn is_missing(value: Option<&Value>) -> bool {
     match value {
         None | Some(Value::Null) => true,
-        Some(Value::String(s)) => s.trim().is_empty(),
+        Some(Value::String(s)) => visible_chars(s) == 0,
         Some(Value::Array(a)) => a.is_empty(),
         Some(Value::Object(o)) => o.is_empty(),
         Some(_) => false,
     }
 }
 
-/// Visible characters of a text field, HTML tags not counted.
+/// Visible characters of a text field (see [`visible_chars`]).
 fn text_len(value: Option<&Value>) -> usize {
     let Some(Value::String(s)) = value else {
         return if is_missing(value) { 0 } else { usize::MAX };
@@ -102,22 +104,92 @@ fn text_len(value: Option<&Value>) -> usize {
     visible_chars(s)
 }
 
-/// Characters of `s` outside HTML tags, surrounding whitespace not counted.
+/// The characters of `s` a customer sees: HTML tags, comments and the content of `script` and
+/// `style` elements dropped, entities decoded (`&amp;` is one character, `&nbsp;` a space), runs of
+/// whitespace counted as one and surrounding whitespace not at all.
 pub fn visible_chars(s: &str) -> usize {
-    let visible: String = {
-        let mut out = String::new();
-        let mut in_tag = false;
-        for c in s.chars() {
-            match c {
-                '<' => in_tag = true,
-                '>' if in_tag => in_tag = false,
-                _ if !in_tag => out.push(c),
-                _ => {}
-            }
+    let mut count = 0;
+    // Whitespace seen since the last visible character; counted once, when more text follows.
+    let mut pending_space = false;
+    let mut push = |c: char, count: &mut usize| {
+        if c.is_whitespace() || matches!(c, '\u{200b}' | '\u{feff}') {
+            pending_space = *count > 0;
+        } else {
+            *count += 1 + usize::from(pending_space);
+            pending_space = false;
         }
-        out
     };
-    visible.trim().chars().count()
+    let mut rest = s;
+    while let Some(c) = rest.chars().next() {
+        if c == '<'
+            && let Some(after) = skip_markup(rest)
+        {
+            rest = after;
+            continue;
+        }
+        if c == '&'
+            && let Some((decoded, len)) = entity(rest)
+        {
+            push(decoded, &mut count);
+            rest = &rest[len..];
+            continue;
+        }
+        push(c, &mut count);
+        rest = &rest[c.len_utf8()..];
+    }
+    count
+}
+
+/// `rest` after the markup it starts with: a comment, a `script`/`style` element with its content,
+/// or one tag. `None` when the `<` starts no tag (`a < b`): it is text.
+fn skip_markup(rest: &str) -> Option<&str> {
+    if let Some(after) = rest.strip_prefix("<!--") {
+        return Some(after.find("-->").map_or("", |end| &after[end + 3..]));
+    }
+    let starts_tag = rest[1..].chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '/' || c == '!');
+    if !starts_tag {
+        return None;
+    }
+    let lower: String = rest.chars().take(8).collect::<String>().to_ascii_lowercase();
+    for element in ["script", "style"] {
+        if lower.strip_prefix('<').is_some_and(|l| l.starts_with(element)) {
+            let close = format!("</{element}");
+            let rest_lower = rest.to_ascii_lowercase();
+            return Some(match rest_lower.find(&close) {
+                Some(at) => rest[at..].find('>').map_or("", |end| &rest[at + end + 1..]),
+                None => "",
+            });
+        }
+    }
+    Some(rest.find('>').map_or("", |end| &rest[end + 1..]))
+}
+
+/// The character an entity at the start of `rest` stands for, and the entity's length. Named
+/// entities not listed here still stand for one visible character.
+fn entity(rest: &str) -> Option<(char, usize)> {
+    let end = rest[1..].find(';').filter(|&e| (1..=32).contains(&e))? + 1;
+    let name = &rest[1..end];
+    let decoded = if let Some(num) = name.strip_prefix('#') {
+        let code = match num.strip_prefix(['x', 'X']) {
+            Some(hex) => u32::from_str_radix(hex, 16).ok()?,
+            None => num.parse().ok()?,
+        };
+        char::from_u32(code).unwrap_or('\u{fffd}')
+    } else if name.chars().all(|c| c.is_ascii_alphanumeric()) {
+        match name {
+            "nbsp" | "ensp" | "emsp" | "thinsp" => ' ',
+            "zwsp" | "zwnj" | "zwj" => '\u{200b}',
+            "amp" => '&',
+            "lt" => '<',
+            "gt" => '>',
+            "quot" => '"',
+            "apos" => '\'',
+            _ => '\u{fffd}',
+        }
+    } else {
+        return None;
+    };
+    Some((decoded, end + 1))
 }
 
 #[cfg(test)]
@@ -140,6 +212,7 @@ mod tests {
         Selector {
             missing: missing.iter().map(|s| s.to_string()).collect(),
             min_length: min.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+            fill_all_missing: true,
         }
     }
 
@@ -177,5 +250,12 @@ mod tests {
         assert_eq!(text_len(Some(&json!("<p>abc</p>"))), 3);
         assert_eq!(text_len(Some(&json!("héllo"))), 5);
         assert_eq!(text_len(None), 0);
+        assert_eq!(visible_chars("<p>&nbsp;</p>\n<p> </p>"), 0);
+        assert_eq!(visible_chars("<p>Fish &amp; chips</p>\n\n<p>now</p>"), 16);
+        assert_eq!(visible_chars("a &lt; b &#8211; c&hellip;"), 10);
+        assert_eq!(visible_chars("<!-- note --><style>p{}</style><script>x()</script>ok"), 2);
+        assert_eq!(visible_chars("1 < 2"), 5);
+        assert!(is_missing(Some(&json!("<p>&nbsp;</p>"))));
+        assert!(is_missing(Some(&json!("<div>\n  <br/>  </div>"))));
     }
 }

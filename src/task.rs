@@ -42,6 +42,8 @@ pub struct Task {
     pub checks: BTreeMap<String, FieldCheck>,
     /// Mapped answer property → a validator of that property alone, for reviewer edits.
     property_validators: BTreeMap<String, jsonschema::Validator>,
+    /// Validators of narrowed schemas (see [`Task::schema_for`]), by the properties left out.
+    narrowed: std::sync::Mutex<BTreeMap<Vec<String>, std::sync::Arc<jsonschema::Validator>>>,
 }
 
 /// Why a reviewer's edit of a proposal was refused.
@@ -158,6 +160,7 @@ impl Task {
             temperature: cfg.temperature,
             html: cfg.html.clone(),
             checks: cfg.checks.clone(),
+            narrowed: Default::default(),
         })
     }
 
@@ -236,11 +239,63 @@ impl Task {
         out
     }
 
+    /// Answer properties that fill record fields outside `wanted`: not asked for.
+    fn unwanted(&self, wanted: &[String]) -> Vec<String> {
+        self.fields.iter().filter(|(_, field)| !wanted.contains(field)).map(|(p, _)| p.clone()).collect()
+    }
+
+    /// The answer schema for a record missing `wanted`: the properties that fill other record fields
+    /// are left out (and out of `required`), so the model is asked only for what will be proposed.
+    /// Properties mapped to no field (a confidence) stay.
+    pub fn schema_for(&self, wanted: &[String]) -> Value {
+        narrow(&self.schema, &self.unwanted(wanted))
+    }
+
+    /// The schema of a request for `records` records missing `wanted` (together): packed when
+    /// there is more than one.
+    pub fn request_schema(&self, wanted: &[String], records: usize) -> Value {
+        let schema = self.schema_for(wanted);
+        if records > 1 { packed_schema(&schema) } else { schema }
+    }
+
+    /// Checks the answer for a record missing `wanted` against [`Task::schema_for`]. Properties the
+    /// answer has for other fields are dropped first: they are never proposed, whatever they hold.
+    pub fn validate_for(&self, answer: &Value, wanted: &[String]) -> Result<(), String> {
+        let unwanted = self.unwanted(wanted);
+        if unwanted.is_empty() {
+            return self.validate(answer);
+        }
+        let validator = {
+            let mut cache = self.narrowed.lock().unwrap_or_else(|e| e.into_inner());
+            match cache.get(&unwanted) {
+                Some(v) => v.clone(),
+                None => {
+                    let v = std::sync::Arc::new(
+                        jsonschema::options()
+                            .build(&narrow(&self.schema, &unwanted))
+                            .map_err(|e| format!("task {}: narrowed schema: {e}", self.name))?,
+                    );
+                    cache.insert(unwanted.clone(), v.clone());
+                    v
+                }
+            }
+        };
+        let mut trimmed = answer.clone();
+        if let Some(map) = trimmed.as_object_mut() {
+            for property in &unwanted {
+                map.remove(property);
+            }
+        }
+        self.report(validator.iter_errors(&trimmed))
+    }
+
     /// Checks an answer against the schema; the error lists what is wrong and where.
     pub fn validate(&self, answer: &Value) -> Result<(), String> {
-        let errors: Vec<String> = self
-            .validator
-            .iter_errors(answer)
+        self.report(self.validator.iter_errors(answer))
+    }
+
+    fn report<'e>(&self, errors: impl Iterator<Item = jsonschema::ValidationError<'e>>) -> Result<(), String> {
+        let errors: Vec<String> = errors
             .take(5)
             .map(|e| {
                 let at = e.instance_path().to_string();
@@ -448,6 +503,21 @@ fn check_value(property: &str, value: &Value, check: &FieldCheck) -> Vec<String>
 }
 
 /// `{items: [{id, …schema…}]}` for packed requests.
+/// `schema` without the properties `drop`, in `properties` and `required`.
+fn narrow(schema: &Value, drop: &[String]) -> Value {
+    let mut schema = schema.clone();
+    if drop.is_empty() {
+        return schema;
+    }
+    if let Some(props) = schema.get_mut("properties").and_then(Value::as_object_mut) {
+        props.retain(|name, _| !drop.contains(name));
+    }
+    if let Some(required) = schema.get_mut("required").and_then(Value::as_array_mut) {
+        required.retain(|name| !name.as_str().is_some_and(|n| drop.iter().any(|d| d == n)));
+    }
+    schema
+}
+
 fn packed_schema(schema: &Value) -> Value {
     let mut item = schema.clone();
     if let Some(props) = item.get_mut("properties").and_then(Value::as_object_mut) {

@@ -205,7 +205,7 @@ async fn claims_lease_and_only_the_holder_finishes(db: &TestDb) {
         task_version: "t1".into(),
         warnings: vec![],
     };
-    let usage = Usage { input_tokens: 100, output_tokens: 20, cost_micros: 150 };
+    let usage = Usage { input_tokens: 100, output_tokens: 20, cost_micros: 150, unpriced: false };
     let err = store.propose(&mine[0], "worker-b", &proposal, "{}", usage, None).await.unwrap_err();
     assert!(matches!(err, StoreError::LeaseLost { .. }), "{err}");
     let proposed = store.propose(&mine[0], OWNER, &proposal, "{}", usage, None).await.unwrap();
@@ -330,7 +330,7 @@ async fn failures_are_retried_with_backoff_then_dead(db: &TestDb) {
     assert!(waited.next_attempt_at >= now_ms() + 6_500, "Retry-After of 7 s must be honoured");
 
     // A non-retryable error is dead at once, with the reason and the raw output kept, and its cost counted.
-    let cost = Usage { input_tokens: 10, output_tokens: 5, cost_micros: 42 };
+    let cost = Usage { input_tokens: 10, output_tokens: 5, cost_micros: 42, unpriced: false };
     let dead = store
         .fail_enrichment(
             &items[1],
@@ -533,7 +533,7 @@ async fn budget_stops_claiming_and_pauses_the_run(db: &TestDb) {
             OWNER,
             &proposal,
             "{}",
-            Usage { input_tokens: 1, output_tokens: 1, cost_micros: 1_200 },
+            Usage { input_tokens: 1, output_tokens: 1, cost_micros: 1_200, unpriced: false },
             None,
         )
         .await
@@ -686,7 +686,7 @@ async fn concurrent_proposals_land_together_and_fail_alone(db: &TestDb) {
     let theirs = store.claim(&claim("p", Work::Enrich, "worker-b", 100, lease)).await.unwrap();
     assert_eq!(theirs.iter().map(|i| i.id).collect::<HashSet<_>>(), stolen);
 
-    let usage = Usage { input_tokens: 10, output_tokens: 2, cost_micros: 7 };
+    let usage = Usage { input_tokens: 10, output_tokens: 2, cost_micros: 7, unpriced: false };
     let proposals = mine.iter().map(|item| {
         let proposal = description_proposal(format!("for {}", item.external_id));
         let approve = (item.id % 2 == 0).then_some("policy:none");

@@ -105,14 +105,19 @@ impl Progress {
 fn summary_message(run: &Run, counts: &RunCounts, elapsed: Duration) -> String {
     let reason = run.status_reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default();
     format!(
-        "{} {}{reason} · failures {} · ${:.4} · {}{}",
+        "{} {}{reason} · failures {} · {} · {}{}",
         run.id,
         run.status,
         failures(counts),
-        run.cost_micros as f64 / 1e6,
+        spend(run),
         super::fmt_duration(elapsed),
         eta(run, counts, elapsed)
     )
+}
+
+/// The spend in a progress line: `$0.1234`, or `spend unknown` when the model has no price.
+fn spend(run: &Run) -> String {
+    run.spent_usd().map_or_else(|| "spend unknown".to_owned(), |usd| format!("${usd:.4}"))
 }
 
 /// Items that failed for good or are waiting to retry a write.
@@ -137,7 +142,7 @@ pub(super) fn progress_line(run: &Run, counts: &RunCounts, elapsed: Duration) ->
     let total = counts.total();
     let finished = counts.terminal() + counts.awaiting_review();
     format!(
-        "run {} [{}] {finished}/{total} · queued {} · enriching {} · review {} · writing {} · written {} · skipped {} · conflict {} · failed {} · dead {} · ${:.4} · {}{}",
+        "run {} [{}] {finished}/{total} · queued {} · enriching {} · review {} · writing {} · written {} · skipped {} · conflict {} · failed {} · dead {} · {} · {}{}",
         run.id,
         run.status,
         counts.get(Queued),
@@ -149,7 +154,7 @@ pub(super) fn progress_line(run: &Run, counts: &RunCounts, elapsed: Duration) ->
         counts.get(Conflict),
         counts.get(WriteFailed),
         counts.get(Dead),
-        run.cost_micros as f64 / 1e6,
+        spend(run),
         super::fmt_duration(elapsed),
         eta(run, counts, elapsed),
     )

@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::enrich::{
     Holder, Prepared, log_store_error, packs, prepare, prompt_for, record_completion, record_failure,
-    record_provider_error, request_for,
+    record_provider_error, request_for, schema_for,
 };
 use super::{Engine, Pipeline, pause};
 use crate::provider::{BatchLimits, BatchPoll, ProviderErrorKind};
@@ -119,7 +119,8 @@ async fn submit_run_items(
             continue;
         }
         let Some(prompt) = prompt_for(engine, pipeline, &pack).await? else { continue };
-        let request = request_for(pipeline, &prompt, pack.len());
+        let schema = schema_for(pipeline, &pack);
+        let request = request_for(pipeline, &prompt, &schema, pack.len());
         // Provider custom ids allow [a-zA-Z0-9_-]{1,64}: the first item's id names the line.
         let custom_id = format!("item-{}", pack[0].item.id);
         let body = pipeline.provider.batch_line(&custom_id, &request);

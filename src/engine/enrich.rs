@@ -176,14 +176,30 @@ pub(super) async fn prompt_for(
     }
 }
 
-/// The request for a prompt covering `records` records.
-pub(super) fn request_for<'a>(pipeline: &'a Pipeline, prompt: &'a Prompt, records: usize) -> CompletionRequest<'a> {
-    let packed = records > 1;
+/// The answer schema for `pack`: only the properties that fill fields some record of the pack is
+/// missing, packed when there is more than one record.
+pub(super) fn schema_for(pipeline: &Pipeline, pack: &[Prepared]) -> Value {
+    let mut wanted: Vec<String> = Vec::new();
+    for field in pack.iter().flat_map(|p| &p.wanted) {
+        if !wanted.contains(field) {
+            wanted.push(field.clone());
+        }
+    }
+    pipeline.task.request_schema(&wanted, pack.len())
+}
+
+/// The request for a prompt covering `records` records, answered in `schema` (see [`schema_for`]).
+pub(super) fn request_for<'a>(
+    pipeline: &'a Pipeline,
+    prompt: &'a Prompt,
+    schema: &'a Value,
+    records: usize,
+) -> CompletionRequest<'a> {
     CompletionRequest {
         model: &pipeline.config.model,
         prompt,
         schema_name: &pipeline.task.name,
-        schema: if packed { &pipeline.task.packed_schema } else { &pipeline.task.schema },
+        schema,
         max_output_tokens: pipeline.task.max_output_tokens.saturating_mul(records as u32),
         temperature: pipeline.task.temperature,
     }
@@ -206,7 +222,7 @@ pub(super) async fn record_answer(
     raw: &str,
     usage: Usage,
 ) -> Result<(), StoreError> {
-    let checked = pipeline.task.validate(answer).and_then(|()| {
+    let checked = pipeline.task.validate_for(answer, &prepared.wanted).and_then(|()| {
         let proposal = pipeline.task.proposal(&prepared.record, answer, &prepared.wanted, &pipeline.config.model);
         if proposal.fields.is_empty() {
             Err(format!("the answer has no value for the missing fields ({})", prepared.wanted.join(", ")))
@@ -323,6 +339,7 @@ pub(super) fn share(pipeline: &Pipeline, usage: TokenUsage, n: usize) -> Usage {
         input_tokens: whole.input_tokens / n,
         output_tokens: whole.output_tokens / n,
         cost_micros: whole.cost_micros / n,
+        unpriced: whole.unpriced,
     }
 }
 
@@ -384,7 +401,8 @@ async fn enrich_pack(engine: &Engine, pipeline: &Pipeline, items: Vec<Item>) -> 
     let Some(prompt) = prompt_for(engine, pipeline, &pack).await? else {
         return Ok(());
     };
-    let request = request_for(pipeline, &prompt, pack.len());
+    let schema = schema_for(pipeline, &pack);
+    let request = request_for(pipeline, &prompt, &schema, pack.len());
     let holder = Holder::Lease(&engine.owner);
     let started = std::time::Instant::now();
     let result = pipeline.provider.complete(&request).await;

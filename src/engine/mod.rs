@@ -43,12 +43,14 @@ impl Pipeline {
     /// Prices `usage` on this pipeline's model: the providers' batch APIs (mode = "batch") bill
     /// half the realtime price.
     fn usage(&self, usage: TokenUsage) -> Usage {
-        let realtime = self.provider.cost_micros(&self.config.model, usage).unwrap_or(0);
+        let priced = self.provider.cost_micros(&self.config.model, usage);
+        let realtime = priced.unwrap_or(0);
         let cost_micros = match self.config.mode {
             crate::config::Mode::Batch => (realtime as f64 * crate::estimate::BATCH_DISCOUNT).round() as i64,
             crate::config::Mode::Realtime => realtime,
         };
-        Usage { input_tokens: usage.input, output_tokens: usage.output, cost_micros }
+        let unpriced = priced.is_none() && (usage.input > 0 || usage.output > 0);
+        Usage { input_tokens: usage.input, output_tokens: usage.output, cost_micros, unpriced }
     }
 }
 

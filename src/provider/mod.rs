@@ -6,7 +6,6 @@ mod gemini;
 pub mod limit;
 mod openai;
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -321,19 +320,94 @@ pub(crate) fn schema_name(name: &str) -> String {
     if cleaned.is_empty() { "answer".into() } else { cleaned }
 }
 
-/// Built-in prices (USD per million tokens), from `shared/research/ai_providers.md` §6. Config
-/// `[providers.<name>.prices."<model>"]` overrides them: prices change often.
+/// When the built-in prices were taken: the newest source date in [`BUILT_IN_PRICES`]. Prices change
+/// often; `[providers.<name>.prices."<model>"]` overrides or extends the table.
+pub const BUILT_IN_PRICES_AS_OF: &str = "2026-09-20";
+
+/// One model's published price, USD per million tokens.
+#[derive(Debug, Clone, Copy)]
+pub struct BuiltInPrice {
+    pub model: &'static str,
+    pub input: f64,
+    /// Cached input (prompt-cache read); the input price when the source gives none.
+    pub cached_input: Option<f64>,
+    pub output: f64,
+    /// The last day this price applies, when the provider announced a change (`YYYY-MM-DD`).
+    pub until: Option<&'static str>,
+    /// Where the price is from, and that source's date.
+    pub source: &'static str,
+}
+
+/// The built-in price table: the models of OpenAI, Anthropic and Gemini whose realtime prices
+/// `shared/research/ai_providers.md` §6 documents (compiled 2026-11-22), with each price's source
+/// and date. Models the research does not price are not listed: they need `prices."<model>"`.
+/// Batch mode bills half of these (see `estimate::BATCH_DISCOUNT`).
+pub const BUILT_IN_PRICES: &[BuiltInPrice] = &[
+    price("gpt-4o-mini", 0.15, Some(0.075), 0.60, "pydantic/genai-prices openai.yml, 2026-08-21"),
+    price("gpt-4.1-mini", 0.40, Some(0.10), 1.60, "pydantic/genai-prices openai.yml, 2026-08-21"),
+    price("gpt-5-mini", 0.25, Some(0.025), 2.00, "pydantic/genai-prices openai.yml, 2026-08-21"),
+    price("gpt-5.4-mini", 0.75, Some(0.075), 4.50, "api-evangelist/openai plans/openai-plans-pricing.yml, 2026-05-04"),
+    price("gpt-5.4-nano", 0.20, Some(0.02), 1.25, "api-evangelist/openai plans/openai-plans-pricing.yml, 2026-05-04"),
+    // Cache writes (1.25× input for 5 minutes) are not counted: enrichd sends no cache_control.
+    price("claude-haiku-4-5", 1.00, Some(0.10), 5.00, "platform.claude.com about-claude/pricing, 2026-08-21"),
+    price("gemini-2.5-flash", 0.30, Some(0.03), 2.50, "pydantic/genai-prices google.yml, 2026-08-21 (text input)"),
+    price("gemini-2.5-flash-lite", 0.10, Some(0.01), 0.40, "pydantic/genai-prices google.yml, 2026-08-21"),
+    price("gemini-2.0-flash", 0.10, Some(0.025), 0.40, "pydantic/genai-prices google.yml, 2026-08-21"),
+    price("gemini-2.0-flash-lite", 0.075, None, 0.30, "pydantic/genai-prices google.yml, 2026-08-21"),
+    price("gemini-3.5-flash", 1.50, None, 9.00, "api-evangelist/gemini pricing, 2026-09-20"),
+    BuiltInPrice {
+        until: Some("2026-12-31"),
+        ..price("gemini-3.8-flash", 0.75, None, 3.75, "api-evangelist/gemini pricing, 2026-09-20")
+    },
+    price("gemini-3.8-flash", 1.50, None, 7.50, "api-evangelist/gemini pricing, 2026-09-20 (from 2027-01-01)"),
+];
+
+const fn price(
+    model: &'static str,
+    input: f64,
+    cached_input: Option<f64>,
+    output: f64,
+    source: &'static str,
+) -> BuiltInPrice {
+    BuiltInPrice { model, input, cached_input, output, until: None, source }
+}
+
+/// The built-in price of `model` today. A dated snapshot (`gpt-5-mini-2025-08-07`,
+/// `claude-haiku-4-5-20251001`) costs what its alias costs.
 fn default_price(model: &str) -> Option<PriceConfig> {
-    let table: BTreeMap<&str, (f64, f64, f64)> = BTreeMap::from([
-        ("gpt-4o-mini", (0.15, 0.075, 0.60)),
-        ("gpt-4.1-mini", (0.40, 0.10, 1.60)),
-        ("gpt-5-mini", (0.25, 0.025, 2.00)),
-        ("gemini-2.5-flash", (0.30, 0.03, 2.50)),
-        ("gemini-2.5-flash-lite", (0.10, 0.01, 0.40)),
-        ("gemini-2.0-flash", (0.10, 0.025, 0.40)),
-        ("gemini-2.0-flash-lite", (0.075, 0.075, 0.30)),
-    ]);
-    table.get(model).map(|&(input, cached, output)| PriceConfig { input, output, cached_input: Some(cached) })
+    let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    let lookup = |name: &str| {
+        BUILT_IN_PRICES
+            .iter()
+            .find(|p| p.model == name && p.until.is_none_or(|until| today.as_str() <= until))
+            .map(|p| PriceConfig { input: p.input, output: p.output, cached_input: p.cached_input })
+    };
+    lookup(model).or_else(|| lookup(without_snapshot_date(model)?))
+}
+
+/// `model` without a trailing snapshot date (`-2025-08-07` or `-20251001`).
+fn without_snapshot_date(model: &str) -> Option<&str> {
+    let digits = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_digit());
+    let (base, last) = model.rsplit_once('-')?;
+    if digits(last, 8) {
+        return Some(base);
+    }
+    let (rest, month) = base.rsplit_once('-')?;
+    let (base, year) = rest.rsplit_once('-')?;
+    (digits(last, 2) && digits(month, 2) && digits(year, 4)).then_some(base)
+}
+
+/// The models the built-in table prices, once each.
+pub fn priced_models() -> Vec<&'static str> {
+    let mut models: Vec<&str> = BUILT_IN_PRICES.iter().map(|p| p.model).collect();
+    models.dedup();
+    models
+}
+
+/// The price `model` is billed at through the provider configured as `config`: its own
+/// `prices."<model>"`, else the built-in table. `None`: spend on it is unknown.
+pub fn known_price(config: &ProviderConfig, model: &str) -> Option<PriceConfig> {
+    config.prices().get(model).copied().or_else(|| default_price(model))
 }
 
 #[cfg(test)]
@@ -347,7 +421,23 @@ mod tests {
         let usage = TokenUsage { input: 1_000_000, cached_input: 400_000, output: 100_000 };
         // 600k × 0.15 + 400k × 0.075 + 100k × 0.60 = 0.09 + 0.03 + 0.06 = $0.18
         assert_eq!(p.cost_micros("gpt-4o-mini", usage), Some(180_000));
+        assert_eq!(
+            p.cost_micros("gpt-4o-mini-2024-07-18", usage),
+            Some(180_000),
+            "a snapshot costs what its alias costs"
+        );
         assert_eq!(p.cost_micros("unknown-model", usage), None);
+    }
+
+    #[test]
+    fn the_table_prices_current_models_of_every_provider() {
+        for model in ["gpt-5-mini", "gpt-5.4-nano", "claude-haiku-4-5", "claude-haiku-4-5-20251001", "gemini-2.5-flash"]
+        {
+            assert!(default_price(model).is_some(), "{model}");
+        }
+        assert_eq!(without_snapshot_date("gpt-5-mini-2025-08-07"), Some("gpt-5-mini"));
+        assert_eq!(without_snapshot_date("claude-haiku-4-5"), None);
+        assert!(BUILT_IN_PRICES.iter().all(|p| p.source.contains("20")), "every price names its source date");
     }
 }
 

@@ -314,7 +314,7 @@ fn run_view(run: &Run, counts: &RunCounts) -> RunView {
             counts.get(ItemState::Conflict),
             counts.get(ItemState::WriteFailed)
         ),
-        spend: format!("${:.4}", run.cost_micros as f64 / 1e6),
+        spend: run.spent_text(),
         eta,
         started: utc(run.created_at),
     }

@@ -190,6 +190,9 @@ pub struct Usage {
     pub input_tokens: i64,
     pub output_tokens: i64,
     pub cost_micros: i64,
+    /// The model has no known price: `cost_micros` does not count these tokens, and the run's spend
+    /// becomes unknown.
+    pub unpriced: bool,
 }
 
 impl std::ops::AddAssign for Usage {
@@ -197,8 +200,13 @@ impl std::ops::AddAssign for Usage {
         self.input_tokens += other.input_tokens;
         self.output_tokens += other.output_tokens;
         self.cost_micros += other.cost_micros;
+        self.unpriced |= other.unpriced;
     }
 }
+
+/// Adds a [`Usage`] to its run's totals: binds cost, tokens in, tokens out, unpriced (0/1), run id.
+pub(super) const ADD_RUN_USAGE: &str = "UPDATE runs SET cost_micros = cost_micros + $1, tokens_in = tokens_in + $2, \
+    tokens_out = tokens_out + $3, cost_unknown = CASE WHEN $4 <> 0 THEN 1 ELSE cost_unknown END WHERE id = $5";
 
 /// A record found by discovery.
 #[derive(Debug, Clone)]
@@ -1295,15 +1303,14 @@ pub(super) async fn apply_one(
     };
     events.push(event);
     if let Some(u) = mv.run_usage {
-        sqlx::query(
-            "UPDATE runs SET cost_micros = cost_micros + $1, tokens_in = tokens_in + $2, tokens_out = tokens_out + $3 WHERE id = $4",
-        )
-        .bind(u.cost_micros)
-        .bind(u.input_tokens)
-        .bind(u.output_tokens)
-        .bind(item.run_id)
-        .execute(&mut **tx)
-        .await?;
+        sqlx::query(ADD_RUN_USAGE)
+            .bind(u.cost_micros)
+            .bind(u.input_tokens)
+            .bind(u.output_tokens)
+            .bind(i64::from(u.unpriced))
+            .bind(item.run_id)
+            .execute(&mut **tx)
+            .await?;
     }
     Ok(Some(item))
 }

@@ -13,7 +13,8 @@ use super::{ItemState, Result, RunStatus, Store, StoreError, now_ms, parse_col, 
 
 pub(super) const RUN_COLUMNS: &str = "id, pipeline, trigger_kind, scheduled_for, status, status_reason, item_limit, max_attempts, \
     budget_micros, discovery_cursor, discovery_owner, discovery_expires_at, discovered, cost_micros, tokens_in, tokens_out, \
-    created_at, finished_at, review_phase, sample_size, auto_release_max_reject_ppm, released_at, released_by, paused_from, resumed_at, resumed_by";
+    created_at, finished_at, review_phase, sample_size, auto_release_max_reject_ppm, released_at, released_by, paused_from, resumed_at, resumed_by, \
+    cost_unknown";
 
 /// One execution of a pipeline.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -32,7 +33,11 @@ pub struct Run {
     pub discovery_owner: Option<String>,
     pub discovery_expires_at: Option<i64>,
     pub discovered: i64,
+    /// What the priced part of the run's model usage cost; see `cost_unknown`.
     pub cost_micros: i64,
+    /// Some model usage had no known price (the model is in neither the built-in table nor the
+    /// provider's `prices`): the spend is unknown, and shown so, never as `cost_micros`.
+    pub cost_unknown: bool,
     pub tokens_in: i64,
     pub tokens_out: i64,
     pub created_at: i64,
@@ -110,6 +115,7 @@ impl Run {
             discovery_expires_at: row.try_get("discovery_expires_at")?,
             discovered: row.try_get("discovered")?,
             cost_micros: row.try_get("cost_micros")?,
+            cost_unknown: row.try_get::<i64, _>("cost_unknown")? != 0,
             tokens_in: row.try_get("tokens_in")?,
             tokens_out: row.try_get("tokens_out")?,
             created_at: row.try_get("created_at")?,
@@ -134,6 +140,21 @@ impl Run {
     pub fn budget_reached(&self) -> bool {
         self.budget_micros.is_some_and(|b| self.cost_micros >= b)
     }
+
+    /// What the run spent in USD; `None` when it is unknown (see `cost_unknown`).
+    pub fn spent_usd(&self) -> Option<f64> {
+        (!self.cost_unknown).then(|| self.cost_micros as f64 / 1e6)
+    }
+
+    /// The spend for people: `$0.1234`, or `unknown` (the model has no price).
+    pub fn spent_text(&self) -> String {
+        spend_text(self.spent_usd())
+    }
+}
+
+/// `$0.1234`, or `unknown` for a spend without a known price.
+pub fn spend_text(usd: Option<f64>) -> String {
+    usd.map_or_else(|| "unknown (the model has no price)".to_owned(), |usd| format!("${usd:.4}"))
 }
 
 /// What a new run is.
@@ -192,8 +213,9 @@ pub struct RunReport {
     pub retries: i64,
     pub tokens_in: i64,
     pub tokens_out: i64,
-    /// What the run cost, in USD (`run.cost_micros` / 1e6).
-    pub cost_usd: f64,
+    /// What the run cost, in USD (`run.cost_micros` / 1e6); `None` (JSON `null`) when the run's
+    /// model has no known price.
+    pub cost_usd: Option<f64>,
     /// Failed enrichment attempts (each was retried or ended the item).
     pub enrich_retries: i64,
     /// Failed write attempts.
@@ -236,12 +258,7 @@ impl RunReport {
                 "  failed at least once {} · retries {} (enrichment {}, write {}) · written values verified {}, flagged {}",
                 self.failed, self.retries, self.enrich_retries, self.write_retries, self.verified, self.verify_flagged
             ),
-            format!(
-                "  tokens {} in, {} out · cost ${:.4}",
-                self.run.tokens_in,
-                self.run.tokens_out,
-                self.run.cost_micros as f64 / 1e6
-            ),
+            format!("  tokens {} in, {} out · cost {}", self.run.tokens_in, self.run.tokens_out, self.run.spent_text()),
         ];
         if let Some(phase) = self.run.review_phase {
             out.push(format!(
@@ -518,7 +535,7 @@ impl Store {
             retries: enrich_retries + write_retries,
             tokens_in: run.tokens_in,
             tokens_out: run.tokens_out,
-            cost_usd: run.cost_micros as f64 / 1e6,
+            cost_usd: run.spent_usd(),
             enrich_retries,
             write_retries,
             verified: row.try_get("verified")?,

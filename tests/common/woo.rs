@@ -96,7 +96,7 @@ provider = "sim"
 model = "gpt-4o-mini"
 concurrency = 16
 max_attempts = {max_attempts}
-select = {{ missing = ["description"] }}
+select = {{ missing = ["description"], fill_all_missing = true }}
 review = {{ {review} }}
 vars = {{ language = "English", brand_voice = "plain and factual" }}
 {extra_pipeline}

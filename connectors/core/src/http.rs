@@ -57,7 +57,14 @@ pub async fn json<T: DeserializeOwned>(response: Response, what: &str) -> Result
 }
 
 /// Maps a transport failure (timeout, refused connection, reset) to a retryable error without the URL.
+/// A TLS failure (a certificate not trusted, for another name, expired) is permanent: trying again
+/// meets the same certificate. Its message says in plain words what is wrong and what to do.
 pub fn transport_error(error: reqwest::Error, what: &str) -> ConnectorError {
+    if let Some(tls) = tls_error(&error) {
+        let mut err = ConnectorError::permanent(format!("{what}: TLS: {}", tls_advice(tls)));
+        err.code = Some("tls".into());
+        return err;
+    }
     let kind = if error.is_timeout() {
         "timed out"
     } else if error.is_connect() {
@@ -72,6 +79,79 @@ pub fn transport_error(error: reqwest::Error, what: &str) -> ConnectorError {
     let mut err = ConnectorError::transient(format!("{what}: {kind}: {detail}"));
     err.code = Some(code.into());
     err
+}
+
+/// The rustls error somewhere in `error`'s chain of causes (I/O errors carry it inside them).
+fn tls_error<'e>(error: &'e (dyn std::error::Error + 'static)) -> Option<&'e rustls::Error> {
+    let mut current = Some(error);
+    while let Some(e) = current {
+        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        if let Some(tls) =
+            e.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()).and_then(|inner| tls_error(inner))
+        {
+            return Some(tls);
+        }
+        current = e.source();
+    }
+    None
+}
+
+/// What a TLS failure means for the person running enrichd, and what to do about it.
+fn tls_advice(error: &rustls::Error) -> String {
+    use rustls::CertificateError as C;
+    const TRUST: &str = "to trust it, give its certificate (or the CA that issued it) as a PEM file in the \
+        connection's `ca_cert`, or add that CA to this machine's trusted certificates";
+    let date = |t: rustls::pki_types::UnixTime| {
+        httpdate::fmt_http_date(std::time::UNIX_EPOCH + Duration::from_secs(t.as_secs()))
+    };
+    let rustls::Error::InvalidCertificate(cert) = error else {
+        return match error {
+            rustls::Error::AlertReceived(alert) => {
+                format!("the server ended the TLS handshake ({alert:?}): it does not accept this client's connection")
+            }
+            rustls::Error::InvalidMessage(_) | rustls::Error::InappropriateMessage { .. } => format!(
+                "the server did not answer in TLS ({error}): is base_url https:// pointing at a plain-HTTP port? Use http:// for it"
+            ),
+            other => format!("the TLS handshake failed: {other}"),
+        };
+    };
+    match cert {
+        C::UnknownIssuer => format!(
+            "the server's certificate is not issued by a certificate authority this machine trusts (it is self-signed or from a private CA); {TRUST}"
+        ),
+        C::NotValidForName | C::NotValidForNameContext { .. } => {
+            let names = match cert {
+                C::NotValidForNameContext { expected, presented } => {
+                    format!(" it is for {} and the address asked for is {}", presented.join(", "), expected.to_str())
+                }
+                _ => String::new(),
+            };
+            format!(
+                "the server's certificate is not for the host name in base_url:{names}; use a host name the certificate names in base_url, or have a certificate issued for this name"
+            )
+        }
+        C::Expired => "the server's certificate has expired: renew it on the server".into(),
+        C::ExpiredContext { not_after, .. } => {
+            format!("the server's certificate expired on {}: renew it on the server", date(*not_after))
+        }
+        C::NotValidYet => {
+            "the server's certificate is not valid yet: check the clock of this machine and of the server".into()
+        }
+        C::NotValidYetContext { not_before, .. } => format!(
+            "the server's certificate is valid only from {}: check the clock of this machine and of the server",
+            date(*not_before)
+        ),
+        C::Revoked => "the server's certificate was revoked by its issuer: the server needs a new one".into(),
+        C::InvalidPurpose | C::InvalidPurposeContext { .. } => {
+            "the server's certificate is not a server (TLS web server) certificate: the server needs one that is".into()
+        }
+        C::Other(other) if other.to_string().contains("CaUsedAsEndEntity") => {
+            "the server presents a CA certificate as its own certificate; configure the server with a certificate that CA issued for its host name (the CA belongs in `ca_cert`, not on the server)".into()
+        }
+        other => format!("the server's certificate was refused: {other}"),
+    }
 }
 
 /// Classifies a non-2xx response. 408, 425, 429 and 5xx are retryable; everything else is not.
@@ -227,6 +307,31 @@ mod tests {
         h.insert("retry-after", HeaderValue::from_static("7"));
         let e = classify(StatusCode::TOO_MANY_REQUESTS, &h, body, "x");
         assert_eq!(e.retry_after, Some(Duration::from_secs(7)), "a header wins over the body");
+    }
+
+    #[test]
+    fn explains_tls_failures_in_plain_words() {
+        use rustls::CertificateError as C;
+        use rustls::pki_types::{ServerName, UnixTime};
+        let advice = |c: C| tls_advice(&rustls::Error::InvalidCertificate(c));
+        let untrusted = advice(C::UnknownIssuer);
+        assert!(untrusted.contains("not issued by a certificate authority this machine trusts"), "{untrusted}");
+        assert!(untrusted.contains("`ca_cert`"), "{untrusted}");
+        let name = advice(C::NotValidForNameContext {
+            expected: ServerName::try_from("shop.example.com").unwrap().to_owned(),
+            presented: vec!["staging.example.com".into()],
+        });
+        assert!(name.contains("it is for staging.example.com and the address asked for is shop.example.com"), "{name}");
+        let expired = advice(C::ExpiredContext {
+            time: UnixTime::since_unix_epoch(Duration::from_secs(1_800_000_000)),
+            not_after: UnixTime::since_unix_epoch(Duration::from_secs(1_700_000_000)),
+        });
+        assert_eq!(
+            expired,
+            "the server's certificate expired on Tue, 14 Nov 2023 22:13:20 GMT: renew it on the server"
+        );
+        let alert = tls_advice(&rustls::Error::AlertReceived(rustls::AlertDescription::HandshakeFailure));
+        assert!(alert.contains("the server ended the TLS handshake"), "{alert}");
     }
 
     #[test]
