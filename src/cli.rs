@@ -899,7 +899,12 @@ async fn status(config: &Config, run_id: Option<i64>, as_json: bool) -> Result<(
 }
 
 /// `status --watch`: progress of a run another process (the daemon, `enrichd run`) works, until it
-/// is no longer discovering or running; then its report. Ctrl-C stops watching, not the run.
+/// stops moving; then its report. Ctrl-C stops watching, not the run.
+///
+/// A run stops moving when it is no longer discovering or running and no work of it is left that
+/// a live worker would still do (approved items of a run awaiting review are written, leased items
+/// finish), and the report then reads the same twice in a row (the read-back of the last writes
+/// lands just after the run settles). The report printed is that last one.
 async fn watch(config: &Config, run_id: Option<i64>) -> Result<(), Failure> {
     let store = open_store(config).await?;
     let id = match run_id {
@@ -913,30 +918,63 @@ async fn watch(config: &Config, run_id: Option<i64>) -> Result<(), Failure> {
             }
         },
     };
+    // Workers heartbeat every third of a lease: one not seen for two leases is gone.
+    let live_window = (config.daemon.lease_seconds * 2000.0).max(1000.0) as i64;
     let mut progress = Progress::new(std::io::stdout().is_terminal());
     let signal = shutdown_signal();
     tokio::pin!(signal);
-    loop {
+    let mut last: Option<crate::store::RunReport> = None;
+    let report = loop {
         let look = Instant::now();
         let run = store.run(id).await.map_err(|e| failed(e.to_string()))?;
         let counts = store.counts(id).await.map_err(|e| failed(e.to_string()))?;
-        let looked = look.elapsed();
         let watched = Duration::from_millis((crate::store::now_ms() - run.created_at).max(0) as u64);
         progress.show(&run, &counts, watched);
-        if !matches!(run.status, RunStatus::Discovering | RunStatus::Running) {
-            break;
+        if still_moving(&store, &run, &counts, live_window).await? {
+            last = None;
+        } else {
+            let report = store.report(id).await.map_err(|e| failed(e.to_string()))?;
+            if last.as_ref().is_some_and(|l| same_outcome(l, &report)) {
+                break report;
+            }
+            last = Some(report);
         }
+        let looked = look.elapsed();
         tokio::select! {
-            _ = &mut signal => break,
+            _ = &mut signal => break store.report(id).await.map_err(|e| failed(e.to_string()))?,
             _ = tokio::time::sleep(engine::paced(Duration::from_millis(500), looked)) => {}
         }
-    }
-    let report = store.report(id).await.map_err(|e| failed(e.to_string()))?;
+    };
     store.close().await;
     for line in report.lines() {
         println!("{line}");
     }
     Ok(())
+}
+
+/// Whether a worker is still moving run `run`: it is discovering or running, or a live worker has
+/// items of it in hand (leased) or to write (approved, or a write to retry, unless the run is
+/// paused or cancelled, which stops writing).
+async fn still_moving(store: &Store, run: &Run, counts: &RunCounts, live_window: i64) -> Result<bool, Failure> {
+    if matches!(run.status, RunStatus::Discovering | RunStatus::Running) {
+        return Ok(true);
+    }
+    let leased = counts.sum(&[ItemState::Enriching, ItemState::Writing]);
+    let writable = if matches!(run.status, RunStatus::Paused | RunStatus::Cancelled) {
+        0
+    } else {
+        counts.sum(&[ItemState::Approved, ItemState::WriteFailed])
+    };
+    if leased + writable == 0 {
+        return Ok(false);
+    }
+    Ok(store.live_workers(live_window).await.map_err(|e| failed(e.to_string()))? > 0)
+}
+
+/// Two reports of one run that say the same: status, reason, counts and write checks.
+fn same_outcome(a: &crate::store::RunReport, b: &crate::store::RunReport) -> bool {
+    (&a.run.status, &a.run.status_reason, &a.counts, a.verified, a.verify_flagged)
+        == (&b.run.status, &b.run.status_reason, &b.counts, b.verified, b.verify_flagged)
 }
 
 async fn resume(config: &Config, run_id: i64, reviewer: &str, as_json: bool) -> Result<(), Failure> {

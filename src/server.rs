@@ -458,6 +458,8 @@ async fn revert_item(
         revert(&engine, &[id], &actor).await?.pop().ok_or_else(|| StoreError::NotFound(format!("item {id}")))?;
     let status = match result.outcome {
         RevertOutcome::Reverted => StatusCode::OK,
+        // Written, but part of our write is still there: not a success, not a refusal.
+        RevertOutcome::PartiallyReverted { .. } => StatusCode::MULTI_STATUS,
         RevertOutcome::Conflict { .. } | RevertOutcome::NotRevertible { .. } => StatusCode::CONFLICT,
         RevertOutcome::Failed { .. } => StatusCode::BAD_GATEWAY,
     };
@@ -485,13 +487,14 @@ async fn revert_run(
         return ok(json!({ "matching": engine.store.written_ids(id).await?.len(), "applied": false }));
     };
     let results = revert_written(&engine, id, &actor, confirm).await?;
-    let (reverted, conflicts, failed) = tally(&results);
+    let t = tally(&results);
     ok(json!({
         "matching": confirm,
         "applied": true,
-        "reverted": reverted,
-        "conflicts": conflicts,
-        "failed": failed,
+        "reverted": t.reverted,
+        "partially_reverted": t.partially_reverted,
+        "conflicts": t.conflicts,
+        "failed": t.failed,
         "results": results,
     }))
 }

@@ -347,10 +347,27 @@ async fn a_written_run_is_reverted_except_over_a_human_edit(db: TestDb) {
         .collect();
     assert_eq!(conflicts, [written[0].id], "{results:?}");
     let counts = store.counts(run.id).await.unwrap();
-    assert_eq!(counts.get(ItemState::Reverted) as usize, written.len() - 1, "{results:?}");
+    // Alt text our write added stays (WooCommerce ignores an empty alt): exactly those items are
+    // partially reverted; the rest are reverted.
+    let partial: Vec<i64> = results
+        .iter()
+        .filter(|r| matches!(r.outcome, enrichd::engine::RevertOutcome::PartiallyReverted { .. }))
+        .map(|r| r.item)
+        .collect();
+    assert_eq!(
+        counts.sum(&[ItemState::Reverted, ItemState::PartiallyReverted]) as usize,
+        written.len() - 1,
+        "{results:?}"
+    );
     assert!(description_of(&w.shop, touched).contains("Rewritten by hand."));
     for item in &written[1..] {
         let id: u64 = item.external_id.parse().unwrap();
+        let alt = item.proposal.as_ref().unwrap().fields.contains_key("images[].alt");
+        assert_eq!(partial.contains(&item.id), alt, "item {}: partially reverted only for alt text", item.id);
+        let tags = |p: &Value| -> BTreeSet<String> {
+            p["tags"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap().to_owned()).collect()
+        };
+        assert_eq!(tags(&w.shop.product(id).unwrap()), tags(&before[&id]), "product {id}: exactly its old tags");
         assert_eq!(
             description_of(&w.shop, id),
             before[&id]["description"].as_str().unwrap_or_default(),

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use super::{Failure, config_error, failed, open_store};
 use crate::config::Config;
-use crate::engine::{Engine, RevertOutcome, revert, revert_run};
+use crate::engine::{Engine, RevertOutcome, revert, revert_run, tally};
 use crate::task::Task;
 use crate::store::{Item, ReviewAction, ReviewFilter, Store, StoreError, reviewer_name};
 
@@ -442,25 +442,44 @@ pub(super) async fn revert_cmd(
     };
     store.close().await;
     let results = results?;
-    let not_reverted = results.iter().filter(|r| r.outcome != RevertOutcome::Reverted).count();
+    let t = tally(&results);
     if as_json {
-        print_json(&json!({ "results": results }));
+        print_json(&json!({
+            "reverted": t.reverted,
+            "partially_reverted": t.partially_reverted,
+            "conflicts": t.conflicts,
+            "failed": t.failed,
+            "results": results,
+        }));
     } else {
         for r in &results {
             let what = match &r.outcome {
                 RevertOutcome::Reverted => "reverted".to_owned(),
+                RevertOutcome::PartiallyReverted { reason, .. } => format!("partially reverted: {reason}"),
                 RevertOutcome::Conflict { reason } => format!("conflict: {reason}"),
                 RevertOutcome::Failed { reason } => format!("failed: {reason}"),
                 RevertOutcome::NotRevertible { reason } => format!("not reverted: {reason}"),
             };
             println!("item {} (record {}): {what}", r.item, r.external_id);
         }
-        println!("{} of {} item(s) reverted", results.len() - not_reverted, results.len());
+        println!(
+            "{} of {} item(s) reverted · {} partially reverted · {} conflict(s) · {} failed or not revertible",
+            t.reverted,
+            results.len(),
+            t.partially_reverted,
+            t.conflicts,
+            t.failed
+        );
     }
-    if not_reverted == 0 {
+    if t.not_reverted() == 0 {
         Ok(())
     } else {
-        Err(failed(format!("{not_reverted} of {} item(s) not reverted", results.len())))
+        Err(failed(format!(
+            "{} of {} item(s) not fully reverted ({} partially reverted)",
+            t.not_reverted(),
+            results.len(),
+            t.partially_reverted
+        )))
     }
 }
 

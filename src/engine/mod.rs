@@ -12,7 +12,7 @@ mod enrich;
 mod revert;
 mod writeback;
 
-pub use revert::{RevertOutcome, RevertResult, revert, revert_run, tally};
+pub use revert::{LeftOver, RevertOutcome, RevertResult, RevertTally, revert, revert_run, tally};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -1,13 +1,18 @@
-//! Undo: writes the values a write replaced back through the connector, under the same
+//! Undo: puts back exactly the values a write replaced, through the connector, under the same
 //! never-clobber rule as the write-back. The record must still be at the version our write left
-//! (`written_version`); a record edited since is a `revert_conflict` and nothing is written. A record
-//! that already holds the old values (an undo that landed before a crash) is marked `reverted`
-//! without writing again. A failed undo leaves the item `written` with a `revert_failed` event, so
-//! it can be asked for again.
+//! (`written_version`); a record edited since is a `revert_conflict` and nothing is written. The
+//! change is a [`WriteMode::Restore`]: lists become exactly what they were (what our write added is
+//! removed), and fields that were absent are deleted where the platform allows it. Like a write, the
+//! undo is read back and compared ([`Connector::restored`]): an item is `reverted` only when every
+//! field is back; when part of our write is still there (a value the platform cannot restore
+//! through the configured credentials, like WooCommerce alt text) it is `partially_reverted`, with
+//! what is left and why. A record that already holds the old values (an undo that landed before a
+//! crash) is marked `reverted` without writing again. A failed undo leaves the item `written` with a
+//! `revert_failed` event, so it can be asked for again.
 
 use std::collections::{BTreeMap, HashMap};
 
-use enrichd_connector::{Change, Connector, Record, Version, WriteResult, WriteSubmission};
+use enrichd_connector::{Change, Connector, Record, Version, WriteMode, WriteResult, WriteSubmission};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
@@ -18,14 +23,46 @@ use crate::store::{Item, ItemState, StoreError};
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum RevertOutcome {
-    /// The old values are back on the record.
+    /// The old values are back on the record (read back and compared).
     Reverted,
+    /// The undo was written and read back, and part of our write is still on the record: `left`
+    /// says which fields and why; `reason` says it in one line.
+    PartiallyReverted { reason: String, left: Vec<LeftOver> },
     /// The record changed since our write; nothing was written.
     Conflict { reason: String },
     /// The write back failed; the item stays `written` and can be reverted again.
     Failed { reason: String },
     /// The item cannot be reverted (not written, nothing kept, pipeline not configured).
     NotRevertible { reason: String },
+}
+
+/// A field an undo could not put back.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LeftOver {
+    pub field: String,
+    /// What the field held before our write (what the undo tried to put back).
+    pub previous: Value,
+    /// What the record holds now, read back after the undo.
+    pub stored: Value,
+    /// Why it is not back, in the platform's terms.
+    pub reason: String,
+}
+
+/// How many undo results ended each way.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct RevertTally {
+    pub reverted: usize,
+    pub partially_reverted: usize,
+    pub conflicts: usize,
+    /// Failed, or not revertible.
+    pub failed: usize,
+}
+
+impl RevertTally {
+    /// Items not fully reverted.
+    pub fn not_reverted(&self) -> usize {
+        self.partially_reverted + self.conflicts + self.failed
+    }
 }
 
 /// One item's undo.
@@ -100,14 +137,34 @@ pub async fn revert_run(
     revert(engine, &ids, actor).await
 }
 
-/// How many of `results` ended each way: (reverted, conflicts, failed or not revertible).
-pub fn tally(results: &[RevertResult]) -> (usize, usize, usize) {
-    let count = |f: fn(&RevertOutcome) -> bool| results.iter().filter(|r| f(&r.outcome)).count();
-    (
-        count(|o| matches!(o, RevertOutcome::Reverted)),
-        count(|o| matches!(o, RevertOutcome::Conflict { .. })),
-        count(|o| matches!(o, RevertOutcome::Failed { .. } | RevertOutcome::NotRevertible { .. })),
-    )
+/// How many of `results` ended each way.
+pub fn tally(results: &[RevertResult]) -> RevertTally {
+    let mut t = RevertTally::default();
+    for r in results {
+        match r.outcome {
+            RevertOutcome::Reverted => t.reverted += 1,
+            RevertOutcome::PartiallyReverted { .. } => t.partially_reverted += 1,
+            RevertOutcome::Conflict { .. } => t.conflicts += 1,
+            RevertOutcome::Failed { .. } | RevertOutcome::NotRevertible { .. } => t.failed += 1,
+        }
+    }
+    t
+}
+
+/// The fields of `replaced` that `record` does not hold again.
+fn left_over(connector: &dyn Connector, replaced: &Map<String, Value>, record: &Record) -> Vec<LeftOver> {
+    replaced
+        .iter()
+        .filter_map(|(field, previous)| {
+            let stored = record.fields.get(field);
+            (!connector.restored(field, previous, stored)).then(|| LeftOver {
+                field: field.clone(),
+                previous: previous.clone(),
+                stored: stored.cloned().unwrap_or(Value::Null),
+                reason: connector.not_restored_reason(field, previous, stored),
+            })
+        })
+        .collect()
 }
 
 async fn revert_chunk(
@@ -138,11 +195,7 @@ async fn revert_chunk(
             results.push(failed(engine, item, actor, reason).await?);
             continue;
         };
-        let holds_old = replaced.iter().all(|(k, v)| {
-            let stored = record.field(k);
-            connector.holds(k, v, stored) || (v.is_null() && stored.is_none_or(Value::is_null))
-        });
-        if holds_old {
+        if left_over(connector, replaced, record).is_empty() {
             let detail =
                 json!({ "restored": replaced, "note": "the record already holds the values our write replaced" });
             store.mark_reverted(item, actor, detail).await?;
@@ -163,6 +216,7 @@ async fn revert_chunk(
             base_version: Version(version.clone()),
             fields: replaced.clone(),
             native: record.native.clone(),
+            mode: WriteMode::Restore,
         };
         to_write.push((item, change));
     }
@@ -189,13 +243,10 @@ async fn revert_chunk(
         }
     };
     let mut by_id: HashMap<String, WriteResult> = outcomes.into_iter().map(|o| (o.id, o.result)).collect();
+    let mut sent: Vec<(&Item, &Change, Option<Version>)> = Vec::new();
     for (item, change) in &to_write {
         match by_id.remove(&item.external_id) {
-            Some(WriteResult::Written { version }) => {
-                let detail = json!({ "restored": change.fields, "version": version.map(|v| v.0) });
-                store.mark_reverted(item, actor, detail).await?;
-                results.push(done(item, RevertOutcome::Reverted));
-            }
+            Some(WriteResult::Written { version }) => sent.push((*item, change, version)),
             Some(WriteResult::Conflict { current }) => {
                 let reason = format!(
                     "record {}: the platform refused the revert because the record changed; nothing was reverted",
@@ -210,6 +261,65 @@ async fn revert_chunk(
                 results.push(failed(engine, item, actor, reason).await?);
             }
         }
+    }
+    read_back(engine, connector, entity, &sent, actor, results).await
+}
+
+/// Reads the reverted records back and compares every field with what was put back: `reverted`
+/// when all are back, `partially_reverted` (with what is left and why) otherwise.
+async fn read_back(
+    engine: &Engine,
+    connector: &dyn Connector,
+    entity: &str,
+    sent: &[(&Item, &Change, Option<Version>)],
+    actor: &str,
+    results: &mut Vec<RevertResult>,
+) -> Result<(), StoreError> {
+    if sent.is_empty() {
+        return Ok(());
+    }
+    let store = &engine.store;
+    let ids: Vec<String> = sent.iter().map(|(item, _, _)| item.external_id.clone()).collect();
+    let records = match connector.fetch(entity, &ids).await {
+        Ok(records) => records,
+        Err(e) => {
+            for (item, _, _) in sent {
+                let reason = format!(
+                    "record {}: the revert was written, but reading the record back to check it failed: {e}; the item \
+                     stays written until a revert can be checked",
+                    item.external_id
+                );
+                results.push(failed(engine, item, actor, reason).await?);
+            }
+            return Ok(());
+        }
+    };
+    let by_id: HashMap<&str, &Record> = records.iter().map(|r| (r.id.as_str(), r)).collect();
+    for (item, change, version) in sent {
+        let Some(record) = by_id.get(item.external_id.as_str()) else {
+            let reason = format!("record {} was gone when read back after the revert", item.external_id);
+            results.push(failed(engine, item, actor, reason).await?);
+            continue;
+        };
+        let left = left_over(connector, &change.fields, record);
+        let version = version.as_ref().map(|v| v.0.clone()).unwrap_or_else(|| record.version.0.clone());
+        if left.is_empty() {
+            let detail = json!({ "restored": change.fields, "version": version });
+            store.mark_reverted(item, actor, detail).await?;
+            results.push(done(item, RevertOutcome::Reverted));
+            continue;
+        }
+        let restored: Vec<&String> = change.fields.keys().filter(|f| !left.iter().any(|l| &l.field == *f)).collect();
+        let reason = format!(
+            "record {}: {} of {} field(s) put back; left from our write: {}",
+            item.external_id,
+            restored.len(),
+            change.fields.len(),
+            left.iter().map(|l| l.reason.as_str()).collect::<Vec<_>>().join("; ")
+        );
+        let detail = json!({ "restored": restored, "left": left, "version": version, "reason": reason });
+        store.mark_partially_reverted(item, actor, &reason, detail).await?;
+        results.push(done(item, RevertOutcome::PartiallyReverted { reason, left }));
     }
     Ok(())
 }

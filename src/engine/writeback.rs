@@ -9,7 +9,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use enrichd_connector::{Change, ConnectorError, Record, Version, WriteOutcome, WriteResult, WriteSubmission};
+use enrichd_connector::{
+    Change, ConnectorError, Record, Version, WriteMode, WriteOutcome, WriteResult, WriteSubmission,
+};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -203,6 +205,7 @@ async fn check_item(
         base_version: Version(item.record_version.clone()),
         fields: values,
         native: record.native.clone(),
+        mode: WriteMode::Merge,
     }))
 }
 

@@ -967,6 +967,9 @@ fn revert_rows(results: &[RevertResult]) -> Vec<Value> {
         .map(|r| {
             let (outcome, reason) = match &r.outcome {
                 RevertOutcome::Reverted => ("reverted", None),
+                RevertOutcome::PartiallyReverted { reason, .. } => {
+                    ("partially reverted: part of our write is still there", Some(reason))
+                }
                 RevertOutcome::Conflict { reason } => ("conflict: the record was edited since our write", Some(reason)),
                 RevertOutcome::Failed { reason } => ("failed (still written; try again)", Some(reason)),
                 RevertOutcome::NotRevertible { reason } => ("not reverted", Some(reason)),
@@ -977,13 +980,14 @@ fn revert_rows(results: &[RevertResult]) -> Vec<Value> {
 }
 
 fn revert_outcome_ctx(results: &[RevertResult], back: &str) -> Value {
-    let (reverted, conflicts, failed) = tally(results);
+    let t = tally(results);
     json!({
         "done": true,
         "back": back,
-        "reverted": reverted,
-        "conflicts": conflicts,
-        "failed": failed,
+        "reverted": t.reverted,
+        "partially_reverted": t.partially_reverted,
+        "conflicts": t.conflicts,
+        "failed": t.failed,
         "results": revert_rows(results),
     })
 }

@@ -379,6 +379,16 @@ impl Store {
         Ok(n.max(1) as u32)
     }
 
+    /// How many processes working runs (daemons, `enrichd run`) were seen within `window_ms`,
+    /// without registering the caller (for watchers).
+    pub async fn live_workers(&self, window_ms: i64) -> Result<i64> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM daemons WHERE seen_at >= $1")
+            .bind(now_ms() - window_ms)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n)
+    }
+
     /// Removes `owner` from the live daemons (clean shutdown).
     pub async fn daemon_gone(&self, owner: &str) -> Result<()> {
         sqlx::query("DELETE FROM daemons WHERE owner = $1").bind(owner).execute(&self.writer).await?;

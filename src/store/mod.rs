@@ -18,6 +18,7 @@ mod items;
 mod review;
 mod runs;
 mod state;
+mod undo;
 
 use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -458,10 +458,12 @@ impl Store {
         }
     }
 
-    /// After a reviewer decided a sample item: the gate may now release itself.
+    /// After a reviewer decided a sample item: the gate may now release itself; if it stays held,
+    /// the run's reason says how many sample items are reviewed now.
     pub(super) async fn after_review(&self, item: &Item, actor: &str) -> Result<()> {
         if item.sample {
             self.auto_release(item.run_id, actor).await?;
+            self.refresh_sample_reason(item.run_id).await?;
         }
         Ok(())
     }

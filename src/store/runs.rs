@@ -196,7 +196,14 @@ pub struct RunReport {
     pub counts: RunCounts,
     /// Items in the run, whatever their state.
     pub total: i64,
+    /// Items our write reached the record for, whatever happened after (an undo included).
     pub written: i64,
+    /// Written items whose replaced values an undo put back (read back and compared).
+    pub reverted: i64,
+    /// Written items an undo could only partly put back (what is left is on each item).
+    pub partially_reverted: i64,
+    /// Undos refused because the record changed upstream since our write.
+    pub revert_conflicts: i64,
     /// Records changed upstream since they were pulled: nothing written over them.
     pub conflicts: i64,
     /// Nothing missing, or the same input already answered.
@@ -224,7 +231,8 @@ pub struct RunReport {
     pub verified: i64,
     /// Written items with a field that did not hold the value written.
     pub verify_flagged: i64,
-    /// Milliseconds from discovery to an end, over the items that reached one.
+    /// Milliseconds from discovery to an end, over the items that reached one (for an item undone
+    /// later, its end is its write). The percentile is taken over the same items as the average.
     pub item_ms_avg: Option<f64>,
     pub item_ms_p95: Option<i64>,
     pub wall_ms: i64,
@@ -246,7 +254,7 @@ impl RunReport {
             format!(
                 "  items {} · written {} · conflicts {} · skipped {} · rejected {} · dead {} · waiting for review {} · in progress {}",
                 c.total(),
-                n(ItemState::Written),
+                self.written,
                 n(ItemState::Conflict),
                 n(ItemState::Skipped),
                 n(ItemState::Rejected),
@@ -260,6 +268,12 @@ impl RunReport {
             ),
             format!("  tokens {} in, {} out · cost {}", self.run.tokens_in, self.run.tokens_out, self.run.spent_text()),
         ];
+        if self.reverted + self.partially_reverted + self.revert_conflicts > 0 {
+            out.push(format!(
+                "  undone: reverted {} · partially reverted {} · revert conflicts {} (of {} written)",
+                self.reverted, self.partially_reverted, self.revert_conflicts, self.written
+            ));
+        }
         if let Some(phase) = self.run.review_phase {
             out.push(format!(
                 "  sample gate: {} · sample {}{}",
@@ -495,13 +509,18 @@ impl Store {
         .bind(run_id)
         .fetch_one(&self.pool)
         .await?;
-        // Time per item: from discovery to its last change, for items that reached an end. Computed
+        // Time per item: from discovery to its end, for items that reached one. An item undone later
+        // ended when it was written (its last change is the undo, hours later perhaps): its write
+        // is found in the event log. The average and the percentile read the same rows. Computed
         // in the database: fetching one row per item made the report of a 100,000-item run the
         // largest allocation of the whole run (hundreds of MB of rows, measured).
-        const ENDED: &str =
-            "FROM items WHERE run_id = $1 AND state IN ('written', 'conflict', 'skipped', 'dead', 'rejected')";
+        const TOOK: &str = "(CASE WHEN state IN ('reverted', 'partially_reverted', 'revert_conflict') \
+             THEN COALESCE((SELECT MAX(e.at) FROM events e WHERE e.item_id = items.id AND e.to_state = 'written'), updated_at) \
+             ELSE updated_at END) - created_at";
+        const ENDED: &str = "FROM items WHERE run_id = $1 AND state IN \
+             ('written', 'conflict', 'skipped', 'dead', 'rejected', 'reverted', 'partially_reverted', 'revert_conflict')";
         let ended = sqlx::query(AssertSqlSafe(format!(
-            "SELECT COUNT(*) AS n, CAST(COALESCE(SUM(updated_at - created_at), 0) AS BIGINT) AS total {ENDED}"
+            "SELECT COUNT(*) AS n, CAST(COALESCE(SUM({TOOK}), 0) AS BIGINT) AS total {ENDED}"
         )))
         .bind(run_id)
         .fetch_one(&self.pool)
@@ -511,7 +530,7 @@ impl Store {
         let p95 = if n > 0 {
             let rank = ((n as f64 * 0.95).ceil() as i64).clamp(1, n) - 1;
             sqlx::query_scalar(AssertSqlSafe(format!(
-                "SELECT updated_at - created_at AS took {ENDED} ORDER BY took LIMIT 1 OFFSET $2"
+                "SELECT CAST({TOOK} AS BIGINT) AS took {ENDED} ORDER BY took LIMIT 1 OFFSET $2"
             )))
             .bind(run_id)
             .bind(rank)
@@ -524,7 +543,15 @@ impl Store {
             (row.try_get("enrich_retries")?, row.try_get("write_retries")?);
         Ok(RunReport {
             total: counts.total(),
-            written: counts.get(ItemState::Written),
+            written: counts.sum(&[
+                ItemState::Written,
+                ItemState::Reverted,
+                ItemState::PartiallyReverted,
+                ItemState::RevertConflict,
+            ]),
+            reverted: counts.get(ItemState::Reverted),
+            partially_reverted: counts.get(ItemState::PartiallyReverted),
+            revert_conflicts: counts.get(ItemState::RevertConflict),
             conflicts: counts.get(ItemState::Conflict),
             skipped: counts.get(ItemState::Skipped),
             rejected: counts.get(ItemState::Rejected),
@@ -735,6 +762,33 @@ impl Store {
         Run::from_row(&row)
     }
 
+    /// What a run held for sample review is waiting for: how much of the sample is reviewed.
+    async fn sample_review_reason(&self, id: i64, counts: &RunCounts) -> Result<String> {
+        let stats = self.sample_stats(id).await?;
+        Ok(format!(
+            "waiting for sample review: {} of {} sample proposals reviewed; {} items held",
+            stats.reviewed,
+            stats.total,
+            counts.get(ItemState::Queued)
+        ))
+    }
+
+    /// Says afresh how far the sample review of run `id` is, if the run is held for it (after a
+    /// sample item was reviewed: the reason must not keep the count it had when the run was held).
+    pub(super) async fn refresh_sample_reason(&self, id: i64) -> Result<()> {
+        let counts = self.counts(id).await?;
+        let reason = self.sample_review_reason(id, &counts).await?;
+        sqlx::query(
+            "UPDATE runs SET status_reason = $1 \
+             WHERE id = $2 AND status = 'awaiting_review' AND review_phase = 'sample_review'",
+        )
+        .bind(reason.as_str())
+        .bind(id)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
     /// Moves a run on when its items allow: `running` → `awaiting_review` (only proposals waiting for
     /// a human are left) or `done` (everything terminal); `awaiting_review` → `done`; `running` →
     /// `paused` when its budget is spent with work still queued. Returns the run as it now is.
@@ -757,13 +811,7 @@ impl Store {
         }
         if run.review_phase == Some(ReviewPhase::SampleReview) {
             if run.status == RunStatus::Running {
-                let stats = self.sample_stats(id).await?;
-                let reason = format!(
-                    "waiting for sample review: {} of {} sample proposals reviewed; {} items held",
-                    stats.reviewed,
-                    stats.total,
-                    counts.get(ItemState::Queued)
-                );
+                let reason = self.sample_review_reason(id, &counts).await?;
                 if let Some(run) = self
                     .set_run_status(id, &[RunStatus::Running], RunStatus::AwaitingReview, Some(&reason), actor)
                     .await?

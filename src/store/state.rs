@@ -27,12 +27,16 @@ pub enum ItemState {
     Reverted,
     /// An undo was refused: the record changed upstream since our write, so nothing was written.
     RevertConflict,
+    /// An undo was written and read back, and some of our write is still on the record: what the
+    /// platform cannot restore through the configured credentials (WooCommerce alt text, say). What
+    /// is left, and why, is on the item (`last_error` and the event).
+    PartiallyReverted,
 }
 
 use ItemState::*;
 
 impl ItemState {
-    pub const ALL: [ItemState; 16] = [
+    pub const ALL: [ItemState; 17] = [
         Discovered,
         Queued,
         Enriching,
@@ -49,6 +53,7 @@ impl ItemState {
         Dead,
         Reverted,
         RevertConflict,
+        PartiallyReverted,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -69,6 +74,7 @@ impl ItemState {
             Dead => "dead",
             Reverted => "reverted",
             RevertConflict => "revert_conflict",
+            PartiallyReverted => "partially_reverted",
         }
     }
 
@@ -84,8 +90,8 @@ impl ItemState {
             Approved => &[Writing],
             Writing => &[Written, Conflict, WriteFailed, Dead],
             WriteFailed => &[Writing, Dead],
-            Written => &[Reverted, RevertConflict],
-            Rejected | Conflict | Skipped | Dead | Reverted | RevertConflict => &[],
+            Written => &[Reverted, PartiallyReverted, RevertConflict],
+            Rejected | Conflict | Skipped | Dead | Reverted | RevertConflict | PartiallyReverted => &[],
         }
     }
 
@@ -207,7 +213,7 @@ mod tests {
     #[test]
     fn terminal_states_are_the_designed_ones() {
         let terminal: Vec<_> = ItemState::ALL.into_iter().filter(|s| s.is_terminal()).collect();
-        assert_eq!(terminal, vec![Rejected, Conflict, Skipped, Dead, Reverted, RevertConflict]);
+        assert_eq!(terminal, vec![Rejected, Conflict, Skipped, Dead, Reverted, RevertConflict, PartiallyReverted]);
     }
 
     #[test]

@@ -14,7 +14,8 @@ pub mod retry;
 
 pub use error::ConnectorError;
 pub use record::{
-    AttachmentRef, Change, Page, PageRequest, PendingWrite, Record, Version, WriteOutcome, WriteResult, WriteSubmission,
+    AttachmentRef, Change, Page, PageRequest, PendingWrite, Record, Version, WriteMode, WriteOutcome, WriteResult,
+    WriteSubmission,
 };
 
 use async_trait::async_trait;
@@ -63,6 +64,27 @@ pub trait Connector: Send + Sync {
     fn holds(&self, field: &str, written: &Value, stored: Option<&Value>) -> bool {
         let _ = field;
         stored == Some(written)
+    }
+
+    /// Whether `stored` (read back after a [`WriteMode::Restore`] change) is exactly `previous` again:
+    /// unlike [`Connector::holds`], a list must not hold more than `previous` (what our write added
+    /// must be gone), and a null `previous` (the field was absent) is held by an absent or null
+    /// field. The default is [`Connector::holds`] with that null rule.
+    fn restored(&self, field: &str, previous: &Value, stored: Option<&Value>) -> bool {
+        if previous.is_null() {
+            return stored.is_none_or(Value::is_null);
+        }
+        self.holds(field, previous, stored)
+    }
+
+    /// Why a field read back after a [`WriteMode::Restore`] change is not `previous` again, and what
+    /// is left of the earlier write, in the platform's terms (what it cannot restore and why).
+    fn not_restored_reason(&self, field: &str, previous: &Value, stored: Option<&Value>) -> String {
+        let _ = previous;
+        match stored {
+            None => format!("{field} was absent when the record was read back after the revert"),
+            Some(v) => format!("{field} still held {v} when the record was read back after the revert"),
+        }
     }
 
     /// Why a field read back after a write did not hold the value written, in the platform's terms.

@@ -81,6 +81,24 @@ pub struct Change {
     /// it instead of truncating what is there.
     #[serde(skip)]
     pub native: Option<Value>,
+    /// Whether the values fill what is missing ([`WriteMode::Merge`], every enrichment write) or put
+    /// back exactly what an earlier write replaced ([`WriteMode::Restore`], undo).
+    #[serde(default)]
+    pub mode: WriteMode,
+}
+
+/// How a [`Change`]'s values meet what the record holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WriteMode {
+    /// Add to the record: a list value is merged with the record's list (nothing already there is
+    /// removed), text and meta values are set.
+    #[default]
+    Merge,
+    /// Put back exactly these values, the ones an earlier write replaced: a list becomes exactly the
+    /// given list (what the earlier write added is removed), and a JSON null means the field was
+    /// absent, so it is deleted where the platform allows (a meta entry, say).
+    Restore,
 }
 
 /// How one change ended.

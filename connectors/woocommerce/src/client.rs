@@ -16,6 +16,11 @@
 //!   `PUT products/{parent}/variations/{id}` each); lists WooCommerce replaces wholesale are merged
 //!   with the product's current list, never truncated; alt text goes only to that product's own
 //!   image ids.
+//! - Reverts ([`WriteMode::Restore`]): tag and category lists become exactly the previous ones, and
+//!   meta entries (SEO fields included) that were absent are deleted (a meta value of null, which
+//!   WooCommerce's `WC_Data::save_meta_data` deletes). An empty `alt` is ignored by the products API
+//!   (alt text lives on the media attachment), so alt text our write added cannot be cleared with
+//!   WooCommerce keys: [`not_restored_reason`] says so, and the engine reports a partial revert.
 //! - Fetch by id: `include=` in chunks of 100 with `status=any`, then the ids not found once more
 //!   with `status=trash` (WordPress's `any` leaves the trash out).
 
@@ -26,8 +31,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use enrichd_connector::{
-    Change, Connector, ConnectorError, Page, PageRequest, Record, Version, WriteOutcome, WriteResult, WriteSubmission,
-    http,
+    Change, Connector, ConnectorError, Page, PageRequest, Record, Version, WriteMode, WriteOutcome, WriteResult,
+    WriteSubmission, http,
 };
 use reqwest::header::HeaderMap;
 use reqwest::{Method, RequestBuilder};
@@ -576,6 +581,14 @@ impl Connector for WooCommerce {
         holds(field, written, stored)
     }
 
+    fn restored(&self, field: &str, previous: &Value, stored: Option<&Value>) -> bool {
+        restored(field, previous, stored)
+    }
+
+    fn not_restored_reason(&self, field: &str, previous: &Value, stored: Option<&Value>) -> String {
+        not_restored_reason(field, previous, stored)
+    }
+
     fn not_held_reason(&self, field: &str, stored: Option<&Value>) -> String {
         let meta_key = field.strip_prefix("meta.");
         let seo = matches!(field, "seo_title" | "seo_description");
@@ -737,6 +750,10 @@ fn update_body(id: u64, change: &Change, seo: Seo) -> Result<Map<String, Value>,
                     .as_array()
                     .ok_or_else(|| format!("record {}: field {field} must be a list of names", change.id))?;
                 let current = native.and_then(|n| n.get(field)).and_then(Value::as_array).cloned().unwrap_or_default();
+                if change.mode == WriteMode::Restore {
+                    body.insert(field.clone(), Value::Array(restored_terms(&change.id, field, names, &current)?));
+                    continue;
+                }
                 let mut merged: Vec<Value> =
                     current.iter().filter_map(|t| t.get("id").map(|id| json!({"id": id}))).collect();
                 let known: Vec<String> = current
@@ -807,6 +824,10 @@ fn update_body(id: u64, change: &Change, seo: Seo) -> Result<Map<String, Value>,
                     ));
                 };
                 let key = if field == "seo_title" { title } else { description };
+                // The record shows an absent SEO entry as "": putting "absent" back deletes the entry
+                // (WooCommerce deletes a meta entry whose value is set to null) instead of storing "".
+                let absent = value.is_null() || value.as_str() == Some("");
+                let value = if change.mode == WriteMode::Restore && absent { &Value::Null } else { value };
                 meta.push(json!({"key": key, "value": value}));
             }
             other => match other.strip_prefix("meta.") {
@@ -819,6 +840,128 @@ fn update_body(id: u64, change: &Change, seo: Seo) -> Result<Map<String, Value>,
         body.insert("meta_data".into(), Value::Array(meta));
     }
     Ok(body)
+}
+
+/// The term list that puts back exactly `names` (a revert): the ids of the product's current terms
+/// with those names, so the terms our write added are dropped. A name the product no longer carries
+/// is a tag given by name (WooCommerce finds or creates it); a category cannot be created that way.
+fn restored_terms(id: &str, field: &str, names: &[Value], current: &[Value]) -> Result<Vec<Value>, String> {
+    let mut out: Vec<Value> = Vec::new();
+    let mut seen: Vec<String> = Vec::new();
+    for name in names.iter().filter_map(Value::as_str).map(str::trim).filter(|n| !n.is_empty()) {
+        let lower = normalise_text(name).to_lowercase();
+        if seen.contains(&lower) {
+            continue;
+        }
+        seen.push(lower.clone());
+        let term = current.iter().find(|t| {
+            t.get("name").and_then(Value::as_str).is_some_and(|n| normalise_text(n).to_lowercase() == lower)
+        });
+        match term.and_then(|t| t.get("id")) {
+            Some(term_id) => out.push(json!({"id": term_id})),
+            None if field == "tags" => out.push(json!({"name": name})),
+            None => {
+                return Err(format!(
+                    "record {id}: category {name:?} is no longer on the product and cannot be put back by name"
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Whether `stored` is exactly `previous` again after a revert: lists hold the same names (case and
+/// entities aside) and nothing more; every image's alt text is the one it had; an SEO field that
+/// was absent ("" or null) is absent or empty; other fields as [`holds`].
+pub fn restored(field: &str, previous: &Value, stored: Option<&Value>) -> bool {
+    match field {
+        "tags" | "categories" => {
+            let names = |v: Option<&Value>| -> BTreeSet<String> {
+                v.and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .map(|s| normalise_text(s).to_lowercase())
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            };
+            names(Some(previous)) == names(stored)
+        }
+        "images[].alt" => {
+            let have = alts(stored);
+            alts(Some(previous)).iter().all(|(id, alt)| have.get(id).is_none_or(|h| h == alt))
+        }
+        "seo_title" | "seo_description" if previous.is_null() || previous.as_str() == Some("") => {
+            stored.is_none_or(|s| s.is_null() || s.as_str() == Some(""))
+        }
+        _ if previous.is_null() => stored.is_none_or(Value::is_null),
+        _ => holds(field, previous, stored),
+    }
+}
+
+/// `images[].alt` entries as image id → alt text (normalised).
+fn alts(v: Option<&Value>) -> BTreeMap<u64, String> {
+    v.and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| Some((e.get("id")?.as_u64()?, normalise_text(e.get("alt")?.as_str()?))))
+        .collect()
+}
+
+/// Why `stored` is not `previous` again after a revert, naming what is left of our write.
+pub fn not_restored_reason(field: &str, previous: &Value, stored: Option<&Value>) -> String {
+    match field {
+        "images[].alt" => {
+            let have = alts(stored);
+            let left: Vec<String> = alts(Some(previous))
+                .into_iter()
+                .filter_map(|(id, alt)| {
+                    let now = have.get(&id).filter(|h| **h != alt)?;
+                    Some(if alt.is_empty() {
+                        format!("image {id} still has alt text {now:?} (it had none)")
+                    } else {
+                        format!("image {id} has alt text {now:?}, not {alt:?}")
+                    })
+                })
+                .collect();
+            let cleared = alts(Some(previous)).iter().any(|(id, alt)| alt.is_empty() && have.contains_key(id));
+            let why = if cleared {
+                "WooCommerce's products API ignores an empty alt, so alt text cannot be cleared through it; alt \
+                 text belongs to the image's media attachment (shared by every product that uses the image), and \
+                 clearing it needs the WordPress media endpoint (POST /wp-json/wp/v2/media/<id>) with an \
+                 application password, which this connection does not have: clear it in wp-admin's media library"
+            } else {
+                "the store did not take the alt text back (a plugin or a person changed it)"
+            };
+            format!("images[].alt: {}; {why}", left.join(", "))
+        }
+        "tags" | "categories" => {
+            let names = |v: Option<&Value>| -> Vec<String> {
+                v.and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).map(normalise_text).collect()
+            };
+            let before: Vec<String> = names(Some(previous)).iter().map(|n| n.to_lowercase()).collect();
+            let extra: Vec<String> =
+                names(stored).into_iter().filter(|n| !before.contains(&n.to_lowercase())).collect();
+            let gone: Vec<String> = names(Some(previous))
+                .into_iter()
+                .filter(|n| !names(stored).iter().any(|s| s.to_lowercase() == n.to_lowercase()))
+                .collect();
+            format!(
+                "{field}: read back after the revert as {}{}{}",
+                short(stored.unwrap_or(&Value::Null)),
+                if extra.is_empty() { String::new() } else { format!("; still there: {}", extra.join(", ")) },
+                if gone.is_empty() { String::new() } else { format!("; missing: {}", gone.join(", ")) },
+            )
+        }
+        _ => match stored {
+            Some(v) if !v.is_null() && previous.is_null() => format!(
+                "{field} still holds {} after the revert; the store kept the meta entry instead of deleting it",
+                short(v)
+            ),
+            None => format!("{field} was absent when the product was read back after the revert"),
+            Some(v) => format!("{field} holds {} after the revert, not {}", short(v), short(previous)),
+        },
+    }
 }
 
 /// Whether `stored` holds `written` once WooCommerce's normalisation is allowed for.
@@ -1134,6 +1277,7 @@ mod tests {
             base_version: Version("v".into()),
             fields: fields.as_object().unwrap().clone(),
             native: Some(native),
+            mode: WriteMode::Merge,
         }
     }
 

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use enrichd_connector::{
-    Change, Connector, ConnectorError, PageRequest, Record, WriteOutcome, WriteResult, WriteSubmission,
+    Change, Connector, ConnectorError, PageRequest, Record, WriteMode, WriteOutcome, WriteResult, WriteSubmission,
 };
 use enrichd_woocommerce::sandbox::{
     CONSUMER_KEY, CONSUMER_SECRET, Faults, READ_ONLY_CONSUMER_KEY, READ_ONLY_CONSUMER_SECRET, WooSandbox,
@@ -93,6 +93,7 @@ fn change(record: &Record, fields: Value) -> Change {
         base_version: record.version.clone(),
         fields: fields.as_object().unwrap().clone(),
         native: record.native.clone(),
+        mode: WriteMode::Merge,
     }
 }
 

@@ -14,6 +14,10 @@
 //! - `modified_after` read in the site's time zone unless `dates_are_gmt=true` or the value has a
 //!   `Z`/offset;
 //! - stored values that differ from sent ones (entities, `wpautop` on read, prices as strings);
+//! - list and meta writes as WooCommerce applies them: `tags`, `categories` and `images` replace the
+//!   product's list, a `meta_data` entry with a null value deletes the key, and an image's `alt` is
+//!   the media attachment's (every product using the image shows it) and is written only when
+//!   non-empty: an empty `alt` never clears one;
 //! - the auth rules: Basic and query-string keys only over HTTPS, verified OAuth 1.0a over plain
 //!   HTTP, read-only keys, application passwords, with WooCommerce's exact 401 bodies;
 //! - batch limits and per-item errors, and injectable faults (latency, 5xx, 429 with `Retry-After`,

@@ -487,10 +487,12 @@ impl Catalogue {
         let mut fresh_ids: Vec<u64> = Vec::new();
         let missing: usize = {
             let product = &self.products[&id];
+            // A null value never creates an entry (it deletes one), so it takes no meta id.
             new_meta
                 .iter()
-                .filter(|(mid, key, _)| {
-                    !product.meta.iter().any(|m| Some(m.id) == *mid || (mid.is_none() && m.key == *key))
+                .filter(|(mid, key, value)| {
+                    !value.is_null()
+                        && !product.meta.iter().any(|m| Some(m.id) == *mid || (mid.is_none() && m.key == *key))
                 })
                 .count()
         };
@@ -557,7 +559,9 @@ impl Catalogue {
         if let Some(t) = tags {
             product.tags = t;
         }
+        let mut attachment_alts: Vec<(u64, String)> = Vec::new();
         if let Some(i) = images {
+            attachment_alts = i.iter().map(|image| (image.id, image.alt.clone())).collect();
             product.images = i;
         }
         let mut fresh = fresh_ids.into_iter();
@@ -567,10 +571,15 @@ impl Catalogue {
                 None => product.meta.iter().position(|m| m.key == key),
             };
             match found {
+                // `WC_Data::save_meta_data` deletes an entry whose value was set to null.
+                Some(i) if value.is_null() => {
+                    product.meta.remove(i);
+                }
                 Some(i) => {
                     product.meta[i].key = key;
                     product.meta[i].value = value;
                 }
+                None if value.is_null() => {}
                 None => {
                     if let Some(new_id) = fresh.next() {
                         product.meta.push(Meta { id: new_id, key, value });
@@ -579,6 +588,15 @@ impl Catalogue {
             }
         }
         product.modified = bump(product.modified, now);
+        // Alt text belongs to the media attachment, not the product: every product showing the
+        // image shows the new alt (their own `date_modified` does not move).
+        for (image_id, alt) in attachment_alts {
+            for other in self.products.values_mut().filter(|p| p.id != id) {
+                for image in other.images.iter_mut().filter(|i| i.id == image_id) {
+                    image.alt.clone_from(&alt);
+                }
+            }
+        }
     }
 
     /// Moves a product to the trash: status `trash`, slug suffixed, restore meta added, modified bumped.
