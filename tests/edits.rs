@@ -366,6 +366,7 @@ async fn the_api_releases_an_unreviewed_sample_only_with_force_and_a_reason(db: 
     let (status, body) = post(&client, &release, json!({"reviewer": "ann"})).await;
     assert_eq!(status, 409, "{body}");
     assert!(body["error"].as_str().unwrap().contains("2 of 5 sample proposals are reviewed"), "{body}");
+    assert_eq!((body["reviewed"].as_i64(), body["of"].as_i64()), (Some(2), Some(5)), "{body}");
     let reason = "launch tomorrow; the rest is reviewed after the write";
     let (status, body) = post(&client, &release, json!({"reviewer": "ann", "force": true, "reason": reason})).await;
     assert_eq!(status, 200, "{body}");
