@@ -152,6 +152,11 @@ impl IntoResponse for ApiError {
                 return (StatusCode::CONFLICT, Json(json!({ "error": message, "matching": matching }))).into_response();
             }
             ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, m),
+            ApiError::Store(StoreError::SampleNotReviewed { run, reviewed, of, making }) => {
+                let message = StoreError::SampleNotReviewed { run, reviewed, of, making }.to_string();
+                let body = json!({ "error": message, "reviewed": reviewed, "of": of });
+                return (StatusCode::CONFLICT, Json(body)).into_response();
+            }
             ApiError::Store(e) => (
                 match e {
                     StoreError::NotFound(_) => StatusCode::NOT_FOUND,

@@ -372,10 +372,7 @@ impl Task {
             (mapped.clone(), field.to_owned())
         } else {
             let known: Vec<&str> = proposal.fields.keys().map(String::as_str).collect();
-            return Err(EditRefusal::UnknownField(format!(
-                "field {field:?} (the proposal has {})",
-                known.join(", ")
-            )));
+            return Err(EditRefusal::UnknownField(format!("field {field:?} (the proposal has {})", known.join(", "))));
         };
         let value = match value {
             Value::String(html) if self.html.contains(&property) => Value::String(clean_html(&html)),
@@ -628,9 +625,15 @@ mod tests {
         let untouched = p.clone();
 
         let e = task.edit(&mut p, "tags", json!("bolt")).unwrap_err();
-        assert!(matches!(&e, EditRefusal::Invalid(m) if m.contains("tags: \"bolt\" is not of type \"array\"")), "{e:?}");
+        assert!(
+            matches!(&e, EditRefusal::Invalid(m) if m.contains("tags: \"bolt\" is not of type \"array\"")),
+            "{e:?}"
+        );
         let e = task.edit(&mut p, "description", json!("<span>x</span>")).unwrap_err();
-        assert!(matches!(&e, EditRefusal::Invalid(m) if m.starts_with("description: ")), "cleaned, then too short: {e:?}");
+        assert!(
+            matches!(&e, EditRefusal::Invalid(m) if m.starts_with("description: ")),
+            "cleaned, then too short: {e:?}"
+        );
         let e = task.edit(&mut p, "price", json!("1")).unwrap_err();
         assert_eq!(e, EditRefusal::UnknownField("field \"price\" (the proposal has description, tags)".into()));
         assert_eq!(p, untouched, "a refused edit changes nothing");

@@ -163,7 +163,11 @@ async fn edits_are_cleaned_validated_and_rechecked_on_every_path(db: &TestDb) {
     let item = db.store.item(a).await.unwrap();
     assert_eq!(field(&item, "description"), (json!(CLEANED), true));
     let history = db.store.item_events(a).await.unwrap();
-    assert_eq!(history.last().unwrap().detail.as_ref().unwrap()["value"], CLEANED, "the audit trail holds what is stored");
+    assert_eq!(
+        history.last().unwrap().detail.as_ref().unwrap()["value"],
+        CLEANED,
+        "the audit trail holds what is stored"
+    );
     let out = enrichd(cfg, &["review", "edit", &id, "tags", "hex bolt", "--as", "eve"], &vars).await;
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     let said = text(&out);
@@ -182,18 +186,23 @@ async fn edits_are_cleaned_validated_and_rechecked_on_every_path(db: &TestDb) {
     // The JSON API: the same cleaning and the same refusal, as a 422 with the message.
     let client = http();
     let edit = format!("{base}/api/items/{b}/edit");
-    let (status, body) = post(&client, &edit, json!({"reviewer": "ann", "field": "description", "value": HOSTILE})).await;
+    let (status, body) =
+        post(&client, &edit, json!({"reviewer": "ann", "field": "description", "value": HOSTILE})).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["item"]["proposal"]["fields"]["description"]["edited"], CLEANED);
     let before = db.store.item(b).await.unwrap();
     let (status, body) = post(&client, &edit, json!({"reviewer": "ann", "field": "tags", "value": "hex bolt"})).await;
     assert_eq!(status, 422, "{body}");
     let message = body["error"].as_str().unwrap();
-    assert!(message.contains(&format!("item {b}")) && message.contains("tags") && message.contains("\"array\""), "{message}");
+    assert!(
+        message.contains(&format!("item {b}")) && message.contains("tags") && message.contains("\"array\""),
+        "{message}"
+    );
     assert_eq!(db.store.item(b).await.unwrap(), before, "a refused edit changes nothing");
     // An edit that misses a check raises its warning, and the queue's filter follows.
     let long_title = "Wood screw 4x40 zinc, pack of 100: for soft and hard wood, pre-drilled or not";
-    let (status, body) = post(&client, &edit, json!({"reviewer": "ann", "field": "seo_title", "value": long_title})).await;
+    let (status, body) =
+        post(&client, &edit, json!({"reviewer": "ann", "field": "seo_title", "value": long_title})).await;
     let item = db.store.item(b).await.unwrap();
     if item.proposal.as_ref().unwrap().fields.contains_key("seo_title") {
         assert_eq!(status, 200, "{body}");
@@ -205,7 +214,10 @@ async fn edits_are_cleaned_validated_and_rechecked_on_every_path(db: &TestDb) {
     }
     let (status, body) = post(&client, &edit, json!({"reviewer": "ann", "field": "price", "value": "1"})).await;
     assert_eq!(status, 404, "{body}");
-    assert!(body["error"].as_str().unwrap().contains(&format!("item {b}: field \"price\" (the proposal has ")), "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains(&format!("item {b}: field \"price\" (the proposal has ")),
+        "{body}"
+    );
 
     // A task property name maps to its record field (`image_alts` → `images[].alt`); only images
     // that were blank when pulled can get a value, not the one a person described.
@@ -308,7 +320,8 @@ async fn the_cli_releases_an_unreviewed_sample_only_with_force_and_a_reason(db: 
     assert_eq!(db.store.run(run).await.unwrap().review_phase, Some(ReviewPhase::SampleReview), "nothing released");
 
     let reason = "the supplier data is the same for all of them; one is enough";
-    let out = enrichd(cfg, &["review", "release", "--run", &r, "--as", "eve", "--force", "--reason", reason], &[]).await;
+    let out =
+        enrichd(cfg, &["review", "release", "--run", &r, "--as", "eve", "--force", "--reason", reason], &[]).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let said = text(&out);
     let expected = format!("released by eve before the sample was reviewed (1 of 5): {reason}");
@@ -319,7 +332,8 @@ async fn the_cli_releases_an_unreviewed_sample_only_with_force_and_a_reason(db: 
     assert_eq!(event.actor, "eve");
     let kept = &event.detail.unwrap()["released_unreviewed"];
     assert_eq!(*kept, json!({"by": "eve", "reviewed": 1, "of": 5, "reason": reason}));
-    let listing = String::from_utf8_lossy(&enrichd(cfg, &["review", "list", "--run", &r], &[]).await.stdout).into_owned();
+    let listing =
+        String::from_utf8_lossy(&enrichd(cfg, &["review", "list", "--run", &r], &[]).await.stdout).into_owned();
     assert!(listing.contains(&expected), "the sample line keeps it: {listing}");
     let json: Value =
         serde_json::from_slice(&enrichd(cfg, &["review", "list", "--run", &r, "--json"], &[]).await.stdout).unwrap();
@@ -337,7 +351,10 @@ async fn the_api_releases_an_unreviewed_sample_only_with_force_and_a_reason(db: 
 
     let (status, body) = post(&client, &release, json!({"reviewer": "ann"})).await;
     assert_eq!(status, 409, "{body}");
-    assert!(body["error"].as_str().unwrap().contains(&format!("run {run}: 0 of 5 sample proposals are reviewed")), "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains(&format!("run {run}: 0 of 5 sample proposals are reviewed")),
+        "{body}"
+    );
     let (status, body) = post(&client, &release, json!({"reviewer": "ann", "force": true})).await;
     assert_eq!(status, 400, "force without a reason: {body}");
     assert!(body["error"].as_str().unwrap().contains("reason"), "{body}");
@@ -349,6 +366,7 @@ async fn the_api_releases_an_unreviewed_sample_only_with_force_and_a_reason(db: 
     let (status, body) = post(&client, &release, json!({"reviewer": "ann"})).await;
     assert_eq!(status, 409, "{body}");
     assert!(body["error"].as_str().unwrap().contains("2 of 5 sample proposals are reviewed"), "{body}");
+    assert_eq!((body["reviewed"].as_i64(), body["of"].as_i64()), (Some(2), Some(5)), "{body}");
     let reason = "launch tomorrow; the rest is reviewed after the write";
     let (status, body) = post(&client, &release, json!({"reviewer": "ann", "force": true, "reason": reason})).await;
     assert_eq!(status, 200, "{body}");
@@ -394,7 +412,11 @@ async fn the_ui_offers_release_only_for_a_reviewed_sample_else_release_anyway_co
     assert!(confirm.contains(&format!("Release run #{run} before its sample is reviewed?")), "{confirm}");
     assert!(confirm.contains("1 of 5 sample proposals are reviewed.") && confirm.contains(reason), "{confirm}");
     assert!(confirm.contains("name=\"confirm\" value=\"yes\""), "{confirm}");
-    assert_eq!(db.store.run(run).await.unwrap().review_phase, Some(ReviewPhase::SampleReview), "asking changes nothing");
+    assert_eq!(
+        db.store.run(run).await.unwrap().review_phase,
+        Some(ReviewPhase::SampleReview),
+        "asking changes nothing"
+    );
 
     let r = client
         .post(&release)
@@ -454,7 +476,8 @@ async fn review_show_names_the_record_and_prints_values_whole(db: &TestDb) {
     assert_eq!(run.status, RunStatus::AwaitingReview, "{:?}", run.status_reason);
     let item = db.store.items(run.id, Some(ItemState::Proposed), 1).await.unwrap().remove(0);
     let name = item.input_fields().unwrap()["name"].as_str().unwrap().to_owned();
-    let long = format!("{} Every word of this description matters to the reviewer who reads it.", "Long text. ".repeat(20));
+    let long =
+        format!("{} Every word of this description matters to the reviewer who reads it.", "Long text. ".repeat(20));
     let id = item.id.to_string();
     let out = enrichd(&config, &["review", "edit", &id, "description", &long, "--as", "eve"], &[]).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));

@@ -481,7 +481,8 @@ async fn a_sampled_run_is_reviewed_released_and_reverted_in_the_browser(db: &com
     let product: u64 = target.external_id.parse().unwrap();
     let stored = w.shop.product(product).unwrap()["description"].as_str().unwrap().to_owned();
     assert!(
-        stored.contains("Edited in the browser by Ada: coach screw, galvanised, for timber frames and outdoor decking."),
+        stored
+            .contains("Edited in the browser by Ada: coach screw, galvanised, for timber frames and outdoor decking."),
         "store holds {stored:?}"
     );
     for item in db.store.items(run_id, Some(ItemState::Written), 100).await.unwrap().iter().filter(|i| !i.sample) {

@@ -8,8 +8,8 @@ use serde_json::{Value, json};
 use super::{Failure, config_error, failed, open_store};
 use crate::config::Config;
 use crate::engine::{Engine, RevertOutcome, revert, revert_run, tally};
-use crate::task::Task;
 use crate::store::{Item, ReviewAction, ReviewFilter, Store, StoreError, reviewer_name};
+use crate::task::Task;
 
 /// Which items: the queue's filters.
 #[derive(Args, Debug, Clone, Default)]
@@ -155,7 +155,10 @@ fn task_of(config: &Config, pipeline: &str) -> Result<Task, Failure> {
     let p = config.pipelines.get(pipeline).ok_or_else(|| {
         failed(format!("pipeline {pipeline:?} is not in the config, so an edit of its proposals cannot be checked"))
     })?;
-    let cfg = config.tasks.get(&p.task).ok_or_else(|| config_error(format!("pipelines.{pipeline}.task: no task {:?}", p.task)))?;
+    let cfg = config
+        .tasks
+        .get(&p.task)
+        .ok_or_else(|| config_error(format!("pipelines.{pipeline}.task: no task {:?}", p.task)))?;
     Task::build(&p.task, cfg).map_err(|(key, m)| config_error(format!("tasks.{}.{key}: {m}", p.task)))
 }
 

@@ -122,9 +122,7 @@ impl IntoResponse for PageError {
             }
             PageError::Store(
                 e @ (StoreError::Refused(_) | StoreError::CountChanged { .. } | StoreError::SampleNotReviewed { .. }),
-            ) => {
-                (StatusCode::CONFLICT, e.to_string())
-            }
+            ) => (StatusCode::CONFLICT, e.to_string()),
             PageError::Store(StoreError::Invalid(m)) => (StatusCode::UNPROCESSABLE_ENTITY, m.clone()),
             PageError::Store(e) => {
                 tracing::error!(error = %e, "review UI: store error");

@@ -982,10 +982,7 @@ impl Store {
                 from: &[ItemState::Proposed, ItemState::Edited],
                 to: ItemState::Edited,
                 owner: None,
-                sets: vec![
-                    ("proposal", Bind::Text(new)),
-                    ("warnings", Bind::I64(proposal.warnings.len() as i64)),
-                ],
+                sets: vec![("proposal", Bind::Text(new)), ("warnings", Bind::I64(proposal.warnings.len() as i64))],
                 raw_sets: &[],
                 guard: Some(("proposal", Bind::Text(old))),
                 actor,

@@ -32,9 +32,7 @@ pub use items::{
     Claim, EnrichFailure, EventRecord, FieldChange, Item, NewItem, PriorItem, Proposal, RetryPolicy, Usage,
     VerifyIssue, Work,
 };
-pub use review::{
-    BulkOutcome, ReviewAction, ReviewFilter, SampleStats, SkippedItem, UnreviewedRelease, reviewer_name,
-};
+pub use review::{BulkOutcome, ReviewAction, ReviewFilter, SampleStats, SkippedItem, UnreviewedRelease, reviewer_name};
 pub use runs::{ErrorRule, NewRun, ReviewPhase, Run, RunCounts, RunReport, RunStart, SampleGate};
 pub use state::{ItemState, RunStatus};
 
