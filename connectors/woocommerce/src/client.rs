@@ -854,9 +854,9 @@ fn restored_terms(id: &str, field: &str, names: &[Value], current: &[Value]) -> 
             continue;
         }
         seen.push(lower.clone());
-        let term = current.iter().find(|t| {
-            t.get("name").and_then(Value::as_str).is_some_and(|n| normalise_text(n).to_lowercase() == lower)
-        });
+        let term = current
+            .iter()
+            .find(|t| t.get("name").and_then(Value::as_str).is_some_and(|n| normalise_text(n).to_lowercase() == lower));
         match term.and_then(|t| t.get("id")) {
             Some(term_id) => out.push(json!({"id": term_id})),
             None if field == "tags" => out.push(json!({"name": name})),
@@ -937,7 +937,12 @@ pub fn not_restored_reason(field: &str, previous: &Value, stored: Option<&Value>
         }
         "tags" | "categories" => {
             let names = |v: Option<&Value>| -> Vec<String> {
-                v.and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).map(normalise_text).collect()
+                v.and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .map(normalise_text)
+                    .collect()
             };
             let before: Vec<String> = names(Some(previous)).iter().map(|n| n.to_lowercase()).collect();
             let extra: Vec<String> =
