@@ -105,8 +105,10 @@ enum Command {
     /// The review queue: list, show, approve, reject, edit, release.
     #[command(subcommand)]
     Review(review::ReviewCommand),
-    /// Undo written items: write back the values our write replaced, unless the record was edited
-    /// since (then it is a conflict and nothing is written).
+    /// Undo written items: put back exactly the values our write replaced and read them back,
+    /// unless the record was edited since (then it is a conflict and nothing is written). An item the
+    /// store cannot fully restore through this connection (WooCommerce alt text) is partially
+    /// reverted, with what is left and why. Exits 1 unless every item is reverted.
     Revert {
         #[arg(long, conflicts_with = "run", required_unless_present = "run")]
         item: Option<i64>,

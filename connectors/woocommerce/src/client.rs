@@ -1302,6 +1302,31 @@ mod tests {
     }
 
     #[test]
+    fn a_restore_replaces_lists_and_deletes_absent_meta() {
+        let native = json!({
+            "id": 7,
+            "tags": [{"id": 18, "name": "cotton"}, {"id": 30, "name": "summer"}],
+            "images": [{"id": 5, "alt": "Front"}],
+        });
+        let mut c = change(
+            json!({"tags": ["Cotton", "linen"], "seo_title": "", "meta.care": null, "images[].alt": [{"id": 5, "alt": ""}]}),
+            native,
+        );
+        c.mode = WriteMode::Restore;
+        let body = update_body(7, &c, Seo::Yoast).unwrap();
+        assert_eq!(body["tags"], json!([{"id": 18}, {"name": "linen"}]), "exactly the old tags, ours dropped");
+        assert_eq!(
+            body["meta_data"],
+            json!([{"key": "care", "value": null}, {"key": "_yoast_wpseo_title", "value": null}]),
+            "absent meta is deleted, not set to \"\""
+        );
+        assert!(restored("tags", &json!(["cotton"]), Some(&json!(["Cotton"]))));
+        assert!(!restored("tags", &json!(["cotton"]), Some(&json!(["cotton", "summer"]))));
+        assert!(restored("seo_title", &json!(""), None) && restored("seo_title", &json!(null), Some(&json!(""))));
+        assert!(!restored("images[].alt", &json!([{"id": 5, "alt": ""}]), Some(&json!([{"id": 5, "alt": "Front"}]))));
+    }
+
+    #[test]
     fn seo_fields_map_to_the_plugin_keys() {
         let c = change(json!({"seo_title": "T", "seo_description": "D"}), json!({"id": 7}));
         let body = update_body(7, &c, Seo::RankMath).unwrap();
