@@ -708,14 +708,16 @@ async fn watch(config: &Config, run_id: Option<i64>) -> Result<(), Failure> {
         let run = store.run(id).await.map_err(|e| failed(e.to_string()))?;
         let counts = store.counts(id).await.map_err(|e| failed(e.to_string()))?;
         let watched = Duration::from_millis((crate::store::now_ms() - run.created_at).max(0) as u64);
-        progress.show(&run, &counts, watched);
         if still_moving(&store, &run, &counts, live_window).await? {
+            progress.show(&run, &counts, watched);
             last = None;
         } else {
             let report = store.report(id).await.map_err(|e| failed(e.to_string()))?;
             if last.as_ref().is_some_and(|l| same_outcome(l, &report)) {
                 break report;
             }
+            // Shown once per outcome: the look that confirms it prints nothing more.
+            progress.show(&report.run, &report.counts, watched);
             last = Some(report);
         }
         let looked = look.elapsed();
