@@ -122,8 +122,10 @@ enum Command {
     /// The review queue: list, show, approve, reject, edit, release.
     #[command(subcommand)]
     Review(review::ReviewCommand),
-    /// Undo written items: write back the values our write replaced, unless the record was edited
-    /// since (then it is a conflict and nothing is written).
+    /// Undo written items: put back exactly the values our write replaced and read them back,
+    /// unless the record was edited since (then it is a conflict and nothing is written). An item the
+    /// store cannot fully restore through this connection (WooCommerce alt text) is partially
+    /// reverted, with what is left and why. Exits 1 unless every item is reverted.
     Revert {
         /// One written item's id.
         #[arg(long, conflicts_with = "run", required_unless_present = "run")]
@@ -929,14 +931,16 @@ async fn watch(config: &Config, run_id: Option<i64>) -> Result<(), Failure> {
         let run = store.run(id).await.map_err(|e| failed(e.to_string()))?;
         let counts = store.counts(id).await.map_err(|e| failed(e.to_string()))?;
         let watched = Duration::from_millis((crate::store::now_ms() - run.created_at).max(0) as u64);
-        progress.show(&run, &counts, watched);
         if still_moving(&store, &run, &counts, live_window).await? {
+            progress.show(&run, &counts, watched);
             last = None;
         } else {
             let report = store.report(id).await.map_err(|e| failed(e.to_string()))?;
             if last.as_ref().is_some_and(|l| same_outcome(l, &report)) {
                 break report;
             }
+            // Shown once per outcome: the look that confirms it prints nothing more.
+            progress.show(&report.run, &report.counts, watched);
             last = Some(report);
         }
         let looked = look.elapsed();

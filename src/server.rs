@@ -452,6 +452,8 @@ async fn report(State(engine): State<Shared>, Path(id): Path<i64>) -> ApiResult 
     ok(serde_json::to_value(engine.store.report(id).await?).expect("serialisable"))
 }
 
+/// Undoes one written item: 200 reverted, 207 partially reverted (`result.left` says what is left
+/// and why), 409 conflict or not revertible, 502 the write back failed.
 async fn revert_item(
     State(engine): State<Shared>,
     caller: Caller,

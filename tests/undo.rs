@@ -63,7 +63,9 @@ async fn written_shop(db: &common::TestDb) -> (Woo, i64, BTreeMap<u64, Seen>) {
     assert_eq!(written.len(), 2, "{written:?}");
     let (alt, plain) = the_two(&written);
     let fields = |i: &Item| i.proposal.as_ref().unwrap().fields.keys().cloned().collect::<BTreeSet<_>>();
-    assert!(fields(alt).is_superset(&["images[].alt", "tags", "seo_title", "seo_description"].map(String::from).into()));
+    assert!(
+        fields(alt).is_superset(&["images[].alt", "tags", "seo_title", "seo_description"].map(String::from).into())
+    );
     assert!(fields(plain).is_superset(&["tags", "seo_description"].map(String::from).into()));
     // Our write added tags, alt text and the SEO meta.
     let now = seen(&w.shop, id_of(alt));
@@ -245,7 +247,10 @@ async fn the_revert_page_says_partially_reverted(db: &common::TestDb) {
         .unwrap();
     assert_eq!(r.status(), 200);
     let html = r.text().await.unwrap();
-    assert!(html.contains("0 reverted · 0 conflicts (edited since our write, left alone) · 1 partially reverted"), "{html}");
+    assert!(
+        html.contains("0 reverted · 0 conflicts (edited since our write, left alone) · 1 partially reverted"),
+        "{html}"
+    );
     assert!(html.contains("id=\"revert-partial\""), "{html}");
     assert!(html.contains("partially reverted: part of our write is still there"), "{html}");
     assert!(html.contains("media endpoint") && html.contains("application password"), "the row says why: {html}");

@@ -854,9 +854,9 @@ fn restored_terms(id: &str, field: &str, names: &[Value], current: &[Value]) -> 
             continue;
         }
         seen.push(lower.clone());
-        let term = current.iter().find(|t| {
-            t.get("name").and_then(Value::as_str).is_some_and(|n| normalise_text(n).to_lowercase() == lower)
-        });
+        let term = current
+            .iter()
+            .find(|t| t.get("name").and_then(Value::as_str).is_some_and(|n| normalise_text(n).to_lowercase() == lower));
         match term.and_then(|t| t.get("id")) {
             Some(term_id) => out.push(json!({"id": term_id})),
             None if field == "tags" => out.push(json!({"name": name})),
@@ -937,7 +937,12 @@ pub fn not_restored_reason(field: &str, previous: &Value, stored: Option<&Value>
         }
         "tags" | "categories" => {
             let names = |v: Option<&Value>| -> Vec<String> {
-                v.and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).map(normalise_text).collect()
+                v.and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .map(normalise_text)
+                    .collect()
             };
             let before: Vec<String> = names(Some(previous)).iter().map(|n| n.to_lowercase()).collect();
             let extra: Vec<String> =
@@ -1294,6 +1299,31 @@ mod tests {
         assert_eq!(body["images"], json!([{"id": 5, "alt": "Front"}, {"id": 6, "alt": "Side"}]));
         let stray = change(json!({"images[].alt": [{"id": 99, "alt": "Not ours"}]}), json!({"id": 7, "images": []}));
         assert!(update_body(7, &stray, Seo::None).unwrap_err().contains("image 99"));
+    }
+
+    #[test]
+    fn a_restore_replaces_lists_and_deletes_absent_meta() {
+        let native = json!({
+            "id": 7,
+            "tags": [{"id": 18, "name": "cotton"}, {"id": 30, "name": "summer"}],
+            "images": [{"id": 5, "alt": "Front"}],
+        });
+        let mut c = change(
+            json!({"tags": ["Cotton", "linen"], "seo_title": "", "meta.care": null, "images[].alt": [{"id": 5, "alt": ""}]}),
+            native,
+        );
+        c.mode = WriteMode::Restore;
+        let body = update_body(7, &c, Seo::Yoast).unwrap();
+        assert_eq!(body["tags"], json!([{"id": 18}, {"name": "linen"}]), "exactly the old tags, ours dropped");
+        assert_eq!(
+            body["meta_data"],
+            json!([{"key": "care", "value": null}, {"key": "_yoast_wpseo_title", "value": null}]),
+            "absent meta is deleted, not set to \"\""
+        );
+        assert!(restored("tags", &json!(["cotton"]), Some(&json!(["Cotton"]))));
+        assert!(!restored("tags", &json!(["cotton"]), Some(&json!(["cotton", "summer"]))));
+        assert!(restored("seo_title", &json!(""), None) && restored("seo_title", &json!(null), Some(&json!(""))));
+        assert!(!restored("images[].alt", &json!([{"id": 5, "alt": ""}]), Some(&json!([{"id": 5, "alt": "Front"}]))));
     }
 
     #[test]

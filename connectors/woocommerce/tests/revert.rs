@@ -90,8 +90,12 @@ async fn a_restore_puts_lists_and_meta_back_exactly_and_names_the_alt_text_it_ca
     write(&woo, &after, &replaced, WriteMode::Restore).await;
     let back = fetch(&woo, bolt).await;
     assert_eq!(names(&back, "tags"), ["m8"], "the tags our write added are gone");
-    let keys: Vec<&str> =
-        back.native.as_ref().unwrap()["meta_data"].as_array().unwrap().iter().map(|m| m["key"].as_str().unwrap()).collect();
+    let keys: Vec<&str> = back.native.as_ref().unwrap()["meta_data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["key"].as_str().unwrap())
+        .collect();
     assert_eq!(keys, ["_supplier_ref"], "the meta our write added is deleted, not set to \"\"");
     for field in ["tags", "seo_title", "meta.care"] {
         assert!(woo.restored(field, &replaced[field], back.fields.get(field)), "{field} is back");
