@@ -148,27 +148,42 @@ async fn ask(provider: &Provider, task: &Task, p: &crate::config::PipelineConfig
         Ok(prompt) => prompt,
         Err(e) => return (started.elapsed(), Err((TokenUsage::default(), e))),
     };
+    // Asked as the run would ask: only for the fields the records are missing.
+    let wanted: Vec<Vec<String>> =
+        records.iter().map(|r| crate::select::wanted_fields(&p.select, task.fields.values(), r)).collect();
+    let mut union: Vec<String> = Vec::new();
+    for field in wanted.iter().flatten() {
+        if !union.contains(field) {
+            union.push(field.clone());
+        }
+    }
+    let schema = task.request_schema(&union, records.len());
     let request = CompletionRequest {
         model: &p.model,
         prompt: &prompt,
         schema_name: &task.name,
-        schema: if records.len() > 1 { &task.packed_schema } else { &task.schema },
+        schema: &schema,
         max_output_tokens: task.max_output_tokens.saturating_mul(records.len() as u32),
         temperature: task.temperature,
     };
     let outcome = match provider.complete(&request).await {
         Ok(c) => {
-            let answers: Vec<serde_json::Value> = if records.len() == 1 {
-                vec![c.answer]
+            // Each answer beside the fields its record is missing.
+            let answers: Vec<(serde_json::Value, &Vec<String>)> = if records.len() == 1 {
+                vec![(c.answer, &wanted[0])]
             } else {
                 let mut split = task.unpack(&c.answer);
-                records.iter().filter_map(|r| split.remove(&r.id).filter(|a| a.len() == 1)?.pop()).collect()
+                records
+                    .iter()
+                    .zip(&wanted)
+                    .filter_map(|(r, w)| Some((split.remove(&r.id).filter(|a| a.len() == 1)?.pop()?, w)))
+                    .collect()
             };
-            let usable = answers.iter().filter(|a| task.validate(a).is_ok()).count();
+            let usable = answers.iter().filter(|(a, w)| task.validate_for(a, w).is_ok()).count();
             if usable == records.len() {
                 Ok((c.usage, usable))
             } else {
-                let first = answers.iter().find_map(|a| task.validate(a).err());
+                let first = answers.iter().find_map(|(a, w)| task.validate_for(a, w).err());
                 Err((
                     c.usage,
                     format!(

@@ -657,6 +657,21 @@ mod tests {
     }
 
     #[test]
+    fn asks_only_for_wanted_fields_and_ignores_the_rest_of_an_answer() {
+        let task = Task::build("t", &cfg("x")).unwrap();
+        let only_tags = task.schema_for(&["tags".into()]);
+        assert_eq!(only_tags["properties"].as_object().unwrap().keys().collect::<Vec<_>>(), ["tags"]);
+        assert_eq!(only_tags["required"], json!([]));
+        assert_eq!(task.schema_for(&["description".into(), "tags".into()]), task.schema);
+        let packed = task.request_schema(&["description".into()], 2);
+        assert_eq!(packed["properties"]["items"]["items"]["required"], json!(["id", "description"]));
+        // A description too short for the schema does not fail an answer that was asked for tags.
+        let answer = json!({"tags": ["a"], "description": "no"});
+        assert!(task.validate_for(&answer, &["tags".into()]).is_ok());
+        assert!(task.validate_for(&answer, &["description".into()]).is_err());
+    }
+
+    #[test]
     fn packs_records_and_maps_answers_back_by_id() {
         let mut c = cfg("Product {{ record.id }}: describe it.");
         c.items_per_request = 3;

@@ -167,3 +167,28 @@ on_both_backends! {
     selected_fields_only => a_pipeline_proposes_only_the_fields_it_selects;
     fill_all_missing => fill_all_missing_proposes_every_missing_field;
 }
+
+/// `select.fill_all_missing` is a boolean; anything else is refused with its key path (exit 2).
+#[test]
+fn fill_all_missing_is_validated() {
+    let dir = tempfile::tempdir().unwrap();
+    let sb = common::Sandboxes {
+        store: common::StoreSandbox::new("x"),
+        store_url: "http://127.0.0.1:9".into(),
+        provider: ProviderSandbox::new(None),
+        provider_url: "http://127.0.0.1:9/v1".into(),
+    };
+    let path = common::write_config(dir.path(), "sqlite://unused.db", &sb, &common::ConfigOptions::default());
+    let text = std::fs::read_to_string(&path).unwrap();
+    let select = "select = { missing = [\"description\"] }";
+    assert!(text.contains(select));
+    std::fs::write(&path, text.replace(select, "select = { missing = [\"description\"], fill_all_missing = \"yes\" }"))
+        .unwrap();
+    let out = common::process::output(&path, &["check", "--offline"], &common::process::Env::default());
+    assert_eq!(out.status.code(), Some(2), "{}", common::process::text(&out));
+    assert!(
+        common::process::text(&out).contains("pipelines.catalogue.select.fill_all_missing: invalid type"),
+        "{}",
+        common::process::text(&out)
+    );
+}

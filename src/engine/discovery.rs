@@ -67,6 +67,15 @@ async fn discover(engine: &Engine, pipeline: &Pipeline, run: Run, stop: &Cancell
         Err(e) => return tracing::warn!(run = run.id, error = %e, "reading run counts failed"),
     };
     let mut failures = 0u32;
+    // A model without a price: the run's spend is unknown from the start, not $0 until its first call.
+    let unpriced =
+        pipeline.provider.cost_micros(&pipeline.config.model, crate::provider::TokenUsage::default()).is_none();
+    if unpriced
+        && !run.cost_unknown
+        && let Err(e) = store.mark_cost_unknown(run.id).await
+    {
+        return tracing::warn!(run = run.id, error = %e, "marking the run's spend unknown failed");
+    }
     // Incremental pipelines read only records modified since the previous finished run started (a
     // minute earlier, for clocks that disagree). Fixed per run, so a resumed discovery asks the same.
     let modified_after = if pipeline.config.incremental {

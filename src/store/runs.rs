@@ -575,6 +575,12 @@ impl Store {
         })
     }
 
+    /// Marks run `run_id`'s spend unknown: its model has no price.
+    pub async fn mark_cost_unknown(&self, run_id: i64) -> Result<()> {
+        sqlx::query("UPDATE runs SET cost_unknown = 1 WHERE id = $1").bind(run_id).execute(&self.writer).await?;
+        Ok(())
+    }
+
     /// Items by pipeline and state, over every run (the `/metrics` gauges).
     pub async fn item_state_counts(&self) -> Result<Vec<(String, ItemState, i64)>> {
         let rows = sqlx::query(
