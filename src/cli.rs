@@ -322,7 +322,12 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
     }
     let mut config = Config::read(&cli.config).map_err(|e| config_error(e.to_string()))?;
     if cli.command.connects() {
-        config.resolve_secrets().map_err(|e| config_error(e.to_string()))?;
+        config.resolve_secrets().map_err(|e| match cli.command {
+            Command::Daemon { .. } => {
+                config_error(format!("{e} (`enrichd daemon --ui-only` serves the review UI without it)"))
+            }
+            _ => config_error(e.to_string()),
+        })?;
     } else if matches!(cli.command, Command::Daemon { .. }) {
         config.resolve_server_secrets().map_err(|e| config_error(e.to_string()))?;
     }

@@ -149,6 +149,7 @@ async fn read_only_commands_need_no_secrets(db: &TestDb) {
         .await
         .unwrap();
 
+    assert!(text(&full).contains("`enrichd daemon --ui-only` serves the review UI"), "{}", text(&full));
     for (what, out) in [("run", &run_out), ("check", &check), ("daemon", &full)] {
         assert_eq!(out.status.code(), Some(2), "{what}: {}", text(out));
         assert!(

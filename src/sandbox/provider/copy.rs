@@ -163,14 +163,21 @@ fn seo_title(f: &Facts) -> String {
     }
 }
 
+/// One sentence for search results, kept to 160 characters (the task's check) where the name allows.
 fn seo_description(f: &Facts) -> String {
     let mut text = format!("Buy the {} from our {} range", f.name, f.kind());
     if let Some(price) = &f.price {
         text.push_str(&format!(" at {price}"));
     }
-    text.push_str(". Full specifications, fast delivery and easy returns.");
-    if text.chars().count() < 120 {
-        text.push_str(" Order online today.");
+    text.push('.');
+    if text.chars().count() > 160 {
+        let cut: String = text.chars().take(158).collect();
+        return format!("{}.", cut.rsplit_once(' ').map_or(cut.as_str(), |(head, _)| head));
+    }
+    for more in [" Full specifications and fast delivery.", " Easy returns.", " Order online today."] {
+        if text.chars().count() + more.chars().count() <= 160 {
+            text.push_str(more);
+        }
     }
     text
 }
@@ -178,23 +185,25 @@ fn seo_description(f: &Facts) -> String {
 fn tags(f: &Facts, schema: &Value) -> Vec<String> {
     let max_items = schema["maxItems"].as_u64().unwrap_or(8).min(8) as usize;
     let max_len = schema["items"]["maxLength"].as_u64().unwrap_or(40) as usize;
+    let mut candidates: Vec<String> = f.category.iter().cloned().collect();
+    for (_, values) in &f.attributes {
+        candidates.extend(values.split(", ").map(str::to_owned));
+    }
     let mut out: Vec<String> = Vec::new();
-    let mut add = |tag: String| {
+    let add = |out: &mut Vec<String>, tag: &str| {
         let tag = tag.trim().to_lowercase();
-        if tag.chars().count() >= 2 && tag.chars().count() <= max_len && !out.contains(&tag) && out.len() < max_items {
+        if (2..=max_len).contains(&tag.chars().count()) && !out.contains(&tag) && out.len() < max_items {
             out.push(tag);
         }
     };
-    if let Some(c) = &f.category {
-        add(c.clone());
+    for tag in &candidates {
+        add(&mut out, tag);
     }
-    for (_, values) in &f.attributes {
-        for v in values.split(", ") {
-            add(v.to_owned());
-        }
-    }
+    // Words of the name only while there are fewer than three tags.
     for word in f.name.split(|c: char| !c.is_alphanumeric()).filter(|w| w.len() > 3) {
-        add(word.to_owned());
+        if out.len() < 3 {
+            add(&mut out, word);
+        }
     }
     out
 }
