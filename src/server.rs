@@ -361,13 +361,13 @@ async fn edit(
 /// the item's pipeline (see [`crate::store::Store::edit`]).
 async fn edit_item(engine: &Engine, id: i64, actor: &str, field: &str, value: Value) -> Result<Item, StoreError> {
     let item = engine.store.item(id).await?;
-    let pipeline = engine.pipelines.get(&item.pipeline).ok_or_else(|| {
+    let task = engine.tasks.get(&item.pipeline).ok_or_else(|| {
         StoreError::Refused(format!(
             "item {id}: pipeline {:?} is not in the config, so an edit of its proposal cannot be checked",
             item.pipeline
         ))
     })?;
-    engine.store.edit(id, actor, &pipeline.task, field, value).await
+    engine.store.edit(id, actor, task, field, value).await
 }
 
 /// A bulk decision over a selection (`ids`) or everything matching `filter`. Over a filter, a

@@ -15,10 +15,8 @@ fn the_build_stage_copies_every_path_the_build_reads() {
     let ignore = std::fs::read_to_string(Path::new(ROOT).join(".dockerignore")).unwrap_or_default();
     let copied = copied_before_build(&dockerfile);
     assert!(!copied.is_empty(), "the Dockerfile has no stage that copies sources and runs `cargo build`");
-    let missing: Vec<String> = needed_paths()
-        .into_iter()
-        .filter(|p| !covered(p, &copied) || ignored(p, &ignore))
-        .collect();
+    let missing: Vec<String> =
+        needed_paths().into_iter().filter(|p| !covered(p, &copied) || ignored(p, &ignore)).collect();
     assert!(
         missing.is_empty(),
         "the Dockerfile's build stage does not copy (or .dockerignore leaves out) paths the build reads:\n  {}",
@@ -37,7 +35,10 @@ fn the_image_checks_its_health_and_runs_as_a_user() {
         runtime.iter().any(|l| l.starts_with("RUN") && l.contains("install") && l.contains(tool)),
         "the runtime stage installs {tool}, which its HEALTHCHECK runs"
     );
-    assert!(runtime.iter().any(|l| l.starts_with("USER ") && !l.contains("root")), "the daemon runs as a non-root user");
+    assert!(
+        runtime.iter().any(|l| l.starts_with("USER ") && !l.contains("root")),
+        "the daemon runs as a non-root user"
+    );
 }
 
 /// The Dockerfile's stages, each as its instructions (continuation lines joined, comments dropped).
@@ -179,11 +180,12 @@ fn needed_paths() -> Vec<String> {
         // Targets the manifest names must exist even when only the binary is built.
         for (kind, folder) in [("bench", "benches"), ("test", "tests"), ("bin", "src/bin"), ("example", "examples")] {
             for target in manifest.get(kind).and_then(|t| t.as_array()).into_iter().flatten() {
-                let path = match (target.get("path").and_then(|p| p.as_str()), target.get("name").and_then(|n| n.as_str())) {
-                    (Some(p), _) => dir.join(p),
-                    (None, Some(name)) => dir.join(folder).join(format!("{name}.rs")),
-                    (None, None) => continue,
-                };
+                let path =
+                    match (target.get("path").and_then(|p| p.as_str()), target.get("name").and_then(|n| n.as_str())) {
+                        (Some(p), _) => dir.join(p),
+                        (None, Some(name)) => dir.join(folder).join(format!("{name}.rs")),
+                        (None, None) => continue,
+                    };
                 needed.push(relative(&path));
             }
         }

@@ -140,9 +140,20 @@ async fn read_only_commands_need_no_secrets(db: &TestDb) {
     .unwrap();
     let addr = line.split("http://").nth(1).and_then(|r| r.split_whitespace().next()).unwrap_or_default().to_owned();
     assert!(addr.starts_with("127.0.0.1:"), "daemon --ui-only did not start: {line:?}");
-    let runs = tokio::task::spawn_blocking(move || http_get(&addr, "/api/runs")).await.unwrap();
+    let edit_path =
+        format!("/api/items/{}/edit", db.store.items(run.id, Some(ItemState::Proposed), 1).await.unwrap()[0].id);
+    let (runs, edited) = tokio::task::spawn_blocking(move || {
+        let body = r#"{"reviewer": "ann", "field": "description", "value": "A plain steel hinge for doors."}"#;
+        let bad = r#"{"reviewer": "ann", "field": "description", "value": "short"}"#;
+        (http_get(&addr, "/api/runs"), [http_post(&addr, &edit_path, body), http_post(&addr, &edit_path, bad)])
+    })
+    .await
+    .unwrap();
     assert!(runs.starts_with("HTTP/1.1 200"), "{runs}");
     assert!(runs.contains(&format!("\"id\":{}", run.id)), "{runs}");
+    // Reviewing there is held to the task as everywhere: a good edit is kept, a bad one refused.
+    assert!(edited[0].starts_with("HTTP/1.1 200"), "an edit in the UI-only daemon: {}", edited[0]);
+    assert!(edited[1].starts_with("HTTP/1.1 422"), "a too-short edit is refused: {}", edited[1]);
     drop(guard);
     let cfg_owned = config.clone();
     let full = tokio::task::spawn_blocking(move || without_secrets(&cfg_owned, &["daemon", "--bind", "127.0.0.1:0"]))
@@ -433,6 +444,20 @@ fn http_get(addr: &str, path: &str) -> String {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(addr).unwrap();
     write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+}
+
+fn http_post(addr: &str, path: &str, json: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{json}",
+        json.len()
+    )
+    .unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
     response

@@ -60,6 +60,11 @@ pub struct Engine {
     pub pipelines: BTreeMap<String, Arc<Pipeline>>,
     pub connectors: BTreeMap<String, Arc<dyn Connector>>,
     pub providers: BTreeMap<String, Arc<Provider>>,
+    /// Each configured pipeline's task, also in an engine that only looks (`daemon --ui-only`):
+    /// what a reviewer's edit is held to.
+    pub tasks: BTreeMap<String, Arc<Task>>,
+    /// Built by [`Engine::build_for_looking`]: nothing connects to a shop or a model.
+    pub looking_only: bool,
     /// This process's lease owner name.
     pub owner: String,
     pub daemon: DaemonConfig,
@@ -82,6 +87,16 @@ pub fn build_connector(config: &ConnectionConfig) -> Arc<dyn Connector> {
     }
 }
 
+/// Each pipeline's task, by pipeline name (tasks need no secrets).
+fn pipeline_tasks(config: &Config) -> BTreeMap<String, Arc<Task>> {
+    let built: BTreeMap<&String, Arc<Task>> = config
+        .tasks
+        .iter()
+        .map(|(name, t)| (name, Arc::new(Task::build(name, t).expect("tasks are validated when the config loads"))))
+        .collect();
+    config.pipelines.iter().map(|(name, p)| (name.clone(), built[&p.task].clone())).collect()
+}
+
 impl Engine {
     /// Builds every connection, provider, task and pipeline of a validated config. Its connectors
     /// and providers can connect only when the config's secrets are resolved
@@ -91,13 +106,7 @@ impl Engine {
             config.connections.iter().map(|(name, c)| (name.clone(), build_connector(c))).collect();
         let providers: BTreeMap<String, Arc<Provider>> =
             config.providers.iter().map(|(name, p)| (name.clone(), Arc::new(Provider::build(name, p)))).collect();
-        let tasks: BTreeMap<String, Arc<Task>> = config
-            .tasks
-            .iter()
-            .map(|(name, t)| {
-                (name.clone(), Arc::new(Task::build(name, t).expect("tasks are validated when the config loads")))
-            })
-            .collect();
+        let tasks = pipeline_tasks(config);
         let pipelines = config
             .pipelines
             .iter()
@@ -107,13 +116,22 @@ impl Engine {
                     config: p.clone(),
                     connector: connectors[&p.connection].clone(),
                     provider: providers[&p.provider].clone(),
-                    task: tasks[&p.task].clone(),
+                    task: tasks[name].clone(),
                     batch_poll_seconds: config.providers[&p.provider].batch_poll_seconds(),
                 };
                 (name.clone(), Arc::new(pipeline))
             })
             .collect();
-        Engine { store, pipelines, connectors, providers, owner: owner_name(), daemon: config.daemon.clone() }
+        Engine {
+            store,
+            pipelines,
+            connectors,
+            providers,
+            tasks,
+            looking_only: false,
+            owner: owner_name(),
+            daemon: config.daemon.clone(),
+        }
     }
 
     /// An engine for a daemon that only serves the UI and API (`enrichd daemon --ui-only`): the
@@ -124,6 +142,8 @@ impl Engine {
             pipelines: BTreeMap::new(),
             connectors: BTreeMap::new(),
             providers: BTreeMap::new(),
+            tasks: pipeline_tasks(config),
+            looking_only: true,
             owner: owner_name(),
             daemon: config.daemon.clone(),
         }

@@ -104,7 +104,13 @@ pub async fn revert(engine: &Engine, ids: &[i64], actor: &str) -> Result<Vec<Rev
             continue;
         };
         if !engine.pipelines.contains_key(&item.pipeline) {
-            results.push(refuse(format!("item {id}: pipeline {} is not in the config", item.pipeline)));
+            results.push(refuse(if engine.looking_only {
+                format!(
+                    "item {id}: this daemon only serves the review UI (--ui-only) and holds no shop credentials; undo with `enrichd revert` or a full `enrichd daemon`"
+                )
+            } else {
+                format!("item {id}: pipeline {} is not in the config", item.pipeline)
+            }));
             continue;
         }
         by_pipeline.entry(item.pipeline.clone()).or_default().push(Revertible { item, replaced, version });
