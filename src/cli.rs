@@ -962,8 +962,8 @@ async fn watch(config: &Config, run_id: Option<i64>) -> Result<(), Failure> {
 }
 
 /// Whether a worker is still moving run `run`: it is discovering or running, or a live worker has
-/// items of it in hand (leased) or to write (approved, or a write to retry, unless the run is
-/// paused or cancelled, which stops writing).
+/// items of it in hand (leased), to write (approved, or a write to retry, unless the run is paused
+/// or cancelled, which stops writing) or just written and not yet read back.
 async fn still_moving(store: &Store, run: &Run, counts: &RunCounts, live_window: i64) -> Result<bool, Failure> {
     if matches!(run.status, RunStatus::Discovering | RunStatus::Running) {
         return Ok(true);
@@ -975,7 +975,11 @@ async fn still_moving(store: &Store, run: &Run, counts: &RunCounts, live_window:
         counts.sum(&[ItemState::Approved, ItemState::WriteFailed])
     };
     if leased + writable == 0 {
-        return Ok(false);
+        // Written, and the read-back that verifies the batch still on its way.
+        let since = crate::store::now_ms() - live_window;
+        if store.unverified_writes(run.id, since).await.map_err(|e| failed(e.to_string()))? == 0 {
+            return Ok(false);
+        }
     }
     Ok(store.live_workers(live_window).await.map_err(|e| failed(e.to_string()))? > 0)
 }

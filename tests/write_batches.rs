@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use common::TestDb;
 use common::woo::woo_with;
 use enrichd::sandbox::provider::Faults;
-use enrichd::store::{ItemState, NewRun, RunStart, RunStatus};
+use enrichd::store::{ItemState, RunStatus};
 use enrichd_woocommerce::sandbox::{WooSandbox, generate_catalogue};
 
 /// Runs 150 products, all missing a description, through a model answering in 100 ms (16 in
@@ -22,18 +22,7 @@ async fn run_with_linger(db: &TestDb, linger: u64) -> (i64, u64, u64, Duration) 
     let shop = WooSandbox::with_products(generate_catalogue(150, 11, 1.0));
     let w = woo_with(db, shop, "none", 3, &format!("write_linger_ms = {linger}")).await;
     w.provider.set_faults(Faults { latency: Duration::from_millis(100), ..Default::default() });
-    let new = NewRun {
-        pipeline: "catalogue".into(),
-        scheduled_for: None,
-        item_limit: None,
-        max_attempts: 3,
-        budget_micros: None,
-        sample: None,
-    };
-    let run = match w.engine.store.create_run(&new).await.unwrap() {
-        RunStart::Created(r) => r,
-        other => panic!("{other:?}"),
-    };
+    let run = common::harness::start_run(&w.engine).await;
     let started = Instant::now();
     let run = common::woo::work_until_idle(&w.engine, run.id, Duration::from_secs(120)).await;
     let took = started.elapsed();

@@ -389,6 +389,21 @@ impl Store {
         Ok(n)
     }
 
+    /// Items of run `run_id` written since `since_ms` whose read-back is not recorded yet: a writer
+    /// verifies each batch right after writing it. (A read-back that failed leaves items unverified
+    /// for good, so only recent writes count.)
+    pub async fn unverified_writes(&self, run_id: i64, since_ms: i64) -> Result<i64> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM items WHERE run_id = $1 AND state = 'written' \
+             AND verified_at IS NULL AND verify_issues IS NULL AND updated_at >= $2",
+        )
+        .bind(run_id)
+        .bind(since_ms)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(n)
+    }
+
     /// Removes `owner` from the live daemons (clean shutdown).
     pub async fn daemon_gone(&self, owner: &str) -> Result<()> {
         sqlx::query("DELETE FROM daemons WHERE owner = $1").bind(owner).execute(&self.writer).await?;
