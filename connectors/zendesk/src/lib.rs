@@ -1,0 +1,5 @@
+//! Zendesk Support (API v2): the connector, its config, and (feature `sandbox`) an account in memory
+//! that behaves like Zendesk, for tests, demos and benchmarks.
+
+#[cfg(feature = "sandbox")]
+pub mod sandbox;
