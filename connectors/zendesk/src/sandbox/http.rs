@@ -118,6 +118,10 @@ async fn handle(
     let base = format!("http://{host}");
     let mut state = sandbox.lock();
     state.stats.requests += 1;
+    if method != Method::GET {
+        let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        state.received.push(super::Received { method: method.to_string(), path: uri.path().to_owned(), body });
+    }
     let remaining = state.count_request();
     let faults = &mut state.faults;
     if faults.rate_limited_requests > 0 {

@@ -150,6 +150,16 @@ pub struct Stats {
     pub rate_limited: u64,
 }
 
+/// A write request as the sandbox received it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Received {
+    pub method: String,
+    /// The path without the query (`/api/v2/tickets/update_many.json`).
+    pub path: String,
+    /// The JSON body (`Null` when it did not parse).
+    pub body: Value,
+}
+
 /// A submitted `update_many` job.
 #[derive(Debug, Clone)]
 struct Job {
@@ -178,6 +188,8 @@ pub(crate) struct State {
     faults: Faults,
     stats: Stats,
     incremental_calls: Vec<std::time::Instant>,
+    /// The write requests received (`PUT`s), in order.
+    received: Vec<Received>,
     window: (std::time::Instant, u32),
     job_seq: u64,
 }
@@ -213,6 +225,7 @@ impl ZendeskSandbox {
             faults: Faults::default(),
             stats: Stats::default(),
             incremental_calls: Vec::new(),
+            received: Vec::new(),
             window: (std::time::Instant::now(), 0),
             job_seq: 0,
         };
@@ -282,6 +295,11 @@ impl ZendeskSandbox {
     /// A ticket's conversation, oldest first.
     pub fn comments(&self, id: u64) -> Vec<Comment> {
         self.lock().comments.get(&id).cloned().unwrap_or_default()
+    }
+
+    /// Every write request received so far (`PUT`), authenticated or not, in order.
+    pub fn received_writes(&self) -> Vec<Received> {
+        self.lock().received.clone()
     }
 
     /// How many submitted jobs included ticket `id`.
