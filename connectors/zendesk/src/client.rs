@@ -2,7 +2,10 @@
 //!
 //! - Listing is the incremental cursor export (`/incremental/tickets/cursor.json`): the first page
 //!   starts at `start_time` (from [`PageRequest::modified_after`], else the beginning), every later
-//!   page at the `after_cursor` returned as [`Page::next`]; `end_of_stream` ends the listing.
+//!   page at the `after_cursor` returned as [`Page::next`]; `end_of_stream` ends the listing. With
+//!   a `search` condition a listing from the start first goes through Search (`type:ticket
+//!   status<solved <condition>`, cursors `search:<page>`), and past Search's 1,000 results continues
+//!   with the export from the beginning (cursor `start:<epoch>`, then the export's own cursors).
 //! - Fields as tasks see them: `subject`, `description` (the first message), `conversation` (every
 //!   message with its author's role and time, newest last, cut to a character budget that keeps the
 //!   first and the latest messages), `status`, `priority`, `type`, `tags`, and each custom field by
@@ -54,7 +57,27 @@ pub struct Zendesk {
     credentials: Credentials,
     http: reqwest::Client,
     conversation_chars: usize,
+    search: Option<String>,
     fields: OnceCell<Vec<CustomField>>,
+}
+
+/// Search's cap on results per query (page 11 at 100 per page is a 422).
+pub const SEARCH_CAP: u32 = 1000;
+const SEARCH_PER_PAGE: u32 = 100;
+/// Listing cursors that are not the export's own `after_cursor` (which is base64, without `:`).
+const SEARCH_CURSOR: &str = "search:";
+const START_CURSOR: &str = "start:";
+
+/// One page of Search results.
+#[derive(Debug, Clone)]
+pub struct SearchPage {
+    pub records: Vec<Record>,
+    /// Matching tickets in all (Search counts past its cap).
+    pub count: u64,
+    /// The next page, while it is within Search's 1,000 results.
+    pub next_page: Option<u32>,
+    /// More tickets match than Search will return: the rest must come from the incremental export.
+    pub capped: bool,
 }
 
 /// The Zendesk error shapes, `{"error","description","details"}` and JSON:API `{"errors":[…]}`,
@@ -83,6 +106,7 @@ impl Zendesk {
             credentials: options.credentials,
             http,
             conversation_chars: options.conversation_chars,
+            search: options.search,
             fields: OnceCell::new(),
         })
     }
@@ -146,6 +170,49 @@ impl Zendesk {
             })
             .await?;
         Ok(fields)
+    }
+
+    /// Page `page` (from 1) of unsolved tickets matching `condition`, 100 per page, oldest first.
+    /// Search stops at 1,000 results: past them `capped` is set and no page is asked for beyond.
+    pub async fn search(&self, condition: &str, page: u32) -> Result<SearchPage, ConnectorError> {
+        let last_page = SEARCH_CAP / SEARCH_PER_PAGE;
+        if page == 0 || page > last_page {
+            return Err(ConnectorError::permanent(format!(
+                "zendesk: Search page {page} does not exist (Search returns pages 1 to {last_page} of 100)"
+            )));
+        }
+        let query = [
+            ("query", format!("type:ticket status<solved {condition}").trim().to_owned()),
+            ("sort_by", "created_at".into()),
+            ("sort_order", "asc".into()),
+            ("per_page", SEARCH_PER_PAGE.to_string()),
+            ("page", page.to_string()),
+        ];
+        let body = self.get("search.json", &query, &format!("zendesk: GET search page {page}")).await?;
+        let mut records = Vec::new();
+        for result in body["results"].as_array().into_iter().flatten() {
+            if result["result_type"] == "ticket" {
+                records.push(self.record(result, true).await?);
+            }
+        }
+        let count = body["count"].as_u64().unwrap_or(0);
+        let more = !body["next_page"].is_null();
+        let capped = count > u64::from(SEARCH_CAP);
+        let next_page = (more && page < last_page).then_some(page + 1);
+        Ok(SearchPage { records, count, next_page, capped })
+    }
+
+    /// One page of the incremental export, from `start_time` or an `after_cursor`.
+    async fn export(&self, per_page: u32, position: (&str, String)) -> Result<Page, ConnectorError> {
+        let query = [("per_page", per_page.clamp(1, 1000).to_string()), position];
+        let body =
+            self.get("incremental/tickets/cursor.json", &query, "zendesk: GET incremental/tickets/cursor").await?;
+        let mut records = Vec::new();
+        for ticket in body["tickets"].as_array().into_iter().flatten() {
+            records.push(self.record(ticket, true).await?);
+        }
+        let next = if body["end_of_stream"] == true { None } else { body["after_cursor"].as_str().map(str::to_owned) };
+        Ok(Page { records, next, total: None })
     }
 
     /// A ticket's conversation as the model sees it: one block per message, oldest first, with the
@@ -295,26 +362,48 @@ impl Connector for Zendesk {
 
     async fn list(&self, entity: &str, request: &PageRequest) -> Result<Page, ConnectorError> {
         Self::entity(entity)?;
-        let per_page = request.per_page.clamp(1, 1000).to_string();
-        let mut query = vec![("per_page", per_page)];
-        match (&request.cursor, &request.modified_after) {
-            (Some(cursor), _) => query.push(("cursor", cursor.clone())),
-            (None, Some(after)) => {
-                let at = chrono::DateTime::parse_from_rfc3339(after).map_err(|e| {
+        let start = match &request.modified_after {
+            Some(after) => chrono::DateTime::parse_from_rfc3339(after)
+                .map_err(|e| {
                     ConnectorError::permanent(format!("zendesk: modified_after {after:?} is not RFC 3339: {e}"))
-                })?;
-                query.push(("start_time", at.timestamp().max(0).to_string()));
-            }
-            (None, None) => query.push(("start_time", "0".into())),
+                })?
+                .timestamp()
+                .max(0),
+            None => 0,
+        };
+        let search_page = match request.cursor.as_deref() {
+            None => self.search.as_ref().map(|_| 1),
+            Some(c) => match c.strip_prefix(SEARCH_CURSOR) {
+                Some(page) => Some(page.parse::<u32>().map_err(|_| {
+                    ConnectorError::permanent(format!("zendesk: listing cursor {c:?} is not a Search page"))
+                })?),
+                None => None,
+            },
+        };
+        if let (Some(page), Some(condition)) = (search_page, &self.search) {
+            let found = self.search(condition, page).await?;
+            // Past Search's cap the listing goes on with the export, from the beginning: it sees
+            // every ticket, so none is missed (the engine's selection skips those already filled).
+            let next = match (found.next_page, found.capped) {
+                (Some(next), _) => Some(format!("{SEARCH_CURSOR}{next}")),
+                (None, true) => Some(format!("{START_CURSOR}{start}")),
+                (None, false) => None,
+            };
+            return Ok(Page { records: found.records, next, total: Some(found.count) });
         }
-        let body =
-            self.get("incremental/tickets/cursor.json", &query, "zendesk: GET incremental/tickets/cursor").await?;
-        let mut records = Vec::new();
-        for ticket in body["tickets"].as_array().into_iter().flatten() {
-            records.push(self.record(ticket, true).await?);
-        }
-        let next = if body["end_of_stream"] == true { None } else { body["after_cursor"].as_str().map(str::to_owned) };
-        Ok(Page { records, next, total: None })
+        let position = match request.cursor.as_deref() {
+            Some(c) => match c.strip_prefix(START_CURSOR) {
+                Some(at) => ("start_time", at.to_owned()),
+                None if c.starts_with(SEARCH_CURSOR) => {
+                    return Err(ConnectorError::permanent(format!(
+                        "zendesk: listing cursor {c:?} is a Search page but the connection has no `search` condition"
+                    )));
+                }
+                None => ("cursor", c.to_owned()),
+            },
+            None => ("start_time", start.to_string()),
+        };
+        self.export(request.per_page, position).await
     }
 
     async fn fetch(&self, entity: &str, ids: &[String]) -> Result<Vec<Record>, ConnectorError> {

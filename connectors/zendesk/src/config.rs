@@ -25,6 +25,10 @@ pub struct ZendeskConfig {
     /// The most characters of a ticket's conversation shown to the model (6,000 unless set); the
     /// first and the latest messages are kept.
     pub conversation_chars: Option<usize>,
+    /// When set, a listing from the start finds candidates through Search first:
+    /// `type:ticket status<solved <search>` (e.g. `-tags:triaged`). Search stops at 1,000 results;
+    /// past them the listing continues with the incremental export from the beginning.
+    pub search: Option<String>,
 }
 
 /// A config key that is wrong, and why.
@@ -58,6 +62,8 @@ pub struct Options {
     pub credentials: Credentials,
     pub timeout: Duration,
     pub conversation_chars: usize,
+    /// The Search condition added to `type:ticket status<solved`, if discovery uses Search.
+    pub search: Option<String>,
 }
 
 impl ZendeskConfig {
@@ -159,6 +165,18 @@ impl ZendeskConfig {
             Some(n) => n,
             None => 6000,
         };
-        Ok(Options { base_url, credentials, timeout, conversation_chars })
+        let search = match self.search.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(condition) if condition.split_whitespace().any(|t| t.starts_with("type:")) => {
+                return Err(err(
+                    "search",
+                    format!(
+                        "{condition:?}: leave `type:` out, the connector searches tickets (type:ticket status<solved)"
+                    ),
+                ));
+            }
+            Some(condition) => Some(condition.to_owned()),
+        };
+        Ok(Options { base_url, credentials, timeout, conversation_chars, search })
     }
 }

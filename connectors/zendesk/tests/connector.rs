@@ -72,6 +72,10 @@ fn config_errors_name_the_key() {
         error(json!({"subdomain": "acme", "oauth_token": "o", "timeout_secs": 0}))
             .starts_with("connections.support.timeout_secs:")
     );
+    assert!(
+        error(json!({"subdomain": "acme", "oauth_token": "o", "search": "type:user -tags:x"}))
+            .starts_with("connections.support.search:")
+    );
     let ok: ZendeskConfig = serde_json::from_value(json!({"subdomain": "Acme", "oauth_token": "o"})).unwrap();
     assert_eq!(ok.validate("c").unwrap().base_url, "https://acme.zendesk.com");
     let secret = format!("{:?}", ok.validate("c").unwrap());
@@ -112,6 +116,54 @@ async fn listing_walks_the_incremental_export_with_fields_by_title_and_conversat
     assert_eq!(pages, 3);
     ids.sort_unstable();
     assert_eq!(ids, (1..=25).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn discovery_searches_first_and_switches_to_the_export_past_one_thousand_results() {
+    let sandbox = ZendeskSandbox::with_triaged_share(1300, 6, 0.15);
+    quiet(&sandbox);
+    sandbox.advance(600); // everything indexed by Search and out of the export's last minute
+    let base = start(&sandbox).await;
+    let zendesk =
+        connector(json!({"base_url": base, "email": EMAIL, "api_token": API_TOKEN, "search": "-tags:triaged"}));
+    let untriaged: Vec<u64> = sandbox
+        .ticket_ids()
+        .into_iter()
+        .filter(|id| !sandbox.ticket(*id).unwrap()["tags"].as_array().unwrap().contains(&json!("triaged")))
+        .collect();
+    assert!(untriaged.len() > 1000, "the test needs more untriaged tickets than Search returns");
+
+    let mut request = PageRequest { cursor: None, per_page: 1000, modified_after: None };
+    let mut from_search = Vec::new();
+    let mut from_export = Vec::new();
+    loop {
+        let searching = request.cursor.as_deref().is_none_or(|c| c.starts_with("search:"));
+        let page = zendesk.list("tickets", &request).await.unwrap();
+        let ids = page.records.iter().map(|r| r.id.parse::<u64>().unwrap());
+        if searching {
+            assert_eq!(page.total, Some(untriaged.len() as u64), "Search counts past its cap");
+            from_search.extend(ids);
+        } else {
+            from_export.extend(ids);
+        }
+        match page.next {
+            Some(next) => request.cursor = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(from_search.len(), 1000, "Search gives its 1,000 results");
+    assert!(from_search.iter().all(|id| untriaged.contains(id)), "Search found untriaged tickets only");
+    assert_eq!(sandbox.stats().search, 10, "no page past the cap was asked for (it is a 422)");
+    let mut every: Vec<u64> = from_search.iter().chain(&from_export).copied().collect();
+    every.sort_unstable();
+    every.dedup();
+    assert!(untriaged.iter().all(|id| every.contains(id)), "past the cap the export finds the rest");
+    assert_eq!(from_export.len(), 1300, "the export continues from the beginning");
+
+    let plain = token_connector(&base);
+    let cursor = PageRequest { cursor: Some("search:2".into()), per_page: 10, modified_after: None };
+    let err = plain.list("tickets", &cursor).await.unwrap_err();
+    assert!(err.message.contains("no `search` condition"), "{err}");
 }
 
 #[tokio::test]
