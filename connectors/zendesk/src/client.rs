@@ -59,6 +59,33 @@ pub struct Zendesk {
     conversation_chars: usize,
     search: Option<String>,
     fields: OnceCell<Vec<CustomField>>,
+    rate_limit: std::sync::Mutex<Option<RateLimit>>,
+}
+
+/// The account's API allowance as the last response reported it, for a shared rate gate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Requests per minute (`X-Rate-Limit` or `ratelimit-limit`).
+    pub limit: u32,
+    /// Requests left in the window (`X-Rate-Limit-Remaining` or `ratelimit-remaining`).
+    pub remaining: u32,
+    /// Seconds until the window resets (`ratelimit-reset`, or the 2023 spelling `rate-limit-reset`).
+    pub reset_secs: Option<u64>,
+}
+
+impl RateLimit {
+    /// Reads both spellings Zendesk has used (`x-rate-limit*`, `ratelimit-*`, `rate-limit-*`).
+    pub fn from_headers(headers: &HeaderMap) -> Option<RateLimit> {
+        let number =
+            |names: &[&str]| names.iter().find_map(|n| headers.get(*n)?.to_str().ok()?.trim().parse::<u64>().ok());
+        let limit = number(&["x-rate-limit", "ratelimit-limit", "rate-limit"])?;
+        let remaining = number(&["x-rate-limit-remaining", "ratelimit-remaining", "rate-limit-remaining"])?;
+        Some(RateLimit {
+            limit: u32::try_from(limit).unwrap_or(u32::MAX),
+            remaining: u32::try_from(remaining).unwrap_or(u32::MAX),
+            reset_secs: number(&["ratelimit-reset", "rate-limit-reset"]),
+        })
+    }
 }
 
 /// Search's cap on results per query (page 11 at 100 per page is a 422).
@@ -108,6 +135,7 @@ impl Zendesk {
             conversation_chars: options.conversation_chars,
             search: options.search,
             fields: OnceCell::new(),
+            rate_limit: std::sync::Mutex::new(None),
         })
     }
 
@@ -126,6 +154,9 @@ impl Zendesk {
     /// Sends a request once and reads its JSON body; errors classified.
     async fn call(&self, request: RequestBuilder, what: &str) -> Result<Value, ConnectorError> {
         let response = request.send().await.map_err(|e| transport_error(e, what))?;
+        if let Some(limit) = RateLimit::from_headers(response.headers()) {
+            *self.rate_limit.lock().unwrap_or_else(|e| e.into_inner()) = Some(limit);
+        }
         let status = response.status();
         if !status.is_success() {
             let headers = response.headers().clone();
@@ -141,6 +172,11 @@ impl Zendesk {
             self.call(self.request(Method::GET, path).query(query), what)
         })
         .await
+    }
+
+    /// The allowance the last response reported, if any did.
+    pub fn rate_limit(&self) -> Option<RateLimit> {
+        *self.rate_limit.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The account's custom ticket fields (read once per connector).

@@ -263,7 +263,11 @@ async fn rate_limits_are_retried_on_reads_and_classified_on_writes() {
     let zendesk = token_connector(&start(&sandbox).await);
     sandbox.set_faults(Faults { rate_limited_requests: 1, retry_after_secs: 1, ..Default::default() });
     let started = std::time::Instant::now();
+    assert_eq!(zendesk.rate_limit(), None);
     let records = zendesk.fetch("tickets", &["1".into()]).await.unwrap();
+    let limit = zendesk.rate_limit().expect("the rate-limit headers were read");
+    assert_eq!(limit.limit, 700);
+    assert!(limit.remaining < 700 && limit.reset_secs.is_some(), "{limit:?}");
     assert_eq!(records.len(), 1);
     assert!(started.elapsed() >= Duration::from_secs(1), "the read waited for Retry-After");
     assert_eq!(sandbox.stats().rate_limited, 1);

@@ -320,3 +320,36 @@ async fn body_only_shapes_agree() {
     let our_comment = keys(&answer.body["comments"][0]);
     assert!(recorded_comment.is_subset(&our_comment), "comment keys {our_comment:?} lack some of {recorded_comment:?}");
 }
+
+/// The headers of a recording as a `HeaderMap`, without `x-rate-limit*` when `drop_x` (so the
+/// `rate-limit-*`/`ratelimit-*` spelling alone is read).
+fn recorded_headers(recorded: &Value, drop_x: bool) -> reqwest::header::HeaderMap {
+    let mut map = reqwest::header::HeaderMap::new();
+    for (name, values) in recorded["response"]["headers"].as_object().unwrap() {
+        let lower = name.to_ascii_lowercase();
+        if drop_x && lower.starts_with("x-rate-limit") {
+            continue;
+        }
+        let name = reqwest::header::HeaderName::from_bytes(lower.as_bytes()).unwrap();
+        if let Some(value) = values[0].as_str().and_then(|v| reqwest::header::HeaderValue::from_str(v).ok()) {
+            map.insert(name, value);
+        }
+    }
+    map
+}
+
+#[test]
+fn rate_limit_headers_are_read_in_every_recorded_spelling() {
+    use enrichd_zendesk::RateLimit;
+    // 2023: `rate-limit`, `rate-limit-remaining`, `rate-limit-reset` (ticket_show.json).
+    let older = fixture("ticket_show.json");
+    let read = RateLimit::from_headers(&recorded_headers(&older, true)).unwrap();
+    assert_eq!(read, RateLimit { limit: 700, remaining: 650, reset_secs: Some(37) });
+    // 2024: `ratelimit-limit`, `ratelimit-remaining`, `ratelimit-reset` (incremental export).
+    let newer = fixture("incremental_tickets_cursor_first_page.json");
+    let read = RateLimit::from_headers(&recorded_headers(&newer, true)).unwrap();
+    assert_eq!(read, RateLimit { limit: 700, remaining: 696, reset_secs: Some(11) });
+    // With `x-rate-limit*` present they are read first.
+    let read = RateLimit::from_headers(&recorded_headers(&older, false)).unwrap();
+    assert_eq!((read.limit, read.remaining), (700, 650));
+}
