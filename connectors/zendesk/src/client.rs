@@ -12,7 +12,8 @@
 //!   its title as `custom.<Title>` (titles from `/ticket_fields`, read once per connector).
 //! - The version is `updated_at`.
 //! - Writes: one change is a single `PUT /tickets/{id}` with `safe_update` + `updated_stamp` (a 409
-//!   is a conflict); several are one `update_many` batch job, polled with [`Connector::poll_write`].
+//!   is a conflict); several are one `update_many` batch job, polled with [`Connector::poll_write`],
+//!   each ticket in it also sent with `safe_update` (a result `UpdateConflict` is a conflict).
 //!   Tags are added with `additional_tags` (never replacing the set) except when restoring.
 
 use std::collections::HashMap;
@@ -473,7 +474,12 @@ impl Connector for Zendesk {
         }
         let mut tickets = Vec::with_capacity(changes.len());
         for change in changes {
-            tickets.push(Value::Object(self.ticket_update(change).await?));
+            // Each ticket is a safe update too: one an agent changed after `base_version` fails
+            // with `UpdateConflict` when the job runs instead of being overwritten.
+            let mut update = self.ticket_update(change).await?;
+            update.insert("safe_update".into(), json!(true));
+            update.insert("updated_stamp".into(), json!(change.base_version.0));
+            tickets.push(Value::Object(update));
         }
         let request = self.request(Method::PUT, "tickets/update_many.json").json(&json!({"tickets": tickets}));
         let body = self.call(request, "zendesk: PUT tickets/update_many").await?;
@@ -544,6 +550,7 @@ impl Connector for Zendesk {
                         Some(r) if r["success"] == true || r["status"] == "Updated" => {
                             WriteResult::Written { version: None }
                         }
+                        Some(r) if r["error"] == "UpdateConflict" => WriteResult::Conflict { current: None },
                         Some(r) => {
                             let code = r["error"].as_str().map(str::to_owned);
                             let details = r["details"].as_str().map_or_else(|| r["details"].to_string(), str::to_owned);

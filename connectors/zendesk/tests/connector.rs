@@ -229,6 +229,33 @@ async fn a_batch_is_a_job_whose_results_become_per_ticket_outcomes() {
 }
 
 #[tokio::test]
+async fn an_agent_edit_while_the_job_waits_is_a_conflict_not_an_overwrite() {
+    let sandbox = ZendeskSandbox::with_triaged_share(4, 8, 0.0);
+    let zendesk = token_connector(&start(&sandbox).await);
+    let records = zendesk.fetch("tickets", &["1".into(), "2".into()]).await.unwrap();
+    let changes = vec![
+        change(1, &records[0].version.0, json!({"custom.Category": "billing"})),
+        change(2, &records[1].version.0, json!({"custom.Category": "billing"})),
+    ];
+    let WriteSubmission::Pending(pending) = zendesk.write("tickets", &changes).await.unwrap() else { panic!() };
+    sandbox
+        .edit_as_agent(
+            2,
+            json!({"custom_fields": [{"id": enrichd_zendesk::sandbox::CATEGORY_FIELD_ID, "value": "shipping"}]}),
+        )
+        .unwrap();
+    let outcomes = loop {
+        if let Some(done) = zendesk.poll_write(&pending).await.unwrap() {
+            break done;
+        }
+    };
+    assert!(matches!(outcomes[0].result, WriteResult::Written { .. }), "{:?}", outcomes[0]);
+    assert!(matches!(outcomes[1].result, WriteResult::Conflict { .. }), "{:?}", outcomes[1]);
+    assert_eq!(sandbox.ticket(2).unwrap()["custom_fields"][0]["value"], "shipping", "the agent's value is intact");
+    assert_eq!(sandbox.ticket(1).unwrap()["custom_fields"][0]["value"], "billing");
+}
+
+#[tokio::test]
 async fn a_single_write_uses_safe_update_and_a_stale_version_is_a_conflict() {
     let sandbox = ZendeskSandbox::with_triaged_share(4, 8, 0.0);
     let zendesk = token_connector(&start(&sandbox).await);

@@ -17,6 +17,10 @@ use super::{
 
 /// The account's per-minute API limit (Enterprise).
 const RATE_LIMIT: u32 = 700;
+/// The 409 description of a stale `updated_stamp` (reported by third parties, see
+/// shared/research/platform_apis.md 2.6); a batch ticket with a stale stamp fails with it too.
+const SAFE_UPDATE_CONFLICT: &str =
+    "Safe Update prevented the update due to outdated ticket data. Please fetch the latest ticket data and try again.";
 /// Search's cap on results per query.
 const SEARCH_CAP: usize = 1000;
 
@@ -553,6 +557,18 @@ impl State {
             let mut results = Vec::new();
             for (index, update) in job.updates.iter().enumerate() {
                 let ticket_id = update["id"].as_u64().unwrap_or(0);
+                let stale = update["safe_update"] == true
+                    && self
+                        .tickets
+                        .get(&ticket_id)
+                        .is_some_and(|t| update["updated_stamp"].as_str() != Some(iso(t.updated_at).as_str()));
+                if stale {
+                    results.push(json!({
+                        "index": index, "id": ticket_id, "action": "update", "status": "Failed",
+                        "success": false, "error": "UpdateConflict", "details": SAFE_UPDATE_CONFLICT
+                    }));
+                    continue;
+                }
                 match self.apply(ticket_id, update, super::AGENT_IDS[0]) {
                     Ok(()) => {
                         results.push(json!({"action": "update", "status": "Updated", "success": true, "id": ticket_id}))
@@ -584,11 +600,7 @@ impl State {
         if update["safe_update"] == true {
             let stamp = update["updated_stamp"].as_str().unwrap_or("");
             if stamp != iso(current.updated_at) {
-                return error(
-                    409,
-                    "UpdateConflict",
-                    "Safe Update prevented the update due to outdated ticket data. Please fetch the latest ticket data and try again.",
-                );
+                return error(409, "UpdateConflict", SAFE_UPDATE_CONFLICT);
             }
         }
         let previous = render_ticket(current, &self.fields, base);

@@ -14,7 +14,8 @@
 //!   seen as it was [`ZendeskSandbox::set_search_lag`] seconds ago;
 //! - `update_many` in its batch form answered with a queued `job_status`, polled through `queued` →
 //!   `working` → `completed` with per-ticket `results` (a value that is no longer a field option
-//!   fails that ticket only), the changes applied when the job completes, at most
+//!   fails that ticket only, and so does a ticket sent with `safe_update` whose `updated_stamp` is
+//!   stale by then: `UpdateConflict`), the changes applied when the job completes, at most
 //!   [`Faults::job_cap`] jobs unfinished at once;
 //! - single updates with `safe_update` + `updated_stamp` (409 on a stale stamp), `additional_tags` and
 //!   `remove_tags` merging tags, `tags` replacing them, `comment` adding a public reply or private note;
