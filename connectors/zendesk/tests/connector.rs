@@ -167,6 +167,24 @@ async fn discovery_searches_first_and_switches_to_the_export_past_one_thousand_r
 }
 
 #[tokio::test]
+async fn dropdown_options_are_read_live_once_per_connector() {
+    let sandbox = ZendeskSandbox::new(3, 4);
+    let base = start(&sandbox).await;
+    let zendesk = token_connector(&base);
+    let options = |fields: &[enrichd_zendesk::CustomField]| {
+        fields.iter().find(|f| f.title == "Category").map(|f| (f.kind.clone(), f.options.clone())).unwrap()
+    };
+    let (kind, before) = options(zendesk.custom_fields().await.unwrap());
+    assert_eq!(kind, "tagger");
+    assert_eq!(before, ["billing", "technical_issue", "shipping", "account_access", "feedback"]);
+    sandbox.delete_category_option("shipping");
+    let (_, cached) = options(zendesk.custom_fields().await.unwrap());
+    assert_eq!(cached, before, "one connector (one run) reads the fields once");
+    let (_, fresh) = options(token_connector(&base).custom_fields().await.unwrap());
+    assert!(!fresh.contains(&"shipping".to_owned()) && fresh.len() == 4, "a new run sees the live options");
+}
+
+#[tokio::test]
 async fn fetch_reads_current_versions_through_show_many() {
     let sandbox = ZendeskSandbox::new(8, 4);
     let zendesk = token_connector(&start(&sandbox).await);
