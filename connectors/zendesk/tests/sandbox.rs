@@ -282,3 +282,22 @@ async fn comments_carry_author_roles_and_private_notes() {
     let category = fields["ticket_fields"].as_array().unwrap().iter().find(|f| f["title"] == "Category").unwrap();
     assert_eq!(category["custom_field_options"].as_array().unwrap().len(), 5);
 }
+
+#[tokio::test]
+async fn the_seeded_fault_mix_is_the_same_for_the_same_seed() {
+    async fn statuses(seed: u64) -> Vec<u16> {
+        let sandbox = ZendeskSandbox::new(3, seed);
+        sandbox.set_faults(Faults { rate_limit_rate: 0.2, server_error_rate: 0.2, ..Default::default() });
+        let client = start(&sandbox).await;
+        let mut out = Vec::new();
+        for _ in 0..40 {
+            out.push(client.call(reqwest::Method::GET, "/api/v2/tickets/1.json", None).await.0);
+        }
+        out
+    }
+    let first = statuses(11).await;
+    assert_eq!(first, statuses(11).await, "the same seed gives the same faults");
+    for status in [200, 429, 503] {
+        assert!(first.contains(&status), "{status} in the mix: {first:?}");
+    }
+}

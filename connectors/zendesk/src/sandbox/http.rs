@@ -138,6 +138,18 @@ async fn handle(
         faults.server_errors -= 1;
         return finish(error(503, "ServiceUnavailable", "Server is temporarily unavailable"), remaining);
     }
+    let (rate_limit_rate, server_error_rate, retry_after) =
+        (faults.rate_limit_rate, faults.server_error_rate, faults.retry_after_secs);
+    if rate_limit_rate > 0.0 || server_error_rate > 0.0 {
+        let roll: f64 = state.rng.random();
+        if roll < rate_limit_rate {
+            state.stats.rate_limited += 1;
+            return plain_429(retry_after, remaining);
+        }
+        if roll < rate_limit_rate + server_error_rate {
+            return finish(error(503, "ServiceUnavailable", "Server is temporarily unavailable"), remaining);
+        }
+    }
     let Some(auth) = authenticate(&headers) else {
         state.stats.unauthorized += 1;
         return finish(Reply { status: 401, body: json!({"error": "Couldn't authenticate you"}) }, remaining);

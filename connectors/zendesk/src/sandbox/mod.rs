@@ -20,7 +20,8 @@
 //! - single updates with `safe_update` + `updated_stamp` (409 on a stale stamp), `additional_tags` and
 //!   `remove_tags` merging tags, `tags` replacing them, `comment` adding a public reply or private note;
 //! - rate-limit headers on every response (`X-Rate-Limit`, `X-Rate-Limit-Remaining`,
-//!   `ratelimit-limit`/`-remaining`/`-reset`), and injected 429s with `Retry-After` and a plain-text body.
+//!   `ratelimit-limit`/`-remaining`/`-reset`), and injected 429s with `Retry-After` and a plain-text body
+//!   and 503s, counted ([`Faults::rate_limited_requests`]) or as a seeded mix ([`Faults::rate_limit_rate`]).
 //!
 //! The sandbox clock is virtual (epoch seconds): tests move it with [`ZendeskSandbox::advance`].
 
@@ -114,6 +115,11 @@ pub struct Faults {
     pub retry_after_secs: u64,
     /// The next this many requests are answered 503.
     pub server_errors: u32,
+    /// Share of requests (0.0..=1.0), drawn from the sandbox's seeded generator, answered 429 with
+    /// `Retry-After` and a plain-text body.
+    pub rate_limit_rate: f64,
+    /// Share of requests (0.0..=1.0), drawn the same way, answered 503.
+    pub server_error_rate: f64,
     /// Incremental export requests allowed per (real) minute; `None` lifts the limit.
     pub incremental_per_minute: Option<u32>,
     /// How many jobs may be queued or working at once (Zendesk's job limit).
@@ -129,6 +135,8 @@ impl Default for Faults {
             rate_limited_requests: 0,
             retry_after_secs: 1,
             server_errors: 0,
+            rate_limit_rate: 0.0,
+            server_error_rate: 0.0,
             incremental_per_minute: Some(10),
             job_cap: 30,
             job_queued_polls: 1,
@@ -193,6 +201,8 @@ pub(crate) struct State {
     received: Vec<Received>,
     window: (std::time::Instant, u32),
     job_seq: u64,
+    /// Draws the fault mix (seeded by the sandbox's seed).
+    rng: rand_chacha::ChaCha8Rng,
 }
 
 /// A Zendesk account in memory. Clones share the account.
@@ -229,6 +239,7 @@ impl ZendeskSandbox {
             received: Vec::new(),
             window: (std::time::Instant::now(), 0),
             job_seq: 0,
+            rng: rand::SeedableRng::seed_from_u64(seed ^ 0x5eed_fa17),
         };
         Self { state: Arc::new(Mutex::new(state)) }
     }
