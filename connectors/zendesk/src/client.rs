@@ -8,7 +8,8 @@
 //!   with the export from the beginning (cursor `start:<epoch>`, then the export's own cursors).
 //! - Fields as tasks see them: `subject`, `description` (the first message), `conversation` (every
 //!   message with its author's role and time, newest last, cut to a character budget that keeps the
-//!   first and the latest messages), `status`, `priority`, `type`, `tags`, and each custom field by
+//!   first and the latest messages), `organization` (the requester's organisation's name, listings
+//!   only), `status`, `priority`, `type`, `tags`, and each custom field by
 //!   its title as `custom.<Title>` (titles from `/ticket_fields`, read once per connector).
 //! - The version is `updated_at`.
 //! - Writes: one change is a single `PUT /tickets/{id}` with `safe_update` + `updated_stamp` (a 409
@@ -232,11 +233,37 @@ impl Zendesk {
                 records.push(self.record(result, true).await?);
             }
         }
+        self.add_organizations(&mut records).await?;
         let count = body["count"].as_u64().unwrap_or(0);
         let more = !body["next_page"].is_null();
         let capped = count > u64::from(SEARCH_CAP);
         let next_page = (more && page < last_page).then_some(page + 1);
         Ok(SearchPage { records, count, next_page, capped })
+    }
+
+    /// Adds `organization` (the requester's organisation's name) to records that have an
+    /// `organization_id`, with one `organizations/show_many` call per 100 organisations.
+    async fn add_organizations(&self, records: &mut [Record]) -> Result<(), ConnectorError> {
+        let mut ids: Vec<u64> = records.iter().filter_map(|r| r.fields.get("organization_id")?.as_u64()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut names = HashMap::new();
+        for chunk in ids.chunks(MAX_BATCH) {
+            let list = chunk.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
+            let body = self
+                .get("organizations/show_many.json", &[("ids", list)], "zendesk: GET organizations/show_many")
+                .await?;
+            for org in body["organizations"].as_array().into_iter().flatten() {
+                if let (Some(id), Some(name)) = (org["id"].as_u64(), org["name"].as_str()) {
+                    names.insert(id, name.to_owned());
+                }
+            }
+        }
+        for record in records {
+            let name = record.fields.get("organization_id").and_then(Value::as_u64).and_then(|id| names.get(&id));
+            record.fields.insert("organization".into(), name.map_or(Value::Null, |n| Value::String(n.clone())));
+        }
+        Ok(())
     }
 
     /// One page of the incremental export, from `start_time` or an `after_cursor`.
@@ -248,6 +275,7 @@ impl Zendesk {
         for ticket in body["tickets"].as_array().into_iter().flatten() {
             records.push(self.record(ticket, true).await?);
         }
+        self.add_organizations(&mut records).await?;
         let next = if body["end_of_stream"] == true { None } else { body["after_cursor"].as_str().map(str::to_owned) };
         Ok(Page { records, next, total: None })
     }

@@ -103,6 +103,11 @@ async fn listing_walks_the_incremental_export_with_fields_by_title_and_conversat
             assert_eq!(record.fields["tags"], ticket["tags"]);
             assert_eq!(record.fields["custom.Category"], ticket["custom_fields"][0]["value"]);
             assert!(record.fields.contains_key("custom.Summary"));
+            let organization = enrichd_zendesk::sandbox::ORGANIZATIONS
+                .iter()
+                .find(|(id, _)| ticket["organization_id"] == *id)
+                .map(|(_, name)| json!(name));
+            assert_eq!(record.fields["organization"], organization.unwrap_or(Value::Null));
             let conversation = record.fields["conversation"].as_str().unwrap();
             assert!(conversation.contains("end-user, public]"), "{conversation}");
             assert!(conversation.contains(ticket["description"].as_str().unwrap()));

@@ -101,6 +101,17 @@ const PRIORITIES: [&str; 4] = ["low", "normal", "high", "urgent"];
 const TYPES: [&str; 4] = ["question", "incident", "problem", "task"];
 const EXTRA_TAGS: [&str; 5] = ["vip", "web", "email", "mobile", "newsletter"];
 
+/// The organisations requesters belong to: (id, name).
+pub const ORGANIZATIONS: [(u64, &str); 7] = [
+    (363_000_000_000, "Acme Retail GmbH"),
+    (363_000_000_001, "Bistro Lumière SARL"),
+    (363_000_000_002, "Northwind Traders Ltd"),
+    (363_000_000_003, "Café Andaluz S.L."),
+    (363_000_000_004, "Globex Logistics Inc"),
+    (363_000_000_005, "Initech Software"),
+    (363_000_000_006, "Umbrella Health"),
+];
+
 /// The ids of the generated agents (the API user is the first).
 pub const AGENT_IDS: [u64; 3] = [361_000_000_001, 361_000_000_002, 361_000_000_003];
 

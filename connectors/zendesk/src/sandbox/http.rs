@@ -189,6 +189,27 @@ async fn handle(
             Ok(id) => state.comments_of(id, param("include") == Some("users")),
             Err(_) => not_found(),
         },
+        (&Method::GET, ["organizations", "show_many"]) => {
+            let ids: Vec<&str> = param("ids").unwrap_or("").split(',').filter(|s| !s.is_empty()).collect();
+            if ids.len() > 100 {
+                too_many_values()
+            } else {
+                let organizations: Vec<Value> = ids
+                    .iter()
+                    .filter_map(|id| id.trim().parse::<u64>().ok())
+                    .filter_map(|id| super::ORGANIZATIONS.iter().find(|(o, _)| *o == id))
+                    .map(|(id, name)| {
+                        json!({"url": format!("{base}/api/v2/organizations/{id}.json"), "id": id, "name": name,
+                            "shared_tickets": false, "shared_comments": false, "external_id": null,
+                            "created_at": "2025-11-03T10:00:00Z", "updated_at": "2025-11-03T10:00:00Z",
+                            "domain_names": [], "details": "", "notes": "", "group_id": null, "tags": [],
+                            "organization_fields": {}})
+                    })
+                    .collect();
+                let count = organizations.len();
+                ok(json!({"organizations": organizations, "next_page": null, "previous_page": null, "count": count}))
+            }
+        }
         (&Method::GET, ["ticket_fields"]) => ok(
             json!({"ticket_fields": state.fields, "next_page": null, "previous_page": null, "count": state.fields.len()}),
         ),

@@ -5,7 +5,7 @@
 //! - API-token Basic auth (`{email}/token:{token}`) and OAuth bearer tokens, `401 {"error":"Couldn't
 //!   authenticate you"}` otherwise; a read-only bearer token whose writes are a 403 in the JSON:API
 //!   `errors[]` shape (the other error shape, `{"error","description","details"}`, is everywhere else);
-//! - tickets with `custom_fields`/`fields`, a "Category" dropdown (`tagger`) whose value is also a tag,
+//! - tickets with `custom_fields`/`fields`, requesters in organisations (`organizations/show_many`), a "Category" dropdown (`tagger`) whose value is also a tag,
 //!   and `updated_at` bumped by every change, each strictly later than the last (whole seconds);
 //! - the incremental cursor export (`after_cursor`, `end_of_stream`, changes of the last minute held
 //!   back, `start_time` at least a minute in the past, 10 requests per minute);
@@ -34,7 +34,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde_json::{Value, json};
 
-pub use generate::{AGENT_IDS, CATEGORIES};
+pub use generate::{AGENT_IDS, CATEGORIES, ORGANIZATIONS};
 
 /// The e-mail address of the API user.
 pub const EMAIL: &str = "admin@sandbox.example";
