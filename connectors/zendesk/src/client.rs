@@ -433,7 +433,9 @@ impl Connector for Zendesk {
                     ConnectorError::permanent(format!("zendesk: modified_after {after:?} is not RFC 3339: {e}"))
                 })?
                 .timestamp()
-                .max(0),
+                .max(0)
+                // Zendesk refuses a start_time within the last minute.
+                .min(chrono::Utc::now().timestamp() - 61),
             None => 0,
         };
         let search_page = match request.cursor.as_deref() {
@@ -533,6 +535,26 @@ impl Connector for Zendesk {
             });
         }
         stored == Some(written)
+    }
+
+    fn restored(&self, field: &str, previous: &Value, stored: Option<&Value>) -> bool {
+        if field == "tags" {
+            // A restore puts back exactly the earlier set: nothing our write added may remain.
+            let set = |v: Option<&Value>| {
+                let mut tags: Vec<String> = v
+                    .and_then(Value::as_array)
+                    .map(|a| a.iter().filter_map(Value::as_str).map(|t| t.trim().to_lowercase()).collect())
+                    .unwrap_or_default();
+                tags.sort();
+                tags.dedup();
+                tags
+            };
+            return set(Some(previous)) == set(stored);
+        }
+        if previous.is_null() {
+            return stored.is_none_or(Value::is_null);
+        }
+        self.holds(field, previous, stored)
     }
 
     async fn poll_write(&self, pending: &PendingWrite) -> Result<Option<Vec<WriteOutcome>>, ConnectorError> {

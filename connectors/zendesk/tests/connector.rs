@@ -246,6 +246,7 @@ async fn a_batch_is_a_job_whose_results_become_per_ticket_outcomes() {
     let stored = zendesk.fetch("tickets", &["2".into()]).await.unwrap();
     assert!(zendesk.holds("tags", &json!(["ai_triaged"]), stored[0].field("tags")));
     assert!(zendesk.holds("custom.Category", &json!("billing"), stored[0].field("custom.Category")));
+    assert!(!zendesk.restored("tags", &json!(["es"]), stored[0].field("tags")), "a restore must remove what we added");
     let note = sandbox.comments(3).last().cloned().unwrap();
     assert!(!note.public && note.body == "AI triage: a question");
     assert_eq!(sandbox.submissions(2), 1, "submitted once");

@@ -149,7 +149,8 @@ async fn the_connectors_write_bodies_match_the_zendesk_openapi() {
     zendesk.write("tickets", &[change(1, &records[0].version.0, fields.clone())]).await.unwrap();
     let mut restore = change(3, &records[2].version.0, json!({"tags": ["es"]}));
     restore.mode = WriteMode::Restore;
-    zendesk.write("tickets", &[change(2, &records[1].version.0, fields), restore]).await.unwrap();
+    let submission = zendesk.write("tickets", &[change(2, &records[1].version.0, fields), restore]).await.unwrap();
+    let enrichd_connector::WriteSubmission::Pending(pending) = submission else { panic!("a batch is a job") };
 
     let received = sandbox.received_writes();
     assert_eq!(received.len(), 2, "one single update and one batch: {received:?}");
@@ -164,6 +165,17 @@ async fn the_connectors_write_bodies_match_the_zendesk_openapi() {
     }
     assert_eq!(tickets[0]["additional_tags"], json!(["ai_triaged"]), "merged tags are added, never replaced");
     assert_eq!(tickets[1]["tags"], json!(["es"]), "a restore puts back the exact set");
+    let outcomes = loop {
+        if let Some(done) = zendesk.poll_write(&pending).await.unwrap() {
+            break done;
+        }
+    };
+    assert!(
+        outcomes.iter().all(|o| matches!(o.result, enrichd_connector::WriteResult::Written { .. })),
+        "{outcomes:?}"
+    );
+    let restored = zendesk.fetch("tickets", &["3".into()]).await.unwrap().remove(0);
+    assert!(zendesk.restored("tags", &json!(["es"]), restored.field("tags")), "{:?}", restored.field("tags"));
 }
 
 #[test]
