@@ -280,6 +280,37 @@ async fn an_agent_edit_while_the_job_waits_is_a_conflict_not_an_overwrite() {
 }
 
 #[tokio::test]
+async fn a_stored_job_is_polled_by_a_new_connector_and_never_submitted_again() {
+    let sandbox = ZendeskSandbox::with_triaged_share(6, 8, 0.0);
+    sandbox.set_faults(Faults { job_cap: 1, job_queued_polls: 2, job_working_polls: 2, ..Default::default() });
+    let base = start(&sandbox).await;
+    let zendesk = token_connector(&base);
+    let records = zendesk.fetch("tickets", &["1".into(), "2".into()]).await.unwrap();
+    let changes = vec![
+        change(1, &records[0].version.0, json!({"priority": "high"})),
+        change(2, &records[1].version.0, json!({"priority": "low"})),
+    ];
+    let WriteSubmission::Pending(pending) = zendesk.write("tickets", &changes).await.unwrap() else { panic!() };
+    assert_eq!(zendesk.poll_write(&pending).await.unwrap(), None, "still queued");
+    // The account's job cap: another job while this one is unfinished is refused, retryably.
+    let err = zendesk.write("tickets", &changes).await.unwrap_err();
+    assert!(err.retryable && err.status == Some(429) && err.code.as_deref() == Some("TooManyJobs"), "{err:?}");
+    // The engine stored the job; a restarted daemon (a new connector) reads it back and polls on.
+    let stored = serde_json::to_string(&pending).unwrap();
+    drop(zendesk);
+    let restarted = token_connector(&base);
+    let pending: enrichd_connector::PendingWrite = serde_json::from_str(&stored).unwrap();
+    let outcomes = loop {
+        if let Some(done) = restarted.poll_write(&pending).await.unwrap() {
+            break done;
+        }
+    };
+    assert!(outcomes.iter().all(|o| matches!(o.result, WriteResult::Written { .. })), "{outcomes:?}");
+    assert_eq!((sandbox.submissions(1), sandbox.submissions(2)), (1, 1), "each ticket submitted once");
+    assert_eq!(sandbox.ticket(1).unwrap()["priority"], "high");
+}
+
+#[tokio::test]
 async fn a_single_write_uses_safe_update_and_a_stale_version_is_a_conflict() {
     let sandbox = ZendeskSandbox::with_triaged_share(4, 8, 0.0);
     let zendesk = token_connector(&start(&sandbox).await);
