@@ -311,6 +311,37 @@ async fn a_stored_job_is_polled_by_a_new_connector_and_never_submitted_again() {
 }
 
 #[tokio::test]
+async fn tickets_agents_edit_during_a_run_end_as_conflicts_with_their_values_intact() {
+    let sandbox = ZendeskSandbox::with_triaged_share(40, 8, 0.0);
+    sandbox.set_faults(Faults { agent_edit_rate: 0.3, ..Default::default() });
+    let zendesk = token_connector(&start(&sandbox).await);
+    let ids: Vec<String> = (1..=40).map(|id| id.to_string()).collect();
+    // The re-read just before the write; agents pick up some tickets right after it.
+    let records = zendesk.fetch("tickets", &ids).await.unwrap();
+    let edited = sandbox.agent_edited();
+    assert!(!edited.is_empty() && edited.len() < 40, "{edited:?}");
+    let changes: Vec<Change> =
+        records.iter().map(|r| change(r.id.parse().unwrap(), &r.version.0, json!({"priority": "low"}))).collect();
+    let WriteSubmission::Pending(pending) = zendesk.write("tickets", &changes).await.unwrap() else { panic!() };
+    let outcomes = loop {
+        if let Some(done) = zendesk.poll_write(&pending).await.unwrap() {
+            break done;
+        }
+    };
+    for outcome in &outcomes {
+        let id: u64 = outcome.id.parse().unwrap();
+        let ticket = sandbox.ticket(id).unwrap();
+        if edited.contains(&id) {
+            assert!(matches!(outcome.result, WriteResult::Conflict { .. }), "{outcome:?}");
+            assert_eq!(ticket["priority"], "urgent", "ticket {id}: the agent's value is intact");
+        } else {
+            assert!(matches!(outcome.result, WriteResult::Written { .. }), "{outcome:?}");
+            assert_eq!(ticket["priority"], "low");
+        }
+    }
+}
+
+#[tokio::test]
 async fn a_single_write_uses_safe_update_and_a_stale_version_is_a_conflict() {
     let sandbox = ZendeskSandbox::with_triaged_share(4, 8, 0.0);
     let zendesk = token_connector(&start(&sandbox).await);

@@ -316,6 +316,25 @@ impl State {
             .filter_map(|id| self.tickets.get(&id))
             .map(|t| render_ticket(t, &self.fields, base))
             .collect();
+        // Agents at work: right after a ticket is read (as a connector re-reads before writing),
+        // an agent may pick it up and set its priority and a tag.
+        let rate = self.faults.agent_edit_rate;
+        if rate > 0.0 {
+            for ticket in &tickets {
+                let id = ticket["id"].as_u64().unwrap_or(0);
+                if self.rng.random::<f64>() < rate
+                    && self
+                        .apply(
+                            id,
+                            &json!({"priority": "urgent", "additional_tags": ["agent_edited"]}),
+                            super::AGENT_IDS[2],
+                        )
+                        .is_ok()
+                {
+                    self.agent_edited.push(id);
+                }
+            }
+        }
         let count = tickets.len();
         ok(json!({"tickets": tickets, "next_page": null, "previous_page": null, "count": count}))
     }

@@ -17,6 +17,7 @@
 //!   fails that ticket only, and so does a ticket sent with `safe_update` whose `updated_stamp` is
 //!   stale by then: `UpdateConflict`), the changes applied when the job completes, at most
 //!   [`Faults::job_cap`] jobs unfinished at once;
+//! - agents editing tickets while a run is under way ([`Faults::agent_edit_rate`]);
 //! - single updates with `safe_update` + `updated_stamp` (409 on a stale stamp), `additional_tags` and
 //!   `remove_tags` merging tags, `tags` replacing them, `comment` adding a public reply or private note;
 //! - rate-limit headers on every response (`X-Rate-Limit`, `X-Rate-Limit-Remaining`,
@@ -120,6 +121,10 @@ pub struct Faults {
     pub rate_limit_rate: f64,
     /// Share of requests (0.0..=1.0), drawn the same way, answered 503.
     pub server_error_rate: f64,
+    /// Share of tickets (0.0..=1.0), drawn from the seeded generator, that an agent edits right
+    /// after `show_many` returned them (priority `urgent`, tag `agent_edited`), so a write based on
+    /// that read is stale: agents editing tickets while a run is under way.
+    pub agent_edit_rate: f64,
     /// Incremental export requests allowed per (real) minute; `None` lifts the limit.
     pub incremental_per_minute: Option<u32>,
     /// How many jobs may be queued or working at once (Zendesk's job limit).
@@ -137,6 +142,7 @@ impl Default for Faults {
             server_errors: 0,
             rate_limit_rate: 0.0,
             server_error_rate: 0.0,
+            agent_edit_rate: 0.0,
             incremental_per_minute: Some(10),
             job_cap: 30,
             job_queued_polls: 1,
@@ -203,6 +209,8 @@ pub(crate) struct State {
     job_seq: u64,
     /// Draws the fault mix (seeded by the sandbox's seed).
     rng: rand_chacha::ChaCha8Rng,
+    /// Tickets agents edited by [`Faults::agent_edit_rate`], in order.
+    agent_edited: Vec<u64>,
 }
 
 /// A Zendesk account in memory. Clones share the account.
@@ -240,6 +248,7 @@ impl ZendeskSandbox {
             window: (std::time::Instant::now(), 0),
             job_seq: 0,
             rng: rand::SeedableRng::seed_from_u64(seed ^ 0x5eed_fa17),
+            agent_edited: Vec::new(),
         };
         Self { state: Arc::new(Mutex::new(state)) }
     }
@@ -312,6 +321,11 @@ impl ZendeskSandbox {
     /// Every write request received so far (`PUT`), authenticated or not, in order.
     pub fn received_writes(&self) -> Vec<Received> {
         self.lock().received.clone()
+    }
+
+    /// The tickets agents edited through [`Faults::agent_edit_rate`], in order.
+    pub fn agent_edited(&self) -> Vec<u64> {
+        self.lock().agent_edited.clone()
     }
 
     /// How many submitted jobs included ticket `id`.
