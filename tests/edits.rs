@@ -288,6 +288,17 @@ async fn held_sample(db: &TestDb) -> (Harness, i64, PathBuf) {
     (h, run.id, config)
 }
 
+/// [`held_sample`] with the daemon's HTTP server (open, loopback) in front of it: the harness (keep
+/// it alive), the run, the server's address and what stops it.
+async fn serve_held_sample(db: &TestDb) -> (Harness, i64, std::net::SocketAddr, CancellationToken) {
+    let (h, run, config) = held_sample(db).await;
+    let loaded = Config::load(&config).unwrap();
+    let site = Site { access: Access::new(None), ..Site::from_config(&loaded) };
+    let stop = CancellationToken::new();
+    let (addr, _server) = serve(h.engine.clone(), site, "127.0.0.1:0", stop.clone()).await.unwrap();
+    (h, run, addr, stop)
+}
+
 async fn sample_ids(db: &TestDb, run: i64) -> Vec<i64> {
     db.store.items(run, Some(ItemState::Proposed), 100).await.unwrap().iter().map(|i| i.id).collect()
 }
@@ -341,11 +352,7 @@ async fn the_cli_releases_an_unreviewed_sample_only_with_force_and_a_reason(db: 
 }
 
 async fn the_api_releases_an_unreviewed_sample_only_with_force_and_a_reason(db: &TestDb) {
-    let (h, run, config) = held_sample(db).await;
-    let loaded = Config::load(&config).unwrap();
-    let site = Site { access: Access::new(None), ..Site::from_config(&loaded) };
-    let stop = CancellationToken::new();
-    let (addr, _server) = serve(h.engine.clone(), site, "127.0.0.1:0", stop.clone()).await.unwrap();
+    let (_h, run, addr, stop) = serve_held_sample(db).await;
     let client = http();
     let release = format!("http://{addr}/api/runs/{run}/release");
 
@@ -378,11 +385,7 @@ async fn the_api_releases_an_unreviewed_sample_only_with_force_and_a_reason(db: 
 }
 
 async fn the_ui_offers_release_only_for_a_reviewed_sample_else_release_anyway_confirmed(db: &TestDb) {
-    let (h, run, config) = held_sample(db).await;
-    let loaded = Config::load(&config).unwrap();
-    let site = Site { access: Access::new(None), ..Site::from_config(&loaded) };
-    let stop = CancellationToken::new();
-    let (addr, _server) = serve(h.engine.clone(), site, "127.0.0.1:0", stop.clone()).await.unwrap();
+    let (_h, run, addr, stop) = serve_held_sample(db).await;
     let base = format!("http://{addr}");
     let client = http();
     let (session, csrf) = sign_in(&client, &base, "Grace").await;
@@ -436,11 +439,7 @@ async fn the_ui_offers_release_only_for_a_reviewed_sample_else_release_anyway_co
 }
 
 async fn the_ui_release_button_appears_once_the_sample_is_reviewed(db: &TestDb) {
-    let (h, run, config) = held_sample(db).await;
-    let loaded = Config::load(&config).unwrap();
-    let site = Site { access: Access::new(None), ..Site::from_config(&loaded) };
-    let stop = CancellationToken::new();
-    let (addr, _server) = serve(h.engine.clone(), site, "127.0.0.1:0", stop.clone()).await.unwrap();
+    let (_h, run, addr, stop) = serve_held_sample(db).await;
     let base = format!("http://{addr}");
     let client = http();
     let (session, csrf) = sign_in(&client, &base, "Grace").await;
