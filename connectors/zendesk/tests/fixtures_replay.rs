@@ -21,7 +21,9 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use enrichd_zendesk::sandbox::{API_TOKEN, EMAIL, ZendeskSandbox};
+mod common;
+
+use enrichd_zendesk::sandbox::ZendeskSandbox;
 use serde_json::{Value, json};
 
 fn dir() -> PathBuf {
@@ -39,38 +41,20 @@ struct Answer {
     body: Value,
 }
 
-struct Replay {
-    base: String,
-    http: reqwest::Client,
-}
+struct Replay(common::Api);
 
 impl Replay {
     async fn start(sandbox: &ZendeskSandbox) -> Self {
-        let addr = sandbox.start("127.0.0.1:0".parse().unwrap()).await.unwrap();
-        Self {
-            base: format!("http://{addr}"),
-            http: enrichd_connector::http::client(std::time::Duration::from_secs(10)),
-        }
+        Replay(common::Api::start(sandbox).await)
     }
 
     async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Answer {
-        let mut request = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .basic_auth(format!("{EMAIL}/token"), Some(API_TOKEN));
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.unwrap();
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let text = response.text().await.unwrap();
+        let (status, headers, text) = self.0.call(method, path, body).await;
         let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
         Answer { status, headers, body }
     }
 }
 
-/// Status and the headers that matter, against a recording.
 fn compare_head(name: &str, recorded: &Value, answer: &Answer) {
     let response = &recorded["response"];
     assert_eq!(answer.status, response["status"]["code"].as_u64().unwrap() as u16, "{name}: status");

@@ -6,36 +6,11 @@ use enrichd_zendesk::sandbox::{
 };
 use serde_json::{Value, json};
 
-struct Client {
-    base: String,
-    http: reqwest::Client,
-}
+mod common;
 
-async fn start(sandbox: &ZendeskSandbox) -> Client {
-    let addr = sandbox.start("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    Client { base: format!("http://{addr}"), http: enrichd_connector::http::client(std::time::Duration::from_secs(10)) }
-}
+use common::Api as Client;
 
 impl Client {
-    async fn call(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> (u16, reqwest::header::HeaderMap, String) {
-        let mut request = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .basic_auth(format!("{EMAIL}/token"), Some(API_TOKEN));
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.unwrap();
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        (status, headers, response.text().await.unwrap())
-    }
-
     async fn get(&self, path: &str) -> (u16, Value) {
         let (status, _, body) = self.call(reqwest::Method::GET, path, None).await;
         (status, serde_json::from_str(&body).unwrap_or(Value::String(body)))
@@ -67,7 +42,7 @@ fn no_export_limit(sandbox: &ZendeskSandbox) {
 #[tokio::test]
 async fn auth_accepts_api_tokens_and_bearer_tokens_and_refuses_the_rest() {
     let sandbox = ZendeskSandbox::new(5, 1);
-    let client = start(&sandbox).await;
+    let client = Client::start(&sandbox).await;
     let url = format!("{}/api/v2/tickets/1.json", client.base);
     let status = |r: reqwest::Response| r.status().as_u16();
     assert_eq!(
@@ -96,7 +71,7 @@ async fn auth_accepts_api_tokens_and_bearer_tokens_and_refuses_the_rest() {
 #[tokio::test]
 async fn search_stops_at_one_thousand_results_and_lags() {
     let sandbox = ZendeskSandbox::with_triaged_share(1200, 3, 0.0);
-    let client = start(&sandbox).await;
+    let client = Client::start(&sandbox).await;
     let query = "/api/v2/search.json?query=type%3Aticket+status%3Csolved+-tags%3Atriaged&per_page=100";
     let (status, body) = client.get(&format!("{query}&page=10")).await;
     assert_eq!(status, 200);
@@ -124,7 +99,7 @@ async fn search_stops_at_one_thousand_results_and_lags() {
 async fn incremental_export_pages_to_end_of_stream_and_holds_back_the_last_minute() {
     let sandbox = ZendeskSandbox::new(25, 2);
     no_export_limit(&sandbox);
-    let client = start(&sandbox).await;
+    let client = Client::start(&sandbox).await;
     let (status, body) =
         client.get(&format!("/api/v2/incremental/tickets/cursor.json?start_time={}", sandbox.now() - 30)).await;
     assert_eq!(status, 400, "start_time within the last minute is refused: {body}");
@@ -159,7 +134,7 @@ async fn incremental_export_pages_to_end_of_stream_and_holds_back_the_last_minut
 #[tokio::test]
 async fn incremental_export_allows_ten_requests_a_minute() {
     let sandbox = ZendeskSandbox::new(3, 2);
-    let client = start(&sandbox).await;
+    let client = Client::start(&sandbox).await;
     for _ in 0..10 {
         let (status, _) = client.get("/api/v2/incremental/tickets/cursor.json?start_time=0").await;
         assert_eq!(status, 200);
@@ -175,7 +150,7 @@ async fn incremental_export_allows_ten_requests_a_minute() {
 #[tokio::test]
 async fn a_job_fails_only_the_ticket_whose_option_was_deleted() {
     let sandbox = ZendeskSandbox::with_triaged_share(4, 5, 0.0);
-    let client = start(&sandbox).await;
+    let client = Client::start(&sandbox).await;
     let tags_before = sandbox.ticket(2).unwrap()["tags"].clone();
     let batch = json!({"tickets": [
         {"id": 1, "custom_fields": [{"id": CATEGORY_FIELD_ID, "value": "shipping"}]},
@@ -208,7 +183,7 @@ async fn a_job_fails_only_the_ticket_whose_option_was_deleted() {
 async fn the_job_cap_refuses_more_unfinished_jobs() {
     let sandbox = ZendeskSandbox::new(4, 5);
     sandbox.set_faults(Faults { job_cap: 2, ..Default::default() });
-    let client = start(&sandbox).await;
+    let client = Client::start(&sandbox).await;
     let batch = || json!({"tickets": [{"id": 1, "priority": "low"}]});
     let (_, first) = client.put("/api/v2/tickets/update_many.json", batch()).await;
     assert_eq!(client.put("/api/v2/tickets/update_many.json", batch()).await.0, 200);
@@ -222,7 +197,7 @@ async fn the_job_cap_refuses_more_unfinished_jobs() {
 #[tokio::test]
 async fn safe_update_answers_409_on_a_stale_stamp() {
     let sandbox = ZendeskSandbox::new(4, 5);
-    let client = start(&sandbox).await;
+    let client = Client::start(&sandbox).await;
     let stamp = sandbox.ticket(2).unwrap()["updated_at"].as_str().unwrap().to_owned();
     sandbox.edit_as_agent(2, json!({"priority": "urgent", "additional_tags": ["escalated"]})).unwrap();
     let body = json!({"ticket": {"priority": "low", "safe_update": true, "updated_stamp": stamp}});
@@ -249,7 +224,7 @@ async fn safe_update_answers_409_on_a_stale_stamp() {
 async fn injected_429s_carry_retry_after_and_a_plain_text_body() {
     let sandbox = ZendeskSandbox::new(2, 5);
     sandbox.set_faults(Faults { rate_limited_requests: 1, retry_after_secs: 7, ..Default::default() });
-    let client = start(&sandbox).await;
+    let client = Client::start(&sandbox).await;
     let (status, headers, body) = client.call(reqwest::Method::GET, "/api/v2/tickets/1.json", None).await;
     assert_eq!(status, 429);
     assert_eq!(headers["retry-after"], "7");
@@ -264,7 +239,7 @@ async fn injected_429s_carry_retry_after_and_a_plain_text_body() {
 #[tokio::test]
 async fn comments_carry_author_roles_and_private_notes() {
     let sandbox = ZendeskSandbox::with_triaged_share(40, 9, 1.0);
-    let client = start(&sandbox).await;
+    let client = Client::start(&sandbox).await;
     let mut saw_private = false;
     for id in 1..=40 {
         let (status, body) = client.get(&format!("/api/v2/tickets/{id}/comments.json?include=users")).await;
@@ -288,7 +263,7 @@ async fn the_seeded_fault_mix_is_the_same_for_the_same_seed() {
     async fn statuses(seed: u64) -> Vec<u16> {
         let sandbox = ZendeskSandbox::new(3, seed);
         sandbox.set_faults(Faults { rate_limit_rate: 0.2, server_error_rate: 0.2, ..Default::default() });
-        let client = start(&sandbox).await;
+        let client = Client::start(&sandbox).await;
         let mut out = Vec::new();
         for _ in 0..40 {
             out.push(client.call(reqwest::Method::GET, "/api/v2/tickets/1.json", None).await.0);
