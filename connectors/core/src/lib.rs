@@ -11,12 +11,14 @@ pub mod http;
 pub mod oauth2;
 mod record;
 pub mod retry;
+pub mod settings;
 
 pub use error::ConnectorError;
 pub use record::{
     AttachmentRef, Change, Page, PageRequest, PendingWrite, Record, Version, WriteMode, WriteOutcome, WriteResult,
     WriteSubmission,
 };
+pub use settings::{ConfigError, ConnectionSettings};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -93,6 +95,15 @@ pub trait Connector: Send + Sync {
             None => format!("{field} was absent when the record was read back after the write"),
             Some(_) => format!("{field} held a different value when the record was read back after the write"),
         }
+    }
+
+    /// The values `field` may take on the platform right now (a dropdown custom field's options),
+    /// or `None` when the platform does not restrict it. The engine reads them when a run starts and
+    /// puts them into the task's JSON Schema as an `enum`, so a model cannot answer a value that
+    /// does not exist.
+    async fn allowed_values(&self, entity: &str, field: &str) -> Result<Option<Vec<String>>, ConnectorError> {
+        let _ = (entity, field);
+        Ok(None)
     }
 
     /// Polls a write whose outcome arrives later; `Ok(None)` while it is still running.

@@ -67,6 +67,10 @@ pub struct Page {
     pub next: Option<String>,
     /// The platform's total count when it reports one (`X-WP-Total`).
     pub total: Option<u64>,
+    /// On the last page (`next` is `None`) of a platform with a change feed (Zendesk's incremental
+    /// export): the cursor a later listing starts from to see only what changed since. The engine
+    /// keeps it per pipeline, so a restarted daemon or the next scheduled run misses nothing.
+    pub resume: Option<String>,
 }
 
 /// What to write to one record: only these fields, and only if the record is still at `base_version`

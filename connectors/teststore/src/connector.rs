@@ -102,7 +102,12 @@ impl Connector for TestStore {
             self.get_records(entity, &[("page", page.to_string()), ("per_page", per_page.to_string())], &what).await?;
         let pages = header_u64(&headers, "X-Total-Pages");
         let last = records.is_empty() || pages.is_some_and(|p| page >= p);
-        Ok(Page { records, next: (!last).then(|| (page + 1).to_string()), total: header_u64(&headers, "X-Total") })
+        Ok(Page {
+            records,
+            next: (!last).then(|| (page + 1).to_string()),
+            total: header_u64(&headers, "X-Total"),
+            resume: None,
+        })
     }
 
     async fn fetch(&self, entity: &str, ids: &[String]) -> Result<Vec<Record>, ConnectorError> {

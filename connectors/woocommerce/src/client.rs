@@ -257,7 +257,12 @@ impl WooCommerce {
         // Without `X-WP-TotalPages` (a proxy stripped it) a full page may have a successor.
         let full = records.len() >= per_page as usize;
         let last = records.is_empty() || header_u64(&headers, "X-WP-TotalPages").map_or(!full, |p| page >= p);
-        Ok(Page { records, next: (!last).then(|| (page + 1).to_string()), total: header_u64(&headers, "X-WP-Total") })
+        Ok(Page {
+            records,
+            next: (!last).then(|| (page + 1).to_string()),
+            total: header_u64(&headers, "X-WP-Total"),
+            resume: None,
+        })
     }
 
     /// Variations, one variable product at a time. The cursor is `P:I:V`: page `P` of variable
@@ -288,7 +293,7 @@ impl WooCommerce {
             let pages = header_u64(&headers, "X-WP-TotalPages").unwrap_or(parent_page);
             let Some(&parent) = parents.get(index) else {
                 if parents.is_empty() || parent_page >= pages {
-                    return Ok(Page { records: Vec::new(), next: None, total: None });
+                    return Ok(Page { records: Vec::new(), next: None, total: None, resume: None });
                 }
                 (parent_page, index, var_page) = (parent_page + 1, 0, 1);
                 continue;
@@ -320,7 +325,7 @@ impl WooCommerce {
             } else {
                 None
             };
-            return Ok(Page { records, next, total: None });
+            return Ok(Page { records, next, total: None, resume: None });
         }
     }
 

@@ -96,6 +96,11 @@ const SEARCH_PER_PAGE: u32 = 100;
 /// Listing cursors that are not the export's own `after_cursor` (which is base64, without `:`).
 const SEARCH_CURSOR: &str = "search:";
 const START_CURSOR: &str = "start:";
+/// Seconds Search may lag behind the tickets (Zendesk documents "a few minutes").
+const SEARCH_LAG_MARGIN: i64 = 600;
+/// Zendesk's built-in ticket priorities and types (the values its API accepts).
+const PRIORITIES: [&str; 4] = ["low", "normal", "high", "urgent"];
+const TYPES: [&str; 4] = ["problem", "incident", "question", "task"];
 
 /// One page of Search results.
 #[derive(Debug, Clone)]
@@ -183,31 +188,31 @@ impl Zendesk {
 
     /// The account's custom ticket fields (read once per connector).
     pub async fn custom_fields(&self) -> Result<&[CustomField], ConnectorError> {
-        let fields = self
-            .fields
-            .get_or_try_init(|| async {
-                let body = self.get("ticket_fields.json", &[], "zendesk: GET ticket_fields").await?;
-                let fields = body["ticket_fields"].as_array().cloned().unwrap_or_default();
-                Ok::<_, ConnectorError>(
-                    fields
-                        .iter()
-                        .filter(|f| f["removable"] == true)
-                        .filter_map(|f| {
-                            Some(CustomField {
-                                id: f["id"].as_u64()?,
-                                title: f["title"].as_str()?.to_owned(),
-                                kind: f["type"].as_str().unwrap_or("").to_owned(),
-                                options: f["custom_field_options"]
-                                    .as_array()
-                                    .map(|o| o.iter().filter_map(|o| o["value"].as_str().map(str::to_owned)).collect())
-                                    .unwrap_or_default(),
-                            })
-                        })
-                        .collect(),
-                )
-            })
-            .await?;
+        let fields = self.fields.get_or_try_init(|| self.read_custom_fields()).await?;
         Ok(fields)
+    }
+
+    /// The account's custom ticket fields as they are now (`GET /ticket_fields`).
+    pub async fn read_custom_fields(&self) -> Result<Vec<CustomField>, ConnectorError> {
+        let body = self.get("ticket_fields.json", &[], "zendesk: GET ticket_fields").await?;
+        let fields = body["ticket_fields"].as_array().cloned().unwrap_or_default();
+        Ok::<_, ConnectorError>(
+            fields
+                .iter()
+                .filter(|f| f["removable"] == true)
+                .filter_map(|f| {
+                    Some(CustomField {
+                        id: f["id"].as_u64()?,
+                        title: f["title"].as_str()?.to_owned(),
+                        kind: f["type"].as_str().unwrap_or("").to_owned(),
+                        options: f["custom_field_options"]
+                            .as_array()
+                            .map(|o| o.iter().filter_map(|o| o["value"].as_str().map(str::to_owned)).collect())
+                            .unwrap_or_default(),
+                    })
+                })
+                .collect(),
+        )
     }
 
     /// Page `page` (from 1) of unsolved tickets matching `condition`, 100 per page, oldest first.
@@ -276,8 +281,9 @@ impl Zendesk {
             records.push(self.record(ticket, true).await?);
         }
         self.add_organizations(&mut records).await?;
-        let next = if body["end_of_stream"] == true { None } else { body["after_cursor"].as_str().map(str::to_owned) };
-        Ok(Page { records, next, total: None })
+        let cursor = body["after_cursor"].as_str().map(str::to_owned);
+        let (next, resume) = if body["end_of_stream"] == true { (None, cursor) } else { (cursor, None) };
+        Ok(Page { records, next, total: None, resume })
     }
 
     /// A ticket's conversation as the model sees it: one block per message, oldest first, with the
@@ -456,7 +462,11 @@ impl Connector for Zendesk {
                 (None, true) => Some(format!("{START_CURSOR}{start}")),
                 (None, false) => None,
             };
-            return Ok(Page { records: found.records, next, total: Some(found.count) });
+            // Search lags a few minutes behind: a later listing re-reads the export from before
+            // this Search began, so a ticket Search did not see yet is not missed.
+            let resume =
+                next.is_none().then(|| format!("{START_CURSOR}{}", chrono::Utc::now().timestamp() - SEARCH_LAG_MARGIN));
+            return Ok(Page { records: found.records, next, total: Some(found.count), resume });
         }
         let position = match request.cursor.as_deref() {
             Some(c) => match c.strip_prefix(START_CURSOR) {
@@ -489,6 +499,22 @@ impl Connector for Zendesk {
 
     fn max_write_batch(&self) -> usize {
         MAX_BATCH
+    }
+
+    async fn allowed_values(&self, entity: &str, field: &str) -> Result<Option<Vec<String>>, ConnectorError> {
+        Self::entity(entity)?;
+        let fixed = |values: &[&str]| Some(values.iter().map(|v| (*v).to_owned()).collect());
+        match field {
+            "priority" => Ok(fixed(&PRIORITIES)),
+            "type" => Ok(fixed(&TYPES)),
+            name => {
+                let Some(title) = name.strip_prefix("custom.") else { return Ok(None) };
+                // Fresh options, not the per-connector cache: an option added or removed since
+                // the daemon started counts from the next run.
+                let fields = self.read_custom_fields().await?;
+                Ok(fields.into_iter().find(|f| f.title == title && !f.options.is_empty()).map(|f| f.options))
+            }
+        }
     }
 
     async fn write(&self, entity: &str, changes: &[Change]) -> Result<WriteSubmission, ConnectorError> {

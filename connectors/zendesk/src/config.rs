@@ -31,21 +31,7 @@ pub struct ZendeskConfig {
     pub search: Option<String>,
 }
 
-/// A config key that is wrong, and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    /// The full key path (`connections.support.api_token`).
-    pub key: String,
-    pub message: String,
-}
-
-impl std::fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.key, self.message)
-    }
-}
-
-impl std::error::Error for ConfigError {}
+pub use enrichd_connector::ConfigError;
 
 /// How requests are authenticated.
 #[derive(Debug, Clone)]
@@ -178,5 +164,18 @@ impl ZendeskConfig {
             Some(condition) => Some(condition.to_owned()),
         };
         Ok(Options { base_url, credentials, timeout, conversation_chars, search })
+    }
+}
+
+impl enrichd_connector::ConnectionSettings for ZendeskConfig {
+    fn secrets_mut(&mut self) -> Vec<(&'static str, &mut SecretString)> {
+        let mut secrets = Vec::new();
+        if let Some(token) = self.api_token.as_mut() {
+            secrets.push(("api_token", token));
+        }
+        if let Some(token) = self.oauth_token.as_mut() {
+            secrets.push(("oauth_token", token));
+        }
+        secrets
     }
 }
