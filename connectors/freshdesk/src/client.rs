@@ -211,7 +211,12 @@ impl Freshdesk {
     }
 
     /// A GET with retries; the body and the response headers.
-    async fn get(&self, path: &str, query: &[(&str, String)], what: &str) -> Result<(Value, HeaderMap), ConnectorError> {
+    async fn get(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+        what: &str,
+    ) -> Result<(Value, HeaderMap), ConnectorError> {
         http::with_retries(READ_ATTEMPTS, Duration::from_millis(500), || {
             self.call(self.request(Method::GET, path).query(query), what)
         })
@@ -300,7 +305,9 @@ impl Freshdesk {
         if entity == TICKETS {
             Ok(())
         } else {
-            Err(ConnectorError::permanent(format!("freshdesk: unknown entity {entity:?}; this connector knows \"tickets\"")))
+            Err(ConnectorError::permanent(format!(
+                "freshdesk: unknown entity {entity:?}; this connector knows \"tickets\""
+            )))
         }
     }
 
@@ -324,10 +331,7 @@ impl Freshdesk {
         let mut messages = Vec::new();
         let description = ticket["description_text"].as_str().unwrap_or("").trim();
         if !description.is_empty() {
-            messages.push(format!(
-                "[{} customer, public]\n{description}",
-                ticket["created_at"].as_str().unwrap_or("")
-            ));
+            messages.push(format!("[{} customer, public]\n{description}", ticket["created_at"].as_str().unwrap_or("")));
         }
         let what = format!("freshdesk: GET tickets/{id}/conversations");
         let mut page = 1u32;
@@ -466,11 +470,10 @@ impl Freshdesk {
                 "status" => {
                     let name = value.as_str().map(|v| v.trim().to_lowercase()).unwrap_or_default();
                     let custom_statuses = fields.iter().filter(|f| f.name == "status").flat_map(|f| f.statuses.iter());
-                    let number = STATUSES
-                        .iter()
-                        .find(|(_, n)| *n == name)
-                        .map(|(n, _)| *n)
-                        .or_else(|| custom_statuses.clone().find(|(_, l)| l.to_lowercase() == name).map(|(n, _)| *n));
+                    let number =
+                        STATUSES.iter().find(|(_, n)| *n == name).map(|(n, _)| *n).or_else(|| {
+                            custom_statuses.clone().find(|(_, l)| l.to_lowercase() == name).map(|(n, _)| *n)
+                        });
                     let Some(number) = number else {
                         return Err(invalid("status", format!("{value} is not a status of this Freshdesk account")));
                     };
@@ -486,7 +489,8 @@ impl Freshdesk {
                             let mut merged = self.current_tags(change, id).await?;
                             for tag in tags {
                                 let tag = tag.as_str().unwrap_or("").trim();
-                                let known = merged.iter().any(|t| t.as_str().is_some_and(|t| t.eq_ignore_ascii_case(tag)));
+                                let known =
+                                    merged.iter().any(|t| t.as_str().is_some_and(|t| t.eq_ignore_ascii_case(tag)));
                                 if !tag.is_empty() && !known {
                                     merged.push(json!(tag));
                                 }
@@ -550,8 +554,9 @@ impl Freshdesk {
         }
         if let Some(note) = &prepared.note {
             let what = format!("freshdesk: POST tickets/{id}/notes");
-            let request =
-                self.request(Method::POST, &format!("tickets/{id}/notes")).json(&json!({"body": note, "private": true}));
+            let request = self
+                .request(Method::POST, &format!("tickets/{id}/notes"))
+                .json(&json!({"body": note, "private": true}));
             if let Err(mut e) = self.call(request, &what).await {
                 if !prepared.properties.is_empty() {
                     e.message.push_str(" (the ticket's fields were written; the note was not)");
@@ -714,9 +719,15 @@ impl Connector for Freshdesk {
             let body = json!({"bulk_action": {"ids": ids, "properties": first.properties}});
             let request = self.request(Method::POST, "tickets/bulk_update").json(&body);
             let (answer, _) = self.call(request, "freshdesk: POST tickets/bulk_update").await?;
-            let job = answer["job_id"].as_str().map(str::to_owned).or_else(|| answer["job_id"].as_u64().map(|n| n.to_string()));
+            let job = answer["job_id"]
+                .as_str()
+                .map(str::to_owned)
+                .or_else(|| answer["job_id"].as_u64().map(|n| n.to_string()));
             let job = job.ok_or_else(|| {
-                ConnectorError::transient(format!("freshdesk: bulk_update answered without a job_id: {}", snippet(&answer)))
+                ConnectorError::transient(format!(
+                    "freshdesk: bulk_update answered without a job_id: {}",
+                    snippet(&answer)
+                ))
             })?;
             return Ok(WriteSubmission::Pending(PendingWrite {
                 entity: entity.to_owned(),
@@ -822,16 +833,32 @@ impl Connector for Freshdesk {
                                 .unwrap_or_default();
                             let details: Vec<String> = errors
                                 .iter()
-                                .map(|e| if e.is_string() { e.as_str().unwrap_or("").to_owned() } else { self.describe_item_error(e) })
+                                .map(|e| {
+                                    if e.is_string() {
+                                        e.as_str().unwrap_or("").to_owned()
+                                    } else {
+                                        self.describe_item_error(e)
+                                    }
+                                })
                                 .collect();
                             let code = errors.first().and_then(|e| e["code"].as_str()).map(str::to_owned);
                             let retryable = !code.as_deref().is_some_and(|c| VALIDATION_CODES.contains(&c));
                             let message = format!(
                                 "freshdesk: job {}: ticket {id}: {}",
                                 pending.job,
-                                if details.is_empty() { "failed without a reason".to_owned() } else { details.join("; ") }
+                                if details.is_empty() {
+                                    "failed without a reason".to_owned()
+                                } else {
+                                    details.join("; ")
+                                }
                             );
-                            WriteResult::Failed(ConnectorError { message, retryable, status: None, code, retry_after: None })
+                            WriteResult::Failed(ConnectorError {
+                                message,
+                                retryable,
+                                status: None,
+                                code,
+                                retry_after: None,
+                            })
                         }
                         None => WriteResult::Failed(ConnectorError::transient(format!(
                             "freshdesk: job {} completed without a result for ticket {id}",

@@ -82,7 +82,9 @@ impl FreshdeskConfig {
                 if url.starts_with("http://") && !loopback {
                     return Err(err(
                         "base_url",
-                        format!("{url:?} is plain http://: the API key would cross the network unencrypted; use https://"),
+                        format!(
+                            "{url:?} is plain http://: the API key would cross the network unencrypted; use https://"
+                        ),
                     ));
                 }
                 if host.contains('/') {
@@ -95,7 +97,9 @@ impl FreshdeskConfig {
             }
         };
         let api_key = match &self.api_key {
-            None => return Err(err("api_key", "missing: set the agent's API key, e.g. \"${FRESHDESK_API_KEY}\"".into())),
+            None => {
+                return Err(err("api_key", "missing: set the agent's API key, e.g. \"${FRESHDESK_API_KEY}\"".into()));
+            }
             Some(key) if key.expose_secret().trim().is_empty() => return Err(err("api_key", "is empty".into())),
             Some(key) if key.expose_secret().contains(':') => {
                 return Err(err(

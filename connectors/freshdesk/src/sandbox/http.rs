@@ -34,8 +34,10 @@ fn ok(body: Value) -> Reply {
 }
 
 fn validation(errors: Vec<Invalid>) -> Reply {
-    let errors: Vec<Value> =
-        errors.into_iter().map(|(field, message, code)| json!({"field": field, "message": message, "code": code})).collect();
+    let errors: Vec<Value> = errors
+        .into_iter()
+        .map(|(field, message, code)| json!({"field": field, "message": message, "code": code}))
+        .collect();
     Reply { status: 400, body: json!({"description": "Validation failed", "errors": errors}), next: None }
 }
 
@@ -51,7 +53,7 @@ fn decode(s: &str) -> String {
     while i < bytes.len() {
         match bytes[i] {
             b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() + 0 && i + 2 <= bytes.len() - 1 => {
+            b'%' if i + 2 < bytes.len() => {
                 match u8::from_str_radix(std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"), 16) {
                     Ok(b) => {
                         out.push(b);
@@ -83,7 +85,8 @@ fn query_pairs(uri: &Uri) -> Vec<(String, String)> {
 
 /// Basic auth with the API key as user name and any password (Freshdesk's docs use `X`).
 fn authenticated(headers: &HeaderMap) -> bool {
-    let Some(encoded) = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Basic "))
+    let Some(encoded) =
+        headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Basic "))
     else {
         return false;
     };
@@ -148,7 +151,8 @@ async fn handle(
     }
     if !authenticated(&headers) {
         state.stats.unauthorized += 1;
-        let body = json!({"code": "invalid_credentials", "message": "You have to be logged in to perform this action."});
+        let body =
+            json!({"code": "invalid_credentials", "message": "You have to be logged in to perform this action."});
         return finish(Reply { status: 401, body, next: None }, remaining, cost, false);
     }
     let path = uri.path().trim_end_matches('/');
@@ -389,7 +393,11 @@ impl State {
         };
         let text = note["body"].as_str().unwrap_or("");
         if text.trim().is_empty() {
-            return validation(vec![("body".into(), "It should not be blank as this is a mandatory field".into(), "missing_field")]);
+            return validation(vec![(
+                "body".into(),
+                "It should not be blank as this is a mandatory field".into(),
+                "missing_field",
+            )]);
         }
         // Notes are private unless `"private": false`.
         let private = note["private"].as_bool().unwrap_or(true);
@@ -455,7 +463,7 @@ impl State {
             for ticket in job.ids.clone() {
                 if self.faults.bulk_failure_rate > 0.0 && self.rng.random::<f64>() < self.faults.bulk_failure_rate {
                     results.push(json!({"id": ticket, "success": false,
-                        "errors": [{"field": "id", "message": "The ticket is being updated by another process, try again", "code": "inaccessible_field"}]}));
+                        "errors": [{"field": "id", "message": "The ticket is being updated by another process, try again", "code": "internal_error"}]}));
                     continue;
                 }
                 match self.apply(ticket, &job.properties) {

@@ -318,9 +318,9 @@ impl FreshdeskSandbox {
     /// `{"priority": 4, "tags": [...], "custom_fields": {"cf_category": "Billing"}}`).
     pub fn edit_as_agent(&self, id: u64, update: Value) -> Result<(), String> {
         let mut state = self.lock();
-        state.apply(id, &update).map_err(|errors| {
-            errors.iter().map(|(f, m, _)| format!("{f}: {m}")).collect::<Vec<_>>().join("; ")
-        })
+        state
+            .apply(id, &update)
+            .map_err(|errors| errors.iter().map(|(f, m, _)| format!("{f}: {m}")).collect::<Vec<_>>().join("; "))
     }
 
     /// A new ticket from a customer, created now; returns its id.
@@ -401,7 +401,9 @@ impl State {
             match key.as_str() {
                 "priority" => match value.as_u64().filter(|p| (1..=4).contains(p)) {
                     Some(p) => ticket.priority = p as u8,
-                    None => errors.push((key.clone(), one_of(&["1", "2", "3", "4"].map(String::from)), "invalid_value")),
+                    None => {
+                        errors.push((key.clone(), one_of(&["1", "2", "3", "4"].map(String::from)), "invalid_value"))
+                    }
                 },
                 "status" => match value.as_u64().filter(|s| (2..=5).contains(s)) {
                     Some(s) => ticket.status = s as u8,
