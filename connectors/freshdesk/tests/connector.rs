@@ -456,6 +456,12 @@ async fn rate_limits_are_retried_on_reads_and_per_ticket_on_writes() {
     assert!(e.retryable && e.status == Some(429) && e.retry_after == Some(Duration::from_secs(7)), "{e:?}");
     assert!(matches!(outcomes[1].result, WriteResult::Written { .. }), "the next ticket went through: {outcomes:?}");
     assert_eq!(sandbox.ticket(2).unwrap()["priority"], 2);
+
+    // A 503 and a truncated body on reads are retried too.
+    sandbox.set_faults(Faults { server_errors: 1, malformed_bodies: 1, ..Default::default() });
+    let before = sandbox.stats().ticket_reads;
+    assert_eq!(freshdesk.fetch("tickets", &["2".into()]).await.unwrap()[0].fields["priority"], "medium");
+    assert_eq!(sandbox.stats().ticket_reads - before, 2, "the truncated answer was read again");
 }
 
 #[tokio::test]
@@ -496,4 +502,55 @@ async fn agents_editing_during_a_run_show_as_new_versions_on_the_next_read() {
             assert!(after.fields["tags"].as_array().unwrap().contains(&json!("agent_edited")));
         }
     }
+}
+
+/// Requests and time for listing 1,000 tickets and writing 100, printed for the README
+/// (`cargo nextest run -p enrichd-freshdesk --no-capture -E 'test(costs)'`).
+#[tokio::test]
+async fn costs_of_listing_and_writing_tickets() {
+    let sandbox = FreshdeskSandbox::new(1000, 11);
+    let freshdesk = key_connector(&start(&sandbox).await);
+    let started = std::time::Instant::now();
+    let (records, _, pages) =
+        list_all(&freshdesk, PageRequest { cursor: None, per_page: 100, modified_after: None }).await;
+    let listing = started.elapsed();
+    let listed = sandbox.stats().requests;
+    assert_eq!(records.len(), 1000);
+    // One page request per 100 tickets, one conversation read per ticket, the fields once and
+    // each company once.
+    assert_eq!(listed, pages as u64 + 1000 + 1 + enrichd_freshdesk::sandbox::COMPANIES.len() as u64);
+
+    let ids: Vec<String> = (1..=100).map(|id| id.to_string()).collect();
+    let pulled = freshdesk.fetch("tickets", &ids).await.unwrap();
+    let before = sandbox.stats().requests;
+    let same: Vec<Change> = pulled.iter().map(|r| change(&r.id, &r.version, json!({"priority": "high"}))).collect();
+    let started = std::time::Instant::now();
+    let WriteSubmission::Pending(pending) = freshdesk.write("tickets", &same).await.unwrap() else { panic!() };
+    let outcomes = poll(&freshdesk, &pending).await;
+    let bulk_time = started.elapsed();
+    assert!(outcomes.iter().all(|o| matches!(o.result, WriteResult::Written { .. })));
+    let bulk = sandbox.stats().requests - before;
+    assert_eq!(bulk, 1 + 3, "one bulk_update and three polls (queued, in progress, completed)");
+
+    let pulled = freshdesk.fetch("tickets", &ids).await.unwrap();
+    let before = sandbox.stats().requests;
+    let each: Vec<Change> = pulled
+        .iter()
+        .map(|r| {
+            let mut c =
+                change(&r.id, &r.version, json!({"custom.Category": "Billing", "tags": [format!("t{}", r.id)]}));
+            c.native = r.native.clone();
+            c
+        })
+        .collect();
+    let started = std::time::Instant::now();
+    let WriteSubmission::Done(outcomes) = freshdesk.write("tickets", &each).await.unwrap() else { panic!() };
+    let single_time = started.elapsed();
+    assert!(outcomes.iter().all(|o| matches!(o.result, WriteResult::Written { .. })));
+    let single = sandbox.stats().requests - before;
+    assert_eq!(single, 100, "one PUT per ticket; tags merged from the re-read copy, no extra read");
+    println!(
+        "listing: 1000 tickets in {listing:?} ({:.0} tickets/s), {listed} requests; writing 100 tickets: bulk job {bulk} requests in {bulk_time:?}, per ticket {single} requests in {single_time:?}",
+        1000.0 / listing.as_secs_f64()
+    );
 }
