@@ -150,6 +150,7 @@ pub fn conversations(count: u64, seed: u64, now: i64, triaged_share: f64) -> Gen
                 user_updated_at: updated,
                 modified_at: updated,
                 customer,
+                assignee: triaged.then_some(AGENT_IDS[0]),
                 tags,
                 custom,
             },

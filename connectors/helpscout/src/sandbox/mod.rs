@@ -18,8 +18,8 @@
 //! - `PUT …/tags` replacing the whole set, `PUT …/fields` setting the fields it is given and
 //!   clearing the others (not recorded: the cautious reading), a dropdown value that is not an
 //!   option refused with the documented error shape (`_embedded.errors[]` with `path`, `message`,
-//!   `rejectedValue`), `POST …/notes` → 201 with `Location` and `Resource-Id`, writes answered with
-//!   an empty body;
+//!   `rejectedValue`), `POST …/notes` → 201 (without the `Location`/`Resource-Id` a new
+//!   conversation's 201 has, as recorded), writes answered with an empty body;
 //! - rate limits: `X-RateLimit-Limit-Minute`/`X-RateLimit-Remaining-Minute` on every API response
 //!   (not on the token call), writes counting two, a 429 with `X-RateLimit-Retry-After` when the
 //!   minute's allowance is spent, and injected 429s and 503s ([`Faults`]);
@@ -73,6 +73,8 @@ pub struct Conversation {
     /// What `modifiedSince` and `sortField=modifiedAt` use: every change moves it.
     pub modified_at: i64,
     pub customer: u64,
+    /// The agent the conversation is assigned to.
+    pub assignee: Option<u64>,
     pub tags: Vec<String>,
     /// Custom field values by field id (a dropdown holds its option id).
     pub custom: BTreeMap<u64, String>,
@@ -103,8 +105,9 @@ pub struct Faults {
     pub rate_limit_rate: f64,
     /// Share of requests (seeded) answered 503.
     pub server_error_rate: f64,
-    /// Share of conversations (seeded) an agent edits right after `GET /v2/conversations/{id}`
-    /// returned them (a tag `agent_edited` and status `pending`), so a write based on that read is stale.
+    /// Share of `GET /v2/conversations/{id}` reads (seeded) after which an agent picks the
+    /// conversation up: their edit (a tag `agent_edited`, status `pending`) lands before the next
+    /// read of it, so a write based on the first read is stale.
     pub agent_edit_rate: f64,
     /// Request units per (real) minute; a write costs two.
     pub per_minute: u32,
@@ -166,6 +169,8 @@ pub(crate) struct State {
     window: (Instant, u32),
     rng: rand_chacha::ChaCha8Rng,
     agent_edited: Vec<u64>,
+    /// Conversations an agent picked up, whose edit lands before their next read.
+    agent_pending: std::collections::HashSet<u64>,
 }
 
 /// A Help Scout account in memory. Clones share the account.
@@ -199,6 +204,7 @@ impl HelpScoutSandbox {
             window: (Instant::now(), 0),
             rng: rand::SeedableRng::seed_from_u64(seed ^ 0x5eed_fa17),
             agent_edited: Vec::new(),
+            agent_pending: Default::default(),
         };
         let tags: Vec<String> = state.conversations.values().flat_map(|c| c.tags.clone()).collect();
         for tag in tags {
@@ -274,6 +280,11 @@ impl HelpScoutSandbox {
     /// A conversation's threads, oldest first.
     pub fn threads(&self, id: u64) -> Vec<Thread> {
         self.lock().threads.get(&id).cloned().unwrap_or_default()
+    }
+
+    /// When a conversation last changed (what `modifiedSince` and `sortField=modifiedAt` use).
+    pub fn modified_at(&self, id: u64) -> Option<i64> {
+        self.lock().conversations.get(&id).map(|c| c.modified_at)
     }
 
     /// A conversation's tag names.
@@ -355,6 +366,7 @@ impl State {
                 user_updated_at: now,
                 modified_at: now,
                 customer,
+                assignee: None,
                 tags: Vec::new(),
                 custom: BTreeMap::new(),
             },
@@ -419,7 +431,7 @@ impl State {
         Ok(())
     }
 
-    /// A conversation as the API shows it (the key set and order of `conversation_get.json`), with
+    /// A conversation as the API shows it (the key set of `conversation_get.json`), with
     /// its threads under `_embedded` when `embed` is set.
     fn render(&self, c: &Conversation, base: &str, embed: bool) -> Value {
         let person = |id: u64, kind: &str| {
@@ -476,6 +488,20 @@ impl State {
                 "web": {"href": format!("https://secure.helpscout.net/conversation/{}/{}", c.id, c.number)}
             }
         });
+        let closed = c.status == "closed";
+        if let Some(agent) = c.assignee {
+            let mut user = person(agent, "user");
+            user["email"] = json!(format!("agent{agent}@example.com"));
+            v["_links"]["assignee"] = json!({"href": format!("{base}/v2/users/{agent}")});
+            if closed {
+                v["closedBy"] = json!(agent);
+                v["_links"]["closedBy"] = json!({"href": format!("{base}/v2/users/{agent}")});
+            }
+            v["assignee"] = user;
+        }
+        if closed {
+            v["closedAt"] = json!(iso(c.user_updated_at));
+        }
         if embed {
             v["_embedded"] =
                 json!({"threads": threads.iter().rev().map(|t| render_thread(t, c, base)).collect::<Vec<_>>()});
