@@ -160,8 +160,11 @@ pub fn conversations(count: u64, seed: u64, now: i64, triaged_share: f64) -> Gen
     Generated { conversations, threads, next_conversation: FIRST_ID + count, next_thread: thread_id }
 }
 
-/// Each mailbox's custom fields: (id, name, type, options).
-pub fn fields() -> Vec<(u64, String, String, Vec<(u64, String)>)> {
+/// A custom field: (id, name, type, options as (option id, label)).
+pub type FieldDef = (u64, String, String, Vec<(u64, String)>);
+
+/// Each mailbox's custom fields.
+pub fn fields() -> Vec<FieldDef> {
     vec![
         (
             CATEGORY_FIELD_ID,

@@ -156,7 +156,7 @@ pub(crate) struct State {
     conversations: BTreeMap<u64, Conversation>,
     threads: BTreeMap<u64, Vec<Thread>>,
     /// Per field id: (name, type, options (id, label)).
-    fields: Vec<(u64, String, String, Vec<(u64, String)>)>,
+    fields: Vec<generate::FieldDef>,
     /// Tag name → tag id (Help Scout keeps tags account-wide).
     tag_ids: BTreeMap<String, u64>,
     next_conversation: u64,
