@@ -472,3 +472,57 @@ async fn help_scouts_error_shape_is_named_in_messages() {
     assert!(err.message.contains("unknown entity \"tickets\""));
     assert!(helpscout.fetch("conversations", &["1".into()]).await.unwrap().is_empty(), "an unknown id is absent");
 }
+
+#[tokio::test]
+async fn requests_per_hundred_conversations_listed_and_written() {
+    let sandbox = HelpScoutSandbox::with_triaged_share(100, 11, 0.0);
+    // 504 units: more than a 400-a-minute plan allows in one minute; this counts, it does not pace.
+    sandbox.set_faults(Faults { per_minute: 10_000, ..Default::default() });
+    let helpscout = connector(&start(&sandbox).await);
+    let mut request = PageRequest { cursor: None, per_page: 100, modified_after: None };
+    let mut records = Vec::new();
+    loop {
+        let page = helpscout.list("conversations", &request).await.unwrap();
+        records.extend(page.records);
+        match page.next {
+            Some(next) => request.cursor = Some(next),
+            None => break,
+        }
+    }
+    let listed = helpscout.usage();
+    // Two pages of 50 with threads embedded, and the mailbox's fields once.
+    assert_eq!((records.len(), listed.reads, listed.writes), (100, 3, 0));
+    let started = std::time::Instant::now();
+    for batch in records.chunks(helpscout.max_write_batch()) {
+        let changes: Vec<Change> = batch
+            .iter()
+            .map(|r| {
+                change(r.id.parse().unwrap(), &r.version, json!({"custom.Category": "Billing", "tags": ["ai_triaged"]}))
+            })
+            .collect();
+        assert!(written(&helpscout, &changes).await.iter().all(|r| matches!(r, WriteResult::Written { .. })));
+    }
+    let spent = helpscout.usage();
+    let (reads, writes) = (spent.reads - listed.reads, spent.writes - listed.writes);
+    // Per conversation: a re-read, the fields PUT and the tags PUT; per batch of 25, the fields read fresh.
+    assert_eq!((reads, writes), (100 + 4, 200));
+    println!(
+        "100 conversations written (category + tags): {reads} reads + {writes} writes = {} rate-limit units, {:?} against the sandbox",
+        reads + 2 * writes,
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn server_errors_on_reads_are_retried() {
+    let sandbox = HelpScoutSandbox::with_triaged_share(3, 8, 0.0);
+    let helpscout = connector(&start(&sandbox).await);
+    let id = sandbox.conversation_ids()[0];
+    sandbox.set_faults(Faults { server_errors: 2, ..Default::default() });
+    assert_eq!(helpscout.fetch("conversations", &[id.to_string()]).await.unwrap().len(), 1);
+    assert_eq!(helpscout.usage().reads, 4, "two 503s, then the answer, and the mailbox's fields");
+    sandbox.set_faults(Faults { server_errors: 10, ..Default::default() });
+    let err = helpscout.fetch("conversations", &[id.to_string()]).await.unwrap_err();
+    assert!(err.retryable && err.status == Some(503), "{err:?}");
+    assert!(err.message.starts_with(&format!("helpscout: GET conversations/{id}: HTTP 503")), "{err}");
+}
