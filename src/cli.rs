@@ -236,6 +236,38 @@ enum SandboxCommand {
         #[arg(long, default_value_t = 0)]
         new_ticket_every: u64,
     },
+    /// A Freshdesk account (API v2 over plain HTTP on 127.0.0.1) with generated tickets, a Category
+    /// dropdown, and a share already triaged by agents.
+    Freshdesk {
+        /// Tickets generated.
+        #[arg(long, default_value_t = 200)]
+        tickets: u64,
+        /// Share of tickets (0.0–1.0) agents have already triaged.
+        #[arg(long, default_value_t = 0.4, value_parser = share)]
+        triaged_share: f64,
+        /// Seed of the generated tickets.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Port on 127.0.0.1.
+        #[arg(long, default_value_t = 8705)]
+        port: u16,
+    },
+    /// A Help Scout account (Mailbox API 2.0 and its OAuth2 token endpoint over plain HTTP on
+    /// 127.0.0.1) with generated conversations, a Category field, and a share already triaged.
+    Helpscout {
+        /// Conversations generated.
+        #[arg(long, default_value_t = 200)]
+        conversations: u64,
+        /// Share of conversations (0.0–1.0) agents have already triaged.
+        #[arg(long, default_value_t = 0.4, value_parser = share)]
+        triaged_share: f64,
+        /// Seed of the generated conversations.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Port on 127.0.0.1.
+        #[arg(long, default_value_t = 8706)]
+        port: u16,
+    },
     /// An OpenAI-compatible simulated model.
     Provider {
         /// Port on 127.0.0.1.
@@ -1030,6 +1062,19 @@ async fn resume(config: &Config, run_id: i64, reviewer: &str, as_json: bool) -> 
     Ok(())
 }
 
+/// Moves a sandbox's virtual clock forward a second every second, for as long as the process runs.
+fn follow_wall_clock(advance: impl Fn(i64) + Send + 'static) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            advance(1);
+        }
+    });
+}
+
 /// A running Zendesk sandbox whose clock follows the wall clock.
 pub struct ZendeskAccount {
     pub sandbox: enrichd_zendesk::sandbox::ZendeskSandbox,
@@ -1130,6 +1175,26 @@ async fn sandbox(which: SandboxCommand) -> Result<(), Failure> {
             if new_ticket_every > 0 {
                 println!("  a new ticket arrives every {new_ticket_every} s");
             }
+        }
+        SandboxCommand::Freshdesk { tickets, triaged_share, seed, port } => {
+            use enrichd_freshdesk::sandbox::{API_KEY, FreshdeskSandbox};
+            let account = FreshdeskSandbox::with_triaged_share(tickets, seed, triaged_share);
+            let addr = account.start(at(port)).await.map_err(|e| failed(format!("binding port {port}: {e}")))?;
+            follow_wall_clock(move |s| account.advance(s));
+            println!("Freshdesk sandbox with {tickets} tickets on http://{addr} ; Ctrl-C stops it");
+            println!("  base url:  http://{addr}");
+            println!("  api key:   {API_KEY}");
+        }
+        SandboxCommand::Helpscout { conversations, triaged_share, seed, port } => {
+            use enrichd_helpscout::sandbox::{CLIENT_ID, CLIENT_SECRET, HelpScoutSandbox, MAILBOX_ID};
+            let account = HelpScoutSandbox::with_triaged_share(conversations, seed, triaged_share);
+            let addr = account.start(at(port)).await.map_err(|e| failed(format!("binding port {port}: {e}")))?;
+            follow_wall_clock(move |s| account.advance(s));
+            println!("Help Scout sandbox with {conversations} conversations on http://{addr} ; Ctrl-C stops it");
+            println!("  base url:      http://{addr}");
+            println!("  client id:     {CLIENT_ID}");
+            println!("  client secret: {CLIENT_SECRET}");
+            println!("  mailbox:       {MAILBOX_ID}");
         }
         SandboxCommand::Provider { port, api_key, latency_ms } => {
             let provider = crate::sandbox::provider::ProviderSandbox::new(api_key.as_deref());

@@ -235,8 +235,10 @@ fn default_retry_max_seconds() -> u64 {
 pub enum ConnectionConfig {
     TestStore(TestStoreConnection),
     WooCommerce(WooCommerceConnection),
-    /// Settings owned and validated by the connector crate (`enrichd-zendesk`).
+    /// Settings owned and validated by the connector crates (`enrichd-zendesk`, ...).
     Zendesk(Box<enrichd_zendesk::ZendeskConfig>),
+    Freshdesk(Box<enrichd_freshdesk::FreshdeskConfig>),
+    HelpScout(Box<enrichd_helpscout::HelpScoutConfig>),
 }
 
 impl ConnectionConfig {
@@ -245,6 +247,8 @@ impl ConnectionConfig {
             ConnectionConfig::TestStore(_) => "teststore",
             ConnectionConfig::WooCommerce(_) => "woocommerce",
             ConnectionConfig::Zendesk(_) => "zendesk",
+            ConnectionConfig::Freshdesk(_) => "freshdesk",
+            ConnectionConfig::HelpScout(_) => "helpscout",
         }
     }
 }
@@ -873,6 +877,12 @@ impl Config {
                 ConnectionConfig::Zendesk(c) => {
                     crate_secrets.extend(c.secrets_mut().into_iter().map(|(key, s)| (at(key), s)));
                 }
+                ConnectionConfig::Freshdesk(c) => {
+                    crate_secrets.extend(c.secrets_mut().into_iter().map(|(key, s)| (at(key), s)));
+                }
+                ConnectionConfig::HelpScout(c) => {
+                    crate_secrets.extend(c.secrets_mut().into_iter().map(|(key, s)| (at(key), s)));
+                }
             }
         }
         for (path, secret) in crate_secrets {
@@ -959,12 +969,24 @@ impl Config {
                     table,
                     enrichd_zendesk::ZendeskConfig::validate,
                 )?)),
+                "freshdesk" => ConnectionConfig::Freshdesk(Box::new(platform(
+                    file,
+                    &prefix,
+                    table,
+                    enrichd_freshdesk::FreshdeskConfig::validate,
+                )?)),
+                "helpscout" => ConnectionConfig::HelpScout(Box::new(platform(
+                    file,
+                    &prefix,
+                    table,
+                    enrichd_helpscout::HelpScoutConfig::validate,
+                )?)),
                 other => {
                     return Err(err(
                         file,
                         format!("{prefix}.kind"),
                         format!(
-                            "unknown connection kind {other:?}; available: \"teststore\", \"woocommerce\", \"zendesk\""
+                            "unknown connection kind {other:?}; available: \"teststore\", \"woocommerce\", \"zendesk\", \"freshdesk\", \"helpscout\""
                         ),
                     ));
                 }
