@@ -251,6 +251,13 @@ pub async fn evaluate(
     // The full listing; keep the records a person filled.
     let (read, found) = list_filled(connector.as_ref(), p, &targets).await?;
     let records_found = found.len() as u64;
+    if found.is_empty() {
+        let names: Vec<&str> = targets.iter().map(|t| t.field.as_str()).collect();
+        return Err(EvalError::Failed(format!(
+            "pipeline {pipeline_name}: none of the {read} records read has {} filled, so there is nothing to compare the model with",
+            names.join(" or ")
+        )));
+    }
     let picked: Vec<Record> = spread(found.len(), options.sample).into_iter().map(|i| found[i].clone()).collect();
     drop(found);
 
@@ -314,6 +321,13 @@ pub async fn evaluate(
         }
     }
 
+    if answers.is_empty() {
+        return Err(EvalError::Failed(format!(
+            "pipeline {pipeline_name}: none of the {} sampled records got a usable answer{}",
+            picked.len(),
+            problems.first().map(|p| format!(" ({p})")).unwrap_or_default()
+        )));
+    }
     let confidence_field = p
         .review
         .confidence_field
