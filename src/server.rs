@@ -211,7 +211,11 @@ async fn runs(State(engine): State<Shared>) -> ApiResult {
 
 /// The pipeline's stored `enrichd eval` reports, newest first (each as `enrichd eval --json` printed it).
 async fn evals(State(engine): State<Shared>, Path(name): Path<String>) -> ApiResult {
-    let reports: Vec<Value> = engine.store.eval_reports(&name, 100).await?.into_iter()
+    let reports: Vec<Value> = engine
+        .store
+        .eval_reports(&name, 100)
+        .await?
+        .into_iter()
         .map(|r| {
             let mut report = r.report;
             report["id"] = json!(r.id);

@@ -8,9 +8,9 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+use common::TestDb;
 use common::process::{Env, output_async, text};
 use common::woo::{WooSandboxes, woo_env, woo_sandboxes};
-use common::TestDb;
 use enrichd::config::Config;
 use enrichd::engine::Engine;
 use enrichd::sandbox::provider::classify::{Classifier, ErrorRule};
@@ -139,6 +139,16 @@ concurrency = 4
 max_attempts = 8
 select = {{ missing = ["categories"] }}
 review = {{ policy = "auto_approve", confidence_field = "confidence", min_confidence = 0.9 }}
+
+[pipelines.tight]
+connection = "shop"
+entity = "product"
+task = "categorise"
+provider = "sim"
+model = "gpt-4o-mini"
+concurrency = 2
+budget_usd = 0.0001
+select = {{ missing = ["categories"] }}
 "#,
         port = sb.shop_port,
         pem = pem.display(),
@@ -166,12 +176,8 @@ fn expected(truth: &BTreeMap<u64, (String, String)>) -> Value {
         .collect();
     let n = outcomes.len() as u64;
     let correct = outcomes.iter().filter(|(t, p, _)| t == p).count() as u64;
-    let labels: Vec<String> = outcomes
-        .iter()
-        .flat_map(|(t, p, _)| [t.clone(), p.clone()])
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
+    let labels: Vec<String> =
+        outcomes.iter().flat_map(|(t, p, _)| [t.clone(), p.clone()]).collect::<BTreeSet<_>>().into_iter().collect();
     let matrix: Vec<Vec<u64>> = labels
         .iter()
         .map(|t| labels.iter().map(|p| outcomes.iter().filter(|o| &o.0 == t && &o.1 == p).count() as u64).collect())
@@ -292,6 +298,7 @@ async fn eval_gives_the_expected_figures_and_writes_nothing(db: &TestDb) {
     let env = Env { vars: &vars, ..Env::default() };
     let out = output_async(&config, &["eval", "catalogue", "--field", "categories"], &env).await;
     let shown = text(&out);
+    println!("{shown}");
     assert!(out.status.success(), "{shown}");
     assert!(shown.contains(&format!("accuracy {:.1}%", accuracy * 100.0)), "{shown}");
     assert!(shown.contains("threshold table") && shown.contains("confusion matrix"), "{shown}");
@@ -388,7 +395,9 @@ async fn usage_errors_and_retries() {
     assert!(text(&out).contains("no pipeline named \"nosuch\"") && text(&out).contains("known: catalogue"));
     let out = output_async(&config, &["eval", "catalogue", "--field", "price"], &env).await;
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(text(&out).contains("--field price: task categorise fills no such field (it fills categories, description)"));
+    assert!(
+        text(&out).contains("--field price: task categorise fills no such field (it fills categories, description)")
+    );
     let out = output_async(&config, &["eval", "catalogue", "--sample", "0"], &env).await;
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
 
@@ -405,6 +414,15 @@ async fn usage_errors_and_retries() {
     assert_eq!(faulty["failed"], 0, "{faulty:#}");
     assert_eq!(faulty["fields"], clean["fields"]);
     assert!(faulty["requests"].as_u64() > clean["requests"].as_u64(), "retries are counted: {faulty}");
+
+    // The pipeline's budget: requests stop once it is spent; the records not asked are counted.
+    sb.provider.set_faults(Default::default());
+    let (tight, _) = eval_json(&config, &["eval", "tight", "--sample", "40", "--json"]).await;
+    let not_sent = tight["not_sent"].as_u64().unwrap();
+    assert!(not_sent > 0 && tight["answered"].as_u64().unwrap() > 0, "{tight:#}");
+    assert_eq!(tight["answered"].as_u64().unwrap() + not_sent, 40);
+    assert!(tight["cost_usd"].as_f64().unwrap() >= 0.0001, "stopped only once spent: {tight:#}");
+    assert_eq!(tight["fields"][0]["failed"].as_u64().unwrap(), not_sent, "records not asked are not scored");
 
     // A provider that refuses for good: exit 1 with the reason, and no report stored.
     let stored = db.store.eval_reports("catalogue", 10).await.unwrap().len();

@@ -244,8 +244,8 @@ pub async fn evaluate(
             why.join("; ")
         )));
     }
-    let task = Task::build(&p.task, &task_config)
-        .map_err(|(k, m)| EvalError::Usage(format!("tasks.{}.{k}: {m}", p.task)))?;
+    let task =
+        Task::build(&p.task, &task_config).map_err(|(k, m)| EvalError::Usage(format!("tasks.{}.{k}: {m}", p.task)))?;
     let provider = Provider::build(&p.provider, &config.providers[&p.provider]);
 
     // The full listing; keep the records a person filled.
@@ -287,8 +287,10 @@ pub async fn evaluate(
     };
     let per_request = task.items_per_request.max(1);
     let packs: Vec<&[Record]> = masked.chunks(per_request).collect();
-    let results: Vec<Asked> =
-        futures::stream::iter(packs.into_iter().map(|pack| asker.ask(pack))).buffered(p.concurrency.max(1)).collect().await;
+    let results: Vec<Asked> = futures::stream::iter(packs.into_iter().map(|pack| asker.ask(pack)))
+        .buffered(p.concurrency.max(1))
+        .collect()
+        .await;
 
     let mut answers: BTreeMap<String, Value> = BTreeMap::new();
     let (mut requests, mut usage, mut problems, mut failed, mut not_sent) =
@@ -536,8 +538,13 @@ impl Asker<'_> {
                 }
             };
             tracing::debug!(attempt, error = %error, "eval: request failed, retrying");
-            tokio::time::sleep(enrichd_connector::retry::backoff(attempt, self.retry_base, self.retry_max, retry_after))
-                .await;
+            tokio::time::sleep(enrichd_connector::retry::backoff(
+                attempt,
+                self.retry_base,
+                self.retry_max,
+                retry_after,
+            ))
+            .await;
         }
     }
 

@@ -107,7 +107,8 @@ impl FieldReport {
                     out,
                     "  threshold table ({c} >= min_confidence is auto-approved; answers without one never are):"
                 );
-                let _ = writeln!(out, "  {:>14}  {:>8}  {:>7}  {:>8}", "min_confidence", "approved", "share", "accuracy");
+                let _ =
+                    writeln!(out, "  {:>14}  {:>8}  {:>7}  {:>8}", "min_confidence", "approved", "share", "accuracy");
                 for t in &s.thresholds {
                     let _ = writeln!(
                         out,

@@ -218,20 +218,26 @@ mod tests {
         assert_eq!((s.scored, s.correct, s.accuracy), (5, 3, Some(0.6)));
         assert_eq!(s.confusion.labels, ["a", "b", NO_ANSWER]);
         assert_eq!(s.confusion.matrix, vec![vec![2, 1, 0], vec![0, 1, 1], vec![0, 0, 0]]);
-        assert_eq!(s.classes[0], ClassScore {
-            class: "a".into(),
-            truth: 3,
-            predicted: 2,
-            correct: 2,
-            precision: Some(1.0),
-            recall: Some(2.0 / 3.0)
-        });
+        assert_eq!(
+            s.classes[0],
+            ClassScore {
+                class: "a".into(),
+                truth: 3,
+                predicted: 2,
+                correct: 2,
+                precision: Some(1.0),
+                recall: Some(2.0 / 3.0)
+            }
+        );
         assert_eq!(s.classes[1].precision, Some(0.5));
         let cuts: Vec<f64> = s.thresholds.iter().map(|t| t.threshold).collect();
         assert_eq!(cuts, [0.4, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95]);
         let at = |t: f64| s.thresholds.iter().find(|r| r.threshold == t).unwrap().clone();
         assert_eq!(at(0.6), ThresholdRow { threshold: 0.6, approved: 4, share: 0.8, correct: 3, accuracy: Some(0.75) });
-        assert_eq!(at(0.85), ThresholdRow { threshold: 0.85, approved: 2, share: 0.4, correct: 2, accuracy: Some(1.0) });
+        assert_eq!(
+            at(0.85),
+            ThresholdRow { threshold: 0.85, approved: 2, share: 0.4, correct: 2, accuracy: Some(1.0) }
+        );
         assert_eq!(at(0.95).accuracy, None);
     }
 }

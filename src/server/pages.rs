@@ -305,7 +305,13 @@ async fn eval_page(
                 .into_iter()
                 .flatten()
                 .filter(|f| f["evaluated"] == true)
-                .map(|f| format!("{} {}", f["field"].as_str().unwrap_or(""), crate::eval::report::percent(f["accuracy"].as_f64())))
+                .map(|f| {
+                    format!(
+                        "{} {}",
+                        f["field"].as_str().unwrap_or(""),
+                        crate::eval::report::percent(f["accuracy"].as_f64())
+                    )
+                })
                 .collect();
             json!({
                 "id": r.id,

@@ -146,13 +146,15 @@ mod tests {
     }
 
     fn prompt(id: &str, sku: &str) -> String {
-        format!("Classify product {id}.\n\nnotice\n<record entity=\"product\" id=\"{id}\">\n{{\"sku\": \"{sku}\"}}\n</record>")
+        format!(
+            "Classify product {id}.\n\nnotice\n<record entity=\"product\" id=\"{id}\">\n{{\"sku\": \"{sku}\"}}\n</record>"
+        )
     }
 
     #[test]
     fn fnv1a_buckets_are_the_published_hash() {
         // FNV-1a 64 of "a" is 0xaf63dc4c8601ec8c.
-        assert_eq!(bucket("a", u64::MAX), 0xaf63_dc4c_8601_ec8c % u64::MAX);
+        assert_eq!(bucket("a", u64::MAX), 0xaf63_dc4c_8601_ec8c);
         assert_eq!(bucket("", 1), 0);
     }
 
