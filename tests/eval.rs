@@ -433,3 +433,74 @@ async fn usage_errors_and_retries() {
     assert_eq!(db.store.eval_reports("catalogue", 10).await.unwrap().len(), stored);
     db.cleanup().await;
 }
+
+/// Zendesk ticket categories: tickets agents triaged (their Category dropdown value is the truth),
+/// the shipped triage task with the dropdown's live options as the enum, the simulated model reading
+/// the subject, with the same error pattern.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zendesk_ticket_categories() {
+    use common::zendesk::{helpdesk, write_zendesk_config, zendesk_env};
+    use enrichd_zendesk::sandbox::{CATEGORIES, CATEGORY_FIELD_ID, ZendeskSandbox, sample};
+
+    let db = common::sqlite().await;
+    let hd = helpdesk(ZendeskSandbox::with_triaged_share(120, 5, 0.4)).await;
+    // The model reads the subject: each sample subject names its category.
+    let clues: Vec<(String, Value)> =
+        (0..20).map(|n| (sample(n).0.to_owned(), json!(CATEGORIES[((n / 4) % 5) as usize].1))).collect();
+    let mut pattern = classifier();
+    pattern.clues = [("category".to_owned(), clues.clone())].into();
+    pattern.rules[0].answers = [("category".to_owned(), json!("feedback"))].into();
+    hd.provider.classify(Some(pattern));
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_zendesk_config(dir.path(), &db.url, &hd, "", "");
+    // Past the export's one-minute lag, so the listing holds every ticket.
+    hd.account.advance(120);
+
+    // The truth: tickets with a category, and what the pattern answers for each.
+    let mut outcomes: Vec<(String, String)> = Vec::new();
+    for id in hd.account.ticket_ids() {
+        let t = hd.account.ticket(id).unwrap();
+        let Some(cat) = t["custom_fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["id"] == CATEGORY_FIELD_ID)
+            .and_then(|f| f["value"].as_str())
+        else {
+            continue;
+        };
+        let subject = t["subject"].as_str().unwrap();
+        let right = clues.iter().find(|(s, _)| s == subject).unwrap().1.as_str().unwrap().to_owned();
+        let predicted = if fnv1a(&id.to_string()) % 10 < 2 { "feedback".to_owned() } else { right };
+        outcomes.push((cat.to_owned(), predicted));
+    }
+    let n = outcomes.len() as u64;
+    assert!(n > 20 && n < 100, "about 40% triaged: {n}");
+    let correct = outcomes.iter().filter(|(t, p)| t == p).count() as u64;
+
+    let vars = zendesk_env();
+    let env = Env { vars: &vars, ..Env::default() };
+    let out = output_async(&config, &["eval", "triage", "--field", "custom.Category", "--json"], &env).await;
+    assert!(out.status.success(), "{}", text(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["records_found"], n, "{report:#}");
+    assert_eq!(report["requests"], n.div_ceil(10), "ten tickets per request, as the task packs them");
+    let field = &report["fields"][0];
+    assert_eq!((field["field"].as_str(), field["compared_as"].as_str()), (Some("custom.Category"), Some("enum")));
+    assert_eq!((field["scored"].as_u64(), field["correct"].as_u64()), (Some(n), Some(correct)), "{field:#}");
+    assert_eq!(field["accuracy"], ratio(correct, n));
+    for class in field["classes"].as_array().unwrap() {
+        let c = class["class"].as_str().unwrap();
+        let truth = outcomes.iter().filter(|o| o.0 == c).count() as u64;
+        let predicted = outcomes.iter().filter(|o| o.1 == c).count() as u64;
+        let right = outcomes.iter().filter(|o| o.0 == c && o.1 == c).count() as u64;
+        assert_eq!(
+            class,
+            &json!({"class": c, "truth": truth, "predicted": predicted, "correct": right,
+            "precision": ratio(right, predicted), "recall": ratio(right, truth)})
+        );
+    }
+    // The prompts offered the dropdown's live options and nothing was written.
+    assert!(hd.account.received_writes().is_empty());
+    db.cleanup().await;
+}

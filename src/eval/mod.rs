@@ -190,13 +190,11 @@ pub async fn evaluate(
 ) -> Result<EvalReport, EvalError> {
     let p = config.pipeline(pipeline_name).map_err(EvalError::Usage)?;
     let connector = build_connector(&config.connections[&p.connection]);
-    let mut task_config = config.tasks[&p.task].clone();
-
-    // The fields to score. Allowed values the platform reports (a dropdown's options) become the
-    // property's enum, as a run would send them.
+    let base = Task::build(&p.task, &config.tasks[&p.task])
+        .map_err(|(k, m)| EvalError::Usage(format!("tasks.{}.{k}: {m}", p.task)))?;
     for name in &options.fields {
-        if !task_config.fields.iter().any(|(prop, field)| prop == name || field == name) {
-            let known: Vec<String> = task_config.fields.values().cloned().collect();
+        if !base.fields.iter().any(|(prop, field)| prop == name || field == name) {
+            let known: Vec<String> = base.fields.values().cloned().collect();
             return Err(EvalError::Usage(format!(
                 "--field {name}: task {} fills no such field (it fills {})",
                 p.task,
@@ -204,28 +202,30 @@ pub async fn evaluate(
             )));
         }
     }
+
+    // The task as a run starts it: the pipeline's allow-lists and the values the platform allows
+    // now (a dropdown's options) as the properties' enums.
+    let mut allowed = p.allowed.clone();
+    for field in base.fields.values() {
+        if let Some(values) = connector.allowed_values(&p.entity, field).await.map_err(|e| {
+            EvalError::Failed(format!("connections.{}: the values allowed for {field}: {e}", p.connection))
+        })? {
+            allowed.insert(field.clone(), values);
+        }
+    }
+    let task = if allowed.is_empty() { base } else { base.with_allowed(&allowed).map_err(EvalError::Failed)? };
+
+    // The fields to score.
     let mut targets = Vec::new();
     let mut skipped: Vec<FieldReport> = Vec::new();
-    for (property, field) in task_config.fields.clone() {
+    for (property, field) in task.fields.clone() {
         let named = options.fields.iter().any(|n| *n == property || *n == field);
         if !options.fields.is_empty() && !named {
             skipped.push(not_evaluated(&field, &property, "not named with --field".into()));
             continue;
         }
-        if let Some(values) = connector
-            .allowed_values(&p.entity, &field)
-            .await
-            .map_err(|e| EvalError::Failed(format!("connections.{}: allowed values of {field}: {e}", p.connection)))?
-        {
-            let prop = &mut task_config.output_schema["properties"][&property];
-            if prop["type"] == "array" {
-                prop["items"]["enum"] = json!(values);
-            } else {
-                prop["enum"] = json!(values);
-            }
-        }
-        let schema = &task_config.output_schema["properties"][&property];
-        let html = task_config.html.contains(&property);
+        let schema = &task.schema["properties"][&property];
+        let html = task.html.contains(&property);
         match comparable(schema, html, &field) {
             Ok(how) => targets.push(Target { property, field, compared_as: how }),
             Err(_) if named && !field.contains("[]") => {
@@ -244,8 +244,6 @@ pub async fn evaluate(
             why.join("; ")
         )));
     }
-    let task =
-        Task::build(&p.task, &task_config).map_err(|(k, m)| EvalError::Usage(format!("tasks.{}.{k}: {m}", p.task)))?;
     let provider = Provider::build(&p.provider, &config.providers[&p.provider]);
 
     // The full listing; keep the records a person filled.
