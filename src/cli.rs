@@ -1,4 +1,4 @@
-//! The command line: `check`, `migrate`, `daemon`, `run`, `status`, `resume`, `review`, `revert`, `sandbox`.
+//! The command line: `check`, `migrate`, `daemon`, `run`, `estimate`, `eval`, `status`, `resume`, `review`, `revert`, `sandbox`.
 //! Exit codes: 0 ok, 1 failed, 2 usage or configuration error.
 
 use std::io::IsTerminal;
@@ -93,6 +93,25 @@ enum Command {
         #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..))]
         sample: u64,
         /// Print the estimate as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Measure the model on records a person already filled: the pipeline's task is run on a
+    /// sample of them with those fields emptied, and each answer is compared with the person's
+    /// value (per field: accuracy, per-class precision and recall, confusion matrix, and for each
+    /// confidence threshold the share auto-approved and their accuracy). Writes nothing to the
+    /// platform; the report is stored and shown at /pipelines/PIPELINE/eval.
+    Eval {
+        /// The pipeline's name (`[pipelines.NAME]`).
+        pipeline: String,
+        /// Records to evaluate at most, spread evenly over the listing.
+        #[arg(long, default_value_t = crate::eval::DEFAULT_SAMPLE as u64, value_parser = clap::value_parser!(u64).range(1..))]
+        sample: u64,
+        /// Evaluate only this field (a record field or answer property of the task; repeatable).
+        /// A named free-text field is compared exactly.
+        #[arg(long = "field", value_name = "FIELD")]
+        fields: Vec<String>,
+        /// Print the report as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -443,6 +462,23 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
                 println!("{}", serde_json::to_string_pretty(&estimate).expect("serialisable"));
             } else {
                 print!("{}", estimate.report());
+            }
+            Ok(())
+        }
+        Command::Eval { pipeline, sample, fields, json } => {
+            config.pipeline(&pipeline).map_err(config_error)?;
+            let store = open_store(&config).await?;
+            let options = crate::eval::EvalOptions { sample: sample as usize, fields };
+            let result = crate::eval::evaluate(&config, &store, &pipeline, &options).await;
+            store.close().await;
+            let report = result.map_err(|e| match e {
+                crate::eval::EvalError::Usage(m) => config_error(m),
+                crate::eval::EvalError::Failed(m) => failed(m),
+            })?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report).expect("serialisable"));
+            } else {
+                print!("{}", report.text());
             }
             Ok(())
         }
