@@ -200,6 +200,9 @@ pub async fn prepare_helpdesk(tickets: u64, dir: Option<&Path>, bind: &str) -> R
     std::fs::create_dir_all(dir.join("tasks")).map_err(|e| format!("creating {}/tasks: {e}", dir.display()))?;
     write_file(&dir, "tasks/ticket_triage.toml", TICKET_TRIAGE_TASK)?;
     let (provider, provider_block, model, label) = model(&dir, local).await?;
+    if let Some(sim) = &provider {
+        sim.classify(Some(triage_classifier()));
+    }
     let config = format!(
         r#"# Written by `enrichd demo helpdesk`. Everything here is local; delete the folder to start over.
 [database]
@@ -257,4 +260,30 @@ review = {{ policy = "auto_approve", confidence_field = "confidence", min_confid
         provider,
         _temp: temp,
     })
+}
+
+/// How the simulated model triages the sandbox's tickets: it recognises each sample subject's
+/// category, and is unsure (and wrong) on about one ticket in five, which then waits for review.
+fn triage_classifier() -> crate::sandbox::provider::classify::Classifier {
+    use crate::sandbox::provider::classify::{Classifier, ErrorRule};
+    use enrichd_zendesk::sandbox::{CATEGORIES, sample};
+    let languages = 4;
+    let clues = (0..languages * CATEGORIES.len() as u64)
+        .map(|n| {
+            let (subject, _) = sample(n);
+            let category = CATEGORIES[((n / languages) % CATEGORIES.len() as u64) as usize].1;
+            (subject.to_owned(), serde_json::json!(category))
+        })
+        .collect();
+    Classifier {
+        clues: [("category".to_owned(), clues)].into(),
+        confidence_property: "confidence".into(),
+        confidence: 0.93,
+        rules: vec![ErrorRule {
+            modulus: 5,
+            buckets: vec![0],
+            answers: [("category".to_owned(), serde_json::json!("feedback"))].into(),
+            confidence: 0.55,
+        }],
+    }
 }
