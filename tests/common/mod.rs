@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod harness;
+pub mod helpscout;
 pub mod process;
 pub mod woo;
 pub mod zendesk;

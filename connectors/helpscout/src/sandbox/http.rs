@@ -489,6 +489,25 @@ impl State {
 
     fn put_fields(&mut self, id: u64, body: &Value) -> Reply {
         self.stats.field_writes += 1;
+        if !self.conversations.contains_key(&id) {
+            return not_found();
+        }
+        if self.faults.field_write_refusal_rate > 0.0 {
+            let roll: f64 = self.rng.random();
+            if roll < self.faults.field_write_refusal_rate {
+                self.refused.push(id);
+                return hal_error(
+                    400,
+                    "Bad request",
+                    &[(
+                        "fields",
+                        "Conversation fields cannot be updated (injected refusal)",
+                        Value::Null,
+                        "InvalidValue",
+                    )],
+                );
+            }
+        }
         let Some(current) = self.conversations.get(&id) else { return not_found() };
         let Some(list) = body["fields"].as_array() else {
             return hal_error(400, "Bad request", &[("fields", "may not be null", Value::Null, "NotNull")]);
