@@ -80,7 +80,10 @@ async fn thousand_conversations(db: &TestDb) {
                     now.tags.iter().any(|t| TAGS.contains(&t.as_str())),
                     "conversation {id} got an allowed tag: {now:?}"
                 );
-                assert_eq!(now.status, was.status, "conversation {id}: the status is not ours to change");
+                // (An agent may pick it up after our write, when it is read back: that edit is theirs.)
+                if !edited.contains(&id) {
+                    assert_eq!(now.status, was.status, "conversation {id}: the status is not ours to change");
+                }
                 assert!(item.verified_at.is_some(), "conversation {id} written and read back");
                 assert!(
                     item.verify_issues.as_ref().is_none_or(Vec::is_empty),
