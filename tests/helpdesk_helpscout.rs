@@ -17,6 +17,7 @@ use sqlx::{AnyConnection, AssertSqlSafe, Connection, Row};
 on_both_backends! {
     thousand_conversations => thousand_conversations;
     token_expiry => token_expiry;
+    half_done_write => half_done_write;
 }
 
 /// Request units per minute high enough that the account's limit never holds a test up (the
@@ -117,6 +118,36 @@ async fn thousand_conversations(db: &TestDb) {
     assert!(conflicts > 0 && failed > 0, "the faults happened: {conflicts} conflicts, {failed} failures");
     assert_eq!(written + conflicts + failed, untriaged.len(), "{counts:?}");
     assert_eq!(counts.get(ItemState::Written), written as i64);
+}
+
+/// A write left half done: Help Scout stored a conversation's custom fields, then answered the
+/// tag write 503. The retry finds the conversation changed since the pull — by our own fields —
+/// and finishes the write (the tags) instead of calling it a conflict; what an undo puts back is
+/// what the conversation held before our first call, not our own half write.
+async fn half_done_write(db: &TestDb) {
+    let account = HelpScoutSandbox::with_triaged_share(40, 7, 0.0);
+    account.set_faults(Faults { tag_write_server_errors: 3, per_minute: UNLIMITED, ..Faults::default() });
+    let before = conversations(&account);
+    let t = triage(db, account.clone(), &Knobs::default()).await;
+    let run = start_triage(&t.engine).await;
+    let run = work_named(&t.engine, "triage", run.id, Duration::from_secs(60), true).await;
+    let counts = t.engine.store.counts(run.id).await.unwrap();
+    assert_eq!(counts.get(ItemState::Written), 40, "every conversation written, none a conflict: {counts:?}");
+    let items = t.engine.store.items(run.id, None, 100).await.unwrap();
+    let retried: Vec<_> = items.iter().filter(|i| i.write_attempts > 0).collect();
+    assert!(!retried.is_empty(), "some writes were left half done and retried");
+    let after = conversations(&account);
+    for item in &items {
+        let id: u64 = item.external_id.parse().unwrap();
+        let now = &after[&id];
+        assert!(now.category.is_some(), "conversation {id}: {now:?}");
+        assert!(now.tags.iter().any(|t| TAGS.contains(&t.as_str())), "conversation {id} got its tags: {now:?}");
+        for tag in &before[&id].tags {
+            assert!(now.tags.contains(tag), "conversation {id} lost tag {tag:?}");
+        }
+        let replaced = item.replaced.as_ref().expect("kept before the write");
+        assert!(replaced["custom.Category"].is_null(), "conversation {id}: undo restores no category: {replaced:?}");
+    }
 }
 
 /// The access token expires mid-run (Help Scout answers 401): one new token is requested, the

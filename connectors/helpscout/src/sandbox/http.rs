@@ -459,6 +459,10 @@ impl State {
 
     fn put_tags(&mut self, id: u64, body: &Value) -> Reply {
         self.stats.tag_writes += 1;
+        if self.faults.tag_write_server_errors > 0 {
+            self.faults.tag_write_server_errors -= 1;
+            return hal_error(503, "Service Unavailable", &[]);
+        }
         if !self.conversations.contains_key(&id) {
             return not_found();
         }

@@ -120,6 +120,9 @@ pub struct Faults {
     /// conversation's write fails for good and nothing of it is stored (the refused ids are in
     /// [`HelpScoutSandbox::refused_writes`]).
     pub field_write_refusal_rate: f64,
+    /// The next this many `PUT …/tags` requests are answered 503 (after a conversation's
+    /// `PUT …/fields` landed: a write left half done).
+    pub tag_write_server_errors: u32,
 }
 
 impl Default for Faults {
@@ -133,6 +136,7 @@ impl Default for Faults {
             agent_edit_rate: 0.0,
             per_minute: 400,
             field_write_refusal_rate: 0.0,
+            tag_write_server_errors: 0,
         }
     }
 }
