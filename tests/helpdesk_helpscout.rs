@@ -276,7 +276,7 @@ async fn figures() {
     let reads = requests - writes;
     let per100 = |x: f64| x / written * 100.0;
     println!(
-        "helpscout figures: {n} conversations, {written} untriaged written in {elapsed:.2} s: {:.0} conversations/s listed, {:.1} written/s",
+        "helpscout figures: {n} conversations, {written} untriaged written in {elapsed:.2} s: {:.0} conversations/s end to end (every one listed and judged), {:.1} conversations written/s",
         n as f64 / elapsed,
         written / elapsed
     );
