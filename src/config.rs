@@ -686,8 +686,10 @@ pub struct Selector {
     /// description also gets its missing tags, SEO meta and alt text).
     #[serde(default)]
     pub fill_all_missing: bool,
-    /// List fields the task adds to (`tags`): proposed for every candidate record whatever the
-    /// record already holds, and written by adding to the record's list (what is there stays).
+    /// Fields proposed for every candidate record whatever the record already holds. A list field
+    /// (`tags`) is written by adding to the record's list (what is there stays); any other field is
+    /// set, on candidates only: for a value the platform always fills with a default, such as
+    /// Freshdesk's `priority` (Low unless someone changed it), which is otherwise never missing.
     #[serde(default)]
     pub add: Vec<String>,
 }
