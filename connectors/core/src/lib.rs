@@ -8,6 +8,7 @@
 
 pub mod conversation;
 mod error;
+pub mod gate;
 pub mod http;
 pub mod oauth2;
 mod record;

@@ -62,6 +62,8 @@ pub struct Zendesk {
     search: Option<String>,
     fields: OnceCell<Vec<CustomField>>,
     rate_limit: std::sync::Mutex<Option<RateLimit>>,
+    /// The account's allowance as responses report it; every request waits for it.
+    allowance: enrichd_connector::gate::Allowance,
 }
 
 /// The account's API allowance as the last response reported it, for a shared rate gate.
@@ -143,6 +145,7 @@ impl Zendesk {
             search: options.search,
             fields: OnceCell::new(),
             rate_limit: std::sync::Mutex::new(None),
+            allowance: enrichd_connector::gate::Allowance::new(),
         })
     }
 
@@ -160,9 +163,11 @@ impl Zendesk {
 
     /// Sends a request once and reads its JSON body; errors classified.
     async fn call(&self, request: RequestBuilder, what: &str) -> Result<Value, ConnectorError> {
+        self.allowance.acquire().await;
         let response = request.send().await.map_err(|e| transport_error(e, what))?;
         if let Some(limit) = RateLimit::from_headers(response.headers()) {
             *self.rate_limit.lock().unwrap_or_else(|e| e.into_inner()) = Some(limit);
+            self.allowance.observe(limit.limit, limit.remaining, limit.reset_secs.map(Duration::from_secs));
         }
         let status = response.status();
         if !status.is_success() {

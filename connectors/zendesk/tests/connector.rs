@@ -379,8 +379,8 @@ async fn rate_limits_are_retried_on_reads_and_classified_on_writes() {
     assert_eq!(zendesk.rate_limit(), None);
     let records = zendesk.fetch("tickets", &["1".into()]).await.unwrap();
     let limit = zendesk.rate_limit().expect("the rate-limit headers were read");
-    assert_eq!(limit.limit, 700);
-    assert!(limit.remaining < 700 && limit.reset_secs.is_some(), "{limit:?}");
+    assert_eq!(limit.limit, 2500);
+    assert!(limit.remaining < 2500 && limit.reset_secs.is_some(), "{limit:?}");
     assert_eq!(records.len(), 1);
     assert!(started.elapsed() >= Duration::from_secs(1), "the read waited for Retry-After");
     assert_eq!(sandbox.stats().rate_limited, 1);
@@ -418,4 +418,27 @@ async fn auth_failures_are_permanent_and_bearer_tokens_work() {
     assert_eq!(err.code.as_deref(), Some("Forbidden"), "JSON:API errors[] read: {err}");
     let too_many: Vec<Change> = (1..=101).map(|id| change(id, "v", json!({"priority": "low"}))).collect();
     assert!(bearer.write("tickets", &too_many).await.unwrap_err().message.contains("at most 100"));
+}
+
+/// The allowance the account reports (`ratelimit-remaining`, `ratelimit-reset`) paces the
+/// connector: past the allowance Zendesk answers 429, so requests wait for the window instead.
+#[tokio::test]
+async fn the_reported_allowance_paces_requests_instead_of_running_into_429s() {
+    let sandbox = ZendeskSandbox::new(30, 4);
+    sandbox.set_faults(Faults {
+        requests_per_window: 20,
+        window_secs: 2,
+        enforce_allowance: true,
+        incremental_per_minute: None,
+        ..Default::default()
+    });
+    let zendesk = token_connector(&start(&sandbox).await);
+    let started = std::time::Instant::now();
+    let page =
+        zendesk.list("tickets", &PageRequest { cursor: None, per_page: 100, modified_after: None }).await.unwrap();
+    assert_eq!(page.records.len(), 30);
+    let stats = sandbox.stats();
+    assert!(stats.requests > 20, "more requests than one window allows: {stats:?}");
+    assert_eq!(stats.rate_limited, 0, "paced by the reported allowance, never refused: {stats:?}");
+    assert!(started.elapsed() >= Duration::from_secs(1), "it waited for the window to reset");
 }

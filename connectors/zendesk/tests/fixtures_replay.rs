@@ -129,7 +129,12 @@ fn same_shape(path: &str, recorded: &Value, ours: &Value) {
 /// A ticket with a category and tags, so custom field values and tags are non-empty.
 fn sandbox() -> ZendeskSandbox {
     let sandbox = ZendeskSandbox::new(30, 7);
-    sandbox.set_faults(enrichd_zendesk::sandbox::Faults { incremental_per_minute: None, ..Default::default() });
+    // The recorded account's allowance: a Professional plan's 700 a minute.
+    sandbox.set_faults(enrichd_zendesk::sandbox::Faults {
+        requests_per_window: 700,
+        incremental_per_minute: None,
+        ..Default::default()
+    });
     sandbox
 }
 

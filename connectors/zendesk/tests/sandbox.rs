@@ -232,8 +232,8 @@ async fn injected_429s_carry_retry_after_and_a_plain_text_body() {
     assert!(serde_json::from_str::<Value>(&body).is_err(), "plain text: {body}");
     let (status, headers, _) = client.call(reqwest::Method::GET, "/api/v2/tickets/1.json", None).await;
     assert_eq!(status, 200);
-    assert_eq!(headers["x-rate-limit"], "700");
-    assert!(headers["x-rate-limit-remaining"].to_str().unwrap().parse::<u32>().unwrap() < 700);
+    assert_eq!(headers["x-rate-limit"], "2500");
+    assert!(headers["x-rate-limit-remaining"].to_str().unwrap().parse::<u32>().unwrap() < 2500);
 }
 
 #[tokio::test]

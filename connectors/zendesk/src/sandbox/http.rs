@@ -16,7 +16,6 @@ use super::{
 };
 
 /// The account's per-minute API limit (Enterprise).
-const RATE_LIMIT: u32 = 700;
 /// The 409 description of a stale `updated_stamp` (reported by third parties, see
 /// shared/research/platform_apis.md 2.6); a batch ticket with a stale stamp fails with it too.
 const SAFE_UPDATE_CONFLICT: &str =
@@ -127,6 +126,10 @@ async fn handle(
         state.received.push(super::Received { method: method.to_string(), path: uri.path().to_owned(), body });
     }
     let remaining = state.count_request();
+    if remaining.over && state.faults.enforce_allowance {
+        state.stats.rate_limited += 1;
+        return plain_429(remaining.reset, remaining);
+    }
     let faults = &mut state.faults;
     if faults.rate_limited_requests > 0 {
         faults.rate_limited_requests -= 1;
@@ -229,17 +232,28 @@ async fn handle(
     finish(reply, remaining)
 }
 
-fn rate_headers(builder: axum::http::response::Builder, remaining: u32) -> axum::http::response::Builder {
+/// The account's allowance in the current window, as the rate-limit headers report it.
+#[derive(Debug, Clone, Copy)]
+struct Allowance {
+    limit: u32,
+    remaining: u32,
+    /// Seconds until the window resets.
+    reset: u64,
+    /// The request is past the allowance.
+    over: bool,
+}
+
+fn rate_headers(builder: axum::http::response::Builder, allowance: Allowance) -> axum::http::response::Builder {
     builder
-        .header("x-rate-limit", RATE_LIMIT.to_string())
-        .header("x-rate-limit-remaining", remaining.to_string())
-        .header("ratelimit-limit", RATE_LIMIT.to_string())
-        .header("ratelimit-remaining", remaining.to_string())
-        .header("ratelimit-reset", "60")
+        .header("x-rate-limit", allowance.limit.to_string())
+        .header("x-rate-limit-remaining", allowance.remaining.to_string())
+        .header("ratelimit-limit", allowance.limit.to_string())
+        .header("ratelimit-remaining", allowance.remaining.to_string())
+        .header("ratelimit-reset", allowance.reset.to_string())
         .header("x-zendesk-api-version", "v2")
 }
 
-fn finish(reply: Reply, remaining: u32) -> Response {
+fn finish(reply: Reply, remaining: Allowance) -> Response {
     let builder = Response::builder()
         .status(StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
         .header("content-type", "application/json; charset=utf-8")
@@ -250,7 +264,7 @@ fn finish(reply: Reply, remaining: u32) -> Response {
 }
 
 /// A 429 as Zendesk sends it on some endpoints: `Retry-After` in seconds and a plain-text body.
-fn plain_429(retry_after: u64, remaining: u32) -> Response {
+fn plain_429(retry_after: u64, remaining: Allowance) -> Response {
     let builder = Response::builder()
         .status(StatusCode::TOO_MANY_REQUESTS)
         .header("content-type", "text/plain; charset=utf-8")
@@ -283,13 +297,21 @@ fn decode_cursor(cursor: &str) -> Option<(i64, u64)> {
 }
 
 impl State {
-    /// Counts a request in the current (real) minute and returns the remaining allowance.
-    fn count_request(&mut self) -> u32 {
-        if self.window.0.elapsed() >= Duration::from_secs(60) {
+    /// Counts a request in the current (real) window and returns the allowance as the headers report
+    /// it; `over` when the request is past it.
+    fn count_request(&mut self) -> Allowance {
+        let window = Duration::from_secs(self.faults.window_secs.max(1));
+        if self.window.0.elapsed() >= window {
             self.window = (Instant::now(), 0);
         }
         self.window.1 += 1;
-        RATE_LIMIT.saturating_sub(self.window.1)
+        let limit = self.faults.requests_per_window;
+        Allowance {
+            limit,
+            remaining: limit.saturating_sub(self.window.1),
+            reset: window.saturating_sub(self.window.0.elapsed()).as_secs().max(1),
+            over: self.window.1 > limit,
+        }
     }
 
     /// Whether another incremental export call fits in the last minute; otherwise the seconds to wait.

@@ -131,6 +131,15 @@ pub struct Faults {
     /// after `show_many` returned them (priority `urgent`, tag `agent_edited`), so a write based on
     /// that read is stale: agents editing tickets while a run is under way.
     pub agent_edit_rate: f64,
+    /// The account's API allowance per window, reported in the rate-limit headers: 2,500 a minute
+    /// unless set, as an account with Zendesk's High Volume API add-on (Professional plans have 700,
+    /// Team 200; set it to see enrichd pace itself).
+    pub requests_per_window: u32,
+    /// The window's length in (real) seconds (60, as Zendesk's).
+    pub window_secs: u64,
+    /// Whether requests past the allowance are refused with 429 (as Zendesk does); off by default so
+    /// tests that measure enrichd's own speed are not paced by the account.
+    pub enforce_allowance: bool,
     /// Incremental export requests allowed per (real) minute; `None` lifts the limit.
     pub incremental_per_minute: Option<u32>,
     /// How many jobs may be queued or working at once (Zendesk's job limit).
@@ -152,6 +161,9 @@ impl Default for Faults {
             rate_limit_rate: 0.0,
             server_error_rate: 0.0,
             agent_edit_rate: 0.0,
+            requests_per_window: 2500,
+            window_secs: 60,
+            enforce_allowance: false,
             incremental_per_minute: Some(10),
             job_cap: 30,
             job_item_failure_rate: 0.0,
