@@ -76,6 +76,9 @@ async fn discover(engine: &Engine, pipeline: &Pipeline, run: Run, stop: &Cancell
     {
         return tracing::warn!(run = run.id, error = %e, "marking the run's spend unknown failed");
     }
+    if run.trigger_kind == "webhook" {
+        return super::hooks::discover(engine, pipeline, run, stop).await;
+    }
     // Incremental pipelines read only records modified since the previous finished run started (a
     // minute earlier, for clocks that disagree). Fixed per run, so a resumed discovery asks the same.
     let modified_after = if pipeline.config.incremental {
@@ -89,7 +92,7 @@ async fn discover(engine: &Engine, pipeline: &Pipeline, run: Run, stop: &Cancell
     // A pipeline's first run has no earlier items to compare records with: skip the look-up per
     // page. (It is also the run during which the table grows from empty, when Postgres's statistics
     // lag and that look-up was measured scanning the whole pipeline's items, 33 ms a page at 50,000.)
-    let others = match store.other_runs_exist(&pipeline.name, run.id).await {
+    let mut others = match store.other_runs_exist(&pipeline.name, run.id).await {
         Ok(others) => others,
         Err(e) => return tracing::warn!(run = run.id, error = %e, "reading the pipeline's runs failed"),
     };
@@ -136,6 +139,10 @@ async fn discover(engine: &Engine, pipeline: &Pipeline, run: Run, stop: &Cancell
         };
         failures = 0;
         let ids: Vec<String> = page.records.iter().map(|r| r.id.clone()).collect();
+        // A webhook run may have started since (it stands beside this one): from then on compare.
+        if !others {
+            others = store.other_runs_exist(&pipeline.name, run.id).await.unwrap_or(true);
+        }
         let prior =
             match if others { store.prior_items(&pipeline.name, entity, &ids, run.id).await } else { Ok(Vec::new()) } {
                 Ok(p) => p,
@@ -202,7 +209,7 @@ async fn discover(engine: &Engine, pipeline: &Pipeline, run: Run, stop: &Cancell
 
 /// Why a candidate record is not enriched again: an earlier run still has it in progress, or the
 /// same input was already answered under the same task version.
-fn reuse_reason(prior: &[&PriorItem], hash: &str, task_version: &str) -> Option<String> {
+pub(super) fn reuse_reason(prior: &[&PriorItem], hash: &str, task_version: &str) -> Option<String> {
     if let Some(p) = prior.iter().find(|p| !p.state.is_finished()) {
         return Some(format!("already in progress in run {} (item {}, {})", p.run_id, p.id, p.state));
     }

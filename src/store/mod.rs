@@ -14,6 +14,7 @@
 mod batches;
 mod commit;
 mod credentials;
+mod hooks;
 mod items;
 mod review;
 mod runs;
@@ -28,6 +29,7 @@ use sqlx::{AnyPool, Executor, Row};
 
 pub use batches::{BatchRow, NewBatch};
 pub use credentials::CredentialVault;
+pub use hooks::{HookQueued, HookRecord};
 pub use items::{
     Claim, EnrichFailure, EventRecord, FieldChange, Item, NewItem, PriorItem, Proposal, RetryPolicy, Usage,
     VerifyIssue, Work,
