@@ -213,6 +213,29 @@ enum SandboxCommand {
         #[arg(long)]
         http_port: Option<u16>,
     },
+    /// A Zendesk Support account (API v2 over plain HTTP on 127.0.0.1) with generated tickets in
+    /// several languages, a Category dropdown, and a share already triaged by agents.
+    Zendesk {
+        /// Tickets generated.
+        #[arg(long, default_value_t = 200)]
+        tickets: u64,
+        /// Share of tickets (0.0–1.0) agents have already triaged (their values are `eval`'s ground truth).
+        #[arg(long, default_value_t = 0.4, value_parser = share)]
+        triaged_share: f64,
+        /// Seed of the generated tickets.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Port on 127.0.0.1.
+        #[arg(long, default_value_t = 8704)]
+        port: u16,
+        /// Share of tickets (0.0–1.0) an agent edits right after enrichd reads them to write, so the
+        /// write meets a newer edit.
+        #[arg(long, default_value_t = 0.0, value_parser = share)]
+        agent_edits: f64,
+        /// A new customer ticket arrives every this many seconds (0: none).
+        #[arg(long, default_value_t = 0)]
+        new_ticket_every: u64,
+    },
     /// An OpenAI-compatible simulated model.
     Provider {
         /// Port on 127.0.0.1.
@@ -1007,6 +1030,61 @@ async fn resume(config: &Config, run_id: i64, reviewer: &str, as_json: bool) -> 
     Ok(())
 }
 
+/// A running Zendesk sandbox whose clock follows the wall clock.
+pub struct ZendeskAccount {
+    pub sandbox: enrichd_zendesk::sandbox::ZendeskSandbox,
+    pub base_url: String,
+}
+
+impl ZendeskAccount {
+    /// Tickets without a category.
+    pub fn untriaged(&self) -> usize {
+        let category = enrichd_zendesk::sandbox::CATEGORY_FIELD_ID;
+        self.sandbox
+            .ticket_ids()
+            .into_iter()
+            .filter_map(|id| self.sandbox.ticket(id))
+            .filter(|t| {
+                t["custom_fields"].as_array().into_iter().flatten().any(|f| f["id"] == category && f["value"].is_null())
+            })
+            .count()
+    }
+}
+
+/// Starts a Zendesk sandbox on `addr` whose clock moves with real time (so the incremental export's
+/// one-minute horizon passes as it would), optionally with agents editing and new tickets arriving.
+pub async fn start_zendesk_sandbox(
+    tickets: u64,
+    triaged_share: f64,
+    seed: u64,
+    addr: SocketAddr,
+    agent_edits: f64,
+    new_ticket_every: u64,
+) -> std::io::Result<ZendeskAccount> {
+    use enrichd_zendesk::sandbox::{Faults, ZendeskSandbox};
+    let sandbox = ZendeskSandbox::with_triaged_share(tickets, seed, triaged_share);
+    sandbox.set_faults(Faults { agent_edit_rate: agent_edits, ..Faults::default() });
+    let bound = sandbox.start(addr).await?;
+    let clock = sandbox.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut seconds = 0u64;
+        let mut n = 0u64;
+        loop {
+            tick.tick().await;
+            clock.advance(1);
+            seconds += 1;
+            if new_ticket_every > 0 && seconds.is_multiple_of(new_ticket_every) {
+                let (subject, body) = enrichd_zendesk::sandbox::sample(n);
+                clock.create_ticket(subject, body);
+                n += 1;
+            }
+        }
+    });
+    Ok(ZendeskAccount { sandbox, base_url: format!("http://{bound}") })
+}
+
 async fn sandbox(which: SandboxCommand) -> Result<(), Failure> {
     let at = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
     match which {
@@ -1034,6 +1112,23 @@ async fn sandbox(which: SandboxCommand) -> Result<(), Failure> {
                 let plain =
                     store.start(at(http_port)).await.map_err(|e| failed(format!("binding port {http_port}: {e}")))?;
                 println!("  plain HTTP (OAuth 1.0a only): http://{plain}/wp-json/wc/v3/");
+            }
+        }
+        SandboxCommand::Zendesk { tickets, triaged_share, seed, port, agent_edits, new_ticket_every } => {
+            let account = start_zendesk_sandbox(tickets, triaged_share, seed, at(port), agent_edits, new_ticket_every)
+                .await
+                .map_err(|e| failed(format!("binding port {port}: {e}")))?;
+            let untriaged = account.untriaged();
+            println!(
+                "Zendesk sandbox with {tickets} tickets ({untriaged} not triaged) on {} ; Ctrl-C stops it",
+                account.base_url
+            );
+            println!("  base url:  {}", account.base_url);
+            println!("  email:     {}", enrichd_zendesk::sandbox::EMAIL);
+            println!("  api token: {}", enrichd_zendesk::sandbox::API_TOKEN);
+            println!("  oauth token (read and write): {}", enrichd_zendesk::sandbox::OAUTH_TOKEN);
+            if new_ticket_every > 0 {
+                println!("  a new ticket arrives every {new_ticket_every} s");
             }
         }
         SandboxCommand::Provider { port, api_key, latency_ms } => {

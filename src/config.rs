@@ -10,7 +10,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use secrecy::SecretString;
+use enrichd_connector::ConnectionSettings as _;
+use secrecy::{ExposeSecret, SecretString};
 use serde::de::{DeserializeOwned, Error as _};
 use serde::{Deserialize, Deserializer};
 
@@ -234,6 +235,8 @@ fn default_retry_max_seconds() -> u64 {
 pub enum ConnectionConfig {
     TestStore(TestStoreConnection),
     WooCommerce(WooCommerceConnection),
+    /// Settings owned and validated by the connector crate (`enrichd-zendesk`).
+    Zendesk(Box<enrichd_zendesk::ZendeskConfig>),
 }
 
 impl ConnectionConfig {
@@ -241,6 +244,7 @@ impl ConnectionConfig {
         match self {
             ConnectionConfig::TestStore(_) => "teststore",
             ConnectionConfig::WooCommerce(_) => "woocommerce",
+            ConnectionConfig::Zendesk(_) => "zendesk",
         }
     }
 }
@@ -614,6 +618,12 @@ pub struct PipelineConfig {
     /// `modified_after`), instead of every record each run.
     #[serde(default)]
     pub incremental: bool,
+    /// Record field → the values it may take (an allow-list of tags), for fields whose values the
+    /// platform does not list itself: the task's answer must choose among them (JSON Schema
+    /// `enum`), and templates see them as `allowed["<field>"]`. Values the platform lists (a
+    /// dropdown's options) take precedence.
+    #[serde(default)]
+    pub allowed: BTreeMap<String, Vec<String>>,
     /// `[pipelines.<name>.webhook]`: take the platform's own signed webhooks at
     /// `POST /hooks/<name>` and enrich the records they name at once (the schedule stays the safety net).
     pub webhook: Option<WebhookConfig>,
@@ -697,6 +707,10 @@ pub struct Selector {
     /// description also gets its missing tags, SEO meta and alt text).
     #[serde(default)]
     pub fill_all_missing: bool,
+    /// List fields the task adds to (`tags`): proposed for every candidate record whatever the
+    /// record already holds, and written by adding to the record's list (what is there stays).
+    #[serde(default)]
+    pub add: Vec<String>,
 }
 
 /// `[pipelines.<name>.review]`: who approves proposals. Keys beyond `policy` belong to one policy
@@ -809,6 +823,33 @@ fn section<T: DeserializeOwned>(file: &Path, prefix: &str, table: toml::Table) -
     })
 }
 
+/// A connection whose settings a connector crate owns: deserialised (unknown keys refused by the
+/// crate's struct), every secret checked to be a reference, and validated by the crate, with errors
+/// naming the key path.
+fn platform<T, O>(
+    file: &Path,
+    prefix: &str,
+    table: toml::Table,
+    validate: fn(&T, &str) -> Result<O, enrichd_connector::ConfigError>,
+) -> Result<T, ConfigError>
+where
+    T: DeserializeOwned + enrichd_connector::ConnectionSettings,
+{
+    let mut settings: T = section(file, prefix, table)?;
+    for (key, secret) in settings.secrets_mut() {
+        let text = secret.expose_secret();
+        if !((text.starts_with("${") && text.ends_with('}')) || text.starts_with("file:")) {
+            return Err(err(
+                file,
+                format!("{prefix}.{key}"),
+                "secrets are not written in the config file: use \"${ENV_VAR}\" or \"file:/path/to/secret\"",
+            ));
+        }
+    }
+    validate(&settings, prefix).map_err(|e| err(file, e.key, e.message))?;
+    Ok(settings)
+}
+
 impl Config {
     /// Reads, parses and validates the config at `path` and the task files beside it, and reads its
     /// secrets: what a command that connects needs.
@@ -845,6 +886,7 @@ impl Config {
         if let Some(s) = self.database.secret_key.as_mut() {
             secrets.push(("database.secret_key".into(), s));
         }
+        let mut crate_secrets: Vec<(String, &mut SecretString)> = Vec::new();
         for (name, conn) in self.connections.iter_mut() {
             let at = |key: &str| format!("connections.{name}.{key}");
             match conn {
@@ -853,7 +895,14 @@ impl Config {
                     secrets.push((at("consumer_key"), &mut c.consumer_key));
                     secrets.push((at("consumer_secret"), &mut c.consumer_secret));
                 }
+                ConnectionConfig::Zendesk(c) => {
+                    crate_secrets.extend(c.secrets_mut().into_iter().map(|(key, s)| (at(key), s)));
+                }
             }
+        }
+        for (path, secret) in crate_secrets {
+            let value = resolve_secret(secret.expose_secret()).map_err(|m| err(&file, path, m))?;
+            *secret = value.into();
         }
         for (name, pipeline) in self.pipelines.iter_mut() {
             if let Some(hook) = pipeline.webhook.as_mut() {
@@ -934,11 +983,19 @@ impl Config {
                     }
                     ConnectionConfig::WooCommerce(woo)
                 }
+                "zendesk" => ConnectionConfig::Zendesk(Box::new(platform(
+                    file,
+                    &prefix,
+                    table,
+                    enrichd_zendesk::ZendeskConfig::validate,
+                )?)),
                 other => {
                     return Err(err(
                         file,
                         format!("{prefix}.kind"),
-                        format!("unknown connection kind {other:?}; available: \"teststore\", \"woocommerce\""),
+                        format!(
+                            "unknown connection kind {other:?}; available: \"teststore\", \"woocommerce\", \"zendesk\""
+                        ),
                     ));
                 }
             };
@@ -1118,7 +1175,7 @@ impl Config {
                 ));
             }
             let written: Vec<&String> = task.fields.values().collect();
-            for field in p.select.missing.iter().chain(p.select.min_length.keys()) {
+            for field in p.select.missing.iter().chain(p.select.min_length.keys()).chain(&p.select.add) {
                 if !written.contains(&field) {
                     return Err(err(
                         file,
@@ -1128,6 +1185,26 @@ impl Config {
                             p.task,
                             task.fields.values().cloned().collect::<Vec<_>>().join(", ")
                         ),
+                    ));
+                }
+            }
+            for (field, values) in &p.allowed {
+                if !written.contains(&field) {
+                    return Err(err(
+                        file,
+                        at(&format!("allowed.{field}")),
+                        format!(
+                            "task {} never fills {field:?} (it fills: {})",
+                            p.task,
+                            task.fields.values().cloned().collect::<Vec<_>>().join(", ")
+                        ),
+                    ));
+                }
+                if values.is_empty() || values.iter().any(|v| v.trim().is_empty()) {
+                    return Err(err(
+                        file,
+                        at(&format!("allowed.{field}")),
+                        "list at least one value, none of them empty",
                     ));
                 }
             }

@@ -25,7 +25,15 @@ pub fn wanted_fields<'a>(
             wanted.push(field.clone());
         }
     }
-    if wanted.is_empty() || !selector.fill_all_missing {
+    if wanted.is_empty() {
+        return wanted;
+    }
+    for field in &selector.add {
+        if !wanted.contains(field) {
+            wanted.push(field.clone());
+        }
+    }
+    if !selector.fill_all_missing {
         return wanted;
     }
     for field in task_fields {
@@ -213,6 +221,7 @@ mod tests {
             missing: missing.iter().map(|s| s.to_string()).collect(),
             min_length: min.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
             fill_all_missing: true,
+            add: Vec::new(),
         }
     }
 

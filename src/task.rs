@@ -42,6 +42,10 @@ pub struct Task {
     pub checks: BTreeMap<String, FieldCheck>,
     /// Mapped answer property → a validator of that property alone, for reviewer edits.
     property_validators: BTreeMap<String, jsonschema::Validator>,
+    /// The config it was built from, for [`Task::with_allowed`].
+    config: TaskConfig,
+    /// Record field → the values the platform allowed when this task was built (see [`Task::with_allowed`]).
+    pub allowed: BTreeMap<String, Vec<String>>,
     /// Validators of narrowed schemas (see [`Task::schema_for`]), by the properties left out.
     narrowed: std::sync::Mutex<BTreeMap<Vec<String>, std::sync::Arc<jsonschema::Validator>>>,
 }
@@ -160,8 +164,48 @@ impl Task {
             temperature: cfg.temperature,
             html: cfg.html.clone(),
             checks: cfg.checks.clone(),
+            config: cfg.clone(),
+            allowed: BTreeMap::new(),
             narrowed: Default::default(),
         })
+    }
+
+    /// This task with the values the platform allows right now for some of its record fields (a
+    /// dropdown's live options) as the `enum` of the answer properties that fill them (of their
+    /// items, for a list), so a model cannot answer a value that does not exist. The version stays
+    /// the base task's: the question is the same, only today's choices differ.
+    pub fn with_allowed(&self, allowed: &BTreeMap<String, Vec<String>>) -> Result<Task, String> {
+        let mut cfg = self.config.clone();
+        let mut used = BTreeMap::new();
+        for (property, field) in &self.fields {
+            let Some(values) = allowed.get(field) else { continue };
+            let Some(schema) = cfg.output_schema.pointer_mut(&format!("/properties/{property}")) else { continue };
+            let target = if schema.get("type").and_then(Value::as_str) == Some("array") {
+                let items = schema.as_object_mut().map(|o| o.entry("items").or_insert_with(|| json!({})));
+                match items {
+                    Some(items) => items,
+                    None => continue,
+                }
+            } else {
+                schema
+            };
+            if let Some(object) = target.as_object_mut() {
+                let nullable =
+                    object.get("type").is_some_and(|t| t.as_array().is_some_and(|a| a.contains(&json!("null"))));
+                let mut values: Vec<Value> = values.iter().map(|v| json!(v)).collect();
+                if nullable {
+                    values.push(Value::Null);
+                }
+                object.insert("enum".into(), Value::Array(values));
+            }
+            used.insert(field.clone(), values.clone());
+        }
+        let mut task = Task::build(&self.name, &cfg).map_err(|(key, message)| {
+            format!("task {}: with the platform's allowed values: {key}: {message}", self.name)
+        })?;
+        task.version = self.version.clone();
+        task.allowed = used;
+        Ok(task)
     }
 
     /// Renders the prompt for `record`. The record is fenced as data: appended after the prompt
@@ -177,6 +221,7 @@ impl Task {
             record_data => data.clone(),
             entity => entity,
             vars => vars,
+            allowed => &self.allowed,
         };
         let render = |name: &str| {
             self.env

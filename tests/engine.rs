@@ -62,7 +62,7 @@ async fn review_holds_proposals_until_approved(db: &TestDb) {
     let first = &proposed[0];
     let change = &first.proposal.as_ref().unwrap().fields["description"];
     assert_eq!(change.before, json!(""));
-    let task = &h.engine.pipelines["catalogue"].task;
+    let task = &h.engine.pipelines["catalogue"].task();
     db.store.edit(first.id, "reviewer:ann", task, "description", json!("Edited by Ann, carefully.")).await.unwrap();
     for item in &proposed {
         if item.id == proposed[1].id {

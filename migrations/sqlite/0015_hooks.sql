@@ -27,7 +27,8 @@ CREATE UNIQUE INDEX runs_one_open_webhook ON runs (pipeline)
 -- One row per record a verified webhook named, assigned to the open webhook run it joined.
 CREATE TABLE hook_queue (
     id           INTEGER PRIMARY KEY AUTOINCREMENT,
-    run_id       BIGINT  NOT NULL REFERENCES runs (id),
+    -- Removed with its run (an empty webhook run is discarded like an empty scheduled one).
+    run_id       BIGINT  NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
     pipeline     TEXT    NOT NULL,
     entity       TEXT    NOT NULL,
     external_id  TEXT    NOT NULL,

@@ -66,7 +66,7 @@ async fn submit_ready(
     only_run: Option<i64>,
     limits: BatchLimits,
 ) -> Result<usize, StoreError> {
-    let per_line = pipeline.task.items_per_request.max(1);
+    let per_line = pipeline.task().items_per_request.max(1);
     let max_items = limits.max_requests.saturating_mul(per_line);
     let mut submitted = 0;
     loop {
@@ -113,7 +113,7 @@ async fn submit_run_items(
     limits: BatchLimits,
 ) -> Result<usize, StoreError> {
     let mut lines = Vec::new();
-    for pack in packs(items, pipeline.task.items_per_request) {
+    for pack in packs(items, pipeline.task().items_per_request) {
         let pack = prepare(engine, pipeline, pack).await?;
         if pack.is_empty() {
             continue;
@@ -199,7 +199,8 @@ async fn poll_due(engine: &Engine, pipeline: &Pipeline) -> Result<(), StoreError
     let next = now_ms() + poll_interval(pipeline).as_millis() as i64;
     for batch in engine.store.batches_due(&pipeline.name, next, 20).await? {
         let Some(provider_id) = batch.provider_batch_id.clone() else { continue };
-        let per_line_tokens = pipeline.task.max_output_tokens.saturating_mul(pipeline.task.items_per_request as u32);
+        let per_line_tokens =
+            pipeline.task().max_output_tokens.saturating_mul(pipeline.task().items_per_request as u32);
         let started = std::time::Instant::now();
         let polled = pipeline.provider.poll_batch(&provider_id, per_line_tokens).await;
         let outcome = crate::telemetry::RequestOutcome::of(&polled);
@@ -245,7 +246,8 @@ fn prepared_again(pipeline: &Pipeline, items: Vec<crate::store::Item>) -> Result
                 attachments: Vec::new(),
                 native: None,
             };
-            let wanted = crate::select::wanted_fields(&pipeline.config.select, pipeline.task.fields.values(), &record);
+            let wanted =
+                crate::select::wanted_fields(&pipeline.config.select, pipeline.task().fields.values(), &record);
             Ok(Prepared { item, record, wanted })
         })
         .collect()

@@ -76,19 +76,77 @@ async fn discover(engine: &Engine, pipeline: &Pipeline, run: Run, stop: &Cancell
     {
         return tracing::warn!(run = run.id, error = %e, "marking the run's spend unknown failed");
     }
+    // The values the platform allows for the task's fields (a dropdown's options), read as the run
+    // starts: the model is asked to choose among them. A platform that cannot say fails the run's
+    // discovery like a failed listing would, rather than letting the model invent values.
+    if run.discovery_cursor.is_none() {
+        let mut tries = 0u32;
+        loop {
+            match pipeline.refresh_allowed(store).await {
+                Ok(allowed) => {
+                    if !allowed.is_empty() {
+                        tracing::info!(run = run.id, fields = ?allowed.keys().collect::<Vec<_>>(), "read the values the platform allows");
+                    }
+                    break;
+                }
+                Err(reason) => {
+                    tries += 1;
+                    if tries >= pipeline.config.max_attempts {
+                        tracing::error!(run = run.id, "{reason}");
+                        let _ = store
+                            .set_run_status(
+                                run.id,
+                                &[RunStatus::Discovering],
+                                RunStatus::Failed,
+                                Some(&reason),
+                                &engine.owner,
+                            )
+                            .await;
+                        return;
+                    }
+                    tracing::warn!(run = run.id, "{reason}; retrying");
+                    let wait = enrichd_connector::retry::backoff(
+                        tries,
+                        engine.retry_policy().base,
+                        engine.retry_policy().max,
+                        None,
+                    );
+                    if !pause(stop, wait).await {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+    // A webhook run fetches the records its webhooks named instead of listing (engine::hooks).
     if run.trigger_kind == "webhook" {
         return super::hooks::discover(engine, pipeline, run, stop).await;
     }
-    // Incremental pipelines read only records modified since the previous finished run started (a
-    // minute earlier, for clocks that disagree). Fixed per run, so a resumed discovery asks the same.
-    let modified_after = if pipeline.config.incremental {
-        match store.previous_done_run_start(&pipeline.name, run.id).await {
-            Ok(since) => since.map(|ms| rfc3339_utc(ms - 60_000)),
-            Err(e) => return tracing::warn!(run = run.id, error = %e, "reading the previous run failed"),
-        }
-    } else {
-        None
+    // Incremental pipelines read only what changed since the pipeline's previous listing: from the
+    // platform's change feed where it has one (Zendesk's export cursor, kept per pipeline, not per
+    // run), else records modified since that listing began (a minute earlier, for clocks that
+    // disagree). Fixed per run, so a resumed discovery asks the same.
+    let state = match store.pipeline_state(&pipeline.name).await {
+        Ok(state) => state,
+        Err(e) => return tracing::warn!(run = run.id, error = %e, "reading the pipeline's state failed"),
     };
+    let mut modified_after = None;
+    if pipeline.config.incremental {
+        match (&cursor, &state.feed_cursor) {
+            (None, Some(feed)) => cursor = Some(feed.clone()),
+            (Some(_), _) => {}
+            (None, None) => {
+                let since = match state.listed_since {
+                    Some(since) => Some(since),
+                    None => match store.previous_done_run_start(&pipeline.name, run.id).await {
+                        Ok(since) => since,
+                        Err(e) => return tracing::warn!(run = run.id, error = %e, "reading the previous run failed"),
+                    },
+                };
+                modified_after = since.map(|ms| rfc3339_utc(ms - 60_000));
+            }
+        }
+    }
     // A pipeline's first run has no earlier items to compare records with: skip the look-up per
     // page. (It is also the run during which the table grows from empty, when Postgres's statistics
     // lag and that look-up was measured scanning the whole pipeline's items, 33 ms a page at 50,000.)
@@ -162,14 +220,14 @@ async fn discover(engine: &Engine, pipeline: &Pipeline, run: Run, stop: &Cancell
                 break;
             }
             let hash = input_hash(record);
-            let wanted = wanted_fields(&pipeline.config.select, pipeline.task.fields.values(), record);
+            let wanted = wanted_fields(&pipeline.config.select, pipeline.task().fields.values(), record);
             let skip = if wanted.is_empty() {
                 Some("nothing is missing".to_owned())
             } else {
                 reuse_reason(
                     by_record.get(record.id.as_str()).map(Vec::as_slice).unwrap_or(&[]),
                     &hash,
-                    &pipeline.task.version,
+                    &pipeline.task().version,
                 )
             };
             if skip.is_none() {
@@ -186,10 +244,27 @@ async fn discover(engine: &Engine, pipeline: &Pipeline, run: Run, stop: &Cancell
         }
         let next = if limit_reached { cursor.clone() } else { page.next.clone() };
         if let Err(e) = store
-            .add_discovered(run.id, &pipeline.name, &pipeline.task.version, &engine.owner, &items, next.as_deref())
+            .add_discovered(run.id, &pipeline.name, &pipeline.task().version, &engine.owner, &items, next.as_deref())
             .await
         {
             return tracing::warn!(run = run.id, error = %e, "recording a discovered page failed; another worker may hold discovery");
+        }
+        if page.next.is_none()
+            && !limit_reached
+            && let Err(e) = store.save_listing_position(&pipeline.name, page.resume.as_deref(), run.created_at).await
+        {
+            return tracing::warn!(run = run.id, error = %e, "keeping where the next listing starts failed");
+        }
+        if page.next.is_none() && !limit_reached && candidates == 0 && pipeline.config.incremental {
+            // Nothing new on a scheduled or webhook tick: no run is left behind to clutter the runs page.
+            match store.discard_empty_run(run.id, &engine.owner).await {
+                Ok(true) => {
+                    tracing::debug!(run = run.id, pipeline = %pipeline.name, "nothing new to fill; the run was discarded");
+                    return;
+                }
+                Ok(false) => {}
+                Err(e) => tracing::warn!(run = run.id, error = %e, "discarding an empty run failed"),
+            }
         }
         if limit_reached || page.next.is_none() {
             let reason = if limit_reached {

@@ -28,7 +28,7 @@ pub(super) async fn enrich_loop(
     tracker: TaskTracker,
 ) {
     let slots = Arc::new(Semaphore::new(pipeline.config.concurrency));
-    let per_request = pipeline.task.items_per_request;
+    let per_request = pipeline.task().items_per_request;
     loop {
         // Wait for at least one free slot, then take every free one.
         let first = tokio::select! {
@@ -139,7 +139,7 @@ pub(super) async fn prepare(
             attachments: Vec::new(),
             native: None,
         };
-        let wanted = wanted_fields(&pipeline.config.select, pipeline.task.fields.values(), &record);
+        let wanted = wanted_fields(&pipeline.config.select, pipeline.task().fields.values(), &record);
         if wanted.is_empty() {
             engine.store.skip_leased(&item, &engine.owner, "nothing is missing").await?;
             continue;
@@ -157,10 +157,10 @@ pub(super) async fn prompt_for(
     pack: &[Prepared],
 ) -> Result<Option<Prompt>, StoreError> {
     let rendered = if pack.len() == 1 {
-        pipeline.task.render(&pipeline.config.entity, &pack[0].record, &pipeline.config.vars)
+        pipeline.task().render(&pipeline.config.entity, &pack[0].record, &pipeline.config.vars)
     } else {
         let records: Vec<&Record> = pack.iter().map(|p| &p.record).collect();
-        pipeline.task.render_pack(&pipeline.config.entity, &records, &pipeline.config.vars)
+        pipeline.task().render_pack(&pipeline.config.entity, &records, &pipeline.config.vars)
     };
     match rendered {
         Ok(p) => Ok(Some(p)),
@@ -185,7 +185,7 @@ pub(super) fn schema_for(pipeline: &Pipeline, pack: &[Prepared]) -> Value {
             wanted.push(field.clone());
         }
     }
-    pipeline.task.request_schema(&wanted, pack.len())
+    pipeline.task().request_schema(&wanted, pack.len())
 }
 
 /// The request for a prompt covering `records` records, answered in `schema` (see [`schema_for`]).
@@ -198,10 +198,10 @@ pub(super) fn request_for<'a>(
     CompletionRequest {
         model: &pipeline.config.model,
         prompt,
-        schema_name: &pipeline.task.name,
+        schema_name: &pipeline.base_task.name,
         schema,
-        max_output_tokens: pipeline.task.max_output_tokens.saturating_mul(records as u32),
-        temperature: pipeline.task.temperature,
+        max_output_tokens: pipeline.task().max_output_tokens.saturating_mul(records as u32),
+        temperature: pipeline.task().temperature,
     }
 }
 
@@ -222,8 +222,8 @@ pub(super) async fn record_answer(
     raw: &str,
     usage: Usage,
 ) -> Result<(), StoreError> {
-    let checked = pipeline.task.validate_for(answer, &prepared.wanted).and_then(|()| {
-        let proposal = pipeline.task.proposal(&prepared.record, answer, &prepared.wanted, &pipeline.config.model);
+    let checked = pipeline.task().validate_for(answer, &prepared.wanted).and_then(|()| {
+        let proposal = pipeline.task().proposal(&prepared.record, answer, &prepared.wanted, &pipeline.config.model);
         if proposal.fields.is_empty() {
             Err(format!("the answer has no value for the missing fields ({})", prepared.wanted.join(", ")))
         } else {
@@ -358,7 +358,7 @@ pub(super) async fn record_completion(
     if pack.len() == 1 {
         return record_answer(engine, pipeline, holder, &pack[0], answer, raw, usage).await;
     }
-    let mut split = pipeline.task.unpack(answer);
+    let mut split = pipeline.task().unpack(answer);
     for p in pack {
         match split.remove(&p.item.external_id).as_deref() {
             Some([one]) => record_answer(engine, pipeline, holder, p, one, raw, usage).await?,

@@ -61,18 +61,19 @@ pub(super) async fn discover(engine: &Engine, pipeline: &Pipeline, run: Run, sto
     for p in &prior {
         by_record.entry(p.external_id.as_str()).or_default().push(p);
     }
+    let task = pipeline.task();
     let items: Vec<NewItem> = records
         .iter()
         .map(|record| {
             let hash = input_hash(record);
-            let wanted = wanted_fields(&pipeline.config.select, pipeline.task.fields.values(), record);
+            let wanted = wanted_fields(&pipeline.config.select, task.fields.values(), record);
             let skip = if wanted.is_empty() {
                 Some("nothing is missing".to_owned())
             } else {
                 reuse_reason(
                     by_record.get(record.id.as_str()).map(Vec::as_slice).unwrap_or(&[]),
                     &hash,
-                    &pipeline.task.version,
+                    &task.version,
                 )
             };
             NewItem {
@@ -86,6 +87,18 @@ pub(super) async fn discover(engine: &Engine, pipeline: &Pipeline, run: Run, sto
         })
         .collect();
     let candidates = items.iter().filter(|i| i.skip.is_none()).count();
+    // As for scheduled runs (engine::discovery): on an incremental pipeline a webhook run with
+    // nothing to fill — the echo of our own write, a record already being enriched — leaves no run
+    // behind. Its queue rows go with it.
+    if candidates == 0 && pipeline.config.incremental {
+        match store.discard_empty_run(run.id, &engine.owner).await {
+            Ok(true) => {
+                return tracing::debug!(run = run.id, pipeline = %pipeline.name, "webhooks named nothing to fill; the run was discarded");
+            }
+            Ok(false) => {}
+            Err(e) => tracing::warn!(run = run.id, error = %e, "discarding an empty webhook run failed"),
+        }
+    }
     let reason = format!(
         "{} record{} named by webhooks, {candidates} to enrich{}",
         ids.len(),
@@ -93,7 +106,7 @@ pub(super) async fn discover(engine: &Engine, pipeline: &Pipeline, run: Run, sto
         if missing.is_empty() { String::new() } else { format!(", {} not found", missing.len()) }
     );
     match store
-        .take_hook_records(run.id, &pipeline.name, &pipeline.task.version, &engine.owner, &items, &reason)
+        .take_hook_records(run.id, &pipeline.name, &task.version, &engine.owner, &items, &reason)
         .await
     {
         Ok(_) => tracing::info!(

@@ -35,12 +35,85 @@ pub struct Pipeline {
     pub config: PipelineConfig,
     pub connector: Arc<dyn Connector>,
     pub provider: Arc<Provider>,
-    pub task: Arc<Task>,
+    /// The task as configured.
+    pub base_task: Arc<Task>,
+    /// The task with the values the platform allowed when the pipeline's latest run started (see
+    /// [`Task::with_allowed`]), and when this process last looked them up.
+    live_task: std::sync::RwLock<(Arc<Task>, Option<std::time::Instant>)>,
     /// Seconds between polls of a submitted batch (from the provider's config).
     pub batch_poll_seconds: f64,
 }
 
+/// How long a process uses the allowed values it last read before reading the store again (another
+/// daemon may have started a run with newer ones).
+const ALLOWED_VALUES_TTL: Duration = Duration::from_secs(30);
+
 impl Pipeline {
+    /// The task as it applies now: the configured one, with the platform's allowed values.
+    pub fn task(&self) -> Arc<Task> {
+        self.live_task.read().unwrap_or_else(|e| e.into_inner()).0.clone()
+    }
+
+    fn set_allowed(&self, allowed: &BTreeMap<String, Vec<String>>) {
+        let task = if allowed.is_empty() {
+            self.base_task.clone()
+        } else {
+            match self.base_task.with_allowed(allowed) {
+                Ok(task) => Arc::new(task),
+                Err(e) => {
+                    tracing::warn!(pipeline = %self.name, error = %e, "the platform's allowed values do not fit the task; using the task as configured");
+                    self.base_task.clone()
+                }
+            }
+        };
+        *self.live_task.write().unwrap_or_else(|e| e.into_inner()) = (task, Some(std::time::Instant::now()));
+    }
+
+    /// Reads the values the platform allows now for each record field the task fills, keeps them for
+    /// the pipeline (so every daemon and a resumed run use the same), and uses them from now on.
+    pub async fn refresh_allowed(&self, store: &Store) -> Result<BTreeMap<String, Vec<String>>, String> {
+        let mut allowed = self.config.allowed.clone();
+        for field in self.base_task.fields.values() {
+            match self.connector.allowed_values(&self.config.entity, field).await {
+                Ok(Some(values)) => {
+                    allowed.insert(field.clone(), values);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    return Err(format!(
+                        "reading the values connection {} allows for {field} failed: {e}",
+                        self.config.connection
+                    ));
+                }
+            }
+        }
+        store.save_allowed_values(&self.name, &allowed).await.map_err(|e| e.to_string())?;
+        self.set_allowed(&allowed);
+        Ok(allowed)
+    }
+
+    /// Re-reads the allowed values another process kept, when this process's are older than
+    /// [`ALLOWED_VALUES_TTL`].
+    pub async fn reload_allowed(&self, store: &Store) {
+        let fresh = self
+            .live_task
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .1
+            .is_some_and(|at| at.elapsed() < ALLOWED_VALUES_TTL);
+        if fresh {
+            return;
+        }
+        match store.pipeline_state(&self.name).await {
+            Ok(state) => {
+                let mut allowed = self.config.allowed.clone();
+                allowed.extend(state.allowed_values);
+                self.set_allowed(&allowed);
+            }
+            Err(e) => tracing::warn!(pipeline = %self.name, error = %e, "reading the pipeline's allowed values failed"),
+        }
+    }
+
     /// Prices `usage` on this pipeline's model: the providers' batch APIs (mode = "batch") bill
     /// half the realtime price.
     fn usage(&self, usage: TokenUsage) -> Usage {
@@ -85,6 +158,12 @@ pub fn build_connector(config: &ConnectionConfig) -> Arc<dyn Connector> {
                 .and_then(|o| enrichd_woocommerce::WooCommerce::new(o).ok())
                 .expect("woocommerce connections are validated when the config loads"),
         ),
+        ConnectionConfig::Zendesk(c) => Arc::new(
+            c.validate("connections")
+                .ok()
+                .and_then(|o| enrichd_zendesk::Zendesk::new(o).ok())
+                .expect("zendesk connections are validated when the config loads"),
+        ),
     }
 }
 
@@ -117,9 +196,13 @@ impl Engine {
                     config: p.clone(),
                     connector: connectors[&p.connection].clone(),
                     provider: providers[&p.provider].clone(),
-                    task: tasks[name].clone(),
+                    base_task: tasks[name].clone(),
+                    live_task: std::sync::RwLock::new((tasks[name].clone(), None)),
                     batch_poll_seconds: config.providers[&p.provider].batch_poll_seconds(),
                 };
+                if !p.allowed.is_empty() {
+                    pipeline.set_allowed(&p.allowed);
+                }
                 (name.clone(), Arc::new(pipeline))
             })
             .collect();
@@ -255,6 +338,7 @@ async fn settle_loop(engine: Arc<Engine>, pipeline: Arc<Pipeline>, only_run: Opt
     let actor = engine.owner.clone();
     let mut next_settle = std::time::Instant::now();
     loop {
+        pipeline.reload_allowed(&engine.store).await;
         let runs = match only_run {
             Some(id) => engine.store.run(id).await.map(|r| vec![r]),
             None => {

@@ -32,6 +32,9 @@ pub(super) async fn write_loop(
     // When the first approved item of a batch that is not yet full was seen.
     let mut filling_since: Option<Instant> = None;
     while !stop.is_cancelled() {
+        if resume_write_job(&engine, &pipeline).await {
+            continue;
+        }
         if !linger.is_zero() {
             // Answers trickle in; a handful written at once costs the platform a whole batch call
             // and a re-read. Wait (at most `write_linger_ms` after the first one) for a full batch
@@ -142,27 +145,102 @@ async fn write_batch(engine: &Engine, pipeline: &Pipeline, items: Vec<Item>) {
     }
     for chunk in to_write.chunks(pipeline.connector.max_write_batch().max(1)) {
         let changes: Vec<Change> = chunk.iter().map(|(_, c)| c.clone()).collect();
-        let outcomes = match pipeline.connector.write(entity, &changes).await {
-            Ok(WriteSubmission::Done(outcomes)) => Ok(outcomes),
-            Ok(WriteSubmission::Pending(job)) => poll_until_done(pipeline.connector.as_ref(), &job).await,
-            Err(e) => Err(e),
-        };
-        match outcomes {
-            Ok(outcomes) => {
+        match pipeline.connector.write(entity, &changes).await {
+            Ok(WriteSubmission::Done(outcomes)) => {
                 let written = record_outcomes(engine, chunk, outcomes).await;
                 verify(engine, pipeline, written).await;
             }
-            Err(e) => {
-                for (item, _) in chunk {
-                    let message = format!("record {}: {e}", item.external_id);
-                    if let Err(err) = store.fail_write(item, owner, &message, e.retryable, e.retry_after, policy).await
-                    {
-                        log_store_error(item.id, "write-back", &err);
+            Ok(WriteSubmission::Pending(job)) => {
+                // Kept before the first poll: a daemon killed while polling leaves the items tied to
+                // the job, and whoever takes the pipeline over polls it again instead of writing twice.
+                let items: Vec<&Item> = chunk.iter().map(|(i, _)| i).collect();
+                let stored = match store.save_write_job(&pipeline.name, entity, &job.job, &items, owner).await {
+                    Ok(id) => Some(id),
+                    Err(e) => {
+                        tracing::warn!(pipeline = %pipeline.name, job = %job.job, error = %e, "keeping the write job failed; polling it in this process only");
+                        None
                     }
-                }
+                };
+                settle_job(engine, pipeline, &job, stored, chunk).await;
             }
+            Err(e) => fail_all(engine, chunk, &e).await,
         }
     }
+}
+
+/// Every item of `chunk` failed with `e` (retried if `e` is retryable).
+async fn fail_all(engine: &Engine, chunk: &[(Item, Change)], e: &ConnectorError) {
+    for (item, _) in chunk {
+        let message = format!("record {}: {e}", item.external_id);
+        if let Err(err) = engine
+            .store
+            .fail_write(item, &engine.owner, &message, e.retryable, e.retry_after, engine.retry_policy())
+            .await
+        {
+            log_store_error(item.id, "write-back", &err);
+        }
+    }
+}
+
+/// Polls an asynchronous write until the platform reports every record's outcome, records them,
+/// verifies what was written, and closes the stored job. A poll that gives up leaves the job stored
+/// and its items tied to it: it is polled again (by this or another daemon) once their leases lapse,
+/// never submitted again.
+async fn settle_job(
+    engine: &Engine,
+    pipeline: &Pipeline,
+    job: &enrichd_connector::PendingWrite,
+    stored: Option<i64>,
+    chunk: &[(Item, Change)],
+) {
+    match poll_until_done(pipeline.connector.as_ref(), job).await {
+        Ok(outcomes) => {
+            let written = record_outcomes(engine, chunk, outcomes).await;
+            if let Some(id) = stored
+                && let Err(e) = engine.store.finish_write_job(id).await
+            {
+                tracing::warn!(pipeline = %pipeline.name, job = %job.job, error = %e, "closing the write job failed; it is closed when polled again");
+            }
+            verify(engine, pipeline, written).await;
+        }
+        Err(e) if stored.is_some() => {
+            tracing::warn!(pipeline = %pipeline.name, job = %job.job, error = %e, "polling the write job failed; it is polled again when its items' leases lapse");
+        }
+        Err(e) => fail_all(engine, chunk, &e).await,
+    }
+}
+
+/// Takes over a stored write job whose poller died, and finishes it. Returns whether there was one.
+async fn resume_write_job(engine: &Engine, pipeline: &Pipeline) -> bool {
+    let claimed = match engine.store.claim_write_job(&pipeline.name, &engine.owner, engine.lease()).await {
+        Ok(claimed) => claimed,
+        Err(e) => {
+            tracing::warn!(pipeline = %pipeline.name, error = %e, "looking for unfinished write jobs failed");
+            return false;
+        }
+    };
+    let Some((job, items)) = claimed else { return false };
+    tracing::info!(pipeline = %pipeline.name, job = %job.job, items = items.len(), "resuming the poll of a write job left by another process");
+    let chunk: Vec<(Item, Change)> = items
+        .into_iter()
+        .map(|item| {
+            let change = Change {
+                id: item.external_id.clone(),
+                base_version: Version(item.record_version.clone()),
+                fields: item.proposal.as_ref().map(|p| p.values()).unwrap_or_default(),
+                native: None,
+                mode: WriteMode::Merge,
+            };
+            (item, change)
+        })
+        .collect();
+    let pending = enrichd_connector::PendingWrite {
+        entity: job.entity.clone(),
+        job: job.job.clone(),
+        ids: chunk.iter().map(|(i, _)| i.external_id.clone()).collect(),
+    };
+    settle_job(engine, pipeline, &pending, Some(job.id), &chunk).await;
+    true
 }
 
 /// Decides one item against the record as it is now: `Some(change)` to write, or records the

@@ -774,7 +774,7 @@ impl Store {
                write_attempts = CASE WHEN state = 'writing' THEN write_attempts + 1 ELSE write_attempts END, \
                last_error = 'lease held by ' || lease_owner || ' expired', \
                lease_owner = NULL, lease_expires_at = NULL, next_attempt_at = $1, updated_at = $1 \
-             WHERE state IN ('enriching', 'writing') AND lease_expires_at < $1 \
+             WHERE state IN ('enriching', 'writing') AND lease_expires_at < $1 AND write_job_id IS NULL \
              RETURNING id, run_id, prev_state, state, last_error",
         )
         .bind(now)
@@ -812,7 +812,7 @@ impl Store {
                state = CASE WHEN state = 'enriching' THEN 'queued' ELSE 'write_failed' END, \
                last_error = 'released at shutdown by ' || lease_owner, \
                lease_owner = NULL, lease_expires_at = NULL, next_attempt_at = $1, updated_at = $1 \
-             WHERE lease_owner = $2 AND state IN ('enriching', 'writing') \
+             WHERE lease_owner = $2 AND state IN ('enriching', 'writing') AND write_job_id IS NULL \
              RETURNING id, run_id, prev_state, state",
         )
         .bind(now)

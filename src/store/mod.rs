@@ -16,6 +16,7 @@ mod commit;
 mod credentials;
 mod hooks;
 mod items;
+mod pipelines;
 mod review;
 mod runs;
 mod state;
@@ -34,6 +35,7 @@ pub use items::{
     Claim, EnrichFailure, EventRecord, FieldChange, Item, NewItem, PriorItem, Proposal, RetryPolicy, Usage,
     VerifyIssue, Work,
 };
+pub use pipelines::{PipelineState, WriteJob};
 pub use review::{BulkOutcome, ReviewAction, ReviewFilter, SampleStats, SkippedItem, UnreviewedRelease, reviewer_name};
 pub use runs::{ErrorRule, NewRun, ReviewPhase, Run, RunCounts, RunReport, RunStart, SampleGate};
 pub use state::{ItemState, RunStatus};

@@ -67,11 +67,22 @@ fn busy(run: &Run, counts: &RunCounts) -> bool {
 /// so a run whose last item was just written is seen `done`, not still `awaiting_review`. Past
 /// `timeout` it panics when `must_settle`, else returns the run as it is.
 pub async fn work_run(engine: &Arc<Engine>, run_id: i64, timeout: Duration, must_settle: bool) -> Run {
+    work_named(engine, "catalogue", run_id, timeout, must_settle).await
+}
+
+/// [`work_run`] for the pipeline named `pipeline`.
+pub async fn work_named(
+    engine: &Arc<Engine>,
+    pipeline: &str,
+    run_id: i64,
+    timeout: Duration,
+    must_settle: bool,
+) -> Run {
     let stop = CancellationToken::new();
     let upkeep_stop = CancellationToken::new();
     let tracker = TaskTracker::new();
     let upkeep = engine.spawn_upkeep(upkeep_stop.clone());
-    let pipeline = engine.pipelines["catalogue"].clone();
+    let pipeline = engine.pipelines[pipeline].clone();
     let worker = {
         let (e, s, t) = (engine.clone(), stop.clone(), tracker.clone());
         tokio::spawn(async move { e.work_pipeline(pipeline, Some(run_id), s, t).await })

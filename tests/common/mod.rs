@@ -8,6 +8,7 @@
 pub mod harness;
 pub mod process;
 pub mod woo;
+pub mod zendesk;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 

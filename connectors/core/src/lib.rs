@@ -6,6 +6,7 @@
 //! whether a write is allowed: it reports facts (versions, per-item outcomes, error classes) and the
 //! engine decides.
 
+pub mod conversation;
 mod error;
 pub mod http;
 pub mod oauth2;

@@ -383,8 +383,8 @@ impl ProviderSandbox {
             Some(items) if is_packed(schema) => {
                 let subjects: Vec<String> = packed_items(user)
                     .into_iter()
-                    .filter(|(id, _)| items.iter().any(|i| i["id"].as_str() == Some(id)))
-                    .map(|(_, s)| s)
+                    .filter(|(id, _, _)| items.iter().any(|i| i["id"].as_str() == Some(id)))
+                    .map(|(_, s, _)| s)
                     .collect();
                 inner.subjects.extend(subjects);
             }
@@ -519,8 +519,8 @@ fn is_packed(schema: &Value) -> bool {
         && schema["properties"]["items"]["items"]["properties"]["id"].is_object()
 }
 
-/// The `<item id="…">` blocks of a packed prompt: each id with its first line.
-fn packed_items(user: &str) -> Vec<(String, String)> {
+/// The `<item id="…">` blocks of a packed prompt: each id with its first line and its whole block.
+fn packed_items(user: &str) -> Vec<(String, String, String)> {
     let mut out = Vec::new();
     let mut rest = user;
     while let Some(at) = rest.find("<item id=\"") {
@@ -528,7 +528,8 @@ fn packed_items(user: &str) -> Vec<(String, String)> {
         let Some(end) = rest.find('"') else { break };
         let id = rest[..end].to_owned();
         let body = rest[end..].split_once('\n').map(|(_, b)| b).unwrap_or_default();
-        out.push((id, subject_of(body)));
+        let block = body.split("</item>").next().unwrap_or_default();
+        out.push((id, subject_of(body), block.to_owned()));
     }
     out
 }
@@ -539,8 +540,11 @@ pub fn answer_to(schema: &Value, user: &str) -> Value {
         let item_schema = &schema["properties"]["items"]["items"];
         let items: Vec<Value> = packed_items(user)
             .into_iter()
-            .map(|(id, subject)| {
+            .map(|(id, subject, block)| {
                 let mut answer = answer_in(item_schema, &subject, "answer", &subject);
+                if answer.get("language").is_some_and(Value::is_string) {
+                    answer["language"] = json!(language_of(&block));
+                }
                 answer["id"] = json!(id);
                 answer
             })
@@ -605,9 +609,17 @@ fn answer_in(schema: &Value, subject: &str, key: &str, prompt: &str) -> Value {
             Value::Array((0..n).map(|_| answer_in(items, subject, key, prompt)).collect())
         }
         "integer" => json!(subject.len() as i64 % 100),
-        "number" => json!((subject.len() % 100) as f64 / 10.0),
+        "number" => match (schema["minimum"].as_f64(), schema["maximum"].as_f64()) {
+            // Within the bounds (a confidence between 0 and 1), spread by the subject.
+            (min, Some(max)) => {
+                let min = min.unwrap_or(0.0);
+                json!(min + (subject.len() % 100) as f64 / 100.0 * (max - min))
+            }
+            _ => json!((subject.len() % 100) as f64 / 10.0),
+        },
         "boolean" => json!(true),
         "null" => Value::Null,
+        _ if key == "language" => json!(language_of(if prompt.is_empty() { subject } else { prompt })),
         _ => {
             let mut text = format!("{key} for {subject}");
             let min = schema["minLength"].as_u64().unwrap_or(0) as usize;
@@ -619,6 +631,26 @@ fn answer_in(schema: &Value, subject: &str, key: &str, prompt: &str) -> Value {
             }
             json!(text)
         }
+    }
+}
+
+/// The language a text is written in, as a BCP 47 tag, by a few telling words (the simulated model's
+/// way of reading a ticket).
+fn language_of(text: &str) -> &'static str {
+    // The record, not the instructions around it.
+    let text = text.rsplit_once("<record").map_or(text, |(_, record)| record);
+    let lower = text.to_lowercase();
+    let any = |words: &[&str]| words.iter().any(|w| lower.contains(w));
+    if any(&["guten tag", "bitte", "ich ", "nicht", "meine ", "rechnung", "konto"]) {
+        "de"
+    } else if any(&["bonjour", "merci", "je ", "mon ", "compte", "colis"]) {
+        "fr"
+    } else if any(&["hola", "gracias", "mi ", "cuenta", "pedido", "¿"]) {
+        "es"
+    } else if any(&["olá", "obrigad", "minha", "não "]) {
+        "pt"
+    } else {
+        "en"
     }
 }
 

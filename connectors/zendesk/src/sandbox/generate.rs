@@ -8,7 +8,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::Value;
 
-use super::{CATEGORY_FIELD_ID, Comment, Role, Ticket, User};
+use super::{CATEGORY_FIELD_ID, Comment, LANGUAGE_FIELD_ID, Role, SENTIMENT_FIELD_ID, Ticket, User};
 
 /// The Category dropdown's options: (name, tag value).
 pub const CATEGORIES: [(&str, &str); 5] = [
@@ -123,6 +123,19 @@ pub struct Generated {
     pub next_comment_id: u64,
 }
 
+/// The subject and first message of the `n`th sample ticket (languages and categories in turn), for
+/// tickets arriving while a demo runs.
+pub fn sample(n: u64) -> (&'static str, &'static str) {
+    let (_, texts, _, _) = LANGUAGES[(n % LANGUAGES.len() as u64) as usize];
+    texts[((n / LANGUAGES.len() as u64) % CATEGORIES.len() as u64) as usize]
+}
+
+/// The sentiment an agent records for a ticket of category `category` (an index into
+/// [`CATEGORIES`]): feedback is positive, the rest are complaints.
+pub fn sentiment(category: usize) -> &'static str {
+    if CATEGORIES[category].1 == "feedback" { "positive" } else { "negative" }
+}
+
 /// `count` tickets created two minutes apart and ending just before `now` (epoch seconds); about
 /// `triaged_share` of them already carry an agent's category, priority, type and the `triaged` tag.
 pub fn tickets(count: u64, seed: u64, now: i64, triaged_share: f64) -> Generated {
@@ -152,9 +165,13 @@ pub fn tickets(count: u64, seed: u64, now: i64, triaged_share: f64) -> Generated
         }
         let mut custom = BTreeMap::new();
         custom.insert(CATEGORY_FIELD_ID, Value::Null);
+        custom.insert(SENTIMENT_FIELD_ID, Value::Null);
+        custom.insert(LANGUAGE_FIELD_ID, Value::Null);
         let (mut priority, mut kind, mut status) = (None, None, "new");
         if triaged {
             custom.insert(CATEGORY_FIELD_ID, Value::from(CATEGORIES[category].1));
+            custom.insert(SENTIMENT_FIELD_ID, Value::from(sentiment(category)));
+            custom.insert(LANGUAGE_FIELD_ID, Value::from(language));
             tags.push(CATEGORIES[category].1.to_owned());
             tags.push("triaged".to_owned());
             priority = Some(PRIORITIES[rng.random_range(0..PRIORITIES.len())].to_owned());

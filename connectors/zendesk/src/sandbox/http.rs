@@ -621,6 +621,15 @@ impl State {
                     }));
                     continue;
                 }
+                let rate = self.faults.job_item_failure_rate;
+                if rate > 0.0 && self.rng.random_bool(rate.min(1.0)) {
+                    results.push(json!({
+                        "index": index, "id": ticket_id, "action": "update", "status": "Failed",
+                        "success": false, "error": "TicketUpdateFailed",
+                        "details": "The ticket could not be updated (sandbox fault: job_item_failure_rate)"
+                    }));
+                    continue;
+                }
                 match self.apply(ticket_id, update, super::AGENT_IDS[0]) {
                     Ok(()) => {
                         results.push(json!({"action": "update", "status": "Updated", "success": true, "id": ticket_id}))

@@ -35,7 +35,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde_json::{Value, json};
 
-pub use generate::{AGENT_IDS, CATEGORIES, ORGANIZATIONS};
+pub use generate::{AGENT_IDS, CATEGORIES, ORGANIZATIONS, sample, sentiment};
 
 /// The e-mail address of the API user.
 pub const EMAIL: &str = "admin@sandbox.example";
@@ -49,6 +49,12 @@ pub const READ_ONLY_OAUTH_TOKEN: &str = "sandbox_oauth_token_read_only_000000000
 pub const CATEGORY_FIELD_ID: u64 = 360_011_759_674;
 /// The id of the "Summary" text custom field.
 pub const SUMMARY_FIELD_ID: u64 = 360_011_759_675;
+/// The id of the "Sentiment" dropdown (`positive`, `neutral`, `negative`).
+pub const SENTIMENT_FIELD_ID: u64 = 360_011_759_676;
+/// The id of the "Language" text field (a BCP 47 tag).
+pub const LANGUAGE_FIELD_ID: u64 = 360_011_759_677;
+/// The Sentiment dropdown's option values.
+pub const SENTIMENTS: [&str; 3] = ["positive", "neutral", "negative"];
 /// The sandbox clock's start: 2026-01-05T09:00:00Z.
 pub const START: i64 = 1_767_603_600;
 
@@ -129,6 +135,9 @@ pub struct Faults {
     pub incremental_per_minute: Option<u32>,
     /// How many jobs may be queued or working at once (Zendesk's job limit).
     pub job_cap: usize,
+    /// Share of a job's tickets (0.0..=1.0), drawn from the seeded generator, that fail inside the
+    /// job (`TicketUpdateFailed`) while the rest of the job succeeds.
+    pub job_item_failure_rate: f64,
     /// How many polls a job answers `queued`, then `working`, before it completes.
     pub job_queued_polls: u32,
     pub job_working_polls: u32,
@@ -145,6 +154,7 @@ impl Default for Faults {
             agent_edit_rate: 0.0,
             incremental_per_minute: Some(10),
             job_cap: 30,
+            job_item_failure_rate: 0.0,
             job_queued_polls: 1,
             job_working_polls: 1,
         }
@@ -351,8 +361,9 @@ impl ZendeskSandbox {
             User { id: requester, name: format!("Customer {id}"), role: Role::EndUser, organization_id: None },
         );
         let mut custom = BTreeMap::new();
-        custom.insert(CATEGORY_FIELD_ID, Value::Null);
-        custom.insert(SUMMARY_FIELD_ID, Value::Null);
+        for id in [CATEGORY_FIELD_ID, SUMMARY_FIELD_ID, SENTIMENT_FIELD_ID, LANGUAGE_FIELD_ID] {
+            custom.insert(id, Value::Null);
+        }
         state.tickets.insert(
             id,
             Ticket {
@@ -561,6 +572,18 @@ fn ticket_fields() -> Vec<Value> {
         .collect();
     fields.push(category);
     fields.push(field(SUMMARY_FIELD_ID, "text", "Summary", true));
+    let mut sentiment = field(SENTIMENT_FIELD_ID, "tagger", "Sentiment", true);
+    sentiment["custom_field_options"] = SENTIMENTS
+        .iter()
+        .enumerate()
+        .map(|(i, value)| {
+            let mut name = value.to_string();
+            name[..1].make_ascii_uppercase();
+            json!({"id": 360_013_089_000u64 + i as u64, "name": name, "raw_name": name, "value": value, "default": false})
+        })
+        .collect();
+    fields.push(sentiment);
+    fields.push(field(LANGUAGE_FIELD_ID, "text", "Language", true));
     fields
 }
 
