@@ -7,7 +7,10 @@
 //!   (401 / 400, no run, nothing asked of the model); WooCommerce's ping is answered and queues nothing;
 //! - a product arriving by webhook and by a schedule ticking every second is enriched and written
 //!   once (the model sandbox's and the store's counters);
-//! - the route needs no session (and no loopback Host) while the API still wants the bearer token.
+//! - the route needs no session (and no loopback Host) while the API still wants the bearer token;
+//! - Zendesk: the sandbox account delivers its own signed `ticket.created` webhook when a ticket is
+//!   created, and the ticket is triaged and written within seconds; a stale timestamp, a bad or
+//!   missing signature queue nothing; the other documented body shapes are taken.
 
 mod common;
 
@@ -15,6 +18,8 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use common::woo::{WooSandboxes, woo_env, woo_sandboxes, write_woo_config};
+use common::zendesk::{Helpdesk, helpdesk, write_zendesk_config, zendesk_env};
+use enrichd_zendesk::sandbox::{CATEGORY_FIELD_ID, Delivery, ZendeskSandbox, sign_webhook};
 use common::process::{Enrichd, Env};
 use enrichd::sandbox::provider::Faults;
 use enrichd::store::{ItemState, RunStatus};
@@ -28,6 +33,7 @@ const API_TOKEN: &str = "hooks-test-api-token";
 
 fn env_vars() -> Vec<(&'static str, &'static str)> {
     let mut vars: Vec<_> = woo_env().to_vec();
+    vars.extend(zendesk_env());
     vars.push(("HOOKS_TEST_SECRET", SECRET));
     vars.push(("HOOKS_TEST_API_TOKEN", API_TOKEN));
     vars
@@ -284,7 +290,153 @@ async fn the_hook_needs_no_session_but_the_api_does(db: &common::TestDb) {
     assert_eq!(api.status().as_u16(), 401);
 }
 
+// ---------------------------------------------------------------------------------------------
+// Zendesk
+
+fn hook_config_for(pipeline: &str, schedule: &str) -> String {
+    hook_config(schedule).replace("pipelines.catalogue.webhook", &format!("pipelines.{pipeline}.webhook"))
+}
+
+struct Support {
+    hd: Helpdesk,
+    daemon: Enrichd,
+    _dir: tempfile::TempDir,
+}
+
+/// A Zendesk account whose tickets are all triaged already, the daemon on pipeline `triage` with
+/// its webhook, and a schedule a year away.
+async fn start_support(db: &common::TestDb) -> Support {
+    let hd = helpdesk(ZendeskSandbox::with_triaged_share(8, 5, 1.0)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_zendesk_config(dir.path(), &db.url, &hd, "", &hook_config_for("triage", "0 3 1 1 *"));
+    let vars = env_vars();
+    let env = Env { log_level: "info", vars: &vars, ..Env::default() };
+    let daemon = Enrichd::daemon_with(&config, dir.path().join("daemon.log"), &env);
+    Support { hd, daemon, _dir: dir }
+}
+
+fn category(account: &ZendeskSandbox, id: u64) -> Option<String> {
+    let ticket = account.ticket(id)?;
+    ticket["custom_fields"]
+        .as_array()?
+        .iter()
+        .find(|f| f["id"] == json!(CATEGORY_FIELD_ID))
+        .and_then(|f| f["value"].as_str().map(str::to_owned))
+}
+
+async fn wait_for_category(s: &Support, id: u64, since: Instant, within: Duration) -> Duration {
+    loop {
+        if category(&s.hd.account, id).is_some() {
+            return since.elapsed();
+        }
+        assert!(since.elapsed() < within, "ticket {id} not triaged within {within:?}: {}", s.daemon.output());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn a_new_ticket_is_triaged_within_seconds_of_its_webhook(db: &common::TestDb) {
+    let s = start_support(db).await;
+    let account = &s.hd.account;
+    account.set_webhook(&format!("{}/hooks/triage", s.daemon.base()), SECRET);
+    let created = Instant::now();
+    let id = account.create_ticket("Charged twice for order 1182", "Hello, my card was charged twice. Please refund one.");
+    let took = wait_for_category(&s, id, created, Duration::from_secs(20)).await;
+    eprintln!("zendesk: ticket created -> webhook -> category written: {} ms", took.as_millis());
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    assert_eq!(account.deliveries(), vec![Delivery { ticket_id: id, status: 202 }]);
+    assert_eq!(s.hd.provider.stats().answered, 1, "only the new ticket went to the model");
+    assert_eq!(account.received_writes().len(), 1, "written once: {:?}", account.received_writes());
+    let runs = db.store.runs(&[], 10).await.unwrap();
+    assert_eq!(runs.iter().map(|r| r.trigger_kind.as_str()).collect::<Vec<_>>(), ["webhook"], "{runs:?}");
+}
+
+/// Delivers `body` to `/hooks/triage` as Zendesk does: signed at `timestamp` with `secret` (or not).
+async fn deliver_zendesk(base: &str, body: &[u8], timestamp: Option<&str>, secret: Option<&str>) -> (u16, Value) {
+    let mut request = http()
+        .post(format!("{base}/hooks/triage"))
+        .header("content-type", "application/json; charset=utf-8")
+        .body(body.to_vec());
+    if let Some(ts) = timestamp {
+        request = request.header("x-zendesk-webhook-signature-timestamp", ts);
+    }
+    if let Some(secret) = secret {
+        request = request.header("x-zendesk-webhook-signature", sign_webhook(secret, timestamp.unwrap_or(""), body));
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+fn rfc3339(at: chrono::DateTime<chrono::Utc>) -> String {
+    at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+async fn zendesk_refusals_queue_nothing_and_other_shapes_are_taken(db: &common::TestDb) {
+    let s = start_support(db).await;
+    let base = s.daemon.base();
+    let account = &s.hd.account;
+    // Created without a webhook subscribed: only the deliveries below can bring it in.
+    let id = account.create_ticket("Login fails", "I cannot log in since this morning.");
+    let body = serde_json::to_vec(&json!({ "ticket_id": id.to_string() })).unwrap();
+    let now = rfc3339(chrono::Utc::now());
+
+    let stale = rfc3339(chrono::Utc::now() - chrono::Duration::minutes(10));
+    let (status, answer) = deliver_zendesk(&base, &body, Some(&stale), Some(SECRET)).await;
+    assert_eq!(status, 401, "a correctly signed but stale delivery: {answer}");
+    let error = answer["error"].as_str().unwrap();
+    assert!(error.contains("the window is 300 s") && error.contains("max_age_seconds"), "{error}");
+
+    let (status, answer) = deliver_zendesk(&base, &body, Some(&now), Some("another secret")).await;
+    assert_eq!(status, 401, "{answer}");
+    let (status, answer) = deliver_zendesk(&base, &body, Some(&now), None).await;
+    assert_eq!(status, 401, "{answer}");
+    assert!(answer["error"].as_str().unwrap().contains("missing x-zendesk-webhook-signature"), "{answer}");
+    let (status, answer) = deliver_zendesk(&base, &body, None, Some(SECRET)).await;
+    assert_eq!(status, 401, "{answer}");
+    assert!(answer["error"].as_str().unwrap().contains("x-zendesk-webhook-signature-timestamp"), "{answer}");
+    // Signed over another timestamp than the one sent.
+    let mut request = http()
+        .post(format!("{base}/hooks/triage"))
+        .header("x-zendesk-webhook-signature-timestamp", &now)
+        .header("x-zendesk-webhook-signature", sign_webhook(SECRET, &stale, &body))
+        .body(body.clone());
+    request = request.header("content-type", "application/json");
+    assert_eq!(request.send().await.unwrap().status().as_u16(), 401);
+    // Signed, but naming no ticket.
+    let junk = br#"{"subject": "no id"}"#;
+    let (status, answer) = deliver_zendesk(&base, junk, Some(&now), Some(SECRET)).await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(answer["error"].as_str().unwrap().contains("ticket_id"), "{answer}");
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(db.store.runs(&[], 10).await.unwrap().is_empty(), "nothing was queued");
+    assert_eq!(s.hd.provider.stats().requests, 0);
+    assert!(category(account, id).is_none());
+
+    // The body shapes a Zendesk webhook may be configured with are all taken.
+    let second = account.create_ticket("Parcel lost", "My parcel never arrived.");
+    let third = account.create_ticket("Invoice copy", "Please send a copy of my invoice.");
+    for body in [
+        json!({ "ticket_id": id.to_string() }),
+        json!({ "id": second }),
+        json!({ "ticket": { "id": third, "subject": "Invoice copy" } }),
+    ] {
+        let body = serde_json::to_vec(&body).unwrap();
+        let now = rfc3339(chrono::Utc::now());
+        let (status, answer) = deliver_zendesk(&base, &body, Some(&now), Some(SECRET)).await;
+        assert_eq!(status, 202, "{answer}");
+    }
+    let since = Instant::now();
+    for ticket in [id, second, third] {
+        wait_for_category(&s, ticket, since, Duration::from_secs(20)).await;
+    }
+    assert_eq!(s.hd.provider.subjects().len(), 3, "each ticket triaged once: {:?}", s.hd.provider.subjects());
+    assert!(!s.daemon.output().contains(SECRET), "the secret never reaches the log");
+}
+
 on_both_backends! {
+    zendesk_webhook => a_new_ticket_is_triaged_within_seconds_of_its_webhook;
+    zendesk_refusals => zendesk_refusals_queue_nothing_and_other_shapes_are_taken;
     signed_webhook => a_signed_webhook_is_enriched_within_seconds;
     refused_webhooks => unsigned_or_badly_signed_webhooks_queue_nothing;
     webhook_and_schedule => a_record_by_webhook_and_by_schedule_is_enriched_once;
