@@ -17,13 +17,13 @@ mod common;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
+use common::process::{Enrichd, Env};
 use common::woo::{WooSandboxes, woo_env, woo_sandboxes, write_woo_config};
 use common::zendesk::{Helpdesk, helpdesk, write_zendesk_config, zendesk_env};
-use enrichd_zendesk::sandbox::{CATEGORY_FIELD_ID, Delivery, ZendeskSandbox, sign_webhook};
-use common::process::{Enrichd, Env};
 use enrichd::sandbox::provider::Faults;
 use enrichd::store::{ItemState, RunStatus};
 use enrichd_woocommerce::sandbox::{WooSandbox, generate_catalogue};
+use enrichd_zendesk::sandbox::{CATEGORY_FIELD_ID, Delivery, ZendeskSandbox, sign_webhook};
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
@@ -140,7 +140,7 @@ async fn a_signed_webhook_is_enriched_within_seconds(db: &common::TestDb) {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    eprintln!("webhook received -> value written: {} ms", written.as_millis());
+    eprintln!("woocommerce ({:?}): webhook received -> value written: {} ms", db.store.backend(), written.as_millis());
     assert!(written < Duration::from_secs(5), "written after {written:?}");
     let writes: Vec<_> = shop.writes().into_iter().filter(|w| w.product_id == id).collect();
     assert_eq!(writes.len(), 1, "one write: {writes:?}");
@@ -259,10 +259,7 @@ async fn a_record_by_webhook_and_by_schedule_is_enriched_once(db: &common::TestD
     for (state, reason) in all.iter().filter(|(s, _)| *s != ItemState::Written) {
         assert_eq!(*state, ItemState::Skipped, "{seen_by:?}");
         let reason = reason.as_deref().unwrap_or_default();
-        assert!(
-            reason.contains("already in progress") || reason.contains("nothing is missing"),
-            "{reason}"
-        );
+        assert!(reason.contains("already in progress") || reason.contains("nothing is missing"), "{reason}");
     }
 }
 
@@ -339,9 +336,14 @@ async fn a_new_ticket_is_triaged_within_seconds_of_its_webhook(db: &common::Test
     let account = &s.hd.account;
     account.set_webhook(&format!("{}/hooks/triage", s.daemon.base()), SECRET);
     let created = Instant::now();
-    let id = account.create_ticket("Charged twice for order 1182", "Hello, my card was charged twice. Please refund one.");
+    let id =
+        account.create_ticket("Charged twice for order 1182", "Hello, my card was charged twice. Please refund one.");
     let took = wait_for_category(&s, id, created, Duration::from_secs(20)).await;
-    eprintln!("zendesk: ticket created -> webhook -> category written: {} ms", took.as_millis());
+    eprintln!(
+        "zendesk ({:?}): ticket created -> webhook -> category written: {} ms",
+        db.store.backend(),
+        took.as_millis()
+    );
     assert!(took < Duration::from_secs(10), "{took:?}");
     assert_eq!(account.deliveries(), vec![Delivery { ticket_id: id, status: 202 }]);
     assert_eq!(s.hd.provider.stats().answered, 1, "only the new ticket went to the model");

@@ -70,11 +70,7 @@ pub(super) async fn discover(engine: &Engine, pipeline: &Pipeline, run: Run, sto
             let skip = if wanted.is_empty() {
                 Some("nothing is missing".to_owned())
             } else {
-                reuse_reason(
-                    by_record.get(record.id.as_str()).map(Vec::as_slice).unwrap_or(&[]),
-                    &hash,
-                    &task.version,
-                )
+                reuse_reason(by_record.get(record.id.as_str()).map(Vec::as_slice).unwrap_or(&[]), &hash, &task.version)
             };
             NewItem {
                 entity: entity.clone(),
@@ -105,10 +101,7 @@ pub(super) async fn discover(engine: &Engine, pipeline: &Pipeline, run: Run, sto
         if ids.len() == 1 { "" } else { "s" },
         if missing.is_empty() { String::new() } else { format!(", {} not found", missing.len()) }
     );
-    match store
-        .take_hook_records(run.id, &pipeline.name, &task.version, &engine.owner, &items, &reason)
-        .await
-    {
+    match store.take_hook_records(run.id, &pipeline.name, &task.version, &engine.owner, &items, &reason).await {
         Ok(_) => tracing::info!(
             run = run.id,
             pipeline = %pipeline.name,

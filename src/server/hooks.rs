@@ -63,7 +63,9 @@ async fn take(engine: &Shared, name: &str, headers: &HeaderMap, body: &[u8]) -> 
     let not_here = || {
         Refusal(
             StatusCode::NOT_FOUND,
-            format!("pipeline {name:?} takes no webhooks here: it needs [pipelines.{name}.webhook] and a daemon that works it"),
+            format!(
+                "pipeline {name:?} takes no webhooks here: it needs [pipelines.{name}.webhook] and a daemon that works it"
+            ),
         )
     };
     let pipeline = engine.pipelines.get(name).ok_or_else(not_here)?;
@@ -95,17 +97,19 @@ async fn take(engine: &Shared, name: &str, headers: &HeaderMap, body: &[u8]) -> 
                 Some(topic) => {
                     return Err(Refusal(
                         StatusCode::BAD_REQUEST,
-                        format!("topic {topic:?} is not taken: this pipeline takes product.created and product.updated"),
+                        format!(
+                            "topic {topic:?} is not taken: this pipeline takes product.created and product.updated"
+                        ),
                     ));
                 }
             }
             woocommerce_id(body)?
         }
         "zendesk" => {
-            let signature =
-                header(headers, ZD_SIGNATURE).ok_or_else(|| unauthorized(format!("missing {ZD_SIGNATURE} header: nothing was queued")))?;
-            let timestamp =
-                header(headers, ZD_TIMESTAMP).ok_or_else(|| unauthorized(format!("missing {ZD_TIMESTAMP} header: nothing was queued")))?;
+            let signature = header(headers, ZD_SIGNATURE)
+                .ok_or_else(|| unauthorized(format!("missing {ZD_SIGNATURE} header: nothing was queued")))?;
+            let timestamp = header(headers, ZD_TIMESTAMP)
+                .ok_or_else(|| unauthorized(format!("missing {ZD_TIMESTAMP} header: nothing was queued")))?;
             // The signature first: an unsigned request learns nothing about our clock.
             if !signed(secret, &[timestamp.as_bytes(), body], signature) {
                 return Err(unauthorized(format!(
@@ -185,7 +189,8 @@ fn woocommerce_ping(body: &[u8]) -> Option<u64> {
 }
 
 fn woocommerce_id(body: &[u8]) -> Result<String, Refusal> {
-    let expected = "expected the product JSON WooCommerce sends for product.created and product.updated, with a numeric \"id\"";
+    let expected =
+        "expected the product JSON WooCommerce sends for product.created and product.updated, with a numeric \"id\"";
     let value: Value = serde_json::from_slice(body)
         .map_err(|e| Refusal(StatusCode::BAD_REQUEST, format!("the body is not JSON ({e}); {expected}")))?;
     match value.get("id") {
@@ -252,7 +257,11 @@ mod tests {
             id(r#"{"type": "zen:event-type:ticket.created", "detail": {"id": "35436"}, "id": "cbe4028c"}"#).unwrap(),
             "35436"
         );
-        assert!(id(r#"{"type": "zen:event-type:user.created", "detail": {"id": "1"}}"#).unwrap_err().contains("not a ticket event"));
+        assert!(
+            id(r#"{"type": "zen:event-type:user.created", "detail": {"id": "1"}}"#)
+                .unwrap_err()
+                .contains("not a ticket event")
+        );
         assert!(id(r#"{"subject": "no id"}"#).unwrap_err().contains("ticket_id"));
         assert!(id(r#"{"ticket_id": "12; DROP"}"#).is_err());
         assert!(id("not json").unwrap_err().contains("not JSON"));

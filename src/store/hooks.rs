@@ -172,8 +172,7 @@ impl Store {
                 .await?;
         }
         let mut items = items.to_vec();
-        let wanted: Vec<&str> =
-            items.iter().filter(|i| i.skip.is_none()).map(|i| i.external_id.as_str()).collect();
+        let wanted: Vec<&str> = items.iter().filter(|i| i.skip.is_none()).map(|i| i.external_id.as_str()).collect();
         if !wanted.is_empty() {
             let finished = super::ItemState::ALL
                 .iter()
@@ -199,7 +198,8 @@ impl Store {
                 }
             }
         }
-        let added = self.add_discovered_in(&mut tx, run_id, pipeline, task_version, owner, &items, Some(CLOSED)).await?;
+        let added =
+            self.add_discovered_in(&mut tx, run_id, pipeline, task_version, owner, &items, Some(CLOSED)).await?;
         sqlx::query("UPDATE hook_queue SET taken_at = $1 WHERE run_id = $2 AND taken_at IS NULL")
             .bind(now)
             .bind(run_id)
