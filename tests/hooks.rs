@@ -444,3 +444,47 @@ on_both_backends! {
     webhook_and_schedule => a_record_by_webhook_and_by_schedule_is_enriched_once;
     no_session => the_hook_needs_no_session_but_the_api_does;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Config
+
+/// Loads the WooCommerce test config with `extra` in the pipeline block; the error's text.
+async fn config_error(extra: &str) -> String {
+    common::woo::set_woo_env();
+    // SAFETY: set before configs load; the value never changes within the process.
+    unsafe { std::env::set_var("HOOKS_TEST_SECRET", SECRET) };
+    let sb = woo_sandboxes(complete_store()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_woo_config(dir.path(), "sqlite://unused.db", &sb, "none", 3, 10.0, extra);
+    enrichd::config::Config::load(&path).map(|_| ()).unwrap_err().to_string()
+}
+
+#[tokio::test]
+async fn webhook_config_errors_name_the_key() {
+    let e = config_error("[pipelines.catalogue.webhook]\nsecret = \"s3cret-in-the-file\"\n").await;
+    assert!(e.contains("pipelines.catalogue.webhook.secret") && e.contains("${ENV_VAR}"), "{e}");
+    assert!(!e.contains("s3cret-in-the-file"), "the value is not repeated: {e}");
+    let e = config_error("[pipelines.catalogue.webhook]\nsecret = \"${HOOKS_TEST_SECRET}\"\nmax_age = 5\n").await;
+    assert!(e.contains("pipelines.catalogue.webhook") && e.contains("max_age"), "{e}");
+    let e =
+        config_error("[pipelines.catalogue.webhook]\nsecret = \"${HOOKS_TEST_SECRET}\"\nmax_age_seconds = 0\n").await;
+    assert!(e.contains("pipelines.catalogue.webhook.max_age_seconds"), "{e}");
+    let e = config_error("[pipelines.catalogue.webhook]\nsecret = \"${HOOKS_TEST_UNSET_SECRET}\"\n").await;
+    assert!(e.contains("pipelines.catalogue.webhook.secret") && e.contains("HOOKS_TEST_UNSET_SECRET"), "{e}");
+}
+
+#[tokio::test]
+async fn a_webhook_on_a_platform_without_signed_webhooks_is_refused() {
+    common::set_secret_env();
+    // SAFETY: set before configs load; the value never changes within the process.
+    unsafe { std::env::set_var("HOOKS_TEST_SECRET", SECRET) };
+    let sb = common::sandboxes(1, 1).await;
+    let dir = tempfile::tempdir().unwrap();
+    let options = common::ConfigOptions {
+        extra_pipeline: "[pipelines.catalogue.webhook]\nsecret = \"${HOOKS_TEST_SECRET}\"\n",
+        ..Default::default()
+    };
+    let path = common::write_config(dir.path(), "sqlite://unused.db", &sb, &options);
+    let e = enrichd::config::Config::load(&path).map(|_| ()).unwrap_err().to_string();
+    assert!(e.contains("pipelines.catalogue.webhook") && e.contains("woocommerce and zendesk"), "{e}");
+}
