@@ -66,9 +66,16 @@ struct Setup {
 }
 
 async fn start(db: &common::TestDb, schedule: &str) -> Setup {
+    start_polling(db, schedule, 20).await
+}
+
+/// [`start`] with the daemon's `poll_interval_ms`.
+async fn start_polling(db: &common::TestDb, schedule: &str, poll_ms: u64) -> Setup {
     let sb = woo_sandboxes(complete_store()).await;
     let dir = tempfile::tempdir().unwrap();
     let config = write_woo_config(dir.path(), &db.url, &sb, "none", 3, 10.0, &hook_config(schedule));
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.replace("poll_interval_ms = 20", &format!("poll_interval_ms = {poll_ms}"))).unwrap();
     let vars = env_vars();
     let env = Env { log_level: "info", vars: &vars, ..Env::default() };
     let daemon = Enrichd::daemon_with(&config, dir.path().join("daemon.log"), &env);
@@ -119,8 +126,18 @@ fn description(shop: &WooSandbox, id: u64) -> String {
 }
 
 async fn a_signed_webhook_is_enriched_within_seconds(db: &common::TestDb) {
+    signed_webhook_written_within(db, 20, Duration::from_secs(5)).await
+}
+
+/// At the default `poll_interval_ms` (500): each of discovery, enrichment and write-back may wait
+/// one poll.
+async fn a_signed_webhook_at_the_default_poll_interval(db: &common::TestDb) {
+    signed_webhook_written_within(db, 500, Duration::from_secs(5)).await
+}
+
+async fn signed_webhook_written_within(db: &common::TestDb, poll_ms: u64, limit: Duration) {
     // The schedule is a year away: only the webhook can bring the product in.
-    let s = start(db, "0 3 1 1 *").await;
+    let s = start_polling(db, "0 3 1 1 *", poll_ms).await;
     let shop = &s.sb.shop;
     let id = add_bare_product(shop, "Webhook Anchor Bolt M10");
     let payload = serde_json::to_vec(&shop.product(id).unwrap()).unwrap();
@@ -140,8 +157,12 @@ async fn a_signed_webhook_is_enriched_within_seconds(db: &common::TestDb) {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    eprintln!("woocommerce ({:?}): webhook received -> value written: {} ms", db.store.backend(), written.as_millis());
-    assert!(written < Duration::from_secs(5), "written after {written:?}");
+    eprintln!(
+        "woocommerce ({:?}, poll_interval_ms = {poll_ms}): webhook received -> value written: {} ms",
+        db.store.backend(),
+        written.as_millis()
+    );
+    assert!(written < limit, "written after {written:?}");
     let writes: Vec<_> = shop.writes().into_iter().filter(|w| w.product_id == id).collect();
     assert_eq!(writes.len(), 1, "one write: {writes:?}");
     assert_eq!(s.sb.provider.stats().answered, 1, "one model call, for the new product only");
@@ -440,6 +461,7 @@ on_both_backends! {
     zendesk_webhook => a_new_ticket_is_triaged_within_seconds_of_its_webhook;
     zendesk_refusals => zendesk_refusals_queue_nothing_and_other_shapes_are_taken;
     signed_webhook => a_signed_webhook_is_enriched_within_seconds;
+    signed_webhook_default_poll => a_signed_webhook_at_the_default_poll_interval;
     refused_webhooks => unsigned_or_badly_signed_webhooks_queue_nothing;
     webhook_and_schedule => a_record_by_webhook_and_by_schedule_is_enriched_once;
     no_session => the_hook_needs_no_session_but_the_api_does;
