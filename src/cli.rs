@@ -1,4 +1,4 @@
-//! The command line: `check`, `migrate`, `daemon`, `run`, `status`, `resume`, `review`, `revert`, `sandbox`.
+//! The command line: `check`, `migrate`, `daemon`, `run`, `estimate`, `eval`, `status`, `resume`, `review`, `revert`, `sandbox`.
 //! Exit codes: 0 ok, 1 failed, 2 usage or configuration error.
 
 use std::io::IsTerminal;
@@ -96,6 +96,25 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Measure the model on records a person already filled: the pipeline's task is run on a
+    /// sample of them with those fields emptied, and each answer is compared with the person's
+    /// value (per field: accuracy, per-class precision and recall, confusion matrix, and for each
+    /// confidence threshold the share auto-approved and their accuracy). Writes nothing to the
+    /// platform; the report is stored and shown at /pipelines/PIPELINE/eval.
+    Eval {
+        /// The pipeline's name (`[pipelines.NAME]`).
+        pipeline: String,
+        /// Records to evaluate at most, spread evenly over the listing.
+        #[arg(long, default_value_t = crate::eval::DEFAULT_SAMPLE as u64, value_parser = clap::value_parser!(u64).range(1..))]
+        sample: u64,
+        /// Evaluate only this field (a record field or answer property of the task; repeatable).
+        /// A named free-text field is compared exactly.
+        #[arg(long = "field", value_name = "FIELD")]
+        fields: Vec<String>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show runs: item counts by state, spend, timings; with RUN its report (`--json`: as JSON).
     Status {
         /// One run's id: its report instead of the list of runs.
@@ -150,6 +169,13 @@ enum Command {
     /// catalogue, a simulated model (or OpenAI when OPENAI_API_KEY is set), an SQLite database, and
     /// the daemon running the catalogue pipeline. Ctrl-C stops it all.
     Demo {
+        /// Which demo: `shop` (WooCommerce product copy with a review sample, the default) or
+        /// `helpdesk` (Zendesk ticket triage every minute, confident answers written at once).
+        #[arg(value_enum, default_value_t = DemoKind::Shop)]
+        kind: DemoKind,
+        /// `helpdesk`: tickets in the generated account (about 60% not triaged).
+        #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..))]
+        tickets: u64,
         /// Products in the generated catalogue (about 40% without a description).
         #[arg(long, default_value_t = 300, value_parser = at_least_one)]
         products: usize,
@@ -160,6 +186,15 @@ enum Command {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+}
+
+/// The demos `enrichd demo` runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum DemoKind {
+    /// A WooCommerce shop's product copy, with a review sample.
+    Shop,
+    /// Support-ticket triage on a Zendesk account, every minute.
+    Helpdesk,
 }
 
 impl Command {
@@ -235,6 +270,38 @@ enum SandboxCommand {
         /// A new customer ticket arrives every this many seconds (0: none).
         #[arg(long, default_value_t = 0)]
         new_ticket_every: u64,
+    },
+    /// A Freshdesk account (API v2 over plain HTTP on 127.0.0.1) with generated tickets, a Category
+    /// dropdown, and a share already triaged by agents.
+    Freshdesk {
+        /// Tickets generated.
+        #[arg(long, default_value_t = 200)]
+        tickets: u64,
+        /// Share of tickets (0.0–1.0) agents have already triaged.
+        #[arg(long, default_value_t = 0.4, value_parser = share)]
+        triaged_share: f64,
+        /// Seed of the generated tickets.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Port on 127.0.0.1.
+        #[arg(long, default_value_t = 8705)]
+        port: u16,
+    },
+    /// A Help Scout account (Mailbox API 2.0 and its OAuth2 token endpoint over plain HTTP on
+    /// 127.0.0.1) with generated conversations, a Category field, and a share already triaged.
+    Helpscout {
+        /// Conversations generated.
+        #[arg(long, default_value_t = 200)]
+        conversations: u64,
+        /// Share of conversations (0.0–1.0) agents have already triaged.
+        #[arg(long, default_value_t = 0.4, value_parser = share)]
+        triaged_share: f64,
+        /// Seed of the generated conversations.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Port on 127.0.0.1.
+        #[arg(long, default_value_t = 8706)]
+        port: u16,
     },
     /// An OpenAI-compatible simulated model.
     Provider {
@@ -340,8 +407,11 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
     if let Command::Sandbox(which) = cli.command {
         return sandbox(which).await;
     }
-    if let Command::Demo { products, bind, dir } = &cli.command {
-        return demo(*products, bind, dir.as_deref()).await;
+    if let Command::Demo { kind, tickets, products, bind, dir } = &cli.command {
+        return match kind {
+            DemoKind::Shop => demo(*products, bind, dir.as_deref()).await,
+            DemoKind::Helpdesk => demo_helpdesk(*tickets, bind, dir.as_deref()).await,
+        };
     }
     let mut config = Config::read(&cli.config).map_err(|e| config_error(e.to_string()))?;
     if cli.command.connects() {
@@ -392,6 +462,23 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
                 println!("{}", serde_json::to_string_pretty(&estimate).expect("serialisable"));
             } else {
                 print!("{}", estimate.report());
+            }
+            Ok(())
+        }
+        Command::Eval { pipeline, sample, fields, json } => {
+            config.pipeline(&pipeline).map_err(config_error)?;
+            let store = open_store(&config).await?;
+            let options = crate::eval::EvalOptions { sample: sample as usize, fields };
+            let result = crate::eval::evaluate(&config, &store, &pipeline, &options).await;
+            store.close().await;
+            let report = result.map_err(|e| match e {
+                crate::eval::EvalError::Usage(m) => config_error(m),
+                crate::eval::EvalError::Failed(m) => failed(m),
+            })?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report).expect("serialisable"));
+            } else {
+                print!("{}", report.text());
             }
             Ok(())
         }
@@ -446,6 +533,57 @@ async fn demo(products: usize, bind: &str, dir: Option<&std::path::Path>) -> Res
         println!("            {enrichd} review release --run {} --as YOUR_NAME", run.id);
         println!("  run page  http://{addr}/runs/{} (progress and the report)", run.id);
         println!("  status    {enrichd} status {}", run.id);
+        demo
+    };
+    let demo = serve_daemon(&config, None, Work::Pipelines, announce).await?;
+    drop(demo);
+    Ok(())
+}
+
+async fn demo_helpdesk(tickets: u64, bind: &str, dir: Option<&std::path::Path>) -> Result<(), Failure> {
+    let demo = crate::demo::prepare_helpdesk(tickets, dir, bind).await.map_err(failed)?;
+    let config = Config::load(&demo.config).map_err(|e| failed(format!("the demo's own config: {e}")))?;
+    let store = open_store(&config).await?;
+    let pipeline = &config.pipelines["triage"];
+    // The first run now, not at the first tick: the queue fills while you read this.
+    let new = NewRun {
+        pipeline: "triage".into(),
+        scheduled_for: None,
+        item_limit: None,
+        max_attempts: pipeline.max_attempts as i64,
+        budget_micros: pipeline.budget_usd.map(usd_to_micros),
+        sample: None,
+    };
+    let run = match store.create_run(&new).await.map_err(|e| failed(e.to_string()))? {
+        RunStart::Created(run) | RunStart::AlreadyActive(run) => run,
+        RunStart::TickTaken => unreachable!("manual runs have no tick"),
+    };
+    store.close().await;
+    let exe = std::env::current_exe().map_err(|e| failed(format!("finding this program's path: {e}")))?;
+    let enrichd = format!(
+        "{} --config {}",
+        shell_word(&exe.display().to_string()),
+        shell_word(&demo.config.display().to_string())
+    );
+    let announce = move |addr: SocketAddr| {
+        println!("enrichd demo helpdesk");
+        println!(
+            "  helpdesk  Zendesk sandbox at {} ({} tickets, {} not triaged; a new one every {} s)",
+            demo.account_url,
+            demo.tickets,
+            demo.untriaged,
+            crate::demo::NEW_TICKET_EVERY
+        );
+        println!("  model     {}", demo.model_label);
+        println!("  files     {} (config, SQLite database)", demo.dir.display());
+        println!(
+            "  pipeline  triage: every minute, tickets without a category; answers at least {} sure are written at once",
+            crate::demo::HELPDESK_MIN_CONFIDENCE
+        );
+        println!("  run       {} (the first one, started now)", run.id);
+        println!("  review    http://{addr}/queue (the less sure answers wait here)");
+        println!("  runs      http://{addr}/runs (one run per minute with new tickets; none for a quiet minute)");
+        println!("  status    {enrichd} status");
         demo
     };
     let demo = serve_daemon(&config, None, Work::Pipelines, announce).await?;
@@ -1030,6 +1168,19 @@ async fn resume(config: &Config, run_id: i64, reviewer: &str, as_json: bool) -> 
     Ok(())
 }
 
+/// Moves a sandbox's virtual clock forward a second every second, for as long as the process runs.
+fn follow_wall_clock(advance: impl Fn(i64) + Send + 'static) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            advance(1);
+        }
+    });
+}
+
 /// A running Zendesk sandbox whose clock follows the wall clock.
 pub struct ZendeskAccount {
     pub sandbox: enrichd_zendesk::sandbox::ZendeskSandbox,
@@ -1130,6 +1281,26 @@ async fn sandbox(which: SandboxCommand) -> Result<(), Failure> {
             if new_ticket_every > 0 {
                 println!("  a new ticket arrives every {new_ticket_every} s");
             }
+        }
+        SandboxCommand::Freshdesk { tickets, triaged_share, seed, port } => {
+            use enrichd_freshdesk::sandbox::{API_KEY, FreshdeskSandbox};
+            let account = FreshdeskSandbox::with_triaged_share(tickets, seed, triaged_share);
+            let addr = account.start(at(port)).await.map_err(|e| failed(format!("binding port {port}: {e}")))?;
+            follow_wall_clock(move |s| account.advance(s));
+            println!("Freshdesk sandbox with {tickets} tickets on http://{addr} ; Ctrl-C stops it");
+            println!("  base url:  http://{addr}");
+            println!("  api key:   {API_KEY}");
+        }
+        SandboxCommand::Helpscout { conversations, triaged_share, seed, port } => {
+            use enrichd_helpscout::sandbox::{CLIENT_ID, CLIENT_SECRET, HelpScoutSandbox, MAILBOX_ID};
+            let account = HelpScoutSandbox::with_triaged_share(conversations, seed, triaged_share);
+            let addr = account.start(at(port)).await.map_err(|e| failed(format!("binding port {port}: {e}")))?;
+            follow_wall_clock(move |s| account.advance(s));
+            println!("Help Scout sandbox with {conversations} conversations on http://{addr} ; Ctrl-C stops it");
+            println!("  base url:      http://{addr}");
+            println!("  client id:     {CLIENT_ID}");
+            println!("  client secret: {CLIENT_SECRET}");
+            println!("  mailbox:       {MAILBOX_ID}");
         }
         SandboxCommand::Provider { port, api_key, latency_ms } => {
             let provider = crate::sandbox::provider::ProviderSandbox::new(api_key.as_deref());

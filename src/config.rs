@@ -235,8 +235,10 @@ fn default_retry_max_seconds() -> u64 {
 pub enum ConnectionConfig {
     TestStore(TestStoreConnection),
     WooCommerce(WooCommerceConnection),
-    /// Settings owned and validated by the connector crate (`enrichd-zendesk`).
+    /// Settings owned and validated by the connector crates (`enrichd-zendesk`, ...).
     Zendesk(Box<enrichd_zendesk::ZendeskConfig>),
+    Freshdesk(Box<enrichd_freshdesk::FreshdeskConfig>),
+    HelpScout(Box<enrichd_helpscout::HelpScoutConfig>),
 }
 
 impl ConnectionConfig {
@@ -245,6 +247,8 @@ impl ConnectionConfig {
             ConnectionConfig::TestStore(_) => "teststore",
             ConnectionConfig::WooCommerce(_) => "woocommerce",
             ConnectionConfig::Zendesk(_) => "zendesk",
+            ConnectionConfig::Freshdesk(_) => "freshdesk",
+            ConnectionConfig::HelpScout(_) => "helpscout",
         }
     }
 }
@@ -707,8 +711,10 @@ pub struct Selector {
     /// description also gets its missing tags, SEO meta and alt text).
     #[serde(default)]
     pub fill_all_missing: bool,
-    /// List fields the task adds to (`tags`): proposed for every candidate record whatever the
-    /// record already holds, and written by adding to the record's list (what is there stays).
+    /// Fields proposed for every candidate record whatever the record already holds. A list field
+    /// (`tags`) is written by adding to the record's list (what is there stays); any other field is
+    /// set, on candidates only: for a value the platform always fills with a default, such as
+    /// Freshdesk's `priority` (Low unless someone changed it), which is otherwise never missing.
     #[serde(default)]
     pub add: Vec<String>,
 }
@@ -898,6 +904,12 @@ impl Config {
                 ConnectionConfig::Zendesk(c) => {
                     crate_secrets.extend(c.secrets_mut().into_iter().map(|(key, s)| (at(key), s)));
                 }
+                ConnectionConfig::Freshdesk(c) => {
+                    crate_secrets.extend(c.secrets_mut().into_iter().map(|(key, s)| (at(key), s)));
+                }
+                ConnectionConfig::HelpScout(c) => {
+                    crate_secrets.extend(c.secrets_mut().into_iter().map(|(key, s)| (at(key), s)));
+                }
             }
         }
         for (path, secret) in crate_secrets {
@@ -989,12 +1001,24 @@ impl Config {
                     table,
                     enrichd_zendesk::ZendeskConfig::validate,
                 )?)),
+                "freshdesk" => ConnectionConfig::Freshdesk(Box::new(platform(
+                    file,
+                    &prefix,
+                    table,
+                    enrichd_freshdesk::FreshdeskConfig::validate,
+                )?)),
+                "helpscout" => ConnectionConfig::HelpScout(Box::new(platform(
+                    file,
+                    &prefix,
+                    table,
+                    enrichd_helpscout::HelpScoutConfig::validate,
+                )?)),
                 other => {
                     return Err(err(
                         file,
                         format!("{prefix}.kind"),
                         format!(
-                            "unknown connection kind {other:?}; available: \"teststore\", \"woocommerce\", \"zendesk\""
+                            "unknown connection kind {other:?}; available: \"teststore\", \"woocommerce\", \"zendesk\", \"freshdesk\", \"helpscout\""
                         ),
                     ));
                 }

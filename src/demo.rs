@@ -17,6 +17,15 @@ pub const DEMO_SAMPLE: u64 = 20;
 /// The product copy task shipped in `config/tasks`.
 pub const PRODUCT_COPY_TASK: &str = include_str!("../config/tasks/product_copy.toml");
 
+/// The ticket triage task shipped in `config/tasks`.
+pub const TICKET_TRIAGE_TASK: &str = include_str!("../config/tasks/ticket_triage.toml");
+
+/// Seconds between new customer tickets in `enrichd demo helpdesk`.
+pub const NEW_TICKET_EVERY: u64 = 20;
+
+/// The helpdesk demo's confidence bar: answers at least this sure are written at once.
+pub const HELPDESK_MIN_CONFIDENCE: f64 = 0.8;
+
 /// What the demo started; the sandboxes serve as long as this lives.
 pub struct Demo {
     pub config: PathBuf,
@@ -35,27 +44,8 @@ pub struct Demo {
 /// Starts the sandboxes and writes the demo's config. `dir`: keep everything there (else a
 /// temporary folder, removed on exit); `bind`: the daemon's address.
 pub async fn prepare(products: usize, dir: Option<&Path>, bind: &str) -> Result<Demo, String> {
-    let (temp, dir) = match dir {
-        Some(d) => {
-            std::fs::create_dir_all(d).map_err(|e| format!("--dir {}: {e}", d.display()))?;
-            // Absolute, so the printed commands and the config's paths work from any folder.
-            let d = std::path::absolute(d).map_err(|e| format!("--dir {}: {e}", d.display()))?;
-            (None, d)
-        }
-        None => {
-            let t = tempfile::Builder::new()
-                .prefix("enrichd-demo-")
-                .tempdir()
-                .map_err(|e| format!("creating a temporary folder: {e}"))?;
-            let path = t.path().to_path_buf();
-            (Some(t), path)
-        }
-    };
-    let write = |name: &str, text: &str| -> Result<PathBuf, String> {
-        let path = dir.join(name);
-        std::fs::write(&path, text).map_err(|e| format!("writing {}: {e}", path.display()))?;
-        Ok(path)
-    };
+    let (temp, dir) = working_dir(dir)?;
+    let write = |name: &str, text: &str| write_file(&dir, name, text);
 
     let catalogue = generate_catalogue(products, 2026, 0.4);
     let bare = catalogue
@@ -71,27 +61,7 @@ pub async fn prepare(products: usize, dir: Option<&Path>, bind: &str) -> Result<
     std::fs::create_dir_all(dir.join("tasks")).map_err(|e| format!("creating {}/tasks: {e}", dir.display()))?;
     write("tasks/product_copy.toml", PRODUCT_COPY_TASK)?;
 
-    let (provider, provider_block, model, label) = match std::env::var("OPENAI_API_KEY") {
-        Ok(key) if !key.trim().is_empty() => (
-            None,
-            "kind = \"openai\"\napi_key = \"${OPENAI_API_KEY}\"\nrequests_per_minute = 500".to_owned(),
-            "gpt-4o-mini",
-            "OpenAI gpt-4o-mini (OPENAI_API_KEY is set)".to_owned(),
-        ),
-        _ => {
-            let sim = ProviderSandbox::new(Some("demo-model-key"));
-            sim.write_copy(true);
-            // About what a small hosted model takes per product.
-            sim.set_faults(Faults { latency: Duration::from_millis(400), ..Default::default() });
-            let addr = sim.start(local).await.map_err(|e| format!("starting the simulated model: {e}"))?;
-            let key = write("model-api-key", "demo-model-key")?;
-            let block = format!(
-                "kind = \"openai\"\nbase_url = \"http://{addr}/v1\"\napi_key = \"file:{}\"\n[providers.model.prices.\"simulated\"]\ninput = 0.15\ncached_input = 0.075\noutput = 0.60",
-                key.display()
-            );
-            (Some(sim), block, "simulated", "simulated model (no provider account needed)".to_owned())
-        }
-    };
+    let (provider, provider_block, model, label) = model(&dir, local).await?;
 
     let config = format!(
         r#"# Written by `enrichd demo`. Everything here is local; delete the folder to start over.
@@ -146,4 +116,174 @@ vars = {{ language = "English", brand_voice = "plain, factual and helpful", weig
         provider,
         _temp: temp,
     })
+}
+
+/// The demo's working folder: `dir` (created), or a temporary one removed when the guard drops.
+fn working_dir(dir: Option<&Path>) -> Result<(Option<tempfile::TempDir>, PathBuf), String> {
+    Ok(match dir {
+        Some(d) => {
+            std::fs::create_dir_all(d).map_err(|e| format!("--dir {}: {e}", d.display()))?;
+            // Absolute, so the printed commands and the config's paths work from any folder.
+            let d = std::path::absolute(d).map_err(|e| format!("--dir {}: {e}", d.display()))?;
+            (None, d)
+        }
+        None => {
+            let t = tempfile::Builder::new()
+                .prefix("enrichd-demo-")
+                .tempdir()
+                .map_err(|e| format!("creating a temporary folder: {e}"))?;
+            let path = t.path().to_path_buf();
+            (Some(t), path)
+        }
+    })
+}
+
+fn write_file(dir: &Path, name: &str, text: &str) -> Result<PathBuf, String> {
+    let path = dir.join(name);
+    std::fs::write(&path, text).map_err(|e| format!("writing {}: {e}", path.display()))?;
+    Ok(path)
+}
+
+/// The demo's model: OpenAI gpt-4o-mini when `OPENAI_API_KEY` is set, else the simulated model
+/// (started here, about as slow as a small hosted model): the sandbox, the `[providers.model]`
+/// block, the model name and how to call it.
+async fn model(dir: &Path, local: SocketAddr) -> Result<(Option<ProviderSandbox>, String, &'static str, String), String> {
+    Ok(match std::env::var("OPENAI_API_KEY") {
+        Ok(key) if !key.trim().is_empty() => (
+            None,
+            "kind = \"openai\"\napi_key = \"${OPENAI_API_KEY}\"\nrequests_per_minute = 500".to_owned(),
+            "gpt-4o-mini",
+            "OpenAI gpt-4o-mini (OPENAI_API_KEY is set)".to_owned(),
+        ),
+        _ => {
+            let sim = ProviderSandbox::new(Some("demo-model-key"));
+            sim.write_copy(true);
+            // About what a small hosted model takes per product.
+            sim.set_faults(Faults { latency: Duration::from_millis(400), ..Default::default() });
+            let addr = sim.start(local).await.map_err(|e| format!("starting the simulated model: {e}"))?;
+            let key = write_file(dir, "model-api-key", "demo-model-key")?;
+            let block = format!(
+                "kind = \"openai\"\nbase_url = \"http://{addr}/v1\"\napi_key = \"file:{}\"\n[providers.model.prices.\"simulated\"]\ninput = 0.15\ncached_input = 0.075\noutput = 0.60",
+                key.display()
+            );
+            (Some(sim), block, "simulated", "simulated model (no provider account needed)".to_owned())
+        }
+    })
+}
+
+/// What `enrichd demo helpdesk` started; the sandboxes serve as long as this lives.
+pub struct HelpdeskDemo {
+    pub config: PathBuf,
+    pub dir: PathBuf,
+    pub account_url: String,
+    pub tickets: u64,
+    pub untriaged: usize,
+    pub model_label: String,
+    pub account: crate::cli::ZendeskAccount,
+    pub provider: Option<ProviderSandbox>,
+    _temp: Option<tempfile::TempDir>,
+}
+
+/// Starts a Zendesk sandbox (its clock following the wall clock, a new customer ticket every
+/// [`NEW_TICKET_EVERY`] seconds) and the model, and writes a config whose `triage` pipeline runs every
+/// minute on what changed since the last tick, writing confident answers at once.
+pub async fn prepare_helpdesk(tickets: u64, dir: Option<&Path>, bind: &str) -> Result<HelpdeskDemo, String> {
+    let (temp, dir) = working_dir(dir)?;
+    let local = SocketAddr::from(([127, 0, 0, 1], 0));
+    let account = crate::cli::start_zendesk_sandbox(tickets, 0.4, 2026, local, 0.0, NEW_TICKET_EVERY)
+        .await
+        .map_err(|e| format!("starting the Zendesk sandbox: {e}"))?;
+    // The generated tickets are older than the export's one-minute horizon from the start.
+    account.sandbox.advance(120);
+    let untriaged = account.untriaged();
+    let token = write_file(&dir, "zendesk-api-token", enrichd_zendesk::sandbox::API_TOKEN)?;
+    std::fs::create_dir_all(dir.join("tasks")).map_err(|e| format!("creating {}/tasks: {e}", dir.display()))?;
+    write_file(&dir, "tasks/ticket_triage.toml", TICKET_TRIAGE_TASK)?;
+    let (provider, provider_block, model, label) = model(&dir, local).await?;
+    if let Some(sim) = &provider {
+        sim.classify(Some(triage_classifier()));
+    }
+    let config = format!(
+        r#"# Written by `enrichd demo helpdesk`. Everything here is local; delete the folder to start over.
+[database]
+url = "sqlite://{db}"
+
+[server]
+bind = "{bind}"
+
+[daemon]
+poll_interval_ms = 200
+
+[connections.support]
+kind = "zendesk"
+base_url = "{account}"
+email = "{email}"
+api_token = "file:{token}"
+
+[providers.model]
+{provider_block}
+
+[pipelines.triage]
+connection = "support"
+entity = "tickets"
+task = "ticket_triage"
+provider = "model"
+model = "{model}"
+concurrency = 4
+# Every minute, only what changed since the last tick (the Zendesk export's cursor is kept for the
+# pipeline); a tick with no new ticket makes no run.
+schedule = "* * * * *"
+incremental = true
+write_linger_ms = 500
+# Tickets without a category are candidates; each also gets whatever else the task fills that it is
+# missing; tags from the allow-list are added to the agent's tags, never replacing them.
+select = {{ missing = ["custom.Category"], fill_all_missing = true, add = ["tags"] }}
+allowed = {{ tags = ["refund", "bug", "delivery", "login", "feature_request"] }}
+# Confident answers are written at once; the rest wait in the review queue.
+review = {{ policy = "auto_approve", confidence_field = "confidence", min_confidence = {min_confidence} }}
+"#,
+        db = dir.join("enrichd.db").display(),
+        account = account.base_url,
+        email = enrichd_zendesk::sandbox::EMAIL,
+        token = token.display(),
+        min_confidence = HELPDESK_MIN_CONFIDENCE,
+    );
+    let config = write_file(&dir, "enrichd.toml", &config)?;
+    Ok(HelpdeskDemo {
+        config,
+        dir,
+        account_url: account.base_url.clone(),
+        tickets,
+        untriaged,
+        model_label: label,
+        account,
+        provider,
+        _temp: temp,
+    })
+}
+
+/// How the simulated model triages the sandbox's tickets: it recognises each sample subject's
+/// category, and is unsure (and wrong) on about one ticket in five, which then waits for review.
+fn triage_classifier() -> crate::sandbox::provider::classify::Classifier {
+    use crate::sandbox::provider::classify::{Classifier, ErrorRule};
+    use enrichd_zendesk::sandbox::{CATEGORIES, sample};
+    let languages = 4;
+    let clues = (0..languages * CATEGORIES.len() as u64)
+        .map(|n| {
+            let (subject, _) = sample(n);
+            let category = CATEGORIES[((n / languages) % CATEGORIES.len() as u64) as usize].1;
+            (subject.to_owned(), serde_json::json!(category))
+        })
+        .collect();
+    Classifier {
+        clues: [("category".to_owned(), clues)].into(),
+        confidence_property: "confidence".into(),
+        confidence: 0.93,
+        rules: vec![ErrorRule {
+            modulus: 5,
+            buckets: vec![0],
+            answers: [("category".to_owned(), serde_json::json!("feedback"))].into(),
+            confidence: 0.55,
+        }],
+    }
 }

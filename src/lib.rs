@@ -7,6 +7,7 @@ pub mod config;
 pub mod demo;
 pub mod engine;
 pub mod estimate;
+pub mod eval;
 pub mod provider;
 pub mod sandbox;
 pub mod scheduler;

@@ -89,6 +89,7 @@ pub fn router(engine: Shared, site: Site) -> Router {
         .route("/api/runs/{id}/resume", post(resume))
         .route("/api/runs/{id}/report", get(report))
         .route("/api/runs/{id}/revert", post(revert_run))
+        .route("/api/pipelines/{name}/evals", get(evals))
         .route("/api/review", get(queue))
         .route("/api/review/bulk", post(bulk))
         .route("/api/items/{id}", get(item))
@@ -209,6 +210,22 @@ async fn metrics(State(state): State<ApiState>) -> Response {
 
 async fn runs(State(engine): State<Shared>) -> ApiResult {
     ok(json!({ "runs": engine.store.runs(&[], 100).await? }))
+}
+
+/// The pipeline's stored `enrichd eval` reports, newest first (each as `enrichd eval --json` printed it).
+async fn evals(State(engine): State<Shared>, Path(name): Path<String>) -> ApiResult {
+    let reports: Vec<Value> = engine
+        .store
+        .eval_reports(&name, 100)
+        .await?
+        .into_iter()
+        .map(|r| {
+            let mut report = r.report;
+            report["id"] = json!(r.id);
+            report
+        })
+        .collect();
+    ok(json!({ "pipeline": name, "reports": reports }))
 }
 
 async fn run(State(engine): State<Shared>, Path(id): Path<i64>) -> ApiResult {

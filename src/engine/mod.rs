@@ -144,8 +144,19 @@ pub struct Engine {
     pub daemon: DaemonConfig,
 }
 
-/// A connector for one configured connection.
+/// A connector for one configured connection, keeping no tokens it acquires (see [`build_connection`]).
 pub fn build_connector(config: &ConnectionConfig) -> Arc<dyn Connector> {
+    build_connection("", config, None)
+}
+
+/// A connector for connection `name`; tokens it acquires at run time (Help Scout's client
+/// credentials) are kept in `tokens`, encrypted, when given.
+pub fn build_connection(
+    name: &str,
+    config: &ConnectionConfig,
+    tokens: Option<Arc<dyn enrichd_connector::oauth2::TokenStore>>,
+) -> Arc<dyn Connector> {
+    let at = format!("connections.{name}");
     match config {
         ConnectionConfig::TestStore(c) => Arc::new(enrichd_teststore::TestStore::new(
             &c.base_url,
@@ -159,10 +170,22 @@ pub fn build_connector(config: &ConnectionConfig) -> Arc<dyn Connector> {
                 .expect("woocommerce connections are validated when the config loads"),
         ),
         ConnectionConfig::Zendesk(c) => Arc::new(
-            c.validate("connections")
+            c.validate(&at)
                 .ok()
                 .and_then(|o| enrichd_zendesk::Zendesk::new(o).ok())
                 .expect("zendesk connections are validated when the config loads"),
+        ),
+        ConnectionConfig::Freshdesk(c) => Arc::new(
+            c.validate(&at)
+                .ok()
+                .and_then(|o| enrichd_freshdesk::Freshdesk::new(o).ok())
+                .expect("freshdesk connections are validated when the config loads"),
+        ),
+        ConnectionConfig::HelpScout(c) => Arc::new(
+            c.validate(&at)
+                .ok()
+                .and_then(|o| enrichd_helpscout::HelpScout::new(name, o, tokens).ok())
+                .expect("helpscout connections are validated when the config loads"),
         ),
     }
 }
@@ -182,8 +205,18 @@ impl Engine {
     /// and providers can connect only when the config's secrets are resolved
     /// ([`Config::resolve_secrets`]); before, they hold the references, not credentials.
     pub fn build(config: &Config, store: Store) -> Engine {
-        let connectors: BTreeMap<String, Arc<dyn Connector>> =
-            config.connections.iter().map(|(name, c)| (name.clone(), build_connector(c))).collect();
+        // Tokens connections acquire are kept only encrypted: without `database.secret_key` they
+        // live in memory and are requested again after a restart.
+        let vault: Option<Arc<dyn enrichd_connector::oauth2::TokenStore>> =
+            config.database.secret_key.as_ref().map(|key| {
+                Arc::new(crate::store::CredentialVault::new(store.clone(), Some(&key.0)))
+                    as Arc<dyn enrichd_connector::oauth2::TokenStore>
+            });
+        let connectors: BTreeMap<String, Arc<dyn Connector>> = config
+            .connections
+            .iter()
+            .map(|(name, c)| (name.clone(), build_connection(name, c, vault.clone())))
+            .collect();
         let providers: BTreeMap<String, Arc<Provider>> =
             config.providers.iter().map(|(name, p)| (name.clone(), Arc::new(Provider::build(name, p)))).collect();
         let tasks = pipeline_tasks(config);

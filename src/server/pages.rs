@@ -54,6 +54,7 @@ pub fn routes(engine: Arc<Engine>, access: Access, html_fields: BTreeMap<String,
         .route("/runs/{id}/release", post(release))
         .route("/runs/{id}/resume", post(resume))
         .route("/runs/{id}/revert", get(revert_run_page).post(revert_run_action))
+        .route("/pipelines/{name}/eval", get(eval_page))
         .route("/queue", get(queue_page))
         .route("/queue/bulk", post(bulk))
         .route("/items/{id}", get(item_page))
@@ -93,6 +94,7 @@ fn templates() -> Environment<'static> {
         ("revert.html", include_str!("../../templates/revert.html")),
         ("release.html", include_str!("../../templates/release.html")),
         ("error.html", include_str!("../../templates/error.html")),
+        ("eval.html", include_str!("../../templates/eval.html")),
     ] {
         env.add_template(name, source).unwrap_or_else(|e| panic!("template {name}: {e}"));
     }
@@ -262,6 +264,144 @@ async fn logout(State(pages): State<Pages>, visitor: Visitor) -> Response {
     response
 }
 
+// ---- evaluations ----
+
+/// Reports listed on a pipeline's evaluation page.
+const EVALS_LIMIT: i64 = 100;
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct EvalQuery {
+    report: Option<i64>,
+}
+
+/// `/pipelines/{name}/eval`: the pipeline's latest `enrichd eval` report in full (or the one asked
+/// for with `?report=ID`), and the list of its reports.
+async fn eval_page(
+    State(pages): State<Pages>,
+    visitor: Visitor,
+    Path(name): Path<String>,
+    Query(q): Query<EvalQuery>,
+) -> Result<Html<String>, PageError> {
+    let stored = pages.store.eval_reports(&name, EVALS_LIMIT).await?;
+    if stored.is_empty() && !pages.engine.tasks.contains_key(&name) {
+        return Err(PageError::Store(StoreError::NotFound(format!("pipeline {name:?}"))));
+    }
+    let shown = match q.report {
+        Some(id) => {
+            let one = pages.store.eval_report(id).await?;
+            if one.pipeline != name {
+                return Err(PageError::Store(StoreError::NotFound(format!("eval report {id} of pipeline {name:?}"))));
+            }
+            Some(one)
+        }
+        None => stored.first().cloned(),
+    };
+    let list: Vec<Value> = stored
+        .iter()
+        .map(|r| {
+            let summary: Vec<String> = r.report["fields"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|f| f["evaluated"] == true)
+                .map(|f| {
+                    format!(
+                        "{} {}",
+                        f["field"].as_str().unwrap_or(""),
+                        crate::eval::report::percent(f["accuracy"].as_f64())
+                    )
+                })
+                .collect();
+            json!({
+                "id": r.id,
+                "created": utc(r.created_at),
+                "model": r.model,
+                "sampled": r.sampled,
+                "summary": summary.join(" · "),
+                "current": shown.as_ref().is_some_and(|s| s.id == r.id),
+            })
+        })
+        .collect();
+    let report = match &shown {
+        Some(s) => Some(eval_view(s)?),
+        None => None,
+    };
+    pages.render("eval.html", "runs", &visitor, json!({ "pipeline": name, "reports": list, "report": report }))
+}
+
+/// A stored report as the page shows it: figures as percentages, the matrix with numbered columns.
+fn eval_view(stored: &crate::store::StoredEval) -> Result<Value, PageError> {
+    let report: crate::eval::EvalReport = serde_json::from_value(stored.report.clone())
+        .map_err(|e| PageError::Store(StoreError::Corrupt(format!("eval report {}: {e}", stored.id))))?;
+    let pct = |v: Option<f64>| crate::eval::report::percent(v);
+    let fields: Vec<Value> = report
+        .fields
+        .iter()
+        .map(|f| {
+            let Some(s) = f.scores.as_ref().filter(|_| f.evaluated) else {
+                return json!({ "field": f.field, "property": f.property, "evaluated": false, "reason": f.reason });
+            };
+            let labels: Vec<Value> =
+                s.confusion.labels.iter().enumerate().map(|(i, l)| json!({ "n": i + 1, "label": l })).collect();
+            let rows: Vec<Value> = s
+                .confusion
+                .labels
+                .iter()
+                .zip(&s.confusion.matrix)
+                .enumerate()
+                .map(|(i, (l, row))| {
+                    let cells: Vec<Value> =
+                        row.iter().enumerate().map(|(j, n)| json!({ "n": n, "diagonal": i == j })).collect();
+                    json!({ "n": i + 1, "label": l, "cells": cells })
+                })
+                .collect();
+            json!({
+                "field": f.field,
+                "property": f.property,
+                "evaluated": true,
+                "compared_as": f.compared_as,
+                "items": f.items,
+                "failed": f.failed,
+                "scored": s.scored,
+                "correct": s.correct,
+                "accuracy": pct(s.accuracy),
+                "classes": s.classes.iter().map(|c| json!({
+                    "class": c.class, "truth": c.truth, "predicted": c.predicted, "correct": c.correct,
+                    "precision": pct(c.precision), "recall": pct(c.recall),
+                })).collect::<Vec<_>>(),
+                "labels": labels,
+                "rows": rows,
+                "thresholds": s.thresholds.iter().map(|t| json!({
+                    "threshold": t.threshold, "approved": t.approved, "share": pct(Some(t.share)),
+                    "correct": t.correct, "accuracy": pct(t.accuracy),
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    Ok(json!({
+        "id": stored.id,
+        "created": utc(report.created_at),
+        "task": report.task,
+        "task_version": report.task_version,
+        "provider": report.provider,
+        "model": report.model,
+        "records_read": report.records_read,
+        "records_found": report.records_found,
+        "sampled": report.sampled,
+        "requests": report.requests,
+        "answered": report.answered,
+        "failed": report.failed,
+        "not_sent": report.not_sent,
+        "problems": report.problems,
+        "tokens_in": report.tokens_in,
+        "tokens_out": report.tokens_out,
+        "cost": report.cost_usd.map_or_else(|| "unknown (no price for this model)".to_owned(), |c| format!("${c:.4}")),
+        "confidence_field": report.confidence_field,
+        "fields": fields,
+    }))
+}
+
 // ---- runs ----
 
 #[derive(Serialize)]
@@ -352,7 +492,8 @@ async fn runs_page(State(pages): State<Pages>, visitor: Visitor) -> Result<Html<
         views.push(run_view(&run, &counts));
     }
     let can_act = visitor.reviewer.is_some();
-    pages.render("runs.html", "runs", &visitor, json!({ "runs": views, "can_act": can_act }))
+    let pipelines: Vec<&String> = pages.engine.tasks.keys().collect();
+    pages.render("runs.html", "runs", &visitor, json!({ "runs": views, "can_act": can_act, "pipelines": pipelines }))
 }
 
 async fn run_page(

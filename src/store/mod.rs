@@ -14,6 +14,7 @@
 mod batches;
 mod commit;
 mod credentials;
+mod evals;
 mod hooks;
 mod items;
 mod pipelines;
@@ -30,6 +31,7 @@ use sqlx::{AnyPool, Executor, Row};
 
 pub use batches::{BatchRow, NewBatch};
 pub use credentials::CredentialVault;
+pub use evals::{NewEval, StoredEval};
 pub use hooks::{HookQueued, HookRecord};
 pub use items::{
     Claim, EnrichFailure, EventRecord, FieldChange, Item, NewItem, PriorItem, Proposal, RetryPolicy, Usage,

@@ -5,6 +5,7 @@
 //! where they fail.
 #![allow(dead_code)]
 
+pub mod freshdesk;
 pub mod harness;
 pub mod process;
 pub mod woo;

@@ -481,17 +481,18 @@ async fn a_wrong_api_key_is_a_clear_permanent_failure() {
 }
 
 #[tokio::test]
-async fn agents_editing_during_a_run_show_as_new_versions_on_the_next_read() {
+async fn agents_editing_between_pull_and_re_read_show_as_new_versions() {
     let sandbox = FreshdeskSandbox::with_triaged_share(30, 8, 0.0);
     sandbox.set_faults(Faults { agent_edit_rate: 0.3, ..Default::default() });
     let freshdesk = key_connector(&start(&sandbox).await);
-    let ids: Vec<String> = (1..=30).map(|id| id.to_string()).collect();
-    // The engine's re-read just before writing; agents pick up some tickets right after it.
-    let pulled = freshdesk.fetch("tickets", &ids).await.unwrap();
+    let (pulled, _, _) = list_all(&freshdesk, PageRequest { cursor: None, per_page: 100, modified_after: None }).await;
+    assert_eq!(pulled.len(), 30);
+    assert!(sandbox.agent_edited().is_empty(), "listing alone does not trigger the agents");
+    // The engine's re-read just before writing; agents picked up some tickets since the pull.
+    let ids: Vec<String> = pulled.iter().map(|r| r.id.clone()).collect();
+    let now = freshdesk.fetch("tickets", &ids).await.unwrap();
     let edited = sandbox.agent_edited();
     assert!(!edited.is_empty() && edited.len() < 30, "{edited:?}");
-    sandbox.set_faults(Faults::default());
-    let now = freshdesk.fetch("tickets", &ids).await.unwrap();
     for (before, after) in pulled.iter().zip(&now) {
         let was_edited = edited.contains(&before.id.parse().unwrap());
         // Freshdesk has no concurrency token: this version change is what the engine's re-check
@@ -502,6 +503,10 @@ async fn agents_editing_during_a_run_show_as_new_versions_on_the_next_read() {
             assert!(after.fields["tags"].as_array().unwrap().contains(&json!("agent_edited")));
         }
     }
+    // Agents strike once per ticket, before its first read: a read-back sees what the re-read saw.
+    let again = freshdesk.fetch("tickets", &ids).await.unwrap();
+    assert_eq!(sandbox.agent_edited(), edited);
+    assert!(again.iter().zip(&now).all(|(a, b)| a.version == b.version));
 }
 
 /// Requests and time for listing 1,000 tickets and writing 100, printed for the README

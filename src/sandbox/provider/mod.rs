@@ -15,6 +15,7 @@
 //! time of every realtime request is kept for checking a rate limit from the outside.
 
 mod anthropic;
+pub mod classify;
 mod copy;
 mod gemini;
 mod openai;
@@ -176,6 +177,8 @@ struct Inner {
     arrivals: Vec<Instant>,
     /// Answer with copy written from the record in the prompt ([`ProviderSandbox::write_copy`]).
     copywriter: bool,
+    /// Answer as a classifier with a known error pattern ([`ProviderSandbox::classify`]).
+    classifier: Option<Arc<classify::Classifier>>,
 }
 
 /// A provider sandbox. Cloning shares it.
@@ -200,6 +203,13 @@ impl ProviderSandbox {
     /// category, attributes, price) instead of the deterministic test answers: for demos.
     pub fn write_copy(&self, on: bool) {
         self.lock().copywriter = on;
+    }
+
+    /// From now on, answers every record in a prompt as `classifier` says (see [`classify`]: clues
+    /// read from the record's data, and wrong answers with their own confidence for the records
+    /// whose id hashes into a rule's buckets); `None` goes back to the plain answers.
+    pub fn classify(&self, classifier: Option<classify::Classifier>) {
+        self.lock().classifier = classifier.map(Arc::new);
     }
 
     pub fn set_faults(&self, faults: Faults) {
@@ -368,8 +378,15 @@ impl ProviderSandbox {
 
     /// The answer to `user` under `schema`, with packed-item drops injected; records subjects.
     pub(crate) fn answer(&self, faults: &Faults, schema: &Value, user: &str) -> Value {
-        let copy = self.lock().copywriter.then(|| copy::answer(schema, user)).flatten();
-        let mut answer = copy.unwrap_or_else(|| answer_to(schema, user));
+        let (copywriter, classifier) = {
+            let inner = self.lock();
+            (inner.copywriter, inner.classifier.clone())
+        };
+        let written = match classifier {
+            Some(c) => Some(c.answer(schema, user)),
+            None => copywriter.then(|| copy::answer(schema, user)).flatten(),
+        };
+        let mut answer = written.unwrap_or_else(|| answer_to(schema, user));
         if let Some(items) = answer.get_mut("items").and_then(Value::as_array_mut)
             && items.len() > 1
             && self.roll() < faults.packed_drop_rate

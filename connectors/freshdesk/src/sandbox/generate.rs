@@ -1,6 +1,7 @@
 //! Generated tickets: several languages, a conversation per ticket (the customer's messages, agents'
 //! public replies and private notes), tags, the "Category" dropdown, and a share already triaged by
-//! agents (their category, priority, type and `triaged` tag are the ground truth for `eval`).
+//! agents (their category, sentiment, language, priority, type and `triaged` tag are the ground truth
+//! for `eval`).
 
 use std::collections::BTreeMap;
 
@@ -8,10 +9,13 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::Value;
 
-use super::{CATEGORY_FIELD, Conversation, SUMMARY_FIELD, Ticket};
+use super::{CATEGORY_FIELD, Conversation, LANGUAGE_FIELD, SENTIMENT_FIELD, SUMMARY_FIELD, Ticket};
 
 /// The Category dropdown's choices, as Freshdesk stores them (the label is the value).
 pub const CATEGORIES: [&str; 5] = ["Billing", "Technical issue", "Shipping", "Account access", "Feedback"];
+
+/// The Sentiment dropdown's choices.
+pub const SENTIMENTS: [&str; 3] = ["Positive", "Neutral", "Negative"];
 
 /// The account's ticket types (the `ticket_type` field's choices, Freshdesk's defaults).
 pub const TICKET_TYPES: [&str; 5] = ["Question", "Incident", "Problem", "Feature Request", "Refund"];
@@ -119,12 +123,21 @@ pub fn tickets(count: u64, seed: u64, now: i64, triaged_share: f64) -> Generated
             tags.push(EXTRA_TAGS[rng.random_range(0..EXTRA_TAGS.len())].to_owned());
         }
         let mut custom = BTreeMap::new();
-        custom.insert(CATEGORY_FIELD.to_owned(), Value::Null);
-        custom.insert(SUMMARY_FIELD.to_owned(), Value::Null);
+        for field in [CATEGORY_FIELD, SENTIMENT_FIELD, LANGUAGE_FIELD, SUMMARY_FIELD] {
+            custom.insert(field.to_owned(), Value::Null);
+        }
         // Freshdesk gives every ticket a priority (Low unless set) and an Open status.
         let (mut priority, mut kind, mut status) = (1u8, None, 2u8);
         if triaged {
             custom.insert(CATEGORY_FIELD.to_owned(), Value::from(CATEGORIES[category]));
+            // Derived, not drawn, so the seeded draws (and every other ticket) stay as they were.
+            let sentiment = match category {
+                4 => "Positive",
+                _ if id % 4 == 0 => "Neutral",
+                _ => "Negative",
+            };
+            custom.insert(SENTIMENT_FIELD.to_owned(), Value::from(sentiment));
+            custom.insert(LANGUAGE_FIELD.to_owned(), Value::from(language));
             tags.push("triaged".to_owned());
             priority = rng.random_range(1..=4);
             kind = Some(TICKET_TYPES[rng.random_range(0..TICKET_TYPES.len())].to_owned());

@@ -357,18 +357,19 @@ impl State {
     fn show(&mut self, id: u64) -> Reply {
         self.stats.ticket_reads += 1;
         let Some(ticket) = self.tickets.get(&id) else { return not_found() };
-        let body = render_ticket(ticket, true);
-        // Agents at work: right after a ticket is read (as a connector re-reads before writing),
-        // an agent may pick it up, raise its priority and tag it.
+        // Agents at work: between the listing and the first read of a ticket by id (the engine's
+        // re-read just before it writes), an agent may pick it up, raise its priority and tag it.
+        // Freshdesk has no concurrency token, so an edit after that read cannot be detected by any
+        // client; this one can, and must end as a conflict.
         let rate = self.faults.agent_edit_rate;
-        if rate > 0.0 && self.rng.random::<f64>() < rate {
+        if self.read_by_id.insert(id) && rate > 0.0 && self.rng.random::<f64>() < rate {
             let mut tags = ticket.tags.clone();
             tags.push("agent_edited".into());
             if self.apply(id, &json!({"priority": 4, "tags": tags})).is_ok() {
                 self.agent_edited.push(id);
             }
         }
-        ok(body)
+        ok(render_ticket(&self.tickets[&id], true))
     }
 
     fn update(&mut self, id: u64, body: &[u8]) -> Reply {

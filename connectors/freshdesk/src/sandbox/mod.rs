@@ -21,7 +21,7 @@
 //!   list (a value that is no longer a choice fails that ticket; [`Faults::bulk_failure_rate`] fails a
 //!   seeded share), the changes applied when the job completes;
 //! - agents editing tickets between pull and write ([`FreshdeskSandbox::edit_as_agent`],
-//!   [`Faults::agent_edit_rate`] right after a ticket is read);
+//!   [`Faults::agent_edit_rate`] just before a ticket's first read by id);
 //! - `X-RateLimit-Total`/`-Remaining`/`-Used-CurrentRequest` on every response, injected 429s with
 //!   `Retry-After`, 503s, malformed bodies and latency, counted or as a seeded mix.
 //!
@@ -39,7 +39,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde_json::{Map, Value, json};
 
-pub use generate::{AGENT_IDS, CATEGORIES, COMPANIES, TICKET_TYPES};
+pub use generate::{AGENT_IDS, CATEGORIES, COMPANIES, SENTIMENTS, TICKET_TYPES};
 
 /// The API key every sandbox accepts (Basic auth `API_KEY:X`).
 pub const API_KEY: &str = "sandboxfreshdeskapikey00";
@@ -50,6 +50,10 @@ pub const DOMAIN: &str = "enrichd-sandbox";
 pub const CATEGORY_FIELD: &str = "cf_category";
 /// The name of the "Summary" text custom field.
 pub const SUMMARY_FIELD: &str = "cf_summary";
+/// The name of the "Sentiment" dropdown custom field (choices [`SENTIMENTS`]).
+pub const SENTIMENT_FIELD: &str = "cf_sentiment";
+/// The name of the "Language" text custom field (a BCP 47 tag such as `de`).
+pub const LANGUAGE_FIELD: &str = "cf_language";
 /// The sandbox clock's start: 2026-01-05T09:00:00Z.
 pub const START: i64 = 1_767_603_600;
 /// Freshdesk's page wall: `GET /tickets` refuses pages past this.
@@ -108,8 +112,9 @@ pub struct Faults {
     pub server_error_rate: f64,
     /// Milliseconds every request waits before it is answered.
     pub latency_ms: u64,
-    /// Share of tickets that an agent edits right after `GET /tickets/{id}` returned them (priority
-    /// Urgent, tag `agent_edited`): agents at work between enrichd's re-read and its write.
+    /// Share of tickets that an agent edits (priority Urgent, tag `agent_edited`) after they were
+    /// listed and just before the first `GET /tickets/{id}` of each is answered: agents at work
+    /// between enrichd's pull and its re-read before writing, which that re-read must catch.
     pub agent_edit_rate: f64,
     /// Share of tickets in a bulk job that fail (seeded), as an account's automations or locks do.
     pub bulk_failure_rate: f64,
@@ -196,6 +201,8 @@ pub(crate) struct State {
     job_seq: u64,
     rng: rand_chacha::ChaCha8Rng,
     agent_edited: Vec<u64>,
+    /// Tickets read by id at least once (the agent-edit fault strikes before the first read).
+    read_by_id: std::collections::HashSet<u64>,
 }
 
 /// A Freshdesk helpdesk in memory. Clones share the account.
@@ -230,6 +237,7 @@ impl FreshdeskSandbox {
             job_seq: 0,
             rng: rand::SeedableRng::seed_from_u64(seed ^ 0xf4e5_d35c),
             agent_edited: Vec::new(),
+            read_by_id: std::collections::HashSet::new(),
         };
         Self { state: Arc::new(Mutex::new(state)) }
     }
@@ -330,8 +338,9 @@ impl FreshdeskSandbox {
         state.next_ticket_id += 1;
         let now = state.now;
         let mut custom = BTreeMap::new();
-        custom.insert(CATEGORY_FIELD.to_owned(), Value::Null);
-        custom.insert(SUMMARY_FIELD.to_owned(), Value::Null);
+        for field in [CATEGORY_FIELD, SENTIMENT_FIELD, LANGUAGE_FIELD, SUMMARY_FIELD] {
+            custom.insert(field.to_owned(), Value::Null);
+        }
         let ticket = Ticket {
             id,
             created_at: now,
@@ -489,8 +498,9 @@ impl State {
 }
 
 /// The account's ticket fields: the default fields enrichd reads (with Freshdesk's choice shapes:
-/// priority and status as label → number maps, ticket types as a list), the "Category" dropdown
-/// and a "Summary" text field.
+/// priority and status as label → number maps, ticket types as a list), the "Category" and
+/// "Sentiment" dropdowns and the "Summary" and "Language" text fields (custom fields an admin adds
+/// for triage: Freshdesk has none of them built in).
 fn ticket_fields() -> Vec<Value> {
     let field = |id: u64, name: &str, label: &str, kind: &str, default: bool, position: u64| {
         json!({
@@ -512,6 +522,8 @@ fn ticket_fields() -> Vec<Value> {
     priority["choices"] = json!({"Low": 1, "Medium": 2, "High": 3, "Urgent": 4});
     let mut category = field(80_000_100_010, CATEGORY_FIELD, "Category", "custom_dropdown", false, 10);
     category["choices"] = json!(CATEGORIES);
+    let mut sentiment = field(80_000_100_012, SENTIMENT_FIELD, "Sentiment", "custom_dropdown", false, 12);
+    sentiment["choices"] = json!(SENTIMENTS);
     vec![
         field(80_000_100_001, "requester", "Search a requester", "default_requester", true, 1),
         field(80_000_100_002, "subject", "Subject", "default_subject", true, 2),
@@ -521,6 +533,8 @@ fn ticket_fields() -> Vec<Value> {
         field(80_000_100_006, "description", "Description", "default_description", true, 6),
         category,
         field(80_000_100_011, SUMMARY_FIELD, "Summary", "custom_text", false, 11),
+        sentiment,
+        field(80_000_100_013, LANGUAGE_FIELD, "Language", "custom_text", false, 13),
     ]
 }
 
