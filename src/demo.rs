@@ -147,7 +147,10 @@ fn write_file(dir: &Path, name: &str, text: &str) -> Result<PathBuf, String> {
 /// The demo's model: OpenAI gpt-4o-mini when `OPENAI_API_KEY` is set, else the simulated model
 /// (started here, about as slow as a small hosted model): the sandbox, the `[providers.model]`
 /// block, the model name and how to call it.
-async fn model(dir: &Path, local: SocketAddr) -> Result<(Option<ProviderSandbox>, String, &'static str, String), String> {
+async fn model(
+    dir: &Path,
+    local: SocketAddr,
+) -> Result<(Option<ProviderSandbox>, String, &'static str, String), String> {
     Ok(match std::env::var("OPENAI_API_KEY") {
         Ok(key) if !key.trim().is_empty() => (
             None,

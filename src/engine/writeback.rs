@@ -123,6 +123,11 @@ async fn write_batch(engine: &Engine, pipeline: &Pipeline, items: Vec<Item>) {
     let replaced: Vec<(i64, serde_json::Map<String, serde_json::Value>)> = to_write
         .iter()
         .map(|(item, change)| {
+            // An earlier attempt kept them before its first call went out; what it may have
+            // written since is ours, not what an undo should put back.
+            if let Some(kept) = item.replaced.as_ref().filter(|k| change.fields.keys().all(|f| k.contains_key(f))) {
+                return (item.id, kept.clone());
+            }
             let record = current.get(item.external_id.as_str());
             let before = change
                 .fields
@@ -271,6 +276,9 @@ async fn check_item(
         return Ok(None);
     }
     if record.version.0 != item.record_version {
+        if let Some(change) = finish_half_done(pipeline, item, proposal, record) {
+            return Ok(Some(change));
+        }
         let reason = format!(
             "record {} changed upstream since it was pulled (version {} → {}); nothing was written",
             item.external_id, item.record_version, record.version
@@ -285,6 +293,45 @@ async fn check_item(
         native: record.native.clone(),
         mode: WriteMode::Merge,
     }))
+}
+
+/// A write an earlier attempt left half done: a platform without a batch update (Help Scout: one
+/// call for the custom fields, one for the tags) stored part of the change, then failed with an
+/// error worth retrying. The record's version moved — by our own write — so the plain check would
+/// call it a conflict and leave it half written. It is finished instead when the evidence says
+/// nobody else touched what we write: this item tried before, some fields already hold our values,
+/// and every other field still holds what it held at the pull. Then the rest is written against the
+/// record as it is now (the connector merges tags with the current set). Anything else is a conflict.
+fn finish_half_done(
+    pipeline: &Pipeline,
+    item: &Item,
+    proposal: &crate::store::Proposal,
+    record: &Record,
+) -> Option<Change> {
+    if item.write_attempts == 0 {
+        return None;
+    }
+    let connector = pipeline.connector.as_ref();
+    let mut ours = 0;
+    for (field, change) in &proposal.fields {
+        let stored = record.field(field);
+        if connector.holds(field, change.value(), stored) {
+            ours += 1;
+        } else if !connector.restored(field, &change.before, stored) {
+            return None;
+        }
+    }
+    if ours == 0 {
+        return None;
+    }
+    tracing::info!(pipeline = %pipeline.name, record = %item.external_id, "finishing a write an earlier attempt left half done");
+    Some(Change {
+        id: item.external_id.clone(),
+        base_version: record.version.clone(),
+        fields: proposal.values(),
+        native: record.native.clone(),
+        mode: WriteMode::Merge,
+    })
 }
 
 pub(super) async fn poll_until_done(

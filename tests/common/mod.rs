@@ -7,6 +7,7 @@
 
 pub mod freshdesk;
 pub mod harness;
+pub mod helpscout;
 pub mod process;
 pub mod woo;
 pub mod zendesk;

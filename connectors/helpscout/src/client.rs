@@ -3,11 +3,15 @@
 //! - Auth: OAuth2 client credentials ([`ClientCredentials`]): a new token when the current one is
 //!   about to expire, and once more when a call is answered 401 (the token expired mid-run); the
 //!   refused call is then repeated once.
-//! - Listing: `GET /v2/conversations?mailbox=…&status=…&modifiedSince=…&sortField=modifiedAt&
+//! - Listing: `GET /v2/conversations?mailbox=…&status=…&modifiedSince=…&sortField=createdAt&
 //!   sortOrder=asc&embed=threads&page=N`, HAL paging (`page.number`/`page.totalPages`, 50 per page:
-//!   [`PageRequest::per_page`] cannot change it). The cursor carries the page, the `modifiedSince` of
-//!   the listing and when it started (the server's `Date`); the last page's [`Page::resume`] is a
-//!   cursor that lists what changed since five minutes before that start.
+//!   [`PageRequest::per_page`] cannot change it). Oldest created first, because page numbers are
+//!   positions: a conversation changed while the listing runs (by our own writes, which start
+//!   before discovery ends) keeps its position, where ordered by `modifiedAt` it would move to the
+//!   end and push the one after it onto a page already read, out of the listing. New conversations
+//!   join at the end. The cursor carries the page, the `modifiedSince` of the listing and when it
+//!   started (the server's `Date`); the last page's [`Page::resume`] is a cursor that lists what
+//!   changed since five minutes before that start.
 //! - Fields as tasks see them: `subject`, `description` (the first customer message, else the
 //!   preview), `preview`, `conversation` (threads: customer messages, agent replies and private
 //!   notes with their author and time, newest last, cut to a character budget that keeps the first
@@ -581,7 +585,8 @@ impl Connector for HelpScout {
         let mut query = vec![
             ("mailbox", self.mailboxes.iter().map(u64::to_string).collect::<Vec<_>>().join(",")),
             ("status", self.status.clone()),
-            ("sortField", "modifiedAt".into()),
+            // Not modifiedAt: see the module's doc (a change during the listing would shift the pages).
+            ("sortField", "createdAt".into()),
             ("sortOrder", "asc".into()),
             ("embed", "threads".into()),
             ("page", cursor.page.to_string()),

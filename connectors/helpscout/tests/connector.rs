@@ -193,7 +193,7 @@ async fn wrong_credentials_are_a_permanent_error_that_names_the_keys_not_the_sec
 }
 
 #[tokio::test]
-async fn listing_walks_every_page_in_modification_order_and_resumes_from_its_start() {
+async fn listing_walks_every_page_oldest_first_and_resumes_from_its_start() {
     let sandbox = HelpScoutSandbox::new(120, 5);
     sandbox.advance(1000);
     let helpscout = connector(&start(&sandbox).await);
@@ -238,8 +238,7 @@ async fn listing_walks_every_page_in_modification_order_and_resumes_from_its_sta
     sorted.sort_unstable();
     sorted.dedup();
     assert_eq!(sorted, sandbox.conversation_ids(), "every conversation, once");
-    let modified: Vec<i64> = ids.iter().map(|id| modified_at(&sandbox, *id)).collect();
-    assert!(modified.windows(2).all(|w| w[0] <= w[1]), "oldest change first");
+    assert_eq!(ids, sorted, "oldest created first");
 
     // Agents change two conversations; the resume cursor and modified_after both find just those.
     let changed = [sandbox.conversation_ids()[3], sandbox.conversation_ids()[77]];
@@ -263,9 +262,36 @@ fn enrichd_iso(epoch: i64) -> String {
     chrono::DateTime::from_timestamp(epoch, 0).unwrap().format("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
-fn modified_at(sandbox: &HelpScoutSandbox, id: u64) -> i64 {
-    // The sandbox's own record of the change time (what sortField=modifiedAt orders by).
-    sandbox.modified_at(id).unwrap()
+/// The daemon writes while discovery is still listing: a conversation written (or edited by an
+/// agent) between two pages must not push another one off the listing. Ordered by `modifiedAt`,
+/// the written one moved to the end and the first of page 2 slid onto page 1, already read.
+#[tokio::test]
+async fn writes_during_a_listing_do_not_push_conversations_off_it() {
+    let sandbox = HelpScoutSandbox::with_triaged_share(120, 6, 0.0);
+    let helpscout = connector(&start(&sandbox).await);
+    let mut request = PageRequest { cursor: None, per_page: 100, modified_after: None };
+    let mut ids = Vec::new();
+    loop {
+        let page = helpscout.list("conversations", &request).await.unwrap();
+        ids.extend(page.records.iter().map(|r| r.id.parse::<u64>().unwrap()));
+        // After each page, one of its conversations is written and another edited by an agent.
+        let first = &page.records[0];
+        let results =
+            written(&helpscout, &[change(first.id.parse().unwrap(), &first.version, json!({"tags": ["ai_triaged"]}))])
+                .await;
+        assert!(matches!(results[0], WriteResult::Written { .. }), "{results:?}");
+        let last = page.records.last().unwrap().id.parse::<u64>().unwrap();
+        sandbox.edit_as_agent(last, json!({"note": "Looking into it."})).unwrap();
+        match page.next {
+            Some(next) => request.cursor = Some(next),
+            None => break,
+        }
+    }
+    let mut seen = ids.clone();
+    seen.sort_unstable();
+    seen.dedup();
+    assert_eq!(seen.len(), ids.len(), "no conversation twice");
+    assert_eq!(seen, sandbox.conversation_ids(), "every conversation once");
 }
 
 #[tokio::test]

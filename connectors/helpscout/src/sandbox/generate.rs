@@ -1,13 +1,17 @@
 //! Generated conversations: several languages, threads (the customer's message, agents' replies and
-//! private notes), tags, the "Category" dropdown, and a share already triaged by agents (their
-//! category and `triaged` tag are the ground truth for `eval`).
+//! private notes), tags, the "Category" and "Sentiment" dropdowns, the "Language" text field, and a
+//! share already triaged by agents (their category, sentiment, language and `triaged` tag are the
+//! ground truth for `eval`).
 
 use std::collections::BTreeMap;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::{AGENT_IDS, CATEGORY_FIELD_ID, Conversation, MAILBOX_ID, SUMMARY_FIELD_ID, Thread};
+use super::{
+    AGENT_IDS, CATEGORY_FIELD_ID, Conversation, LANGUAGE_FIELD_ID, MAILBOX_ID, SENTIMENT_FIELD_ID, SUMMARY_FIELD_ID,
+    Thread,
+};
 
 /// The Category dropdown's options: (option id, label).
 pub const CATEGORIES: [(u64, &str); 5] = [
@@ -78,6 +82,14 @@ const LANGUAGES: [Language; 4] = [
     ),
 ];
 
+/// The Sentiment dropdown's options: (option id, label).
+pub const SENTIMENTS: [(u64, &str); 3] = [(9_201, "positive"), (9_202, "neutral"), (9_203, "negative")];
+
+/// The sentiment an agent gives a conversation of each category in [`CATEGORIES`] order (the
+/// generated texts: a double charge, a failing export, a late parcel and a lock-out are complaints;
+/// feedback is praise).
+const SENTIMENT_BY_CATEGORY: [usize; 5] = [2, 2, 2, 1, 0];
+
 const EXTRA_TAGS: [&str; 4] = ["vip", "web", "mobile", "newsletter"];
 
 /// What [`conversations`] builds.
@@ -114,6 +126,8 @@ pub fn conversations(count: u64, seed: u64, now: i64, triaged_share: f64) -> Gen
         let mut status = "active";
         if triaged {
             custom.insert(CATEGORY_FIELD_ID, CATEGORIES[category].0.to_string());
+            custom.insert(SENTIMENT_FIELD_ID, SENTIMENTS[SENTIMENT_BY_CATEGORY[category]].0.to_string());
+            custom.insert(LANGUAGE_FIELD_ID, language.to_owned());
             tags.push("triaged".to_owned());
             status = ["active", "pending", "closed"][rng.random_range(0..3)];
         }
@@ -173,5 +187,12 @@ pub fn fields() -> Vec<FieldDef> {
             CATEGORIES.iter().map(|(id, l)| (*id, (*l).to_owned())).collect(),
         ),
         (SUMMARY_FIELD_ID, "Summary".into(), "SINGLE_LINE".into(), Vec::new()),
+        (
+            SENTIMENT_FIELD_ID,
+            "Sentiment".into(),
+            "DROPDOWN".into(),
+            SENTIMENTS.iter().map(|(id, l)| (*id, (*l).to_owned())).collect(),
+        ),
+        (LANGUAGE_FIELD_ID, "Language".into(), "SINGLE_LINE".into(), Vec::new()),
     ]
 }

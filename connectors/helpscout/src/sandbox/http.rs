@@ -459,6 +459,10 @@ impl State {
 
     fn put_tags(&mut self, id: u64, body: &Value) -> Reply {
         self.stats.tag_writes += 1;
+        if self.faults.tag_write_server_errors > 0 {
+            self.faults.tag_write_server_errors -= 1;
+            return hal_error(503, "Service Unavailable", &[]);
+        }
         if !self.conversations.contains_key(&id) {
             return not_found();
         }
@@ -489,6 +493,25 @@ impl State {
 
     fn put_fields(&mut self, id: u64, body: &Value) -> Reply {
         self.stats.field_writes += 1;
+        if !self.conversations.contains_key(&id) {
+            return not_found();
+        }
+        if self.faults.field_write_refusal_rate > 0.0 {
+            let roll: f64 = self.rng.random();
+            if roll < self.faults.field_write_refusal_rate {
+                self.refused.push(id);
+                return hal_error(
+                    400,
+                    "Bad request",
+                    &[(
+                        "fields",
+                        "Conversation fields cannot be updated (injected refusal)",
+                        Value::Null,
+                        "InvalidValue",
+                    )],
+                );
+            }
+        }
         let Some(current) = self.conversations.get(&id) else { return not_found() };
         let Some(list) = body["fields"].as_array() else {
             return hal_error(400, "Bad request", &[("fields", "may not be null", Value::Null, "NotNull")]);

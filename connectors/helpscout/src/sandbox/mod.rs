@@ -10,8 +10,8 @@
 //!   totalPages, number}`, 1-based, 50 per page), `mailbox`, `status`, `modifiedSince`, `sortField`
 //!   (`createdAt`, `modifiedAt`), `sortOrder`, `embed=threads`;
 //! - conversations with threads (customer messages, agent replies, private notes, newest first as
-//!   Help Scout lists them), tags as `{id, color, tag}` objects, a "Category" dropdown and a
-//!   "Summary" text field per mailbox (`GET /v2/mailboxes/{id}/fields`, options with ids), and
+//!   Help Scout lists them), tags as `{id, color, tag}` objects, "Category" and "Sentiment"
+//!   dropdowns and "Summary" and "Language" text fields per mailbox (`GET /v2/mailboxes/{id}/fields`, options with ids), and
 //!   `customFields` entries `{id, name, value, text}` (a dropdown's value is its option id);
 //! - `userUpdatedAt` moved by a PATCH and a new note but not by `PUT …/tags` (as recorded) nor by
 //!   `PUT …/fields` (not recorded; the cautious reading);
@@ -23,6 +23,7 @@
 //! - rate limits: `X-RateLimit-Limit-Minute`/`X-RateLimit-Remaining-Minute` on every API response
 //!   (not on the token call), writes counting two, a 429 with `X-RateLimit-Retry-After` when the
 //!   minute's allowance is spent, and injected 429s and 503s ([`Faults`]);
+//! - per-conversation refusals of `PUT …/fields` ([`Faults::field_write_refusal_rate`]);
 //! - agents editing conversations while a run is under way ([`Faults::agent_edit_rate`],
 //!   [`HelpScoutSandbox::edit_as_agent`]).
 //!
@@ -39,7 +40,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-pub use generate::CATEGORIES;
+pub use generate::{CATEGORIES, SENTIMENTS};
 
 /// The App ID the sandbox accepts.
 pub const CLIENT_ID: &str = "sandbox_app_id_000000000000000000";
@@ -53,6 +54,10 @@ pub const OTHER_MAILBOX_ID: u64 = 100_002;
 pub const CATEGORY_FIELD_ID: u64 = 8_801;
 /// The "Summary" single-line custom field.
 pub const SUMMARY_FIELD_ID: u64 = 8_802;
+/// The "Sentiment" dropdown custom field (options [`SENTIMENTS`]).
+pub const SENTIMENT_FIELD_ID: u64 = 8_803;
+/// The "Language" single-line custom field (a BCP 47 tag).
+pub const LANGUAGE_FIELD_ID: u64 = 8_804;
 /// The agents (users); the API user is the first.
 pub const AGENT_IDS: [u64; 3] = [300_001, 300_002, 300_003];
 /// The sandbox clock's start: 2026-01-05T09:00:00Z.
@@ -111,6 +116,13 @@ pub struct Faults {
     pub agent_edit_rate: f64,
     /// Request units per (real) minute; a write costs two.
     pub per_minute: u32,
+    /// Share of `PUT …/fields` requests (seeded) refused with a 400 validation error: that
+    /// conversation's write fails for good and nothing of it is stored (the refused ids are in
+    /// [`HelpScoutSandbox::refused_writes`]).
+    pub field_write_refusal_rate: f64,
+    /// The next this many `PUT …/tags` requests are answered 503 (after a conversation's
+    /// `PUT …/fields` landed: a write left half done).
+    pub tag_write_server_errors: u32,
 }
 
 impl Default for Faults {
@@ -123,6 +135,8 @@ impl Default for Faults {
             server_error_rate: 0.0,
             agent_edit_rate: 0.0,
             per_minute: 400,
+            field_write_refusal_rate: 0.0,
+            tag_write_server_errors: 0,
         }
     }
 }
@@ -169,6 +183,8 @@ pub(crate) struct State {
     window: (Instant, u32),
     rng: rand_chacha::ChaCha8Rng,
     agent_edited: Vec<u64>,
+    /// Conversations whose `PUT …/fields` was refused by [`Faults::field_write_refusal_rate`].
+    refused: Vec<u64>,
     /// Conversations an agent picked up, whose edit lands before their next read.
     agent_pending: std::collections::HashSet<u64>,
 }
@@ -204,6 +220,7 @@ impl HelpScoutSandbox {
             window: (Instant::now(), 0),
             rng: rand::SeedableRng::seed_from_u64(seed ^ 0x5eed_fa17),
             agent_edited: Vec::new(),
+            refused: Vec::new(),
             agent_pending: Default::default(),
         };
         let tags: Vec<String> = state.conversations.values().flat_map(|c| c.tags.clone()).collect();
@@ -290,6 +307,29 @@ impl HelpScoutSandbox {
     /// A conversation's tag names.
     pub fn tags(&self, id: u64) -> Vec<String> {
         self.lock().conversations.get(&id).map(|c| c.tags.clone()).unwrap_or_default()
+    }
+
+    /// Every access token issued so far, in order (a test looks for them where they must not be).
+    pub fn issued_tokens(&self) -> Vec<String> {
+        let state = self.lock();
+        let mut tokens: Vec<(&String, &Instant)> = state.tokens.iter().collect();
+        tokens.sort_by_key(|(token, _)| token[token.len() - 16..].to_owned());
+        tokens.into_iter().map(|(t, _)| t.clone()).collect()
+    }
+
+    /// The conversations whose `PUT …/fields` was refused by [`Faults::field_write_refusal_rate`].
+    pub fn refused_writes(&self) -> Vec<u64> {
+        self.lock().refused.clone()
+    }
+
+    /// A custom field's value as an agent reads it (a dropdown's label), if set.
+    pub fn field_text(&self, id: u64, field: u64) -> Option<String> {
+        let state = self.lock();
+        let value = state.conversations.get(&id)?.custom.get(&field)?.clone();
+        match state.fields.iter().find(|f| f.0 == field) {
+            Some(def) if def.2 == "DROPDOWN" => state.option_label(field, &value),
+            _ => Some(value),
+        }
     }
 
     /// A conversation's Category label, if set.
