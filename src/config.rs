@@ -628,7 +628,32 @@ pub struct PipelineConfig {
     /// dropdown's options) take precedence.
     #[serde(default)]
     pub allowed: BTreeMap<String, Vec<String>>,
+    /// `[pipelines.<name>.webhook]`: take the platform's own signed webhooks at
+    /// `POST /hooks/<name>` and enrich the records they name at once (the schedule stays the safety net).
+    pub webhook: Option<WebhookConfig>,
 }
+
+/// `[pipelines.<name>.webhook]`: how webhooks to `POST /hooks/<name>` are verified. The signing rule
+/// follows the connection's kind: WooCommerce `X-WC-Webhook-Signature`, Zendesk
+/// `X-Zendesk-Webhook-Signature` with its timestamp.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// The webhook's signing secret (WooCommerce: the webhook's *Secret*; Zendesk: the webhook's
+    /// signing secret), as `"${ENV_VAR}"` or `"file:/path"`.
+    pub secret: Secret,
+    /// Zendesk: a signature timestamp further than this from our clock, either way, is refused
+    /// (a replayed or delayed delivery).
+    #[serde(default = "default_webhook_max_age_seconds")]
+    pub max_age_seconds: u64,
+}
+
+fn default_webhook_max_age_seconds() -> u64 {
+    300
+}
+
+/// The connection kinds whose webhooks `POST /hooks/<pipeline>` verifies.
+pub const WEBHOOK_KINDS: [&str; 2] = ["woocommerce", "zendesk"];
 
 impl PipelineConfig {
     /// The run's error-rate pause rule; `None` when `pause_on_error_rate = 1.0` (never pauses).
@@ -890,6 +915,11 @@ impl Config {
         for (path, secret) in crate_secrets {
             let value = resolve_secret(secret.expose_secret()).map_err(|m| err(&file, path, m))?;
             *secret = value.into();
+        }
+        for (name, pipeline) in self.pipelines.iter_mut() {
+            if let Some(hook) = pipeline.webhook.as_mut() {
+                secrets.push((format!("pipelines.{name}.webhook.secret"), &mut hook.secret));
+            }
         }
         for (name, provider) in self.providers.iter_mut() {
             let key = match provider {
@@ -1249,6 +1279,23 @@ impl Config {
             }
             if let Some(cron) = &p.schedule {
                 crate::scheduler::parse_cron(cron).map_err(|m| err(file, at("schedule"), m))?;
+            }
+            if let Some(hook) = &p.webhook {
+                let kind = self.connections[&p.connection].kind();
+                if !WEBHOOK_KINDS.contains(&kind) {
+                    return Err(err(
+                        file,
+                        at("webhook"),
+                        format!(
+                            "connection {:?} is a {kind} connection; webhooks are taken from {} connections only",
+                            p.connection,
+                            WEBHOOK_KINDS.join(" and ")
+                        ),
+                    ));
+                }
+                if !(1..=86_400).contains(&hook.max_age_seconds) {
+                    return Err(err(file, at("webhook.max_age_seconds"), "must be between 1 and 86400 seconds"));
+                }
             }
         }
         Ok(())

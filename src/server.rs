@@ -5,6 +5,7 @@
 
 mod access;
 mod diff;
+mod hooks;
 mod pages;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -96,6 +97,8 @@ pub fn router(engine: Shared, site: Site) -> Router {
         .route("/api/items/{id}/reject", post(reject))
         .route("/api/items/{id}/edit", post(edit))
         .route("/api/items/{id}/revert", post(revert_item))
+        // Public in the access layer (`access::HOOKS_PREFIX`): the handler verifies signatures.
+        .route("/hooks/{pipeline}", post(hooks::receive))
         .with_state(state)
         .merge(pages::routes(engine, site.access.clone(), site.html_fields))
         .layer(axum::middleware::from_fn_with_state(site.access, access::guard))

@@ -118,6 +118,10 @@ async fn discover(engine: &Engine, pipeline: &Pipeline, run: Run, stop: &Cancell
             }
         }
     }
+    // A webhook run fetches the records its webhooks named instead of listing (engine::hooks).
+    if run.trigger_kind == "webhook" {
+        return super::hooks::discover(engine, pipeline, run, stop).await;
+    }
     // Incremental pipelines read only what changed since the pipeline's previous listing: from the
     // platform's change feed where it has one (Zendesk's export cursor, kept per pipeline, not per
     // run), else records modified since that listing began (a minute earlier, for clocks that
@@ -146,7 +150,7 @@ async fn discover(engine: &Engine, pipeline: &Pipeline, run: Run, stop: &Cancell
     // A pipeline's first run has no earlier items to compare records with: skip the look-up per
     // page. (It is also the run during which the table grows from empty, when Postgres's statistics
     // lag and that look-up was measured scanning the whole pipeline's items, 33 ms a page at 50,000.)
-    let others = match store.other_runs_exist(&pipeline.name, run.id).await {
+    let mut others = match store.other_runs_exist(&pipeline.name, run.id).await {
         Ok(others) => others,
         Err(e) => return tracing::warn!(run = run.id, error = %e, "reading the pipeline's runs failed"),
     };
@@ -193,6 +197,10 @@ async fn discover(engine: &Engine, pipeline: &Pipeline, run: Run, stop: &Cancell
         };
         failures = 0;
         let ids: Vec<String> = page.records.iter().map(|r| r.id.clone()).collect();
+        // A webhook run may have started since (it stands beside this one): from then on compare.
+        if !others {
+            others = store.other_runs_exist(&pipeline.name, run.id).await.unwrap_or(true);
+        }
         let prior =
             match if others { store.prior_items(&pipeline.name, entity, &ids, run.id).await } else { Ok(Vec::new()) } {
                 Ok(p) => p,
@@ -276,7 +284,7 @@ async fn discover(engine: &Engine, pipeline: &Pipeline, run: Run, stop: &Cancell
 
 /// Why a candidate record is not enriched again: an earlier run still has it in progress, or the
 /// same input was already answered under the same task version.
-fn reuse_reason(prior: &[&PriorItem], hash: &str, task_version: &str) -> Option<String> {
+pub(super) fn reuse_reason(prior: &[&PriorItem], hash: &str, task_version: &str) -> Option<String> {
     if let Some(p) = prior.iter().find(|p| !p.state.is_finished()) {
         return Some(format!("already in progress in run {} (item {}, {})", p.run_id, p.id, p.state));
     }

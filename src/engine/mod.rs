@@ -9,6 +9,7 @@
 mod batch;
 mod discovery;
 mod enrich;
+mod hooks;
 mod revert;
 mod writeback;
 

@@ -245,8 +245,13 @@ fn is_loopback_host(host: &str) -> bool {
 /// The Prometheus scrape path (see [`check`]: no session per scrape).
 pub(super) const METRICS_PATH: &str = "/metrics";
 
+/// Where the platforms' webhooks arrive (`/hooks/{pipeline}`): no session, no Host rule (they come
+/// through whatever proxy reaches this daemon) and no CSRF token; the handler takes a request only
+/// with a valid signature under the pipeline's webhook secret.
+pub(super) const HOOKS_PREFIX: &str = "/hooks/";
+
 fn is_public(path: &str) -> bool {
-    path == "/healthz" || path.starts_with("/assets/")
+    path == "/healthz" || path.starts_with("/assets/") || path.starts_with(HOOKS_PREFIX)
 }
 
 fn refuse(status: StatusCode, api: bool, message: &str) -> Response {

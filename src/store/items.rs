@@ -500,8 +500,26 @@ impl Store {
         items: &[NewItem],
         next_cursor: Option<&str>,
     ) -> Result<usize> {
-        let now = now_ms();
         let mut tx = self.writer.begin().await?;
+        let n = self.add_discovered_in(&mut tx, run_id, pipeline, task_version, owner, items, next_cursor).await?;
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    /// [`Store::add_discovered`] inside the caller's transaction (which it leaves open; on an error
+    /// the caller drops it, rolling back).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn add_discovered_in(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        run_id: i64,
+        pipeline: &str,
+        task_version: &str,
+        owner: &str,
+        items: &[NewItem],
+        next_cursor: Option<&str>,
+    ) -> Result<usize> {
+        let now = now_ms();
         let run = sqlx::query(
             "UPDATE runs SET discovery_cursor = $1, discovered = discovered + $2 \
              WHERE id = $3 AND status = 'discovering' AND discovery_owner = $4 RETURNING max_attempts",
@@ -510,10 +528,9 @@ impl Store {
         .bind(items.len() as i64)
         .bind(run_id)
         .bind(owner)
-        .fetch_optional(&mut *tx)
+        .fetch_optional(&mut **tx)
         .await?;
         let Some(run) = run else {
-            tx.rollback().await?;
             return Err(StoreError::NotFound(format!("run {run_id} discovering under a lease held by {owner}")));
         };
         let max_attempts: i64 = run.try_get("max_attempts")?;
@@ -552,7 +569,7 @@ impl Store {
                     .bind(now)
                     .bind(now);
             }
-            for row in q.fetch_all(&mut *tx).await? {
+            for row in q.fetch_all(&mut **tx).await? {
                 let id: i64 = row.try_get("id")?;
                 let ext: String = row.try_get("external_id")?;
                 if let Some(item) = chunk.iter().find(|i| i.external_id == ext) {
@@ -588,8 +605,7 @@ impl Store {
                 detail,
             });
         }
-        insert_events(&mut tx, &events, now).await?;
-        tx.commit().await?;
+        insert_events(tx, &events, now).await?;
         Ok(inserted.len())
     }
 

@@ -15,6 +15,7 @@ mod batches;
 mod commit;
 mod credentials;
 mod evals;
+mod hooks;
 mod items;
 mod pipelines;
 mod review;
@@ -31,6 +32,7 @@ use sqlx::{AnyPool, Executor, Row};
 pub use batches::{BatchRow, NewBatch};
 pub use credentials::CredentialVault;
 pub use evals::{NewEval, StoredEval};
+pub use hooks::{HookQueued, HookRecord};
 pub use items::{
     Claim, EnrichFailure, EventRecord, FieldChange, Item, NewItem, PriorItem, Proposal, RetryPolicy, Usage,
     VerifyIssue, Work,

@@ -21,7 +21,7 @@ pub(super) const RUN_COLUMNS: &str = "id, pipeline, trigger_kind, scheduled_for,
 pub struct Run {
     pub id: i64,
     pub pipeline: String,
-    /// `schedule` or `manual`.
+    /// `schedule`, `manual` or `webhook`.
     pub trigger_kind: String,
     pub scheduled_for: Option<i64>,
     pub status: RunStatus,
@@ -391,9 +391,10 @@ impl Store {
     }
 
     /// The pipeline's run that is discovering, running, paused or held for sample review, if any.
+    /// Webhook runs stand beside it and are not it.
     pub async fn active_run(&self, pipeline: &str) -> Result<Option<Run>> {
         let row = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {RUN_COLUMNS} FROM runs WHERE pipeline = $1 \
+            "SELECT {RUN_COLUMNS} FROM runs WHERE pipeline = $1 AND trigger_kind <> 'webhook' \
              AND (status IN ('discovering', 'running', 'paused') OR review_phase = 'sample_review') ORDER BY id DESC LIMIT 1"
         )))
         .bind(pipeline)

@@ -28,6 +28,7 @@
 
 mod generate;
 mod http;
+mod webhook;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -36,6 +37,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use serde_json::{Value, json};
 
 pub use generate::{AGENT_IDS, CATEGORIES, ORGANIZATIONS, sample, sentiment};
+pub use webhook::{Delivery, sign as sign_webhook};
 
 /// The e-mail address of the API user.
 pub const EMAIL: &str = "admin@sandbox.example";
@@ -233,6 +235,9 @@ pub(crate) struct State {
     rng: rand_chacha::ChaCha8Rng,
     /// Tickets agents edited by [`Faults::agent_edit_rate`], in order.
     agent_edited: Vec<u64>,
+    /// Where ticket-created events go ([`ZendeskSandbox::set_webhook`]), and what was delivered.
+    webhook: Option<webhook::Webhook>,
+    deliveries: Vec<Delivery>,
 }
 
 /// A Zendesk account in memory. Clones share the account.
@@ -271,6 +276,8 @@ impl ZendeskSandbox {
             job_seq: 0,
             rng: rand::SeedableRng::seed_from_u64(seed ^ 0x5eed_fa17),
             agent_edited: Vec::new(),
+            webhook: None,
+            deliveries: Vec::new(),
         };
         Self { state: Arc::new(Mutex::new(state)) }
     }
@@ -406,7 +413,24 @@ impl ZendeskSandbox {
                 created_at: now,
             }],
         );
+        let hook = state.webhook.clone();
+        drop(state);
+        if let Some(hook) = hook {
+            webhook::deliver(self, hook, id, subject);
+        }
         id
+    }
+
+    /// Subscribes a webhook to ticket creation: from now on every [`ZendeskSandbox::create_ticket`]
+    /// POSTs a signed `zen:event-type:ticket.created` event to `url` (in the background; see
+    /// [`ZendeskSandbox::deliveries`]).
+    pub fn set_webhook(&self, url: &str, secret: &str) {
+        self.lock().webhook = Some(webhook::Webhook { url: url.to_owned(), secret: secret.to_owned() });
+    }
+
+    /// The webhook deliveries made so far, in the order they were answered.
+    pub fn deliveries(&self) -> Vec<Delivery> {
+        self.lock().deliveries.clone()
     }
 
     /// An admin deletes a dropdown option (by its tag value) from the Category field.
