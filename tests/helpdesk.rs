@@ -257,3 +257,150 @@ fn single_writes(account: &ZendeskSandbox, id: u64) -> u32 {
     let path = format!("/api/v2/tickets/{id}.json");
     account.received_writes().iter().filter(|w| w.method == "PUT" && w.path == path).count() as u32
 }
+
+/// Figures for the README (printed; run with `--no-capture`): tickets triaged and written per second
+/// at zero model latency, Zendesk requests per 100 tickets written, and model input tokens per ticket
+/// with the shipped packing (10 tickets a request) and without (1). `ENRICHD_ZENDESK_FIGURES` sets the
+/// account's size (default 300).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn figures() {
+    let tickets: u64 = std::env::var("ENRICHD_ZENDESK_FIGURES").ok().and_then(|v| v.parse().ok()).unwrap_or(300);
+    for per_request in [10u32, 1] {
+        let db = common::sqlite().await;
+        let account = ZendeskSandbox::with_triaged_share(tickets, 21, 0.4);
+        account.advance(120);
+        let t = triage(&db, account.clone(), "").await;
+        if per_request != 10 {
+            let path = t.dir.path().join("tasks/ticket_triage.toml");
+            let task = std::fs::read_to_string(&path).unwrap();
+            std::fs::write(&path, task.replace("items_per_request = 10", &format!("items_per_request = {per_request}")))
+                .unwrap();
+        }
+        let config = enrichd::config::Config::load(&t.config).unwrap();
+        assert_eq!(config.tasks["ticket_triage"].items_per_request, per_request);
+        let engine = std::sync::Arc::new(enrichd::engine::Engine::build(&config, db.store.clone()));
+        let started = std::time::Instant::now();
+        let run = start_triage(&engine).await;
+        let run = work_named(&engine, "triage", run.id, Duration::from_secs(300), true).await;
+        let elapsed = started.elapsed().as_secs_f64();
+        let counts = db.store.counts(run.id).await.unwrap();
+        let written = counts.get(ItemState::Written);
+        let candidates = counts.total() - counts.get(ItemState::Skipped);
+        assert_eq!(written, candidates, "{counts:?}");
+        let requests = account.stats().requests;
+        println!(
+            "zendesk figures: {tickets} tickets, {written} written, items_per_request {per_request}: {elapsed:.1} s, {:.0} tickets written/s, {:.0} Zendesk requests per 100 written, {:.0} input tokens per ticket, {:.0} output tokens per ticket",
+            written as f64 / elapsed,
+            requests as f64 * 100.0 / written as f64,
+            run.tokens_in as f64 / written as f64,
+            run.tokens_out as f64 / written as f64,
+        );
+        db.cleanup().await;
+    }
+}
+
+/// Triage latency (ticket created → values written) of a daemon on a one-minute schedule, measured
+/// in real time over several tickets; only when `ENRICHD_TRIAGE_LATENCY=1` (it takes about five
+/// minutes). Prints each ticket's latency and the mean.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn triage_latency_on_a_one_minute_schedule() {
+    if std::env::var("ENRICHD_TRIAGE_LATENCY").as_deref() != Ok("1") {
+        return;
+    }
+    let db = common::sqlite().await;
+    let live = enrichd::cli::start_zendesk_sandbox(50, 0.4, 3, "127.0.0.1:0".parse().unwrap(), 0.0, 0).await.unwrap();
+    live.sandbox.advance(120);
+    set_zendesk_env();
+    let provider = enrichd::sandbox::provider::ProviderSandbox::new(Some(PROVIDER_KEY));
+    let paddr = provider.start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let hd = Helpdesk {
+        account: live.sandbox.clone(),
+        account_url: live.base_url.clone(),
+        provider,
+        provider_url: format!("http://{paddr}/v1"),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_zendesk_config(dir.path(), &db.url, &hd, "", "schedule = \"* * * * *\"\nincremental = true");
+    let env = Env { vars: &zendesk_env(), ..Env::default() };
+    let daemon = Enrichd::daemon_with(&config, dir.path().join("daemon.log"), &env);
+    // Let the first tick take the existing backlog.
+    tokio::time::sleep(Duration::from_secs(70)).await;
+    let mut pending = Vec::new();
+    for n in 0..6u64 {
+        let (subject, body) = enrichd_zendesk::sandbox::sample(n);
+        pending.push((live.sandbox.create_ticket(subject, body), std::time::Instant::now()));
+        tokio::time::sleep(Duration::from_secs(23)).await;
+    }
+    let mut latencies = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(240);
+    while !pending.is_empty() {
+        assert!(std::time::Instant::now() < deadline, "not triaged: {pending:?} {}", daemon.output());
+        pending.retain(|(id, at)| {
+            if custom(&live.sandbox.ticket(*id).unwrap(), CATEGORY_FIELD_ID).is_null() {
+                return true;
+            }
+            latencies.push(at.elapsed().as_secs_f64());
+            false
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mean = latencies.iter().sum::<f64>() / latencies.len() as f64;
+    println!("triage latency on a one-minute schedule: {latencies:.0?} s, mean {mean:.0} s");
+    db.cleanup().await;
+}
+
+/// `enrichd demo helpdesk`: the Zendesk sandbox, the simulated model and a triage pipeline with
+/// auto-approve; the first run writes the confident answers to the tickets at once and leaves the
+/// unsure ones (about one in five) waiting for review, below the printed confidence bar.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_helpdesk_triages_and_holds_the_unsure() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_enrichd"))
+        .args(["demo", "helpdesk", "--tickets", "60", "--bind", "127.0.0.1:0", "--dir", dir.path().to_str().unwrap()])
+        .env_remove("OPENAI_API_KEY")
+        .env_remove("ENRICHD_CONFIG")
+        .env("ENRICHD_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let lines = tokio::task::spawn_blocking(move || {
+        let mut lines = Vec::new();
+        for line in BufReader::new(stdout).lines() {
+            let line = line.unwrap();
+            let last = line.trim_start().starts_with("status");
+            lines.push(line);
+            if last {
+                break;
+            }
+        }
+        lines
+    })
+    .await
+    .unwrap();
+    let printed = lines.join("\n");
+    assert!(printed.contains("Zendesk sandbox at http://127.0.0.1:"), "{printed}");
+    assert!(printed.contains("every minute"), "{printed}");
+    let config = dir.path().join("enrichd.toml");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let report = loop {
+        let out = Command::new(env!("CARGO_BIN_EXE_enrichd"))
+            .args(["--config", config.to_str().unwrap(), "status", "1", "--json"])
+            .output()
+            .unwrap();
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        let settled = report["in_progress"] == json!(0) && report["written"].as_i64().unwrap_or(0) > 0;
+        if settled || std::time::Instant::now() > deadline {
+            break report;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    let (written, waiting) = (report["written"].as_i64().unwrap_or(0), report["awaiting_review"].as_i64().unwrap_or(0));
+    assert!(written > 0 && waiting > 0, "confident answers written, unsure ones waiting: {report}");
+    assert!(waiting * 2 < written, "most are confident: {report}");
+}
