@@ -65,6 +65,9 @@ pub fn parse(conversation: &str) -> Option<Vec<Message>> {
             }
         }
         let last = messages.last_mut()?;
+        if last.gap && line.trim().is_empty() {
+            continue;
+        }
         if last.gap {
             // Text after a marker without a header of its own: not the connectors' format.
             return None;
