@@ -44,7 +44,12 @@ fn classifier() -> Classifier {
         .map(|n| (sample(n).0.to_owned(), json!(CATEGORIES[((n / 4) % CATEGORIES.len() as u64) as usize].1)))
         .collect();
     clues.push(("Refund please".into(), json!("billing")));
-    let rule = |bucket: u64, confidence: f64| ErrorRule { modulus: 3, buckets: vec![bucket], answers: BTreeMap::new(), confidence };
+    let rule = |bucket: u64, confidence: f64| ErrorRule {
+        modulus: 3,
+        buckets: vec![bucket],
+        answers: BTreeMap::new(),
+        confidence,
+    };
     Classifier {
         clues: [("category".to_owned(), clues)].into(),
         confidence_property: "confidence".into(),
@@ -80,8 +85,9 @@ fn band_holds(band: &str, c: f64) -> bool {
 
 /// A triage run whose proposals all wait for review, served on a loopback port.
 struct TicketQueue {
-    hd: Helpdesk,
-    engine: Arc<Engine>,
+    /// The sandboxes and the engine, kept for the test's length.
+    _hd: Helpdesk,
+    _engine: Arc<Engine>,
     config: PathBuf,
     run_id: i64,
     base: String,
@@ -132,7 +138,8 @@ async fn ticket_queue(db: &TestDb, access: Access) -> TicketQueue {
     let mut items = BTreeMap::new();
     let mut xss_item = None;
     for item in &waiting {
-        let subject = account.ticket(item.external_id.parse().unwrap()).unwrap()["subject"].as_str().unwrap().to_owned();
+        let subject =
+            account.ticket(item.external_id.parse().unwrap()).unwrap()["subject"].as_str().unwrap().to_owned();
         if subject == XSS_SUBJECT {
             xss_item = Some(item.id);
         }
@@ -147,8 +154,8 @@ async fn ticket_queue(db: &TestDb, access: Access) -> TicketQueue {
     let stop = CancellationToken::new();
     let (addr, _server) = serve(engine.clone(), site, "127.0.0.1:0", stop.clone()).await.unwrap();
     TicketQueue {
-        hd,
-        engine,
+        _hd: hd,
+        _engine: engine,
         config: path,
         run_id: run.id,
         base: format!("http://{addr}"),
@@ -326,7 +333,7 @@ async fn tickets_are_reviewed_in_the_browser(db: &TestDb) {
     assert!(said.contains(&format!("confidence {}", band_label(band))), "{said}");
     click(&client, "#bulk-confirm button").await;
     wait_for(&client, "#bulk-result").await;
-    for (id, _) in &q.items {
+    for id in q.items.keys() {
         let state = db.store.item(*id).await.unwrap().state;
         let want = if chosen.contains(id) { ItemState::Approved } else { ItemState::Proposed };
         assert_eq!(state, want, "item {id}");
@@ -445,12 +452,22 @@ async fn ticket_filters_over_the_api_and_the_cli(db: &TestDb) {
     if !both.is_empty() {
         let n = both.len().to_string();
         let args = [
-            "review", "approve", "--run", &r, "--filter", &proposed, "--filter", &confidence, "--confirm", &n, "--as",
+            "review",
+            "approve",
+            "--run",
+            &r,
+            "--filter",
+            &proposed,
+            "--filter",
+            &confidence,
+            "--confirm",
+            &n,
+            "--as",
             "cli-eve",
         ];
         enrichd(cfg, &args, 0);
     }
-    for (id, _) in &q.items {
+    for id in q.items.keys() {
         let state = db.store.item(*id).await.unwrap().state;
         let want = if chosen.contains(id) {
             ItemState::Rejected
@@ -465,8 +482,6 @@ async fn ticket_filters_over_the_api_and_the_cli(db: &TestDb) {
     assert!(bad.contains("--filter confidence: \"0.8..0.5\": the low end must be below the high end"), "{bad}");
     let bad = enrichd(cfg, &["review", "list", "--filter", "proposed=custom.Category"], 2);
     assert!(bad.contains("--filter proposed"), "{bad}");
-    let _ = &q.hd;
-    let _ = &q.engine;
     q.stop.cancel();
 }
 

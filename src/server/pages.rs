@@ -729,13 +729,16 @@ async fn queue_page(
     if !filter.proposed.is_empty() && !value_options.iter().any(|o| o["selected"] == true) {
         // A value no item matches now (a shared link, say) stays chosen, with its count of none.
         let (field, value) = filter.proposed.split_once('=').unwrap_or((&filter.proposed, ""));
-        value_options.push(json!({ "key": filter.proposed, "field": field, "value": value, "count": 0, "selected": true }));
+        value_options
+            .push(json!({ "key": filter.proposed, "field": field, "value": value, "count": 0, "selected": true }));
     }
     let mut bands = Vec::new();
     for band in ConfidenceRange::BANDS {
         let n = pages.store.review_count(&ReviewFilter { confidence: Some(band), ..review.clone() }).await?;
         let key = band.to_string();
-        bands.push(json!({ "key": key, "label": band.label(), "count": n, "selected": key == filter.confidence.trim() }));
+        bands.push(
+            json!({ "key": key, "label": band.label(), "count": n, "selected": key == filter.confidence.trim() }),
+        );
     }
     if !filter.confidence.trim().is_empty() && !bands.iter().any(|b| b["selected"] == true) {
         let label = review.confidence.map(|c| c.label()).unwrap_or_default();

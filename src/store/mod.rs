@@ -37,8 +37,8 @@ pub use items::{
 };
 pub use pipelines::{PipelineState, WriteJob};
 pub use review::{
-    BulkOutcome, ConfidenceRange, ProposedValue, ReviewAction, ReviewFilter, SampleStats, SkippedItem, UnreviewedRelease,
-    ValueCount, reviewer_name,
+    BulkOutcome, ConfidenceRange, ProposedValue, ReviewAction, ReviewFilter, SampleStats, SkippedItem,
+    UnreviewedRelease, ValueCount, reviewer_name,
 };
 pub use runs::{ErrorRule, NewRun, ReviewPhase, Run, RunCounts, RunReport, RunStart, SampleGate};
 pub use state::{ItemState, RunStatus};

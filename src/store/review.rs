@@ -85,7 +85,8 @@ impl std::str::FromStr for ConfidenceRange {
     type Err = String;
 
     fn from_str(s: &str) -> std::result::Result<Self, String> {
-        let usage = || format!("{s:?}: expected LOW..HIGH with numbers from 0 to 1, either end open (..0.5, 0.5..0.8, 0.8..)");
+        let usage =
+            || format!("{s:?}: expected LOW..HIGH with numbers from 0 to 1, either end open (..0.5, 0.5..0.8, 0.8..)");
         let (low, high) = s.trim().split_once("..").ok_or_else(usage)?;
         let end = |t: &str| -> std::result::Result<Option<f64>, String> {
             let t = t.trim();
@@ -175,10 +176,14 @@ impl ReviewFilter {
         }
         if let Some(range) = &self.confidence {
             let confidence = match backend {
-                Backend::Sqlite => "(CASE WHEN json_type(items.proposal, '$.confidence') IN ('real', 'integer') \
-                     THEN json_extract(items.proposal, '$.confidence') END)",
-                Backend::Postgres => "(CASE WHEN jsonb_typeof(items.proposal::jsonb -> 'confidence') = 'number' \
-                     THEN CAST(items.proposal::jsonb ->> 'confidence' AS DOUBLE PRECISION) END)",
+                Backend::Sqlite => {
+                    "(CASE WHEN json_type(items.proposal, '$.confidence') IN ('real', 'integer') \
+                     THEN json_extract(items.proposal, '$.confidence') END)"
+                }
+                Backend::Postgres => {
+                    "(CASE WHEN jsonb_typeof(items.proposal::jsonb -> 'confidence') = 'number' \
+                     THEN CAST(items.proposal::jsonb ->> 'confidence' AS DOUBLE PRECISION) END)"
+                }
             };
             if let Some(low) = range.at_least {
                 binds.push(Bind::F64(low));

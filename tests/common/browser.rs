@@ -84,4 +84,3 @@ pub async fn click(client: &fantoccini::Client, css: &str) {
 pub async fn wait_for(client: &fantoccini::Client, css: &str) {
     client.wait().for_element(fantoccini::Locator::Css(css)).await.unwrap_or_else(|e| panic!("waiting for {css}: {e}"));
 }
-
