@@ -731,7 +731,9 @@ pub struct ReviewConfig {
     /// `sample_first`: release the rest of the run by itself once every sample item is reviewed
     /// and the share rejected is at most this (0.0–1.0). Without it a reviewer releases the run.
     pub auto_release_max_reject_rate: Option<f64>,
-    /// `auto_approve`: the answer property holding the model's confidence.
+    /// The answer property holding the model's confidence (without it, the task's `confidence`
+    /// property if it has one): `auto_approve` compares it with `min_confidence`, and the review
+    /// queue filters by it under any policy.
     pub confidence_field: Option<String>,
     /// `auto_approve`: approve only when the confidence is at least this; a proposal whose answer
     /// lacks a numeric confidence waits for review.
@@ -775,8 +777,12 @@ impl ReviewConfig {
             only("auto_release_max_reject_rate", self.auto_release_max_reject_rate.is_some(), "sample_first")?;
         }
         if self.policy != ReviewPolicy::AutoApprove {
-            only("confidence_field", self.confidence_field.is_some(), "auto_approve")?;
             only("min_confidence", self.min_confidence.is_some(), "auto_approve")?;
+            if let Some(field) = &self.confidence_field
+                && task.output_schema.pointer(&format!("/properties/{field}")).is_none()
+            {
+                return Err(("confidence_field", format!("{field:?} is not a property of the task's output_schema")));
+            }
         }
         match self.policy {
             ReviewPolicy::SampleFirst => {

@@ -4,6 +4,7 @@
 //! tokens, CSRF, the loopback-only default). JSON handlers are thin: each is one store or engine call.
 
 mod access;
+mod conversation;
 mod diff;
 mod hooks;
 mod pages;
@@ -235,7 +236,8 @@ async fn run(State(engine): State<Shared>, Path(id): Path<i64>) -> ApiResult {
 }
 
 /// Queue filters as query parameters: `pipeline`, `run`, `state` (comma-separated), `warnings`
-/// (`true`/`false`), `q` (text).
+/// (`true`/`false`), `q` (text), `proposed` (`FIELD=VALUE`: the value the item would write),
+/// `confidence` (`LOW..HIGH`, either end open: `..0.5`, `0.5..0.8`, `0.8..`).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FilterParams {
@@ -244,6 +246,8 @@ struct FilterParams {
     state: Option<String>,
     warnings: Option<bool>,
     q: Option<String>,
+    proposed: Option<String>,
+    confidence: Option<String>,
 }
 
 impl FilterParams {
@@ -255,7 +259,23 @@ impl FilterParams {
                 .map(|s| s.trim().parse::<ItemState>().map_err(|e| ApiError::BadRequest(format!("state: {e}"))))
                 .collect::<Result<_, _>>()?,
         };
-        Ok(ReviewFilter { pipeline: self.pipeline, run_id: self.run, states, warnings: self.warnings, text: self.q })
+        let proposed = match self.proposed.as_deref() {
+            None | Some("") => None,
+            Some(p) => Some(p.parse().map_err(|e| ApiError::BadRequest(format!("proposed: {e}")))?),
+        };
+        let confidence = match self.confidence.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(c) => Some(c.parse().map_err(|e| ApiError::BadRequest(format!("confidence: {e}")))?),
+        };
+        Ok(ReviewFilter {
+            pipeline: self.pipeline,
+            run_id: self.run,
+            states,
+            warnings: self.warnings,
+            text: self.q,
+            proposed,
+            confidence,
+        })
     }
 }
 
@@ -267,10 +287,15 @@ struct QueueParams {
     state: Option<String>,
     warnings: Option<bool>,
     q: Option<String>,
+    proposed: Option<String>,
+    confidence: Option<String>,
     limit: Option<i64>,
     offset: Option<i64>,
 }
 
+/// The queue: `total` matching, a page of `items`, and `values`: for each field whose values come
+/// from a closed list, the values the matching items would write with their counts (what a
+/// `proposed` filter can ask for).
 async fn queue(State(engine): State<Shared>, Query(params): Query<QueueParams>) -> ApiResult {
     let filter = FilterParams {
         pipeline: params.pipeline,
@@ -278,13 +303,38 @@ async fn queue(State(engine): State<Shared>, Query(params): Query<QueueParams>) 
         state: params.state,
         warnings: params.warnings,
         q: params.q,
+        proposed: params.proposed,
+        confidence: params.confidence,
     }
     .filter()?;
     let limit = params.limit.unwrap_or(50).clamp(1, 500);
     let offset = params.offset.unwrap_or(0).max(0);
     let total = engine.store.review_count(&filter).await?;
     let items = engine.store.review_queue(&filter, limit, offset).await?;
-    ok(json!({ "total": total, "limit": limit, "offset": offset, "items": items }))
+    let fields = enum_fields(&engine, filter.pipeline.as_deref()).await?;
+    let values = engine.store.review_values(&filter, &fields).await?;
+    ok(json!({ "total": total, "limit": limit, "offset": offset, "items": items, "values": values }))
+}
+
+/// The record fields whose proposed values come from a closed list, for the queue's value filter:
+/// fields a task's output schema gives an `enum`, and fields the pipeline's `allowed` lists or the
+/// platform (a helpdesk's Category dropdown, read when a run starts) restrict. Of `pipeline`, or of
+/// every configured pipeline.
+async fn enum_fields(engine: &Engine, pipeline: Option<&str>) -> Result<Vec<String>, StoreError> {
+    let mut fields = BTreeSet::new();
+    for (name, task) in engine.tasks.iter().filter(|(name, _)| pipeline.is_none_or(|p| p == name.as_str())) {
+        let properties = &task.schema["properties"];
+        for (property, field) in &task.fields {
+            if properties[property].get("enum").is_some() {
+                fields.insert(field.clone());
+            }
+        }
+        if let Some(p) = engine.pipelines.get(name) {
+            fields.extend(p.config.allowed.keys().cloned());
+        }
+        fields.extend(engine.store.pipeline_state(name).await?.allowed_values.into_keys());
+    }
+    Ok(fields.into_iter().collect())
 }
 
 async fn item(State(engine): State<Shared>, Path(id): Path<i64>) -> ApiResult {

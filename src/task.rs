@@ -392,7 +392,7 @@ impl Task {
                 },
             );
         }
-        Proposal { fields, model: model.to_owned(), task_version: self.version.clone(), warnings }
+        Proposal { fields, model: model.to_owned(), task_version: self.version.clone(), warnings, confidence: None }
     }
 }
 

@@ -204,6 +204,7 @@ async fn claims_lease_and_only_the_holder_finishes(db: &TestDb) {
         model: "m".into(),
         task_version: "t1".into(),
         warnings: vec![],
+        confidence: None,
     };
     let usage = Usage { input_tokens: 100, output_tokens: 20, cost_micros: 150, unpriced: false };
     let err = store.propose(&mine[0], "worker-b", &proposal, "{}", usage, None).await.unwrap_err();
@@ -381,6 +382,7 @@ async fn review_edit_approve_and_write_outcomes(db: &TestDb) {
         model: "m".into(),
         task_version: "t1".into(),
         warnings: vec![],
+        confidence: None,
     };
     for i in &items {
         store.propose(i, OWNER, &proposal, "{}", Usage::default(), None).await.unwrap();
@@ -489,8 +491,13 @@ async fn discovery_is_leased_idempotent_and_settles(db: &TestDb) {
     store.set_run_status(run.id, &[RunStatus::Discovering], RunStatus::Running, None, "a").await.unwrap().unwrap();
     let lease = Duration::from_secs(30);
     let items = store.claim(&claim("p", Work::Enrich, OWNER, 10, lease)).await.unwrap();
-    let proposal =
-        Proposal { fields: Default::default(), model: "m".into(), task_version: "t1".into(), warnings: vec![] };
+    let proposal = Proposal {
+        fields: Default::default(),
+        model: "m".into(),
+        task_version: "t1".into(),
+        warnings: vec![],
+        confidence: None,
+    };
     store.propose(&items[0], OWNER, &proposal, "{}", Usage::default(), None).await.unwrap();
     assert_eq!(store.settle_run(run.id, "t").await.unwrap().status, RunStatus::Running, "an item is still enriching");
     store.skip_leased(&items[1], OWNER, "model had nothing to add").await.unwrap();
@@ -525,8 +532,13 @@ async fn budget_stops_claiming_and_pauses_the_run(db: &TestDb) {
     store.set_run_status(run.id, &[RunStatus::Discovering], RunStatus::Running, None, "a").await.unwrap();
     let lease = Duration::from_secs(30);
     let first = store.claim(&claim("p", Work::Enrich, OWNER, 1, lease)).await.unwrap();
-    let proposal =
-        Proposal { fields: Default::default(), model: "m".into(), task_version: "t1".into(), warnings: vec![] };
+    let proposal = Proposal {
+        fields: Default::default(),
+        model: "m".into(),
+        task_version: "t1".into(),
+        warnings: vec![],
+        confidence: None,
+    };
     store
         .propose(
             &first[0],
@@ -753,6 +765,7 @@ fn description_proposal(description: String) -> Proposal {
         model: "m".into(),
         task_version: "t1".into(),
         warnings: vec![],
+        confidence: None,
     }
 }
 

@@ -10,9 +10,10 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
+use common::browser::{browser, chromedriver, click, press, text_of, wait_for};
 use common::harness::start_run;
 use common::woo::{Woo, woo, work_until_idle};
 use enrichd::config::{Config, Secret, ServerAuthConfig};
@@ -275,90 +276,12 @@ fn the_daemon_refuses_a_public_address_without_auth() {
 
 // ---- the browser ----
 
-/// chromedriver on a free port, killed on drop.
-struct Chromedriver {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Chromedriver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts chromedriver, or returns `None` (with a notice) when it is not installed outside CI.
-async fn chromedriver() -> Option<Chromedriver> {
-    let path = std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "/usr/bin/chromedriver".into());
-    if !std::path::Path::new(&path).exists() {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("CI=true and chromedriver is not at {path}: apt-get install chromium chromium-driver");
-        }
-        eprintln!("NOTICE: chromedriver is not at {path}; skipping the browser test. CI=true makes this a failure.");
-        return None;
-    }
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let child = Command::new(&path)
-        .arg(format!("--port={port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("starting {path}: {e}"));
-    let driver = Chromedriver { child, url: format!("http://127.0.0.1:{port}") };
-    for _ in 0..100 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
-            return Some(driver);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("chromedriver did not listen on port {port}");
-}
-
-async fn browser(driver: &Chromedriver) -> fantoccini::Client {
-    let binary = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    let mut caps = serde_json::Map::new();
-    caps.insert(
-        "goog:chromeOptions".into(),
-        serde_json::json!({
-            "binary": binary,
-            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,1024"],
-        }),
-    );
-    fantoccini::ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-        .capabilities(caps)
-        .connect(&driver.url)
-        .await
-        .unwrap_or_else(|e| panic!("starting Chromium through chromedriver: {e}"))
-}
-
-/// Presses one key the way a person does (key down, key up on the focused element).
-async fn press(client: &fantoccini::Client, key: char) {
-    use fantoccini::actions::{InputSource, KeyAction, KeyActions};
-    let keys =
-        KeyActions::new("keyboard".into()).then(KeyAction::Down { value: key }).then(KeyAction::Up { value: key });
-    client.perform_actions(keys).await.unwrap();
-}
-
-async fn text_of(client: &fantoccini::Client, css: &str) -> String {
-    let script = "return document.querySelector(arguments[0]).textContent;";
-    client.execute(script, vec![Value::from(css)]).await.unwrap().as_str().unwrap().to_owned()
-}
-
 async fn wait_for_state(db: &common::TestDb, item: i64, state: ItemState) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while db.store.item(item).await.unwrap().state != state {
         assert!(tokio::time::Instant::now() < deadline, "item {item} did not become {state}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-async fn click(client: &fantoccini::Client, css: &str) {
-    client.find(fantoccini::Locator::Css(css)).await.unwrap_or_else(|e| panic!("{css}: {e}")).click().await.unwrap();
-}
-
-async fn wait_for(client: &fantoccini::Client, css: &str) {
-    client.wait().for_element(fantoccini::Locator::Css(css)).await.unwrap_or_else(|e| panic!("waiting for {css}: {e}"));
 }
 
 /// The done-when, in a real browser: a `sample_first` run (6 bare products, sample 3; one

@@ -20,8 +20,9 @@ pub(super) struct Selection {
     /// Only this pipeline's items.
     #[arg(long)]
     pipeline: Option<String>,
-    /// `state=STATE[,STATE…]` (default: proposed,edited), `warnings=yes|no`, `text=WORDS`;
-    /// repeat for several.
+    /// `state=STATE[,STATE…]` (default: proposed,edited), `warnings=yes|no`, `text=WORDS`,
+    /// `proposed=FIELD=VALUE` (the value the item would write, e.g. `proposed=custom.Category=billing`),
+    /// `confidence=LOW..HIGH` (either end open: `..0.5`, `0.5..0.8`, `0.8..`); repeat for several.
     #[arg(long = "filter", value_name = "KEY=VALUE")]
     filters: Vec<String>,
 }
@@ -31,7 +32,9 @@ impl Selection {
         let mut filter = ReviewFilter { pipeline: self.pipeline.clone(), run_id: self.run, ..Default::default() };
         for f in &self.filters {
             let Some((key, value)) = f.split_once('=') else {
-                return Err(config_error(format!("--filter {f:?}: expected KEY=VALUE (state, warnings or text)")));
+                return Err(config_error(format!(
+                    "--filter {f:?}: expected KEY=VALUE (state, warnings, text, proposed or confidence)"
+                )));
             };
             match key.trim() {
                 "state" => {
@@ -47,8 +50,17 @@ impl Selection {
                     })
                 }
                 "text" => filter.text = Some(value.to_owned()),
+                "proposed" => {
+                    filter.proposed = Some(value.parse().map_err(|e| config_error(format!("--filter proposed: {e}")))?)
+                }
+                "confidence" => {
+                    filter.confidence =
+                        Some(value.parse().map_err(|e| config_error(format!("--filter confidence: {e}")))?)
+                }
                 other => {
-                    return Err(config_error(format!("--filter {other:?}: unknown key; use state, warnings or text")));
+                    return Err(config_error(format!(
+                        "--filter {other:?}: unknown key; use state, warnings, text, proposed or confidence"
+                    )));
                 }
             }
         }
@@ -256,13 +268,15 @@ fn full(v: &Value) -> String {
 
 fn item_line(item: &Item) -> String {
     let warnings = item.proposal.as_ref().map(|p| p.warnings.len()).unwrap_or(0);
+    let confidence = item.proposal.as_ref().and_then(|p| p.confidence);
     format!(
-        "item {} · run {} · {} · record {} · {}{}",
+        "item {} · run {} · {} · record {} · {}{}{}",
         item.id,
         item.run_id,
         item.pipeline,
         item.external_id,
         item.state,
+        confidence.map(|c| format!(" · confidence {c:.2}")).unwrap_or_default(),
         if warnings > 0 { format!(" · {warnings} warning(s)") } else { String::new() }
     )
 }

@@ -257,6 +257,12 @@ async fn propose(
         _ => false,
     };
     let approve_as = approver(&pipeline.config.review, proposal, answer, released);
+    // The answer's confidence goes with the proposal, for the review queue's confidence filter.
+    let mut proposal = proposal.clone();
+    proposal.confidence = confidence_property(&pipeline.config.review, &pipeline.base_task)
+        .and_then(|property| answer.get(&property))
+        .and_then(Value::as_f64);
+    let proposal = &proposal;
     match holder {
         Holder::Lease(owner) => engine.store.propose(item, owner, proposal, raw, usage, approve_as).await?,
         Holder::Batch { id, actor } => {
@@ -264,6 +270,15 @@ async fn propose(
         }
     };
     Ok(())
+}
+
+/// The answer property holding the model's confidence: `review.confidence_field`, else the task's
+/// own `confidence` property when its output schema has one.
+pub(crate) fn confidence_property(review: &ReviewConfig, task: &crate::task::Task) -> Option<String> {
+    review
+        .confidence_field
+        .clone()
+        .or_else(|| task.schema["properties"].get("confidence").map(|_| "confidence".to_owned()))
 }
 
 /// Who approves a new proposal without a human under the pipeline's review policy, if anyone:
@@ -434,6 +449,7 @@ mod tests {
             model: "m".into(),
             task_version: "1".into(),
             warnings: warnings.iter().map(|w| w.to_string()).collect(),
+            confidence: None,
         }
     }
 

@@ -21,7 +21,8 @@ use super::access::{Access, CsrfToken, Reviewer, SessionId, cleared_cookie, form
 use super::diff;
 use crate::engine::{Engine, RevertOutcome, RevertResult, revert, revert_run, tally};
 use crate::store::{
-    Item, ItemState, ReviewAction, ReviewFilter, ReviewPhase, Run, RunCounts, RunStatus, Store, StoreError, now_ms,
+    ConfidenceRange, Item, ItemState, ProposedValue, ReviewAction, ReviewFilter, ReviewPhase, Run, RunCounts,
+    RunStatus, Store, StoreError, now_ms,
 };
 
 /// Runs shown on the runs page and offered by the queue's run filter.
@@ -602,6 +603,10 @@ struct QueueFilter {
     /// `with`, `without` or empty.
     warnings: String,
     q: String,
+    /// `FIELD=VALUE`: only items that would write that value (e.g. `custom.Category=billing`).
+    proposed: String,
+    /// `LOW..HIGH` (either end open): only items whose answer's confidence is in that band.
+    confidence: String,
 }
 
 impl QueueFilter {
@@ -627,12 +632,22 @@ impl QueueFilter {
             other => return Err(PageError::BadRequest(format!("warnings {other:?}: use with or without"))),
         };
         let q = self.q.trim();
+        let proposed = match self.proposed.as_str() {
+            "" => None,
+            p => Some(p.parse().map_err(|e| PageError::BadRequest(format!("proposed: {e}")))?),
+        };
+        let confidence = match self.confidence.trim() {
+            "" => None,
+            c => Some(c.parse().map_err(|e| PageError::BadRequest(format!("confidence: {e}")))?),
+        };
         Ok(ReviewFilter {
             pipeline: Some(self.pipeline.clone()).filter(|p| !p.is_empty()),
             run_id: self.run_id()?,
             states,
             warnings,
             text: (!q.is_empty()).then(|| q.to_owned()),
+            proposed,
+            confidence,
         })
     }
 
@@ -650,6 +665,8 @@ impl QueueFilter {
             ("state", &self.state),
             ("warnings", &self.warnings),
             ("q", &self.q),
+            ("proposed", &self.proposed),
+            ("confidence", &self.confidence),
         ] {
             if !v.is_empty() {
                 out.append_pair(k, v);
@@ -699,6 +716,35 @@ async fn queue_page(
     let truncated = total > items.len() as i64;
     let runs = pages.store.runs(&[], RUNS_LIMIT).await?;
     let pipelines: BTreeSet<&str> = runs.iter().map(|r| r.pipeline.as_str()).collect();
+    // The value and confidence choices, each counted with every other filter applied.
+    let fields = super::enum_fields(&pages.engine, review.pipeline.as_deref()).await?;
+    let values = pages.store.review_values(&ReviewFilter { proposed: None, ..review.clone() }, &fields).await?;
+    let mut value_options: Vec<Value> = values
+        .iter()
+        .map(|v| {
+            let key = ProposedValue { field: v.field.clone(), value: v.value.clone() }.to_string();
+            json!({ "key": key, "field": v.field, "value": v.value, "count": v.count, "selected": key == filter.proposed })
+        })
+        .collect();
+    if !filter.proposed.is_empty() && !value_options.iter().any(|o| o["selected"] == true) {
+        // A value no item matches now (a shared link, say) stays chosen, with its count of none.
+        let (field, value) = filter.proposed.split_once('=').unwrap_or((&filter.proposed, ""));
+        value_options
+            .push(json!({ "key": filter.proposed, "field": field, "value": value, "count": 0, "selected": true }));
+    }
+    let mut bands = Vec::new();
+    for band in ConfidenceRange::BANDS {
+        let n = pages.store.review_count(&ReviewFilter { confidence: Some(band), ..review.clone() }).await?;
+        let key = band.to_string();
+        bands.push(
+            json!({ "key": key, "label": band.label(), "count": n, "selected": key == filter.confidence.trim() }),
+        );
+    }
+    if !filter.confidence.trim().is_empty() && !bands.iter().any(|b| b["selected"] == true) {
+        let label = review.confidence.map(|c| c.label()).unwrap_or_default();
+        let n = total;
+        bands.push(json!({ "key": filter.confidence.trim(), "label": label, "count": n, "selected": true }));
+    }
     let mut states = vec!["review".to_owned(), "all".to_owned()];
     states.extend(ItemState::ALL.iter().map(|s| s.as_str().to_owned()));
     let rows: Vec<Value> = items
@@ -718,6 +764,7 @@ async fn queue_page(
                 "state": i.state.as_str(),
                 "fields": fields,
                 "warnings": warnings,
+                "confidence": i.proposal.as_ref().and_then(|p| p.confidence).map(|c| format!("{c:.2}")),
             })
         })
         .collect();
@@ -740,7 +787,13 @@ async fn queue_page(
                 "state": shown.state,
                 "warnings": shown.warnings,
                 "q": shown.q,
+                "proposed": shown.proposed,
+                "confidence": shown.confidence,
             },
+            "values": value_options,
+            "show_confidence": !filter.confidence.trim().is_empty() || bands.iter().any(|b| b["count"] != 0),
+            "bands": bands,
+            "any_confidence": rows.iter().any(|r| !r["confidence"].is_null()),
             "query": filter.query(),
             "pipelines": pipelines,
             "runs": runs.iter().map(|r| json!({ "id": r.id, "pipeline": r.pipeline })).collect::<Vec<_>>(),
@@ -831,8 +884,18 @@ async fn item_view(
                 .collect()
         })
         .unwrap_or_default();
-    let facts: Vec<Value> =
-        item.input_fields()?.iter().map(|(name, value)| json!({ "name": name, "value": text_of(value).0 })).collect();
+    let input = item.input_fields()?;
+    // A helpdesk ticket's conversation, message by message; other records show every field as pulled.
+    let messages = input.get("conversation").and_then(Value::as_str).and_then(super::conversation::parse);
+    let conversation = messages.map(|messages| {
+        let subject = input.get("subject").and_then(Value::as_str).map_or_else(|| title(&item), str::to_owned);
+        json!({ "subject": subject, "messages": messages })
+    });
+    let facts: Vec<Value> = input
+        .iter()
+        .filter(|(name, _)| conversation.is_none() || name.as_str() != "conversation")
+        .map(|(name, value)| json!({ "name": name, "value": text_of(value).0 }))
+        .collect();
     let proposal = item.proposal.as_ref();
     let view = json!({
         "id": item.id,
@@ -851,6 +914,8 @@ async fn item_view(
             .collect::<Vec<_>>(),
         "fields": fields,
         "facts": facts,
+        "conversation": conversation,
+        "confidence": proposal.and_then(|p| p.confidence).map(|c| format!("{c:.2}")),
     });
     pages.render(
         "item.html",
@@ -1094,6 +1159,12 @@ fn describe(filter: &QueueFilter) -> String {
     }
     if !filter.q.trim().is_empty() {
         parts.push(format!("text \"{}\"", filter.q.trim()));
+    }
+    if let Ok(p) = filter.proposed.parse::<ProposedValue>() {
+        parts.push(format!("proposed {} = {}", p.field, p.value));
+    }
+    if let Ok(range) = filter.confidence.trim().parse::<ConfidenceRange>() {
+        parts.push(format!("confidence {}", range.label()));
     }
     parts.join(" · ")
 }

@@ -175,6 +175,11 @@ pub struct Proposal {
     /// Task checks the answer failed (`seo_title: 72 characters, at most 60`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// The model's confidence in its answer (0–1), from the pipeline's confidence property
+    /// (`review.confidence_field`, else the task's `confidence`), when the answer has one: what
+    /// the review queue's confidence filter reads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confidence: Option<f64>,
 }
 
 impl Proposal {
@@ -281,6 +286,7 @@ pub(super) struct NewEvent {
 #[derive(Debug, Clone)]
 pub(super) enum Bind {
     I64(i64),
+    F64(f64),
     Text(String),
     OptText(Option<String>),
 }
@@ -307,6 +313,7 @@ pub(super) fn bind_all<'q>(
     for b in binds {
         q = match b {
             Bind::I64(v) => q.bind(*v),
+            Bind::F64(v) => q.bind(*v),
             Bind::Text(v) => q.bind(v.as_str()),
             Bind::OptText(v) => q.bind(v.as_deref()),
         };

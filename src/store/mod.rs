@@ -38,7 +38,10 @@ pub use items::{
     VerifyIssue, Work,
 };
 pub use pipelines::{PipelineState, WriteJob};
-pub use review::{BulkOutcome, ReviewAction, ReviewFilter, SampleStats, SkippedItem, UnreviewedRelease, reviewer_name};
+pub use review::{
+    BulkOutcome, ConfidenceRange, ProposedValue, ReviewAction, ReviewFilter, SampleStats, SkippedItem,
+    UnreviewedRelease, ValueCount, reviewer_name,
+};
 pub use runs::{ErrorRule, NewRun, ReviewPhase, Run, RunCounts, RunReport, RunStart, SampleGate};
 pub use state::{ItemState, RunStatus};
 

@@ -8,7 +8,7 @@ use sqlx::{AssertSqlSafe, Row};
 
 use super::items::{Bind, ITEM_COLUMNS, Move, NewEvent, insert_events};
 use super::runs::{RUN_COLUMNS, ReviewPhase};
-use super::{Item, ItemState, Result, Run, RunStatus, Store, StoreError, now_ms, placeholders};
+use super::{Backend, Item, ItemState, Result, Run, RunStatus, Store, StoreError, now_ms, placeholders};
 
 /// Which items a queue shows. Empty `states` means the items waiting for review (`proposed`,
 /// `edited`).
@@ -21,6 +21,105 @@ pub struct ReviewFilter {
     pub warnings: Option<bool>,
     /// Case-insensitive substring of the record id, the record as pulled, or the proposal.
     pub text: Option<String>,
+    /// Only proposals that would write exactly this text to this field.
+    pub proposed: Option<ProposedValue>,
+    /// Only proposals whose answer's confidence is in this range (proposals without one never match).
+    pub confidence: Option<ConfidenceRange>,
+}
+
+/// A proposed field value to filter on: `FIELD=VALUE` (`custom.Category=billing`). The value is the
+/// one the item would write: a reviewer's edit, else the model's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProposedValue {
+    pub field: String,
+    pub value: String,
+}
+
+impl std::str::FromStr for ProposedValue {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.split_once('=') {
+            Some((field, value)) if !field.trim().is_empty() => {
+                Ok(ProposedValue { field: field.trim().to_owned(), value: value.to_owned() })
+            }
+            _ => Err(format!("{s:?}: expected FIELD=VALUE, e.g. custom.Category=billing")),
+        }
+    }
+}
+
+impl std::fmt::Display for ProposedValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}={}", self.field, self.value)
+    }
+}
+
+/// A band of confidence, `at_least ≤ c < below`, written `LOW..HIGH` with either end left open:
+/// `..0.5`, `0.5..0.8`, `0.8..`.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct ConfidenceRange {
+    pub at_least: Option<f64>,
+    pub below: Option<f64>,
+}
+
+impl ConfidenceRange {
+    /// The bands the review UI offers: below 0.5, 0.5 to 0.8, 0.8 and above.
+    pub const BANDS: [ConfidenceRange; 3] = [
+        ConfidenceRange { at_least: None, below: Some(0.5) },
+        ConfidenceRange { at_least: Some(0.5), below: Some(0.8) },
+        ConfidenceRange { at_least: Some(0.8), below: None },
+    ];
+
+    /// The band in words: `< 0.5`, `0.5–0.8`, `≥ 0.8`.
+    pub fn label(&self) -> String {
+        match (self.at_least, self.below) {
+            (None, None) => "any".to_owned(),
+            (None, Some(b)) => format!("< {b}"),
+            (Some(a), None) => format!("≥ {a}"),
+            (Some(a), Some(b)) => format!("{a}–{b}"),
+        }
+    }
+}
+
+impl std::str::FromStr for ConfidenceRange {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let usage =
+            || format!("{s:?}: expected LOW..HIGH with numbers from 0 to 1, either end open (..0.5, 0.5..0.8, 0.8..)");
+        let (low, high) = s.trim().split_once("..").ok_or_else(usage)?;
+        let end = |t: &str| -> std::result::Result<Option<f64>, String> {
+            let t = t.trim();
+            if t.is_empty() {
+                return Ok(None);
+            }
+            match t.parse::<f64>() {
+                Ok(v) if v.is_finite() => Ok(Some(v)),
+                _ => Err(usage()),
+            }
+        };
+        let range = ConfidenceRange { at_least: end(low)?, below: end(high)? };
+        match (range.at_least, range.below) {
+            (None, None) => Err(usage()),
+            (Some(a), Some(b)) if a >= b => Err(format!("{s:?}: the low end must be below the high end")),
+            _ => Ok(range),
+        }
+    }
+}
+
+impl std::fmt::Display for ConfidenceRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let end = |v: Option<f64>| v.map(|v| v.to_string()).unwrap_or_default();
+        write!(f, "{}..{}", end(self.at_least), end(self.below))
+    }
+}
+
+/// How many items of a queue would write one value to one field.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ValueCount {
+    pub field: String,
+    pub value: String,
+    pub count: i64,
 }
 
 impl ReviewFilter {
@@ -28,8 +127,9 @@ impl ReviewFilter {
         if self.states.is_empty() { vec![ItemState::Proposed, ItemState::Edited] } else { self.states.clone() }
     }
 
-    /// The `WHERE` condition and its values, numbered from `$1`.
-    fn condition(&self) -> (String, Vec<Bind>) {
+    /// The `WHERE` condition and its values, numbered from `$1`. The proposal is JSON text, read
+    /// with each backend's own JSON functions.
+    fn condition(&self, backend: Backend) -> (String, Vec<Bind>) {
         let mut binds = Vec::new();
         let mut sql = String::from("1 = 1");
         if let Some(p) = &self.pipeline {
@@ -57,6 +157,42 @@ impl ReviewFilter {
                 " AND (LOWER(external_id) LIKE ${n} ESCAPE '\\' OR LOWER(input) LIKE ${n} ESCAPE '\\' \
                  OR LOWER(COALESCE(proposal, '')) LIKE ${n} ESCAPE '\\')"
             ));
+        }
+        if let Some(p) = &self.proposed {
+            binds.push(Bind::Text(p.field.clone()));
+            binds.push(Bind::Text(p.value.clone()));
+            let (f, v) = (binds.len() - 1, binds.len());
+            sql.push_str(&match backend {
+                // `->>` gives SQL text for a JSON string only, so numbers and lists never equal the text.
+                Backend::Sqlite => format!(
+                    " AND EXISTS (SELECT 1 FROM json_each(items.proposal, '$.fields') AS pf WHERE pf.key = ${f} \
+                       AND COALESCE(pf.value ->> '$.edited', pf.value ->> '$.proposed') = ${v})"
+                ),
+                Backend::Postgres => format!(
+                    " AND COALESCE(items.proposal::jsonb -> 'fields' -> CAST(${f} AS TEXT) -> 'edited', \
+                       items.proposal::jsonb -> 'fields' -> CAST(${f} AS TEXT) -> 'proposed') = to_jsonb(CAST(${v} AS TEXT))"
+                ),
+            });
+        }
+        if let Some(range) = &self.confidence {
+            let confidence = match backend {
+                Backend::Sqlite => {
+                    "(CASE WHEN json_type(items.proposal, '$.confidence') IN ('real', 'integer') \
+                     THEN json_extract(items.proposal, '$.confidence') END)"
+                }
+                Backend::Postgres => {
+                    "(CASE WHEN jsonb_typeof(items.proposal::jsonb -> 'confidence') = 'number' \
+                     THEN CAST(items.proposal::jsonb ->> 'confidence' AS DOUBLE PRECISION) END)"
+                }
+            };
+            if let Some(low) = range.at_least {
+                binds.push(Bind::F64(low));
+                sql.push_str(&format!(" AND {confidence} >= ${}", binds.len()));
+            }
+            if let Some(high) = range.below {
+                binds.push(Bind::F64(high));
+                sql.push_str(&format!(" AND {confidence} < ${}", binds.len()));
+            }
         }
         (sql, binds)
     }
@@ -163,7 +299,7 @@ pub fn reviewer_name(name: &str) -> std::result::Result<String, String> {
 impl Store {
     /// Items matching `filter`, oldest first.
     pub async fn review_queue(&self, filter: &ReviewFilter, limit: i64, offset: i64) -> Result<Vec<Item>> {
-        let (cond, mut binds) = filter.condition();
+        let (cond, mut binds) = filter.condition(self.backend);
         binds.push(Bind::I64(limit));
         binds.push(Bind::I64(offset));
         let sql = format!(
@@ -177,15 +313,47 @@ impl Store {
 
     /// How many items match `filter` (what a bulk action over the filter would touch).
     pub async fn review_count(&self, filter: &ReviewFilter) -> Result<i64> {
-        let (cond, binds) = filter.condition();
+        let (cond, binds) = filter.condition(self.backend);
         let sql = format!("SELECT COUNT(*) AS n FROM items WHERE {cond}");
         let row = super::items::bind_all(sqlx::query(AssertSqlSafe(sql)), &binds).fetch_one(&self.pool).await?;
         Ok(row.try_get("n")?)
     }
 
+    /// The text values the items matching `filter` would write to each of `fields` (a reviewer's
+    /// edit, else the model's), with how many items would write each: by field, most frequent first.
+    /// Values that are not text (numbers, lists) are left out.
+    pub async fn review_values(&self, filter: &ReviewFilter, fields: &[String]) -> Result<Vec<ValueCount>> {
+        if fields.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (cond, mut binds) = filter.condition(self.backend);
+        let keys = placeholders(binds.len() + 1, fields.len());
+        binds.extend(fields.iter().map(|f| Bind::Text(f.clone())));
+        let sql = match self.backend {
+            Backend::Sqlite => format!(
+                "SELECT field, value, COUNT(*) AS n FROM (SELECT pf.key AS field, \
+                   COALESCE(pf.value ->> '$.edited', pf.value ->> '$.proposed') AS value, \
+                   json_type(pf.value, CASE WHEN json_type(pf.value, '$.edited') IS NULL THEN '$.proposed' ELSE '$.edited' END) AS kind \
+                 FROM (SELECT proposal FROM items WHERE {cond}) AS q, json_each(q.proposal, '$.fields') AS pf \
+                 WHERE pf.key IN ({keys})) AS v WHERE kind = 'text' GROUP BY field, value ORDER BY field, n DESC, value"
+            ),
+            Backend::Postgres => format!(
+                "SELECT field, v #>> '{{}}' AS value, COUNT(*) AS n FROM (SELECT pf.key AS field, \
+                   COALESCE(pf.value -> 'edited', pf.value -> 'proposed') AS v \
+                 FROM (SELECT proposal FROM items WHERE {cond}) AS q, jsonb_each(q.proposal::jsonb -> 'fields') AS pf \
+                 WHERE pf.key IN ({keys})) AS w WHERE jsonb_typeof(v) = 'string' \
+                 GROUP BY field, v ORDER BY field, n DESC, value"
+            ),
+        };
+        let rows = super::items::bind_all(sqlx::query(AssertSqlSafe(sql)), &binds).fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| Ok(ValueCount { field: r.try_get("field")?, value: r.try_get("value")?, count: r.try_get("n")? }))
+            .collect()
+    }
+
     /// The ids of every item matching `filter`, oldest first.
     pub async fn review_ids(&self, filter: &ReviewFilter) -> Result<Vec<i64>> {
-        let (cond, binds) = filter.condition();
+        let (cond, binds) = filter.condition(self.backend);
         let sql = format!("SELECT id FROM items WHERE {cond} ORDER BY id");
         let rows = super::items::bind_all(sqlx::query(AssertSqlSafe(sql)), &binds).fetch_all(&self.pool).await?;
         rows.iter().map(|r| Ok(r.try_get("id")?)).collect()
@@ -211,7 +379,7 @@ impl Store {
     /// The items matching `filter` just before and just after item `id` (by id), for paging one
     /// item at a time; and how many matching items come before it.
     pub async fn review_neighbours(&self, filter: &ReviewFilter, id: i64) -> Result<(Option<i64>, Option<i64>, i64)> {
-        let (cond, mut binds) = filter.condition();
+        let (cond, mut binds) = filter.condition(self.backend);
         binds.push(Bind::I64(id));
         let n = binds.len();
         let sql = format!(

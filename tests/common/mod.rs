@@ -5,6 +5,7 @@
 //! where they fail.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod freshdesk;
 pub mod harness;
 pub mod helpscout;
