@@ -273,8 +273,11 @@ async fn figures() {
         if per_request != 10 {
             let path = t.dir.path().join("tasks/ticket_triage.toml");
             let task = std::fs::read_to_string(&path).unwrap();
-            std::fs::write(&path, task.replace("items_per_request = 10", &format!("items_per_request = {per_request}")))
-                .unwrap();
+            std::fs::write(
+                &path,
+                task.replace("items_per_request = 10", &format!("items_per_request = {per_request}")),
+            )
+            .unwrap();
         }
         let config = enrichd::config::Config::load(&t.config).unwrap();
         assert_eq!(config.tasks["ticket_triage"].items_per_request, per_request);
