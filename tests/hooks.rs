@@ -371,6 +371,12 @@ async fn a_new_ticket_is_triaged_within_seconds_of_its_webhook(db: &common::Test
     assert_eq!(account.received_writes().len(), 1, "written once: {:?}", account.received_writes());
     let runs = db.store.runs(&[], 10).await.unwrap();
     assert_eq!(runs.iter().map(|r| r.trigger_kind.as_str()).collect::<Vec<_>>(), ["webhook"], "{runs:?}");
+    // The model saw what a listing shows of a ticket, its conversation included.
+    let items = db.store.items(runs[0].id, None, 10).await.unwrap();
+    let input: Value = serde_json::from_str(&items[0].input).unwrap();
+    let conversation = input["conversation"].as_str().unwrap_or_default();
+    assert!(conversation.contains("my card was charged twice"), "{input}");
+    assert!(input.get("organization").is_some(), "{input}");
 }
 
 /// Delivers `body` to `/hooks/triage` as Zendesk does: signed at `timestamp` with `secret` (or not).

@@ -126,7 +126,14 @@ async fn fetch(
         if stop.is_cancelled() {
             return None;
         }
-        match pipeline.connector.fetch(&pipeline.config.entity, ids).await {
+        let entity = &pipeline.config.entity;
+        // What a listing would have given the task (a ticket's conversation), not only what a
+        // write needs.
+        let got = match pipeline.connector.fetch(entity, ids).await {
+            Ok(mut records) => pipeline.connector.complete(entity, &mut records).await.map(|()| records),
+            Err(e) => Err(e),
+        };
+        match got {
             Ok(records) => return Some(records),
             Err(e) => {
                 failures += 1;

@@ -45,6 +45,14 @@ pub trait Connector: Send + Sync {
     /// The current state of the given records. Ids the platform no longer knows are simply absent.
     async fn fetch(&self, entity: &str, ids: &[String]) -> Result<Vec<Record>, ConnectorError>;
 
+    /// Completes records read by [`Connector::fetch`] — which reads what a write needs — into what a
+    /// listing gives a task: a ticket's conversation and organisation, say. Used for records that
+    /// arrive by id (webhooks) rather than by listing. The default leaves them as they are.
+    async fn complete(&self, entity: &str, records: &mut [Record]) -> Result<(), ConnectorError> {
+        let _ = (entity, records);
+        Ok(())
+    }
+
     /// The bytes of an attachment (an invoice PDF), fetched only when a task needs it.
     async fn fetch_attachment(&self, attachment: &AttachmentRef) -> Result<Bytes, ConnectorError> {
         Err(ConnectorError::permanent(format!(

@@ -502,6 +502,22 @@ impl Connector for Zendesk {
         Ok(records)
     }
 
+    async fn complete(&self, entity: &str, records: &mut [Record]) -> Result<(), ConnectorError> {
+        Self::entity(entity)?;
+        for record in records.iter_mut() {
+            if !record.fields.contains_key("conversation") {
+                let conversation = self.conversation(&record.id).await?;
+                record.fields.insert("conversation".into(), Value::String(conversation));
+            }
+        }
+        let missing: Vec<usize> =
+            (0..records.len()).filter(|i| !records[*i].fields.contains_key("organization")).collect();
+        if !missing.is_empty() {
+            self.add_organizations(records).await?;
+        }
+        Ok(())
+    }
+
     fn max_write_batch(&self) -> usize {
         MAX_BATCH
     }
