@@ -84,7 +84,8 @@ impl Fault {
 
     /// Whether trying again can help: throttling and QuickBooks' own (system) faults.
     fn retryable(&self) -> bool {
-        matches!(self.code.as_str(), "429" | "003001" | "ThrottleExceeded") || self.kind.eq_ignore_ascii_case("SystemFault")
+        matches!(self.code.as_str(), "429" | "003001" | "ThrottleExceeded")
+            || self.kind.eq_ignore_ascii_case("SystemFault")
     }
 
     fn into_error(self, what: &str, status: u16) -> ConnectorError {
@@ -286,10 +287,10 @@ impl QuickBooks {
                     for r in a["AttachableRef"].as_array().into_iter().flatten() {
                         let e = &r["EntityRef"];
                         let is_bill = e["type"].as_str().is_some_and(|t| t.eq_ignore_ascii_case("Bill"));
-                        if let (true, Some(id)) = (is_bill, e["value"].as_str()) {
-                            if chunk.iter().any(|c| c == id) {
-                                by_bill.entry(id.to_owned()).or_default().push(attachment.clone());
-                            }
+                        if let (true, Some(id)) = (is_bill, e["value"].as_str())
+                            && chunk.iter().any(|c| c == id)
+                        {
+                            by_bill.entry(id.to_owned()).or_default().push(attachment.clone());
                         }
                     }
                 }
@@ -401,10 +402,15 @@ impl QuickBooks {
                     let mut lines = Vec::new();
                     for (i, item) in items.iter().enumerate() {
                         let at = format!("line_items[{i}]");
-                        let amount = item["amount"].as_f64().ok_or_else(|| format!("{at}.amount: missing or not a number"))?;
+                        let amount =
+                            item["amount"].as_f64().ok_or_else(|| format!("{at}.amount: missing or not a number"))?;
                         let account = match item.get("account").filter(|v| !v.is_null()) {
                             Some(a) => self.resolve("Account", a, &format!("{at}.account")).await?,
-                            None => return Err(format!("{at}.account: missing (QuickBooks needs an expense account per line)")),
+                            None => {
+                                return Err(format!(
+                                    "{at}.account: missing (QuickBooks needs an expense account per line)"
+                                ));
+                            }
                         };
                         let mut detail = json!({"AccountRef": account});
                         if let Some(t) = item.get("tax_code").filter(|v| !v.is_null()) {
@@ -422,7 +428,9 @@ impl QuickBooks {
                     }
                     bill.insert("Line".into(), Value::Array(lines));
                 }
-                "total" => return Err("total: QuickBooks computes a bill's total from its lines; write line_items".into()),
+                "total" => {
+                    return Err("total: QuickBooks computes a bill's total from its lines; write line_items".into());
+                }
                 other => return Err(format!("{other}: not a bill field this connector writes")),
             }
         }
@@ -570,11 +578,9 @@ impl Connector for QuickBooks {
         }
         let start: usize = match request.cursor.as_deref() {
             None => 1,
-            Some(c) => c
-                .parse()
-                .ok()
-                .filter(|n| *n >= 1)
-                .ok_or_else(|| ConnectorError::permanent(format!("quickbooks: listing cursor {c:?} is not a start position")))?,
+            Some(c) => c.parse().ok().filter(|n| *n >= 1).ok_or_else(|| {
+                ConnectorError::permanent(format!("quickbooks: listing cursor {c:?} is not a start position"))
+            })?,
         };
         let per_page = match request.per_page {
             0 => DEFAULT_PAGE,
@@ -585,7 +591,10 @@ impl Connector for QuickBooks {
                 let at = chrono::DateTime::parse_from_rfc3339(after).map_err(|_| {
                     ConnectorError::permanent(format!("quickbooks: modified_after {after:?} is not an RFC 3339 time"))
                 })?;
-                format!(" WHERE MetaData.LastUpdatedTime > '{}'", at.to_rfc3339_opts(chrono::SecondsFormat::Secs, false))
+                format!(
+                    " WHERE MetaData.LastUpdatedTime > '{}'",
+                    at.to_rfc3339_opts(chrono::SecondsFormat::Secs, false)
+                )
             }
             None => String::new(),
         };

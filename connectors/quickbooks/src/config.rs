@@ -79,7 +79,9 @@ fn check_url(url: &str) -> Result<String, String> {
     }
     let loopback = ["localhost", "127.0.0.1", "[::1]"].contains(&host_name.as_str());
     if url.starts_with("http://") && !loopback {
-        return Err(format!("{url:?} is plain http://: OAuth2 tokens would cross the network unencrypted; use https://"));
+        return Err(format!(
+            "{url:?} is plain http://: OAuth2 tokens would cross the network unencrypted; use https://"
+        ));
     }
     Ok(url.to_owned())
 }
@@ -104,7 +106,10 @@ impl QuickBooksConfig {
             (None, Some(url)) => {
                 let url = check_url(url).map_err(|m| err("base_url", m))?;
                 if url.contains("/v3") {
-                    return Err(err("base_url", format!("{url:?}: give the address only (the API is under /v3/company)")));
+                    return Err(err(
+                        "base_url",
+                        format!("{url:?}: give the address only (the API is under /v3/company)"),
+                    ));
                 }
                 url
             }
@@ -118,7 +123,10 @@ impl QuickBooksConfig {
             None | Some("") => None,
             Some(realm) if realm.chars().all(|c| c.is_ascii_digit()) => Some(realm.to_owned()),
             Some(realm) => {
-                return Err(err("realm_id", format!("{realm:?} is not a QuickBooks company id (digits only, e.g. \"9130347596823412\")")));
+                return Err(err(
+                    "realm_id",
+                    format!("{realm:?} is not a QuickBooks company id (digits only, e.g. \"9130347596823412\")"),
+                ));
             }
         };
         let timeout = match self.timeout_secs {

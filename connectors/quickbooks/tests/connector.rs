@@ -17,7 +17,8 @@ async fn list_all(qbo: &impl Connector, per_page: u32, modified_after: Option<St
     let mut records = Vec::new();
     let mut cursor = None;
     loop {
-        let page = qbo.list(BILLS, &PageRequest { cursor, per_page, modified_after: modified_after.clone() }).await.unwrap();
+        let page =
+            qbo.list(BILLS, &PageRequest { cursor, per_page, modified_after: modified_after.clone() }).await.unwrap();
         records.extend(page.records);
         match page.next {
             Some(next) => cursor = Some(next),
@@ -52,11 +53,23 @@ fn config_errors_name_the_key() {
         error(json!({"client_secret": "s"})),
         "connections.books.client_id: missing: the app's OAuth2 credentials from the Intuit developer portal"
     );
-    assert!(error(with(json!({"realm_id": "acme"}))).starts_with("connections.books.realm_id: \"acme\" is not a QuickBooks company id"));
-    assert!(error(with(json!({"environment": "sandbox", "base_url": "https://x"}))).starts_with("connections.books.base_url:"));
+    assert!(
+        error(with(json!({"realm_id": "acme"})))
+            .starts_with("connections.books.realm_id: \"acme\" is not a QuickBooks company id")
+    );
+    assert!(
+        error(with(json!({"environment": "sandbox", "base_url": "https://x"})))
+            .starts_with("connections.books.base_url:")
+    );
     assert!(error(with(json!({"environment": "staging"}))).contains("unknown variant `staging`"));
-    assert!(error(with(json!({"base_url": "http://books.example.com"}))).starts_with("connections.books.base_url: \"http://books.example.com\" is plain http://"));
-    assert!(error(with(json!({"minor_version": 65}))).starts_with("connections.books.minor_version: 65: Intuit discontinued"));
+    assert!(
+        error(with(json!({"base_url": "http://books.example.com"})))
+            .starts_with("connections.books.base_url: \"http://books.example.com\" is plain http://")
+    );
+    assert!(
+        error(with(json!({"minor_version": 65})))
+            .starts_with("connections.books.minor_version: 65: Intuit discontinued")
+    );
     assert!(error(with(json!({"timeout_secs": 0}))).starts_with("connections.books.timeout_secs:"));
     let ok: QuickBooksConfig = serde_json::from_value(with(json!({"environment": "sandbox"}))).unwrap();
     let options = ok.validate("connections.books").unwrap();
@@ -159,7 +172,10 @@ async fn a_sparse_update_carries_the_sync_token_read_and_leaves_the_rest() {
         }),
     );
     let result = outcomes(qbo.write(BILLS, &[change]).await.unwrap());
-    assert_eq!(result, [("145".to_owned(), WriteResult::Written { version: Some(enrichd_connector::Version("1".into())) })]);
+    assert_eq!(
+        result,
+        [("145".to_owned(), WriteResult::Written { version: Some(enrichd_connector::Version("1".into())) })]
+    );
     let sent = sandbox.received().into_iter().rev().find(|r| r.path.ends_with("/bill")).unwrap();
     assert_eq!(sent.body["sparse"], json!(true));
     assert_eq!(sent.body["SyncToken"], json!("0"));
@@ -170,7 +186,11 @@ async fn a_sparse_update_carries_the_sync_token_read_and_leaves_the_rest() {
     assert_eq!(after["VendorRef"], before["VendorRef"], "fields not sent are untouched");
     assert_eq!(after["TxnDate"], before["TxnDate"]);
     let reread = qbo.fetch(BILLS, &["145".into()]).await.unwrap().remove(0);
-    assert!(qbo.holds("line_items", &json!([{"description": "Toner", "amount": 120.5}, {"description": "Courier", "amount": 30}]), reread.field("line_items")));
+    assert!(qbo.holds(
+        "line_items",
+        &json!([{"description": "Toner", "amount": 120.5}, {"description": "Courier", "amount": 30}]),
+        reread.field("line_items")
+    ));
     // Fields QuickBooks computes, and unknown names, are refused per item, naming the field.
     let refused = outcomes(qbo.write(BILLS, &[change_of("145", "1", json!({"total": 10}))]).await.unwrap());
     let WriteResult::Failed(e) = &refused[0].1 else { panic!("{refused:?}") };
@@ -189,7 +209,8 @@ async fn a_stale_sync_token_is_a_conflict_and_the_bookkeepers_edit_stays() {
     let (sandbox, qbo) = setup(4).await;
     let bill = qbo.fetch(BILLS, &["146".into()]).await.unwrap().remove(0);
     sandbox.edit_as_bookkeeper("146", "do not pay before the credit note");
-    let result = outcomes(qbo.write(BILLS, &[change("146", &bill.version.0, json!({"doc_number": "X-1"}))]).await.unwrap());
+    let result =
+        outcomes(qbo.write(BILLS, &[change("146", &bill.version.0, json!({"doc_number": "X-1"}))]).await.unwrap());
     assert_eq!(result, [("146".to_owned(), WriteResult::Conflict { current: None })]);
     let after = sandbox.bill("146").unwrap();
     assert_eq!(after["PrivateNote"], "do not pay before the credit note");
@@ -210,7 +231,11 @@ async fn a_batch_of_thirty_reports_each_bill_by_bid() {
         .enumerate()
         .map(|(i, r)| {
             let account = if i == 11 { "Nope Account" } else { "Utilities" };
-            change(&r.id, &r.version.0, json!({"doc_number": format!("B-{i}"), "line_items": [{"amount": 10 + i, "account": account}]}))
+            change(
+                &r.id,
+                &r.version.0,
+                json!({"doc_number": format!("B-{i}"), "line_items": [{"amount": 10 + i, "account": account}]}),
+            )
         })
         .collect();
     let result = outcomes(qbo.write(BILLS, &changes).await.unwrap());
@@ -223,11 +248,20 @@ async fn a_batch_of_thirty_reports_each_bill_by_bid() {
                 let WriteResult::Failed(e) = outcome else { panic!("{outcome:?}") };
                 assert_eq!(e.code.as_deref(), Some("6000"));
                 assert!(!e.retryable);
-                assert!(e.message.contains(&format!("update bill {}", records[7].id)) && e.message.contains("closed period"), "{}", e.message);
+                assert!(
+                    e.message.contains(&format!("update bill {}", records[7].id))
+                        && e.message.contains("closed period"),
+                    "{}",
+                    e.message
+                );
             }
             11 => {
                 let WriteResult::Failed(e) = outcome else { panic!("{outcome:?}") };
-                assert!(e.message.contains("line_items[0].account: no Account named \"Nope Account\""), "{}", e.message);
+                assert!(
+                    e.message.contains("line_items[0].account: no Account named \"Nope Account\""),
+                    "{}",
+                    e.message
+                );
             }
             _ => {
                 assert_eq!(outcome, &WriteResult::Written { version: Some(enrichd_connector::Version("1".into())) });
@@ -236,7 +270,11 @@ async fn a_batch_of_thirty_reports_each_bill_by_bid() {
         }
     }
     let stats = sandbox.stats();
-    assert_eq!((stats.batches, stats.batch_items, stats.bill_updates), (1, 29, 0), "one batch of the 29 sendable bills");
+    assert_eq!(
+        (stats.batches, stats.batch_items, stats.bill_updates),
+        (1, 29, 0),
+        "one batch of the 29 sendable bills"
+    );
     assert_eq!(sandbox.bill(&records[3].id).unwrap()["PrivateNote"], "edited");
     let too_many: Vec<_> = records.iter().take(31).map(|r| change(&r.id, "1", json!({"doc_number": "x"}))).collect();
     assert!(qbo.write(BILLS, &too_many).await.unwrap_err().message.contains("at most 30"));
@@ -249,7 +287,11 @@ async fn a_fault_inside_http_200_is_an_error_with_code_and_detail() {
     let result = outcomes(qbo.write(BILLS, &[change("145", "0", json!({"doc_number": "A"}))]).await.unwrap());
     let WriteResult::Failed(e) = &result[0].1 else { panic!("{result:?}") };
     assert_eq!(e.code.as_deref(), Some("10000"));
-    assert!(e.message.starts_with("update bill 145: HTTP 200 QuickBooks fault 10000 (SystemFault): An application error"), "{}", e.message);
+    assert!(
+        e.message.starts_with("update bill 145: HTTP 200 QuickBooks fault 10000 (SystemFault): An application error"),
+        "{}",
+        e.message
+    );
     assert!(e.message.contains("System Failure Error"), "detail included: {}", e.message);
     assert!(sandbox.bill("145").unwrap().get("DocNumber").is_none());
     // A read meeting one is retried, and succeeds.

@@ -33,7 +33,8 @@ impl Api {
     }
     async fn get(&self, path: &str, query: &[(&str, &str)], token: &str) -> (u16, Value) {
         let url = format!("{}/v3/company/{REALM_ID}/{path}", self.base);
-        let r = self.http.get(url).query(query).query(&[("minorversion", "75")]).bearer_auth(token).send().await.unwrap();
+        let r =
+            self.http.get(url).query(query).query(&[("minorversion", "75")]).bearer_auth(token).send().await.unwrap();
         (r.status().as_u16(), r.json().await.unwrap())
     }
     async fn query(&self, q: &str) -> (u16, Value) {
@@ -65,8 +66,13 @@ async fn query_pages_have_the_recorded_shape() {
     assert_eq!(body["QueryResponse"]["Vendor"].as_array().unwrap().len(), 3);
     // COUNT(*) answers only totalCount; nothing matching answers an empty QueryResponse.
     let (_, body) = api.query("SELECT COUNT(*) FROM Vendor").await;
-    assert_eq!(keys(&body["QueryResponse"]), keys(&fixture("query_count_vendor.json")["response"]["body"]["QueryResponse"]));
-    let (_, body) = api.query("SELECT * FROM Bill WHERE Id IN ('1', '2') AND Active IN ( true, false ) MAXRESULTS 2 STARTPOSITION 7").await;
+    assert_eq!(
+        keys(&body["QueryResponse"]),
+        keys(&fixture("query_count_vendor.json")["response"]["body"]["QueryResponse"])
+    );
+    let (_, body) = api
+        .query("SELECT * FROM Bill WHERE Id IN ('1', '2') AND Active IN ( true, false ) MAXRESULTS 2 STARTPOSITION 7")
+        .await;
     assert_eq!(body["QueryResponse"], fixture("query_empty_result.json")["response"]["body"]["QueryResponse"]);
     assert!(body["time"].is_string());
 }
@@ -111,7 +117,8 @@ async fn batch_items_and_attachables_have_the_recorded_shapes() {
         {"bId": "bid2", "operation": "update", "Bill": {"Id": "146", "SyncToken": "0", "sparse": true, "DocNumber": "B"}},
         {"bId": "bid3", "Query": "select * from Bill where Id = '147'"}
     ]});
-    let body: Value = api.http.post(url).bearer_auth(ACCESS_TOKEN).json(&request).send().await.unwrap().json().await.unwrap();
+    let body: Value =
+        api.http.post(url).bearer_auth(ACCESS_TOKEN).json(&request).send().await.unwrap().json().await.unwrap();
     let items = body["BatchItemResponse"].as_array().unwrap();
     assert_eq!(keys(&items[0]), keys(&stale));
     assert_eq!(keys(&items[0]["Fault"]["Error"][0]), keys(&stale["Fault"]["Error"][0]));

@@ -97,7 +97,13 @@ async fn handle(
         let mut state = sandbox.lock();
         let query = uri.query().unwrap_or("").to_owned();
         let logged = if path == TOKEN_PATH { Value::Null } else { parsed.clone() };
-        state.received.push(Received { method: method.to_string(), path: path.clone(), query, token: token.clone(), body: logged });
+        state.received.push(Received {
+            method: method.to_string(),
+            path: path.clone(),
+            query,
+            token: token.clone(),
+            body: logged,
+        });
     }
     let api = path.starts_with("/v3/");
     let latency = if api {
@@ -113,7 +119,7 @@ async fn handle(
     }
     let reply = {
         let mut state = sandbox.lock();
-        let r = if path == TOKEN_PATH && method == Method::POST {
+        if path == TOKEN_PATH && method == Method::POST {
             token_endpoint(&mut state, &headers, &body)
         } else if let Some(rest) = path.strip_prefix("/files/") {
             file(&mut state, rest, &query_pairs(&uri))
@@ -123,8 +129,7 @@ async fn handle(
             r
         } else {
             reply(404, json!({"error": "not found"}))
-        };
-        r
+        }
     };
     let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut response = match reply.body {
@@ -197,7 +202,9 @@ fn file(state: &mut State, rest: &str, query: &[(String, String)]) -> Reply {
     let id: Option<u64> = rest.parse().ok();
     let signed = query.iter().any(|(k, v)| k == "X-Amz-Signature" && id.is_some_and(|id| *v == signature(id)));
     match id.and_then(|id| state.files.get(&id)) {
-        Some(bytes) if signed => Reply { status: 200, body: Body::Bytes(bytes.clone(), "application/pdf"), headers: Vec::new() },
+        Some(bytes) if signed => {
+            Reply { status: 200, body: Body::Bytes(bytes.clone(), "application/pdf"), headers: Vec::new() }
+        }
         _ => Reply {
             status: 403,
             body: Body::Text("<Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>".into()),
@@ -246,7 +253,8 @@ fn api_call(
     if state.faults.throttled_requests > 0 || over_minute || state.in_flight > 10 {
         state.faults.throttled_requests = state.faults.throttled_requests.saturating_sub(1);
         state.stats.throttled += 1;
-        let mut r = fault(429, "SERVICE", "003001", "ThrottleExceeded", "Request rate exceeded: too many requests", now);
+        let mut r =
+            fault(429, "SERVICE", "003001", "ThrottleExceeded", "Request rate exceeded: too many requests", now);
         if let Some(secs) = state.faults.retry_after_secs {
             r.headers.push(("retry-after", secs.to_string()));
         }
@@ -254,10 +262,24 @@ fn api_call(
     }
     if state.faults.faults_in_200 > 0 {
         state.faults.faults_in_200 -= 1;
-        return fault(200, "SystemFault", "10000", "An application error has occurred while processing your request", "System Failure Error: something went wrong", now);
+        return fault(
+            200,
+            "SystemFault",
+            "10000",
+            "An application error has occurred while processing your request",
+            "System Failure Error: something went wrong",
+            now,
+        );
     }
     let Some(rest) = path.strip_prefix(&format!("/v3/company/{REALM_ID}/")) else {
-        return fault(403, "AuthorizationFault", "120", "Authorization Failure", "The company in the path is not this app's", now);
+        return fault(
+            403,
+            "AuthorizationFault",
+            "120",
+            "Authorization Failure",
+            "The company in the path is not this app's",
+            now,
+        );
     };
     let parts: Vec<&str> = rest.split('/').collect();
     match (method.as_str(), parts.as_slice()) {
@@ -302,12 +324,28 @@ fn api_call(
             }
         }
         ("POST", ["batch"]) => batch(state, body),
-        _ => fault(400, "ValidationFault", "500", "Unsupported Operation", &format!("Operation {method} {rest} is not supported."), now),
+        _ => fault(
+            400,
+            "ValidationFault",
+            "500",
+            "Unsupported Operation",
+            &format!("Operation {method} {rest} is not supported."),
+            now,
+        ),
     }
 }
 
 fn not_found(id: &str, now: i64) -> Reply {
-    fault(400, "ValidationFault", "610", "Object Not Found", &format!("Object Not Found : Something you're trying to use has been made inactive. Check the fields with accounts, customers, items, vendors or employees. ({id})"), now)
+    fault(
+        400,
+        "ValidationFault",
+        "610",
+        "Object Not Found",
+        &format!(
+            "Object Not Found : Something you're trying to use has been made inactive. Check the fields with accounts, customers, items, vendors or employees. ({id})"
+        ),
+        now,
+    )
 }
 
 fn find(list: &[Value], id: &str) -> Option<Value> {
@@ -315,7 +353,10 @@ fn find(list: &[Value], id: &str) -> Option<Value> {
 }
 
 fn download_link(id: u64, host: &str) -> String {
-    format!("http://{host}/files/{id}?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Expires=900&X-Amz-Signature={}", signature(id))
+    format!(
+        "http://{host}/files/{id}?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Expires=900&X-Amz-Signature={}",
+        signature(id)
+    )
 }
 
 fn with_links(mut attachable: Value, host: &str) -> Value {
@@ -327,20 +368,54 @@ fn with_links(mut attachable: Value, host: &str) -> Value {
 
 /// Applies a sparse update; a stale `SyncToken` is a 5010 Fault. Returns the bill or (status, Fault).
 fn update_bill(state: &mut State, body: &Value) -> Result<Value, (u16, Value)> {
-    let err = |status: u16, code: &str, message: &str, detail: &str| Err((status, fault_body("ValidationFault", code, message, detail)));
+    let err = |status: u16, code: &str, message: &str, detail: &str| {
+        Err((status, fault_body("ValidationFault", code, message, detail)))
+    };
     let Some(id) = body["Id"].as_str().and_then(|s| s.parse::<u64>().ok()) else {
-        return err(400, "2020", "Required param missing, need to supply the required value for the API", "Required parameter Id is missing in the request");
+        return err(
+            400,
+            "2020",
+            "Required param missing, need to supply the required value for the API",
+            "Required parameter Id is missing in the request",
+        );
     };
     if body["sparse"] != json!(true) {
         // A full update would blank every field left out; enrichd must never send one.
-        return err(400, "2020", "Required param missing", "This sandbox accepts sparse updates only (\"sparse\": true)");
+        return err(
+            400,
+            "2020",
+            "Required param missing",
+            "This sandbox accepts sparse updates only (\"sparse\": true)",
+        );
     }
-    let allowed = ["Id", "SyncToken", "sparse", "VendorRef", "DocNumber", "TxnDate", "DueDate", "CurrencyRef", "PrivateNote", "GlobalTaxCalculation", "Line"];
+    let allowed = [
+        "Id",
+        "SyncToken",
+        "sparse",
+        "VendorRef",
+        "DocNumber",
+        "TxnDate",
+        "DueDate",
+        "CurrencyRef",
+        "PrivateNote",
+        "GlobalTaxCalculation",
+        "Line",
+    ];
     if let Some(bad) = body.as_object().into_iter().flatten().map(|(k, _)| k).find(|k| !allowed.contains(&k.as_str())) {
-        return err(400, "2010", "Request has invalid or unsupported property", &format!("Property Name:Unrecognized field \"{bad}\" specified is unsupported or invalid"));
+        return err(
+            400,
+            "2010",
+            "Request has invalid or unsupported property",
+            &format!("Property Name:Unrecognized field \"{bad}\" specified is unsupported or invalid"),
+        );
     }
     if state.refused_writes.contains(&id) {
-        return err(400, "6000", "A business validation error has occurred while processing your request", "Business Validation Error: The transaction date is in a closed period.");
+        return err(
+            400,
+            "6000",
+            "A business validation error has occurred while processing your request",
+            "Business Validation Error: The transaction date is in a closed period.",
+        );
     }
     let Some(bill) = state.bills.get(&id) else {
         return err(400, "610", "Object Not Found", &format!("Object Not Found : Bill {id}"));
@@ -349,10 +424,10 @@ fn update_bill(state: &mut State, body: &Value) -> Result<Value, (u16, Value)> {
         state.stats.stale += 1;
         return err(400, "5010", "Stale Object Error", stale_detail());
     }
-    if let Some(v) = body["VendorRef"]["value"].as_str() {
-        if find(&state.vendors, v).is_none() {
-            return err(400, "610", "Object Not Found", &format!("Object Not Found : Vendor {v}"));
-        }
+    if let Some(v) = body["VendorRef"]["value"].as_str()
+        && find(&state.vendors, v).is_none()
+    {
+        return err(400, "610", "Object Not Found", &format!("Object Not Found : Vendor {v}"));
     }
     let mut total = None;
     if let Some(lines) = body["Line"].as_array() {
@@ -360,7 +435,12 @@ fn update_bill(state: &mut State, body: &Value) -> Result<Value, (u16, Value)> {
         for line in lines {
             let account = line["AccountBasedExpenseLineDetail"]["AccountRef"]["value"].as_str().unwrap_or("");
             if find(&state.accounts, account).is_none() {
-                return err(400, "2500", "Invalid Reference Id", &format!("Invalid Reference Id : Accounts element id {account:?} not found"));
+                return err(
+                    400,
+                    "2500",
+                    "Invalid Reference Id",
+                    &format!("Invalid Reference Id : Accounts element id {account:?} not found"),
+                );
             }
             sum += line["Amount"].as_f64().unwrap_or(0.0);
         }
@@ -407,7 +487,14 @@ fn batch(state: &mut State, body: &Value) -> Reply {
         return fault(400, "ValidationFault", "2020", "Required param missing", "BatchItemRequest is missing", now);
     };
     if items.len() > 30 {
-        return fault(400, "ValidationFault", "1040", "Too many batch items", &format!("The batch holds {} items; at most 30 are allowed.", items.len()), now);
+        return fault(
+            400,
+            "ValidationFault",
+            "1040",
+            "Too many batch items",
+            &format!("The batch holds {} items; at most 30 are allowed.", items.len()),
+            now,
+        );
     }
     state.stats.batch_items += items.len() as u64;
     let mut answers = Vec::new();
@@ -424,7 +511,12 @@ fn batch(state: &mut State, body: &Value) -> Reply {
                 Err((_, f)) => f,
             }
         } else {
-            fault_body("ValidationFault", "500", "Unsupported Operation", "This sandbox's batch takes Bill updates and queries")
+            fault_body(
+                "ValidationFault",
+                "500",
+                "Unsupported Operation",
+                "This sandbox's batch takes Bill updates and queries",
+            )
         };
         let mut answer = answer;
         answer["bId"] = bid;
@@ -523,7 +615,9 @@ fn run_query(state: &State, q: &str) -> Result<Value, (&'static str, String)> {
             false
         }
         Some(Token::Word(w)) if w.eq_ignore_ascii_case("count") => {
-            if tokens.get(at + 1..at + 4) != Some(&[Token::Sym("(".into()), Token::Word("*".into()), Token::Sym(")".into())]) {
+            if tokens.get(at + 1..at + 4)
+                != Some(&[Token::Sym("(".into()), Token::Word("*".into()), Token::Sym(")".into())])
+            {
                 return Err(parse("expected COUNT(*)".into()));
             }
             at += 4;
@@ -662,7 +756,8 @@ fn values_at(v: &Value, path: &str) -> Vec<String> {
                 other => vec![other],
             };
             for item in items {
-                if let Some((_, v)) = item.as_object().into_iter().flatten().find(|(k, _)| k.eq_ignore_ascii_case(key)) {
+                if let Some((_, v)) = item.as_object().into_iter().flatten().find(|(k, _)| k.eq_ignore_ascii_case(key))
+                {
                     next.push(v.clone());
                 }
             }

@@ -171,8 +171,14 @@ pub(crate) const VENDORS: [&str; 8] = [
     "Orbit Cloud Hosting GmbH",
     "Redwood Legal LLP",
 ];
-pub(crate) const ACCOUNTS: [&str; 6] =
-    ["Office Expenses", "Shipping and Delivery", "Utilities", "Computer and Internet", "Meals", "Legal & Professional Fees"];
+pub(crate) const ACCOUNTS: [&str; 6] = [
+    "Office Expenses",
+    "Shipping and Delivery",
+    "Utilities",
+    "Computer and Internet",
+    "Meals",
+    "Legal & Professional Fees",
+];
 const UNCATEGORIZED: &str = "Uncategorized Expense";
 const CURRENCIES: [&str; 4] = ["USD", "EUR", "GBP", "CAD"];
 const ITEMS: [&str; 10] = [
@@ -294,7 +300,12 @@ impl QuickBooksSandbox {
                 bill["DocNumber"] = json!(truth.doc_number);
                 bill["DueDate"] = json!(truth.due_date);
                 bill["Line"] = Value::Array(
-                    truth.lines.iter().enumerate().map(|(n, l)| expense_line(n, &l.description, l.amount, &state.accounts, &l.account)).collect(),
+                    truth
+                        .lines
+                        .iter()
+                        .enumerate()
+                        .map(|(n, l)| expense_line(n, &l.description, l.amount, &state.accounts, &l.account))
+                        .collect(),
                 );
             } else {
                 // What a forwarded document leaves: the vendor, the date, one uncategorised line.

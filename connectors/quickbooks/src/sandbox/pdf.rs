@@ -83,7 +83,12 @@ pub fn render(t: &Truth) -> Rendered {
             p.text(330.0, 742.0, 9.0, format!("Payable by {}", t.due_date));
             let mut y = 680.0;
             for (i, l) in t.lines.iter().enumerate() {
-                p.text(50.0, y, 9.0, format!("{}. {} ({} x {})", i + 1, l.description, l.quantity, money(l.unit_price)));
+                p.text(
+                    50.0,
+                    y,
+                    9.0,
+                    format!("{}. {} ({} x {})", i + 1, l.description, l.quantity, money(l.unit_price)),
+                );
                 p.text(470.0, y, 9.0, money(l.amount));
                 y -= 16.0;
             }
