@@ -15,6 +15,12 @@ pub const PRODUCTION_URL: &str = "https://quickbooks.api.intuit.com";
 pub const SANDBOX_URL: &str = "https://sandbox-quickbooks.api.intuit.com";
 /// Intuit's OAuth2 token endpoint (both environments).
 pub const TOKEN_URL: &str = "https://oauth.platform.intuit.com/oauth2/v1/tokens/bearer";
+/// Intuit's OAuth2 authorisation page (both environments).
+pub const AUTHORIZE_URL: &str = "https://appcenter.intuit.com/connect/oauth2";
+/// The authorisation page's path under `base_url` (enrichd's sandbox).
+pub const AUTHORIZE_PATH: &str = "/connect/oauth2";
+/// The OAuth2 scope for the Accounting API.
+pub const SCOPE: &str = "com.intuit.quickbooks.accounting";
 /// The token endpoint's path, used under `base_url` when `base_url` is set and `token_url` is not
 /// (enrichd's own sandbox serves both on one address).
 pub const TOKEN_PATH: &str = "/oauth2/v1/tokens/bearer";
@@ -45,6 +51,9 @@ pub struct QuickBooksConfig {
     pub base_url: Option<String>,
     /// The OAuth2 token endpoint; Intuit's unless set, or `<base_url>/oauth2/v1/tokens/bearer` with `base_url`.
     pub token_url: Option<String>,
+    /// The OAuth2 authorisation page `enrichd connect` opens; Intuit's unless set, or
+    /// `<base_url>/connect/oauth2` with `base_url`.
+    pub authorize_url: Option<String>,
     /// Seconds before a request is abandoned (60 unless set; Intuit's own limit is 120).
     pub timeout_secs: Option<u64>,
     /// The `minorversion` sent on every call (75 unless set; lower ones are discontinued).
@@ -57,6 +66,8 @@ pub struct Options {
     /// `https://quickbooks.api.intuit.com` (no trailing slash).
     pub base_url: String,
     pub token_url: String,
+    /// Where `enrichd connect` sends the user to authorise the app (scope [`SCOPE`]).
+    pub authorize_url: String,
     pub client_id: SecretString,
     pub client_secret: SecretString,
     /// `None` until the connection is authorised; every API call needs it.
@@ -119,6 +130,11 @@ impl QuickBooksConfig {
             (None, Some(_)) => format!("{base_url}{TOKEN_PATH}"),
             (None, None) => TOKEN_URL.to_owned(),
         };
+        let authorize_url = match (&self.authorize_url, &self.base_url) {
+            (Some(url), _) => check_url(url).map_err(|m| err("authorize_url", m))?,
+            (None, Some(_)) => format!("{base_url}{AUTHORIZE_PATH}"),
+            (None, None) => AUTHORIZE_URL.to_owned(),
+        };
         let realm_id = match self.realm_id.as_deref().map(str::trim) {
             None | Some("") => None,
             Some(realm) if realm.chars().all(|c| c.is_ascii_digit()) => Some(realm.to_owned()),
@@ -144,7 +160,7 @@ impl QuickBooksConfig {
             Some(v) => v,
             None => MIN_MINOR_VERSION,
         };
-        Ok(Options { base_url, token_url, client_id, client_secret, realm_id, timeout, minor_version })
+        Ok(Options { base_url, token_url, authorize_url, client_id, client_secret, realm_id, timeout, minor_version })
     }
 }
 

@@ -12,8 +12,8 @@ use base64::Engine as _;
 use serde_json::{Map, Value, json};
 
 use super::{
-    ACCESS_TOKEN, AUTH_CODE, CLIENT_ID, CLIENT_SECRET, MINOR_VERSION, QuickBooksSandbox, REALM_ID, Received, State,
-    TOKEN_PATH, bump, local_time,
+    ACCESS_TOKEN, AUTH_CODE, AUTHORIZE_PATH, CLIENT_ID, CLIENT_SECRET, MINOR_VERSION, QuickBooksSandbox, REALM_ID,
+    Received, State, TOKEN_PATH, bump, local_time,
 };
 
 pub fn router(sandbox: QuickBooksSandbox) -> Router {
@@ -119,7 +119,9 @@ async fn handle(
     }
     let reply = {
         let mut state = sandbox.lock();
-        if path == TOKEN_PATH && method == Method::POST {
+        if path == AUTHORIZE_PATH && method == Method::GET {
+            authorize(&mut state, &query_pairs(&uri))
+        } else if path == TOKEN_PATH && method == Method::POST {
             token_endpoint(&mut state, &headers, &body)
         } else if let Some(rest) = path.strip_prefix("/files/") {
             file(&mut state, rest, &query_pairs(&uri))
@@ -147,6 +149,32 @@ async fn handle(
     response
 }
 
+/// The authorisation page: approves at once and redirects back with a fresh single-use code.
+fn authorize(state: &mut State, query: &[(String, String)]) -> Reply {
+    let get = |k: &str| query.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
+    if get("client_id").as_deref() != Some(CLIENT_ID) {
+        return Reply { status: 400, body: Body::Text("invalid client_id".into()), headers: Vec::new() };
+    }
+    let Some(redirect) = get("redirect_uri").filter(|r| r.starts_with("http")) else {
+        return Reply { status: 400, body: Body::Text("invalid redirect_uri".into()), headers: Vec::new() };
+    };
+    let state_param = get("state").unwrap_or_default();
+    let enc = |s: &str| percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string();
+    let sep = if redirect.contains('?') { '&' } else { '?' };
+    let location = if get("response_type").as_deref() != Some("code")
+        || !get("scope").unwrap_or_default().split(' ').any(|s| s == crate::SCOPE)
+    {
+        format!("{redirect}{sep}error=invalid_scope&state={}", enc(&state_param))
+    } else {
+        state.issued += 1;
+        let code = format!("sandbox_code_{}_{:016x}", state.issued, rand::random::<u64>());
+        let challenge = get("code_challenge").filter(|_| get("code_challenge_method").as_deref() == Some("S256"));
+        state.codes.insert(code.clone(), (redirect.clone(), challenge));
+        format!("{redirect}{sep}code={}&state={}&realmId={REALM_ID}", enc(&code), enc(&state_param))
+    };
+    Reply { status: 302, body: Body::Text(String::new()), headers: vec![("location", location)] }
+}
+
 fn token_endpoint(state: &mut State, headers: &HeaderMap, body: &[u8]) -> Reply {
     state.stats.token_requests += 1;
     let form: Map<String, Value> = String::from_utf8_lossy(body)
@@ -168,7 +196,20 @@ fn token_endpoint(state: &mut State, headers: &HeaderMap, body: &[u8]) -> Reply 
     }
     let grant = form.get("grant_type").and_then(Value::as_str).unwrap_or("");
     let valid = match grant {
-        "authorization_code" => form.get("code").and_then(Value::as_str) == Some(AUTH_CODE),
+        "authorization_code" => {
+            let text = |k: &str| form.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
+            let code = text("code");
+            code == AUTH_CODE
+                || state.codes.remove(&code).is_some_and(|(redirect, challenge)| {
+                    let verifier = text("code_verifier");
+                    let pkce_ok = challenge.is_none_or(|c| {
+                        use sha2::Digest as _;
+                        let digest = sha2::Sha256::digest(verifier.as_bytes());
+                        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest) == c
+                    });
+                    redirect == text("redirect_uri") && pkce_ok
+                })
+        }
         "refresh_token" => {
             let given = form.get("refresh_token").and_then(Value::as_str).unwrap_or("");
             // Rotation: the refresh token used is spent.

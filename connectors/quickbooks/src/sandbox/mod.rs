@@ -3,6 +3,8 @@
 //! the recorded responses in `tests/fixtures/quickbooks` (see `tests/fixtures_replay.rs`).
 //!
 //! What it reproduces, because a connector must cope with it:
+//! - an authorisation page that approves at once and redirects with `code`, `state` and `realmId`
+//!   (codes single-use, PKCE `S256` checked when a challenge was sent);
 //! - bearer tokens, refused with the 401's lower-case `fault.error[]` shape; a token endpoint with
 //!   `authorization_code` and rotating `refresh_token` grants (a used refresh token is `invalid_grant`);
 //! - the query language (`SELECT * | COUNT(*) FROM … WHERE a = 'x' AND b IN (…) AND c > '…'
@@ -41,6 +43,8 @@ pub const ACCESS_TOKEN: &str = "sandbox_access_token_ready_0000000000000000";
 pub const REFRESH_TOKEN: &str = "sandbox_refresh_token_0000000000000000";
 /// The authorisation code the token endpoint exchanges (as if the user had approved the app).
 pub const AUTH_CODE: &str = "sandbox_authorization_code";
+/// The authorisation page's path (it approves at once, as if the user had clicked "Connect").
+pub const AUTHORIZE_PATH: &str = crate::AUTHORIZE_PATH;
 /// The token endpoint's path.
 pub const TOKEN_PATH: &str = crate::TOKEN_PATH;
 /// The minor version the sandbox expects on every API call.
@@ -136,6 +140,8 @@ pub(crate) struct State {
     pub access_tokens: HashSet<String>,
     pub refresh_tokens: HashSet<String>,
     pub refused_writes: HashSet<u64>,
+    /// Authorisation codes issued and not yet exchanged: code → (redirect_uri, PKCE S256 challenge).
+    pub codes: HashMap<String, (String, Option<String>)>,
     pub faults: Faults,
     pub stats: Stats,
     pub received: Vec<Received>,
@@ -225,6 +231,7 @@ impl QuickBooksSandbox {
             access_tokens: [ACCESS_TOKEN.to_owned()].into_iter().collect(),
             refresh_tokens: [REFRESH_TOKEN.to_owned()].into_iter().collect(),
             refused_writes: HashSet::new(),
+            codes: HashMap::new(),
             faults: Faults::default(),
             stats: Stats::default(),
             received: Vec::new(),
