@@ -116,26 +116,33 @@ pub fn classify(status: StatusCode, headers: &HeaderMap, body: &str, what: &str)
     err
 }
 
-/// Requests sent in the last minute, so the connector stays under 500 a minute per company.
-#[derive(Default)]
+/// Requests sent in the last window (a minute), so the connector stays under 500 a minute per
+/// company. QuickBooks reports no allowance headers, so the core's `gate::Allowance` (fed by them)
+/// has nothing to read: the count is kept here, per process.
 struct MinuteWindow {
     sent: std::sync::Mutex<VecDeque<Instant>>,
+    limit: usize,
+    window: Duration,
 }
 
 impl MinuteWindow {
+    fn new(limit: usize, window: Duration) -> MinuteWindow {
+        MinuteWindow { sent: std::sync::Mutex::new(VecDeque::new()), limit, window }
+    }
+
     async fn acquire(&self) {
         loop {
             let wait = {
                 let mut sent = self.sent.lock().unwrap_or_else(|e| e.into_inner());
                 let now = Instant::now();
-                while sent.front().is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(60)) {
+                while sent.front().is_some_and(|t| now.duration_since(*t) >= self.window) {
                     sent.pop_front();
                 }
-                if sent.len() < PER_MINUTE {
+                if sent.len() < self.limit {
                     sent.push_back(now);
                     return;
                 }
-                Duration::from_secs(60) - now.duration_since(sent[0])
+                self.window - now.duration_since(sent[0])
             };
             tracing::debug!(wait_ms = wait.as_millis() as u64, "quickbooks: 500 requests this minute; waiting");
             tokio::time::sleep(wait).await;
@@ -178,7 +185,7 @@ impl QuickBooks {
             http,
             token,
             in_flight: Semaphore::new(MAX_CONCURRENT),
-            window: MinuteWindow::default(),
+            window: MinuteWindow::new(PER_MINUTE, Duration::from_secs(60)),
             throttled_until: Mutex::new(None),
             names: ["Vendor", "Account", "TaxCode"].into_iter().map(|e| (e, OnceCell::new())).collect(),
         })
@@ -675,5 +682,41 @@ impl Connector for QuickBooks {
             }
             _ => stored == Some(written),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_window_holds_requests_past_the_limit_until_the_oldest_leaves_it() {
+        let window = MinuteWindow::new(3, Duration::from_millis(300));
+        let started = Instant::now();
+        for _ in 0..3 {
+            window.acquire().await;
+        }
+        assert!(started.elapsed() < Duration::from_millis(100), "three fit at once");
+        window.acquire().await;
+        let waited = started.elapsed();
+        assert!(waited >= Duration::from_millis(290) && waited < Duration::from_millis(600), "{waited:?}");
+    }
+
+    #[test]
+    fn reads_both_fault_shapes_and_classifies_them() {
+        let upper = json!({"Fault": {"Error": [{"Message": "Stale Object Error", "Detail": "Stale Object Error : You and root were working on this at the same time.", "code": "5010", "element": ""}], "type": "ValidationFault"}});
+        let fault = Fault::from_body(&upper).unwrap();
+        assert_eq!((fault.code.as_str(), fault.kind.as_str()), ("5010", "ValidationFault"));
+        assert!(!fault.retryable());
+        let lower = json!({"fault": {"error": [{"message": "message=AuthenticationFailed", "detail": "Token expired: x", "code": "3200"}], "type": "AUTHENTICATION"}});
+        let fault = Fault::from_body(&lower).unwrap();
+        assert_eq!(fault.detail, "Token expired: x");
+        assert_eq!(
+            outcome(Err(Fault::from_body(&upper).unwrap().into_error("update bill 1", 400))),
+            WriteResult::Conflict { current: None }
+        );
+        let throttled =
+            json!({"Fault": {"Error": [{"Message": "ThrottleExceeded", "code": "003001"}], "type": "SERVICE"}});
+        assert!(Fault::from_body(&throttled).unwrap().into_error("x", 429).retryable);
     }
 }
