@@ -161,7 +161,7 @@ async fn refuses_what_quickbooks_refuses() {
 fn ground_truth_adds_up_and_covers_the_cases() {
     let sandbox = QuickBooksSandbox::new(60, 3);
     let mut currencies = HashSet::new();
-    let (mut credit_notes, mut multi_page, mut complete) = (0, 0, 0);
+    let (mut credit_notes, mut multi_page, mut complete, mut scans, mut duplicates) = (0, 0, 0, 0, 0);
     for id in sandbox.bill_ids() {
         let t = sandbox.truth(&id).unwrap();
         let sum: f64 = t.lines.iter().map(|l| l.amount).sum();
@@ -179,7 +179,19 @@ fn ground_truth_adds_up_and_covers_the_cases() {
         multi_page += usize::from(t.pages > 1);
         let pdf = sandbox.document(&id).unwrap();
         assert!(pdf.starts_with(b"%PDF-"));
+        let doc = lopdf::Document::load_mem(&pdf).unwrap();
+        let pages: Vec<u32> = doc.get_pages().keys().copied().collect();
+        let text = doc.extract_text(&pages).unwrap_or_default();
+        assert_eq!(text.contains(&t.doc_number), t.text_layer, "bill {id}: {text:?}");
+        scans += usize::from(!t.text_layer);
+        if let Some(earlier) = &t.duplicate_of {
+            duplicates += 1;
+            let first = sandbox.truth(earlier).unwrap();
+            assert_eq!((&first.vendor, &first.doc_number, first.total), (&t.vendor, &t.doc_number, t.total));
+            assert_eq!(sandbox.bill(earlier).unwrap()["VendorRef"], bill["VendorRef"], "bill {id}: same supplier");
+        }
     }
+    assert_eq!((scans, duplicates), (5, 4), "image-only scans and repeated invoices");
     assert!(currencies.len() >= 3, "{currencies:?}");
     assert!(
         credit_notes >= 5 && multi_page >= 3 && (10..=20).contains(&complete),

@@ -78,6 +78,10 @@ pub struct Truth {
     pub credit_note: bool,
     pub layout: Layout,
     pub pages: u32,
+    /// Whether the PDF has a text layer (a [`Layout::Scan`] has none: only a picture of the page).
+    pub text_layer: bool,
+    /// The bill whose document this one repeats (the supplier sent the same invoice twice).
+    pub duplicate_of: Option<String>,
 }
 
 /// Faults injected into API requests.
@@ -241,10 +245,10 @@ impl QuickBooksSandbox {
             issued: 0,
         };
         let layouts = [Layout::Classic, Layout::Modern, Layout::Compact];
+        let mut previous: Option<(usize, Truth)> = None;
         for i in 0..bills {
             let id = 145 + i;
-            let vendor_index = rng.random_range(0..VENDORS.len());
-            let vendor = VENDORS[vendor_index];
+            let mut vendor_index = rng.random_range(0..VENDORS.len());
             let currency = CURRENCIES[rng.random_range(0..CURRENCIES.len())];
             let day = rng.random_range(0..60);
             let txn = chrono::NaiveDate::from_ymd_opt(2025, 11, 1).expect("valid") + chrono::Days::new(day);
@@ -267,11 +271,11 @@ impl QuickBooksSandbox {
             let tax_rate_percent = [0.0, 5.0, 10.0, 20.0][rng.random_range(0..4)];
             let tax = round2(subtotal * tax_rate_percent / 100.0);
             let credit_note = i % 9 == 4;
-            let layout = layouts[(i % 3) as usize];
+            let layout = if i % 11 == 10 { Layout::Scan } else { layouts[(i % 3) as usize] };
             let doc_number = if credit_note { format!("CN-{}", 3000 + i) } else { format!("INV-{}", 20_000 + i * 7) };
             let mut truth = Truth {
                 bill_id: id.to_string(),
-                vendor: vendor.to_owned(),
+                vendor: VENDORS[vendor_index].to_owned(),
                 doc_number,
                 txn_date: txn.to_string(),
                 due_date: due.to_string(),
@@ -284,7 +288,22 @@ impl QuickBooksSandbox {
                 credit_note,
                 layout,
                 pages: 1,
+                text_layer: layout != Layout::Scan,
+                duplicate_of: None,
             };
+            if let Some((index, earlier)) = previous.as_ref().filter(|_| i % 13 == 12) {
+                // The same invoice again, from the same supplier.
+                vendor_index = *index;
+                truth = Truth {
+                    bill_id: id.to_string(),
+                    duplicate_of: Some(earlier.bill_id.clone()),
+                    layout,
+                    text_layer: layout != Layout::Scan,
+                    ..earlier.clone()
+                };
+            }
+            let vendor = VENDORS[vendor_index];
+            let currency = truth.currency.clone();
             let pdf = pdf::render(&truth);
             truth.pages = pdf.pages;
             let complete = i % 4 == 3;
@@ -336,6 +355,7 @@ impl QuickBooksSandbox {
                 }),
             );
             state.files.insert(attachable_id, pdf.bytes);
+            previous = Some((vendor_index, truth.clone()));
             state.truth.insert(id, truth);
         }
         QuickBooksSandbox { state: Arc::new(Mutex::new(state)) }

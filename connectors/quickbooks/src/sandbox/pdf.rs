@@ -1,7 +1,8 @@
 //! Supplier bills as real PDF files (text layer, Helvetica), written with `lopdf`, in a few layouts
 //! so an extraction cannot rely on one position: [`Layout::Classic`] (a table, totals on a second
 //! page when the bill has more than four lines), [`Layout::Modern`] (a header block on the right,
-//! different labels) and [`Layout::Compact`] (one `label: value` per line). Credit notes say so.
+//! different labels), [`Layout::Compact`] (one `label: value` per line) and [`Layout::Scan`] (a
+//! picture of a page and no text layer, as a scanner makes). Credit notes say so.
 
 use lopdf::content::{Content, Operation};
 use lopdf::{Document, Object, Stream, dictionary};
@@ -14,6 +15,8 @@ pub enum Layout {
     Classic,
     Modern,
     Compact,
+    /// An image-only scan: a picture of a page, no text layer.
+    Scan,
 }
 
 /// A rendered document.
@@ -114,6 +117,7 @@ pub fn render(t: &Truth) -> Rendered {
             line(p, format!("Tax ({}%): {}", t.tax_rate_percent, money(t.tax)));
             line(p, format!("Total: {} {}", money(t.total), t.currency));
         }
+        Layout::Scan => return Rendered { bytes: scan(t), pages: 1 },
     }
     let count = pages.len() as u32;
     Rendered { bytes: write(&pages), pages: count }
@@ -165,6 +169,62 @@ fn write(pages: &[Page]) -> Vec<u8> {
         "Type" => "Catalog",
         "Pages" => pages_id,
     });
+    doc.trailer.set("Root", catalog_id);
+    let mut bytes = Vec::new();
+    doc.save_to(&mut bytes).expect("writing a PDF to memory cannot fail");
+    bytes
+}
+
+/// A grey picture of a page: dark bars where a scanner would see lines of text, and no text layer.
+fn scan(t: &Truth) -> Vec<u8> {
+    let (w, h) = (300usize, 424usize);
+    let mut pixels = vec![235u8; w * h];
+    let rows = 6 + t.lines.len() * 2;
+    for r in 0..rows {
+        let y0 = 30 + r * 16;
+        let len = 60 + (r * 37 + t.doc_number.len() * 11) % 180;
+        for y in y0..(y0 + 7).min(h) {
+            for x in 24..(24 + len).min(w) {
+                pixels[y * w + x] = 40 + ((x * 7 + y * 3) % 30) as u8;
+            }
+        }
+    }
+    let mut doc = Document::with_version("1.5");
+    let pages_id = doc.new_object_id();
+    let image = Stream::new(
+        dictionary! {
+            "Type" => "XObject",
+            "Subtype" => "Image",
+            "Width" => w as i64,
+            "Height" => h as i64,
+            "ColorSpace" => "DeviceGray",
+            "BitsPerComponent" => 8,
+        },
+        pixels,
+    );
+    let image_id = doc.add_object(image);
+    let resources_id = doc.add_object(dictionary! { "XObject" => dictionary! { "Im1" => image_id } });
+    let content = Content {
+        operations: vec![
+            Operation::new("q", vec![]),
+            Operation::new("cm", vec![595.into(), 0.into(), 0.into(), 842.into(), 0.into(), 0.into()]),
+            Operation::new("Do", vec!["Im1".into()]),
+            Operation::new("Q", vec![]),
+        ],
+    };
+    let content_id = doc.add_object(Stream::new(dictionary! {}, content.encode().expect("content encodes")));
+    let page_id = doc.add_object(dictionary! { "Type" => "Page", "Parent" => pages_id, "Contents" => content_id });
+    doc.objects.insert(
+        pages_id,
+        Object::Dictionary(dictionary! {
+            "Type" => "Pages",
+            "Kids" => vec![page_id.into()],
+            "Count" => 1,
+            "Resources" => resources_id,
+            "MediaBox" => vec![0.into(), 0.into(), 595.into(), 842.into()],
+        }),
+    );
+    let catalog_id = doc.add_object(dictionary! { "Type" => "Catalog", "Pages" => pages_id });
     doc.trailer.set("Root", catalog_id);
     let mut bytes = Vec::new();
     doc.save_to(&mut bytes).expect("writing a PDF to memory cannot fail");
