@@ -160,6 +160,16 @@ async fn refuses_what_quickbooks_refuses() {
 #[test]
 fn ground_truth_adds_up_and_covers_the_cases() {
     let sandbox = QuickBooksSandbox::new(60, 3);
+    let banner = sandbox.banner("127.0.0.1:8080".parse().unwrap());
+    for line in [
+        format!("client id: {CLIENT_ID}"),
+        format!("client secret: {CLIENT_SECRET}"),
+        format!("realm: {REALM_ID}"),
+        format!("access token: {ACCESS_TOKEN}"),
+    ] {
+        assert!(banner.lines().any(|l| l == line), "{banner}");
+    }
+    assert!(banner.starts_with("QuickBooks Online sandbox with 60 bills at http://127.0.0.1:8080\n"));
     let mut currencies = HashSet::new();
     let (mut credit_notes, mut multi_page, mut complete, mut scans, mut duplicates) = (0, 0, 0, 0, 0);
     for id in sandbox.bill_ids() {

@@ -378,6 +378,27 @@ impl QuickBooksSandbox {
         Ok(bound)
     }
 
+    /// What `enrichd sandbox quickbooks` prints: the base URL, then the credentials each on a line
+    /// of its own (`client id:`, `client secret:`, `realm:`, `access token:`), and the config to use.
+    pub fn banner(&self, addr: SocketAddr) -> String {
+        let bills = self.lock().bills.len();
+        format!(
+            "QuickBooks Online sandbox with {bills} bills at http://{addr}\n\
+             client id: {CLIENT_ID}\n\
+             client secret: {CLIENT_SECRET}\n\
+             realm: {REALM_ID}\n\
+             access token: {ACCESS_TOKEN}\n\
+             refresh token: {REFRESH_TOKEN}\n\
+             \n\
+             [connections.books]\n\
+             kind = \"quickbooks\"\n\
+             base_url = \"http://{addr}\"\n\
+             realm_id = \"{REALM_ID}\"\n\
+             client_id = \"${{QBO_CLIENT_ID}}\"\n\
+             client_secret = \"${{QBO_CLIENT_SECRET}}\"\n"
+        )
+    }
+
     pub fn set_faults(&self, faults: Faults) {
         self.lock().faults = faults;
     }
