@@ -79,6 +79,10 @@ fn config_errors_name_the_key() {
     assert_eq!(options.realm_id, None);
     // Secrets never show in the Debug output of the settings.
     assert!(!format!("{options:?}").contains("\"s\""));
+    let mut config: QuickBooksConfig = serde_json::from_value(base.clone()).unwrap();
+    let names: Vec<&str> =
+        enrichd_connector::ConnectionSettings::secrets_mut(&mut config).into_iter().map(|(n, _)| n).collect();
+    assert_eq!(names, ["client_id", "client_secret"]);
 }
 
 #[tokio::test]
@@ -402,6 +406,7 @@ async fn a_rotated_refresh_token_is_saved_before_its_access_token_is_used() {
     let qbo = connector_with(config(&base), store.clone());
     let err = qbo.list(BILLS, &PageRequest { cursor: None, per_page: 10, modified_after: None }).await.unwrap_err();
     assert!(!err.retryable);
+    assert!(!err.message.contains(enrichd_quickbooks::sandbox::CLIENT_SECRET));
     assert!(err.message.contains("invalid_grant") && err.message.contains("connection books"), "{}", err.message);
     assert!(!err.message.contains(REFRESH_TOKEN));
     assert_eq!(sandbox.stats().invalid_grants, 1, "no retry storm");
