@@ -245,7 +245,11 @@ impl QuickBooks {
                 refreshed = true;
                 continue;
             }
-            let err = classify(status, &headers, &body, what);
+            let mut err = classify(status, &headers, &body, what);
+            // Intuit's support asks for the request's trace id.
+            if let Some(tid) = headers.get("intuit-tid").and_then(|v| v.to_str().ok()) {
+                err.message.push_str(&format!(" (intuit_tid {tid})"));
+            }
             if status == StatusCode::TOO_MANY_REQUESTS {
                 let until = Instant::now() + err.retry_after.unwrap_or(THROTTLE_WAIT);
                 let mut t = self.throttled_until.lock().await;

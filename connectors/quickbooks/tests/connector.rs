@@ -319,6 +319,7 @@ async fn a_429_waits_its_retry_after_and_otherwise_sixty_seconds() {
     assert_eq!(e.status, Some(429));
     assert_eq!(e.retry_after, Some(Duration::from_secs(60)));
     assert!(e.message.contains("003001"), "{}", e.message);
+    assert!(e.message.contains("(intuit_tid 1-"), "the trace id for Intuit's support: {}", e.message);
 }
 
 #[tokio::test]

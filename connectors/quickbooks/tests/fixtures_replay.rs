@@ -82,7 +82,18 @@ async fn errors_have_the_recorded_shapes() {
     let sandbox = QuickBooksSandbox::new(3, 1);
     let api = Api::new(&sandbox).await;
     let recorded = fixture("error_400_query_parser.json");
-    let (status, body) = api.query("SELECT * FROM Custmoer").await;
+    let r = api
+        .http
+        .get(format!("{}/v3/company/{REALM_ID}/query", api.base))
+        .query(&[("query", "SELECT * FROM Custmoer"), ("minorversion", "75")])
+        .bearer_auth(ACCESS_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    let recorded_headers = &recorded["response"]["headers"];
+    assert!(recorded_headers.get("Intuit-Tid").is_some() && r.headers().contains_key("intuit-tid"));
+    assert_eq!(recorded_headers["Content-Type"][0], r.headers()["content-type"].to_str().unwrap());
+    let (status, body): (u16, Value) = (r.status().as_u16(), r.json().await.unwrap());
     assert_eq!(status, 400);
     assert_eq!(keys(&body), keys(&recorded["response"]["body"]));
     let (ours, theirs) = (&body["Fault"]["Error"][0], &recorded["response"]["body"]["Fault"]["Error"][0]);

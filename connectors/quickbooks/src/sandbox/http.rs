@@ -134,13 +134,18 @@ async fn handle(
         }
     };
     let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    // Errors are `application/json` without a charset, successes with one (as recorded).
+    let json_type = if reply.status == 200 { "application/json;charset=UTF-8" } else { "application/json" };
     let mut response = match reply.body {
-        Body::Json(v) => (status, [("content-type", "application/json;charset=UTF-8")], v.to_string()).into_response(),
+        Body::Json(v) => (status, [("content-type", json_type)], v.to_string()).into_response(),
         Body::Text(t) => (status, [("content-type", "text/plain")], t).into_response(),
         Body::Bytes(b, ct) => (status, [("content-type", ct)], b).into_response(),
     };
     let h = response.headers_mut();
-    h.insert("intuit_tid", format!("1-{:x}", rand::random::<u64>()).parse().expect("valid header"));
+    h.insert("intuit-tid", format!("1-{:x}", rand::random::<u64>()).parse().expect("valid header"));
+    if api && reply.status == 200 {
+        h.insert("qbo-version", "1.4.41".parse().expect("valid header"));
+    }
     for (k, v) in reply.headers {
         if let Ok(v) = v.parse() {
             h.insert(k, v);
