@@ -425,3 +425,27 @@ async fn a_connection_without_a_realm_says_to_connect_it() {
     assert!(err.message.contains("no realm_id") && err.message.contains("enrichd connect"), "{}", err.message);
     assert_eq!(sandbox.stats().requests, 0);
 }
+
+#[tokio::test]
+async fn bills_a_bookkeeper_edits_after_the_read_end_in_conflict_and_keep_the_edit() {
+    let (sandbox, qbo) = setup(60).await;
+    let records = list_all(&qbo, 100, None).await;
+    sandbox.set_faults(Faults { bookkeeper_edit_rate: 0.3, ..Default::default() });
+    let ids: Vec<String> = records.iter().take(30).map(|r| r.id.clone()).collect();
+    let current = qbo.fetch(BILLS, &ids).await.unwrap();
+    let changes: Vec<_> = current.iter().map(|r| change(&r.id, &r.version.0, json!({"doc_number": "RUN-1"}))).collect();
+    let result = outcomes(qbo.write(BILLS, &changes).await.unwrap());
+    let edited = sandbox.edited_by_bookkeeper();
+    assert!(!edited.is_empty() && edited.len() < 30, "{edited:?}");
+    for (id, outcome) in result {
+        let bill = sandbox.bill(&id).unwrap();
+        if edited.contains(&id) {
+            assert_eq!(outcome, WriteResult::Conflict { current: None }, "bill {id}");
+            assert_eq!(bill["PrivateNote"], "Checked by the bookkeeper");
+            assert!(bill.get("DocNumber").is_none_or(|d| d != "RUN-1"));
+        } else {
+            assert!(matches!(outcome, WriteResult::Written { .. }), "bill {id}: {outcome:?}");
+            assert_eq!(bill["DocNumber"], "RUN-1");
+        }
+    }
+}

@@ -333,7 +333,10 @@ fn api_call(
             state.stats.queries += 1;
             let q = query.iter().find(|(k, _)| k == "query").map(|(_, v)| v.clone()).unwrap_or_default();
             match run_query(state, &q) {
-                Ok(response) => ok(json!({"QueryResponse": response}), now),
+                Ok(response) => {
+                    bookkeeper_edits(state, &response);
+                    ok(json!({"QueryResponse": response}), now)
+                }
                 Err((code, detail)) => fault(400, "ValidationFault", code, "Invalid query", &detail, now),
             }
         }
@@ -378,6 +381,25 @@ fn api_call(
             &format!("Operation {method} {rest} is not supported."),
             now,
         ),
+    }
+}
+
+/// A bookkeeper edits some of the bills a query just returned (see `Faults::bookkeeper_edit_rate`).
+fn bookkeeper_edits(state: &mut State, response: &Value) {
+    use rand::Rng as _;
+    let rate = state.faults.bookkeeper_edit_rate;
+    if rate <= 0.0 {
+        return;
+    }
+    for id in response["Bill"].as_array().into_iter().flatten().filter_map(|b| b["Id"].as_str()) {
+        if state.edited.iter().any(|e| e == id) || !state.rng.random_bool(rate.min(1.0)) {
+            continue;
+        }
+        let Some(bill) = id.parse::<u64>().ok().and_then(|n| state.bills.get_mut(&n)) else { continue };
+        state.now += 1;
+        bill["PrivateNote"] = json!("Checked by the bookkeeper");
+        bump(bill, state.now);
+        state.edited.push(id.to_owned());
     }
 }
 

@@ -97,6 +97,10 @@ pub struct Faults {
     pub per_minute: Option<u32>,
     /// Milliseconds every API request takes (to see concurrency).
     pub latency_ms: u64,
+    /// Share of bills (0.0..=1.0), drawn from the sandbox's seeded generator, that a bookkeeper
+    /// edits right after a query returned them (each bill at most once), so a write based on that
+    /// read carries a stale `SyncToken`: a bookkeeper working while a run is under way.
+    pub bookkeeper_edit_rate: f64,
 }
 
 /// Request counters.
@@ -154,6 +158,9 @@ pub(crate) struct State {
     /// The company's clock (epoch seconds); every change moves it on.
     pub now: i64,
     pub issued: u64,
+    pub rng: ChaCha8Rng,
+    /// Bills the bookkeeper edited through [`Faults::bookkeeper_edit_rate`], in order.
+    pub edited: Vec<String>,
 }
 
 /// The company's clock start: 2026-01-05T09:00:00-08:00.
@@ -243,6 +250,8 @@ impl QuickBooksSandbox {
             minute: (std::time::Instant::now(), 0),
             now: START,
             issued: 0,
+            rng: ChaCha8Rng::seed_from_u64(seed ^ 0x00b0_0c4e),
+            edited: Vec::new(),
         };
         let layouts = [Layout::Classic, Layout::Modern, Layout::Compact];
         let mut previous: Option<(usize, Truth)> = None;
@@ -443,6 +452,11 @@ impl QuickBooksSandbox {
         let bill = state.bills.get_mut(&id.parse().ok()?)?;
         bill["PrivateNote"] = json!(note);
         Some(bump(bill, now))
+    }
+
+    /// The bills edited through [`Faults::bookkeeper_edit_rate`], in the order they were edited.
+    pub fn edited_by_bookkeeper(&self) -> Vec<String> {
+        self.lock().edited.clone()
     }
 
     /// Updates of this bill fail with a business-validation Fault (6000), as a closed period would.
