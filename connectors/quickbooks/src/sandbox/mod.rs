@@ -1,0 +1,504 @@
+//! The QuickBooks Online sandbox: one company in memory behind the Accounting API v3 paths enrichd
+//! uses (`/v3/company/{realm}/…`) and Intuit's OAuth2 token endpoint, on one base URL, agreeing with
+//! the recorded responses in `tests/fixtures/quickbooks` (see `tests/fixtures_replay.rs`).
+//!
+//! What it reproduces, because a connector must cope with it:
+//! - an authorisation page that approves at once and redirects with `code`, `state` and `realmId`
+//!   (codes single-use, PKCE `S256` checked when a challenge was sent);
+//! - bearer tokens, refused with the 401's lower-case `fault.error[]` shape; a token endpoint with
+//!   `authorization_code` and rotating `refresh_token` grants (a used refresh token is `invalid_grant`);
+//! - the query language (`SELECT * | COUNT(*) FROM … WHERE a = 'x' AND b IN (…) AND c > '…'
+//!   ORDERBY … STARTPOSITION n MAXRESULTS n`; no `OR`; `{"QueryResponse":{}}` when nothing matches;
+//!   `maxResults` = rows returned, no total, no next link; parser errors as 400 Fault 4000/4001);
+//! - bills with `SyncToken` (a string that increments), sparse updates checked against it (a stale
+//!   one is a 400 `ValidationFault` 5010), `POST /batch` (≤ 30 items, per-`bId` entity or `Fault`);
+//! - Attachables linked to bills whose files are real PDFs generated here ([`pdf`]), each bill with
+//!   its ground truth ([`Truth`]), downloaded through `/download/{id}` (a presigned link as text);
+//! - a bookkeeper editing a bill ([`QuickBooksSandbox::edit_as_bookkeeper`]);
+//! - 429 throttling (with or without `Retry-After`), Faults inside HTTP 200, more than 10
+//!   concurrent requests refused, and counters of everything ([`Stats`]).
+
+mod http;
+pub mod pdf;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde_json::{Value, json};
+
+pub use pdf::Layout;
+
+/// The app's OAuth2 client id.
+pub const CLIENT_ID: &str = "ABsandboxClientId0000000000000000000000000000000000";
+/// The app's OAuth2 client secret.
+pub const CLIENT_SECRET: &str = "sandbox_client_secret_0000000000000000";
+/// The company's realm id.
+pub const REALM_ID: &str = "9130347596823412";
+/// An access token the sandbox always accepts (printed by `enrichd sandbox quickbooks`).
+pub const ACCESS_TOKEN: &str = "sandbox_access_token_ready_0000000000000000";
+/// The first refresh token of the chain (it rotates on every refresh).
+pub const REFRESH_TOKEN: &str = "sandbox_refresh_token_0000000000000000";
+/// The authorisation code the token endpoint exchanges (as if the user had approved the app).
+pub const AUTH_CODE: &str = "sandbox_authorization_code";
+/// The authorisation page's path (it approves at once, as if the user had clicked "Connect").
+pub const AUTHORIZE_PATH: &str = crate::AUTHORIZE_PATH;
+/// The token endpoint's path.
+pub const TOKEN_PATH: &str = crate::TOKEN_PATH;
+/// The minor version the sandbox expects on every API call.
+pub const MINOR_VERSION: &str = "75";
+
+/// One line of a bill as printed on its document.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TruthLine {
+    pub description: String,
+    pub quantity: u32,
+    pub unit_price: f64,
+    /// Net amount (quantity × unit price).
+    pub amount: f64,
+    pub account: String,
+}
+
+/// What a bill's document says: the answers an extraction should give.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Truth {
+    pub bill_id: String,
+    pub vendor: String,
+    pub doc_number: String,
+    pub txn_date: String,
+    pub due_date: String,
+    pub currency: String,
+    pub lines: Vec<TruthLine>,
+    pub tax_rate_percent: f64,
+    pub subtotal: f64,
+    pub tax: f64,
+    pub total: f64,
+    pub credit_note: bool,
+    pub layout: Layout,
+    pub pages: u32,
+    /// Whether the PDF has a text layer (a [`Layout::Scan`] has none: only a picture of the page).
+    pub text_layer: bool,
+    /// The bill whose document this one repeats (the supplier sent the same invoice twice).
+    pub duplicate_of: Option<String>,
+}
+
+/// Faults injected into API requests.
+#[derive(Debug, Clone, Default)]
+pub struct Faults {
+    /// The next this many API requests are answered 429 (`ThrottleExceeded`).
+    pub throttled_requests: u32,
+    /// The `Retry-After` seconds of those 429s; none sent when `None` (as QuickBooks usually does).
+    pub retry_after_secs: Option<u64>,
+    /// The next this many API requests are answered HTTP 200 with a `Fault` body (SystemFault 10000).
+    pub faults_in_200: u32,
+    /// Requests per minute before 429s; `None` (the default) does not enforce Intuit's 500.
+    pub per_minute: Option<u32>,
+    /// Milliseconds every API request takes (to see concurrency).
+    pub latency_ms: u64,
+    /// Share of bills (0.0..=1.0), drawn from the sandbox's seeded generator, that a bookkeeper
+    /// edits right after a query returned them (each bill at most once), so a write based on that
+    /// read carries a stale `SyncToken`: a bookkeeper working while a run is under way.
+    pub bookkeeper_edit_rate: f64,
+}
+
+/// Request counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// API requests (under `/v3`), whatever their answer.
+    pub requests: u64,
+    /// API requests without `minorversion=75`.
+    pub without_minor_version: u64,
+    pub queries: u64,
+    pub bill_updates: u64,
+    pub batches: u64,
+    pub batch_items: u64,
+    pub downloads: u64,
+    pub files: u64,
+    pub token_requests: u64,
+    pub invalid_grants: u64,
+    pub unauthorized: u64,
+    pub throttled: u64,
+    pub stale: u64,
+    /// The most API requests in flight at once.
+    pub max_in_flight: u64,
+}
+
+/// A request as the sandbox received it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Received {
+    pub method: String,
+    /// The path without the query.
+    pub path: String,
+    pub query: String,
+    /// The bearer token used (empty when none).
+    pub token: String,
+    pub body: Value,
+}
+
+pub(crate) struct State {
+    pub bills: BTreeMap<u64, Value>,
+    pub vendors: Vec<Value>,
+    pub accounts: Vec<Value>,
+    pub tax_codes: Vec<Value>,
+    pub attachables: BTreeMap<u64, Value>,
+    pub files: HashMap<u64, Vec<u8>>,
+    pub truth: BTreeMap<u64, Truth>,
+    pub access_tokens: HashSet<String>,
+    pub refresh_tokens: HashSet<String>,
+    pub refused_writes: HashSet<u64>,
+    /// Authorisation codes issued and not yet exchanged: code → (redirect_uri, PKCE S256 challenge).
+    pub codes: HashMap<String, (String, Option<String>)>,
+    pub faults: Faults,
+    pub stats: Stats,
+    pub received: Vec<Received>,
+    pub in_flight: u64,
+    pub minute: (std::time::Instant, u32),
+    /// The company's clock (epoch seconds); every change moves it on.
+    pub now: i64,
+    pub issued: u64,
+    pub rng: ChaCha8Rng,
+    /// Bills the bookkeeper edited through [`Faults::bookkeeper_edit_rate`], in order.
+    pub edited: Vec<String>,
+}
+
+/// The company's clock start: 2026-01-05T09:00:00-08:00.
+pub const START: i64 = 1_767_632_400;
+
+/// Local time with the company's offset, as QuickBooks writes `MetaData` times.
+pub(crate) fn local_time(epoch: i64) -> String {
+    let offset = chrono::FixedOffset::west_opt(8 * 3600).expect("valid offset");
+    chrono::DateTime::from_timestamp(epoch, 0).expect("in range").with_timezone(&offset).to_rfc3339()
+}
+
+/// A company in memory; cheap to clone (shared state).
+#[derive(Clone)]
+pub struct QuickBooksSandbox {
+    state: Arc<Mutex<State>>,
+}
+
+pub(crate) const VENDORS: [&str; 8] = [
+    "Brightline Office Supply",
+    "Northwind Paper Co.",
+    "Harbor Freight & Logistics",
+    "Kestrel IT Services Ltd",
+    "Lumen Electric Utility",
+    "Maple Street Catering",
+    "Orbit Cloud Hosting GmbH",
+    "Redwood Legal LLP",
+];
+pub(crate) const ACCOUNTS: [&str; 6] = [
+    "Office Expenses",
+    "Shipping and Delivery",
+    "Utilities",
+    "Computer and Internet",
+    "Meals",
+    "Legal & Professional Fees",
+];
+const UNCATEGORIZED: &str = "Uncategorized Expense";
+const CURRENCIES: [&str; 4] = ["USD", "EUR", "GBP", "CAD"];
+const ITEMS: [&str; 10] = [
+    "A4 copier paper, 5 reams",
+    "Toner cartridge TN-2420",
+    "Pallet freight, zone 3",
+    "Managed backup, monthly",
+    "Electricity, December",
+    "Team lunch, 12 people",
+    "Cloud VM hours",
+    "Contract review",
+    "Desk chairs",
+    "Courier, same day",
+];
+
+impl QuickBooksSandbox {
+    /// A company with `bills` generated bills (about a quarter already complete), seeded.
+    pub fn new(bills: u64, seed: u64) -> QuickBooksSandbox {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let vendors: Vec<Value> = VENDORS
+            .iter()
+            .enumerate()
+            .map(|(i, n)| json!({"Id": (56 + i).to_string(), "DisplayName": n, "SyncToken": "0", "Active": true, "domain": "QBO", "sparse": false, "Balance": 0}))
+            .collect();
+        let mut accounts: Vec<Value> = ACCOUNTS
+            .iter()
+            .chain([UNCATEGORIZED].iter())
+            .enumerate()
+            .map(|(i, n)| json!({"Id": (7 + i).to_string(), "Name": n, "AccountType": "Expense", "Active": true, "SyncToken": "0", "domain": "QBO", "sparse": false}))
+            .collect();
+        accounts.push(json!({"Id": "33", "Name": "Accounts Payable (A/P)", "AccountType": "Accounts Payable", "Active": true, "SyncToken": "0", "domain": "QBO", "sparse": false}));
+        let tax_codes = vec![
+            json!({"Id": "2", "Name": "TAX", "Description": "Standard rate", "Taxable": true, "Active": true, "SyncToken": "0", "domain": "QBO", "sparse": false}),
+            json!({"Id": "3", "Name": "NON", "Description": "Not taxable", "Taxable": false, "Active": true, "SyncToken": "0", "domain": "QBO", "sparse": false}),
+        ];
+        let mut state = State {
+            bills: BTreeMap::new(),
+            vendors,
+            accounts,
+            tax_codes,
+            attachables: BTreeMap::new(),
+            files: HashMap::new(),
+            truth: BTreeMap::new(),
+            access_tokens: [ACCESS_TOKEN.to_owned()].into_iter().collect(),
+            refresh_tokens: [REFRESH_TOKEN.to_owned()].into_iter().collect(),
+            refused_writes: HashSet::new(),
+            codes: HashMap::new(),
+            faults: Faults::default(),
+            stats: Stats::default(),
+            received: Vec::new(),
+            in_flight: 0,
+            minute: (std::time::Instant::now(), 0),
+            now: START,
+            issued: 0,
+            rng: ChaCha8Rng::seed_from_u64(seed ^ 0x00b0_0c4e),
+            edited: Vec::new(),
+        };
+        let layouts = [Layout::Classic, Layout::Modern, Layout::Compact];
+        let mut previous: Option<(usize, Truth)> = None;
+        for i in 0..bills {
+            let id = 145 + i;
+            let mut vendor_index = rng.random_range(0..VENDORS.len());
+            let currency = CURRENCIES[rng.random_range(0..CURRENCIES.len())];
+            let day = rng.random_range(0..60);
+            let txn = chrono::NaiveDate::from_ymd_opt(2025, 11, 1).expect("valid") + chrono::Days::new(day);
+            let due = txn + chrono::Days::new([14, 30, 45][rng.random_range(0..3)]);
+            let n_lines = rng.random_range(1..=6);
+            let lines: Vec<TruthLine> = (0..n_lines)
+                .map(|_| {
+                    let quantity = rng.random_range(1..=12);
+                    let unit_price = f64::from(rng.random_range(250..=48_000)) / 100.0;
+                    TruthLine {
+                        description: ITEMS[rng.random_range(0..ITEMS.len())].to_owned(),
+                        quantity,
+                        unit_price,
+                        amount: round2(f64::from(quantity) * unit_price),
+                        account: ACCOUNTS[vendor_index % ACCOUNTS.len()].to_owned(),
+                    }
+                })
+                .collect();
+            let subtotal = round2(lines.iter().map(|l| l.amount).sum());
+            let tax_rate_percent = [0.0, 5.0, 10.0, 20.0][rng.random_range(0..4)];
+            let tax = round2(subtotal * tax_rate_percent / 100.0);
+            let credit_note = i % 9 == 4;
+            let layout = if i % 11 == 10 { Layout::Scan } else { layouts[(i % 3) as usize] };
+            let doc_number = if credit_note { format!("CN-{}", 3000 + i) } else { format!("INV-{}", 20_000 + i * 7) };
+            let mut truth = Truth {
+                bill_id: id.to_string(),
+                vendor: VENDORS[vendor_index].to_owned(),
+                doc_number,
+                txn_date: txn.to_string(),
+                due_date: due.to_string(),
+                currency: currency.to_owned(),
+                lines,
+                tax_rate_percent,
+                subtotal,
+                tax,
+                total: round2(subtotal + tax),
+                credit_note,
+                layout,
+                pages: 1,
+                text_layer: layout != Layout::Scan,
+                duplicate_of: None,
+            };
+            if let Some((index, earlier)) = previous.as_ref().filter(|_| i % 13 == 12) {
+                // The same invoice again, from the same supplier.
+                vendor_index = *index;
+                truth = Truth {
+                    bill_id: id.to_string(),
+                    duplicate_of: Some(earlier.bill_id.clone()),
+                    layout,
+                    text_layer: layout != Layout::Scan,
+                    ..earlier.clone()
+                };
+            }
+            let vendor = VENDORS[vendor_index];
+            let currency = truth.currency.clone();
+            let pdf = pdf::render(&truth);
+            truth.pages = pdf.pages;
+            let complete = i % 4 == 3;
+            let created = START - 86_400 * 30 + i as i64 * 60;
+            let vendor_ref = &state.vendors[vendor_index];
+            let mut bill = json!({
+                "Id": id.to_string(),
+                "SyncToken": "0",
+                "domain": "QBO",
+                "sparse": false,
+                "VendorRef": {"value": vendor_ref["Id"], "name": vendor},
+                "APAccountRef": {"value": "33", "name": "Accounts Payable (A/P)"},
+                "TxnDate": truth.txn_date,
+                "CurrencyRef": {"value": currency},
+                "TotalAmt": truth.total,
+                "Balance": truth.total,
+                "MetaData": {"CreateTime": local_time(created), "LastUpdatedTime": local_time(created)},
+            });
+            if complete {
+                bill["DocNumber"] = json!(truth.doc_number);
+                bill["DueDate"] = json!(truth.due_date);
+                bill["Line"] = Value::Array(
+                    truth
+                        .lines
+                        .iter()
+                        .enumerate()
+                        .map(|(n, l)| expense_line(n, &l.description, l.amount, &state.accounts, &l.account))
+                        .collect(),
+                );
+            } else {
+                // What a forwarded document leaves: the vendor, the date, one uncategorised line.
+                bill["Line"] = json!([expense_line(0, "", truth.total, &state.accounts, UNCATEGORIZED)]);
+            }
+            state.bills.insert(id, bill);
+            let attachable_id = 5_000_000_000_000_500_000 + i;
+            let file_name = format!("{}.pdf", truth.doc_number);
+            state.attachables.insert(
+                attachable_id,
+                json!({
+                    "Id": attachable_id.to_string(),
+                    "SyncToken": "0",
+                    "domain": "QBO",
+                    "sparse": false,
+                    "FileName": file_name,
+                    "ContentType": "application/pdf",
+                    "Size": pdf.bytes.len(),
+                    "AttachableRef": [{"EntityRef": {"type": "Bill", "value": id.to_string()}, "IncludeOnSend": false}],
+                    "MetaData": {"CreateTime": local_time(created), "LastUpdatedTime": local_time(created)},
+                }),
+            );
+            state.files.insert(attachable_id, pdf.bytes);
+            previous = Some((vendor_index, truth.clone()));
+            state.truth.insert(id, truth);
+        }
+        QuickBooksSandbox { state: Arc::new(Mutex::new(state)) }
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Serves the company on `addr` (port 0 picks one) and returns the address bound.
+    pub async fn start(&self, addr: SocketAddr) -> std::io::Result<SocketAddr> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let bound = listener.local_addr()?;
+        let router = http::router(self.clone());
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, router).await {
+                tracing::error!(error = %e, "quickbooks sandbox stopped");
+            }
+        });
+        Ok(bound)
+    }
+
+    /// What `enrichd sandbox quickbooks` prints: the base URL, then the credentials each on a line
+    /// of its own (`client id:`, `client secret:`, `realm:`, `access token:`), and the config to use.
+    pub fn banner(&self, addr: SocketAddr) -> String {
+        let bills = self.lock().bills.len();
+        format!(
+            "QuickBooks Online sandbox with {bills} bills at http://{addr}\n\
+             client id: {CLIENT_ID}\n\
+             client secret: {CLIENT_SECRET}\n\
+             realm: {REALM_ID}\n\
+             access token: {ACCESS_TOKEN}\n\
+             refresh token: {REFRESH_TOKEN}\n\
+             \n\
+             [connections.books]\n\
+             kind = \"quickbooks\"\n\
+             base_url = \"http://{addr}\"\n\
+             realm_id = \"{REALM_ID}\"\n\
+             client_id = \"${{QBO_CLIENT_ID}}\"\n\
+             client_secret = \"${{QBO_CLIENT_SECRET}}\"\n"
+        )
+    }
+
+    pub fn set_faults(&self, faults: Faults) {
+        self.lock().faults = faults;
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.lock().stats.clone()
+    }
+
+    /// Every API and token request received, oldest first.
+    pub fn received(&self) -> Vec<Received> {
+        self.lock().received.clone()
+    }
+
+    /// A bill as the API shows it.
+    pub fn bill(&self, id: &str) -> Option<Value> {
+        self.lock().bills.get(&id.parse().ok()?).cloned()
+    }
+
+    /// The ids of every bill.
+    pub fn bill_ids(&self) -> Vec<String> {
+        self.lock().bills.keys().map(u64::to_string).collect()
+    }
+
+    /// What a bill's document says.
+    pub fn truth(&self, id: &str) -> Option<Truth> {
+        self.lock().truth.get(&id.parse().ok()?).cloned()
+    }
+
+    /// A bill's attached PDF, as stored.
+    pub fn document(&self, bill_id: &str) -> Option<Vec<u8>> {
+        let state = self.lock();
+        let (id, _) = state.attachables.iter().find(|(_, a)| a["AttachableRef"][0]["EntityRef"]["value"] == bill_id)?;
+        state.files.get(id).cloned()
+    }
+
+    /// A bookkeeper edits the bill in QuickBooks: a private note, and the `SyncToken` and
+    /// `LastUpdatedTime` move on. Returns the new `SyncToken`.
+    pub fn edit_as_bookkeeper(&self, id: &str, note: &str) -> Option<String> {
+        let mut state = self.lock();
+        state.now += 1;
+        let now = state.now;
+        let bill = state.bills.get_mut(&id.parse().ok()?)?;
+        bill["PrivateNote"] = json!(note);
+        Some(bump(bill, now))
+    }
+
+    /// The bills edited through [`Faults::bookkeeper_edit_rate`], in the order they were edited.
+    pub fn edited_by_bookkeeper(&self) -> Vec<String> {
+        self.lock().edited.clone()
+    }
+
+    /// Updates of this bill fail with a business-validation Fault (6000), as a closed period would.
+    pub fn refuse_writes_of(&self, id: &str) {
+        if let Ok(id) = id.parse() {
+            self.lock().refused_writes.insert(id);
+        }
+    }
+
+    /// Whether a refresh token is still valid (not yet rotated away).
+    pub fn refresh_token_valid(&self, token: &str) -> bool {
+        self.lock().refresh_tokens.contains(token)
+    }
+}
+
+/// Moves a changed entity's `SyncToken` and `LastUpdatedTime` on; returns the new token.
+pub(crate) fn bump(entity: &mut Value, now: i64) -> String {
+    let next = entity["SyncToken"].as_str().and_then(|s| s.parse::<u64>().ok()).unwrap_or(0) + 1;
+    entity["SyncToken"] = json!(next.to_string());
+    entity["MetaData"]["LastUpdatedTime"] = json!(local_time(now));
+    next.to_string()
+}
+
+pub(crate) fn expense_line(n: usize, description: &str, amount: f64, accounts: &[Value], account: &str) -> Value {
+    let account = accounts.iter().find(|a| a["Name"] == account).cloned().unwrap_or(Value::Null);
+    let mut line = json!({
+        "Id": (n + 1).to_string(),
+        "LineNum": n + 1,
+        "Amount": amount,
+        "DetailType": "AccountBasedExpenseLineDetail",
+        "AccountBasedExpenseLineDetail": {
+            "AccountRef": {"value": account["Id"], "name": account["Name"]},
+            "BillableStatus": "NotBillable",
+            "TaxCodeRef": {"value": "NON"}
+        }
+    });
+    if !description.is_empty() {
+        line["Description"] = json!(description);
+    }
+    line
+}
+
+pub(crate) fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
