@@ -58,8 +58,17 @@ const FETCH_BATCH: usize = 40;
 const READ_ATTEMPTS: u32 = 4;
 /// The fields a change may name (Xero computes `sub_total`, `total_tax` and `total` from the lines;
 /// they are accepted and not sent).
-pub const WRITABLE: [&str; 9] =
-    ["contact.name", "contact.id", "invoice_number", "reference", "date", "due_date", "currency", "line_amount_types", "line_items"];
+pub const WRITABLE: [&str; 9] = [
+    "contact.name",
+    "contact.id",
+    "invoice_number",
+    "reference",
+    "date",
+    "due_date",
+    "currency",
+    "line_amount_types",
+    "line_items",
+];
 const COMPUTED: [&str; 3] = ["sub_total", "total_tax", "total"];
 
 /// What the last response reported of the tenant's allowances.
@@ -87,7 +96,12 @@ enum Auth {
     /// Authorisation code connections: rotating refresh tokens, persisted first.
     Rotating(RotatingToken),
     /// Custom Connections: a client credentials token, asked for again when it expires.
-    ClientCredentials { token_url: String, client_id: SecretString, client_secret: SecretString, held: tokio::sync::Mutex<Option<(SecretString, i64)>> },
+    ClientCredentials {
+        token_url: String,
+        client_id: SecretString,
+        client_secret: SecretString,
+        held: tokio::sync::Mutex<Option<(SecretString, i64)>>,
+    },
 }
 
 /// The Xero connector for one connection (one tenant).
@@ -123,7 +137,8 @@ pub fn classify(status: StatusCode, headers: &HeaderMap, body: &str, what: &str)
     }
     if status == StatusCode::TOO_MANY_REQUESTS {
         let problem = headers.get("x-rate-limit-problem").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
-        err.message = format!("{what}: HTTP 429 Xero {} limit reached", if problem.is_empty() { "rate" } else { &problem });
+        err.message =
+            format!("{what}: HTTP 429 Xero {} limit reached", if problem.is_empty() { "rate" } else { &problem });
         if problem.eq_ignore_ascii_case("day") {
             err.retryable = false;
             err.code = Some(DAY_LIMIT.into());
@@ -522,7 +537,8 @@ pub fn invoice_update(change: &Change) -> Result<Value, ConnectorError> {
                 invoice.insert("LineAmountTypes".into(), s);
             }
             "line_items" => {
-                let lines = value.as_array().ok_or_else(|| refuse(format!("line_items must be a list, got {value}")))?;
+                let lines =
+                    value.as_array().ok_or_else(|| refuse(format!("line_items must be a list, got {value}")))?;
                 let mut out = Vec::new();
                 for (n, line) in lines.iter().enumerate() {
                     let mut item = Map::new();
@@ -576,18 +592,23 @@ impl Connector for Xero {
 
     async fn check(&self, entity: &str) -> Result<(), ConnectorError> {
         Self::entity(entity)?;
-        let query = [("where", r#"Type=="ACCPAY" AND Status=="DRAFT""#.to_owned()), ("page", "1".into()), ("pageSize", "1".into())];
+        let query = [
+            ("where", r#"Type=="ACCPAY" AND Status=="DRAFT""#.to_owned()),
+            ("page", "1".into()),
+            ("pageSize", "1".into()),
+        ];
         self.get("Invoices", &query, None, "xero: GET Invoices (check)").await.map(|_| ())
     }
 
     async fn list(&self, entity: &str, request: &PageRequest) -> Result<Page, ConnectorError> {
         Self::entity(entity)?;
-        let page: u32 = match request.cursor.as_deref() {
-            None => 1,
-            Some(c) => c.parse().ok().filter(|p| *p >= 1).ok_or_else(|| {
-                ConnectorError::permanent(format!("xero: listing cursor {c:?} is not a page number"))
-            })?,
-        };
+        let page: u32 =
+            match request.cursor.as_deref() {
+                None => 1,
+                Some(c) => c.parse().ok().filter(|p| *p >= 1).ok_or_else(|| {
+                    ConnectorError::permanent(format!("xero: listing cursor {c:?} is not a page number"))
+                })?,
+            };
         let size = if request.per_page == 0 { PAGE_SIZE } else { request.per_page.min(PAGE_SIZE) };
         let query = [
             ("where", r#"Type=="ACCPAY" AND Status=="DRAFT""#.to_owned()),
@@ -624,7 +645,9 @@ impl Connector for Xero {
         let mut records = Vec::new();
         for chunk in ids.chunks(FETCH_BATCH) {
             if let Some(bad) = chunk.iter().find(|id| !crate::config::is_uuid(id)) {
-                return Err(ConnectorError::permanent(format!("xero: bill id {bad:?} is not a Xero InvoiceID (a UUID)")));
+                return Err(ConnectorError::permanent(format!(
+                    "xero: bill id {bad:?} is not a Xero InvoiceID (a UUID)"
+                )));
             }
             let query = [("IDs", chunk.join(","))];
             let body = self.get("Invoices", &query, None, "xero: GET Invoices by IDs").await?;
@@ -724,9 +747,8 @@ impl Connector for Xero {
                 let Some(written) = written.as_array() else { return false };
                 written.len() == stored.len()
                     && written.iter().zip(stored).all(|(w, s)| {
-                        w.as_object().is_some_and(|w| {
-                            w.iter().all(|(k, v)| v.is_null() || same_value(v, &s[k.as_str()]))
-                        })
+                        w.as_object()
+                            .is_some_and(|w| w.iter().all(|(k, v)| v.is_null() || same_value(v, &s[k.as_str()])))
                     })
             }
             (_, Some(s)) => same_value(written, s),
@@ -760,7 +782,8 @@ mod tests {
         let id = "8b1e3d2c-0000-4000-8000-000000000001";
         let mut fields = Map::new();
         fields.insert("status".into(), json!("AUTHORISED"));
-        let change = Change { id: id.into(), base_version: Version("v".into()), fields, native: None, mode: Default::default() };
+        let change =
+            Change { id: id.into(), base_version: Version("v".into()), fields, native: None, mode: Default::default() };
         let e = invoice_update(&change).unwrap_err();
         assert!(e.message.contains(id) && e.message.contains("DRAFT"), "{e}");
         let mut fields = Map::new();

@@ -61,7 +61,9 @@ impl XeroConfig {
         let err = |key: &str, message: String| ConfigError { key: format!("{path}.{key}"), message };
         let secret = |key: &str, value: &Option<SecretString>| -> Result<SecretString, ConfigError> {
             match value {
-                None => Err(err(key, "missing: the Xero app's credentials (from developer.xero.com/app/manage)".into())),
+                None => {
+                    Err(err(key, "missing: the Xero app's credentials (from developer.xero.com/app/manage)".into()))
+                }
                 Some(v) if v.expose_secret().trim().is_empty() => Err(err(key, "is empty".into())),
                 Some(v) => Ok(v.clone()),
             }
@@ -88,7 +90,9 @@ impl XeroConfig {
             Some(t) => {
                 return Err(err(
                     "tenant_id",
-                    format!("{t:?} is not a Xero tenant id (a UUID such as fe79f7dd-b6d4-4a92-ba7b-538af6289c58, from `enrichd connect`)"),
+                    format!(
+                        "{t:?} is not a Xero tenant id (a UUID such as fe79f7dd-b6d4-4a92-ba7b-538af6289c58, from `enrichd connect`)"
+                    ),
                 ));
             }
         };
@@ -123,7 +127,9 @@ fn url_of(url: &str) -> Result<String, String> {
         return Err(format!("{url:?} is plain http://: tokens would cross the network unencrypted; use https://"));
     }
     if host.contains('/') {
-        return Err(format!("{url:?} has a path; give the host only (the connector adds /api.xro/2.0, /connect/token)"));
+        return Err(format!(
+            "{url:?} has a path; give the host only (the connector adds /api.xro/2.0, /connect/token)"
+        ));
     }
     Ok(url.to_owned())
 }

@@ -172,7 +172,7 @@ async fn never_moves_a_bill_out_of_draft() {
     assert!(e.message.contains("DRAFT") && e.message.contains(&records[0].id), "{e}");
     // A bill a person approved in Xero since the pull is not written either.
     let approved = s.sandbox.bills().into_iter().find(|b| b.status == "AUTHORISED").unwrap();
-    let current = s.xero.fetch(BILLS, &[approved.id.clone()]).await.unwrap().remove(0);
+    let current = s.xero.fetch(BILLS, std::slice::from_ref(&approved.id)).await.unwrap().remove(0);
     let change = Change {
         id: current.id.clone(),
         base_version: Version("old".into()),

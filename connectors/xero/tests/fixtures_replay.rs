@@ -42,18 +42,20 @@ async fn invoices_have_xeros_envelope_fields_and_date_forms() {
     let ours = get(&s, "/api.xro/2.0/Invoices?page=1").await;
     assert_eq!(keys(&example), keys(&ours), "the envelope with pagination");
     assert_eq!(keys(&example["pagination"]), keys(&ours["pagination"]));
-    let example_keys: BTreeSet<String> =
-        example["Invoices"].as_array().unwrap().iter().flat_map(keys).collect();
+    let example_keys: BTreeSet<String> = example["Invoices"].as_array().unwrap().iter().flat_map(keys).collect();
     for invoice in ours["Invoices"].as_array().unwrap() {
         let extra: Vec<_> = keys(invoice).difference(&example_keys).cloned().collect();
         assert!(extra.is_empty(), "fields Xero's examples do not have: {extra:?}");
         assert!(invoice["UpdatedDateUTC"].as_str().unwrap().starts_with("/Date("));
     }
     let filled = ours["Invoices"].as_array().unwrap().iter().find(|i| i["Status"] == "AUTHORISED").unwrap();
-    assert!(filled["Date"].as_str().unwrap().starts_with("/Date(") && filled["Date"].as_str().unwrap().ends_with("+0000)/"));
+    assert!(
+        filled["Date"].as_str().unwrap().starts_with("/Date(") && filled["Date"].as_str().unwrap().ends_with("+0000)/")
+    );
     assert!(filled["DateString"].as_str().unwrap().ends_with("T00:00:00"));
     let by_id = fixture("invoice_get_by_id.json");
-    let line_keys: BTreeSet<String> = by_id["Invoices"][0]["LineItems"].as_array().unwrap().iter().flat_map(keys).collect();
+    let line_keys: BTreeSet<String> =
+        by_id["Invoices"][0]["LineItems"].as_array().unwrap().iter().flat_map(keys).collect();
     for line in filled["LineItems"].as_array().unwrap() {
         let extra: Vec<_> = keys(line).difference(&line_keys).cloned().collect();
         assert!(extra.is_empty(), "line fields beyond the examples: {extra:?}");

@@ -95,11 +95,23 @@ async fn the_connectors_write_bodies_match_the_xero_openapi() {
             fields.insert("due_date".into(), json!(t.due_date));
             fields.insert("currency".into(), json!(t.currency));
             fields.insert("line_amount_types".into(), json!(t.line_amount_types));
-            let lines: Vec<Value> = t.lines.iter().map(|l| json!({"description": l.description, "quantity": l.quantity,
+            let lines: Vec<Value> = t
+                .lines
+                .iter()
+                .map(|l| {
+                    json!({"description": l.description, "quantity": l.quantity,
                 "unit_amount": l.unit_amount, "tax_type": l.tax_type, "tax_amount": l.tax_amount,
-                "line_amount": l.line_amount, "account_code": l.account_code})).collect();
+                "line_amount": l.line_amount, "account_code": l.account_code})
+                })
+                .collect();
             fields.insert("line_items".into(), Value::Array(lines));
-            Change { id: r.id.clone(), base_version: r.version.clone(), fields, native: r.native.clone(), mode: WriteMode::Merge }
+            Change {
+                id: r.id.clone(),
+                base_version: r.version.clone(),
+                fields,
+                native: r.native.clone(),
+                mode: WriteMode::Merge,
+            }
         })
         .collect();
     s.xero.write("bills", &changes).await.unwrap();

@@ -76,7 +76,7 @@ async fn handle(
     }
     let limit_headers = match admit(&sb, &headers, api.is_some()) {
         Ok(h) => h,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let latency = sb.lock().limits.latency_ms;
     if latency > 0 {
@@ -101,7 +101,7 @@ async fn handle(
 }
 
 /// Authenticates an API request and counts it against the tenant's limits.
-fn admit(sb: &XeroSandbox, headers: &HeaderMap, api: bool) -> Result<Vec<(&'static str, String)>, Response> {
+fn admit(sb: &XeroSandbox, headers: &HeaderMap, api: bool) -> Result<Vec<(&'static str, String)>, Box<Response>> {
     let mut s = sb.lock();
     s.counters.api_requests += 1;
     let now = s.now();
@@ -117,17 +117,17 @@ fn admit(sb: &XeroSandbox, headers: &HeaderMap, api: bool) -> Result<Vec<(&'stat
             json!({"Type": null, "Title": "Unauthorized", "Status": 401, "Detail": "AuthenticationUnsuccessful", "Instance": "sandbox", "Extensions": {}}),
         )
     };
-    let Some(access) = s.access.get_mut(&bearer) else { return Err(unauthorized()) };
+    let Some(access) = s.access.get_mut(&bearer) else { return Err(Box::new(unauthorized())) };
     if access.expires_at <= now {
-        return Err(unauthorized());
+        return Err(Box::new(unauthorized()));
     }
     let custom = access.custom;
     let tenant = headers.get("xero-tenant-id").and_then(|v| v.to_str().ok());
     if api && !(tenant.is_some_and(|t| t.eq_ignore_ascii_case(TENANT_ID)) || (tenant.is_none() && custom)) {
-        return Err(json_response(
+        return Err(Box::new(json_response(
             StatusCode::FORBIDDEN,
             json!({"Type": null, "Title": "Forbidden", "Status": 403, "Detail": "AuthorizationUnsuccessful", "Instance": "sandbox", "Extensions": {}}),
-        ));
+        )));
     }
     access.uses += 1;
     let (minute, day) = (now / 60, now / 86_400);
@@ -163,7 +163,7 @@ fn admit(sb: &XeroSandbox, headers: &HeaderMap, api: bool) -> Result<Vec<(&'stat
         for (name, value) in remaining(&s) {
             h.insert(name, HeaderValue::from_str(&value).expect("digits"));
         }
-        return Err(response);
+        return Err(Box::new(response));
     }
     s.minute.1 += 1;
     s.day.1 += 1;
@@ -178,10 +178,12 @@ fn authorize(sb: &XeroSandbox, query: &HashMap<String, String>) -> Response {
         return (StatusCode::BAD_REQUEST, "unauthorized_client: unknown client_id").into_response();
     }
     if get("response_type") != "code" || get("redirect_uri").is_empty() {
-        return (StatusCode::BAD_REQUEST, "invalid_request: response_type=code and redirect_uri are required").into_response();
+        return (StatusCode::BAD_REQUEST, "invalid_request: response_type=code and redirect_uri are required")
+            .into_response();
     }
     if get("code_challenge").is_empty() || get("code_challenge_method") != "S256" {
-        return (StatusCode::BAD_REQUEST, "invalid_request: a PKCE code_challenge with method S256 is required").into_response();
+        return (StatusCode::BAD_REQUEST, "invalid_request: a PKCE code_challenge with method S256 is required")
+            .into_response();
     }
     let mut s = sb.lock();
     let code = s.token("sbx_code_");
@@ -375,7 +377,8 @@ fn route(
     headers: &HeaderMap,
     body: &Bytes,
 ) -> Response {
-    let segments: Vec<String> = rest.split('/').map(|p| form(&format!("x={p}")).remove("x").unwrap_or_default()).collect();
+    let segments: Vec<String> =
+        rest.split('/').map(|p| form(&format!("x={p}")).remove("x").unwrap_or_default()).collect();
     let lower: Vec<String> = segments.iter().map(|s| s.to_ascii_lowercase()).collect();
     let lower: Vec<&str> = lower.iter().map(String::as_str).collect();
     match (method.as_str(), lower.as_slice()) {
@@ -384,7 +387,9 @@ fn route(
         ("GET", ["invoices", _]) => {
             let s = sb.lock();
             match s.bills.iter().find(|b| b.id.eq_ignore_ascii_case(&segments[1])) {
-                Some(b) => json_response(StatusCode::OK, Value::Object(envelope(&s, "Invoices", json!([invoice_json(&s, b)])))),
+                Some(b) => {
+                    json_response(StatusCode::OK, Value::Object(envelope(&s, "Invoices", json!([invoice_json(&s, b)]))))
+                }
                 None => not_found(&segments[1]),
             }
         }
@@ -484,10 +489,9 @@ fn list_invoices(sb: &XeroSandbox, query: &HashMap<String, String>, headers: &He
         query.get("IDs").map(|ids| ids.split(',').map(|i| i.trim().to_ascii_lowercase()).collect());
     let statuses: Option<Vec<&str>> = query.get("Statuses").map(|s| s.split(',').map(str::trim).collect());
     let since = headers.get("if-modified-since").and_then(|v| v.to_str().ok()).and_then(|v| {
-        chrono::DateTime::parse_from_rfc3339(v)
-            .map(|d| d.timestamp_millis())
-            .ok()
-            .or_else(|| chrono::NaiveDateTime::parse_from_str(v, "%Y-%m-%dT%H:%M:%S").ok().map(|d| d.and_utc().timestamp_millis()))
+        chrono::DateTime::parse_from_rfc3339(v).map(|d| d.timestamp_millis()).ok().or_else(|| {
+            chrono::NaiveDateTime::parse_from_str(v, "%Y-%m-%dT%H:%M:%S").ok().map(|d| d.and_utc().timestamp_millis())
+        })
     });
     let matching: Vec<&Bill> = s
         .bills
@@ -638,7 +642,10 @@ fn apply(s: &mut State, element: &Value, new_contacts: &mut Vec<Contact>) -> Res
     if !bill.invoice_number.is_empty()
         && bill.contact_id.is_some()
         && s.bills.iter().any(|o| {
-            o.id != bill.id && o.kind == bill.kind && o.contact_id == bill.contact_id && o.invoice_number == bill.invoice_number
+            o.id != bill.id
+                && o.kind == bill.kind
+                && o.contact_id == bill.contact_id
+                && o.invoice_number == bill.invoice_number
         })
     {
         errors.push("Invoice # must be unique.".to_owned());
@@ -665,11 +672,21 @@ fn post_invoices(sb: &XeroSandbox, query: &HashMap<String, String>, headers: &He
         }
     };
     if let Some(cached) = key.as_ref().and_then(|k| s.idempotent.get(k)).cloned() {
-        s.writes.push(ReceivedWrite { idempotency_key: key, summarize_errors: summarize, body: parsed, replayed: true });
+        s.writes.push(ReceivedWrite {
+            idempotency_key: key,
+            summarize_errors: summarize,
+            body: parsed,
+            replayed: true,
+        });
         return json_response(StatusCode::OK, cached);
     }
     s.counters.writes += 1;
-    s.writes.push(ReceivedWrite { idempotency_key: key.clone(), summarize_errors: summarize, body: parsed.clone(), replayed: false });
+    s.writes.push(ReceivedWrite {
+        idempotency_key: key.clone(),
+        summarize_errors: summarize,
+        body: parsed.clone(),
+        replayed: false,
+    });
     let elements: Vec<Value> = match parsed.get("Invoices") {
         Some(Value::Array(list)) => list.clone(),
         _ if parsed.is_object() => vec![parsed.clone()],

@@ -401,9 +401,7 @@ impl XeroSandbox {
     pub fn refresh_token_alive(&self, refresh_token: &str) -> bool {
         let s = self.lock();
         let now = s.now();
-        s.refresh
-            .get(refresh_token)
-            .is_some_and(|r| !r.revoked && r.rotated_at.is_none_or(|at| now - at <= GRACE_SECS))
+        s.refresh.get(refresh_token).is_some_and(|r| !r.revoked && r.rotated_at.is_none_or(|at| now - at <= GRACE_SECS))
     }
 }
 

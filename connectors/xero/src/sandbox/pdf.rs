@@ -46,10 +46,21 @@ pub struct TruthLine {
 /// The layouts: a classic table, a compact one with totals first, and a European one (day-first dates).
 pub const LAYOUTS: [&str; 3] = ["table", "totals-first", "european"];
 
-/// Suppliers (name, VAT number, what they sell with an account code).
-pub const SUPPLIERS: [(&str, &str, &[(&str, &str)]); 6] = [
-    ("Northwind Paper Ltd", "GB123456789", &[("A4 copier paper, box of 5 reams", "453"), ("Envelopes C5, pack of 500", "453")]),
-    ("Brightline Telecom plc", "GB987654321", &[("Business broadband, monthly", "489"), ("Mobile plan, 10 lines", "489")]),
+/// A supplier: name, VAT number, and what it sells with the account code it is booked to.
+pub type Supplier = (&'static str, &'static str, &'static [(&'static str, &'static str)]);
+
+/// The suppliers.
+pub const SUPPLIERS: [Supplier; 6] = [
+    (
+        "Northwind Paper Ltd",
+        "GB123456789",
+        &[("A4 copier paper, box of 5 reams", "453"), ("Envelopes C5, pack of 500", "453")],
+    ),
+    (
+        "Brightline Telecom plc",
+        "GB987654321",
+        &[("Business broadband, monthly", "489"), ("Mobile plan, 10 lines", "489")],
+    ),
     ("Kestrel Cleaning Services", "GB555010203", &[("Office cleaning, weekly", "429"), ("Window cleaning", "429")]),
     ("Atelier Lumiere SARL", "FR40123456789", &[("Trade show stand design", "400"), ("Printed banners", "400")]),
     ("Hudson Cloud Inc", "US-EIN-12-3456789", &[("Cloud hosting, monthly", "429"), ("Support plan", "429")]),
@@ -96,7 +107,8 @@ pub fn truth(seed: u64, n: usize) -> GroundTruth {
     }
     let amounts: f64 = lines.iter().map(|l| l.line_amount).sum();
     let total_tax = r2(lines.iter().map(|l| l.tax_amount).sum());
-    let (sub_total, total) = if inclusive { (r2(amounts - total_tax), r2(amounts)) } else { (r2(amounts), r2(amounts + total_tax)) };
+    let (sub_total, total) =
+        if inclusive { (r2(amounts - total_tax), r2(amounts)) } else { (r2(amounts), r2(amounts + total_tax)) };
     let day = 1 + (n % 28) as u32;
     let month = 1 + (n / 28 % 12) as u32;
     let date = chrono::NaiveDate::from_ymd_opt(2026, month, day).expect("a valid day");
@@ -160,7 +172,11 @@ fn text_lines(t: &GroundTruth) -> Vec<(f32, f32, String)> {
     if t.layout != 1 {
         out.extend(totals);
     }
-    out.push((50.0, 9.0, format!("Payment within {} days. Bank: 20-00-00 12345678", days_between(&t.date, &t.due_date))));
+    out.push((
+        50.0,
+        9.0,
+        format!("Payment within {} days. Bank: 20-00-00 12345678", days_between(&t.date, &t.due_date)),
+    ));
     out
 }
 
@@ -188,8 +204,7 @@ pub fn invoice_pdf(t: &GroundTruth) -> Vec<u8> {
         y -= size + 10.0;
     }
     let content = Content { operations };
-    let content_id =
-        doc.add_object(Stream::new(dictionary! {}, content.encode().expect("static operations encode")));
+    let content_id = doc.add_object(Stream::new(dictionary! {}, content.encode().expect("static operations encode")));
     let page_id = doc.add_object(dictionary! {
         "Type" => "Page", "Parent" => pages_id, "Contents" => content_id,
     });
