@@ -24,7 +24,7 @@ fn keys(v: &Value) -> BTreeSet<String> {
 
 async fn get(s: &common::Setup, path: &str) -> Value {
     let (access, _, _) = s.sandbox.authorise();
-    let response = reqwest::Client::new()
+    let response = enrichd_connector::http::client(std::time::Duration::from_secs(10))
         .get(format!("{}{path}", s.base))
         .bearer_auth(access)
         .header("xero-tenant-id", enrichd_xero::sandbox::TENANT_ID)
