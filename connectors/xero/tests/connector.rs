@@ -297,3 +297,24 @@ async fn tenants_and_settings_lists() {
     let e = s.xero.settings_list("Payments").await.unwrap_err();
     assert!(e.message.contains("Payments"));
 }
+
+#[tokio::test]
+async fn an_access_token_the_platform_refuses_is_refreshed_once() {
+    let s = setup(5, true).await;
+    // The sandbox's clock moves past the token's life while ours thinks it is still good: a 401.
+    s.sandbox.advance(enrichd_xero::sandbox::ACCESS_TOKEN_SECS + 1);
+    s.xero.check(BILLS).await.unwrap();
+    assert_eq!(s.sandbox.counters().refreshes, 1);
+    assert_eq!(s.store.saves.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_bookkeepers_edit_moves_the_version_and_is_kept() {
+    let s = setup(12, true).await;
+    let (records, _) = list_all(&s.xero, None).await;
+    let target = &records[2];
+    assert!(s.sandbox.edit_as_bookkeeper(&target.id, |b| b.invoice_number = "TYPED-BY-ANN".into()));
+    let now = s.xero.fetch(BILLS, std::slice::from_ref(&target.id)).await.unwrap().remove(0);
+    assert_ne!(now.version, target.version, "UpdatedDateUTC moved: the engine sees a conflict");
+    assert_eq!(now.field("invoice_number"), Some(&json!("TYPED-BY-ANN")));
+}
