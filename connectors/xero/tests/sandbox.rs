@@ -138,6 +138,19 @@ async fn without_summarize_errors_false_one_bad_bill_fails_the_call() {
 }
 
 #[test]
+fn duplicates_repeat_an_approved_bills_document() {
+    let sandbox = XeroSandbox::new(40, 7);
+    let duplicates: Vec<_> = sandbox.bills().into_iter().filter(|b| b.duplicate_of.is_some()).collect();
+    assert_eq!(duplicates.len(), 2);
+    for d in duplicates {
+        let original = sandbox.bill(d.duplicate_of.as_ref().unwrap()).unwrap();
+        assert_eq!(original.status, "AUTHORISED");
+        assert_eq!(original.invoice_number, d.truth.as_ref().unwrap().invoice_number);
+        assert!(sandbox.candidates().contains(&d.id), "the duplicate is a candidate the engine must flag");
+    }
+}
+
+#[test]
 fn documents_vary_and_add_up() {
     let truths: Vec<_> = (0..60).map(|n| truth(7, n)).collect();
     let currencies: std::collections::BTreeSet<_> = truths.iter().map(|t| t.currency.clone()).collect();
@@ -151,9 +164,18 @@ fn documents_vary_and_add_up() {
         assert!((tax - t.total_tax).abs() < 0.005);
         assert!(t.due_date >= t.date);
         let pdf = invoice_pdf(t);
-        let text = lopdf::Document::load_mem(&pdf).unwrap().extract_text(&[1]).unwrap();
-        assert!(text.contains(&t.supplier) && text.contains(&t.currency), "{text}");
+        let doc = lopdf::Document::load_mem(&pdf).unwrap();
+        let pages: Vec<u32> = doc.get_pages().keys().copied().collect();
+        let text = doc.extract_text(&pages).unwrap();
+        if t.scanned {
+            assert_eq!(pages.len(), 1);
+            assert!(text.trim().is_empty(), "a scan has no text layer: {text:?}");
+        } else {
+            assert_eq!(pages.len(), t.pages);
+            assert!(text.contains(&t.supplier) && text.contains(&format!("{:.2}", t.total)), "{text}");
+        }
     }
+    assert!(truths.iter().any(|t| t.scanned) && truths.iter().any(|t| t.pages == 2));
 }
 
 /// Requests per 100 bills: pulling them (pages + one attachment list each), re-reading them before

@@ -84,6 +84,8 @@ pub struct Bill {
     pub attachment: Option<Attachment>,
     /// What the attached document says.
     pub truth: Option<GroundTruth>,
+    /// The bill whose document this one's repeats (the same supplier invoice forwarded twice).
+    pub duplicate_of: Option<String>,
 }
 
 /// A file attached to a bill.
@@ -249,6 +251,9 @@ impl XeroSandbox {
     /// An organisation with the suppliers of [`SUPPLIERS`] and `bills` invoices from `seed`: of every
     /// ten, seven are inbox DRAFT bills with a PDF and nothing filled in (the candidates), one a
     /// DRAFT bill without a document, one an AUTHORISED bill with its PDF and one a DRAFT sales invoice.
+    /// Among the documents: three layouts, GBP/EUR/USD, tax-inclusive and exclusive amounts, two-page
+    /// PDFs (every 11th), image-only scans (every 13th), and every 20th draft a duplicate of an
+    /// approved bill ([`Bill::duplicate_of`]).
     pub fn new(bills: usize, seed: u64) -> XeroSandbox {
         let mut s = State::default();
         for (n, (name, vat, _)) in SUPPLIERS.iter().enumerate() {
@@ -277,6 +282,14 @@ impl XeroSandbox {
                 updated_ms: base + n as i64 * 1000,
                 attachment: None,
                 truth: None,
+                duplicate_of: None,
+            };
+            // Every twentieth inbox draft repeats the document of the approved bill seven before it.
+            let t = if n % 20 == 15 {
+                bill.duplicate_of = s.bills.get(n - 7).map(|b| b.id.clone());
+                truth(seed, n - 7)
+            } else {
+                t
             };
             let attach = |s: &mut State, bill: &mut Bill, t: &GroundTruth| {
                 let aid = s.uuid(0xa77a);

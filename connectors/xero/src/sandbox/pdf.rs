@@ -26,6 +26,10 @@ pub struct GroundTruth {
     pub total: f64,
     /// Which of the [`LAYOUTS`] the PDF uses.
     pub layout: usize,
+    /// Pages of the PDF: 2 puts the totals on a second page.
+    pub pages: usize,
+    /// An image-only scan: the PDF has no text layer (a model must read the image).
+    pub scanned: bool,
 }
 
 /// One line of the document.
@@ -126,6 +130,8 @@ pub fn truth(seed: u64, n: usize) -> GroundTruth {
         total_tax,
         total,
         layout: n % LAYOUTS.len(),
+        pages: if n % 11 == 5 { 2 } else { 1 },
+        scanned: n % 13 == 6,
     }
 }
 
@@ -185,33 +191,75 @@ fn days_between(a: &str, b: &str) -> i64 {
     (p(b) - p(a)).num_days()
 }
 
-/// A one-page A4 PDF with a text layer saying what `t` says.
+/// An A4 PDF saying what `t` says: a text layer on one or two pages, or for a scan one page that
+/// is only a greyscale image.
 pub fn invoice_pdf(t: &GroundTruth) -> Vec<u8> {
     let mut doc = Document::with_version("1.5");
     let pages_id = doc.new_object_id();
     let font_id = doc.add_object(dictionary! {
         "Type" => "Font", "Subtype" => "Type1", "BaseFont" => "Helvetica", "Encoding" => "WinAnsiEncoding",
     });
-    let resources_id = doc.add_object(dictionary! { "Font" => dictionary! { "F1" => font_id } });
-    let mut operations = Vec::new();
-    let mut y = 790.0f32;
-    for (x, size, text) in text_lines(t) {
-        operations.push(Operation::new("BT", vec![]));
-        operations.push(Operation::new("Tf", vec!["F1".into(), size.into()]));
-        operations.push(Operation::new("Td", vec![x.into(), y.into()]));
-        operations.push(Operation::new("Tj", vec![Object::string_literal(text)]));
-        operations.push(Operation::new("ET", vec![]));
-        y -= size + 10.0;
-    }
-    let content = Content { operations };
-    let content_id = doc.add_object(Stream::new(dictionary! {}, content.encode().expect("static operations encode")));
-    let page_id = doc.add_object(dictionary! {
-        "Type" => "Page", "Parent" => pages_id, "Contents" => content_id,
+    let (width, height) = (119i64, 168i64);
+    // A pale page with darker bands where the text would be: what a low-resolution scan looks like.
+    let pixels: Vec<u8> = (0..width * height)
+        .map(|i| if (i / width) % 9 < 2 && (i % width) > 10 && (i % width) < 100 { 60 } else { 235 })
+        .collect();
+    let image_id = doc.add_object(Stream::new(
+        dictionary! {
+            "Type" => "XObject", "Subtype" => "Image", "Width" => width, "Height" => height,
+            "ColorSpace" => "DeviceGray", "BitsPerComponent" => 8,
+        },
+        pixels,
+    ));
+    let resources_id = doc.add_object(dictionary! {
+        "Font" => dictionary! { "F1" => font_id },
+        "XObject" => dictionary! { "Im1" => image_id },
     });
+    let lines = text_lines(t);
+    let split = if t.pages == 2 {
+        lines.iter().position(|l| l.2.starts_with("Subtotal")).unwrap_or(lines.len())
+    } else {
+        lines.len()
+    };
+    let mut page_texts = vec![lines[..split].to_vec()];
+    if split < lines.len() {
+        page_texts.push(lines[split..].to_vec());
+    }
+    let mut kids = Vec::new();
+    for (n, texts) in page_texts.iter().enumerate() {
+        let mut operations = Vec::new();
+        if t.scanned {
+            if n > 0 {
+                break;
+            }
+            operations.push(Operation::new("q", vec![]));
+            operations.push(Operation::new("cm", vec![595.into(), 0.into(), 0.into(), 842.into(), 0.into(), 0.into()]));
+            operations.push(Operation::new("Do", vec!["Im1".into()]));
+            operations.push(Operation::new("Q", vec![]));
+        } else {
+            let mut y = 790.0f32;
+            for (x, size, text) in texts {
+                operations.push(Operation::new("BT", vec![]));
+                operations.push(Operation::new("Tf", vec!["F1".into(), (*size).into()]));
+                operations.push(Operation::new("Td", vec![(*x).into(), y.into()]));
+                operations.push(Operation::new("Tj", vec![Object::string_literal(text.as_str())]));
+                operations.push(Operation::new("ET", vec![]));
+                y -= size + 10.0;
+            }
+        }
+        let content = Content { operations };
+        let content_id =
+            doc.add_object(Stream::new(dictionary! {}, content.encode().expect("static operations encode")));
+        let page_id = doc.add_object(dictionary! {
+            "Type" => "Page", "Parent" => pages_id, "Contents" => content_id,
+        });
+        kids.push(Object::from(page_id));
+    }
+    let count = kids.len() as i64;
     doc.objects.insert(
         pages_id,
         Object::Dictionary(dictionary! {
-            "Type" => "Pages", "Kids" => vec![page_id.into()], "Count" => 1, "Resources" => resources_id,
+            "Type" => "Pages", "Kids" => kids, "Count" => count, "Resources" => resources_id,
             "MediaBox" => vec![0.into(), 0.into(), 595.into(), 842.into()],
         }),
     );
