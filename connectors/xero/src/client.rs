@@ -576,10 +576,18 @@ pub fn invoice_update(change: &Change) -> Result<Value, ConnectorError> {
     Ok(Value::Object(invoice))
 }
 
-/// The `Idempotency-Key` of a write body: the same bills with the same values get the same key, so
-/// a write sent again after a lost response is not applied twice (Xero allows 128 characters).
-pub fn idempotency_key(body: &Value) -> String {
-    let digest = Sha256::digest(body.to_string().as_bytes());
+/// The `Idempotency-Key` of a write: the same bills, at the same versions, with the same values get
+/// the same key, so a write sent again after a lost response is not applied twice. The versions are
+/// part of it so that writing the same values again later (after an undo, say) is a new write and
+/// not a replay of the old answer. Xero allows 128 characters.
+pub fn idempotency_key(body: &Value, versions: &[&Version]) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(body.to_string().as_bytes());
+    for v in versions {
+        hasher.update(b"\n");
+        hasher.update(v.0.as_bytes());
+    }
+    let digest = hasher.finalize();
     let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
     format!("enrichd-{hex}")
 }
@@ -682,11 +690,13 @@ impl Connector for Xero {
         Self::entity(entity)?;
         let mut outcomes = Vec::new();
         let mut sent = Vec::new();
+        let mut versions = Vec::new();
         let mut bodies = Vec::new();
         for change in changes {
             match invoice_update(change) {
                 Ok(body) => {
                     sent.push(change.id.clone());
+                    versions.push(&change.base_version);
                     bodies.push(body);
                 }
                 Err(e) => outcomes.push(WriteOutcome { id: change.id.clone(), result: WriteResult::Failed(e) }),
@@ -696,7 +706,7 @@ impl Connector for Xero {
             return Ok(WriteSubmission::Done(outcomes));
         }
         let body = json!({ "Invoices": bodies });
-        let key = idempotency_key(&body);
+        let key = idempotency_key(&body, &versions);
         let url = self.api("Invoices");
         let what = format!("xero: POST Invoices ({} bills)", sent.len());
         let build = || {

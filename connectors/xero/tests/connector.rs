@@ -152,6 +152,12 @@ async fn writes_several_bills_in_one_call_with_per_bill_validation_errors() {
     let written = s.sandbox.writes();
     assert_eq!(written[1].idempotency_key, written[2].idempotency_key);
     assert!(written[2].replayed);
+    // The same values at a later version (after a bookkeeper's edit or an undo) are a new write.
+    let later = s.xero.fetch(BILLS, std::slice::from_ref(&records[0].id)).await.unwrap().remove(0);
+    s.xero.write(BILLS, &[truth_change(&later, &truth)]).await.unwrap();
+    let written = s.sandbox.writes();
+    assert_ne!(written[3].idempotency_key, written[2].idempotency_key);
+    assert!(!written[3].replayed);
 }
 
 #[tokio::test]
@@ -317,4 +323,17 @@ async fn a_bookkeepers_edit_moves_the_version_and_is_kept() {
     let now = s.xero.fetch(BILLS, std::slice::from_ref(&target.id)).await.unwrap().remove(0);
     assert_ne!(now.version, target.version, "UpdatedDateUTC moved: the engine sees a conflict");
     assert_eq!(now.field("invoice_number"), Some(&json!("TYPED-BY-ANN")));
+}
+
+#[tokio::test]
+async fn reads_are_retried_through_5xx_and_writes_are_not() {
+    let s = setup(12, true).await;
+    s.sandbox.set_limits(Limits { per_minute: 1000, per_day: 1000, fail_next: 2, ..Limits::default() });
+    let page = s.xero.list(BILLS, &PageRequest { per_page: 100, ..Default::default() }).await.unwrap();
+    assert!(!page.records.is_empty());
+    s.sandbox.set_limits(Limits { per_minute: 1000, per_day: 1000, fail_next: 1, ..Limits::default() });
+    let change = truth_change(&page.records[0], &s.sandbox.truth(&page.records[0].id).unwrap());
+    let e = s.xero.write(BILLS, &[change]).await.unwrap_err();
+    assert!(e.retryable && e.status == Some(503), "{e}");
+    assert_eq!(s.sandbox.counters().writes, 0, "the engine owns write retries");
 }

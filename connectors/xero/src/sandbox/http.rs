@@ -78,6 +78,18 @@ async fn handle(
         Ok(h) => h,
         Err(response) => return *response,
     };
+    let failing = {
+        let mut s = sb.lock();
+        let failing = s.limits.fail_next > 0;
+        if failing {
+            s.limits.fail_next -= 1;
+            s.in_flight -= 1;
+        }
+        failing
+    };
+    if failing {
+        return (StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable").into_response();
+    }
     let latency = sb.lock().limits.latency_ms;
     if latency > 0 {
         tokio::time::sleep(Duration::from_millis(latency)).await;

@@ -143,11 +143,13 @@ pub struct Limits {
     pub latency_ms: u64,
     /// Refreshes whose answer is lost (a 504 after the token rotated).
     pub lose_refresh_responses: u32,
+    /// The next API requests answered `503` (counted down; nothing applied).
+    pub fail_next: u32,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { per_minute: 60, per_day: 5000, concurrent: 5, latency_ms: 0, lose_refresh_responses: 0 }
+        Limits { per_minute: 60, per_day: 5000, concurrent: 5, latency_ms: 0, lose_refresh_responses: 0, fail_next: 0 }
     }
 }
 
