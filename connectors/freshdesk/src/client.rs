@@ -25,6 +25,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use enrichd_connector::conversation::cut;
+pub use enrichd_connector::conversation::fit_conversation;
 use enrichd_connector::http::{self, classify, transport_error};
 use enrichd_connector::{
     Change, Connector, ConnectorError, Page, PageRequest, PendingWrite, Record, Version, WriteMode, WriteOutcome,
@@ -870,44 +872,6 @@ impl Connector for Freshdesk {
                 .collect(),
         ))
     }
-}
-
-/// Fits messages into `budget` characters: the first message always (cut to half the budget if it
-/// alone is longer), then as many of the latest as fit, with a marker where some were left out.
-pub fn fit_conversation(messages: &[String], budget: usize) -> String {
-    let len = |m: &str| m.chars().count() + 2;
-    if messages.len() <= 1 || messages.iter().map(|m| len(m)).sum::<usize>() <= budget {
-        return cut(&messages.join("\n\n"), budget);
-    }
-    let first = cut(&messages[0], budget / 2);
-    let marker_room = 40;
-    let mut used = len(&first) + marker_room;
-    let mut kept = 0;
-    for message in messages[1..].iter().rev() {
-        if used + len(message) > budget {
-            break;
-        }
-        used += len(message);
-        kept += 1;
-    }
-    let omitted = messages.len() - 1 - kept;
-    let mut out = first;
-    if omitted > 0 {
-        out.push_str(&format!("\n\n[… {omitted} message(s) left out …]"));
-    }
-    for message in &messages[messages.len() - kept..] {
-        out.push_str("\n\n");
-        out.push_str(message);
-    }
-    out
-}
-
-fn cut(text: &str, budget: usize) -> String {
-    if text.chars().count() <= budget {
-        return text.to_owned();
-    }
-    let keep: String = text.chars().take(budget.saturating_sub(1)).collect();
-    format!("{keep}…")
 }
 
 fn snippet(value: &Value) -> String {

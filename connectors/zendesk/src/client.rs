@@ -22,6 +22,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use base64::Engine as _;
+use enrichd_connector::conversation::cut;
+pub use enrichd_connector::conversation::fit_conversation;
 use enrichd_connector::http::{self, transport_error};
 use enrichd_connector::{
     Change, Connector, ConnectorError, Page, PageRequest, PendingWrite, Record, Version, WriteMode, WriteOutcome,
@@ -668,45 +670,6 @@ impl Connector for Zendesk {
                 })
                 .collect(),
         ))
-    }
-}
-
-/// Fits messages into `budget` characters: the first message always (cut if it alone is too long),
-/// then as many of the latest as fit, with a marker where messages were left out.
-pub fn fit_conversation(messages: &[String], budget: usize) -> String {
-    let total: usize = messages.iter().map(|m| m.chars().count() + 2).sum();
-    if total <= budget || messages.len() <= 1 {
-        let joined = messages.join("\n\n");
-        return cut(&joined, budget);
-    }
-    let first = cut(&messages[0], budget / 2);
-    let mut used = first.chars().count() + 2;
-    let mut latest = Vec::new();
-    for message in messages[1..].iter().rev() {
-        let len = message.chars().count() + 2;
-        if used + len + 40 > budget {
-            break;
-        }
-        used += len;
-        latest.push(message.as_str());
-    }
-    latest.reverse();
-    let omitted = messages.len() - 1 - latest.len();
-    let mut out = first;
-    if omitted > 0 {
-        out.push_str(&format!("\n\n[… {omitted} message(s) left out …]"));
-    }
-    for message in latest {
-        out.push_str("\n\n");
-        out.push_str(message);
-    }
-    out
-}
-
-fn cut(text: &str, budget: usize) -> String {
-    match text.char_indices().nth(budget.saturating_sub(1)) {
-        Some((at, _)) if text.chars().count() > budget => format!("{}…", &text[..at]),
-        _ => text.to_owned(),
     }
 }
 
