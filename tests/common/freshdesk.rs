@@ -10,7 +10,7 @@ use super::TestDb;
 use enrichd::config::Config;
 use enrichd::engine::Engine;
 use enrichd::sandbox::provider::ProviderSandbox;
-use enrichd::store::{NewRun, Run, RunStart};
+use enrichd::store::Run;
 use enrichd_freshdesk::sandbox::{API_KEY, CATEGORY_FIELD, FreshdeskSandbox};
 use serde_json::Value;
 
@@ -140,18 +140,7 @@ pub async fn triage(db: &TestDb, account: FreshdeskSandbox, setup: &TriageSetup<
 
 /// A new manual run of pipeline `triage`.
 pub async fn start_triage(engine: &Engine) -> Run {
-    let new = NewRun {
-        pipeline: "triage".into(),
-        scheduled_for: None,
-        item_limit: None,
-        max_attempts: engine.pipelines["triage"].config.max_attempts as i64,
-        budget_micros: None,
-        sample: None,
-    };
-    match engine.store.create_run(&new).await.unwrap() {
-        RunStart::Created(r) | RunStart::AlreadyActive(r) => r,
-        RunStart::TickTaken => unreachable!(),
-    }
+    super::harness::start_named(engine, "triage").await
 }
 
 /// Every ticket as the account holds it now, by id.

@@ -27,17 +27,22 @@ pub async fn harness(db: &TestDb, products: u64, missing_every: u64, options: Co
 }
 
 pub async fn start_run(engine: &Engine) -> Run {
-    let store = &engine.store;
-    let max_attempts = engine.pipelines["catalogue"].config.max_attempts as i64;
+    start_named(engine, "catalogue").await
+}
+
+/// A new manual run of the pipeline named `pipeline` (or its unfinished one), with its attempts and
+/// sample gate.
+pub async fn start_named(engine: &Engine, pipeline: &str) -> Run {
+    let config = &engine.pipelines[pipeline].config;
     let new = NewRun {
-        pipeline: "catalogue".into(),
+        pipeline: pipeline.into(),
         scheduled_for: None,
         item_limit: None,
-        max_attempts,
+        max_attempts: config.max_attempts as i64,
         budget_micros: None,
-        sample: engine.pipelines["catalogue"].config.review.sample_gate(),
+        sample: config.review.sample_gate(),
     };
-    match store.create_run(&new).await.unwrap() {
+    match engine.store.create_run(&new).await.unwrap() {
         RunStart::Created(r) | RunStart::AlreadyActive(r) => r,
         RunStart::TickTaken => unreachable!(),
     }

@@ -9,7 +9,7 @@ use super::TestDb;
 use enrichd::config::Config;
 use enrichd::engine::Engine;
 use enrichd::sandbox::provider::ProviderSandbox;
-use enrichd::store::{NewRun, Run, RunStart};
+use enrichd::store::Run;
 use enrichd_zendesk::sandbox::{API_TOKEN, CATEGORY_FIELD_ID, EMAIL, ZendeskSandbox};
 use serde_json::Value;
 
@@ -130,18 +130,7 @@ pub async fn triage(db: &TestDb, account: ZendeskSandbox, extra_pipeline: &str) 
 
 /// A new manual run of pipeline `triage`.
 pub async fn start_triage(engine: &Engine) -> Run {
-    let new = NewRun {
-        pipeline: "triage".into(),
-        scheduled_for: None,
-        item_limit: None,
-        max_attempts: engine.pipelines["triage"].config.max_attempts as i64,
-        budget_micros: None,
-        sample: None,
-    };
-    match engine.store.create_run(&new).await.unwrap() {
-        RunStart::Created(r) | RunStart::AlreadyActive(r) => r,
-        RunStart::TickTaken => unreachable!(),
-    }
+    super::harness::start_named(engine, "triage").await
 }
 
 /// Every ticket as the account holds it now, by id.
