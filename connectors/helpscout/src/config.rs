@@ -58,30 +58,8 @@ impl HelpScoutConfig {
         let err = |key: &str, message: String| ConfigError { key: format!("{path}.{key}"), message };
         let base_url = match &self.base_url {
             None => DEFAULT_BASE_URL.to_owned(),
-            Some(url) => {
-                let url = url.trim().trim_end_matches('/');
-                let host = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://")).unwrap_or("");
-                let host_name = host.split(['/', ':']).next().unwrap_or("");
-                if host_name.is_empty() {
-                    return Err(err("base_url", format!("{url:?} is not an http(s):// URL")));
-                }
-                let loopback = ["localhost", "127.0.0.1"].contains(&host_name) || host.starts_with("[::1]");
-                if url.starts_with("http://") && !loopback {
-                    return Err(err(
-                        "base_url",
-                        format!(
-                            "{url:?} is plain http://: the app secret and tokens would cross the network unencrypted; use https://"
-                        ),
-                    ));
-                }
-                if host.contains('/') {
-                    return Err(err(
-                        "base_url",
-                        format!("{url:?} has a path; give the API's address only (the API is under /v2)"),
-                    ));
-                }
-                url.to_owned()
-            }
+            Some(url) => enrichd_connector::settings::account_url(url, "the app secret and tokens", "the API's", "/v2")
+                .map_err(|m| err("base_url", m))?,
         };
         let client_id = match self.client_id.as_deref().map(str::trim) {
             None | Some("") => {

@@ -83,28 +83,8 @@ impl ZendeskConfig {
                 format!("https://{}.zendesk.com", sub.to_ascii_lowercase())
             }
             (None, Some(url)) => {
-                let url = url.trim().trim_end_matches('/');
-                let host = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://")).unwrap_or("");
-                let host_name = host.split(['/', ':']).next().unwrap_or("");
-                if host_name.is_empty() {
-                    return Err(err("base_url", format!("{url:?} is not an http(s):// URL")));
-                }
-                let loopback = ["localhost", "127.0.0.1", "[::1]"].contains(&host_name) || host.starts_with("[::1]");
-                if url.starts_with("http://") && !loopback {
-                    return Err(err(
-                        "base_url",
-                        format!(
-                            "{url:?} is plain http://: the API token would cross the network unencrypted; use https://"
-                        ),
-                    ));
-                }
-                if host.contains('/') {
-                    return Err(err(
-                        "base_url",
-                        format!("{url:?} has a path; give the account's address only (the API is under /api/v2)"),
-                    ));
-                }
-                url.to_owned()
+                enrichd_connector::settings::account_url(url, "the API token", "the account's", "/api/v2")
+                    .map_err(|m| err("base_url", m))?
             }
         };
         let credentials = match (&self.email, &self.api_token, &self.oauth_token) {
