@@ -5,6 +5,7 @@
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod document;
 pub mod engine;
 pub mod estimate;
 pub mod eval;

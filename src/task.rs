@@ -16,6 +16,8 @@ use crate::store::{FieldChange, Proposal};
 pub struct Prompt {
     pub system: Option<String>,
     pub user: String,
+    /// Documents sent with the user message, in the provider's native form (see `crate::document`).
+    pub documents: Vec<crate::document::Document>,
 }
 
 /// A compiled task.
@@ -235,7 +237,7 @@ impl Task {
             user.push_str(&data);
         }
         let system = if self.has_system { Some(render("system")?) } else { None };
-        Ok(Prompt { system, user })
+        Ok(Prompt { system, user, documents: Vec::new() })
     }
 
     /// One prompt for several records: each record's own prompt in an `<item id="…">` block, to be
@@ -261,7 +263,7 @@ impl Task {
                 prompt.user.replace("</item", "<\\/item")
             ));
         }
-        Ok(Prompt { system, user })
+        Ok(Prompt { system, user, documents: Vec::new() })
     }
 
     /// Splits a packed answer by record id: each id with the answers given for it (more than one is

@@ -42,8 +42,11 @@ fn schema() -> serde_json::Value {
 }
 
 async fn ask(p: &Provider) -> Result<enrichd::provider::Completion, enrichd::provider::ProviderError> {
-    let prompt =
-        Prompt { system: Some("Be factual.".into()), user: "Product 12: describe it.\n<record>...</record>".into() };
+    let prompt = Prompt {
+        system: Some("Be factual.".into()),
+        user: "Product 12: describe it.\n<record>...</record>".into(),
+        documents: Vec::new(),
+    };
     let schema = schema();
     let request = CompletionRequest {
         model: MODEL,
@@ -151,7 +154,7 @@ async fn truncated_and_refused_answers_are_bad_answers() {
 #[tokio::test]
 async fn a_batch_is_found_again_by_its_display_name() {
     let (p, sandbox) = provider("right-key", "").await;
-    let prompt = Prompt { system: None, user: "Product 3: describe it.".into() };
+    let prompt = Prompt { system: None, user: "Product 3: describe it.".into(), documents: Vec::new() };
     let schema = schema();
     let request = CompletionRequest {
         model: MODEL,

@@ -37,8 +37,11 @@ fn schema() -> serde_json::Value {
 }
 
 async fn ask(p: &Provider) -> Result<enrichd::provider::Completion, enrichd::provider::ProviderError> {
-    let prompt =
-        Prompt { system: Some("Be factual.".into()), user: "Product 12: describe it.\n<record>...</record>".into() };
+    let prompt = Prompt {
+        system: Some("Be factual.".into()),
+        user: "Product 12: describe it.\n<record>...</record>".into(),
+        documents: Vec::new(),
+    };
     let schema = schema();
     let request = CompletionRequest {
         model: "claude-haiku-4-5",
@@ -115,7 +118,7 @@ async fn ask_openai(
     p: &Provider,
     model: &str,
 ) -> Result<enrichd::provider::Completion, enrichd::provider::ProviderError> {
-    let prompt = Prompt { system: None, user: "Product 7: describe it.".into() };
+    let prompt = Prompt { system: None, user: "Product 7: describe it.".into(), documents: Vec::new() };
     let schema = schema();
     let request = CompletionRequest {
         model,

@@ -80,12 +80,16 @@ fn schema() -> Value {
 
 /// Every option our requests can carry: system and user message, output limit, temperature.
 fn full_prompt() -> Prompt {
-    Prompt { system: Some("Be factual.".into()), user: "Product 12: describe it.\n<record>...</record>".into() }
+    Prompt {
+        system: Some("Be factual.".into()),
+        user: "Product 12: describe it.\n<record>...</record>".into(),
+        documents: Vec::new(),
+    }
 }
 
 /// The least a request carries: no system message, no temperature.
 fn bare_prompt() -> Prompt {
-    Prompt { system: None, user: "Product 7: describe it.".into() }
+    Prompt { system: None, user: "Product 7: describe it.".into(), documents: Vec::new() }
 }
 
 fn request<'a>(

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::TestDb;
-use common::browser::{browser, chromedriver, click, text_of, wait_for};
+use common::browser::{browser, chromedriver, click, click_and_load, text_of, wait_for};
 use common::harness::work_named;
 use common::process::{self, Env, text};
 use common::zendesk::{Helpdesk, helpdesk, set_zendesk_env, start_triage, write_zendesk_config, zendesk_env};
@@ -293,8 +293,7 @@ async fn tickets_are_reviewed_in_the_browser(db: &TestDb) {
 
     // Filtered by category: exactly its items, counted; the filter is in the URL.
     choose(&client, "#filter-proposed", &format!("custom.Category={category}")).await;
-    click(&client, "form.filters button").await;
-    wait_for(&client, "p.count").await;
+    click_and_load(&client, "form.filters button").await;
     let url = client.current_url().await.unwrap();
     assert!(url.query().unwrap().contains(&format!("proposed=custom.Category%3D{category}")), "{url}");
     let in_category = q.matching(Some(&category), None);
@@ -307,8 +306,7 @@ async fn tickets_are_reviewed_in_the_browser(db: &TestDb) {
 
     // And by confidence band: both filters together.
     choose(&client, "#filter-confidence", band).await;
-    click(&client, "form.filters button").await;
-    wait_for(&client, "p.count").await;
+    click_and_load(&client, "form.filters button").await;
     let chosen = q.matching(Some(&category), Some(band));
     assert_eq!(ids_in_queue(&client).await, chosen);
     let shared = client.current_url().await.unwrap().to_string();

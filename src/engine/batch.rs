@@ -248,7 +248,7 @@ fn prepared_again(pipeline: &Pipeline, items: Vec<crate::store::Item>) -> Result
             };
             let wanted =
                 crate::select::wanted_fields(&pipeline.config.select, pipeline.task().fields.values(), &record);
-            Ok(Prepared { item, record, wanted })
+            Ok(Prepared { item, record, wanted, documents: Vec::new() })
         })
         .collect()
 }

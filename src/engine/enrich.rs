@@ -121,6 +121,8 @@ pub(super) struct Prepared {
     pub item: Item,
     pub record: Record,
     pub wanted: Vec<String>,
+    /// The record's documents, when the task reads them (fetched once per item).
+    pub documents: Vec<crate::document::Document>,
 }
 
 /// Builds the record of a leased item and settles the items that need no model call (nothing
@@ -144,7 +146,7 @@ pub(super) async fn prepare(
             engine.store.skip_leased(&item, &engine.owner, "nothing is missing").await?;
             continue;
         }
-        out.push(Prepared { item, record, wanted });
+        out.push(Prepared { item, record, wanted, documents: Vec::new() });
     }
     Ok(out)
 }

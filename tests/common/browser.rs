@@ -84,3 +84,23 @@ pub async fn click(client: &fantoccini::Client, css: &str) {
 pub async fn wait_for(client: &fantoccini::Client, css: &str) {
     client.wait().for_element(fantoccini::Locator::Css(css)).await.unwrap_or_else(|e| panic!("waiting for {css}: {e}"));
 }
+
+/// Clicks something that loads a new page (a form's submit button) and returns once the new page is
+/// there: the old document is marked first, so an element the old page also had does not count.
+pub async fn click_and_load(client: &fantoccini::Client, css: &str) {
+    client.execute("window.__old_page = true;", vec![]).await.unwrap();
+    click(client, css).await;
+    let mut waited = Duration::ZERO;
+    loop {
+        let fresh = client
+            .execute("return window.__old_page === undefined && document.readyState === 'complete';", vec![])
+            .await
+            .unwrap_or(Value::Bool(false));
+        if fresh == Value::Bool(true) {
+            return;
+        }
+        assert!(waited < Duration::from_secs(30), "clicking {css} did not load a new page");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        waited += Duration::from_millis(50);
+    }
+}

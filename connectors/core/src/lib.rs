@@ -10,6 +10,7 @@ pub mod conversation;
 mod error;
 pub mod gate;
 pub mod http;
+pub mod lookup;
 pub mod oauth2;
 mod record;
 pub mod retry;
@@ -113,6 +114,21 @@ pub trait Connector: Send + Sync {
     /// does not exist.
     async fn allowed_values(&self, entity: &str, field: &str) -> Result<Option<Vec<String>>, ConnectorError> {
         let _ = (entity, field);
+        Ok(None)
+    }
+
+    /// What the organisation uses (currencies, tax rates, accounts), for checks on extracted
+    /// documents; `None` when the platform has no such notion (every non-accounting connector).
+    async fn organisation(&self) -> Result<Option<lookup::Organisation>, ConnectorError> {
+        Ok(None)
+    }
+
+    /// Looks a bill read from a document up in the organisation's own data: the supplier it names,
+    /// bills it would duplicate (same supplier and invoice number, or same supplier, total and date,
+    /// in any status), the account code the supplier's recent bills use. `None` when the platform
+    /// has no look-ups for `entity`.
+    async fn look_up(&self, entity: &str, bill: &lookup::BillQuery) -> Result<Option<lookup::LookUp>, ConnectorError> {
+        let _ = (entity, bill);
         Ok(None)
     }
 
