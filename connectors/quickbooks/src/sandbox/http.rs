@@ -497,28 +497,40 @@ fn update_bill(state: &mut State, body: &Value) -> Result<Value, (u16, Value)> {
     {
         return err(400, "610", "Object Not Found", &format!("Object Not Found : Vendor {v}"));
     }
-    let mut total = None;
-    if let Some(lines) = body["Line"].as_array() {
-        let mut sum = 0.0;
-        for line in lines {
-            let account = line["AccountBasedExpenseLineDetail"]["AccountRef"]["value"].as_str().unwrap_or("");
-            if find(&state.accounts, account).is_none() {
-                return err(
-                    400,
-                    "2500",
-                    "Invalid Reference Id",
-                    &format!("Invalid Reference Id : Accounts element id {account:?} not found"),
-                );
-            }
-            sum += line["Amount"].as_f64().unwrap_or(0.0);
+    for line in body["Line"].as_array().into_iter().flatten() {
+        let detail = &line["AccountBasedExpenseLineDetail"];
+        let account = detail["AccountRef"]["value"].as_str().unwrap_or("");
+        if find(&state.accounts, account).is_none() {
+            return err(
+                400,
+                "2500",
+                "Invalid Reference Id",
+                &format!("Invalid Reference Id : Accounts element id {account:?} not found"),
+            );
         }
-        total = Some(super::round2(sum));
+        if let Some(code) = detail["TaxCodeRef"]["value"].as_str()
+            && find(&state.tax_codes, code).is_none()
+        {
+            return err(
+                400,
+                "2500",
+                "Invalid Reference Id",
+                &format!("Invalid Reference Id : TaxCode element id {code:?} not found"),
+            );
+        }
     }
+    if let Some(g) = body["GlobalTaxCalculation"].as_str()
+        && !["TaxExcluded", "TaxInclusive", "NotApplicable"].contains(&g)
+    {
+        return err(400, "2010", "Request has invalid or unsupported property", &format!("GlobalTaxCalculation {g}"));
+    }
+    let retotal = body.get("Line").is_some() || body.get("GlobalTaxCalculation").is_some();
     state.now += 1;
     let now = state.now;
     let accounts = state.accounts.clone();
     let vendors = state.vendors.clone();
     let tax_codes = state.tax_codes.clone();
+    let tax_rates = state.tax_rates.clone();
     let bill = state.bills.get_mut(&id).expect("checked above");
     for (k, v) in body.as_object().into_iter().flatten() {
         if !["Id", "SyncToken", "sparse"].contains(&k.as_str()) {
@@ -536,11 +548,26 @@ fn update_bill(state: &mut State, body: &Value) -> Result<Value, (u16, Value)> {
         if let Some(a) = detail["AccountRef"]["value"].as_str().and_then(|v| find(&accounts, v)) {
             detail["AccountRef"]["name"] = a["Name"].clone();
         }
-        if let Some(t) = detail["TaxCodeRef"]["value"].as_str().and_then(|v| find(&tax_codes, v)) {
-            detail["TaxCodeRef"]["value"] = t["Name"].clone();
-        }
     }
-    if let Some(total) = total {
+    if retotal {
+        // QuickBooks computes the tax and the total from the lines, their tax codes and whether
+        // amounts include tax.
+        let how = bill["GlobalTaxCalculation"].as_str().unwrap_or("TaxExcluded").to_owned();
+        let (mut sum, mut tax) = (0.0, 0.0);
+        for line in bill["Line"].as_array().into_iter().flatten() {
+            let amount = line["Amount"].as_f64().unwrap_or(0.0);
+            let code = line["AccountBasedExpenseLineDetail"]["TaxCodeRef"]["value"].as_str().unwrap_or("");
+            let rate = super::purchase_rate(&tax_codes, &tax_rates, code).unwrap_or(0.0);
+            sum += amount;
+            tax += match how.as_str() {
+                "TaxInclusive" => super::round2(amount * rate / (100.0 + rate)),
+                "NotApplicable" => 0.0,
+                _ => super::round2(amount * rate / 100.0),
+            };
+        }
+        let (sum, tax) = (super::round2(sum), super::round2(tax));
+        let total = if how == "TaxInclusive" { sum } else { super::round2(sum + tax) };
+        bill["TxnTaxDetail"] = json!({"TotalTax": tax});
         bill["TotalAmt"] = json!(total);
         bill["Balance"] = json!(total);
     }
@@ -707,6 +734,9 @@ fn run_query(state: &State, q: &str) -> Result<Value, (&'static str, String)> {
         "vendor" => ("Vendor", state.vendors.clone()),
         "account" => ("Account", state.accounts.clone()),
         "taxcode" => ("TaxCode", state.tax_codes.clone()),
+        "taxrate" => ("TaxRate", state.tax_rates.clone()),
+        "preferences" => ("Preferences", vec![state.preferences.clone()]),
+        "companycurrency" => ("CompanyCurrency", state.company_currencies.clone()),
         _ => return Err(("4001", format!("QueryValidationError: invalid context declaration: {entity}"))),
     };
     let mut conditions = Vec::new();
@@ -840,6 +870,11 @@ fn values_at(v: &Value, path: &str) -> Vec<String> {
         })
         .map(|v| match v {
             Value::String(s) => s,
+            // A reference (`VendorRef = '56'`) compares by its value.
+            Value::Object(o) if o.contains_key("value") => match &o["value"] {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            },
             other => other.to_string(),
         })
         .collect()
