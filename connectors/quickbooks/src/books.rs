@@ -78,8 +78,11 @@ impl Books {
             if details.is_empty() {
                 continue;
             }
-            let rate: f64 =
-                details.iter().filter_map(|d| d["TaxRateRef"]["value"].as_str()).filter_map(|r| rate_values.get(r)).sum();
+            let rate: f64 = details
+                .iter()
+                .filter_map(|d| d["TaxRateRef"]["value"].as_str())
+                .filter_map(|r| rate_values.get(r))
+                .sum();
             rates.insert(id.to_owned(), rate);
             tax.push(TaxRate { code: id.to_owned(), name: code["Name"].as_str().unwrap_or(id).to_owned(), rate });
         }
@@ -136,6 +139,9 @@ pub struct Vendor {
     pub name: String,
     pub tax_number: Option<String>,
 }
+
+/// A vendor's latest bills as the account suggestion keeps them: (bill id, account ids of its lines).
+pub(crate) type RecentBills = Arc<Vec<(String, Vec<String>)>>;
 
 pub(crate) type VendorCache = tokio::sync::Mutex<Option<(Instant, Arc<Vec<Vendor>>)>>;
 
@@ -240,7 +246,8 @@ impl QuickBooks {
         else {
             return Ok(LookUp::default());
         };
-        let supplier = SupplierMatch { id: vendor.id.clone(), name: vendor.name.clone(), matched_by: matched_by.into() };
+        let supplier =
+            SupplierMatch { id: vendor.id.clone(), name: vendor.name.clone(), matched_by: matched_by.into() };
         let of_vendor = format!("SELECT * FROM Bill WHERE VendorRef = '{}'", escape(&vendor.id));
         let mut duplicates: Vec<Duplicate> = Vec::new();
         let number = bill.invoice_number.as_deref().map(str::trim).filter(|n| !n.is_empty());
@@ -255,7 +262,12 @@ impl QuickBooks {
             let q = format!("{of_vendor} AND TxnDate = '{day}' MAXRESULTS 100");
             for other in self.query("Bill", &q).await? {
                 if other["TotalAmt"].as_f64().is_some_and(|t| (t - total).abs() < 0.005) {
-                    push_duplicate(&mut duplicates, &other, bill, format!("same supplier, total {total:.2} and date {day}"));
+                    push_duplicate(
+                        &mut duplicates,
+                        &other,
+                        bill,
+                        format!("same supplier, total {total:.2} and date {day}"),
+                    );
                 }
             }
         }

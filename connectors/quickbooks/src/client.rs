@@ -42,7 +42,7 @@ use serde_json::{Map, Value, json};
 use tokio::sync::{Mutex, OnceCell, Semaphore};
 
 use crate::Options;
-use crate::books::{Books, VendorCache, Vendor, bill_status, normalise_name, normalise_tax_number};
+use crate::books::{Books, RecentBills, Vendor, VendorCache, bill_status, normalise_name, normalise_tax_number};
 use enrichd_connector::lookup::{BillQuery, LookUp, Organisation};
 
 /// The one entity this connector knows.
@@ -171,7 +171,7 @@ pub struct QuickBooks {
     pub(crate) books: OnceCell<Arc<Books>>,
     pub(crate) vendors: VendorCache,
     /// A vendor's latest bills (id and account ids of their lines), by vendor id.
-    pub(crate) suggestions: Mutex<HashMap<String, Arc<Vec<(String, Vec<String>)>>>>,
+    pub(crate) suggestions: Mutex<HashMap<String, RecentBills>>,
 }
 
 impl QuickBooks {
@@ -380,9 +380,12 @@ impl QuickBooks {
                 "supplier.name" => {
                     let name = value.as_str().ok_or_else(|| format!("supplier.name: {value} is not text"))?;
                     let vendors = self.vendors(&[]).await.map_err(|e| e.message)?;
-                    let vendor = vendors.iter().find(|v| normalise_name(&v.name) == normalise_name(name)).ok_or_else(
-                        || format!("supplier.name: no vendor named {name:?} in this QuickBooks company (create it first)"),
-                    )?;
+                    let vendor =
+                        vendors.iter().find(|v| normalise_name(&v.name) == normalise_name(name)).ok_or_else(|| {
+                            format!(
+                                "supplier.name: no vendor named {name:?} in this QuickBooks company (create it first)"
+                            )
+                        })?;
                     bill.insert("VendorRef".into(), json!({ "value": vendor.id }));
                 }
                 "invoice_number" => {
@@ -602,7 +605,9 @@ pub fn record(bill: Value, books: &Books, vendors: &[Vendor]) -> Record {
         .map(|l| {
             let item = l.get("ItemBasedExpenseLineDetail");
             let detail = l.get("AccountBasedExpenseLineDetail").or(item).cloned().unwrap_or(Value::Null);
-            let account = detail["AccountRef"]["value"].as_str().map(|id| books.account_code(id).unwrap_or_else(|| id.to_owned()));
+            let account = detail["AccountRef"]["value"]
+                .as_str()
+                .map(|id| books.account_code(id).unwrap_or_else(|| id.to_owned()));
             let rate = detail["TaxCodeRef"]["value"].as_str().and_then(|c| books.rate_of(c));
             json!({
                 "description": s(&l["Description"]),

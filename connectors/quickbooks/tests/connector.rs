@@ -208,7 +208,11 @@ async fn a_sparse_update_carries_the_sync_token_read_and_leaves_the_rest() {
             {"description": "Courier", "line_amount": 30}]),
         reread.field("line_items")
     ));
-    assert!(!qbo.holds("line_items", &json!([{"description": "Toner", "line_amount": 120.5}]), reread.field("line_items")));
+    assert!(!qbo.holds(
+        "line_items",
+        &json!([{"description": "Toner", "line_amount": 120.5}]),
+        reread.field("line_items")
+    ));
     assert!(qbo.holds("total_tax", &json!(24.1), reread.field("total_tax")));
     assert!(qbo.holds("total", &json!(174.6), reread.field("total")));
     // Unknown vendors, accounts and tax rates are refused per item, naming the field.
@@ -285,11 +289,7 @@ async fn a_batch_of_thirty_reports_each_bill_by_bid() {
             }
             11 => {
                 let WriteResult::Failed(e) = outcome else { panic!("{outcome:?}") };
-                assert!(
-                    e.message.contains("line_items[0].account_code: no account \"Nope Account\""),
-                    "{}",
-                    e.message
-                );
+                assert!(e.message.contains("line_items[0].account_code: no account \"Nope Account\""), "{}", e.message);
             }
             _ => {
                 assert_eq!(outcome, &WriteResult::Written { version: Some(enrichd_connector::Version("1".into())) });
@@ -304,7 +304,8 @@ async fn a_batch_of_thirty_reports_each_bill_by_bid() {
         "one batch of the 29 sendable bills"
     );
     assert_eq!(sandbox.bill(&records[3].id).unwrap()["PrivateNote"], "edited");
-    let too_many: Vec<_> = records.iter().take(31).map(|r| change(&r.id, "1", json!({"invoice_number": "x"}))).collect();
+    let too_many: Vec<_> =
+        records.iter().take(31).map(|r| change(&r.id, "1", json!({"invoice_number": "x"}))).collect();
     assert!(qbo.write(BILLS, &too_many).await.unwrap_err().message.contains("at most 30"));
 }
 
@@ -459,7 +460,8 @@ async fn bills_a_bookkeeper_edits_after_the_read_end_in_conflict_and_keep_the_ed
     sandbox.set_faults(Faults { bookkeeper_edit_rate: 0.3, ..Default::default() });
     let ids: Vec<String> = records.iter().take(30).map(|r| r.id.clone()).collect();
     let current = qbo.fetch(BILLS, &ids).await.unwrap();
-    let changes: Vec<_> = current.iter().map(|r| change(&r.id, &r.version.0, json!({"invoice_number": "RUN-1"}))).collect();
+    let changes: Vec<_> =
+        current.iter().map(|r| change(&r.id, &r.version.0, json!({"invoice_number": "RUN-1"}))).collect();
     let result = outcomes(qbo.write(BILLS, &changes).await.unwrap());
     let edited = sandbox.edited_by_bookkeeper();
     assert!(!edited.is_empty() && edited.len() < 30, "{edited:?}");

@@ -54,14 +54,21 @@ impl Books {
             let for_bills = t["CanApplyToExpenses"].as_bool().unwrap_or(true);
             let active = t["Status"].as_str().is_none_or(|s| s == "ACTIVE");
             if for_bills && active {
-                rates.push(TaxRate { code: code.to_owned(), name: t["Name"].as_str().unwrap_or(code).to_owned(), rate });
+                rates.push(TaxRate {
+                    code: code.to_owned(),
+                    name: t["Name"].as_str().unwrap_or(code).to_owned(),
+                    rate,
+                });
             }
         }
         let accounts = accounts
             .iter()
             .filter(|a| a["Status"].as_str().is_none_or(|s| s == "ACTIVE"))
             .filter_map(|a| {
-                Some(Account { code: a["Code"].as_str()?.to_owned(), name: a["Name"].as_str().unwrap_or("").to_owned() })
+                Some(Account {
+                    code: a["Code"].as_str()?.to_owned(),
+                    name: a["Name"].as_str().unwrap_or("").to_owned(),
+                })
             })
             .collect();
         Books { organisation: Organisation { currencies: codes, tax_rates: rates, accounts }, rates_by_type }
@@ -148,12 +155,7 @@ impl Xero {
                 let currencies = self.settings_list("Currencies").await?;
                 let tax_rates = self.settings_list("TaxRates").await?;
                 let accounts = self.settings_list("Accounts").await?;
-                Ok(Arc::new(Books::from_lists(
-                    &organisation["Organisations"][0],
-                    &currencies,
-                    &tax_rates,
-                    &accounts,
-                )))
+                Ok(Arc::new(Books::from_lists(&organisation["Organisations"][0], &currencies, &tax_rates, &accounts)))
             })
             .await
             .cloned()
@@ -201,7 +203,8 @@ impl Xero {
         else {
             return Ok(LookUp::default());
         };
-        let supplier = SupplierMatch { id: contact.id.clone(), name: contact.name.clone(), matched_by: matched_by.into() };
+        let supplier =
+            SupplierMatch { id: contact.id.clone(), name: contact.name.clone(), matched_by: matched_by.into() };
         let of_supplier = format!(r#"Type=="ACCPAY" AND Contact.ContactID==guid("{}")"#, contact.id);
         let mut alternatives = Vec::new();
         if let Some(number) = bill.invoice_number.as_deref().filter(|n| !n.trim().is_empty()) {
@@ -296,7 +299,11 @@ mod tests {
     fn tax_number_beats_name_and_names_ignore_case_and_spaces() {
         let contacts = vec![
             ContactInfo { id: "a".into(), name: "Brightline Telecom plc".into(), tax_number: None },
-            ContactInfo { id: "b".into(), name: "Northwind Paper Limited".into(), tax_number: Some("GB123456789".into()) },
+            ContactInfo {
+                id: "b".into(),
+                name: "Northwind Paper Limited".into(),
+                tax_number: Some("GB123456789".into()),
+            },
         ];
         let (c, by) = match_supplier(&contacts, Some("Brightline Telecom plc"), Some("gb 123 456 789")).unwrap();
         assert_eq!((c.id.as_str(), by), ("b", "tax_number"));

@@ -637,9 +637,9 @@ pub fn invoice_update(change: &Change, books: &Books) -> Result<Value, Connector
                             continue;
                         }
                         let number = || {
-                            v.as_f64().map(|_| v.clone()).ok_or_else(|| {
-                                refuse(format!("line_items[{n}].{key} must be a number, got {v}"))
-                            })
+                            v.as_f64()
+                                .map(|_| v.clone())
+                                .ok_or_else(|| refuse(format!("line_items[{n}].{key} must be a number, got {v}")))
                         };
                         match key.as_str() {
                             "description" => {
@@ -887,16 +887,18 @@ impl Connector for Xero {
             // the fields. If the note fails, the bill's outcome says so (the fields stay written).
             let change = changes.iter().find(|c| &c.id == id).expect("sent ids come from the changes");
             let result = match (result, payment_note(change)) {
-                (WriteResult::Written { version }, Some(note)) => match self.add_note(id, note, &change.base_version).await {
-                    Ok(()) => WriteResult::Written { version },
-                    Err(e) => WriteResult::Failed(ConnectorError {
-                        message: format!(
-                            "xero: bill {id}: the fields were written but the payment note was not added: {}",
-                            e.message
-                        ),
-                        ..e
-                    }),
-                },
+                (WriteResult::Written { version }, Some(note)) => {
+                    match self.add_note(id, note, &change.base_version).await {
+                        Ok(()) => WriteResult::Written { version },
+                        Err(e) => WriteResult::Failed(ConnectorError {
+                            message: format!(
+                                "xero: bill {id}: the fields were written but the payment note was not added: {}",
+                                e.message
+                            ),
+                            ..e
+                        }),
+                    }
+                }
                 (result, _) => result,
             };
             outcomes.push(WriteOutcome { id: id.clone(), result });

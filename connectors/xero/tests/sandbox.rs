@@ -146,7 +146,7 @@ fn duplicates_repeat_an_approved_bills_document() {
         let original = sandbox.bill(d.duplicate_of.as_ref().unwrap()).unwrap();
         assert_eq!(original.status, "AUTHORISED");
         assert_eq!(original.invoice_number, d.truth.as_ref().unwrap().invoice_number);
-        assert_eq!(original.contact_id.is_some(), true, "the approved bill has its supplier");
+        assert!(original.contact_id.is_some(), "the approved bill has its supplier");
         assert!(sandbox.candidates().contains(&d.id), "the duplicate is a candidate the engine must flag");
     }
 }
@@ -222,4 +222,18 @@ async fn requests_per_hundred_bills() {
     // Currencies, TaxRates, Accounts) and the contacts once.
     assert_eq!((pulled, reread, written), (107, 3, 2));
     assert_eq!(s.sandbox.counters().bills_written, 100);
+}
+
+#[test]
+fn the_banner_puts_each_credential_on_a_line_of_its_own() {
+    let sandbox = XeroSandbox::new(10, 7);
+    let banner = sandbox.banner("127.0.0.1:8080".parse().unwrap());
+    assert!(banner.lines().next().unwrap().ends_with("at http://127.0.0.1:8080"), "{banner}");
+    for line in [
+        format!("client id: {}", enrichd_xero::sandbox::CLIENT_ID),
+        format!("client secret: {}", enrichd_xero::sandbox::CLIENT_SECRET),
+        format!("tenant id: {}", enrichd_xero::sandbox::TENANT_ID),
+    ] {
+        assert!(banner.lines().any(|l| l == line), "{line:?} missing from {banner}");
+    }
 }

@@ -29,7 +29,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::{Value, json};
 
-pub use pdf::Layout;
+pub use pdf::{Layout, TRUTH_KEY};
 
 /// The app's OAuth2 client id.
 pub const CLIENT_ID: &str = "ABsandboxClientId0000000000000000000000000000000000";
@@ -400,7 +400,11 @@ impl QuickBooksSandbox {
             let layout = if i % 11 == 10 { Layout::Scan } else { layouts[(i % 3) as usize] };
             let doc_number = if credit_note { format!("CN-{}", 3000 + i) } else { format!("INV-{}", 20_000 + i * 7) };
             let (vendor, vendor_tax_number, vendor_address) = if stranger {
-                (NEW_SUPPLIER.to_owned(), Some("NO 999 888 777 MVA".to_owned()), "Storgata 5, 0155 Oslo, Norway".to_owned())
+                (
+                    NEW_SUPPLIER.to_owned(),
+                    Some("NO 999 888 777 MVA".to_owned()),
+                    "Storgata 5, 0155 Oslo, Norway".to_owned(),
+                )
             } else {
                 (
                     VENDORS[vendor_index].to_owned(),
@@ -410,7 +414,11 @@ impl QuickBooksSandbox {
             };
             let mut truth = Truth {
                 bill_id: id.to_string(),
-                payment_details: format!("Pay to account {:08} (routing 0210000{:02})", 40_000_000 + vendor_index * 1_234_567, vendor_index),
+                payment_details: format!(
+                    "Pay to account {:08} (routing 0210000{:02})",
+                    40_000_000 + vendor_index * 1_234_567,
+                    vendor_index
+                ),
                 vendor,
                 vendor_tax_number,
                 vendor_address,
@@ -470,6 +478,10 @@ impl QuickBooksSandbox {
                 bill["GlobalTaxCalculation"] =
                     json!(if truth.amounts_are == "inclusive" { "TaxInclusive" } else { "TaxExcluded" });
                 bill["TxnTaxDetail"] = json!({"TotalTax": truth.tax});
+                // Some complete bills are paid already: a duplicate of one is found whatever its state.
+                if i % 8 == 3 {
+                    bill["Balance"] = json!(0);
+                }
                 bill["Line"] = Value::Array(
                     truth
                         .lines

@@ -276,8 +276,11 @@ impl XeroSandbox {
                 other => other.to_owned(),
             };
             // One contact without a tax number: found by name.
-            let tax_number =
-                if supplier.name == "Hudson Cloud Inc" { String::new() } else { supplier.tax_number.unwrap_or("").to_owned() };
+            let tax_number = if supplier.name == "Hudson Cloud Inc" {
+                String::new()
+            } else {
+                supplier.tax_number.unwrap_or("").to_owned()
+            };
             s.contacts.push(Contact { id, name, tax_number });
         }
         let base = s.now_ms() - 86_400_000;
@@ -506,11 +509,8 @@ fn recompute(bill: &mut Bill) {
 
 fn fill_from_truth(s: &mut State, bill: &mut Bill, t: &GroundTruth) {
     let tax_number = t.supplier_tax_number.as_deref().unwrap_or("-");
-    bill.contact_id = s
-        .contacts
-        .iter()
-        .find(|c| c.tax_number == tax_number || c.name == t.supplier_name)
-        .map(|c| c.id.clone());
+    bill.contact_id =
+        s.contacts.iter().find(|c| c.tax_number == tax_number || c.name == t.supplier_name).map(|c| c.id.clone());
     bill.invoice_number = t.invoice_number.clone();
     bill.date = Some(t.issue_date.clone());
     bill.due_date = Some(t.due_date.clone());

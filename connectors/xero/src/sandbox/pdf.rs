@@ -259,7 +259,11 @@ fn text_lines(t: &GroundTruth) -> Vec<(f32, f32, String)> {
     let totals = vec![
         (330.0, 11.0, format!("Subtotal: {}", money(&t.currency, t.subtotal))),
         (330.0, 11.0, format!("VAT: {}", money(&t.currency, t.total_tax))),
-        (330.0, 12.0, format!("{}: {}", if credit { "Total credit" } else { "Total due" }, money(&t.currency, t.total))),
+        (
+            330.0,
+            12.0,
+            format!("{}: {}", if credit { "Total credit" } else { "Total due" }, money(&t.currency, t.total)),
+        ),
     ];
     if t.layout == 1 {
         out.extend(totals.clone());
