@@ -393,7 +393,8 @@ impl XeroSandbox {
     /// What `enrichd sandbox xero` prints: the base URL, then `client id:`, `client secret:` and the
     /// organisation on lines of their own, and the connection to put in the config.
     pub fn banner(&self, addr: SocketAddr) -> String {
-        let (bills, candidates) = (self.lock().bills.len(), self.candidates().len());
+        let bills = self.lock().bills.len();
+        let candidates = self.candidates().len();
         format!(
             "Xero sandbox ({TENANT_NAME}) with {bills} invoices, {candidates} draft bills with a document, at http://{addr}\n\
              client id: {CLIENT_ID}\n\
