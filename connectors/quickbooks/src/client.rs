@@ -374,19 +374,18 @@ impl QuickBooks {
                     }
                     bill.insert("VendorRef".into(), json!({ "value": id }));
                 }
-                // A matched supplier goes by id; a name alone must be an existing vendor's
+                // A matched supplier goes by id. A name alone is a reviewer's "create a new
+                // supplier": the vendor of that name, created first when there is none
                 // (QuickBooks does not create vendors from a bill).
                 "supplier.name" if has_id => {}
                 "supplier.name" => {
                     let name = value.as_str().ok_or_else(|| format!("supplier.name: {value} is not text"))?;
-                    let vendors = self.vendors(&[]).await.map_err(|e| e.message)?;
-                    let vendor =
-                        vendors.iter().find(|v| normalise_name(&v.name) == normalise_name(name)).ok_or_else(|| {
-                            format!(
-                                "supplier.name: no vendor named {name:?} in this QuickBooks company (create it first)"
-                            )
-                        })?;
-                    bill.insert("VendorRef".into(), json!({ "value": vendor.id }));
+                    let tax_number = change.fields.get("supplier.tax_number").and_then(Value::as_str);
+                    let id = self
+                        .vendor_named(name, tax_number)
+                        .await
+                        .map_err(|e| format!("supplier.name: {}", e.message))?;
+                    bill.insert("VendorRef".into(), json!({ "value": id }));
                 }
                 "invoice_number" => {
                     let s = value.as_str().ok_or_else(|| format!("invoice_number: {value} is not text"))?;
@@ -436,6 +435,37 @@ impl QuickBooks {
             }
         }
         Ok(Value::Object(bill))
+    }
+
+    /// The id of the vendor named `name` (case and spaces aside), created (`POST /vendor`, with the
+    /// tax number when known) if the company has none; the vendor list learns it at once.
+    async fn vendor_named(&self, name: &str, tax_number: Option<&str>) -> Result<String, ConnectorError> {
+        let vendors = self.vendors(&[]).await?;
+        if let Some(v) = vendors.iter().find(|v| normalise_name(&v.name) == normalise_name(name)) {
+            return Ok(v.id.clone());
+        }
+        let name = name.split_whitespace().collect::<Vec<_>>().join(" ");
+        if name.is_empty() || name.chars().count() > 500 {
+            return Err(ConnectorError::permanent(format!("a vendor name must be 1 to 500 characters, got {name:?}")));
+        }
+        let mut body = json!({ "DisplayName": name });
+        if let Some(tax) = tax_number.filter(|t| !t.trim().is_empty()) {
+            body["TaxIdentifier"] = json!(tax.trim());
+        }
+        let url = self.company_url("vendor")?;
+        let what = format!("create vendor {name:?}");
+        let created = self.call(&what, |c| Ok(c.post(&url).json(&body))).await?;
+        let id = created["Vendor"]["Id"]
+            .as_str()
+            .ok_or_else(|| ConnectorError::permanent(format!("{what}: QuickBooks answered no vendor Id")))?
+            .to_owned();
+        let mut held = self.vendors.lock().await;
+        if let Some((at, list)) = held.as_ref() {
+            let mut list = list.as_ref().clone();
+            list.push(Vendor { id: id.clone(), name, tax_number: tax_number.map(str::to_owned) });
+            *held = Some((*at, Arc::new(list)));
+        }
+        Ok(id)
     }
 
     async fn write_one(&self, change: &Change) -> Result<WriteOutcome, ConnectorError> {

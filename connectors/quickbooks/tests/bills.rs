@@ -247,3 +247,32 @@ fn a_supplier_not_yet_a_vendor_sends_bills_to_the_placeholder() {
         assert!(sandbox.truth(&id).unwrap()["supplier_tax_number"].is_string());
     }
 }
+
+#[tokio::test]
+async fn a_new_supplier_by_name_alone_becomes_a_vendor_once() {
+    let (sandbox, qbo) = setup(30).await;
+    let stranger =
+        sandbox.bill_ids().into_iter().find(|id| sandbox.printed(id).unwrap().vendor == NEW_SUPPLIER).unwrap();
+    let bill = qbo.fetch(BILLS, std::slice::from_ref(&stranger)).await.unwrap().remove(0);
+    // A reviewer chose "create a new supplier": the name alone (and the tax number read).
+    let fields = json!({"supplier.name": NEW_SUPPLIER, "supplier.tax_number": "NO 999 888 777 MVA"});
+    let result = qbo.write(BILLS, &[change(&stranger, &bill.version.0, fields.clone())]).await.unwrap();
+    let WriteSubmission::Done(outcomes) = result else { panic!("pending") };
+    assert!(matches!(outcomes[0].result, WriteResult::Written { .. }), "{outcomes:?}");
+    let created: Vec<Value> = sandbox.vendors().into_iter().filter(|v| v["DisplayName"] == NEW_SUPPLIER).collect();
+    assert_eq!(created.len(), 1);
+    assert_eq!(sandbox.bill(&stranger).unwrap()["VendorRef"]["value"], created[0]["Id"]);
+    // Found from now on, by its tax number; writing the name again makes no second vendor.
+    let query = BillQuery {
+        record_id: "none".into(),
+        supplier_tax_number: Some("no999888777mva".into()),
+        ..Default::default()
+    };
+    let found = qbo.look_up(BILLS, &query).await.unwrap().unwrap().supplier.unwrap();
+    assert_eq!((found.id.as_str(), found.matched_by.as_str()), (created[0]["Id"].as_str().unwrap(), "tax_number"));
+    let again = qbo.fetch(BILLS, std::slice::from_ref(&stranger)).await.unwrap().remove(0);
+    qbo.write(BILLS, &[change(&stranger, &again.version.0, fields)]).await.unwrap();
+    assert_eq!(sandbox.vendors().into_iter().filter(|v| v["DisplayName"] == NEW_SUPPLIER).count(), 1);
+    let reread = qbo.fetch(BILLS, std::slice::from_ref(&stranger)).await.unwrap().remove(0);
+    assert!(qbo.holds("supplier.name", &json!(NEW_SUPPLIER), reread.field("supplier.name")));
+}

@@ -373,6 +373,42 @@ fn api_call(
             }
         }
         ("POST", ["batch"]) => batch(state, body),
+        ("POST", ["vendor"]) => {
+            // Creates a vendor (no `Id` in the body); names are unique across the company.
+            let name = body["DisplayName"].as_str().map(str::trim).unwrap_or_default().to_owned();
+            if name.is_empty() || body.get("Id").is_some() {
+                return fault(
+                    400,
+                    "ValidationFault",
+                    "2020",
+                    "Required param missing",
+                    "DisplayName is required; this sandbox only creates vendors",
+                    now,
+                );
+            }
+            if state.vendors.iter().any(|v| v["DisplayName"].as_str().is_some_and(|n| n.eq_ignore_ascii_case(&name))) {
+                return fault(
+                    400,
+                    "ValidationFault",
+                    "6240",
+                    "Duplicate Name Exists Error",
+                    &format!("The name supplied already exists. : {name}"),
+                    now,
+                );
+            }
+            let id = state.vendors.iter().filter_map(|v| v["Id"].as_str()?.parse::<u64>().ok()).max().unwrap_or(0) + 1;
+            state.now += 1;
+            let created = super::local_time(state.now);
+            let mut vendor = json!({
+                "Id": id.to_string(), "DisplayName": name, "SyncToken": "0", "Active": true, "domain": "QBO",
+                "sparse": false, "Balance": 0, "MetaData": {"CreateTime": created, "LastUpdatedTime": created},
+            });
+            if let Some(tax) = body["TaxIdentifier"].as_str() {
+                vendor["TaxIdentifier"] = json!(tax);
+            }
+            state.vendors.push(vendor.clone());
+            ok(json!({"Vendor": vendor}), state.now)
+        }
         _ => fault(
             400,
             "ValidationFault",
