@@ -3,6 +3,7 @@
 //! approved values back without ever clobbering a newer edit.
 
 pub mod cli;
+pub mod checks;
 pub mod config;
 pub mod demo;
 pub mod document;
