@@ -193,10 +193,7 @@ pub fn duplicate_text(d: &enrichd_connector::lookup::Duplicate) -> String {
 }
 
 /// Compiles `[rules]` against the answer schema `schema`; errors are `(key inside the task, message)`.
-pub fn compile(
-    rules: &BTreeMap<String, RuleConfig>,
-    schema: &Value,
-) -> Result<Vec<Rule>, (String, String)> {
+pub fn compile(rules: &BTreeMap<String, RuleConfig>, schema: &Value) -> Result<Vec<Rule>, (String, String)> {
     let mut out = Vec::new();
     for (name, cfg) in rules {
         let at = |key: &str| format!("rules.{name}.{key}");
@@ -223,7 +220,10 @@ pub fn compile(
             many => {
                 return Err((
                     format!("rules.{name}"),
-                    format!("one check per rule, this one has {}: split it into rules of their own", many.join(" and ")),
+                    format!(
+                        "one check per rule, this one has {}: split it into rules of their own",
+                        many.join(" and ")
+                    ),
                 ));
             }
         };
@@ -299,7 +299,10 @@ pub fn compile(
         let mut when = Vec::new();
         for (property, values) in &cfg.when {
             if schema["properties"].get(property).is_none() {
-                return Err((format!("rules.{name}.when.{property}"), format!("{property:?} is not a property of output_schema")));
+                return Err((
+                    format!("rules.{name}.when.{property}"),
+                    format!("{property:?} is not a property of output_schema"),
+                ));
             }
             let values = match values {
                 Value::Array(v) => v.clone(),
@@ -392,9 +395,10 @@ fn line(at: Option<usize>) -> String {
 pub fn run(rules: &[Rule], values: &dyn Values, facts: &Facts) -> Vec<CheckResult> {
     let mut out = Vec::new();
     for rule in rules {
-        let applies = rule.when.iter().all(|(property, allowed)| {
-            values.get(property).is_some_and(|v| allowed.iter().any(|a| same_value(a, v)))
-        });
+        let applies = rule
+            .when
+            .iter()
+            .all(|(property, allowed)| values.get(property).is_some_and(|v| allowed.iter().any(|a| same_value(a, v))));
         if !applies {
             continue;
         }
@@ -464,7 +468,7 @@ fn run_one(check: &Check, values: &dyn Values, facts: &Facts) -> (Outcome, Strin
                     .and_then(|s| chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").ok())
                     .ok_or_else(|| format!("{path} is {v}, not a date (YYYY-MM-DD)"))
             };
-            match (parse(a, date), parse(b, earliest)) {
+            match (parse(*a, date), parse(*b, earliest)) {
                 (Ok(x), Ok(y)) if x >= y => (Passed, format!("{date} {x} is not before {earliest} {y}")),
                 (Ok(x), Ok(y)) => (Failed, format!("{date} {x} is before {earliest} {y}")),
                 (Err(e), _) | (_, Err(e)) => (Failed, e),
@@ -477,10 +481,9 @@ fn run_one(check: &Check, values: &dyn Values, facts: &Facts) -> (Outcome, Strin
                 return (Failed, format!("{path} is {v}, not an ISO 4217 currency code"));
             };
             match &facts.currencies {
-                Some(known) if !known.iter().any(|k| k.eq_ignore_ascii_case(code)) => (
-                    Failed,
-                    format!("{path} {code} is not a currency the organisation uses ({})", known.join(", ")),
-                ),
+                Some(known) if !known.iter().any(|k| k.eq_ignore_ascii_case(code)) => {
+                    (Failed, format!("{path} {code} is not a currency the organisation uses ({})", known.join(", ")))
+                }
                 Some(_) => (Passed, format!("{path} {code} is one the organisation uses")),
                 None => (Passed, format!("{path} {code} is an ISO 4217 code (the connection lists no currencies)")),
             }
@@ -672,22 +675,23 @@ mod tests {
             )
         );
         assert_eq!(outcome(&results, "totals").0, Outcome::Passed);
-        assert_eq!(
-            outcome(&results, "printed"),
-            (Outcome::Failed, "not in the document's text: total 1481.41".into())
-        );
+        assert_eq!(outcome(&results, "printed"), (Outcome::Failed, "not in the document's text: total 1481.41".into()));
     }
 
     #[test]
     fn rules_fail_on_dates_currencies_rates_and_values_the_organisation_does_not_have() {
         let rules = rules(INVOICE_RULES);
-        let facts = Facts { currencies: Some(vec!["GBP".into()]), tax_rates: Some(vec![0.0, 20.0]), document_text: None };
+        let facts =
+            Facts { currencies: Some(vec!["GBP".into()]), tax_rates: Some(vec![0.0, 20.0]), document_text: None };
         let mut a = answer();
         a["due_date"] = json!("2026-02-28");
         a["line_items"][1]["tax_rate"] = json!(17.5);
         a["document_type"] = json!("credit_note");
         let results = run(&rules, &a, &facts);
-        assert_eq!(outcome(&results, "due"), (Outcome::Failed, "due_date 2026-02-28 is before issue_date 2026-03-01".into()));
+        assert_eq!(
+            outcome(&results, "due"),
+            (Outcome::Failed, "due_date 2026-02-28 is before issue_date 2026-03-01".into())
+        );
         assert_eq!(
             outcome(&results, "money"),
             (Outcome::Failed, "currency EUR is not a currency the organisation uses (GBP)".into())

@@ -2,8 +2,8 @@
 //! model in batches, tracks every record in SQLite or Postgres, holds results for review and writes
 //! approved values back without ever clobbering a newer edit.
 
-pub mod cli;
 pub mod checks;
+pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod document;

@@ -410,12 +410,8 @@ impl Task {
                 },
             );
         }
-        let mut proposal = Proposal {
-            fields,
-            model: model.to_owned(),
-            task_version: self.version.clone(),
-            ..Default::default()
-        };
+        let mut proposal =
+            Proposal { fields, model: model.to_owned(), task_version: self.version.clone(), ..Default::default() };
         // What the rules and look-up read that the proposal will not carry as a field: properties
         // mapped to no field, and fields the record already had (from the record).
         for property in self.read_properties() {
@@ -565,7 +561,6 @@ impl Task {
         self.recheck(proposal);
         Ok((field, value))
     }
-
 }
 
 /// A proposal's answer values, as the rules read them.
@@ -618,7 +613,9 @@ fn validate_look_up(
         if fields.values().any(|f| f == id) {
             return Err((
                 "look_up.supplier_id".into(),
-                format!("{id:?} is filled from the answer (see [fields]); the matched supplier's id goes to a field of its own"),
+                format!(
+                    "{id:?} is filled from the answer (see [fields]); the matched supplier's id goes to a field of its own"
+                ),
             ));
         }
     }
@@ -966,7 +963,10 @@ mod tests {
         };
         assert_eq!(err("date = \"issue_date\"\nsupplier_id", "date = \"issued\"\nsupplier_id").0, "look_up.date");
         assert_eq!(err("supplier_id = \"supplier.id\"", "supplier_id = \"supplier.name\"").0, "look_up.supplier_id");
-        assert_eq!(err("line_items = \"line_items\"\n\n[eval]", "line_items = \"total\"\n\n[eval]").0, "look_up.line_items");
+        assert_eq!(
+            err("line_items = \"line_items\"\n\n[eval]", "line_items = \"total\"\n\n[eval]").0,
+            "look_up.line_items"
+        );
         assert_eq!(err("compare = \"exact\"", "compare = \"exact\"\ntolerance = -0.5").0, "eval.tolerance");
     }
 

@@ -14,9 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::harness::{start_named, work_named};
-use common::{
-    PROVIDER_KEY, ProviderSandbox, STORE_TOKEN, StoreSandbox, TestDb, set_secret_env,
-};
+use common::{PROVIDER_KEY, ProviderSandbox, STORE_TOKEN, StoreSandbox, TestDb, set_secret_env};
 use enrichd::config::Config;
 use enrichd::engine::Engine;
 use enrichd::sandbox::provider::classify::Classifier;
@@ -210,11 +208,16 @@ async fn checks_and_look_ups_decide_what_waits_and_what_is_written(db: &TestDb) 
         .findings
         .checks
         .iter()
-        .map(|c| (c.rule.as_str(), match c.outcome {
-            enrichd::checks::Outcome::Passed => "passed",
-            enrichd::checks::Outcome::Failed => "failed",
-            enrichd::checks::Outcome::NotChecked => "not checked",
-        }))
+        .map(|c| {
+            (
+                c.rule.as_str(),
+                match c.outcome {
+                    enrichd::checks::Outcome::Passed => "passed",
+                    enrichd::checks::Outcome::Failed => "failed",
+                    enrichd::checks::Outcome::NotChecked => "not checked",
+                },
+            )
+        })
         .collect();
     assert!(rules.contains(&("tax_rates", "passed")), "the organisation's rates were read: {rules:?}");
     assert!(rules.contains(&("printed_on_the_document", "not checked")), "no text layer here: {rules:?}");

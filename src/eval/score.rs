@@ -387,7 +387,11 @@ mod tests {
             },
             // Record 2: line 2's amount wrong; line 3 left out.
             Outcome {
-                truth: json!([line("A", 1.0, json!("400")), line("B", 2.0, json!("400")), line("C", 3.0, json!("400"))]),
+                truth: json!([
+                    line("A", 1.0, json!("400")),
+                    line("B", 2.0, json!("400")),
+                    line("C", 3.0, json!("400"))
+                ]),
                 predicted: json!([line("A", 1.0, json!("400")), line("B", 2.5, json!("400"))]),
                 confidence: Some(0.6),
             },
@@ -405,8 +409,7 @@ mod tests {
         // description: 6 scored (all truth lines), right on 1,2 (r1), A, B (r2), X (r3) = 5.
         // line_amount: 6 scored, right on 10, 5, 1, 7 = 4. account_code: 5 scored (r1 line 2 has
         // none), right on 400 (r1), 400, 400 (r2), 310 (r3) = 4.
-        let by_key: Vec<(&str, u64, u64)> =
-            lines.keys.iter().map(|k| (k.key.as_str(), k.scored, k.correct)).collect();
+        let by_key: Vec<(&str, u64, u64)> = lines.keys.iter().map(|k| (k.key.as_str(), k.scored, k.correct)).collect();
         assert_eq!(by_key, [("description", 6, 5), ("line_amount", 6, 4), ("account_code", 5, 4)]);
         let at = |t: f64| scores.thresholds.iter().find(|r| r.threshold == t).unwrap().clone();
         assert_eq!((at(0.6).approved, at(0.6).correct), (2, 1));

@@ -38,13 +38,12 @@ pub struct WriteJob {
 impl Store {
     /// The pipeline's state; the default when it never ran.
     pub async fn pipeline_state(&self, pipeline: &str) -> Result<PipelineState> {
-        let row =
-            sqlx::query(
-                "SELECT feed_cursor, listed_since, allowed_values, organisation FROM pipeline_state WHERE pipeline = $1",
-            )
-            .bind(pipeline)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(
+            "SELECT feed_cursor, listed_since, allowed_values, organisation FROM pipeline_state WHERE pipeline = $1",
+        )
+        .bind(pipeline)
+        .fetch_optional(&self.pool)
+        .await?;
         let Some(row) = row else { return Ok(PipelineState::default()) };
         let allowed: Option<String> = row.try_get("allowed_values")?;
         let organisation: Option<String> = row.try_get("organisation")?;

@@ -426,9 +426,10 @@ fn text<'a>(fields: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
 }
 
 fn answer_look_up(suppliers: &BTreeMap<u64, Stored>, bills: &BTreeMap<u64, Stored>, q: &BillQuery) -> LookUp {
-    let by_tax = q.supplier_tax_number.as_deref().map(plain).filter(|t| !t.is_empty()).and_then(|tax| {
-        suppliers.iter().find(|(_, s)| text(&s.fields, "tax_number").is_some_and(|t| plain(t) == tax))
-    });
+    let by_tax =
+        q.supplier_tax_number.as_deref().map(plain).filter(|t| !t.is_empty()).and_then(|tax| {
+            suppliers.iter().find(|(_, s)| text(&s.fields, "tax_number").is_some_and(|t| plain(t) == tax))
+        });
     let by_name = || {
         q.supplier_name.as_deref().map(name_key).and_then(|name| {
             suppliers.iter().find(|(_, s)| text(&s.fields, "name").is_some_and(|n| name_key(n) == name))
