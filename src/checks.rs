@@ -468,7 +468,7 @@ fn run_one(check: &Check, values: &dyn Values, facts: &Facts) -> (Outcome, Strin
                     .and_then(|s| chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").ok())
                     .ok_or_else(|| format!("{path} is {v}, not a date (YYYY-MM-DD)"))
             };
-            match (parse(*a, date), parse(*b, earliest)) {
+            match (parse(a, date), parse(b, earliest)) {
                 (Ok(x), Ok(y)) if x >= y => (Passed, format!("{date} {x} is not before {earliest} {y}")),
                 (Ok(x), Ok(y)) => (Failed, format!("{date} {x} is before {earliest} {y}")),
                 (Err(e), _) | (_, Err(e)) => (Failed, e),

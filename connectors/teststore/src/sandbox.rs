@@ -446,7 +446,9 @@ fn answer_look_up(suppliers: &BTreeMap<u64, Stored>, bills: &BTreeMap<u64, Store
     });
     // A bill is the same supplier's by its supplier id, or by name when nobody was matched.
     let same_supplier = |fields: &Map<String, Value>| match &supplier {
-        Some(m) => fields.get("supplier.id").is_some_and(|v| v.as_str() == Some(&m.id) || v.to_string() == m.id),
+        Some(m) => fields
+            .get("supplier.id")
+            .is_some_and(|v| v.as_str() == Some(m.id.as_str()) || v.as_u64().is_some_and(|n| n.to_string() == m.id)),
         None => match (q.supplier_name.as_deref(), text(fields, "supplier.name")) {
             (Some(a), Some(b)) => name_key(a) == name_key(b),
             _ => false,
