@@ -362,6 +362,12 @@ fn eval_view(stored: &crate::store::StoredEval) -> Result<Value, PageError> {
                 "property": f.property,
                 "evaluated": true,
                 "compared_as": f.compared_as,
+                "lines": f.lines.as_ref().map(|l| json!({
+                    "records": l.records, "count_right": l.count_right, "lines": l.lines, "lines_right": l.lines_right,
+                    "keys": l.keys.iter().map(|k| json!({
+                        "key": k.key, "scored": k.scored, "correct": k.correct, "accuracy": pct(k.accuracy),
+                    })).collect::<Vec<_>>(),
+                })),
                 "items": f.items,
                 "failed": f.failed,
                 "scored": s.scored,
