@@ -818,6 +818,46 @@ fn text_of(value: &Value) -> (String, &'static str) {
     }
 }
 
+/// What a proposal's rules and look-ups found, for the item page: each check's outcome, the
+/// supplier matched in the organisation's own data (or that none was), duplicates, suggested
+/// account codes. `None` when there is nothing to show (tasks without rules or look-ups).
+fn findings_view(proposal: &crate::store::Proposal) -> Option<Value> {
+    let f = &proposal.findings;
+    if f.checks.is_empty() && f.look_up.is_none() && f.look_up_error.is_none() {
+        return None;
+    }
+    let checks: Vec<Value> = f
+        .checks
+        .iter()
+        .map(|c| {
+            let (class, word) = match c.outcome {
+                crate::checks::Outcome::Passed => ("passed", "passed"),
+                crate::checks::Outcome::Failed => ("failed", "failed"),
+                crate::checks::Outcome::NotChecked => ("not-checked", "not checked"),
+            };
+            json!({ "rule": c.rule.replace('_', " "), "class": class, "word": word, "message": c.message })
+        })
+        .collect();
+    let look_up = f.look_up.as_ref().map(|l| {
+        json!({
+            "supplier": l.supplier.as_ref().map(|s| json!({
+                "id": s.id,
+                "name": s.name,
+                "by": if s.matched_by == "tax_number" { "tax number" } else { "name" },
+            })),
+            "duplicates": l.duplicates.iter().map(crate::checks::duplicate_text).collect::<Vec<_>>(),
+            "account_code": l.account_code,
+        })
+    });
+    let suggested: Vec<usize> = f.suggested_accounts.iter().map(|i| i + 1).collect();
+    Some(json!({
+        "checks": checks,
+        "look_up": look_up,
+        "look_up_error": f.look_up_error,
+        "suggested_lines": suggested,
+    }))
+}
+
 /// A list of flat objects (an invoice's line items) as a table a reviewer reads and edits cell by
 /// cell: the columns in first-seen order, whether each holds numbers, and each row's cells as text.
 /// `None` for anything else (it is edited as JSON).
@@ -944,6 +984,7 @@ async fn item_view(
         .map(|(name, value)| json!({ "name": name, "value": text_of(value).0 }))
         .collect();
     let proposal = item.proposal.as_ref();
+    let findings = proposal.and_then(findings_view);
     let view = json!({
         "id": item.id,
         "title": title(&item),
@@ -963,6 +1004,8 @@ async fn item_view(
         "facts": facts,
         "conversation": conversation,
         "confidence": proposal.and_then(|p| p.confidence).map(|c| format!("{c:.2}")),
+        "findings": findings,
+        "held": proposal.and_then(|p| p.held.clone()),
     });
     pages.render(
         "item.html",
