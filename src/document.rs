@@ -130,20 +130,16 @@ pub struct TextLayer {
     pub text: Option<String>,
 }
 
-/// Reads a PDF's page count and text layer. No fonts, too few letters and digits, or too many
-/// undecodable characters (U+FFFD, private use, controls) mean no usable text layer: every
-/// extractor returns "success" with empty or garbled text for a scan, so the signals are checked
-/// here rather than trusted.
+/// Reads a PDF's page count and text layer. Too few letters and digits, or too many undecodable
+/// characters (U+FFFD, private use, controls), mean no usable text layer: every extractor returns
+/// "success" with empty or garbled text for a scan, so the result is judged here rather than
+/// trusted. (Counting fonts per page is not used: lopdf misses fonts inherited from an inline
+/// `Resources` on the page tree, which gropdf writes.)
 pub fn text_layer(bytes: &[u8]) -> Result<TextLayer, String> {
     let doc = pdf_extract::Document::load_mem(bytes).map_err(|e| format!("not a readable PDF: {e}"))?;
-    let page_ids = doc.get_pages();
-    let pages = page_ids.len() as u32;
+    let pages = doc.get_pages().len() as u32;
     if pages == 0 {
         return Err("the PDF has no pages".into());
-    }
-    let fonts: usize = page_ids.values().map(|id| doc.get_page_fonts(*id).map(|f| f.len()).unwrap_or(0)).sum();
-    if fonts == 0 {
-        return Ok(TextLayer { pages, text: None });
     }
     let Ok(by_page) = pdf_extract::extract_text_from_mem_by_pages(bytes) else {
         return Ok(TextLayer { pages, text: None });

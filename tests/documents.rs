@@ -152,7 +152,7 @@ async fn a_text_only_server_gets_the_text_layer_and_never_a_scan(db: &TestDb) {
     }
 }
 
-common::on_both_backends! {
+on_both_backends! {
     fetched_once_through_retries_case => fetched_once_through_retries;
     fetched_once_in_batch_mode_case => fetched_once_in_batch_mode;
     provider_limits_per_item => a_document_the_provider_cannot_take_fails_only_its_item;

@@ -45,11 +45,11 @@ fn libreoffice_writer() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let html: String = LINES.iter().map(|l| format!("<p>{}</p>", l.replace('&', "&amp;"))).collect();
-    let source = dir.path().join("invoice.html");
-    std::fs::write(&source, format!("<html><head><meta charset=\"utf-8\"></head><body>{html}</body></html>")).unwrap();
+    let source = dir.path().join("invoice.txt");
+    std::fs::write(&source, LINES.join("\n")).unwrap();
     let out = Command::new("soffice")
-        .args(["--headless", "--norestore", "--convert-to", "pdf:writer_pdf_Export", "--outdir"])
+        .args(["--headless", "--norestore", "--infilter=Text (encoded):UTF8,LF,,,"])
+        .args(["--convert-to", "pdf:writer_pdf_Export", "--outdir"])
         .arg(dir.path())
         .arg(&source)
         .env("HOME", dir.path())

@@ -3,6 +3,7 @@
 //! Completions (plain and both Azure URL styles), Anthropic Messages (forced tool and
 //! `output_config`), Gemini `generateContent` (with and without thinking), and the batch APIs of
 //! all three (Gemini's inline and from an uploaded JSONL file).
+//! Requests carrying documents (a PDF and a PNG) are checked in each provider's native form too.
 //! Negative cases prove the checker can fail and names the offending field.
 
 #[path = "common/openapi.rs"]
@@ -397,6 +398,10 @@ async fn documents_go_in_each_providers_native_form_and_match_the_spec() {
     check_openai_chat(&body).unwrap();
     let line = p.batch_line("item-1", &request("gpt-4o-mini", &prompt, &schema, None));
     check_openai_chat(&line["body"]).unwrap();
+    // The checker reads the parts: a file part without its file fails, naming the message.
+    let mut bad = body.clone();
+    bad["messages"][1]["content"][1]["file"] = json!(42);
+    refused(check_openai_chat(&bad), "/messages/1");
 
     for structured in ["tool", "output_config"] {
         let (p, sandbox) = provider(&format!(
@@ -414,6 +419,9 @@ async fn documents_go_in_each_providers_native_form_and_match_the_spec() {
         assert_eq!(blocks[1]["source"]["media_type"], "image/png");
         assert_eq!(blocks[2]["type"], "text", "the text comes after the documents");
         check_anthropic_messages(&body).unwrap_or_else(|e| panic!("{structured}: {e}"));
+        let mut bad = body.clone();
+        bad["messages"][0]["content"][0]["source"]["media_type"] = json!("text/html");
+        refused(check_anthropic_messages(&bad), "/messages/0/content");
         let line = p.batch_line("item-1", &request("claude-haiku-4-5", &prompt, &schema, None));
         check_anthropic_batch(&json!({"requests": [line]})).unwrap();
         // Billed as Anthropic counts: the text plus an image per page, for 3 pages.
@@ -429,6 +437,9 @@ async fn documents_go_in_each_providers_native_form_and_match_the_spec() {
     assert_eq!(parts[1]["inlineData"]["mimeType"], "image/png");
     assert!(parts[2]["text"].is_string());
     check_gemini_generate(&body).unwrap();
+    let mut bad = body.clone();
+    bad["contents"][0]["parts"][0]["inlineData"]["data"] = json!(7);
+    refused(check_gemini_generate(&bad), "/contents/0/parts/0/inlineData/data");
     let line = p.batch_line("item-1", &request(GEMINI_MODEL, &prompt, &schema, None));
     check_gemini_generate(&line["request"]).unwrap();
     // Gemini counts 258 tokens a page.
