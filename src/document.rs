@@ -107,19 +107,35 @@ pub async fn read(name: &str, media_type: &'static str, bytes: Bytes) -> Result<
         return Err(unreadable(format!("the file is not a {media_type} (its first bytes say otherwise)")));
     }
     if media_type != PDF {
-        return Ok(Document { name: name.to_owned(), media_type: media_type.to_owned(), bytes, text: None, pages: Some(1) });
+        return Ok(Document {
+            name: name.to_owned(),
+            media_type: media_type.to_owned(),
+            bytes,
+            text: None,
+            pages: Some(1),
+        });
     }
     let work = bytes.clone();
-    let handle = tokio::task::spawn_blocking(move || std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| text_layer(&work))));
+    let handle = tokio::task::spawn_blocking(move || {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| text_layer(&work)))
+    });
     // A thread cannot be killed: on a timeout the extraction is abandoned (it finishes or not on
     // its blocking thread) and the document refused.
     let layer = match tokio::time::timeout(EXTRACT_TIMEOUT, handle).await {
-        Err(_) => return Err(unreadable(format!("reading its text layer took longer than {}s", EXTRACT_TIMEOUT.as_secs()))),
+        Err(_) => {
+            return Err(unreadable(format!("reading its text layer took longer than {}s", EXTRACT_TIMEOUT.as_secs())));
+        }
         Ok(Err(e)) => return Err(unreadable(format!("reading its text layer failed: {e}"))),
         Ok(Ok(Err(_))) => return Err(unreadable("the PDF reader gave up on it (a malformed file)".into())),
         Ok(Ok(Ok(layer))) => layer.map_err(unreadable)?,
     };
-    Ok(Document { name: name.to_owned(), media_type: PDF.to_owned(), bytes, text: layer.text, pages: Some(layer.pages) })
+    Ok(Document {
+        name: name.to_owned(),
+        media_type: PDF.to_owned(),
+        bytes,
+        text: layer.text,
+        pages: Some(layer.pages),
+    })
 }
 
 /// What the local reader found in a PDF.

@@ -152,7 +152,46 @@ async fn a_text_only_server_gets_the_text_layer_and_never_a_scan(db: &TestDb) {
     }
 }
 
+async fn packed_requests_carry_every_records_documents(db: &TestDb) {
+    let options = ConfigOptions {
+        extra_task: "documents = \"attachments\"\nmax_documents = 2\nitems_per_request = 3",
+        concurrency: 1,
+        ..Default::default()
+    };
+    let h = harness(db, 6, 1, options).await;
+    for id in 1..=6 {
+        // A photo first, then the datasheet: both go, in the platform's order.
+        attach(
+            &h,
+            id,
+            &format!("photo-{id}.png"),
+            "image/png",
+            include_bytes!("fixtures/documents/receipt.png").to_vec(),
+        );
+        attach(&h, id, &format!("datasheet-{id}.pdf"), "application/pdf", datasheet(id, 1));
+    }
+    h.sb.provider.record_requests(true);
+    let run = start_run(&h.engine).await;
+    let run = work(&h.engine, run.id, Duration::from_secs(60)).await;
+    assert_eq!(run.status, RunStatus::Done, "{:?}", run.status_reason);
+    let received = h.sb.provider.received();
+    assert!(received.len() < 6, "records were packed: {} requests", received.len());
+    let parts = received[0].body["messages"][0]["content"].as_array().unwrap();
+    let files = parts.iter().filter(|p| p["type"] == "file").count();
+    let images = parts.iter().filter(|p| p["type"] == "image_url").count();
+    assert_eq!(files, images, "each record's photo and datasheet");
+    assert!(files > 1, "documents of several records in one request");
+    let text = parts[0]["text"].as_str().unwrap();
+    assert!(text.contains("2. record ") && text.contains(": datasheet-"), "{text}");
+    for id in 1..=6 {
+        let (_, fields) = h.sb.store.record("product", id).unwrap();
+        assert_eq!(fields["description"], json!(truth(id)), "product {id}: answered from its own document");
+    }
+    assert_eq!(h.sb.store.stats().attachment_requests, 12);
+}
+
 on_both_backends! {
+    packed => packed_requests_carry_every_records_documents;
     fetched_once_through_retries_case => fetched_once_through_retries;
     fetched_once_in_batch_mode_case => fetched_once_in_batch_mode;
     provider_limits_per_item => a_document_the_provider_cannot_take_fails_only_its_item;

@@ -11,7 +11,8 @@ use enrichd::document::{self, PDF};
 use enrichd::sandbox::provider::documents::{scanned_pdf, text_pdf};
 
 fn have(tool: &str) -> bool {
-    let found = Command::new("sh").arg("-c").arg(format!("command -v {tool}")).output().is_ok_and(|o| o.status.success());
+    let found =
+        Command::new("sh").arg("-c").arg(format!("command -v {tool}")).output().is_ok_and(|o| o.status.success());
     if !found {
         assert!(std::env::var("CI").as_deref() != Ok("true"), "{tool} is required in CI (.ci/run installs it)");
         eprintln!("skipping: {tool} is not installed");
@@ -99,7 +100,8 @@ async fn reading_a_fetched_file_checks_what_it_is() {
     assert!(e.to_string().starts_with("document INV.pdf: the file is not a application/pdf"), "{e}");
     // Truncated and junk PDFs are errors, never a panic or a hang.
     let whole = text_pdf(&[vec!["x".into()]], None);
-    for broken in [&whole[..whole.len() / 2], b"%PDF-1.7\n%%EOF".as_slice(), b"%PDF-1.4\n1 0 obj << /Type /Catalog >>"] {
+    for broken in [&whole[..whole.len() / 2], b"%PDF-1.7\n%%EOF".as_slice(), b"%PDF-1.4\n1 0 obj << /Type /Catalog >>"]
+    {
         match document::read("broken.pdf", PDF, bytes::Bytes::copy_from_slice(broken)).await {
             Err(e) => assert!(e.to_string().starts_with("document broken.pdf: "), "{e}"),
             Ok(doc) => assert_eq!(doc.text, None, "a broken file yields no text: {doc:?}"),

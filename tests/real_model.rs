@@ -264,7 +264,9 @@ async fn a_text_only_model_reads_a_pdfs_text_layer_and_refuses_a_scan() {
     set_secret_env();
     let dir = tempfile::tempdir().unwrap();
     let path = write_config(dir.path(), "sqlite://unused.db", "http://127.0.0.1:9", &server.base_url, "all");
-    let text = std::fs::read_to_string(&path).unwrap().replace("[providers.llama]\n", "[providers.llama]\ndocuments = \"text\"\n");
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("[providers.llama]\n", "[providers.llama]\ndocuments = \"text\"\n");
     std::fs::write(&path, format!("{text}\n{INVOICE_TASK}")).unwrap();
     let config = Config::load(&path).unwrap();
     let provider = Provider::build("llama", &config.providers["llama"]);

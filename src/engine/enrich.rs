@@ -153,21 +153,23 @@ pub(super) async fn prepare(
         }
         let documents = match &task.documents {
             None => Vec::new(),
-            Some(rule) => match super::documents::documents_for(engine, pipeline, &item, &record.attachments, rule).await? {
-                Ok(documents) => documents,
-                Err(failure) => {
-                    // This item only: the others of the claim go on.
-                    let recorded = EnrichFailure {
-                        error: &failure.message,
-                        retryable: failure.retryable,
-                        retry_after: failure.retry_after,
-                        raw_output: None,
-                        usage: Usage::default(),
-                    };
-                    engine.store.fail_enrichment(&item, &engine.owner, recorded, engine.retry_policy()).await?;
-                    continue;
+            Some(rule) => {
+                match super::documents::documents_for(engine, pipeline, &item, &record.attachments, rule).await? {
+                    Ok(documents) => documents,
+                    Err(failure) => {
+                        // This item only: the others of the claim go on.
+                        let recorded = EnrichFailure {
+                            error: &failure.message,
+                            retryable: failure.retryable,
+                            retry_after: failure.retry_after,
+                            raw_output: None,
+                            usage: Usage::default(),
+                        };
+                        engine.store.fail_enrichment(&item, &engine.owner, recorded, engine.retry_policy()).await?;
+                        continue;
+                    }
                 }
-            },
+            }
         };
         out.push(Prepared { item, record, wanted, documents });
     }

@@ -64,16 +64,26 @@ pub fn check(kind: Kind, documents: &[Document]) -> Result<(), String> {
                 ));
             }
             Kind::Anthropic if d.is_pdf() && pdf_pages > 100 => {
-                return Err(format!("document {}: {pdf_pages} PDF pages in the request, above {name}'s 100 pages per request", d.name));
+                return Err(format!(
+                    "document {}: {pdf_pages} PDF pages in the request, above {name}'s 100 pages per request",
+                    d.name
+                ));
             }
             Kind::Anthropic if d.is_image() && base64_len(d.bytes.len()) > 5 * MB => {
                 return Err(format!("document {}: {} bytes, above {name}'s 5 MB per image", d.name, d.bytes.len()));
             }
             Kind::OpenAi if d.is_pdf() && pdf_pages > 100 => {
-                return Err(format!("document {}: {pdf_pages} PDF pages in the request, above {name}'s 100 pages per request", d.name));
+                return Err(format!(
+                    "document {}: {pdf_pages} PDF pages in the request, above {name}'s 100 pages per request",
+                    d.name
+                ));
             }
             Kind::Gemini if d.is_pdf() && d.page_count() > 1000 => {
-                return Err(format!("document {}: {} pages, above {name}'s 1,000 pages per PDF", d.name, d.page_count()));
+                return Err(format!(
+                    "document {}: {} pages, above {name}'s 1,000 pages per PDF",
+                    d.name,
+                    d.page_count()
+                ));
             }
             Kind::Gemini if d.bytes.len() > 50 * MB => {
                 return Err(format!("document {}: {} bytes, above {name}'s 50 MB per file", d.name, d.bytes.len()));
@@ -85,18 +95,18 @@ pub fn check(kind: Kind, documents: &[Document]) -> Result<(), String> {
     let pdf_bytes: usize = documents.iter().filter(|d| d.is_pdf()).map(|d| d.bytes.len()).sum();
     let first = documents.first().map_or("", |d| d.name.as_str());
     match kind {
-        Kind::Anthropic if base64_len(total) > 32 * MB => {
-            Err(format!("document {first}: the request's documents take {total} bytes, above {name}'s 32 MB per request"))
-        }
+        Kind::Anthropic if base64_len(total) > 32 * MB => Err(format!(
+            "document {first}: the request's documents take {total} bytes, above {name}'s 32 MB per request"
+        )),
         Kind::Anthropic if images > 100 => {
             Err(format!("document {first}: {images} images in the request, above {name}'s 100 images per request"))
         }
-        Kind::OpenAi if pdf_bytes > 32 * MB => {
-            Err(format!("document {first}: the request's PDFs take {pdf_bytes} bytes, above {name}'s 32 MB per request"))
-        }
-        Kind::OpenAi if base64_len(total) > 50 * MB => {
-            Err(format!("document {first}: the request's documents take {total} bytes, above {name}'s 50 MB per request"))
-        }
+        Kind::OpenAi if pdf_bytes > 32 * MB => Err(format!(
+            "document {first}: the request's PDFs take {pdf_bytes} bytes, above {name}'s 32 MB per request"
+        )),
+        Kind::OpenAi if base64_len(total) > 50 * MB => Err(format!(
+            "document {first}: the request's documents take {total} bytes, above {name}'s 50 MB per request"
+        )),
         _ => Ok(()),
     }
 }
@@ -157,7 +167,13 @@ mod tests {
     }
 
     fn png(name: &str, size: usize) -> Document {
-        Document { name: name.into(), media_type: "image/png".into(), bytes: Bytes::from(vec![0; size]), text: None, pages: Some(1) }
+        Document {
+            name: name.into(),
+            media_type: "image/png".into(),
+            bytes: Bytes::from(vec![0; size]),
+            text: None,
+            pages: Some(1),
+        }
     }
 
     #[test]

@@ -471,6 +471,37 @@ mod tests {
 }
 
 #[cfg(test)]
+mod estimates {
+    use super::*;
+
+    #[test]
+    fn estimates_count_documents_as_the_provider_does() {
+        fn request<'a>(prompt: &'a Prompt, schema: &'a Value) -> CompletionRequest<'a> {
+            CompletionRequest {
+                model: "m",
+                prompt,
+                schema_name: "t",
+                schema,
+                max_output_tokens: 100,
+                temperature: None,
+            }
+        }
+        let schema = serde_json::json!({});
+        let mut prompt = Prompt { system: None, user: "x".repeat(400), documents: Vec::new() };
+        assert_eq!(estimate_tokens_for(documents::Kind::Gemini, &request(&prompt, &schema)), 200);
+        prompt.documents.push(crate::document::Document {
+            name: "a.pdf".into(),
+            media_type: crate::document::PDF.into(),
+            bytes: bytes::Bytes::from_static(b"%PDF-"),
+            text: None,
+            pages: Some(3),
+        });
+        assert_eq!(estimate_tokens_for(documents::Kind::Gemini, &request(&prompt, &schema)), 200 + 3 * 258);
+        assert_eq!(estimate_tokens(&request(&prompt, &schema)), 200 + 3 * 1_600);
+    }
+}
+
+#[cfg(test)]
 mod classification {
     use super::*;
     use enrichd_connector::ConnectorError;

@@ -2,8 +2,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use enrichd_connector::{
-    AttachmentRef, Change, Connector, ConnectorError, Page, PageRequest, Record, Version, WriteOutcome, WriteResult, WriteSubmission,
-    http,
+    AttachmentRef, Change, Connector, ConnectorError, Page, PageRequest, Record, Version, WriteOutcome, WriteResult,
+    WriteSubmission, http,
 };
 use reqwest::header::HeaderMap;
 use secrecy::{ExposeSecret, SecretString};
@@ -75,7 +75,13 @@ impl TestStore {
 }
 
 fn into_record(wire: WireRecord) -> Record {
-    Record { id: wire.id, version: Version(wire.version), fields: wire.fields, attachments: wire.attachments, native: None }
+    Record {
+        id: wire.id,
+        version: Version(wire.version),
+        fields: wire.fields,
+        attachments: wire.attachments,
+        native: None,
+    }
 }
 
 fn header_u64(headers: &HeaderMap, name: &str) -> Option<u64> {

@@ -135,7 +135,11 @@ impl Sandbox {
     pub fn insert(&self, entity: &str, id: u64, fields: Map<String, Value>) {
         let mut inner = self.lock();
         inner.list_resume = None;
-        inner.entities.entry(entity.into()).or_default().insert(id, Stored { version: 1, fields, attachments: Vec::new() });
+        inner
+            .entities
+            .entry(entity.into())
+            .or_default()
+            .insert(id, Stored { version: 1, fields, attachments: Vec::new() });
     }
 
     /// Attaches a file to record `id` of `entity` (listed with the record, served at

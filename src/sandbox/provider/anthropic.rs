@@ -9,8 +9,8 @@ use axum::{Json, Router};
 use serde_json::{Value, json};
 
 use super::documents::{Carried, carried, document_tokens};
-use crate::provider::documents::Kind;
 use super::{Batch, BatchKind, Begin, Fault, Faults, LineOutcome, ProviderSandbox, Spoil, spoiled_text, tokens};
+use crate::provider::documents::Kind;
 
 pub(super) fn routes() -> Router<ProviderSandbox> {
     Router::new()
@@ -321,9 +321,13 @@ fn user_content(at: usize, content: &Value) -> Result<(String, Vec<Carried>), St
                 if source["type"] != "base64" {
                     return Err(format!("{path}.source.type: the sandbox takes base64 sources"));
                 }
-                let media_type = source["media_type"].as_str().ok_or_else(|| format!("{path}.source.media_type: Field required"))?;
-                let allowed: &[&str] =
-                    if kind == "document" { &["application/pdf"] } else { &["image/jpeg", "image/png", "image/gif", "image/webp"] };
+                let media_type =
+                    source["media_type"].as_str().ok_or_else(|| format!("{path}.source.media_type: Field required"))?;
+                let allowed: &[&str] = if kind == "document" {
+                    &["application/pdf"]
+                } else {
+                    &["image/jpeg", "image/png", "image/gif", "image/webp"]
+                };
                 if !allowed.contains(&media_type) {
                     return Err(format!("{path}.source.media_type: Input should be {}", allowed.join(", ")));
                 }
@@ -331,7 +335,11 @@ fn user_content(at: usize, content: &Value) -> Result<(String, Vec<Carried>), St
                 let name = block["title"].as_str().unwrap_or(kind);
                 documents.push(carried(name, media_type, data).map_err(|e| format!("{path}.source: {e}"))?);
             }
-            other => return Err(format!("{path}.type: Input tag '{other}' found using 'type' does not match any of the expected tags")),
+            other => {
+                return Err(format!(
+                    "{path}.type: Input tag '{other}' found using 'type' does not match any of the expected tags"
+                ));
+            }
         }
     }
     Ok((text, documents))

@@ -42,7 +42,8 @@ pub(crate) fn from_bytes(name: &str, media_type: &str, bytes: Vec<u8>) -> Result
     let mut truth = None;
     match media_type {
         document::PDF => {
-            let layer = document::text_layer(&document.bytes).map_err(|e| format!("The PDF specified was not valid: {e}"))?;
+            let layer =
+                document::text_layer(&document.bytes).map_err(|e| format!("The PDF specified was not valid: {e}"))?;
             document.pages = Some(layer.pages);
             document.text = layer.text;
             truth = document::info_string(&document.bytes, TRUTH_KEY)
@@ -82,7 +83,10 @@ fn owners(user: &str) -> Vec<String> {
 
 /// The truth the documents give for each record of a packed prompt, by record id (the first
 /// document of the record carrying one), or `None` for every record when only one is asked about.
-pub(crate) fn truths(user: &str, carried: &[Carried]) -> (Option<Map<String, Value>>, Vec<(String, Map<String, Value>)>) {
+pub(crate) fn truths(
+    user: &str,
+    carried: &[Carried],
+) -> (Option<Map<String, Value>>, Vec<(String, Map<String, Value>)>) {
     let single = carried.iter().find_map(|c| c.truth.clone());
     let mut by_record: Vec<(String, Map<String, Value>)> = Vec::new();
     for (owner, c) in owners(user).into_iter().zip(carried) {
@@ -251,7 +255,8 @@ mod tests {
     #[test]
     fn written_pdfs_read_back_with_their_truth() {
         let truth = json!({"invoice_number": "INV-0042", "total": 1234.5, "supplier_name": "Müller (Bau) GmbH"});
-        let lines = vec!["Invoice INV-0042".to_owned(), "Müller (Bau) GmbH".to_owned(), "Total due: 1,234.50 EUR".to_owned()];
+        let lines =
+            vec!["Invoice INV-0042".to_owned(), "Müller (Bau) GmbH".to_owned(), "Total due: 1,234.50 EUR".to_owned()];
         let pdf = text_pdf(&[lines.clone(), lines], Some(&truth));
         let c = from_bytes("inv.pdf", document::PDF, pdf).unwrap();
         assert_eq!(c.document.pages, Some(2));

@@ -476,7 +476,10 @@ async fn upload(
         let id = sandbox.new_id("upload-");
         sandbox.put_file(&format!("files/{id}"), Vec::new());
         let media_type = header("x-goog-upload-header-content-type");
-        sandbox.set_file_type(&format!("files/{id}"), if media_type.is_empty() { "application/octet-stream" } else { media_type });
+        sandbox.set_file_type(
+            &format!("files/{id}"),
+            if media_type.is_empty() { "application/octet-stream" } else { media_type },
+        );
         let url = format!("http://{}/upload/v1beta/files?upload_id={id}&upload_protocol=resumable", header("host"));
         let mut response = Json(json!({})).into_response();
         if let Ok(v) = HeaderValue::from_str(&url) {
@@ -525,7 +528,11 @@ async fn download(
 /// The documents in content `at`'s parts: `inlineData` (base64) and `fileData` (a file uploaded to
 /// this sandbox's File API), either spelling (the API takes camelCase and snake_case). A malformed
 /// part is refused as `INVALID_ARGUMENT`, naming its path.
-fn documents_of(sandbox: &ProviderSandbox, at: usize, content: &Value) -> Result<Vec<super::documents::Carried>, String> {
+fn documents_of(
+    sandbox: &ProviderSandbox,
+    at: usize,
+    content: &Value,
+) -> Result<Vec<super::documents::Carried>, String> {
     let mut out = Vec::new();
     for (i, part) in content["parts"].as_array().into_iter().flatten().enumerate() {
         let path = format!("contents[{at}].parts[{i}]");
@@ -533,9 +540,13 @@ fn documents_of(sandbox: &ProviderSandbox, at: usize, content: &Value) -> Result
         if let Some(inline) = field("inlineData", "inline_data") {
             let media_type = inline.get("mimeType").or_else(|| inline.get("mime_type")).and_then(Value::as_str);
             let Some(media_type) = media_type else {
-                return Err(format!("* GenerateContentRequest.{path}.inline_data.mime_type: mime_type is not specified"));
+                return Err(format!(
+                    "* GenerateContentRequest.{path}.inline_data.mime_type: mime_type is not specified"
+                ));
             };
-            let data = inline["data"].as_str().ok_or_else(|| format!("* GenerateContentRequest.{path}.inline_data.data: data is not specified"))?;
+            let data = inline["data"]
+                .as_str()
+                .ok_or_else(|| format!("* GenerateContentRequest.{path}.inline_data.data: data is not specified"))?;
             out.push(
                 super::documents::carried("inline", media_type, data)
                     .map_err(|e| format!("Invalid value at '{path}.inline_data' ({media_type}): {e}"))?,
@@ -544,7 +555,9 @@ fn documents_of(sandbox: &ProviderSandbox, at: usize, content: &Value) -> Result
             let uri = file.get("fileUri").or_else(|| file.get("file_uri")).and_then(Value::as_str).unwrap_or_default();
             let name = uri.rsplit_once("/v1beta/").map(|(_, n)| n).unwrap_or(uri);
             let (Some(bytes), Some(media_type)) = (sandbox.file(name), sandbox.file_type(name)) else {
-                return Err(format!("* GenerateContentRequest.{path}.file_data.file_uri: the file {uri} does not exist or you do not have permission to access it"));
+                return Err(format!(
+                    "* GenerateContentRequest.{path}.file_data.file_uri: the file {uri} does not exist or you do not have permission to access it"
+                ));
             };
             out.push(
                 super::documents::from_bytes(name, &media_type, bytes)

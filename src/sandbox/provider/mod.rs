@@ -799,6 +799,25 @@ mod tests {
     }
 
     #[test]
+    fn documents_are_answered_from_their_truth_and_misread_when_asked() {
+        let truth = json!({"invoice_number": "INV-9", "total": 10.0});
+        let pdf = documents::text_pdf(&[vec!["Invoice INV-9".into()]], Some(&truth));
+        let carried = vec![documents::from_bytes("inv.pdf", "application/pdf", pdf).unwrap()];
+        let schema = json!({"type": "object", "properties": {
+            "invoice_number": {"type": "string"}, "total": {"type": "number"},
+            "confidence": {"type": "number", "minimum": 0, "maximum": 1}}});
+        let sandbox = ProviderSandbox::new(None);
+        let answer = sandbox.answer_reading(&Faults::default(), &schema, "Invoice 9", &carried);
+        assert_eq!(answer, json!({"invoice_number": "INV-9", "total": 10.0, "confidence": 0.97}));
+        sandbox.set_seed(1);
+        sandbox.misread(1.0);
+        let answer = sandbox.answer_reading(&Faults::default(), &schema, "Invoice 9", &carried);
+        assert_eq!(answer["invoice_number"], "INV-");
+        assert_eq!(answer["total"], 11.0);
+        assert_eq!(answer["confidence"], 0.97, "a property the document does not hold is not misread");
+    }
+
+    #[test]
     fn go_durations() {
         assert_eq!(go_duration(Duration::from_millis(12)), "12ms");
         assert_eq!(go_duration(Duration::from_millis(1500)), "1.5s");

@@ -148,7 +148,10 @@ pub(super) fn answer_chat(
     let (user, carried) = match messages.get(at).map(|m| user_content(at, &m["content"])).transpose() {
         Ok(found) => found.unwrap_or_default(),
         Err((param, message)) => {
-            return Err((400, json!({"error": {"message": message, "type": "invalid_request_error", "param": param, "code": "invalid_value"}})));
+            return Err((
+                400,
+                json!({"error": {"message": message, "type": "invalid_request_error", "param": param, "code": "invalid_value"}}),
+            ));
         }
     };
     let user = user.as_str();
@@ -448,13 +451,18 @@ fn user_content(at: usize, content: &Value) -> Result<(String, Vec<super::docume
         return Ok((text.to_owned(), Vec::new()));
     }
     let Some(parts) = content.as_array() else {
-        return Err((format!("messages[{at}].content"), "Invalid type for content: expected a string or an array.".into()));
+        return Err((
+            format!("messages[{at}].content"),
+            "Invalid type for content: expected a string or an array.".into(),
+        ));
     };
     let (mut text, mut documents) = (String::new(), Vec::new());
     for (i, part) in parts.iter().enumerate() {
         let param = format!("messages[{at}].content[{i}]");
         let data_url = |url: &str, param: &str| -> Result<(String, String), (String, String)> {
-            let rest = url.strip_prefix("data:").ok_or_else(|| (param.to_owned(), "Expected a base64-encoded data URL.".to_owned()))?;
+            let rest = url
+                .strip_prefix("data:")
+                .ok_or_else(|| (param.to_owned(), "Expected a base64-encoded data URL.".to_owned()))?;
             let (media_type, data) = rest
                 .split_once(";base64,")
                 .ok_or_else(|| (param.to_owned(), "Expected a base64-encoded data URL.".to_owned()))?;
@@ -469,13 +477,24 @@ fn user_content(at: usize, content: &Value) -> Result<(String, Vec<super::docume
                     return Err((param, "Missing required parameter: file_data or file_id.".into()));
                 };
                 let Some(filename) = file["filename"].as_str() else {
-                    return Err((format!("messages[{at}].content[{i}].file.filename"), "Missing required parameter: filename.".into()));
+                    return Err((
+                        format!("messages[{at}].content[{i}].file.filename"),
+                        "Missing required parameter: filename.".into(),
+                    ));
                 };
                 let (media_type, data) = data_url(url, &param)?;
                 if media_type != "application/pdf" {
-                    return Err((param, format!("Invalid file data: media type {media_type} is not supported; file parts take PDF files.")));
+                    return Err((
+                        param,
+                        format!(
+                            "Invalid file data: media type {media_type} is not supported; file parts take PDF files."
+                        ),
+                    ));
                 }
-                documents.push(super::documents::carried(filename, &media_type, &data).map_err(|e| (param, format!("Invalid file data: {e}")))?);
+                documents.push(
+                    super::documents::carried(filename, &media_type, &data)
+                        .map_err(|e| (param, format!("Invalid file data: {e}")))?,
+                );
             }
             "image_url" => {
                 let param = format!("{param}.image_url.url");
@@ -484,7 +503,8 @@ fn user_content(at: usize, content: &Value) -> Result<(String, Vec<super::docume
                 };
                 let (media_type, data) = data_url(url, &param)?;
                 documents.push(
-                    super::documents::carried("image", &media_type, &data).map_err(|e| (param, format!("Invalid image: {e}")))?,
+                    super::documents::carried("image", &media_type, &data)
+                        .map_err(|e| (param, format!("Invalid image: {e}")))?,
                 );
             }
             other => return Err((format!("{param}.type"), format!("Invalid value: '{other}'."))),
