@@ -299,8 +299,18 @@ async fn a_text_only_model_reads_a_pdfs_text_layer_and_refuses_a_scan() {
 
     // A scan has no text layer: a clear error for the item, and no request (the same provider
     // pointed at a closed port fails the same way, so nothing was sent).
-    prompt.documents = vec![document::read("scan.pdf", PDF, scanned_pdf(1, None).into()).await.unwrap()];
-    let request = CompletionRequest { prompt: &prompt, ..request };
+    let (model, schema_name, max_output_tokens, temperature) =
+        (request.model, request.schema_name, request.max_output_tokens, request.temperature);
+    let mut scan_prompt = prompt.clone();
+    scan_prompt.documents = vec![document::read("scan.pdf", PDF, scanned_pdf(1, None).into()).await.unwrap()];
+    let request = CompletionRequest {
+        model,
+        prompt: &scan_prompt,
+        schema_name,
+        schema: &task.schema,
+        max_output_tokens,
+        temperature,
+    };
     let e = provider.complete(&request).await.unwrap_err();
     assert!(e.message.contains("scan.pdf") && e.message.contains("needs a model that reads images"), "{e}");
     assert!(!e.retryable(), "{e}");

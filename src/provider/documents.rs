@@ -179,9 +179,9 @@ mod tests {
     #[test]
     fn limits_name_the_document_and_the_limit() {
         let long = pdf("long.pdf", 101, 1000, Some("x"));
-        let e = check(Kind::Anthropic, &[long.clone()]).unwrap_err();
+        let e = check(Kind::Anthropic, std::slice::from_ref(&long)).unwrap_err();
         assert!(e.contains("long.pdf") && e.contains("100 pages per request"), "{e}");
-        assert!(check(Kind::OpenAi, &[long.clone()]).unwrap_err().contains("100 pages"));
+        assert!(check(Kind::OpenAi, std::slice::from_ref(&long)).unwrap_err().contains("100 pages"));
         assert!(check(Kind::Gemini, &[long]).is_ok(), "Gemini reads up to 1,000 pages");
         let e = check(Kind::Gemini, &[pdf("huge.pdf", 1001, 10, None)]).unwrap_err();
         assert!(e.contains("huge.pdf") && e.contains("1,000 pages"), "{e}");

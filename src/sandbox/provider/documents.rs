@@ -81,14 +81,14 @@ fn owners(user: &str) -> Vec<String> {
         .collect()
 }
 
-/// The truth the documents give for each record of a packed prompt, by record id (the first
-/// document of the record carrying one), or `None` for every record when only one is asked about.
-pub(crate) fn truths(
-    user: &str,
-    carried: &[Carried],
-) -> (Option<Map<String, Value>>, Vec<(String, Map<String, Value>)>) {
+/// A ground truth: the answer a document holds.
+pub(crate) type Truth = Map<String, Value>;
+
+/// The truth of the first document carrying one (for a request about one record), and each
+/// record's truth by id (the first of its documents carrying one) for a packed request.
+pub(crate) fn truths(user: &str, carried: &[Carried]) -> (Option<Truth>, Vec<(String, Truth)>) {
     let single = carried.iter().find_map(|c| c.truth.clone());
-    let mut by_record: Vec<(String, Map<String, Value>)> = Vec::new();
+    let mut by_record: Vec<(String, Truth)> = Vec::new();
     for (owner, c) in owners(user).into_iter().zip(carried) {
         if let Some(t) = &c.truth
             && !by_record.iter().any(|(o, _)| *o == owner)
