@@ -776,6 +776,24 @@ mod tests {
     }
 
     #[test]
+    fn document_settings_are_checked_by_key() {
+        let mut c = cfg("x");
+        assert_eq!(Task::build("t", &c).unwrap().documents, None, "no documents unless the task says so");
+        let plain = Task::build("t", &c).unwrap().version;
+        c.documents = Some(crate::config::DocumentSource::Attachments);
+        let task = Task::build("t", &c).unwrap();
+        assert_eq!(task.documents.as_ref().map(|d| (d.max, d.types.len())), Some((1, 3)));
+        assert_ne!(task.version, plain, "reading documents changes the question");
+        c.max_documents = 0;
+        assert_eq!(Task::build("t", &c).unwrap_err().0, "max_documents");
+        c.max_documents = 2;
+        c.document_types = vec!["application/pdf".into(), "text/plain".into()];
+        let (key, message) = Task::build("t", &c).unwrap_err();
+        assert_eq!(key, "document_types[1]");
+        assert!(message.contains("\"text/plain\" cannot be read"), "{message}");
+    }
+
+    #[test]
     fn version_changes_with_the_prompt() {
         let a = Task::build("t", &cfg("one")).unwrap();
         let b = Task::build("t", &cfg("two")).unwrap();
