@@ -440,6 +440,9 @@ pub struct GeminiProvider {
     /// Batches up to this size go inline in the create request; larger ones are uploaded as a JSONL
     /// file first. At most 20 MB, Google's limit for inline batches.
     pub batch_inline_max_bytes: Option<usize>,
+    /// A `generateContent` request whose documents would take it past this size sends the largest
+    /// of them through the File API instead of inline. At most 20 MB, Google's inline limit.
+    pub inline_max_bytes: Option<usize>,
     /// Seconds between status polls of a submitted batch.
     #[serde(default = "default_batch_poll_seconds")]
     pub batch_poll_seconds: f64,
@@ -504,6 +507,21 @@ pub struct OpenAiProvider {
     /// Prices per model in USD per million tokens; override or extend the built-in table.
     #[serde(default)]
     pub prices: BTreeMap<String, PriceConfig>,
+    /// How documents (a task's PDFs and images) reach the model: `native` (the default) sends them
+    /// as Chat Completions `file` and `image_url` parts; `text` is for servers without document
+    /// input (llama-server, most local models): a PDF goes as its text layer, extracted locally,
+    /// and an image or a scan without one is refused for the item ("needs a model that reads images").
+    #[serde(default)]
+    pub documents: DocumentInput,
+}
+
+/// `[providers.<name>] documents`: how an OpenAI-kind server takes documents.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DocumentInput {
+    #[default]
+    Native,
+    Text,
 }
 
 /// A model's price, USD per million tokens.
@@ -563,6 +581,16 @@ pub struct TaskConfig {
     /// `[tasks.<name>.eval]`: how `enrichd eval` compares answers with the values people wrote.
     #[serde(default)]
     pub eval: EvalConfig,
+    /// Documents the model reads beside the record: `"attachments"` sends the record's attachments
+    /// (fetched once per item through the connector and kept in the database). Unset: none.
+    pub documents: Option<DocumentSource>,
+    /// At most this many of the record's attachments are sent, in the platform's order.
+    #[serde(default = "default_max_documents")]
+    pub max_documents: u32,
+    /// The attachment media types read (`application/pdf`, `image/png`, `image/jpeg`); others are
+    /// passed over.
+    #[serde(default = "default_document_types")]
+    pub document_types: Vec<String>,
 }
 
 /// One rule of `[tasks.<name>.rules.<rule>]`: exactly one kind, given by its key.
@@ -672,6 +700,22 @@ pub enum EvalCompare {
     #[default]
     Classes,
     Exact,
+}
+
+/// `[tasks.<name>] documents`: where a task's documents come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DocumentSource {
+    /// The record's attachments.
+    Attachments,
+}
+
+fn default_max_documents() -> u32 {
+    1
+}
+
+fn default_document_types() -> Vec<String> {
+    crate::document::MEDIA_TYPES.iter().map(|t| t.to_string()).collect()
 }
 
 /// `[tasks.<name>.checks.<property>]`: bounds a proposed value should meet. Text is measured in

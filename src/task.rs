@@ -56,8 +56,18 @@ pub struct Task {
     config: TaskConfig,
     /// Record field → the values the platform allowed when this task was built (see [`Task::with_allowed`]).
     pub allowed: BTreeMap<String, Vec<String>>,
+    /// Which of the record's attachments the model reads, when the task reads documents.
+    pub documents: Option<DocumentRule>,
     /// Validators of narrowed schemas (see [`Task::schema_for`]), by the properties left out.
     narrowed: std::sync::Mutex<BTreeMap<Vec<String>, std::sync::Arc<jsonschema::Validator>>>,
+}
+
+/// `documents = "attachments"`: up to `max` of the record's attachments whose media type is one of
+/// `types`, in the platform's order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DocumentRule {
+    pub max: usize,
+    pub types: Vec<String>,
 }
 
 /// Why a reviewer's edit of a proposal was refused.
@@ -146,6 +156,7 @@ impl Task {
         if cfg.max_output_tokens == 0 {
             return Err(("max_output_tokens".into(), "must be at least 1".into()));
         }
+        let documents = document_rule(cfg)?;
         let mut hash = Sha256::new();
         hash.update(cfg.system.as_deref().unwrap_or_default());
         hash.update([0]);
@@ -156,6 +167,11 @@ impl Task {
         hash.update(serde_json::to_string(&cfg.fields).unwrap_or_default());
         hash.update([0]);
         hash.update(cfg.html.join(","));
+        if cfg.documents.is_some() {
+            // What the model reads shapes the answer; tasks without documents keep their versions.
+            hash.update([0]);
+            hash.update(format!("documents:{}:{}", cfg.max_documents, cfg.document_types.join(",")));
+        }
         let version = format!("{}-{}", cfg.version, &hex::encode(hash.finalize())[..10]);
         let packed_schema = packed_schema(&schema);
         let mut property_validators = BTreeMap::new();
@@ -186,6 +202,7 @@ impl Task {
             eval: cfg.eval.clone(),
             config: cfg.clone(),
             allowed: BTreeMap::new(),
+            documents,
             narrowed: Default::default(),
         })
     }
@@ -573,6 +590,25 @@ impl checks::Values for ProposalValues<'_> {
     fn get(&self, property: &str) -> Option<&Value> {
         self.task.value_of(self.proposal, property)
     }
+}
+
+/// The task's document rule, with `max_documents` and `document_types` checked.
+fn document_rule(cfg: &TaskConfig) -> Result<Option<DocumentRule>, (String, String)> {
+    if cfg.max_documents == 0 || cfg.max_documents > 20 {
+        return Err(("max_documents".into(), format!("{} is outside 1..=20", cfg.max_documents)));
+    }
+    if cfg.document_types.is_empty() {
+        return Err(("document_types".into(), "list at least one media type".into()));
+    }
+    for (i, t) in cfg.document_types.iter().enumerate() {
+        if !crate::document::MEDIA_TYPES.contains(&t.as_str()) {
+            return Err((
+                format!("document_types[{i}]"),
+                format!("{t:?} cannot be read; use {}", crate::document::MEDIA_TYPES.join(", ")),
+            ));
+        }
+    }
+    Ok(cfg.documents.map(|_| DocumentRule { max: cfg.max_documents as usize, types: cfg.document_types.clone() }))
 }
 
 /// `[look_up]`: every property it names is one of the answer's, the supplier id field is not one
@@ -968,6 +1004,24 @@ mod tests {
             "look_up.line_items"
         );
         assert_eq!(err("compare = \"exact\"", "compare = \"exact\"\ntolerance = -0.5").0, "eval.tolerance");
+    }
+
+    #[test]
+    fn document_settings_are_checked_by_key() {
+        let mut c = cfg("x");
+        assert_eq!(Task::build("t", &c).unwrap().documents, None, "no documents unless the task says so");
+        let plain = Task::build("t", &c).unwrap().version;
+        c.documents = Some(crate::config::DocumentSource::Attachments);
+        let task = Task::build("t", &c).unwrap();
+        assert_eq!(task.documents.as_ref().map(|d| (d.max, d.types.len())), Some((1, 3)));
+        assert_ne!(task.version, plain, "reading documents changes the question");
+        c.max_documents = 0;
+        assert_eq!(Task::build("t", &c).unwrap_err().0, "max_documents");
+        c.max_documents = 2;
+        c.document_types = vec!["application/pdf".into(), "text/plain".into()];
+        let (key, message) = Task::build("t", &c).unwrap_err();
+        assert_eq!(key, "document_types[1]");
+        assert!(message.contains("\"text/plain\" cannot be read"), "{message}");
     }
 
     #[test]

@@ -243,3 +243,80 @@ async fn a_pipeline_with_review_proposes_then_writes_what_was_approved() {
     pipeline_writes_schema_shaped_answers(&db, &server, "all").await;
     db.cleanup().await;
 }
+
+/// The invoice task of the documents case: a text-layer PDF read by a text-only model.
+const INVOICE_TASK: &str = r#"
+[tasks.invoice]
+system = "You read supplier invoices and copy their numbers exactly."
+prompt = "Give the invoice number and the total of the attached invoice."
+output_schema = { type = "object", additionalProperties = false, required = ["invoice_number", "total"], properties = { invoice_number = { type = "string", minLength = 1, maxLength = 20 }, total = { type = "number" } } }
+fields = { invoice_number = "invoice_number", total = "total" }
+max_output_tokens = 64
+temperature = 0.0
+documents = "attachments"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_text_only_model_reads_a_pdfs_text_layer_and_refuses_a_scan() {
+    use enrichd::document::{self, PDF};
+    use enrichd::sandbox::provider::documents::{scanned_pdf, text_pdf};
+    let Some(server) = LlamaServer::start().await else { return };
+    set_secret_env();
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), "sqlite://unused.db", "http://127.0.0.1:9", &server.base_url, "all");
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("[providers.llama]\n", "[providers.llama]\ndocuments = \"text\"\n");
+    std::fs::write(&path, format!("{text}\n{INVOICE_TASK}")).unwrap();
+    let config = Config::load(&path).unwrap();
+    let provider = Provider::build("llama", &config.providers["llama"]);
+    let task = Task::build("invoice", &config.tasks["invoice"]).unwrap();
+    let record: Record = serde_json::from_str(PRODUCT).unwrap();
+    let lines = vec!["ACME Tools Ltd".to_owned(), "Invoice INV-0042".to_owned(), "Total due: 1234.50 EUR".to_owned()];
+    let pdf = document::read("INV-0042.pdf", PDF, text_pdf(&[lines], None).into()).await.unwrap();
+    let mut prompt = task.render("bill", &record, &Default::default()).unwrap();
+    prompt.documents = vec![pdf];
+    let request = CompletionRequest {
+        model: &config.pipelines["catalogue"].model,
+        prompt: &prompt,
+        schema_name: &task.name,
+        schema: &task.schema,
+        max_output_tokens: task.max_output_tokens,
+        temperature: task.temperature,
+    };
+    // The request as sent holds the PDF's text layer, fenced as data, in a plain text message.
+    let Provider::OpenAi(openai) = &provider else { unreachable!("an OpenAI-kind provider") };
+    let body = openai.body(&request);
+    let user = body["messages"][1]["content"].as_str().unwrap_or_else(|| panic!("text content: {body}"));
+    assert!(user.contains("<document n=\"1\" name=\"INV-0042.pdf\" pages=\"1\">"), "{user}");
+    assert!(user.contains("Invoice INV-0042") && user.contains("Total due: 1234.50 EUR"), "{user}");
+    let completion = provider.complete(&request).await.unwrap_or_else(|e| {
+        panic!("{e} (raw: {:?})\nllama-server log:\n{}", e.raw, server.log_text());
+    });
+    eprintln!("invoice answered: {}", completion.raw);
+    assert_matches_schema(&validator(&task.schema), &completion.answer, "the invoice answer");
+    task.validate(&completion.answer).unwrap();
+
+    // A scan has no text layer: a clear error for the item, and no request (the same provider
+    // pointed at a closed port fails the same way, so nothing was sent).
+    let (model, schema_name, max_output_tokens, temperature) =
+        (request.model, request.schema_name, request.max_output_tokens, request.temperature);
+    let mut scan_prompt = prompt.clone();
+    scan_prompt.documents = vec![document::read("scan.pdf", PDF, scanned_pdf(1, None).into()).await.unwrap()];
+    let request = CompletionRequest {
+        model,
+        prompt: &scan_prompt,
+        schema_name,
+        schema: &task.schema,
+        max_output_tokens,
+        temperature,
+    };
+    let e = provider.complete(&request).await.unwrap_err();
+    assert!(e.message.contains("scan.pdf") && e.message.contains("needs a model that reads images"), "{e}");
+    assert!(!e.retryable(), "{e}");
+    let closed = text.replace(&server.base_url, "http://127.0.0.1:9/v1");
+    std::fs::write(&path, format!("{closed}\n{INVOICE_TASK}")).unwrap();
+    let unreachable = Provider::build("llama", &Config::load(&path).unwrap().providers["llama"]);
+    let e = unreachable.complete(&request).await.unwrap_err();
+    assert!(e.message.contains("needs a model that reads images"), "refused before any connection: {e}");
+}

@@ -523,6 +523,7 @@ async fn reclaimed_leases_are_counted_in_metrics() {
             input: "{}".into(),
             input_hash: format!("h{i}"),
             skip: None,
+            attachments: Vec::new(),
         })
         .collect();
     store.add_discovered(run.id, "catalogue", "v1", ghost, &items, None).await.unwrap();

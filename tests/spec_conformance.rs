@@ -3,6 +3,7 @@
 //! Completions (plain and both Azure URL styles), Anthropic Messages (forced tool and
 //! `output_config`), Gemini `generateContent` (with and without thinking), and the batch APIs of
 //! all three (Gemini's inline and from an uploaded JSONL file).
+//! Requests carrying documents (a PDF and a PNG) are checked in each provider's native form too.
 //! Negative cases prove the checker can fail and names the offending field.
 
 #[path = "common/openapi.rs"]
@@ -346,4 +347,129 @@ async fn bodies_that_break_the_spec_are_refused_by_field() {
     refused(check_anthropic_messages(&bad), "/output_config/format/type");
     let bad = json!({"requests": [{"custom_id": "item-1", "params": {"model": "claude-haiku-4-5", "messages": [], "max_tokens": "x"}}]});
     refused(check_anthropic_batch(&bad), "/requests/0/params/max_tokens");
+}
+
+/// A prompt carrying a two-page invoice PDF (with a sandbox ground truth) and a PNG receipt.
+fn document_prompt() -> Prompt {
+    use enrichd::sandbox::provider::documents::text_pdf;
+    let truth = json!({"invoice_number": "INV-7", "total": 99.5});
+    let page = vec!["Invoice INV-7".to_owned(), "Total 99.50 EUR".to_owned()];
+    let pdf = text_pdf(&[page.clone(), page], Some(&truth));
+    let png = include_bytes!("fixtures/documents/receipt.png").to_vec();
+    let docs = vec![
+        enrichd::document::Document {
+            name: "INV-7.pdf".into(),
+            media_type: "application/pdf".into(),
+            bytes: pdf.into(),
+            text: Some("Invoice INV-7\nTotal 99.50 EUR".into()),
+            pages: Some(2),
+        },
+        enrichd::document::Document {
+            name: "receipt.png".into(),
+            media_type: "image/png".into(),
+            bytes: png.into(),
+            text: None,
+            pages: Some(1),
+        },
+    ];
+    Prompt { system: Some("Read the invoice.".into()), user: "Invoice 7: extract it.".into(), documents: docs }
+}
+
+fn invoice_schema() -> Value {
+    json!({"type": "object", "additionalProperties": false, "required": ["invoice_number", "total"],
+           "properties": {"invoice_number": {"type": "string"}, "total": {"type": "number"}}})
+}
+
+#[tokio::test]
+async fn documents_go_in_each_providers_native_form_and_match_the_spec() {
+    let (prompt, schema) = (document_prompt(), invoice_schema());
+
+    let (p, sandbox) = provider("kind = \"openai\"\nbase_url = \"http://{addr}/v1\"").await;
+    let answer = p.complete(&request("gpt-4o-mini", &prompt, &schema, None)).await.unwrap();
+    assert_eq!(answer.answer, json!({"invoice_number": "INV-7", "total": 99.5}), "the simulated model read the PDF");
+    let body = bodies_at(&sandbox.received(), "/v1/chat/completions").remove(0);
+    let parts = body["messages"][1]["content"].as_array().unwrap_or_else(|| panic!("content parts: {body}"));
+    assert_eq!(parts[0]["type"], "text");
+    assert_eq!(parts[1]["type"], "file");
+    assert_eq!(parts[1]["file"]["filename"], "INV-7.pdf");
+    assert!(parts[1]["file"]["file_data"].as_str().unwrap().starts_with("data:application/pdf;base64,JVBERi0"));
+    assert_eq!(parts[2]["type"], "image_url");
+    assert!(parts[2]["image_url"]["url"].as_str().unwrap().starts_with("data:image/png;base64,"));
+    check_openai_chat(&body).unwrap();
+    let line = p.batch_line("item-1", &request("gpt-4o-mini", &prompt, &schema, None));
+    check_openai_chat(&line["body"]).unwrap();
+    // The checker reads the parts: a file part without its file fails, naming the message.
+    let mut bad = body.clone();
+    bad["messages"][1]["content"][1]["file"] = json!(42);
+    refused(check_openai_chat(&bad), "/messages/1");
+
+    for structured in ["tool", "output_config"] {
+        let (p, sandbox) = provider(&format!(
+            "kind = \"anthropic\"\nbase_url = \"http://{{addr}}\"\nstructured_output = \"{structured}\""
+        ))
+        .await;
+        let answer = p.complete(&request("claude-haiku-4-5", &prompt, &schema, None)).await.unwrap();
+        assert_eq!(answer.answer, json!({"invoice_number": "INV-7", "total": 99.5}), "{structured}");
+        let body = bodies_at(&sandbox.received(), "/v1/messages").remove(0);
+        let blocks = body["messages"][0]["content"].as_array().unwrap();
+        assert_eq!(blocks[0]["type"], "document");
+        assert_eq!(blocks[0]["source"]["media_type"], "application/pdf");
+        assert_eq!(blocks[0]["source"]["type"], "base64");
+        assert_eq!(blocks[1]["type"], "image");
+        assert_eq!(blocks[1]["source"]["media_type"], "image/png");
+        assert_eq!(blocks[2]["type"], "text", "the text comes after the documents");
+        check_anthropic_messages(&body).unwrap_or_else(|e| panic!("{structured}: {e}"));
+        let mut bad = body.clone();
+        bad["messages"][0]["content"][0]["source"]["media_type"] = json!("text/html");
+        refused(check_anthropic_messages(&bad), "/messages/0/content");
+        let line = p.batch_line("item-1", &request("claude-haiku-4-5", &prompt, &schema, None));
+        check_anthropic_batch(&json!({"requests": [line]})).unwrap();
+        // Billed as Anthropic counts: the text plus an image per page, for 3 pages.
+        assert!(answer.usage.input > 3 * 1_600, "{:?}", answer.usage);
+    }
+
+    let (p, sandbox) = provider(GEMINI).await;
+    let answer = p.complete(&request(GEMINI_MODEL, &prompt, &schema, None)).await.unwrap();
+    assert_eq!(answer.answer, json!({"invoice_number": "INV-7", "total": 99.5}));
+    let body = bodies_at(&sandbox.received(), &gemini_path("generateContent")).remove(0);
+    let parts = body["contents"][0]["parts"].as_array().unwrap();
+    assert_eq!(parts[0]["inlineData"]["mimeType"], "application/pdf");
+    assert_eq!(parts[1]["inlineData"]["mimeType"], "image/png");
+    assert!(parts[2]["text"].is_string());
+    check_gemini_generate(&body).unwrap();
+    let mut bad = body.clone();
+    bad["contents"][0]["parts"][0]["inlineData"]["data"] = json!(7);
+    refused(check_gemini_generate(&bad), "/contents/0/parts/0/inlineData/data");
+    let line = p.batch_line("item-1", &request(GEMINI_MODEL, &prompt, &schema, None));
+    check_gemini_generate(&line["request"]).unwrap();
+    // Gemini counts 258 tokens a page.
+    let text_only = p.complete(&request(GEMINI_MODEL, &bare_prompt(), &schema, None)).await.unwrap();
+    assert!(answer.usage.input >= text_only.usage.input + 3 * 258, "{:?} vs {:?}", answer.usage, text_only.usage);
+}
+
+#[tokio::test]
+async fn gemini_sends_documents_past_the_inline_limit_through_the_file_api() {
+    let (p, sandbox) = provider(&format!("{GEMINI}\ninline_max_bytes = 1000")).await;
+    let (prompt, schema) = (document_prompt(), invoice_schema());
+    let answer = p.complete(&request(GEMINI_MODEL, &prompt, &schema, None)).await.unwrap();
+    assert_eq!(answer.answer, json!({"invoice_number": "INV-7", "total": 99.5}), "read through the uploaded file");
+    let body = bodies_at(&sandbox.received(), &gemini_path("generateContent")).remove(0);
+    let parts = body["contents"][0]["parts"].as_array().unwrap();
+    let uri = parts[0]["fileData"]["fileUri"].as_str().unwrap_or_else(|| panic!("fileData: {body}"));
+    assert!(uri.contains("/v1beta/files/"), "{uri}");
+    assert_eq!(parts[0]["fileData"]["mimeType"], "application/pdf");
+    check_gemini_generate(&body).unwrap();
+}
+
+#[tokio::test]
+async fn malformed_documents_are_refused_with_the_real_apis_error_shape() {
+    let schema = invoice_schema();
+    let (p, sandbox) = provider("kind = \"anthropic\"\nbase_url = \"http://{addr}\"").await;
+    let mut prompt = document_prompt();
+    prompt.documents.truncate(1);
+    prompt.documents[0].bytes = bytes::Bytes::from_static(b"not a pdf at all");
+    let e = p.complete(&request("claude-haiku-4-5", &prompt, &schema, None)).await.unwrap_err();
+    assert!(e.message.contains("messages.0.content.0.source"), "{e}");
+    assert!(!e.retryable(), "a malformed document is not retried: {e}");
+    assert_eq!(sandbox.stats().answered, 0);
 }

@@ -26,6 +26,7 @@ fn new_items(range: std::ops::Range<u32>) -> Vec<NewItem> {
             input: json!({"name": format!("thing {i}"), "description": ""}).to_string(),
             input_hash: format!("hash-{i}"),
             skip: None,
+            attachments: Vec::new(),
         })
         .collect()
 }

@@ -119,6 +119,12 @@ async fn submit_run_items(
             continue;
         }
         let Some(prompt) = prompt_for(engine, pipeline, &pack).await? else { continue };
+        // Each item's documents fit (checked when prepared); a packed line's together may not.
+        if let Err(breach) = pipeline.provider.check_documents(&prompt.documents) {
+            let e = crate::provider::permanent(breach);
+            record_provider_error(engine, pipeline, Holder::Lease(&engine.owner), &pack, &e).await?;
+            continue;
+        }
         let schema = schema_for(pipeline, &pack);
         let request = request_for(pipeline, &prompt, &schema, pack.len());
         // Provider custom ids allow [a-zA-Z0-9_-]{1,64}: the first item's id names the line.
@@ -219,7 +225,7 @@ async fn poll_due(engine: &Engine, pipeline: &Pipeline) -> Result<(), StoreError
                 let actor = format!("batch:{}", engine.owner);
                 let holder = Holder::Batch { id: batch.id, actor: &actor };
                 let items = engine.store.batch_items(batch.id).await?;
-                let pack: Vec<Prepared> = prepared_again(pipeline, items)?;
+                let pack: Vec<Prepared> = prepared_again(engine, pipeline, items).await?;
                 record_provider_error(engine, pipeline, holder, &pack, &e).await?;
                 engine.store.end_batch(batch.id, "failed", &message).await?;
             }
@@ -234,23 +240,30 @@ async fn poll_due(engine: &Engine, pipeline: &Pipeline) -> Result<(), StoreError
     Ok(())
 }
 
-/// Rebuilds the prepared form of batched items (their record and missing fields).
-fn prepared_again(pipeline: &Pipeline, items: Vec<crate::store::Item>) -> Result<Vec<Prepared>, StoreError> {
-    items
-        .into_iter()
-        .map(|item| {
-            let record = enrichd_connector::Record {
-                id: item.external_id.clone(),
-                version: enrichd_connector::Version(item.record_version.clone()),
-                fields: item.input_fields()?,
-                attachments: Vec::new(),
-                native: None,
-            };
-            let wanted =
-                crate::select::wanted_fields(&pipeline.config.select, pipeline.task().fields.values(), &record);
-            Ok(Prepared { item, record, wanted, documents: Vec::new() })
-        })
-        .collect()
+/// Rebuilds the prepared form of batched items (their record, missing fields and kept documents;
+/// nothing is fetched again).
+async fn prepared_again(
+    engine: &Engine,
+    pipeline: &Pipeline,
+    items: Vec<crate::store::Item>,
+) -> Result<Vec<Prepared>, StoreError> {
+    let mut out = Vec::with_capacity(items.len());
+    for item in items {
+        let record = enrichd_connector::Record {
+            id: item.external_id.clone(),
+            version: enrichd_connector::Version(item.record_version.clone()),
+            fields: item.input_fields()?,
+            attachments: Vec::new(),
+            native: None,
+        };
+        let wanted = crate::select::wanted_fields(&pipeline.config.select, pipeline.task().fields.values(), &record);
+        let documents = match pipeline.task().documents {
+            Some(_) => super::documents::kept_documents(engine, &item).await?,
+            None => Vec::new(),
+        };
+        out.push(Prepared { item, record, wanted, documents });
+    }
+    Ok(out)
 }
 
 /// Applies an ended batch's results: each line settles its own items; items without a line are
@@ -275,7 +288,7 @@ async fn settle(
             tracing::warn!(batch = batch.id, line = %result.custom_id, "a result for a line this batch does not hold (or already settled); ignored");
             continue;
         };
-        let pack = prepared_again(pipeline, items)?;
+        let pack = prepared_again(engine, pipeline, items).await?;
         let outcome = match result.outcome {
             Ok(c) => {
                 answered += 1;

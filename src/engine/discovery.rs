@@ -240,6 +240,7 @@ async fn discover(engine: &Engine, pipeline: &Pipeline, run: Run, stop: &Cancell
                 input: serde_json::to_string(&record.fields).unwrap_or_default(),
                 input_hash: hash,
                 skip,
+                attachments: record.attachments.clone(),
             });
         }
         let next = if limit_reached { cursor.clone() } else { page.next.clone() };

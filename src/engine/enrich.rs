@@ -134,19 +134,44 @@ pub(super) async fn prepare(
 ) -> Result<Vec<Prepared>, StoreError> {
     let mut out = Vec::with_capacity(items.len());
     for item in items {
+        let task = pipeline.task();
         let record = Record {
             id: item.external_id.clone(),
             version: Version(item.record_version.clone()),
             fields: item.input_fields()?,
-            attachments: Vec::new(),
+            // Kept with the item at discovery; read back only for tasks that read documents.
+            attachments: match task.documents {
+                Some(_) => engine.store.attachments_of(item.id).await?,
+                None => Vec::new(),
+            },
             native: None,
         };
-        let wanted = wanted_fields(&pipeline.config.select, pipeline.task().fields.values(), &record);
+        let wanted = wanted_fields(&pipeline.config.select, task.fields.values(), &record);
         if wanted.is_empty() {
             engine.store.skip_leased(&item, &engine.owner, "nothing is missing").await?;
             continue;
         }
-        out.push(Prepared { item, record, wanted, documents: Vec::new() });
+        let documents = match &task.documents {
+            None => Vec::new(),
+            Some(rule) => {
+                match super::documents::documents_for(engine, pipeline, &item, &record.attachments, rule).await? {
+                    Ok(documents) => documents,
+                    Err(failure) => {
+                        // This item only: the others of the claim go on.
+                        let recorded = EnrichFailure {
+                            error: &failure.message,
+                            retryable: failure.retryable,
+                            retry_after: failure.retry_after,
+                            raw_output: None,
+                            usage: Usage::default(),
+                        };
+                        engine.store.fail_enrichment(&item, &engine.owner, recorded, engine.retry_policy()).await?;
+                        continue;
+                    }
+                }
+            }
+        };
+        out.push(Prepared { item, record, wanted, documents });
     }
     Ok(out)
 }
@@ -165,7 +190,15 @@ pub(super) async fn prompt_for(
         pipeline.task().render_pack(&pipeline.config.entity, &records, &pipeline.config.vars)
     };
     match rendered {
-        Ok(p) => Ok(Some(p)),
+        Ok(mut p) => {
+            let attached: Vec<(&str, &crate::document::Document)> =
+                pack.iter().flat_map(|p| p.documents.iter().map(|d| (p.record.id.as_str(), d))).collect();
+            if !attached.is_empty() {
+                p.user.push_str(&super::documents::listing(&attached));
+                p.documents = attached.into_iter().map(|(_, d)| d.clone()).collect();
+            }
+            Ok(Some(p))
+        }
         Err(message) => {
             for p in pack {
                 engine

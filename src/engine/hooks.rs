@@ -79,6 +79,7 @@ pub(super) async fn discover(engine: &Engine, pipeline: &Pipeline, run: Run, sto
                 input: serde_json::to_string(&record.fields).unwrap_or_default(),
                 input_hash: hash,
                 skip,
+                attachments: record.attachments.clone(),
             }
         })
         .collect();

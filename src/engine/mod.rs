@@ -8,6 +8,7 @@
 
 mod batch;
 mod discovery;
+mod documents;
 mod enrich;
 mod hooks;
 mod lookup;

@@ -89,7 +89,7 @@ impl Anthropic {
         let mut body = json!({
             "model": request.model,
             "max_tokens": request.max_output_tokens,
-            "messages": [{"role": "user", "content": request.prompt.user}],
+            "messages": [{"role": "user", "content": user_content(request)}],
         });
         if let Some(system) = &request.prompt.system {
             body["system"] = json!(system);
@@ -229,4 +229,26 @@ impl Anthropic {
         };
         Ok(Completion { answer, raw, usage })
     }
+}
+
+/// The user message's content: the text alone, or the documents first (`document` blocks for PDFs,
+/// `image` blocks for images, base64) and the text after them, as Anthropic advises.
+fn user_content(request: &CompletionRequest<'_>) -> Value {
+    let documents = &request.prompt.documents;
+    if documents.is_empty() {
+        return json!(request.prompt.user);
+    }
+    let mut blocks: Vec<Value> = documents
+        .iter()
+        .map(|d| {
+            let source = json!({"type": "base64", "media_type": d.media_type, "data": super::documents::base64(d)});
+            if d.is_image() {
+                json!({"type": "image", "source": source})
+            } else {
+                json!({"type": "document", "source": source, "title": d.name})
+            }
+        })
+        .collect();
+    blocks.push(json!({"type": "text", "text": request.prompt.user}));
+    Value::Array(blocks)
 }

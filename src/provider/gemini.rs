@@ -35,6 +35,7 @@ pub struct Gemini {
     pub(super) gate: Arc<RateGate>,
     batch_limits: BatchLimits,
     inline_max_bytes: usize,
+    request_inline_max_bytes: usize,
 }
 
 /// Google documents no request count per batch; this keeps one batch's results a size that is read
@@ -140,6 +141,10 @@ impl Gemini {
                 .batch_inline_max_bytes
                 .unwrap_or(Self::INLINE_MAX_BYTES)
                 .min(Self::INLINE_MAX_BYTES),
+            request_inline_max_bytes: config
+                .inline_max_bytes
+                .unwrap_or(Self::REQUEST_INLINE_MAX_BYTES)
+                .min(Self::REQUEST_INLINE_MAX_BYTES),
         }
     }
 
@@ -156,8 +161,15 @@ impl Gemini {
         Ok(())
     }
 
-    /// The `GenerateContentRequest`, exactly as sent.
+    /// The `GenerateContentRequest`, exactly as sent, with every document inline.
     pub fn body(&self, request: &CompletionRequest<'_>) -> Value {
+        self.body_with(request, &[])
+    }
+
+    /// The request with the documents whose index has a URI in `uploaded` referred to by that File
+    /// API URI (`fileData`), the others inline (`inlineData`, base64). Documents come before the
+    /// text, as Google advises for a prompt about a document.
+    fn body_with(&self, request: &CompletionRequest<'_>, uploaded: &[Option<String>]) -> Value {
         let mut generation = json!({
             "responseMimeType": "application/json",
             "responseJsonSchema": request.schema,
@@ -169,8 +181,19 @@ impl Gemini {
         if let Some(budget) = self.thinking_budget {
             generation["thinkingConfig"] = json!({"thinkingBudget": budget});
         }
+        let mut parts: Vec<Value> = request
+            .prompt
+            .documents
+            .iter()
+            .enumerate()
+            .map(|(i, d)| match uploaded.get(i).cloned().flatten() {
+                Some(uri) => json!({"fileData": {"mimeType": d.media_type, "fileUri": uri}}),
+                None => json!({"inlineData": {"mimeType": d.media_type, "data": super::documents::base64(d)}}),
+            })
+            .collect();
+        parts.push(json!({"text": request.prompt.user}));
         let mut body = json!({
-            "contents": [{"role": "user", "parts": [{"text": request.prompt.user}]}],
+            "contents": [{"role": "user", "parts": parts}],
             "generationConfig": generation,
         });
         if let Some(system) = &request.prompt.system {
@@ -182,7 +205,8 @@ impl Gemini {
     pub async fn complete(&self, request: &CompletionRequest<'_>) -> Result<Completion, ProviderError> {
         let what = format!("provider {}: generateContent with {}", self.name, request.model);
         let url = format!("{}/v1beta/{}:generateContent", self.base_url, model_path(request.model));
-        let post = self.authorized(self.http.post(url)).json(&self.body(request));
+        let uploaded = self.upload_documents(request, &what).await?;
+        let post = self.authorized(self.http.post(url)).json(&self.body_with(request, &uploaded));
         let response: Value = call_json(post, &what, &self.gate).await?;
         parse(response, &what, request.max_output_tokens)
     }
@@ -213,6 +237,62 @@ impl Gemini {
         let post = self.authorized(self.http.post(url)).json(&body);
         let operation: Operation = call_json(post, &format!("{what}: create"), &self.gate).await?;
         Ok(operation.name)
+    }
+
+    /// Google's limit for a `generateContent` request carrying its data inline.
+    pub const REQUEST_INLINE_MAX_BYTES: usize = 20 * 1024 * 1024;
+
+    /// When the request would pass 20 MB with every document inline, uploads documents through the
+    /// File API, largest first, until the rest fits; returns each document's file URI (or `None`:
+    /// inline).
+    async fn upload_documents(
+        &self,
+        request: &CompletionRequest<'_>,
+        what: &str,
+    ) -> Result<Vec<Option<String>>, ProviderError> {
+        let documents = &request.prompt.documents;
+        let mut uploaded: Vec<Option<String>> = vec![None; documents.len()];
+        let mut size = self.body(request).to_string().len();
+        let mut largest: Vec<usize> = (0..documents.len()).collect();
+        largest.sort_by_key(|i| std::cmp::Reverse(documents[*i].bytes.len()));
+        for i in largest {
+            if size <= self.request_inline_max_bytes {
+                break;
+            }
+            let d = &documents[i];
+            uploaded[i] = Some(self.upload_document(d, &format!("{what}: upload {}", d.name)).await?);
+            size = size.saturating_sub(super::documents::base64_len(d.bytes.len()));
+        }
+        Ok(uploaded)
+    }
+
+    /// Uploads one document (resumable protocol, one chunk); returns its `uri`.
+    async fn upload_document(&self, d: &crate::document::Document, what: &str) -> Result<String, ProviderError> {
+        let start = self
+            .authorized(self.http.post(format!("{}/upload/v1beta/files", self.base_url)))
+            .header("x-goog-upload-protocol", "resumable")
+            .header("x-goog-upload-command", "start")
+            .header("x-goog-upload-header-content-length", d.bytes.len())
+            .header("x-goog-upload-header-content-type", d.media_type.as_str())
+            .json(&json!({"file": {"displayName": d.name}}));
+        let started = send(start, &format!("{what}: start"), &self.gate).await?;
+        let upload_url = started
+            .headers()
+            .get("x-goog-upload-url")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+            .ok_or_else(|| super::transient(format!("{what}: the upload start answered no x-goog-upload-url")))?;
+        let finish = self
+            .authorized(self.http.post(upload_url))
+            .header("x-goog-upload-command", "upload, finalize")
+            .header("x-goog-upload-offset", "0")
+            .header(reqwest::header::CONTENT_TYPE, d.media_type.as_str())
+            .body(d.bytes.clone());
+        let file: Value = call_json(finish, what, &self.gate).await?;
+        file["file"]["uri"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| super::transient(format!("{what}: the upload answered no file uri")))
     }
 
     /// Uploads `lines` as a JSONL file (the File API's resumable protocol, in one chunk); returns

@@ -2,6 +2,7 @@
 //! JSON back, with usage and cost. The set of provider kinds is closed, so it is an enum.
 
 mod anthropic;
+pub mod documents;
 mod gemini;
 pub mod limit;
 mod openai;
@@ -166,9 +167,28 @@ impl Provider {
         }
     }
 
-    /// Sends one request once it may go under the credential's rate limits.
+    /// How this provider takes documents, for its limits and token counting.
+    pub fn document_kind(&self) -> documents::Kind {
+        match self {
+            Provider::OpenAi(p) if p.documents_as_text() => documents::Kind::OpenAiText,
+            Provider::OpenAi(_) => documents::Kind::OpenAi,
+            Provider::Anthropic(_) => documents::Kind::Anthropic,
+            Provider::Gemini(_) => documents::Kind::Gemini,
+        }
+    }
+
+    /// Whether this provider can take `documents` in one request (its documented page and size
+    /// limits; a text-only server takes PDFs with a text layer only). The error names the document
+    /// and the limit.
+    pub fn check_documents(&self, documents: &[crate::document::Document]) -> Result<(), String> {
+        documents::check(self.document_kind(), documents)
+    }
+
+    /// Sends one request once it may go under the credential's rate limits. A request whose
+    /// documents the provider cannot take is refused here, never sent.
     pub async fn complete(&self, request: &CompletionRequest<'_>) -> Result<Completion, ProviderError> {
-        self.gate().acquire(estimate_tokens(request)).await;
+        self.check_documents(&request.prompt.documents).map_err(permanent)?;
+        self.gate().acquire(estimate_tokens_for(self.document_kind(), request)).await;
         match self {
             Provider::OpenAi(p) => p.complete(request).await,
             Provider::Anthropic(p) => p.complete(request).await,
@@ -250,10 +270,19 @@ impl Provider {
     }
 }
 
-/// Tokens a request will use at most: its prompt (about four characters a token) and its answer.
+/// Tokens a request will use at most: its prompt (about four characters a token), its documents
+/// (counted as a vision model reads them: the text layer plus an image per page) and its answer.
 pub fn estimate_tokens(request: &CompletionRequest<'_>) -> u32 {
+    estimate_tokens_for(documents::Kind::Anthropic, request)
+}
+
+/// [`estimate_tokens`] with documents counted the way provider `kind` counts them.
+pub fn estimate_tokens_for(kind: documents::Kind, request: &CompletionRequest<'_>) -> u32 {
     let chars = request.prompt.user.len() + request.prompt.system.as_ref().map_or(0, String::len);
-    (chars.div_ceil(4) as u32).saturating_add(request.max_output_tokens)
+    let documents: u64 = request.prompt.documents.iter().map(|d| documents::tokens(kind, d)).sum();
+    (chars.div_ceil(4) as u32)
+        .saturating_add(u32::try_from(documents).unwrap_or(u32::MAX))
+        .saturating_add(request.max_output_tokens)
 }
 
 /// Maps an HTTP failure to a provider error. A 429 that means the account is out of money (OpenAI
@@ -438,6 +467,37 @@ mod tests {
         assert_eq!(without_snapshot_date("gpt-5-mini-2025-08-07"), Some("gpt-5-mini"));
         assert_eq!(without_snapshot_date("claude-haiku-4-5"), None);
         assert!(BUILT_IN_PRICES.iter().all(|p| p.source.contains("20")), "every price names its source date");
+    }
+}
+
+#[cfg(test)]
+mod estimates {
+    use super::*;
+
+    #[test]
+    fn estimates_count_documents_as_the_provider_does() {
+        fn request<'a>(prompt: &'a Prompt, schema: &'a Value) -> CompletionRequest<'a> {
+            CompletionRequest {
+                model: "m",
+                prompt,
+                schema_name: "t",
+                schema,
+                max_output_tokens: 100,
+                temperature: None,
+            }
+        }
+        let schema = serde_json::json!({});
+        let mut prompt = Prompt { system: None, user: "x".repeat(400), documents: Vec::new() };
+        assert_eq!(estimate_tokens_for(documents::Kind::Gemini, &request(&prompt, &schema)), 200);
+        prompt.documents.push(crate::document::Document {
+            name: "a.pdf".into(),
+            media_type: crate::document::PDF.into(),
+            bytes: bytes::Bytes::from_static(b"%PDF-"),
+            text: None,
+            pages: Some(3),
+        });
+        assert_eq!(estimate_tokens_for(documents::Kind::Gemini, &request(&prompt, &schema)), 200 + 3 * 258);
+        assert_eq!(estimate_tokens(&request(&prompt, &schema)), 200 + 3 * 1_600);
     }
 }
 

@@ -16,7 +16,7 @@ use super::{
     BatchLimits, BatchPoll, BatchResult, Completion, CompletionRequest, ProviderError, ProviderErrorKind, RateGate,
     TokenUsage, call_json, schema_name,
 };
-use crate::config::{KeyHeader, OpenAiProvider, PriceConfig};
+use crate::config::{DocumentInput, KeyHeader, OpenAiProvider, PriceConfig};
 
 pub struct OpenAi {
     name: String,
@@ -28,6 +28,7 @@ pub struct OpenAi {
     pub(super) prices: BTreeMap<String, PriceConfig>,
     pub(super) gate: Arc<RateGate>,
     batch_limits: BatchLimits,
+    documents: DocumentInput,
 }
 
 #[derive(Deserialize)]
@@ -96,7 +97,35 @@ impl OpenAi {
                 max_requests: config.batch_max_requests.unwrap_or(MAX_BATCH_REQUESTS).min(MAX_BATCH_REQUESTS),
                 max_bytes: config.batch_max_bytes.unwrap_or(MAX_BATCH_BYTES).min(MAX_BATCH_BYTES),
             },
+            documents: config.documents,
         }
+    }
+
+    /// Whether documents go as their text layer (`documents = "text"`: a server without document input).
+    pub fn documents_as_text(&self) -> bool {
+        self.documents == DocumentInput::Text
+    }
+
+    /// The user message's content: the text alone, or with the documents as `file` parts (PDFs,
+    /// `file_data` a data URL) and `image_url` parts (images), or — for a text-only server — with
+    /// each PDF's text layer fenced as data after it.
+    fn user_content(&self, request: &CompletionRequest<'_>) -> Value {
+        let documents = &request.prompt.documents;
+        if documents.is_empty() {
+            return json!(request.prompt.user);
+        }
+        if self.documents_as_text() {
+            return json!(format!("{}{}", request.prompt.user, super::documents::fenced_text(documents)));
+        }
+        let mut parts = vec![json!({"type": "text", "text": request.prompt.user})];
+        for d in documents {
+            parts.push(if d.is_image() {
+                json!({"type": "image_url", "image_url": {"url": super::documents::data_url(d)}})
+            } else {
+                json!({"type": "file", "file": {"filename": d.name, "file_data": super::documents::data_url(d)}})
+            });
+        }
+        Value::Array(parts)
     }
 
     fn authorized(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
@@ -136,7 +165,7 @@ impl OpenAi {
         if let Some(system) = &request.prompt.system {
             messages.push(json!({"role": "system", "content": system}));
         }
-        messages.push(json!({"role": "user", "content": request.prompt.user}));
+        messages.push(json!({"role": "user", "content": self.user_content(request)}));
         let mut body = json!({
             "model": request.model,
             "messages": messages,

@@ -232,6 +232,8 @@ pub struct NewItem {
     pub input_hash: String,
     /// `Some(reason)`: goes straight to `skipped`.
     pub skip: Option<String>,
+    /// The record's attachments as the connector listed them (fetched only when a task reads them).
+    pub attachments: Vec<enrichd_connector::AttachmentRef>,
 }
 
 /// An earlier item for the same record, used to avoid enriching it twice.
@@ -551,11 +553,11 @@ impl Store {
         let max_attempts: i64 = run.try_get("max_attempts")?;
 
         let mut inserted: Vec<(i64, &NewItem)> = Vec::with_capacity(items.len());
-        const COLUMNS: usize = 14;
+        const COLUMNS: usize = 15;
         for chunk in items.chunks(rows_per_statement(self.backend, COLUMNS, 50)) {
             let mut sql = String::from(
                 "INSERT INTO items (run_id, pipeline, entity, external_id, state, prev_state, last_error, max_attempts, \
-                 record_version, input, input_hash, task_version, created_at, updated_at) VALUES ",
+                 record_version, input, input_hash, task_version, created_at, updated_at, attachments) VALUES ",
             );
             for i in 0..chunk.len() {
                 if i > 0 {
@@ -582,7 +584,11 @@ impl Store {
                     .bind(item.input_hash.as_str())
                     .bind(task_version)
                     .bind(now)
-                    .bind(now);
+                    .bind(now)
+                    .bind(
+                        (!item.attachments.is_empty())
+                            .then(|| serde_json::to_string(&item.attachments).unwrap_or_default()),
+                    );
             }
             for row in q.fetch_all(&mut **tx).await? {
                 let id: i64 = row.try_get("id")?;

@@ -14,6 +14,7 @@
 mod batches;
 mod commit;
 mod credentials;
+mod documents;
 mod evals;
 mod hooks;
 mod items;
@@ -31,6 +32,7 @@ use sqlx::{AnyPool, Executor, Row};
 
 pub use batches::{BatchRow, NewBatch};
 pub use credentials::CredentialVault;
+pub use documents::StoredDocument;
 pub use evals::{NewEval, StoredEval};
 pub use hooks::{HookQueued, HookRecord};
 pub use items::{

@@ -3,8 +3,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use enrichd_connector::lookup::{BillQuery, LookUp, Organisation};
 use enrichd_connector::{
-    Change, Connector, ConnectorError, Page, PageRequest, Record, Version, WriteOutcome, WriteResult, WriteSubmission,
-    http,
+    AttachmentRef, Change, Connector, ConnectorError, Page, PageRequest, Record, Version, WriteOutcome, WriteResult,
+    WriteSubmission, http,
 };
 use reqwest::header::HeaderMap;
 use secrecy::{ExposeSecret, SecretString};
@@ -25,6 +25,8 @@ struct WireRecord {
     id: String,
     version: String,
     fields: Map<String, Value>,
+    #[serde(default)]
+    attachments: Vec<AttachmentRef>,
 }
 
 #[derive(Deserialize)]
@@ -74,7 +76,13 @@ impl TestStore {
 }
 
 fn into_record(wire: WireRecord) -> Record {
-    Record { id: wire.id, version: Version(wire.version), fields: wire.fields, attachments: Vec::new(), native: None }
+    Record {
+        id: wire.id,
+        version: Version(wire.version),
+        fields: wire.fields,
+        attachments: wire.attachments,
+        native: None,
+    }
 }
 
 fn header_u64(headers: &HeaderMap, name: &str) -> Option<u64> {
@@ -119,6 +127,17 @@ impl Connector for TestStore {
             out.extend(records);
         }
         Ok(out)
+    }
+
+    async fn fetch_attachment(&self, attachment: &AttachmentRef) -> Result<bytes::Bytes, ConnectorError> {
+        let what = format!("teststore: attachment {} ({})", attachment.name, attachment.id);
+        let url = if attachment.href.starts_with("http") {
+            attachment.href.clone()
+        } else {
+            format!("{}{}", self.base_url, attachment.href)
+        };
+        let response = http::send(self.http.get(url).bearer_auth(self.token.expose_secret()), &what).await?;
+        response.bytes().await.map_err(|e| ConnectorError::transient(format!("{what}: reading the body: {e}")))
     }
 
     fn max_write_batch(&self) -> usize {

@@ -68,12 +68,24 @@ pub struct Stats {
     /// Requests hung by `timeout_rate` (nothing done) and writes applied whose response was hung.
     pub hung: u64,
     pub lost_responses: u64,
+    /// Attachment downloads (`GET /api/attachments/{id}`).
+    pub attachment_requests: u64,
 }
 
 #[derive(Debug, Clone)]
 struct Stored {
     version: u64,
     fields: Map<String, Value>,
+    /// Ids of the attachments listed with the record, in order.
+    attachments: Vec<String>,
+}
+
+/// A file attached to a record.
+#[derive(Debug, Clone)]
+struct Attachment {
+    name: String,
+    content_type: String,
+    bytes: Vec<u8>,
 }
 
 #[derive(Default)]
@@ -89,6 +101,7 @@ struct Inner {
     list_resume: Option<(String, u64, u64)>,
     /// The fault generator, when seeded.
     rng: Option<StdRng>,
+    attachments: BTreeMap<String, Attachment>,
     /// `GET /organisation`, when set.
     organisation: Option<Organisation>,
     /// Look-ups answered (`POST /api/{entity}/look_up`), when enabled.
@@ -129,7 +142,23 @@ impl Sandbox {
     pub fn insert(&self, entity: &str, id: u64, fields: Map<String, Value>) {
         let mut inner = self.lock();
         inner.list_resume = None;
-        inner.entities.entry(entity.into()).or_default().insert(id, Stored { version: 1, fields });
+        inner
+            .entities
+            .entry(entity.into())
+            .or_default()
+            .insert(id, Stored { version: 1, fields, attachments: Vec::new() });
+    }
+
+    /// Attaches a file to record `id` of `entity` (listed with the record, served at
+    /// `/api/attachments/{attachment id}`); returns the attachment's id.
+    pub fn attach(&self, entity: &str, id: u64, name: &str, content_type: &str, bytes: Vec<u8>) -> Option<String> {
+        let mut inner = self.lock();
+        let attachment_id = format!("att-{}", inner.attachments.len() + 1);
+        let record = inner.entities.get_mut(entity)?.get_mut(&id)?;
+        record.attachments.push(attachment_id.clone());
+        let attachment = Attachment { name: name.into(), content_type: content_type.into(), bytes };
+        inner.attachments.insert(attachment_id.clone(), attachment);
+        Some(attachment_id)
     }
 
     /// Fills `product` with `count` sparse hardware-catalogue products, ids 1..=count. Every product
@@ -158,7 +187,7 @@ impl Sandbox {
                 "description": description,
             });
             let Value::Object(fields) = fields else { unreachable!() };
-            products.insert(id, Stored { version: 1, fields });
+            products.insert(id, Stored { version: 1, fields, attachments: Vec::new() });
         }
     }
 
@@ -240,6 +269,7 @@ impl Sandbox {
     pub fn router(&self) -> Router {
         Router::new()
             .route("/api/{entity}", get(list))
+            .route("/api/attachments/{id}", get(attachment))
             .route("/api/{entity}/batch", post(batch))
             .route("/api/{entity}/look_up", post(look_up))
             .route("/organisation", get(organisation))
@@ -299,8 +329,34 @@ fn error(status: StatusCode, code: &str, message: &str) -> Response {
     (status, Json(json!({"code": code, "message": message, "data": {"status": status.as_u16()}}))).into_response()
 }
 
-fn wire(id: u64, record: &Stored) -> Value {
-    json!({"id": id.to_string(), "version": record.version.to_string(), "fields": record.fields})
+fn wire(id: u64, record: &Stored, attachments: &BTreeMap<String, Attachment>) -> Value {
+    let mut out = json!({"id": id.to_string(), "version": record.version.to_string(), "fields": record.fields});
+    if !record.attachments.is_empty() {
+        let listed: Vec<Value> = record
+            .attachments
+            .iter()
+            .filter_map(|a| attachments.get(a).map(|found| (a, found)))
+            .map(|(a, found)| {
+                json!({"id": a, "name": found.name, "content_type": found.content_type,
+                    "size": found.bytes.len(), "href": format!("/api/attachments/{a}")})
+            })
+            .collect();
+        out["attachments"] = Value::Array(listed);
+    }
+    out
+}
+
+/// `GET /api/attachments/{id}`: the file's bytes.
+async fn attachment(State(sandbox): State<Sandbox>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+    if let Some(response) = sandbox.gate(&headers).await {
+        return response;
+    }
+    let mut inner = sandbox.lock();
+    inner.stats.attachment_requests += 1;
+    match inner.attachments.get(&id) {
+        Some(a) => ([("content-type", a.content_type.clone())], a.bytes.clone()).into_response(),
+        None => error(StatusCode::NOT_FOUND, "not_found", &format!("No attachment {id}.")),
+    }
 }
 
 #[derive(Deserialize)]
@@ -328,7 +384,7 @@ async fn list(
         let found: Vec<Value> = ids
             .split(',')
             .filter_map(|id| id.trim().parse::<u64>().ok())
-            .filter_map(|id| records.get(&id).map(|r| wire(id, r)))
+            .filter_map(|id| records.get(&id).map(|r| wire(id, r, &inner.attachments)))
             .collect();
         return Json(found).into_response();
     }
@@ -367,7 +423,7 @@ async fn list(
                 Some(next) => Box::new(r.range(next..)),
                 None => Box::new(r.iter().skip(offset as usize)),
             };
-            page.take(per_page as usize).map(|(id, rec)| (*id, wire(*id, rec))).collect()
+            page.take(per_page as usize).map(|(id, rec)| (*id, wire(*id, rec, &inner.attachments))).collect()
         })
         .unwrap_or_default();
     if let Some((last, _)) = body.last() {

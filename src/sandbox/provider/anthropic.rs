@@ -8,7 +8,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
+use super::documents::{Carried, carried, document_tokens};
 use super::{Batch, BatchKind, Begin, Fault, Faults, LineOutcome, ProviderSandbox, Spoil, spoiled_text, tokens};
+use crate::provider::documents::Kind;
 
 pub(super) fn routes() -> Router<ProviderSandbox> {
     Router::new()
@@ -106,7 +108,12 @@ fn answer_message(sandbox: &ProviderSandbox, faults: &Faults, body: &Value) -> R
     else {
         return Err((400, error_body("invalid_request_error", "model, max_tokens and messages are required")));
     };
-    let user = msgs.iter().rev().find(|m| m["role"] == "user").and_then(|m| m["content"].as_str()).unwrap_or_default();
+    let at = msgs.iter().rposition(|m| m["role"] == "user").unwrap_or(0);
+    let (user, carried) = match msgs.get(at).map(|m| user_content(at, &m["content"])).transpose() {
+        Ok(found) => found.unwrap_or_default(),
+        Err(message) => return Err((400, error_body("invalid_request_error", &message))),
+    };
+    let user = user.as_str();
     let forced_tool = body["tool_choice"]["type"] == "tool";
     let schema = if forced_tool {
         let name = &body["tool_choice"]["name"];
@@ -114,7 +121,7 @@ fn answer_message(sandbox: &ProviderSandbox, faults: &Faults, body: &Value) -> R
     } else {
         body["output_config"]["format"]["schema"].as_object().map(|_| body["output_config"]["format"]["schema"].clone())
     };
-    let answer = sandbox.answer(faults, schema.as_ref().unwrap_or(&Value::Null), user);
+    let answer = sandbox.answer_reading(faults, schema.as_ref().unwrap_or(&Value::Null), user, &carried);
     let spoil = sandbox.spoil(faults);
     let text = spoiled_text(&answer, spoil);
     let (content, stop) = match spoil {
@@ -137,7 +144,7 @@ fn answer_message(sandbox: &ProviderSandbox, faults: &Faults, body: &Value) -> R
         "stop_reason": stop,
         "stop_sequence": null,
         "usage": {
-            "input_tokens": tokens(user) + system,
+            "input_tokens": tokens(user) + system + document_tokens(Kind::Anthropic, &carried),
             "output_tokens": tokens(&text).min(max_tokens),
             "cache_creation_input_tokens": 0,
             "cache_read_input_tokens": 0,
@@ -291,4 +298,49 @@ async fn results(State(sandbox): State<ProviderSandbox>, headers: HeaderMap, Pat
         return error(StatusCode::NOT_FOUND, "not_found_error", &format!("batch {id} has no results yet"));
     };
     ([("content-type", "application/binary")], lines).into_response()
+}
+
+/// The text and documents of user message `at`: a string, or content blocks (`text`, `document`
+/// with a base64 PDF, `image` with a base64 PNG, JPEG, GIF or WebP). A malformed block is refused
+/// the way the Messages API refuses it, naming its path.
+fn user_content(at: usize, content: &Value) -> Result<(String, Vec<Carried>), String> {
+    if let Some(text) = content.as_str() {
+        return Ok((text.to_owned(), Vec::new()));
+    }
+    let Some(blocks) = content.as_array() else {
+        return Err(format!("messages.{at}.content: Input should be a valid string or list"));
+    };
+    let (mut text, mut documents) = (String::new(), Vec::new());
+    for (i, block) in blocks.iter().enumerate() {
+        let path = format!("messages.{at}.content.{i}");
+        let source = &block["source"];
+        let kind = block["type"].as_str().unwrap_or_default();
+        match kind {
+            "text" => text.push_str(block["text"].as_str().ok_or_else(|| format!("{path}.text: Field required"))?),
+            "document" | "image" => {
+                if source["type"] != "base64" {
+                    return Err(format!("{path}.source.type: the sandbox takes base64 sources"));
+                }
+                let media_type =
+                    source["media_type"].as_str().ok_or_else(|| format!("{path}.source.media_type: Field required"))?;
+                let allowed: &[&str] = if kind == "document" {
+                    &["application/pdf"]
+                } else {
+                    &["image/jpeg", "image/png", "image/gif", "image/webp"]
+                };
+                if !allowed.contains(&media_type) {
+                    return Err(format!("{path}.source.media_type: Input should be {}", allowed.join(", ")));
+                }
+                let data = source["data"].as_str().ok_or_else(|| format!("{path}.source.data: Field required"))?;
+                let name = block["title"].as_str().unwrap_or(kind);
+                documents.push(carried(name, media_type, data).map_err(|e| format!("{path}.source: {e}"))?);
+            }
+            other => {
+                return Err(format!(
+                    "{path}.type: Input tag '{other}' found using 'type' does not match any of the expected tags"
+                ));
+            }
+        }
+    }
+    Ok((text, documents))
 }

@@ -177,10 +177,14 @@ fn answer(sandbox: &ProviderSandbox, faults: &Faults, model: &str, body: &Value)
     let text_of = |c: &Value| -> String {
         c["parts"].as_array().into_iter().flatten().filter_map(|p| p["text"].as_str()).collect::<Vec<_>>().join("")
     };
-    let user = contents.iter().rev().find(|c| c["role"].as_str().is_none_or(|r| r == "user")).map(text_of);
-    let user = user.unwrap_or_default();
+    let at = contents.iter().rposition(|c| c["role"].as_str().is_none_or(|r| r == "user"));
+    let user = at.map(|at| text_of(&contents[at])).unwrap_or_default();
+    let carried = match at.map(|at| documents_of(sandbox, at, &contents[at])).transpose() {
+        Ok(found) => found.unwrap_or_default(),
+        Err(message) => return Err(invalid(&message)),
+    };
     let system = text_of(&body["systemInstruction"]);
-    let answer = sandbox.answer(faults, schema.unwrap_or(&Value::Null), &user);
+    let answer = sandbox.answer_reading(faults, schema.unwrap_or(&Value::Null), &user, &carried);
     let spoil = sandbox.spoil(faults);
     let text = spoiled_text(&answer, spoil);
     let max_tokens = config["maxOutputTokens"].as_u64().unwrap_or(8192);
@@ -197,7 +201,9 @@ fn answer(sandbox: &ProviderSandbox, faults: &Faults, model: &str, body: &Value)
         }
     };
     let output = if spoil == Spoil::Refusal { 0 } else { tokens(&text).min(max_tokens) };
-    let prompt = tokens(&user) + tokens(&system);
+    let prompt = tokens(&user)
+        + tokens(&system)
+        + super::documents::document_tokens(crate::provider::documents::Kind::Gemini, &carried);
     Ok(json!({
         "candidates": [candidate],
         "usageMetadata": {
@@ -469,6 +475,11 @@ async fn upload(
         }
         let id = sandbox.new_id("upload-");
         sandbox.put_file(&format!("files/{id}"), Vec::new());
+        let media_type = header("x-goog-upload-header-content-type");
+        sandbox.set_file_type(
+            &format!("files/{id}"),
+            if media_type.is_empty() { "application/octet-stream" } else { media_type },
+        );
         let url = format!("http://{}/upload/v1beta/files?upload_id={id}&upload_protocol=resumable", header("host"));
         let mut response = Json(json!({})).into_response();
         if let Ok(v) = HeaderValue::from_str(&url) {
@@ -486,8 +497,10 @@ async fn upload(
     }
     let size = body.len();
     sandbox.put_file(&name, body.to_vec());
+    let media_type = sandbox.file_type(&name).unwrap_or_else(|| "application/octet-stream".into());
+    let uri = format!("http://{}/v1beta/{name}", header("host"));
     Json(
-        json!({"file": {"name": name, "mimeType": "application/jsonl", "sizeBytes": size.to_string(), "state": "ACTIVE",
+        json!({"file": {"name": name, "uri": uri, "mimeType": media_type, "sizeBytes": size.to_string(), "state": "ACTIVE",
         "createTime": rfc3339(super::unix_now())}}),
     )
     .into_response()
@@ -510,4 +523,47 @@ async fn download(
         Some(bytes) => ([("content-type", "application/octet-stream")], bytes).into_response(),
         None => error(404, "NOT_FOUND", &format!("File files/{id} not found."), json!([])),
     }
+}
+
+/// The documents in content `at`'s parts: `inlineData` (base64) and `fileData` (a file uploaded to
+/// this sandbox's File API), either spelling (the API takes camelCase and snake_case). A malformed
+/// part is refused as `INVALID_ARGUMENT`, naming its path.
+fn documents_of(
+    sandbox: &ProviderSandbox,
+    at: usize,
+    content: &Value,
+) -> Result<Vec<super::documents::Carried>, String> {
+    let mut out = Vec::new();
+    for (i, part) in content["parts"].as_array().into_iter().flatten().enumerate() {
+        let path = format!("contents[{at}].parts[{i}]");
+        let field = |camel: &str, snake: &str| part.get(camel).or_else(|| part.get(snake)).cloned();
+        if let Some(inline) = field("inlineData", "inline_data") {
+            let media_type = inline.get("mimeType").or_else(|| inline.get("mime_type")).and_then(Value::as_str);
+            let Some(media_type) = media_type else {
+                return Err(format!(
+                    "* GenerateContentRequest.{path}.inline_data.mime_type: mime_type is not specified"
+                ));
+            };
+            let data = inline["data"]
+                .as_str()
+                .ok_or_else(|| format!("* GenerateContentRequest.{path}.inline_data.data: data is not specified"))?;
+            out.push(
+                super::documents::carried("inline", media_type, data)
+                    .map_err(|e| format!("Invalid value at '{path}.inline_data' ({media_type}): {e}"))?,
+            );
+        } else if let Some(file) = field("fileData", "file_data") {
+            let uri = file.get("fileUri").or_else(|| file.get("file_uri")).and_then(Value::as_str).unwrap_or_default();
+            let name = uri.rsplit_once("/v1beta/").map(|(_, n)| n).unwrap_or(uri);
+            let (Some(bytes), Some(media_type)) = (sandbox.file(name), sandbox.file_type(name)) else {
+                return Err(format!(
+                    "* GenerateContentRequest.{path}.file_data.file_uri: the file {uri} does not exist or you do not have permission to access it"
+                ));
+            };
+            out.push(
+                super::documents::from_bytes(name, &media_type, bytes)
+                    .map_err(|e| format!("Invalid value at '{path}.file_data' ({media_type}): {e}"))?,
+            );
+        }
+    }
+    Ok(out)
 }

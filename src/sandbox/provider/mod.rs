@@ -17,6 +17,7 @@
 mod anthropic;
 pub mod classify;
 mod copy;
+pub mod documents;
 mod gemini;
 mod openai;
 
@@ -179,6 +180,10 @@ struct Inner {
     copywriter: bool,
     /// Answer as a classifier with a known error pattern ([`ProviderSandbox::classify`]).
     classifier: Option<Arc<classify::Classifier>>,
+    /// Share of the properties read from a document's ground truth that are misread ([`ProviderSandbox::misread`]).
+    misread_rate: f64,
+    /// Media type of each uploaded file (Gemini's File API).
+    file_types: BTreeMap<String, String>,
 }
 
 /// A provider sandbox. Cloning shares it.
@@ -210,6 +215,14 @@ impl ProviderSandbox {
     /// whose id hashes into a rule's buckets); `None` goes back to the plain answers.
     pub fn classify(&self, classifier: Option<classify::Classifier>) {
         self.lock().classifier = classifier.map(Arc::new);
+    }
+
+    /// From now on, misreads this share of the answer properties read from a document's ground
+    /// truth (a number off by one, a string missing its last character), drawn from the seeded
+    /// generator after [`ProviderSandbox::set_seed`]: extraction accuracy for `enrichd eval` that
+    /// is not trivially 100 %. Off (0) by default.
+    pub fn misread(&self, rate: f64) {
+        self.lock().misread_rate = rate.clamp(0.0, 1.0);
     }
 
     pub fn set_faults(&self, faults: Faults) {
@@ -376,8 +389,59 @@ impl ProviderSandbox {
         Spoil::None
     }
 
-    /// The answer to `user` under `schema`, with packed-item drops injected; records subjects.
-    pub(crate) fn answer(&self, faults: &Faults, schema: &Value, user: &str) -> Value {
+    /// The answer to `user` under `schema`, with packed-item drops injected; records subjects. For
+    /// a request carrying documents, the properties their ground truth holds are answered from it
+    /// (per record id in a packed request), some misread when [`ProviderSandbox::misread`] is on.
+    pub(crate) fn answer_reading(
+        &self,
+        faults: &Faults,
+        schema: &Value,
+        user: &str,
+        carried: &[documents::Carried],
+    ) -> Value {
+        let answer = self.answer_plain(faults, schema, user);
+        if carried.is_empty() {
+            return answer;
+        }
+        let (single, by_record) = documents::truths(user, carried);
+        if is_packed(schema) {
+            let item_schema = &schema["properties"]["items"]["items"];
+            let mut answer = answer;
+            for item in answer["items"].as_array_mut().into_iter().flatten() {
+                let id = item["id"].as_str().unwrap_or_default().to_owned();
+                if let Some((_, truth)) = by_record.iter().find(|(owner, _)| *owner == id) {
+                    let read = documents::answer_from_truth(item_schema, truth, item.clone());
+                    *item = self.misread_some(read, truth);
+                }
+            }
+            return answer;
+        }
+        match single {
+            Some(truth) => {
+                let read = documents::answer_from_truth(schema, &truth, answer);
+                self.misread_some(read, &truth)
+            }
+            None => answer,
+        }
+    }
+
+    /// Misreads each property that came from `truth` with the configured probability.
+    fn misread_some(&self, mut answer: Value, truth: &Map<String, Value>) -> Value {
+        let rate = self.lock().misread_rate;
+        if rate <= 0.0 {
+            return answer;
+        }
+        if let Some(out) = answer.as_object_mut() {
+            for (name, value) in out.iter_mut() {
+                if truth.contains_key(name) && self.roll() < rate {
+                    *value = documents::misread(value);
+                }
+            }
+        }
+        answer
+    }
+
+    fn answer_plain(&self, faults: &Faults, schema: &Value, user: &str) -> Value {
         let (copywriter, classifier) = {
             let inner = self.lock();
             (inner.copywriter, inner.classifier.clone())
@@ -418,6 +482,14 @@ impl ProviderSandbox {
 
     pub(crate) fn put_file(&self, id: &str, bytes: Vec<u8>) {
         self.lock().files.insert(id.to_owned(), bytes);
+    }
+
+    pub(crate) fn set_file_type(&self, id: &str, media_type: &str) {
+        self.lock().file_types.insert(id.to_owned(), media_type.to_owned());
+    }
+
+    pub(crate) fn file_type(&self, id: &str) -> Option<String> {
+        self.lock().file_types.get(id).cloned()
     }
 
     pub(crate) fn file(&self, id: &str) -> Option<Vec<u8>> {
@@ -724,6 +796,25 @@ mod tests {
             a,
             json!({"items": [{"id": "7", "title": "title for Product 7: bolt"}, {"id": "9", "title": "title for Product 9: nut"}]})
         );
+    }
+
+    #[test]
+    fn documents_are_answered_from_their_truth_and_misread_when_asked() {
+        let truth = json!({"invoice_number": "INV-9", "total": 10.0});
+        let pdf = documents::text_pdf(&[vec!["Invoice INV-9".into()]], Some(&truth));
+        let carried = vec![documents::from_bytes("inv.pdf", "application/pdf", pdf).unwrap()];
+        let schema = json!({"type": "object", "properties": {
+            "invoice_number": {"type": "string"}, "total": {"type": "number"},
+            "confidence": {"type": "number", "minimum": 0, "maximum": 1}}});
+        let sandbox = ProviderSandbox::new(None);
+        let answer = sandbox.answer_reading(&Faults::default(), &schema, "Invoice 9", &carried);
+        assert_eq!(answer, json!({"invoice_number": "INV-9", "total": 10.0, "confidence": 0.97}));
+        sandbox.set_seed(1);
+        sandbox.misread(1.0);
+        let answer = sandbox.answer_reading(&Faults::default(), &schema, "Invoice 9", &carried);
+        assert_eq!(answer["invoice_number"], "INV-");
+        assert_eq!(answer["total"], 11.0);
+        assert_eq!(answer["confidence"], 0.97, "a property the document does not hold is not misread");
     }
 
     #[test]

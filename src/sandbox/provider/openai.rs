@@ -144,10 +144,19 @@ pub(super) fn answer_chat(
     if body.get("model").and_then(Value::as_str).is_none() {
         return Err(invalid("you must provide a model parameter"));
     }
-    let user =
-        messages.iter().rev().find(|m| m["role"] == "user").and_then(|m| m["content"].as_str()).unwrap_or_default();
+    let at = messages.iter().rposition(|m| m["role"] == "user").unwrap_or(0);
+    let (user, carried) = match messages.get(at).map(|m| user_content(at, &m["content"])).transpose() {
+        Ok(found) => found.unwrap_or_default(),
+        Err((param, message)) => {
+            return Err((
+                400,
+                json!({"error": {"message": message, "type": "invalid_request_error", "param": param, "code": "invalid_value"}}),
+            ));
+        }
+    };
+    let user = user.as_str();
     let schema = &body["response_format"]["json_schema"]["schema"];
-    let answer = sandbox.answer(faults, schema, user);
+    let answer = sandbox.answer_reading(faults, schema, user, &carried);
     let spoil = sandbox.spoil(faults);
     let content = spoiled_text(&answer, spoil);
     let (content, refusal, finish) = match spoil {
@@ -155,7 +164,9 @@ pub(super) fn answer_chat(
         Spoil::Truncated => (json!(content), Value::Null, "length"),
         _ => (json!(content), Value::Null, "stop"),
     };
-    let prompt: u64 = messages.iter().filter_map(|m| m["content"].as_str()).map(tokens).sum();
+    let prompt: u64 = messages.iter().filter_map(|m| m["content"].as_str()).map(tokens).sum::<u64>()
+        + if messages.get(at).is_some_and(|m| m["content"].is_array()) { tokens(user) } else { 0 }
+        + super::documents::document_tokens(crate::provider::documents::Kind::OpenAi, &carried);
     let completion = content.as_str().map(tokens).unwrap_or(8);
     Ok(json!({
         "id": sandbox.new_id("chatcmpl-"),
@@ -430,4 +441,74 @@ async fn list_batches(State(sandbox): State<ProviderSandbox>, headers: HeaderMap
     let data: Vec<Value> = ids.iter().take(100).filter_map(|id| batch_object(&sandbox, id)).collect();
     Json(json!({"object": "list", "data": data, "first_id": ids.first(), "last_id": ids.last(), "has_more": false}))
         .into_response()
+}
+
+/// The text and documents of user message `at`: a string, or content parts (`text`, `file` with a
+/// PDF as a base64 data URL and a filename, `image_url` with a base64 data URL). A malformed part
+/// is refused as Chat Completions refuses it: `(param, message)`.
+fn user_content(at: usize, content: &Value) -> Result<(String, Vec<super::documents::Carried>), (String, String)> {
+    if let Some(text) = content.as_str() {
+        return Ok((text.to_owned(), Vec::new()));
+    }
+    let Some(parts) = content.as_array() else {
+        return Err((
+            format!("messages[{at}].content"),
+            "Invalid type for content: expected a string or an array.".into(),
+        ));
+    };
+    let (mut text, mut documents) = (String::new(), Vec::new());
+    for (i, part) in parts.iter().enumerate() {
+        let param = format!("messages[{at}].content[{i}]");
+        let data_url = |url: &str, param: &str| -> Result<(String, String), (String, String)> {
+            let rest = url
+                .strip_prefix("data:")
+                .ok_or_else(|| (param.to_owned(), "Expected a base64-encoded data URL.".to_owned()))?;
+            let (media_type, data) = rest
+                .split_once(";base64,")
+                .ok_or_else(|| (param.to_owned(), "Expected a base64-encoded data URL.".to_owned()))?;
+            Ok((media_type.to_owned(), data.to_owned()))
+        };
+        match part["type"].as_str().unwrap_or_default() {
+            "text" => text.push_str(part["text"].as_str().unwrap_or_default()),
+            "file" => {
+                let file = &part["file"];
+                let param = format!("{param}.file.file_data");
+                let Some(url) = file["file_data"].as_str() else {
+                    return Err((param, "Missing required parameter: file_data or file_id.".into()));
+                };
+                let Some(filename) = file["filename"].as_str() else {
+                    return Err((
+                        format!("messages[{at}].content[{i}].file.filename"),
+                        "Missing required parameter: filename.".into(),
+                    ));
+                };
+                let (media_type, data) = data_url(url, &param)?;
+                if media_type != "application/pdf" {
+                    return Err((
+                        param,
+                        format!(
+                            "Invalid file data: media type {media_type} is not supported; file parts take PDF files."
+                        ),
+                    ));
+                }
+                documents.push(
+                    super::documents::carried(filename, &media_type, &data)
+                        .map_err(|e| (param, format!("Invalid file data: {e}")))?,
+                );
+            }
+            "image_url" => {
+                let param = format!("{param}.image_url.url");
+                let Some(url) = part["image_url"]["url"].as_str() else {
+                    return Err((param, "Missing required parameter: url.".into()));
+                };
+                let (media_type, data) = data_url(url, &param)?;
+                documents.push(
+                    super::documents::carried("image", &media_type, &data)
+                        .map_err(|e| (param, format!("Invalid image: {e}")))?,
+                );
+            }
+            other => return Err((format!("{param}.type"), format!("Invalid value: '{other}'."))),
+        }
+    }
+    Ok((text, documents))
 }
