@@ -184,7 +184,7 @@ async fn xero_connect_from_the_command_line() {
     })
     .await
     .unwrap();
-    let page = reqwest::get(&url).await.unwrap();
+    let page = enrichd_connector::http::client(std::time::Duration::from_secs(30)).get(&url).send().await.unwrap();
     assert_eq!(page.status().as_u16(), 200);
     let mut child = Running(child);
     let (status, printed_after) = tokio::task::spawn_blocking(move || {

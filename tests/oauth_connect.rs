@@ -16,7 +16,6 @@ use enrichd::config::Config;
 use enrichd::engine::{Engine, drain};
 use enrichd::oauth::connect::{ConnectOptions, Connected, connect};
 use enrichd::store::{CredentialVault, ItemState, NewRun, Run, RunStart, RunStatus, Store, connection_state};
-use enrichd_connector::Connector;
 use enrichd_connector::oauth2::{TokenSet, TokenStore};
 use enrichd_xero::sandbox::{self as xs, XeroSandbox};
 use secrecy::{ExposeSecret, SecretString};
@@ -139,7 +138,7 @@ async fn connect_in_browser(config: &Config, store: &Store, tenant: Option<&str>
     let options = ConnectOptions { port: 0, tenant: tenant.map(str::to_owned), ..ConnectOptions::default() };
     let browser = tokio::spawn(async move {
         let url = rx.await.unwrap();
-        let page = reqwest::Client::new().get(&url).send().await.unwrap();
+        let page = enrichd_connector::http::client(Duration::from_secs(30)).get(&url).send().await.unwrap();
         let status = page.status().as_u16();
         (status, page.text().await.unwrap())
     });
@@ -412,7 +411,7 @@ async fn invalid_grant_pauses_until_connect(db: &TestDb) {
 /// Makes `refresh_token` dead at the sandbox the way it dies in life: rotated, and the grace past.
 async fn revoke(org: &XeroSandbox, base: &str, refresh_token: &str) {
     let body = format!("grant_type=refresh_token&refresh_token={refresh_token}");
-    let answer = reqwest::Client::new()
+    let answer = enrichd_connector::http::client(Duration::from_secs(30))
         .post(format!("{base}/connect/token"))
         .basic_auth(xs::CLIENT_ID, Some(xs::CLIENT_SECRET))
         .header("content-type", "application/x-www-form-urlencoded")
