@@ -564,6 +564,128 @@ pub struct TaskConfig {
     /// still proposed, with a warning a reviewer sees; auto-approval holds it for review.
     #[serde(default)]
     pub checks: BTreeMap<String, FieldCheck>,
+    /// `[tasks.<name>.rules.<rule>]`: checks across answer properties, with numbers (lines add up
+    /// to the subtotal, a date not before another, a currency the organisation uses, a value the
+    /// document's text holds). A rule that fails is a warning on the proposal, named by the rule;
+    /// auto-approval holds it for review. See [`RuleConfig`].
+    #[serde(default)]
+    pub rules: BTreeMap<String, RuleConfig>,
+    /// `[tasks.<name>.look_up]`: look the answer up in the organisation's own data on the platform
+    /// (the existing supplier, bills it would duplicate, the account code the supplier's bills use),
+    /// for connections that can (Xero, QuickBooks). See [`LookUpConfig`].
+    pub look_up: Option<LookUpConfig>,
+    /// `[tasks.<name>.eval]`: how `enrichd eval` compares answers with the values people wrote.
+    #[serde(default)]
+    pub eval: EvalConfig,
+}
+
+/// One rule of `[tasks.<name>.rules.<rule>]`: exactly one kind, given by its key.
+///
+/// - `sum = ["subtotal", "total_tax"]` (or one `list[].key` path) with `equals = "total"`: the
+///   values add up to `equals` within `tolerance` per value added (default 0.01).
+/// - `date = "due_date"` with `not_before = "issue_date"`: the first date is not before the second.
+/// - `currency = "currency"`: an ISO 4217 code, and one the organisation uses when the connection
+///   says which.
+/// - `tax_rate = "line_items[].tax_rate"`: each rate (percent) is one of the organisation's.
+/// - `property = "document_type"` with `is = "invoice"` (or a list): the answer has that value.
+/// - `in_document = ["total", "invoice_number"]`: each value appears in the document's text layer
+///   (numbers in any common format: `1,234.50`, `1.234,50`, `1234.5`).
+///
+/// Paths name answer properties; `list[].key` reads `key` of each element of the list `list`.
+/// `when = { amounts_are = "inclusive" }` applies the rule only to answers with those values.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    pub sum: Option<OneOrMany>,
+    pub equals: Option<String>,
+    pub tolerance: Option<f64>,
+    pub date: Option<String>,
+    pub not_before: Option<String>,
+    pub currency: Option<String>,
+    pub tax_rate: Option<String>,
+    pub property: Option<String>,
+    pub is: Option<serde_json::Value>,
+    pub in_document: Option<OneOrMany>,
+    /// Answer property → the value (or list of values) it must have for the rule to apply.
+    #[serde(default)]
+    pub when: BTreeMap<String, serde_json::Value>,
+}
+
+/// A path, or a list of them.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub fn to_vec(&self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s.clone()],
+            OneOrMany::Many(v) => v.clone(),
+        }
+    }
+}
+
+/// `[tasks.<name>.look_up]`: which answer property feeds each part of the look-up, and where its
+/// findings go. Every key is optional; name at least one of the first five.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LookUpConfig {
+    pub supplier_name: Option<String>,
+    pub supplier_tax_number: Option<String>,
+    pub invoice_number: Option<String>,
+    pub total: Option<String>,
+    /// The issue date (`YYYY-MM-DD`).
+    pub date: Option<String>,
+    /// The record field that takes the matched supplier's id (`supplier.id`). The record fields
+    /// filled from `supplier_name` and `supplier_tax_number` are then not written: the bill points
+    /// at the existing supplier instead of naming a new one.
+    pub supplier_id: Option<String>,
+    /// The answer property holding line items, whose `account_code` (when the document gave none)
+    /// is filled with the one the supplier's recent bills use, marked as suggested.
+    pub line_items: Option<String>,
+    /// The key of a line item's account code.
+    #[serde(default = "default_account_code")]
+    pub account_code: String,
+}
+
+fn default_account_code() -> String {
+    "account_code".into()
+}
+
+/// `[tasks.<name>.eval]`: how `enrichd eval` compares.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EvalConfig {
+    #[serde(default)]
+    pub compare: EvalCompare,
+    /// How far apart two numbers may be and still be the same value (`compare = "exact"`).
+    #[serde(default = "default_eval_tolerance")]
+    pub tolerance: f64,
+}
+
+fn default_eval_tolerance() -> f64 {
+    0.01
+}
+
+impl Default for EvalConfig {
+    fn default() -> Self {
+        Self { compare: EvalCompare::default(), tolerance: default_eval_tolerance() }
+    }
+}
+
+/// `classes` (the default): enums and short values as classes, with precision, recall and a
+/// confusion matrix, for classification tasks. `exact`: every field value by value, for
+/// extraction tasks — numbers within `tolerance`, text trimmed with case and runs of whitespace
+/// ignored, dates exactly, lists of objects position by position.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum EvalCompare {
+    #[default]
+    Classes,
+    Exact,
 }
 
 /// `[tasks.<name>.checks.<property>]`: bounds a proposed value should meet. Text is measured in

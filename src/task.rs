@@ -8,7 +8,8 @@ use minijinja::Environment;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::config::{FieldCheck, TaskConfig};
+use crate::checks::{self, Rule};
+use crate::config::{EvalConfig, FieldCheck, LookUpConfig, TaskConfig};
 use crate::store::{FieldChange, Proposal};
 
 /// A prompt ready to send.
@@ -42,6 +43,13 @@ pub struct Task {
     pub html: Vec<String>,
     /// Bounds on answer properties; a miss is a warning on the proposal.
     pub checks: BTreeMap<String, FieldCheck>,
+    /// Rules across properties (`[rules]`); a failed one is a warning on the proposal.
+    pub rules: Vec<Rule>,
+    /// Which answer properties are looked up in the organisation's own data, and where the
+    /// findings go (`[look_up]`).
+    pub look_up: Option<LookUpConfig>,
+    /// How `enrichd eval` compares this task's answers (`[eval]`).
+    pub eval: EvalConfig,
     /// Mapped answer property → a validator of that property alone, for reviewer edits.
     property_validators: BTreeMap<String, jsonschema::Validator>,
     /// The config it was built from, for [`Task::with_allowed`].
@@ -128,6 +136,13 @@ impl Task {
                 }
             }
         }
+        let rules = checks::compile(&cfg.rules, &schema)?;
+        if let Some(look_up) = &cfg.look_up {
+            validate_look_up(look_up, &schema, &cfg.fields)?;
+        }
+        if !(cfg.eval.tolerance.is_finite() && cfg.eval.tolerance >= 0.0) {
+            return Err(("eval.tolerance".into(), format!("must be 0 or more, got {}", cfg.eval.tolerance)));
+        }
         if cfg.max_output_tokens == 0 {
             return Err(("max_output_tokens".into(), "must be at least 1".into()));
         }
@@ -166,6 +181,9 @@ impl Task {
             temperature: cfg.temperature,
             html: cfg.html.clone(),
             checks: cfg.checks.clone(),
+            rules,
+            look_up: cfg.look_up.clone(),
+            eval: cfg.eval.clone(),
             config: cfg.clone(),
             allowed: BTreeMap::new(),
             narrowed: Default::default(),
@@ -359,10 +377,11 @@ impl Task {
     /// The proposal for `record`: only the mapped fields in `wanted` (the record fields found
     /// missing), each with the value seen at pull time beside the proposed one.
     /// The proposal for `record` from a validated answer: the wanted fields only, HTML properties
-    /// cleaned, and a warning for each check the value misses.
+    /// cleaned, and a warning for each check and rule the answer misses (rules that need the
+    /// organisation or the document are checked again by the engine once it has them: see
+    /// [`Task::recheck`]).
     pub fn proposal(&self, record: &Record, answer: &Value, wanted: &[String], model: &str) -> Proposal {
         let mut fields = BTreeMap::new();
-        let mut warnings = Vec::new();
         for (property, field) in &self.fields {
             if !wanted.contains(field) {
                 continue;
@@ -382,9 +401,6 @@ impl Task {
             } else {
                 value
             };
-            if let Some(check) = self.checks.get(property) {
-                warnings.extend(check_value(property, &value, check));
-            }
             fields.insert(
                 field.clone(),
                 FieldChange {
@@ -394,7 +410,96 @@ impl Task {
                 },
             );
         }
-        Proposal { fields, model: model.to_owned(), task_version: self.version.clone(), warnings, confidence: None }
+        let mut proposal =
+            Proposal { fields, model: model.to_owned(), task_version: self.version.clone(), ..Default::default() };
+        // What the rules and look-up read that the proposal will not carry as a field: properties
+        // mapped to no field, and fields the record already had (from the record).
+        for property in self.read_properties() {
+            let field = self.fields.get(&property);
+            if field.is_some_and(|f| proposal.fields.contains_key(f)) {
+                continue;
+            }
+            let value = answer
+                .get(&property)
+                .filter(|v| !v.is_null())
+                .or_else(|| field.and_then(|f| record.fields.get(f)).filter(|v| !v.is_null()));
+            if let Some(value) = value {
+                proposal.findings.values.insert(property, value.clone());
+            }
+        }
+        self.recheck(&mut proposal);
+        proposal
+    }
+
+    /// The answer properties the task's rules and look-up read.
+    fn read_properties(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        let mut add = |p: &str| {
+            if !out.iter().any(|o| o == p) {
+                out.push(p.to_owned());
+            }
+        };
+        for rule in &self.rules {
+            let paths: Vec<&checks::Path> = match &rule.check {
+                checks::Check::Sum { terms, equals, .. } => terms.iter().chain([equals]).collect(),
+                checks::Check::NotBefore { date, earliest } => vec![date, earliest],
+                checks::Check::Currency(p) | checks::Check::TaxRate(p) => vec![p],
+                checks::Check::Equals { property, .. } => vec![property],
+                checks::Check::InDocument(paths) => paths.iter().collect(),
+            };
+            for path in paths {
+                add(&path.property);
+            }
+            for (property, _) in &rule.when {
+                add(property);
+            }
+        }
+        if let Some(l) = &self.look_up {
+            let named = [&l.supplier_name, &l.supplier_tax_number, &l.invoice_number, &l.total, &l.date];
+            for property in named.into_iter().flatten() {
+                add(property);
+            }
+        }
+        out
+    }
+
+    /// The value of answer property `property` as `proposal` would write it (a reviewer's edit
+    /// included), else as kept in its findings.
+    pub fn value_of<'p>(&self, proposal: &'p Proposal, property: &str) -> Option<&'p Value> {
+        self.fields
+            .get(property)
+            .and_then(|field| proposal.fields.get(field))
+            .map(FieldChange::value)
+            .or_else(|| proposal.findings.values.get(property))
+    }
+
+    /// Runs the field checks and rules over `proposal` as it would be written, with the facts and
+    /// look-up kept in its findings, and sets its warnings: field checks, failed rules, then what
+    /// the look-up raised (supplier not found, duplicates).
+    pub fn recheck(&self, proposal: &mut Proposal) {
+        let view = ProposalValues { task: self, proposal };
+        let results = checks::run(&self.rules, &view, &proposal.findings.facts);
+        let mut warnings = Vec::new();
+        for (property, field) in &self.fields {
+            if let (Some(change), Some(check)) = (proposal.fields.get(field), self.checks.get(property)) {
+                warnings.extend(check_value(property, change.value(), check));
+            }
+        }
+        for r in &results {
+            if r.outcome == checks::Outcome::Failed {
+                warnings.push(format!("{}: {}", r.rule, r.message));
+            }
+        }
+        let supplier = self
+            .look_up
+            .as_ref()
+            .and_then(|l| l.supplier_name.as_deref())
+            .and_then(|p| self.value_of(proposal, p))
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        warnings.extend(proposal.findings.look_up_warnings(supplier.as_deref()));
+        proposal.findings.checks = results;
+        proposal.warnings = warnings;
     }
 }
 
@@ -453,21 +558,73 @@ impl Task {
             }
         }
         change.edited = Some(value.clone());
-        proposal.warnings = self.warnings(proposal);
+        self.recheck(proposal);
         Ok((field, value))
     }
+}
 
-    /// The check warnings of `proposal` as it would be written (reviewers' edits included), in the
-    /// order [`Task::proposal`] raises them.
-    fn warnings(&self, proposal: &Proposal) -> Vec<String> {
-        let mut out = Vec::new();
-        for (property, field) in &self.fields {
-            if let (Some(change), Some(check)) = (proposal.fields.get(field), self.checks.get(property)) {
-                out.extend(check_value(property, change.value(), check));
-            }
-        }
-        out
+/// A proposal's answer values, as the rules read them.
+struct ProposalValues<'a> {
+    task: &'a Task,
+    proposal: &'a Proposal,
+}
+
+impl checks::Values for ProposalValues<'_> {
+    fn get(&self, property: &str) -> Option<&Value> {
+        self.task.value_of(self.proposal, property)
     }
+}
+
+/// `[look_up]`: every property it names is one of the answer's, the supplier id field is not one
+/// the answer fills, and line items name a list.
+fn validate_look_up(
+    l: &LookUpConfig,
+    schema: &Value,
+    fields: &BTreeMap<String, String>,
+) -> Result<(), (String, String)> {
+    let named = [
+        ("supplier_name", &l.supplier_name),
+        ("supplier_tax_number", &l.supplier_tax_number),
+        ("invoice_number", &l.invoice_number),
+        ("total", &l.total),
+        ("date", &l.date),
+        ("line_items", &l.line_items),
+    ];
+    for (key, property) in named {
+        if let Some(property) = property
+            && schema["properties"].get(property).is_none()
+        {
+            return Err((format!("look_up.{key}"), format!("{property:?} is not a property of output_schema")));
+        }
+    }
+    if named[..5].iter().all(|(_, p)| p.is_none()) {
+        return Err((
+            "look_up".into(),
+            "name at least one answer property to look up: supplier_name, supplier_tax_number, invoice_number, total or date".into(),
+        ));
+    }
+    if let Some(id) = &l.supplier_id {
+        if l.supplier_name.is_none() && l.supplier_tax_number.is_none() {
+            return Err((
+                "look_up.supplier_id".into(),
+                "a supplier is matched by supplier_name or supplier_tax_number: name one of them".into(),
+            ));
+        }
+        if fields.values().any(|f| f == id) {
+            return Err((
+                "look_up.supplier_id".into(),
+                format!(
+                    "{id:?} is filled from the answer (see [fields]); the matched supplier's id goes to a field of its own"
+                ),
+            ));
+        }
+    }
+    if let Some(lines) = &l.line_items
+        && schema["properties"][lines]["type"] != "array"
+    {
+        return Err(("look_up.line_items".into(), format!("{lines:?} is not a list (type = \"array\")")));
+    }
+    Ok(())
 }
 
 /// A schema for the answer property `property` alone, inside an object like the answer, keeping the
@@ -737,6 +894,80 @@ mod tests {
         assert_eq!(split["11"], vec![json!({"description": "For eleven"})]);
         assert_eq!(split["12"].len(), 2, "a duplicate id is visible to the caller");
         assert_eq!(split.len(), 2);
+    }
+
+    fn invoice_task() -> Task {
+        let cfg: TaskConfig = toml::from_str(include_str!("../config/tasks/invoice_extract.toml")).unwrap();
+        Task::build("invoice_extract", &cfg).unwrap()
+    }
+
+    fn bill_answer() -> Value {
+        let line = |d: &str, amount: f64| {
+            json!({"description": d, "quantity": 1, "unit_price": amount, "tax_rate": 20, "tax_amount": amount / 5.0,
+                   "line_amount": amount, "account_code": null})
+        };
+        json!({
+            "supplier_name": "Acme Supplies Ltd", "supplier_tax_number": "GB123456789", "supplier_address": null,
+            "invoice_number": "INV-0042", "issue_date": "2026-03-01", "due_date": "2026-03-31", "currency": "GBP",
+            "amounts_are": "exclusive", "line_items": [line("Bolts", 100.0), line("Washers", 20.0)],
+            "subtotal": 120.0, "total_tax": 24.0, "total": 144.0, "payment_details": null,
+            "document_type": "invoice", "confidence": 0.9,
+        })
+    }
+
+    #[test]
+    fn the_invoice_task_checks_a_bill_and_again_after_an_edit() {
+        let task = invoice_task();
+        assert!(task.validate(&bill_answer()).is_ok(), "{:?}", task.validate(&bill_answer()));
+        let bill = Record {
+            id: "b1".into(),
+            version: Version("1".into()),
+            fields: serde_json::Map::new(),
+            attachments: vec![],
+            native: None,
+        };
+        let wanted: Vec<String> = task.fields.values().cloned().collect();
+        let p = task.proposal(&bill, &bill_answer(), &wanted, "m");
+        assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+        assert_eq!(p.fields["sub_total"].proposed, json!(120.0));
+        assert!(!p.fields.contains_key("payment_note"), "null is not proposed");
+        assert_eq!(p.findings.values["document_type"], "invoice", "kept for the rules: it fills no field");
+
+        let mut wrong = bill_answer();
+        wrong["total"] = json!(145.0);
+        wrong["document_type"] = json!("credit_note");
+        wrong["due_date"] = json!("2026-02-01");
+        let mut p = task.proposal(&bill, &wrong, &wanted, "m");
+        assert_eq!(
+            p.warnings,
+            [
+                "due_after_issue: due_date 2026-02-01 is before issue_date 2026-03-01",
+                "is_an_invoice: document_type is \"credit_note\", expected \"invoice\"",
+                "totals_add_up: subtotal + total_tax = 144.00, total is 145.00: off by 1.00 (at most 0.02 allowed)",
+            ]
+        );
+        task.edit(&mut p, "total", json!(144.0)).unwrap();
+        task.edit(&mut p, "due_date", json!("2026-03-31")).unwrap();
+        assert_eq!(p.warnings, ["is_an_invoice: document_type is \"credit_note\", expected \"invoice\""]);
+        assert!(matches!(task.edit(&mut p, "issue_date", json!("1 March")), Err(EditRefusal::Invalid(_))));
+    }
+
+    #[test]
+    fn bad_look_ups_are_refused_naming_the_key() {
+        let base = include_str!("../config/tasks/invoice_extract.toml");
+        let err = |from: &str, to: &str| {
+            let text = base.replace(from, to);
+            assert_ne!(text, base, "{from:?} is in the shipped task");
+            let cfg: TaskConfig = toml::from_str(&text).unwrap();
+            Task::build("t", &cfg).unwrap_err()
+        };
+        assert_eq!(err("date = \"issue_date\"\nsupplier_id", "date = \"issued\"\nsupplier_id").0, "look_up.date");
+        assert_eq!(err("supplier_id = \"supplier.id\"", "supplier_id = \"supplier.name\"").0, "look_up.supplier_id");
+        assert_eq!(
+            err("line_items = \"line_items\"\n\n[eval]", "line_items = \"total\"\n\n[eval]").0,
+            "look_up.line_items"
+        );
+        assert_eq!(err("compare = \"exact\"", "compare = \"exact\"\ntolerance = -0.5").0, "eval.tolerance");
     }
 
     #[test]

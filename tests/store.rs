@@ -204,7 +204,7 @@ async fn claims_lease_and_only_the_holder_finishes(db: &TestDb) {
         model: "m".into(),
         task_version: "t1".into(),
         warnings: vec![],
-        confidence: None,
+        ..Default::default()
     };
     let usage = Usage { input_tokens: 100, output_tokens: 20, cost_micros: 150, unpriced: false };
     let err = store.propose(&mine[0], "worker-b", &proposal, "{}", usage, None).await.unwrap_err();
@@ -382,7 +382,7 @@ async fn review_edit_approve_and_write_outcomes(db: &TestDb) {
         model: "m".into(),
         task_version: "t1".into(),
         warnings: vec![],
-        confidence: None,
+        ..Default::default()
     };
     for i in &items {
         store.propose(i, OWNER, &proposal, "{}", Usage::default(), None).await.unwrap();
@@ -496,7 +496,7 @@ async fn discovery_is_leased_idempotent_and_settles(db: &TestDb) {
         model: "m".into(),
         task_version: "t1".into(),
         warnings: vec![],
-        confidence: None,
+        ..Default::default()
     };
     store.propose(&items[0], OWNER, &proposal, "{}", Usage::default(), None).await.unwrap();
     assert_eq!(store.settle_run(run.id, "t").await.unwrap().status, RunStatus::Running, "an item is still enriching");
@@ -537,7 +537,7 @@ async fn budget_stops_claiming_and_pauses_the_run(db: &TestDb) {
         model: "m".into(),
         task_version: "t1".into(),
         warnings: vec![],
-        confidence: None,
+        ..Default::default()
     };
     store
         .propose(
@@ -765,7 +765,7 @@ fn description_proposal(description: String) -> Proposal {
         model: "m".into(),
         task_version: "t1".into(),
         warnings: vec![],
-        confidence: None,
+        ..Default::default()
     }
 }
 

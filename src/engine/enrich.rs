@@ -233,7 +233,12 @@ pub(super) async fn record_answer(
         }
     });
     match checked {
-        Ok(proposal) => propose(engine, pipeline, holder, &prepared.item, &proposal, answer, raw, usage).await,
+        Ok(mut proposal) => {
+            if super::lookup::needed(&pipeline.task()) {
+                super::lookup::check(pipeline, prepared, &mut proposal).await;
+            }
+            propose(engine, pipeline, holder, &prepared.item, &proposal, answer, raw, usage).await
+        }
         Err(message) => {
             let message = format!("record {}: {message}", prepared.item.external_id);
             let failure =
@@ -451,7 +456,7 @@ mod tests {
             model: "m".into(),
             task_version: "1".into(),
             warnings: warnings.iter().map(|w| w.to_string()).collect(),
-            confidence: None,
+            ..Default::default()
         }
     }
 

@@ -10,6 +10,7 @@ mod batch;
 mod discovery;
 mod enrich;
 mod hooks;
+mod lookup;
 mod pauses;
 mod revert;
 mod writeback;
@@ -44,6 +45,9 @@ pub struct Pipeline {
     live_task: std::sync::RwLock<(Arc<Task>, Option<std::time::Instant>)>,
     /// Seconds between polls of a submitted batch (from the provider's config).
     pub batch_poll_seconds: f64,
+    /// What the connection's organisation used when the pipeline's latest run started (currencies,
+    /// tax rates, accounts), for the task's rules; `None` when it says nothing.
+    organisation: std::sync::RwLock<Option<Arc<enrichd_connector::lookup::Organisation>>>,
 }
 
 /// How long a process uses the allowed values it last read before reading the store again (another
@@ -91,7 +95,24 @@ impl Pipeline {
         }
         store.save_allowed_values(&self.name, &allowed).await.map_err(|e| e.to_string())?;
         self.set_allowed(&allowed);
+        if self.reads_organisation() {
+            let organisation = self.connector.organisation().await.map_err(|e| {
+                format!("reading what the organisation of connection {} uses failed: {e}", self.config.connection)
+            })?;
+            store.save_organisation(&self.name, organisation.as_ref()).await.map_err(|e| e.to_string())?;
+            *self.organisation.write().unwrap_or_else(|e| e.into_inner()) = organisation.map(Arc::new);
+        }
         Ok(allowed)
+    }
+
+    /// Whether the task checks or looks anything up against the organisation's own data.
+    fn reads_organisation(&self) -> bool {
+        !self.base_task.rules.is_empty() || self.base_task.look_up.is_some()
+    }
+
+    /// What the connection's organisation used when the latest run started.
+    pub fn organisation(&self) -> Option<Arc<enrichd_connector::lookup::Organisation>> {
+        self.organisation.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Re-reads the allowed values another process kept, when this process's are older than
@@ -111,6 +132,11 @@ impl Pipeline {
                 let mut allowed = self.config.allowed.clone();
                 allowed.extend(state.allowed_values);
                 self.set_allowed(&allowed);
+                // None is also what a pipeline whose run has not read it yet has: keep what this
+                // process read itself rather than racing its own run's start.
+                if let Some(organisation) = state.organisation {
+                    *self.organisation.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(organisation));
+                }
             }
             Err(e) => tracing::warn!(pipeline = %self.name, error = %e, "reading the pipeline's allowed values failed"),
         }
@@ -262,6 +288,7 @@ impl Engine {
                     base_task: tasks[name].clone(),
                     live_task: std::sync::RwLock::new((tasks[name].clone(), None)),
                     batch_poll_seconds: config.providers[&p.provider].batch_poll_seconds(),
+                    organisation: std::sync::RwLock::new(None),
                 };
                 if !p.allowed.is_empty() {
                     pipeline.set_allowed(&p.allowed);

@@ -273,6 +273,12 @@ async fn check_item(
         store.fail_write(item, owner, "approved without a proposal", false, None, engine.retry_policy()).await?;
         return Ok(None);
     };
+    if let Some(reason) = &proposal.held {
+        // Approval refuses held proposals; one that got here anyway is still never written.
+        let message = format!("record {}: not written: {reason}", item.external_id);
+        store.fail_write(item, owner, &message, false, None, engine.retry_policy()).await?;
+        return Ok(None);
+    }
     let values = proposal.values();
     let Some(record) = upstream else {
         let message =

@@ -74,6 +74,9 @@ pub struct FieldReport {
     pub failed: u64,
     #[serde(flatten)]
     pub scores: Option<Scores>,
+    /// A list of lines compared position by position (`[eval] compare = "exact"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lines: Option<score::LineScores>,
 }
 
 /// A whole evaluation.
@@ -118,6 +121,45 @@ struct Target {
     property: String,
     field: String,
     compared_as: &'static str,
+    /// Value by value (`[eval] compare = "exact"`); classes when `None`.
+    exact: Option<score::Exact>,
+}
+
+/// How `compare = "exact"` compares a property (see [`score::Exact`]); `Err(reason)` when it
+/// cannot.
+fn exact_kind(schema: &Value, html: bool, field: &str, tolerance: f64) -> Result<score::Exact, String> {
+    if field.contains("[]") {
+        return Err("a per-element field (one value per image or line): compare the whole list instead".into());
+    }
+    if html {
+        return Err("free text (an HTML property): read the proposals instead".into());
+    }
+    if schema.get("enum").is_some() || schema.get("const").is_some() {
+        return Ok(score::Exact::Text);
+    }
+    let ty = match &schema["type"] {
+        Value::Array(types) => types.iter().find_map(|t| t.as_str().filter(|t| *t != "null")).unwrap_or("null"),
+        t => t.as_str().unwrap_or(""),
+    };
+    let dated = |s: &Value| {
+        s["format"] == "date" || s["pattern"].as_str().is_some_and(|p| p.contains("{4}-") || p.contains("\\d{4}-"))
+    };
+    Ok(match ty {
+        "number" | "integer" => score::Exact::Number(tolerance),
+        "string" if dated(schema) => score::Exact::Date,
+        "string" | "boolean" => score::Exact::Text,
+        "array" if schema["items"]["type"] == "object" || schema["items"]["properties"].is_object() => {
+            let keys = schema["items"]["properties"].as_object().cloned().unwrap_or_default();
+            let keys = keys
+                .iter()
+                .filter_map(|(key, sub)| exact_kind(sub, false, key, tolerance).ok().map(|how| (key.clone(), how)))
+                .filter(|(_, how)| !matches!(how, score::Exact::Lines(_)))
+                .collect();
+            score::Exact::Lines(keys)
+        }
+        "array" => score::Exact::Set,
+        other => return Err(format!("a {} value: not compared", if other.is_empty() { "structured" } else { other })),
+    })
 }
 
 /// Whether the property can be scored, and how; `Err(reason)` when it cannot.
@@ -225,11 +267,18 @@ pub async fn evaluate(
         }
         let schema = &task.schema["properties"][&property];
         let html = task.html.contains(&property);
+        if task.eval.compare == crate::config::EvalCompare::Exact {
+            match exact_kind(schema, html, &field, task.eval.tolerance) {
+                Ok(how) => targets.push(Target { property, field, compared_as: how.name(), exact: Some(how) }),
+                Err(reason) => skipped.push(not_evaluated(&field, &property, reason)),
+            }
+            continue;
+        }
         match comparable(schema, html, &field) {
-            Ok(how) => targets.push(Target { property, field, compared_as: how }),
+            Ok(how) => targets.push(Target { property, field, compared_as: how, exact: None }),
             Err(_) if named && !field.contains("[]") => {
                 let how = if schema["type"] == "array" { "set" } else { "short text" };
-                targets.push(Target { property, field, compared_as: how });
+                targets.push(Target { property, field, compared_as: how, exact: None });
             }
             Err(reason) => skipped.push(not_evaluated(&field, &property, reason)),
         }
@@ -350,6 +399,10 @@ pub async fn evaluate(
             let predicted = answer.get(&t.property).cloned().unwrap_or(Value::Null);
             outcomes.push(Outcome { truth, predicted, confidence });
         }
+        let (scores, lines) = match &t.exact {
+            Some(how) => score::score_exact(&outcomes, how),
+            None => (score::score(&outcomes), None),
+        };
         fields.push(FieldReport {
             field: t.field.clone(),
             property: t.property.clone(),
@@ -358,7 +411,8 @@ pub async fn evaluate(
             compared_as: Some(t.compared_as.to_owned()),
             items,
             failed: field_failed,
-            scores: Some(score::score(&outcomes)),
+            scores: Some(scores),
+            lines,
         });
     }
     fields.extend(skipped);
@@ -412,6 +466,7 @@ fn not_evaluated(field: &str, property: &str, reason: String) -> FieldReport {
         items: 0,
         failed: 0,
         scores: None,
+        lines: None,
     }
 }
 
@@ -634,6 +689,30 @@ mod tests {
         assert!(ok(json!({"type": "string"})).unwrap_err().contains("free text"));
         assert!(comparable(&json!({"type": "string", "maxLength": 10}), true, "d").unwrap_err().contains("HTML"));
         assert!(comparable(&json!({"type": "array"}), false, "images[].alt").unwrap_err().contains("per-element"));
+    }
+
+    #[test]
+    fn extraction_compares_every_field_by_its_kind() {
+        let cfg: crate::config::TaskConfig =
+            toml::from_str(include_str!("../../config/tasks/invoice_extract.toml")).unwrap();
+        let task = Task::build("invoice_extract", &cfg).unwrap();
+        let kind = |property: &str| {
+            let field = &task.fields[property];
+            exact_kind(&task.schema["properties"][property], false, field, task.eval.tolerance).map(|k| k.name())
+        };
+        assert_eq!(kind("total"), Ok("number"));
+        assert_eq!(kind("issue_date"), Ok("date"));
+        assert_eq!(kind("due_date"), Ok("date"));
+        assert_eq!(kind("supplier_name"), Ok("text"));
+        assert_eq!(kind("amounts_are"), Ok("text"));
+        assert_eq!(kind("line_items"), Ok("lines by position"));
+        let Ok(score::Exact::Lines(keys)) =
+            exact_kind(&task.schema["properties"]["line_items"], false, "line_items", 0.01)
+        else {
+            panic!("line items are lines")
+        };
+        let keys: Vec<(&str, &str)> = keys.iter().map(|(k, how)| (k.as_str(), how.name())).collect();
+        assert!(keys.contains(&("unit_price", "number")) && keys.contains(&("description", "text")), "{keys:?}");
     }
 
     #[test]

@@ -62,6 +62,29 @@ impl FieldReport {
             self.failed
         );
         let _ = writeln!(out, "  accuracy {} ({} of {} right)", percent(s.accuracy), s.correct, s.scored);
+        if let Some(l) = &self.lines {
+            let _ = writeln!(
+                out,
+                "  line count right in {} of {} records; {} of {} lines entirely right",
+                l.count_right, l.records, l.lines_right, l.lines
+            );
+            let _ = writeln!(out, "  {:<20}  {:>6}  {:>7}  {:>8}", "line key", "scored", "correct", "accuracy");
+            for k in &l.keys {
+                let _ = writeln!(
+                    out,
+                    "  {:<20}  {:>6}  {:>7}  {:>8}",
+                    cut(&k.key, 20),
+                    k.scored,
+                    k.correct,
+                    percent(k.accuracy)
+                );
+            }
+        }
+        if s.confusion.labels.is_empty() {
+            // Compared value by value (an extraction): there are no classes to show.
+            self.write_thresholds(out, s, confidence);
+            return;
+        }
         let width = s.classes.iter().map(|c| c.class.chars().count()).max().unwrap_or(5).clamp(5, 40);
         let _ = writeln!(
             out,
@@ -95,6 +118,10 @@ impl FieldReport {
             }
             out.push('\n');
         }
+        self.write_thresholds(out, s, confidence);
+    }
+
+    fn write_thresholds(&self, out: &mut String, s: &super::score::Scores, confidence: Option<&str>) {
         match confidence {
             None => {
                 let _ = writeln!(

@@ -157,13 +157,27 @@ pub fn score(outcomes: &[Outcome]) -> Scores {
             }
         })
         .collect();
-    let scored = rows.len() as u64;
-    let correct = rows.iter().filter(|r| r.2).count() as u64;
-    let cuts = thresholds(rows.iter().filter_map(|r| r.3));
-    let thresholds = cuts
+    let judged: Vec<(bool, Option<f64>)> = rows.iter().map(|r| (r.2, r.3)).collect();
+    let (scored, correct, thresholds) = tally(&judged);
+    Scores {
+        scored,
+        correct,
+        accuracy: ratio(correct, scored),
+        classes,
+        confusion: Confusion { labels: keys.iter().map(|k| shown[k].clone()).collect(), matrix },
+        thresholds,
+    }
+}
+
+/// How many answers were judged, how many were right, and the threshold table over them.
+fn tally(judged: &[(bool, Option<f64>)]) -> (u64, u64, Vec<ThresholdRow>) {
+    let scored = judged.len() as u64;
+    let correct = judged.iter().filter(|r| r.0).count() as u64;
+    let cuts = thresholds(judged.iter().filter_map(|r| r.1));
+    let rows = cuts
         .into_iter()
         .map(|t| {
-            let approved: Vec<bool> = rows.iter().filter(|r| r.3.is_some_and(|c| c >= t)).map(|r| r.2).collect();
+            let approved: Vec<bool> = judged.iter().filter(|r| r.1.is_some_and(|c| c >= t)).map(|r| r.0).collect();
             let n = approved.len() as u64;
             let right = approved.iter().filter(|r| **r).count() as u64;
             ThresholdRow {
@@ -175,14 +189,154 @@ pub fn score(outcomes: &[Outcome]) -> Scores {
             }
         })
         .collect();
-    Scores {
+    (scored, correct, rows)
+}
+
+/// How one extracted value is compared with the person's (`[eval] compare = "exact"`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Exact {
+    /// Numbers within the tolerance.
+    Number(f64),
+    /// Dates exactly (`2026-03-01`), text trimmed.
+    Date,
+    /// Text trimmed, with case and runs of whitespace ignored.
+    Text,
+    /// A list of values as a set (see [`class_of`]).
+    Set,
+    /// A list of objects position by position: each key compared as given.
+    Lines(Vec<(String, Exact)>),
+}
+
+impl Exact {
+    /// The name reports show (`compared as number`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Exact::Number(_) => "number",
+            Exact::Date => "date",
+            Exact::Text => "text",
+            Exact::Set => "set",
+            Exact::Lines(_) => "lines by position",
+        }
+    }
+
+    /// Whether `predicted` is the same value as `truth`.
+    pub fn same(&self, truth: &Value, predicted: &Value) -> bool {
+        match self {
+            Exact::Number(tolerance) => match (truth.as_f64(), predicted.as_f64()) {
+                (Some(a), Some(b)) => (a - b).abs() <= tolerance + 1e-9,
+                _ => false,
+            },
+            Exact::Date => match (truth.as_str(), predicted.as_str()) {
+                (Some(a), Some(b)) => a.trim() == b.trim(),
+                _ => false,
+            },
+            Exact::Text | Exact::Set => match (class_of(truth), class_of(predicted)) {
+                (Some(a), Some(b)) => a.0 == b.0,
+                _ => false,
+            },
+            Exact::Lines(keys) => {
+                let (Some(t), Some(p)) = (truth.as_array(), predicted.as_array()) else { return false };
+                t.len() == p.len() && t.iter().zip(p).all(|(t, p)| line_right(keys, t, Some(p)).0)
+            }
+        }
+    }
+}
+
+/// Whether line `predicted` matches line `truth` on every key the truth has a value for, and each
+/// key's verdict (`None`: the truth has no value for it, not scored).
+fn line_right(keys: &[(String, Exact)], truth: &Value, predicted: Option<&Value>) -> (bool, Vec<Option<bool>>) {
+    let verdicts: Vec<Option<bool>> = keys
+        .iter()
+        .map(|(key, how)| {
+            let t = truth.get(key).filter(|v| !v.is_null())?;
+            let p = predicted.and_then(|p| p.get(key)).unwrap_or(&Value::Null);
+            Some(how.same(t, p))
+        })
+        .collect();
+    (predicted.is_some() && verdicts.iter().all(|v| v.unwrap_or(true)), verdicts)
+}
+
+/// Per line-item key: how many values were scored and how many were right.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LineKeyScore {
+    pub key: String,
+    pub scored: u64,
+    pub correct: u64,
+    pub accuracy: Option<f64>,
+}
+
+/// A list of lines compared position by position: over the scored records, how often the model
+/// read as many lines as the person entered, how many of the person's lines it got entirely right,
+/// and each key's accuracy (a line the model left out counts as wrong on every key).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LineScores {
+    pub records: u64,
+    pub count_right: u64,
+    pub lines: u64,
+    pub lines_right: u64,
+    pub keys: Vec<LineKeyScore>,
+}
+
+/// Scores `outcomes` value by value as `how` compares them: accuracy and the threshold table (no
+/// classes: extracted values are not classes). For [`Exact::Lines`], also the per-line scores.
+pub fn score_exact(outcomes: &[Outcome], how: &Exact) -> (Scores, Option<LineScores>) {
+    let mut judged = Vec::new();
+    let mut lines = match how {
+        Exact::Lines(keys) => Some((
+            LineScores { records: 0, count_right: 0, lines: 0, lines_right: 0, keys: Vec::new() },
+            vec![(0u64, 0u64); keys.len()],
+        )),
+        _ => None,
+    };
+    for o in outcomes {
+        if class_of(&o.truth).is_none() {
+            continue;
+        }
+        judged.push((how.same(&o.truth, &o.predicted), o.confidence));
+        if let (Exact::Lines(keys), Some((totals, per_key))) = (how, lines.as_mut()) {
+            let truth = o.truth.as_array().map(Vec::as_slice).unwrap_or_default();
+            let predicted = o.predicted.as_array().map(Vec::as_slice).unwrap_or_default();
+            totals.records += 1;
+            totals.count_right += u64::from(truth.len() == predicted.len());
+            for (i, line) in truth.iter().enumerate() {
+                let (right, verdicts) = line_right(keys, line, predicted.get(i));
+                totals.lines += 1;
+                totals.lines_right += u64::from(right);
+                for (k, verdict) in verdicts.into_iter().enumerate() {
+                    if let Some(ok) = verdict {
+                        per_key[k].0 += 1;
+                        per_key[k].1 += u64::from(ok);
+                    }
+                }
+            }
+        }
+    }
+    let (scored, correct, thresholds) = tally(&judged);
+    let scores = Scores {
         scored,
         correct,
         accuracy: ratio(correct, scored),
-        classes,
-        confusion: Confusion { labels: keys.iter().map(|k| shown[k].clone()).collect(), matrix },
+        classes: Vec::new(),
+        confusion: Confusion { labels: Vec::new(), matrix: Vec::new() },
         thresholds,
-    }
+    };
+    let lines = match (how, lines) {
+        (Exact::Lines(keys), Some((mut totals, per_key))) => {
+            totals.keys = keys
+                .iter()
+                .zip(per_key)
+                .map(|((key, _), (scored, correct))| LineKeyScore {
+                    key: key.clone(),
+                    scored,
+                    correct,
+                    accuracy: ratio(correct, scored),
+                })
+                .collect();
+            Some(totals)
+        }
+        _ => None,
+    };
+    (scores, lines)
 }
 
 #[cfg(test)]
@@ -202,6 +356,63 @@ mod tests {
         assert_eq!(class_of(&json!("  ")), None);
         assert_eq!(class_of(&json!([])), None);
         assert_eq!(class_of(&json!(true)).unwrap().0, "true");
+    }
+
+    #[test]
+    fn extracted_values_are_compared_by_kind() {
+        assert!(Exact::Number(0.01).same(&json!(1234.5), &json!(1234.509)));
+        assert!(!Exact::Number(0.01).same(&json!(1234.5), &json!(1234.52)));
+        assert!(!Exact::Number(0.01).same(&json!(10), &json!("10")), "text is not a number");
+        assert!(Exact::Date.same(&json!("2026-03-01"), &json!(" 2026-03-01")));
+        assert!(!Exact::Date.same(&json!("2026-03-01"), &json!("2026-3-1")));
+        assert!(Exact::Text.same(&json!("Acme  Supplies Ltd "), &json!("acme supplies ltd")));
+        assert!(!Exact::Text.same(&json!("INV-0042"), &json!("INV-0024")));
+        assert!(!Exact::Text.same(&json!("INV-0042"), &Value::Null));
+    }
+
+    #[test]
+    fn line_items_are_scored_by_position_by_hand() {
+        let how = Exact::Lines(vec![
+            ("description".into(), Exact::Text),
+            ("line_amount".into(), Exact::Number(0.01)),
+            ("account_code".into(), Exact::Text),
+        ]);
+        let line = |d: &str, a: f64, c: Value| json!({"description": d, "line_amount": a, "account_code": c});
+        let outcomes = vec![
+            // Record 1: both lines right (the truth has no account code on line 2: not scored).
+            Outcome {
+                truth: json!([line("Bolts", 10.0, json!("400")), line("Nuts", 5.0, Value::Null)]),
+                predicted: json!([line("bolts", 10.004, json!("400")), line("Nuts", 5.0, json!("429"))]),
+                confidence: Some(0.9),
+            },
+            // Record 2: line 2's amount wrong; line 3 left out.
+            Outcome {
+                truth: json!([
+                    line("A", 1.0, json!("400")),
+                    line("B", 2.0, json!("400")),
+                    line("C", 3.0, json!("400"))
+                ]),
+                predicted: json!([line("A", 1.0, json!("400")), line("B", 2.5, json!("400"))]),
+                confidence: Some(0.6),
+            },
+            // Record 3: one line more than the person entered; the first is right.
+            Outcome {
+                truth: json!([line("X", 7.0, json!("310"))]),
+                predicted: json!([line("X", 7.0, json!("310")), line("Y", 1.0, Value::Null)]),
+                confidence: None,
+            },
+        ];
+        let (scores, lines) = score_exact(&outcomes, &how);
+        assert_eq!((scores.scored, scores.correct), (3, 1), "only record 1 is entirely right");
+        let lines = lines.unwrap();
+        assert_eq!((lines.records, lines.count_right, lines.lines, lines.lines_right), (3, 1, 6, 4));
+        // description: 6 scored (all truth lines), right on 1,2 (r1), A, B (r2), X (r3) = 5.
+        // line_amount: 6 scored, right on 10, 5, 1, 7 = 4. account_code: 5 scored (r1 line 2 has
+        // none), right on 400 (r1), 400, 400 (r2), 310 (r3) = 4.
+        let by_key: Vec<(&str, u64, u64)> = lines.keys.iter().map(|k| (k.key.as_str(), k.scored, k.correct)).collect();
+        assert_eq!(by_key, [("description", 6, 5), ("line_amount", 6, 4), ("account_code", 5, 4)]);
+        let at = |t: f64| scores.thresholds.iter().find(|r| r.threshold == t).unwrap().clone();
+        assert_eq!((at(0.6).approved, at(0.6).correct), (2, 1));
     }
 
     #[test]

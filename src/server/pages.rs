@@ -362,6 +362,12 @@ fn eval_view(stored: &crate::store::StoredEval) -> Result<Value, PageError> {
                 "property": f.property,
                 "evaluated": true,
                 "compared_as": f.compared_as,
+                "lines": f.lines.as_ref().map(|l| json!({
+                    "records": l.records, "count_right": l.count_right, "lines": l.lines, "lines_right": l.lines_right,
+                    "keys": l.keys.iter().map(|k| json!({
+                        "key": k.key, "scored": k.scored, "correct": k.correct, "accuracy": pct(k.accuracy),
+                    })).collect::<Vec<_>>(),
+                })),
                 "items": f.items,
                 "failed": f.failed,
                 "scored": s.scored,
@@ -812,6 +818,45 @@ fn text_of(value: &Value) -> (String, &'static str) {
     }
 }
 
+/// A list of flat objects (an invoice's line items) as a table a reviewer reads and edits cell by
+/// cell: the columns in first-seen order, whether each holds numbers, and each row's cells as text.
+/// `None` for anything else (it is edited as JSON).
+fn rows_table(value: &Value) -> Option<Value> {
+    let rows = value.as_array().filter(|rows| !rows.is_empty())?;
+    let mut columns: Vec<&str> = Vec::new();
+    for row in rows {
+        for (key, cell) in row.as_object()? {
+            if cell.is_object() || cell.is_array() {
+                return None;
+            }
+            if !columns.contains(&key.as_str()) {
+                columns.push(key);
+            }
+        }
+    }
+    let numeric: Vec<bool> = columns
+        .iter()
+        .map(|c| {
+            rows.iter().all(|r| r.get(c).is_none_or(|v| v.is_null() || v.is_number()))
+                && rows.iter().any(|r| r.get(c).is_some_and(Value::is_number))
+        })
+        .collect();
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            columns
+                .iter()
+                .map(|c| match r.get(c) {
+                    None | Some(Value::Null) => String::new(),
+                    Some(Value::String(s)) => s.clone(),
+                    Some(v) => v.to_string(),
+                })
+                .collect()
+        })
+        .collect();
+    Some(json!({ "columns": columns, "numeric": numeric, "rows": cells }))
+}
+
 fn item_url(id: i64, query: &str) -> String {
     if query.is_empty() { format!("/items/{id}") } else { format!("/items/{id}?{query}") }
 }
@@ -872,6 +917,8 @@ async fn item_view(
                     let value = refused.map_or(value, |r| r.value.clone());
                     json!({
                         "refused": refused.map(|r| r.message.clone()),
+                        "table": rows_table(change.value()),
+                        "before_table": rows_table(&change.before),
                         "name": name,
                         "before": left,
                         "proposed": right,

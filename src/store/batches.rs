@@ -275,7 +275,8 @@ impl Store {
             })),
             run_usage: Some(usage),
         }];
-        if let Some(approver) = approve_as {
+        // A held proposal (a duplicate) waits for a person whatever the policy says.
+        if let Some(approver) = approve_as.filter(|_| proposal.held.is_none()) {
             moves.push(approve_move(approver));
         }
         self.apply_all(item.id, moves).await

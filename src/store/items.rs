@@ -167,7 +167,7 @@ impl FieldChange {
 }
 
 /// The diff an item wants to write, with where it came from.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Proposal {
     pub fields: BTreeMap<String, FieldChange>,
     pub model: String,
@@ -180,6 +180,14 @@ pub struct Proposal {
     /// the review queue's confidence filter reads.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub confidence: Option<f64>,
+    /// Why this proposal must never be written (it duplicates a bill already on the platform). A
+    /// held proposal cannot be approved — by a policy, a reviewer, the API, the CLI or a bulk
+    /// action — and write-back refuses it; it can only be rejected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held: Option<String>,
+    /// What the task's rules and look-ups found (check results, matched supplier, duplicates).
+    #[serde(default, skip_serializing_if = "crate::checks::Findings::is_empty")]
+    pub findings: crate::checks::Findings,
 }
 
 impl Proposal {
@@ -883,7 +891,8 @@ impl Store {
             })),
             run_usage: Some(usage),
         }];
-        if let Some(actor) = approve_as {
+        // A held proposal (a duplicate) waits for a person whatever the policy says.
+        if let Some(actor) = approve_as.filter(|_| proposal.held.is_none()) {
             moves.push(approve_owned(actor));
         }
         self.apply_grouped(item.id, moves).await
@@ -953,8 +962,17 @@ impl Store {
         .await
     }
 
-    /// `proposed`/`edited` → `approved`, by a reviewer or a policy (`actor`).
+    /// `proposed`/`edited` → `approved`, by a reviewer or a policy (`actor`). A held proposal (see
+    /// [`Proposal::held`]) is refused, naming why: it can only be rejected. (A proposal does not
+    /// change while it waits for review, so the one read here is the one approved.)
     pub async fn approve(&self, id: i64, actor: &str) -> Result<Item> {
+        let current = self.item(id).await?;
+        if let Some(reason) = current.proposal.as_ref().and_then(|p| p.held.as_deref()) {
+            return Err(StoreError::Refused(format!(
+                "item {id} (record {}) cannot be approved: {reason}; it is never written (reject it)",
+                current.external_id
+            )));
+        }
         let item = self.apply(id, approve_move(actor)).await?;
         self.after_review(&item, actor).await?;
         Ok(item)

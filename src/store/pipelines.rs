@@ -19,6 +19,8 @@ pub struct PipelineState {
     pub listed_since: Option<i64>,
     /// Record field → the values the platform allowed when a run last started.
     pub allowed_values: BTreeMap<String, Vec<String>>,
+    /// What the connection's organisation used when a run last started (accounting platforms).
+    pub organisation: Option<enrichd_connector::lookup::Organisation>,
 }
 
 /// An asynchronous write whose outcome is not recorded yet.
@@ -36,14 +38,17 @@ pub struct WriteJob {
 impl Store {
     /// The pipeline's state; the default when it never ran.
     pub async fn pipeline_state(&self, pipeline: &str) -> Result<PipelineState> {
-        let row =
-            sqlx::query("SELECT feed_cursor, listed_since, allowed_values FROM pipeline_state WHERE pipeline = $1")
-                .bind(pipeline)
-                .fetch_optional(&self.pool)
-                .await?;
+        let row = sqlx::query(
+            "SELECT feed_cursor, listed_since, allowed_values, organisation FROM pipeline_state WHERE pipeline = $1",
+        )
+        .bind(pipeline)
+        .fetch_optional(&self.pool)
+        .await?;
         let Some(row) = row else { return Ok(PipelineState::default()) };
         let allowed: Option<String> = row.try_get("allowed_values")?;
+        let organisation: Option<String> = row.try_get("organisation")?;
         Ok(PipelineState {
+            organisation: organisation.and_then(|o| serde_json::from_str(&o).ok()),
             feed_cursor: row.try_get("feed_cursor")?,
             listed_since: row.try_get("listed_since")?,
             allowed_values: allowed.and_then(|a| serde_json::from_str(&a).ok()).unwrap_or_default(),
@@ -72,6 +77,25 @@ impl Store {
         sqlx::query(
             "INSERT INTO pipeline_state (pipeline, allowed_values, updated_at) VALUES ($1, $2, $3) \
              ON CONFLICT (pipeline) DO UPDATE SET allowed_values = $2, updated_at = $3",
+        )
+        .bind(pipeline)
+        .bind(text)
+        .bind(now_ms())
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    /// Records what the connection's organisation uses (`None`: it says nothing), read as a run starts.
+    pub async fn save_organisation(
+        &self,
+        pipeline: &str,
+        organisation: Option<&enrichd_connector::lookup::Organisation>,
+    ) -> Result<()> {
+        let text = organisation.map(|o| serde_json::to_string(o).unwrap_or_default());
+        sqlx::query(
+            "INSERT INTO pipeline_state (pipeline, organisation, updated_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (pipeline) DO UPDATE SET organisation = $2, updated_at = $3",
         )
         .bind(pipeline)
         .bind(text)

@@ -402,7 +402,7 @@ impl Store {
             };
             match result {
                 Ok(_) => out.done.push(id),
-                Err(e @ (StoreError::IllegalTransition { .. } | StoreError::NotFound(_))) => {
+                Err(e @ (StoreError::IllegalTransition { .. } | StoreError::NotFound(_) | StoreError::Refused(_))) => {
                     out.skipped.push(SkippedItem { item: id, reason: e.to_string() })
                 }
                 Err(e) => return Err(e),

@@ -47,7 +47,7 @@ document.addEventListener("keydown", function (event) {
       if (details) {
         event.preventDefault();
         details.open = true;
-        details.querySelector("textarea").focus();
+        details.querySelector("table.rows-editor input, textarea").focus();
       }
       break;
     }
@@ -61,3 +61,59 @@ document.addEventListener("keydown", function (event) {
       break;
   }
 });
+
+// Tables of rows (an invoice's line items): each cell is an input; the JSON the form sends is kept in
+// step with them. Empty cells are null; cells of a number column are sent as numbers when they read as one.
+(function () {
+  function cellValue(input) {
+    var text = input.value.trim();
+    if (text === "") {
+      return null;
+    }
+    if (input.hasAttribute("data-numeric")) {
+      var n = Number(text.replace(/,/g, ""));
+      if (!Number.isNaN(n)) {
+        return n;
+      }
+    }
+    return text;
+  }
+  function sync(form) {
+    var table = form.querySelector("table.rows-editor");
+    var rows = Array.prototype.map.call(table.tBodies[0].rows, function (tr) {
+      var row = {};
+      tr.querySelectorAll("input[data-column]").forEach(function (input) {
+        row[input.getAttribute("data-column")] = cellValue(input);
+      });
+      return row;
+    });
+    form.querySelector("textarea.rows-json").value = JSON.stringify(rows, null, 2);
+  }
+  document.querySelectorAll("form.edit-form").forEach(function (form) {
+    var table = form.querySelector("table.rows-editor");
+    if (!table) {
+      return;
+    }
+    form.querySelector("textarea.rows-json").hidden = true;
+    form.addEventListener("input", function () { sync(form); });
+    form.addEventListener("click", function (event) {
+      if (event.target.classList.contains("remove-row")) {
+        var tr = event.target.closest("tr");
+        if (tr.parentNode.rows.length > 1) {
+          tr.remove();
+        } else {
+          tr.querySelectorAll("input").forEach(function (input) { input.value = ""; });
+        }
+        sync(form);
+      } else if (event.target.classList.contains("add-row")) {
+        var body = table.tBodies[0];
+        var template = body.rows[body.rows.length - 1];
+        var row = template.cloneNode(true);
+        row.querySelectorAll("input").forEach(function (input) { input.value = ""; });
+        body.appendChild(row);
+        sync(form);
+        row.querySelector("input").focus();
+      }
+    });
+  });
+})();

@@ -7,9 +7,13 @@
 //!   bookkeeper edits mid-listing does not shift the pages under us (QBO returns no total and no
 //!   next link: a page shorter than asked is the last). The page's Attachables come from one more
 //!   query (`AttachableRef.EntityRef.Type = 'Bill' AND AttachableRef.EntityRef.value IN (…)`).
-//! - Fields as tasks see them: `vendor` (`VendorRef.name`), `doc_number`, `txn_date`, `due_date`,
-//!   `currency`, `line_items` (`description`, `amount`, `account`, `tax_code`), `total` (read only:
-//!   QuickBooks computes it), `global_tax_calculation`, `private_note`. The version is `SyncToken`.
+//! - Fields in the bill vocabulary every accounting connector shares: `supplier.id`/`.name`
+//!   (`VendorRef`), `supplier.tax_number` (the vendor's `TaxIdentifier`), `invoice_number`
+//!   (`DocNumber`), `date` (`TxnDate`), `due_date`, `currency`, `amounts_are`
+//!   (`GlobalTaxCalculation`), `line_items` (`description`, `line_amount` ← `Amount`, `tax_rate` ←
+//!   the tax code's purchase percent, `account_code` ← the account's number), `sub_total`,
+//!   `total_tax`, `total` (QuickBooks computes them), `payment_note` (`PrivateNote`), `status`
+//!   (from the balance). The version is `SyncToken`.
 //! - Writes are sparse updates carrying the `SyncToken` read: one bill is `POST /bill`, several are
 //!   one `POST /batch` (≤ 30 items, `bId` = position). A stale token (Fault 5010) is
 //!   [`WriteResult::Conflict`], never retried. Names (vendor, account, tax code) are resolved to ids
@@ -38,6 +42,8 @@ use serde_json::{Map, Value, json};
 use tokio::sync::{Mutex, OnceCell, Semaphore};
 
 use crate::Options;
+use crate::books::{Books, RecentBills, Vendor, VendorCache, bill_status, normalise_name, normalise_tax_number};
+use enrichd_connector::lookup::{BillQuery, LookUp, Organisation};
 
 /// The one entity this connector knows.
 pub const BILLS: &str = "bills";
@@ -161,8 +167,11 @@ pub struct QuickBooks {
     window: MinuteWindow,
     /// Until when every request waits after a 429 (shared by all requests on the company).
     throttled_until: Mutex<Option<Instant>>,
-    /// Name → id of the company's vendors, accounts and tax codes, read once.
-    names: HashMap<&'static str, OnceCell<HashMap<String, String>>>,
+    /// The company's currencies, tax codes and accounts, read once.
+    pub(crate) books: OnceCell<Arc<Books>>,
+    pub(crate) vendors: VendorCache,
+    /// A vendor's latest bills (id and account ids of their lines), by vendor id.
+    pub(crate) suggestions: Mutex<HashMap<String, RecentBills>>,
 }
 
 impl QuickBooks {
@@ -187,7 +196,9 @@ impl QuickBooks {
             in_flight: Semaphore::new(MAX_CONCURRENT),
             window: MinuteWindow::new(PER_MINUTE, Duration::from_secs(60)),
             throttled_until: Mutex::new(None),
-            names: ["Vendor", "Account", "TaxCode"].into_iter().map(|e| (e, OnceCell::new())).collect(),
+            books: OnceCell::new(),
+            vendors: Mutex::new(None),
+            suggestions: Mutex::new(HashMap::new()),
         })
     }
 
@@ -317,77 +328,73 @@ impl QuickBooks {
     async fn with_attachments(&self, bills: Vec<Value>) -> Result<Vec<Record>, ConnectorError> {
         let ids: Vec<String> = bills.iter().filter_map(|b| b["Id"].as_str().map(str::to_owned)).collect();
         let mut attachments = if ids.is_empty() { HashMap::new() } else { self.attachments(&ids).await? };
+        let books = self.books().await?;
+        let vendor_ids: Vec<&str> = bills.iter().filter_map(|b| b["VendorRef"]["value"].as_str()).collect();
+        let vendors = self.vendors(&vendor_ids).await?;
         Ok(bills
             .into_iter()
             .map(|bill| {
-                let mut record = record(bill);
+                let mut record = record(bill, &books, &vendors);
                 record.attachments = attachments.remove(&record.id).unwrap_or_default();
                 record
             })
             .collect())
     }
 
-    /// Name → id of one of the company's lists (`Vendor` by `DisplayName`, `Account`, `TaxCode` by `Name`).
-    async fn names(&self, entity: &'static str) -> Result<&HashMap<String, String>, ConnectorError> {
-        let cell = &self.names[entity];
-        cell.get_or_try_init(|| async {
-            let mut map = HashMap::new();
-            let mut start = 1;
-            loop {
-                let q = format!("SELECT * FROM {entity} STARTPOSITION {start} MAXRESULTS {MAX_PAGE}");
-                let rows = self.query(entity, &q).await?;
-                let n = rows.len();
-                for row in rows {
-                    let name = row["DisplayName"].as_str().or(row["Name"].as_str()).unwrap_or_default();
-                    if let Some(id) = row["Id"].as_str() {
-                        map.insert(name.to_lowercase(), id.to_owned());
-                        map.insert(format!("#{id}"), id.to_owned());
-                    }
-                }
-                if n < MAX_PAGE as usize {
-                    return Ok(map);
-                }
-                start += n;
+    /// Every row of `entity` that `select` (without paging) finds, 1,000 a query.
+    pub(crate) async fn query_all(&self, entity: &str, select: &str) -> Result<Vec<Value>, ConnectorError> {
+        let mut rows = Vec::new();
+        let mut start = 1;
+        loop {
+            let page = self.query(entity, &format!("{select} STARTPOSITION {start} MAXRESULTS {MAX_PAGE}")).await?;
+            let n = page.len();
+            rows.extend(page);
+            if n < MAX_PAGE as usize {
+                return Ok(rows);
             }
-        })
-        .await
+            start += n;
+        }
     }
 
-    /// The id of a vendor, account or tax code given by name or by id.
-    async fn resolve(&self, entity: &'static str, value: &Value, field: &str) -> Result<Value, String> {
-        let given = match value {
-            Value::String(s) => s.trim().to_owned(),
-            Value::Number(n) => n.to_string(),
-            other => return Err(format!("{field}: {other} is not a name")),
-        };
-        let names = self.names(entity).await.map_err(|e| e.message)?;
-        names
-            .get(&given.to_lowercase())
-            .or_else(|| names.get(&format!("#{given}")))
-            .map(|id| json!({"value": id}))
-            .ok_or_else(|| format!("{field}: no {entity} named {given:?} in this QuickBooks company"))
-    }
-
-    /// The sparse update body for one change, or the reason it cannot be written.
-    async fn sparse_body(&self, change: &Change) -> Result<Value, String> {
+    /// The sparse update body for one change, or the reason it cannot be written (naming the field).
+    async fn sparse_body(&self, change: &Change, books: &Books) -> Result<Value, String> {
         let mut bill = Map::new();
         bill.insert("Id".into(), json!(change.id));
         bill.insert("SyncToken".into(), json!(change.base_version.0));
         bill.insert("sparse".into(), json!(true));
+        let has_id = change.fields.get("supplier.id").is_some_and(|v| !v.is_null());
         for (field, value) in &change.fields {
             let text = || value.as_str().map(|s| json!(s)).ok_or_else(|| format!("{field}: {value} is not text"));
             match field.as_str() {
-                "vendor" => {
-                    bill.insert("VendorRef".into(), self.resolve("Vendor", value, field).await?);
+                "supplier.id" => {
+                    let id = value.as_str().ok_or_else(|| format!("supplier.id: {value} is not text"))?;
+                    let vendors = self.vendors(&[id]).await.map_err(|e| e.message)?;
+                    if !vendors.iter().any(|v| v.id == id) {
+                        return Err(format!("supplier.id: no vendor with id {id:?} in this QuickBooks company"));
+                    }
+                    bill.insert("VendorRef".into(), json!({ "value": id }));
                 }
-                "doc_number" => {
-                    let s = value.as_str().ok_or_else(|| format!("doc_number: {value} is not text"))?;
+                // A matched supplier goes by id. A name alone is a reviewer's "create a new
+                // supplier": the vendor of that name, created first when there is none
+                // (QuickBooks does not create vendors from a bill).
+                "supplier.name" if has_id => {}
+                "supplier.name" => {
+                    let name = value.as_str().ok_or_else(|| format!("supplier.name: {value} is not text"))?;
+                    let tax_number = change.fields.get("supplier.tax_number").and_then(Value::as_str);
+                    let id = self
+                        .vendor_named(name, tax_number)
+                        .await
+                        .map_err(|e| format!("supplier.name: {}", e.message))?;
+                    bill.insert("VendorRef".into(), json!({ "value": id }));
+                }
+                "invoice_number" => {
+                    let s = value.as_str().ok_or_else(|| format!("invoice_number: {value} is not text"))?;
                     if s.chars().count() > 21 {
-                        return Err(format!("doc_number: {s:?} is longer than QuickBooks' 21 characters"));
+                        return Err(format!("invoice_number: {s:?} is longer than QuickBooks' 21 characters"));
                     }
                     bill.insert("DocNumber".into(), json!(s));
                 }
-                "txn_date" => {
+                "date" => {
                     bill.insert("TxnDate".into(), date(value, field)?);
                 }
                 "due_date" => {
@@ -396,61 +403,75 @@ impl QuickBooks {
                 "currency" => {
                     bill.insert("CurrencyRef".into(), json!({"value": text()?}));
                 }
-                "private_note" => {
-                    bill.insert("PrivateNote".into(), text()?);
-                }
-                "global_tax_calculation" => {
-                    let s = value.as_str().unwrap_or_default();
-                    if !["TaxExcluded", "TaxInclusive", "NotApplicable"].contains(&s) {
-                        return Err(format!(
-                            "global_tax_calculation: {value} is not TaxExcluded, TaxInclusive or NotApplicable"
-                        ));
+                "payment_note" => {
+                    let s = value.as_str().ok_or_else(|| format!("payment_note: {value} is not text"))?;
+                    if s.chars().count() > 4000 {
+                        return Err("payment_note: longer than QuickBooks' 4,000 characters".into());
                     }
-                    bill.insert("GlobalTaxCalculation".into(), json!(s));
+                    bill.insert("PrivateNote".into(), json!(s));
+                }
+                "amounts_are" => {
+                    let how = match value.as_str().unwrap_or_default() {
+                        "exclusive" => "TaxExcluded",
+                        "inclusive" => "TaxInclusive",
+                        "no_tax" => "NotApplicable",
+                        _ => return Err(format!("amounts_are: {value} is not exclusive, inclusive or no_tax")),
+                    };
+                    bill.insert("GlobalTaxCalculation".into(), json!(how));
                 }
                 "line_items" => {
                     let items = value.as_array().ok_or_else(|| format!("line_items: {value} is not a list"))?;
                     let mut lines = Vec::new();
                     for (i, item) in items.iter().enumerate() {
-                        let at = format!("line_items[{i}]");
-                        let amount =
-                            item["amount"].as_f64().ok_or_else(|| format!("{at}.amount: missing or not a number"))?;
-                        let account = match item.get("account").filter(|v| !v.is_null()) {
-                            Some(a) => self.resolve("Account", a, &format!("{at}.account")).await?,
-                            None => {
-                                return Err(format!(
-                                    "{at}.account: missing (QuickBooks needs an expense account per line)"
-                                ));
-                            }
-                        };
-                        let mut detail = json!({"AccountRef": account});
-                        if let Some(t) = item.get("tax_code").filter(|v| !v.is_null()) {
-                            detail["TaxCodeRef"] = self.resolve("TaxCode", t, &format!("{at}.tax_code")).await?;
-                        }
-                        let mut line = json!({
-                            "DetailType": "AccountBasedExpenseLineDetail",
-                            "Amount": amount,
-                            "AccountBasedExpenseLineDetail": detail,
-                        });
-                        if let Some(d) = item["description"].as_str() {
-                            line["Description"] = json!(d);
-                        }
-                        lines.push(line);
+                        lines.push(expense_line(i, item, books)?);
                     }
                     bill.insert("Line".into(), Value::Array(lines));
                 }
-                "total" => {
-                    return Err("total: QuickBooks computes a bill's total from its lines; write line_items".into());
-                }
+                // QuickBooks computes these from the lines; the supplier's tax number is the
+                // vendor's. Accepted, not sent; `holds` compares them after the write.
+                "sub_total" | "total_tax" | "total" | "supplier.tax_number" => {}
+                "status" => return Err("status: QuickBooks bills have no status enrichd may set".into()),
                 other => return Err(format!("{other}: not a bill field this connector writes")),
             }
         }
         Ok(Value::Object(bill))
     }
 
+    /// The id of the vendor named `name` (case and spaces aside), created (`POST /vendor`, with the
+    /// tax number when known) if the company has none; the vendor list learns it at once.
+    async fn vendor_named(&self, name: &str, tax_number: Option<&str>) -> Result<String, ConnectorError> {
+        let vendors = self.vendors(&[]).await?;
+        if let Some(v) = vendors.iter().find(|v| normalise_name(&v.name) == normalise_name(name)) {
+            return Ok(v.id.clone());
+        }
+        let name = name.split_whitespace().collect::<Vec<_>>().join(" ");
+        if name.is_empty() || name.chars().count() > 500 {
+            return Err(ConnectorError::permanent(format!("a vendor name must be 1 to 500 characters, got {name:?}")));
+        }
+        let mut body = json!({ "DisplayName": name });
+        if let Some(tax) = tax_number.filter(|t| !t.trim().is_empty()) {
+            body["TaxIdentifier"] = json!(tax.trim());
+        }
+        let url = self.company_url("vendor")?;
+        let what = format!("create vendor {name:?}");
+        let created = self.call(&what, |c| Ok(c.post(&url).json(&body))).await?;
+        let id = created["Vendor"]["Id"]
+            .as_str()
+            .ok_or_else(|| ConnectorError::permanent(format!("{what}: QuickBooks answered no vendor Id")))?
+            .to_owned();
+        let mut held = self.vendors.lock().await;
+        if let Some((at, list)) = held.as_ref() {
+            let mut list = list.as_ref().clone();
+            list.push(Vendor { id: id.clone(), name, tax_number: tax_number.map(str::to_owned) });
+            *held = Some((*at, Arc::new(list)));
+        }
+        Ok(id)
+    }
+
     async fn write_one(&self, change: &Change) -> Result<WriteOutcome, ConnectorError> {
         let what = format!("update bill {}", change.id);
-        let body = match self.sparse_body(change).await {
+        let books = self.books().await?;
+        let body = match self.sparse_body(change, &books).await {
             Ok(b) => b,
             Err(reason) => return Ok(failed(&change.id, format!("bill {}: {reason}", change.id))),
         };
@@ -462,8 +483,9 @@ impl QuickBooks {
     async fn write_batch(&self, changes: &[Change]) -> Result<Vec<WriteOutcome>, ConnectorError> {
         let mut outcomes: Vec<Option<WriteOutcome>> = vec![None; changes.len()];
         let mut items = Vec::new();
+        let books = self.books().await?;
         for (i, change) in changes.iter().enumerate() {
-            match self.sparse_body(change).await {
+            match self.sparse_body(change, &books).await {
                 Ok(bill) => items.push(json!({"bId": format!("b{i}"), "operation": "update", "Bill": bill})),
                 Err(reason) => outcomes[i] = Some(failed(&change.id, format!("bill {}: {reason}", change.id))),
             }
@@ -524,45 +546,136 @@ fn outcome(result: Result<Value, ConnectorError>) -> WriteResult {
     }
 }
 
-/// A bill as a record: fields by the names tasks use, `SyncToken` as the version.
-pub fn record(bill: Value) -> Record {
+/// The keys of one line item in the bill vocabulary.
+pub const LINE_KEYS: [&str; 7] =
+    ["description", "quantity", "unit_price", "tax_rate", "tax_amount", "line_amount", "account_code"];
+
+/// One line item as an `AccountBasedExpenseLineDetail` line. `quantity`, `unit_price` and
+/// `tax_amount` are checked and not sent: such lines hold an amount, an account and a tax code, and
+/// QuickBooks computes the tax.
+fn expense_line(i: usize, item: &Value, books: &Books) -> Result<Value, String> {
+    let at = format!("line_items[{i}]");
+    let obj = item.as_object().ok_or_else(|| format!("{at}: {item} is not an object"))?;
+    if let Some(bad) = obj.keys().find(|k| !LINE_KEYS.contains(&k.as_str())) {
+        return Err(format!("{at}.{bad}: not a line item field (fields: {})", LINE_KEYS.join(", ")));
+    }
+    let number = |key: &str| -> Result<Option<f64>, String> {
+        match obj.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => v.as_f64().map(Some).ok_or_else(|| format!("{at}.{key}: {v} is not a number")),
+        }
+    };
+    let (quantity, unit_price) = (number("quantity")?, number("unit_price")?);
+    number("tax_amount")?;
+    let amount = match (number("line_amount")?, quantity, unit_price) {
+        (Some(a), _, _) => a,
+        (None, Some(q), Some(p)) => round2(q * p),
+        _ => return Err(format!("{at}.line_amount: missing (and no quantity and unit_price to compute it)")),
+    };
+    let account = match obj.get("account_code").filter(|v| !v.is_null()) {
+        Some(code) => {
+            let code = code.as_str().map(str::to_owned).unwrap_or_else(|| code.to_string());
+            books
+                .account_id(&code)
+                .ok_or_else(|| format!("{at}.account_code: no account {code:?} in this QuickBooks company"))?
+                .to_owned()
+        }
+        None => return Err(format!("{at}.account_code: missing (QuickBooks needs an expense account per line)")),
+    };
+    let mut detail = json!({"AccountRef": {"value": account}});
+    if let Some(rate) = number("tax_rate")? {
+        let code = books
+            .tax_code_for(rate)
+            .ok_or_else(|| format!("{at}.tax_rate: no purchase tax code of {rate}% in this QuickBooks company"))?;
+        detail["TaxCodeRef"] = json!({"value": code});
+    }
+    let mut line = json!({
+        "DetailType": "AccountBasedExpenseLineDetail",
+        "Amount": amount,
+        "AccountBasedExpenseLineDetail": detail,
+    });
+    if let Some(d) = obj.get("description").filter(|v| !v.is_null()) {
+        line["Description"] = json!(d.as_str().ok_or_else(|| format!("{at}.description: {d} is not text"))?);
+    }
+    Ok(line)
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+/// A bill as a record in the bill vocabulary, `SyncToken` as the version. `books` turns tax codes
+/// into percents and account ids into codes; `vendors` gives the supplier's tax number.
+pub fn record(bill: Value, books: &Books, vendors: &[Vendor]) -> Record {
     let mut fields = Map::new();
-    let s = |v: &Value| v.as_str().map(|s| json!(s)).unwrap_or(Value::Null);
-    fields.insert("vendor".into(), s(&bill["VendorRef"]["name"]));
-    fields.insert("doc_number".into(), s(&bill["DocNumber"]));
-    fields.insert("txn_date".into(), s(&bill["TxnDate"]));
+    let s = |v: &Value| v.as_str().filter(|s| !s.is_empty()).map(|s| json!(s)).unwrap_or(Value::Null);
+    let vendor_id = bill["VendorRef"]["value"].as_str();
+    fields.insert("supplier.id".into(), s(&bill["VendorRef"]["value"]));
+    fields.insert("supplier.name".into(), s(&bill["VendorRef"]["name"]));
+    let tax_number = vendor_id.and_then(|id| vendors.iter().find(|v| v.id == id)).and_then(|v| v.tax_number.clone());
+    fields.insert("supplier.tax_number".into(), tax_number.map_or(Value::Null, Value::String));
+    fields.insert("invoice_number".into(), s(&bill["DocNumber"]));
+    fields.insert("date".into(), s(&bill["TxnDate"]));
     fields.insert("due_date".into(), s(&bill["DueDate"]));
     fields.insert("currency".into(), s(&bill["CurrencyRef"]["value"]));
-    fields.insert("total".into(), bill["TotalAmt"].clone());
-    fields.insert("global_tax_calculation".into(), s(&bill["GlobalTaxCalculation"]));
-    fields.insert("private_note".into(), s(&bill["PrivateNote"]));
+    let amounts_are = match bill["GlobalTaxCalculation"].as_str() {
+        Some("TaxExcluded") => json!("exclusive"),
+        Some("TaxInclusive") => json!("inclusive"),
+        Some("NotApplicable") => json!("no_tax"),
+        _ => Value::Null,
+    };
+    fields.insert("amounts_are".into(), amounts_are);
+    fields.insert("payment_note".into(), s(&bill["PrivateNote"]));
+    fields.insert("status".into(), json!(bill_status(&bill)));
     let lines: Vec<Value> = bill["Line"]
         .as_array()
         .into_iter()
         .flatten()
         .filter(|l| l["DetailType"] != "SubTotalLineDetail")
         .map(|l| {
-            let detail = l
-                .get("AccountBasedExpenseLineDetail")
-                .or_else(|| l.get("ItemBasedExpenseLineDetail"))
-                .cloned()
-                .unwrap_or(Value::Null);
-            let name = |r: &Value| r["name"].as_str().or(r["value"].as_str()).map(|s| json!(s)).unwrap_or(Value::Null);
+            let item = l.get("ItemBasedExpenseLineDetail");
+            let detail = l.get("AccountBasedExpenseLineDetail").or(item).cloned().unwrap_or(Value::Null);
+            let account = detail["AccountRef"]["value"]
+                .as_str()
+                .map(|id| books.account_code(id).unwrap_or_else(|| id.to_owned()));
+            let rate = detail["TaxCodeRef"]["value"].as_str().and_then(|c| books.rate_of(c));
             json!({
                 "description": s(&l["Description"]),
-                "amount": l["Amount"].clone(),
-                "account": name(&detail["AccountRef"]),
-                "tax_code": name(&detail["TaxCodeRef"]),
+                "quantity": item.map_or(Value::Null, |d| d["Qty"].clone()),
+                "unit_price": item.map_or(Value::Null, |d| d["UnitPrice"].clone()),
+                "tax_rate": rate,
+                "tax_amount": Value::Null,
+                "line_amount": l["Amount"].clone(),
+                "account_code": account,
             })
         })
         .collect();
-    fields.insert("line_items".into(), if lines.is_empty() { Value::Null } else { Value::Array(lines) });
+    let sub_total: f64 = lines.iter().filter_map(|l| l["line_amount"].as_f64()).sum();
+    let has_lines = !lines.is_empty();
+    fields.insert("line_items".into(), if has_lines { Value::Array(lines) } else { Value::Null });
+    let inclusive = bill["GlobalTaxCalculation"] == "TaxInclusive";
+    let total_tax = bill["TxnTaxDetail"]["TotalTax"].as_f64();
+    let sub_total = match (inclusive, total_tax) {
+        (true, Some(tax)) => round2(sub_total - tax),
+        _ => round2(sub_total),
+    };
+    fields.insert("sub_total".into(), if has_lines { json!(sub_total) } else { Value::Null });
+    fields.insert("total_tax".into(), total_tax.map_or(Value::Null, |t| json!(t)));
+    fields.insert("total".into(), bill["TotalAmt"].clone());
     Record {
         id: bill["Id"].as_str().unwrap_or_default().to_owned(),
         version: Version(bill["SyncToken"].as_str().unwrap_or_default().to_owned()),
         fields,
         attachments: Vec::new(),
         native: Some(bill),
+    }
+}
+
+/// Equal, with numbers compared as numbers to the cent.
+fn same_value(a: &Value, b: &Value) -> bool {
+    match (a.as_f64(), b.as_f64()) {
+        (Some(x), Some(y)) => (x - y).abs() < 0.005,
+        _ => a == b,
     }
 }
 
@@ -666,6 +779,12 @@ impl Connector for QuickBooks {
                 changes.len()
             )));
         }
+        // The company's lists are read before any bill is judged, so a failed read is the call's
+        // error (retryable as such), not every bill's.
+        let named: Vec<&str> = changes.iter().filter_map(|c| c.fields.get("supplier.id")?.as_str()).collect();
+        if changes.iter().any(|c| c.fields.contains_key("supplier.id") || c.fields.contains_key("supplier.name")) {
+            self.vendors(&named).await?;
+        }
         let outcomes = match changes {
             [] => Vec::new(),
             [one] => vec![self.write_one(one).await?],
@@ -674,17 +793,38 @@ impl Connector for QuickBooks {
         Ok(WriteSubmission::Done(outcomes))
     }
 
+    async fn organisation(&self) -> Result<Option<Organisation>, ConnectorError> {
+        Ok(Some(self.books().await?.organisation.clone()))
+    }
+
+    async fn look_up(&self, entity: &str, bill: &BillQuery) -> Result<Option<LookUp>, ConnectorError> {
+        if entity != BILLS {
+            return Err(unknown_entity(entity));
+        }
+        self.look_up_bill(bill).await.map(Some)
+    }
+
+    /// Numbers to the cent; a line item holds when its description, amount, account and tax rate
+    /// are those written (`quantity`, `unit_price` and `tax_amount` are not kept by an expense
+    /// line); a supplier name case and spaces aside; a tax number the vendor does not record is held.
     fn holds(&self, field: &str, written: &Value, stored: Option<&Value>) -> bool {
         match (field, stored) {
-            // Line items read back carry account names where ids may have been written.
             ("line_items", Some(Value::Array(stored))) => {
                 let Some(written) = written.as_array() else { return false };
                 written.len() == stored.len()
                     && written.iter().zip(stored).all(|(w, s)| {
-                        w["amount"].as_f64() == s["amount"].as_f64() && w["description"] == s["description"]
+                        ["description", "line_amount", "account_code", "tax_rate"]
+                            .iter()
+                            .all(|k| w[*k].is_null() || same_value(&w[*k], &s[*k]))
                     })
             }
-            _ => stored == Some(written),
+            ("supplier.tax_number", None | Some(Value::Null)) => true,
+            ("supplier.tax_number", Some(s)) => {
+                written.as_str().map(normalise_tax_number) == s.as_str().map(normalise_tax_number)
+            }
+            ("supplier.name", Some(s)) => written.as_str().map(normalise_name) == s.as_str().map(normalise_name),
+            (_, Some(s)) => same_value(written, s),
+            (_, None) => false,
         }
     }
 }

@@ -1,6 +1,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
+use enrichd_connector::lookup::{BillQuery, LookUp, Organisation};
 use enrichd_connector::{
     Change, Connector, ConnectorError, Page, PageRequest, Record, Version, WriteOutcome, WriteResult, WriteSubmission,
     http,
@@ -122,6 +123,37 @@ impl Connector for TestStore {
 
     fn max_write_batch(&self) -> usize {
         MAX_BATCH
+    }
+
+    async fn organisation(&self) -> Result<Option<Organisation>, ConnectorError> {
+        let what = "teststore: read the organisation";
+        http::with_retries(4, Duration::from_millis(200), || async {
+            let request =
+                self.http.get(format!("{}/organisation", self.base_url)).bearer_auth(self.token.expose_secret());
+            match http::send(request, what).await {
+                Ok(response) => http::json(response, what).await.map(Some),
+                Err(e) if e.status == Some(404) => Ok(None),
+                Err(e) => Err(e),
+            }
+        })
+        .await
+    }
+
+    async fn look_up(&self, entity: &str, bill: &BillQuery) -> Result<Option<LookUp>, ConnectorError> {
+        let what = format!("teststore: look up {entity} record {}", bill.record_id);
+        http::with_retries(4, Duration::from_millis(200), || async {
+            let request = self
+                .http
+                .post(format!("{}/look_up", self.url(entity)))
+                .bearer_auth(self.token.expose_secret())
+                .json(bill);
+            match http::send(request, &what).await {
+                Ok(response) => http::json(response, &what).await.map(Some),
+                Err(e) if e.status == Some(404) => Ok(None),
+                Err(e) => Err(e),
+            }
+        })
+        .await
     }
 
     async fn write(&self, entity: &str, changes: &[Change]) -> Result<WriteSubmission, ConnectorError> {

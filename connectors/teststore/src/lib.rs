@@ -11,6 +11,13 @@
 //! - `GET ?ids=1,2,3` → those records (unknown ids are left out).
 //! - `POST /batch` with `{"update":[{"id","fields"}]}` (≤ 100, else 413 and nothing applied) →
 //!   `{"update":[{"id","version"} | {"id","error":{"code","message","status"}}]}` in request order.
+//! - `GET /organisation` → the organisation's currencies, tax rates and accounts (404: none set).
+//! - `POST /api/{entity}/look_up` with a bill query (`record_id`, `supplier_name`,
+//!   `supplier_tax_number`, `invoice_number`, `total`, `date`) → the matched supplier (from the
+//!   `suppliers` records' `name` and `tax_number`: tax number first, then name), the `{entity}`
+//!   records it would duplicate (same supplier and invoice number, or same supplier, total and
+//!   date, in any `status`), and the account code the supplier's bills' line items use most
+//!   (404: look-ups not enabled).
 
 mod connector;
 #[cfg(feature = "sandbox")]

@@ -16,6 +16,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use enrichd_connector::lookup::{BillQuery, Duplicate, LookUp, Organisation, SupplierMatch};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Deserialize;
@@ -88,6 +89,12 @@ struct Inner {
     list_resume: Option<(String, u64, u64)>,
     /// The fault generator, when seeded.
     rng: Option<StdRng>,
+    /// `GET /organisation`, when set.
+    organisation: Option<Organisation>,
+    /// Look-ups answered (`POST /api/{entity}/look_up`), when enabled.
+    look_ups: bool,
+    /// Look-up requests received, in order.
+    look_up_requests: Vec<BillQuery>,
 }
 
 /// An OAuth2 token endpoint whose refresh tokens rotate: each refresh returns a new refresh token
@@ -195,6 +202,23 @@ impl Sandbox {
         self.lock().oauth.as_ref().map(|o| (o.refresh_token.clone(), o.refreshes))
     }
 
+    /// Serves `organisation` at `GET /organisation` from now on.
+    pub fn set_organisation(&self, organisation: Organisation) {
+        self.lock().organisation = Some(organisation);
+    }
+
+    /// Answers look-ups from now on: suppliers are the `suppliers` records (`name`, `tax_number`);
+    /// bills are the records of the entity looked up (`supplier.id`, `supplier.name`,
+    /// `invoice_number`, `total`, `date`, `status`, `line_items[].account_code`).
+    pub fn enable_look_ups(&self) {
+        self.lock().look_ups = true;
+    }
+
+    /// The look-ups asked for so far, in order.
+    pub fn look_up_requests(&self) -> Vec<BillQuery> {
+        self.lock().look_up_requests.clone()
+    }
+
     pub fn set_faults(&self, faults: Faults) {
         self.lock().faults = faults;
     }
@@ -217,6 +241,8 @@ impl Sandbox {
         Router::new()
             .route("/api/{entity}", get(list))
             .route("/api/{entity}/batch", post(batch))
+            .route("/api/{entity}/look_up", post(look_up))
+            .route("/organisation", get(organisation))
             .route("/oauth/token", post(token))
             .with_state(self.clone())
     }
@@ -353,6 +379,117 @@ async fn list(
     h.insert("X-Total", total.into());
     h.insert("X-Total-Pages", total.div_ceil(per_page).into());
     response
+}
+
+async fn organisation(State(sandbox): State<Sandbox>, headers: HeaderMap) -> Response {
+    if let Some(response) = sandbox.gate(&headers).await {
+        return response;
+    }
+    match sandbox.lock().organisation.clone() {
+        Some(org) => Json(org).into_response(),
+        None => error(StatusCode::NOT_FOUND, "not_found", "This store has no organisation."),
+    }
+}
+
+async fn look_up(
+    State(sandbox): State<Sandbox>,
+    Path(entity): Path<String>,
+    headers: HeaderMap,
+    Json(query): Json<BillQuery>,
+) -> Response {
+    if let Some(response) = sandbox.gate(&headers).await {
+        return response;
+    }
+    let mut inner = sandbox.lock();
+    if !inner.look_ups {
+        return error(StatusCode::NOT_FOUND, "not_found", "This store answers no look-ups.");
+    }
+    inner.look_up_requests.push(query.clone());
+    let empty = BTreeMap::new();
+    let suppliers = inner.entities.get("suppliers").unwrap_or(&empty);
+    let bills = inner.entities.get(&entity).unwrap_or(&empty);
+    Json(answer_look_up(suppliers, bills, &query)).into_response()
+}
+
+/// Letters and digits only, upper case: how tax numbers and invoice numbers are compared.
+fn plain(s: &str) -> String {
+    s.chars().filter(char::is_ascii_alphanumeric).map(|c| c.to_ascii_uppercase()).collect()
+}
+
+/// Trimmed, runs of whitespace as one space, lower case: how names are compared.
+fn name_key(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase()
+}
+
+fn text<'a>(fields: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
+    fields.get(key).and_then(Value::as_str).filter(|s| !s.trim().is_empty())
+}
+
+fn answer_look_up(suppliers: &BTreeMap<u64, Stored>, bills: &BTreeMap<u64, Stored>, q: &BillQuery) -> LookUp {
+    let by_tax =
+        q.supplier_tax_number.as_deref().map(plain).filter(|t| !t.is_empty()).and_then(|tax| {
+            suppliers.iter().find(|(_, s)| text(&s.fields, "tax_number").is_some_and(|t| plain(t) == tax))
+        });
+    let by_name = || {
+        q.supplier_name.as_deref().map(name_key).and_then(|name| {
+            suppliers.iter().find(|(_, s)| text(&s.fields, "name").is_some_and(|n| name_key(n) == name))
+        })
+    };
+    let supplier = match by_tax {
+        Some(found) => Some((found, "tax_number")),
+        None => by_name().map(|found| (found, "name")),
+    }
+    .map(|((id, s), matched_by)| SupplierMatch {
+        id: id.to_string(),
+        name: text(&s.fields, "name").unwrap_or_default().to_owned(),
+        matched_by: matched_by.to_owned(),
+    });
+    // A bill is the same supplier's by its supplier id, or by name when nobody was matched.
+    let same_supplier = |fields: &Map<String, Value>| match &supplier {
+        Some(m) => fields
+            .get("supplier.id")
+            .is_some_and(|v| v.as_str() == Some(m.id.as_str()) || v.as_u64().is_some_and(|n| n.to_string() == m.id)),
+        None => match (q.supplier_name.as_deref(), text(fields, "supplier.name")) {
+            (Some(a), Some(b)) => name_key(a) == name_key(b),
+            _ => false,
+        },
+    };
+    let mut duplicates = Vec::new();
+    let mut codes: BTreeMap<String, usize> = BTreeMap::new();
+    for (id, bill) in bills {
+        if id.to_string() == q.record_id || !same_supplier(&bill.fields) {
+            continue;
+        }
+        let f = &bill.fields;
+        let number = text(f, "invoice_number");
+        let reason = match (q.invoice_number.as_deref(), number) {
+            (Some(a), Some(b)) if plain(a) == plain(b) => Some(format!("same supplier and invoice number {b}")),
+            _ => match (q.total, f.get("total").and_then(Value::as_f64), q.date.as_deref(), text(f, "date")) {
+                (Some(a), Some(b), Some(x), Some(y)) if (a - b).abs() < 0.005 && x == y => {
+                    Some(format!("same supplier, total {b:.2} and date {y}"))
+                }
+                _ => None,
+            },
+        };
+        if let Some(reason) = reason {
+            duplicates.push(Duplicate {
+                id: id.to_string(),
+                invoice_number: number.map(str::to_owned),
+                status: text(f, "status").unwrap_or("DRAFT").to_owned(),
+                reason,
+            });
+        }
+        if supplier.is_some() {
+            for line in f.get("line_items").and_then(Value::as_array).into_iter().flatten() {
+                if let Some(code) = line.get("account_code").and_then(Value::as_str).filter(|c| !c.is_empty()) {
+                    *codes.entry(code.to_owned()).or_default() += 1;
+                }
+            }
+        }
+    }
+    // The most used code; the smallest of equally used ones.
+    let account_code = codes.iter().max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0))).map(|(c, _)| c.clone());
+    LookUp { supplier, duplicates, account_code }
 }
 
 #[derive(Deserialize)]

@@ -80,8 +80,8 @@ async fn connections_match_the_identity_example() {
 #[test]
 fn the_connector_reads_xeros_example_invoices() {
     let example = fixture("invoices_get_list.json");
-    let fields = bill_fields(&example["Invoices"][0]);
-    assert_eq!(fields["contact.name"], "Barney Rubble-83203");
+    let fields = bill_fields(&example["Invoices"][0], &enrichd_xero::Books::default(), None);
+    assert_eq!(fields["supplier.name"], "Barney Rubble-83203");
     assert_eq!(fields["invoice_number"], "INV-0001");
     let date = fields["date"].as_str().unwrap();
     assert!(chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d").is_ok(), "{date}");

@@ -146,6 +146,7 @@ fn duplicates_repeat_an_approved_bills_document() {
         let original = sandbox.bill(d.duplicate_of.as_ref().unwrap()).unwrap();
         assert_eq!(original.status, "AUTHORISED");
         assert_eq!(original.invoice_number, d.truth.as_ref().unwrap().invoice_number);
+        assert!(original.contact_id.is_some(), "the approved bill has its supplier");
         assert!(sandbox.candidates().contains(&d.id), "the duplicate is a candidate the engine must flag");
     }
 }
@@ -154,15 +155,17 @@ fn duplicates_repeat_an_approved_bills_document() {
 fn documents_vary_and_add_up() {
     let truths: Vec<_> = (0..60).map(|n| truth(7, n)).collect();
     let currencies: std::collections::BTreeSet<_> = truths.iter().map(|t| t.currency.clone()).collect();
-    assert_eq!(currencies.len(), 3, "{currencies:?}");
-    assert!(truths.iter().any(|t| t.line_amount_types == "Inclusive"));
-    assert!(truths.iter().any(|t| t.line_amount_types == "Exclusive"));
+    assert_eq!(currencies.len(), 4, "{currencies:?}");
+    assert!(truths.iter().any(|t| t.amounts_are == "inclusive"));
+    assert!(truths.iter().any(|t| t.amounts_are == "exclusive"));
+    assert!(truths.iter().any(|t| t.document_type == "credit_note"));
+    assert!(truths.iter().any(|t| t.supplier_tax_number.is_none()));
     assert_eq!(truths.iter().map(|t| t.layout).collect::<std::collections::BTreeSet<_>>().len(), LAYOUTS.len());
     for t in &truths {
-        let tax: f64 = t.lines.iter().map(|l| l.tax_amount).sum();
-        assert!((t.sub_total + t.total_tax - t.total).abs() < 0.005, "{t:?}");
+        let tax: f64 = t.line_items.iter().map(|l| l.tax_amount).sum();
+        assert!((t.subtotal + t.total_tax - t.total).abs() < 0.005, "{t:?}");
         assert!((tax - t.total_tax).abs() < 0.005);
-        assert!(t.due_date >= t.date);
+        assert!(t.due_date >= t.issue_date);
         let pdf = invoice_pdf(t);
         let doc = lopdf::Document::load_mem(&pdf).unwrap();
         let pages: Vec<u32> = doc.get_pages().keys().copied().collect();
@@ -172,7 +175,8 @@ fn documents_vary_and_add_up() {
             assert!(text.trim().is_empty(), "a scan has no text layer: {text:?}");
         } else {
             assert_eq!(pages.len(), t.pages);
-            assert!(text.contains(&t.supplier) && text.contains(&format!("{:.2}", t.total)), "{text}");
+            assert!(text.contains(&t.supplier_name) && text.contains(&format!("{:.2}", t.total)), "{text}");
+            assert_eq!(text.contains("CREDIT NOTE"), t.document_type == "credit_note", "{text}");
         }
     }
     assert!(truths.iter().any(|t| t.scanned) && truths.iter().any(|t| t.pages == 2));
@@ -214,6 +218,22 @@ async fn requests_per_hundred_bills() {
     }
     let written = s.sandbox.counters().api_requests - pulled - reread;
     println!("xero requests per 100 bills: pull {pulled}, re-read {reread}, write {written}");
-    assert_eq!((pulled, reread, written), (102, 3, 2));
+    // Pull: 2 pages, 100 attachment lists, the organisation's settings once (Organisation,
+    // Currencies, TaxRates, Accounts) and the contacts once.
+    assert_eq!((pulled, reread, written), (107, 3, 2));
     assert_eq!(s.sandbox.counters().bills_written, 100);
+}
+
+#[test]
+fn the_banner_puts_each_credential_on_a_line_of_its_own() {
+    let sandbox = XeroSandbox::new(10, 7);
+    let banner = sandbox.banner("127.0.0.1:8080".parse().unwrap());
+    assert!(banner.lines().next().unwrap().ends_with("at http://127.0.0.1:8080"), "{banner}");
+    for line in [
+        format!("client id: {}", enrichd_xero::sandbox::CLIENT_ID),
+        format!("client secret: {}", enrichd_xero::sandbox::CLIENT_SECRET),
+        format!("tenant id: {}", enrichd_xero::sandbox::TENANT_ID),
+    ] {
+        assert!(banner.lines().any(|l| l == line), "{line:?} missing from {banner}");
+    }
 }

@@ -86,21 +86,23 @@ async fn the_connectors_write_bodies_match_the_xero_openapi() {
     let changes: Vec<Change> = page.records[..3]
         .iter()
         .map(|r| {
-            let t = s.sandbox.truth(&r.id).unwrap();
+            let t = s.sandbox.printed(&r.id).unwrap();
             let mut fields = Map::new();
-            fields.insert("contact.name".into(), json!(t.supplier));
+            fields.insert("supplier.name".into(), json!(t.supplier_name));
             fields.insert("invoice_number".into(), json!(t.invoice_number));
             fields.insert("reference".into(), json!("from the PDF"));
-            fields.insert("date".into(), json!(t.date));
+            fields.insert("date".into(), json!(t.issue_date));
             fields.insert("due_date".into(), json!(t.due_date));
             fields.insert("currency".into(), json!(t.currency));
-            fields.insert("line_amount_types".into(), json!(t.line_amount_types));
+            fields.insert("amounts_are".into(), json!(t.amounts_are));
+            fields.insert("payment_note".into(), json!(t.payment_details));
+            fields.insert("sub_total".into(), json!(t.subtotal));
             let lines: Vec<Value> = t
-                .lines
+                .line_items
                 .iter()
                 .map(|l| {
                     json!({"description": l.description, "quantity": l.quantity,
-                "unit_amount": l.unit_amount, "tax_type": l.tax_type, "tax_amount": l.tax_amount,
+                "unit_price": l.unit_price, "tax_rate": l.tax_rate, "tax_amount": l.tax_amount,
                 "line_amount": l.line_amount, "account_code": l.account_code})
                 })
                 .collect();
@@ -118,6 +120,15 @@ async fn the_connectors_write_bodies_match_the_xero_openapi() {
     let written = s.sandbox.writes();
     assert_eq!(written.len(), 1);
     check_write(&written[0].body).unwrap();
+    // Each bill's payment note went as a history note whose body is a `HistoryRecords`.
+    let notes = s.sandbox.history_writes();
+    assert_eq!(notes.len(), 3);
+    for note in &notes {
+        check("PUT /Invoices/{id}/History", "HistoryRecords", note).unwrap();
+        for (n, record) in note["HistoryRecords"].as_array().unwrap().iter().enumerate() {
+            check(&format!("PUT History .HistoryRecords[{n}]"), "HistoryRecord", record).unwrap();
+        }
+    }
 }
 
 #[test]

@@ -373,6 +373,42 @@ fn api_call(
             }
         }
         ("POST", ["batch"]) => batch(state, body),
+        ("POST", ["vendor"]) => {
+            // Creates a vendor (no `Id` in the body); names are unique across the company.
+            let name = body["DisplayName"].as_str().map(str::trim).unwrap_or_default().to_owned();
+            if name.is_empty() || body.get("Id").is_some() {
+                return fault(
+                    400,
+                    "ValidationFault",
+                    "2020",
+                    "Required param missing",
+                    "DisplayName is required; this sandbox only creates vendors",
+                    now,
+                );
+            }
+            if state.vendors.iter().any(|v| v["DisplayName"].as_str().is_some_and(|n| n.eq_ignore_ascii_case(&name))) {
+                return fault(
+                    400,
+                    "ValidationFault",
+                    "6240",
+                    "Duplicate Name Exists Error",
+                    &format!("The name supplied already exists. : {name}"),
+                    now,
+                );
+            }
+            let id = state.vendors.iter().filter_map(|v| v["Id"].as_str()?.parse::<u64>().ok()).max().unwrap_or(0) + 1;
+            state.now += 1;
+            let created = super::local_time(state.now);
+            let mut vendor = json!({
+                "Id": id.to_string(), "DisplayName": name, "SyncToken": "0", "Active": true, "domain": "QBO",
+                "sparse": false, "Balance": 0, "MetaData": {"CreateTime": created, "LastUpdatedTime": created},
+            });
+            if let Some(tax) = body["TaxIdentifier"].as_str() {
+                vendor["TaxIdentifier"] = json!(tax);
+            }
+            state.vendors.push(vendor.clone());
+            ok(json!({"Vendor": vendor}), state.now)
+        }
         _ => fault(
             400,
             "ValidationFault",
@@ -497,28 +533,40 @@ fn update_bill(state: &mut State, body: &Value) -> Result<Value, (u16, Value)> {
     {
         return err(400, "610", "Object Not Found", &format!("Object Not Found : Vendor {v}"));
     }
-    let mut total = None;
-    if let Some(lines) = body["Line"].as_array() {
-        let mut sum = 0.0;
-        for line in lines {
-            let account = line["AccountBasedExpenseLineDetail"]["AccountRef"]["value"].as_str().unwrap_or("");
-            if find(&state.accounts, account).is_none() {
-                return err(
-                    400,
-                    "2500",
-                    "Invalid Reference Id",
-                    &format!("Invalid Reference Id : Accounts element id {account:?} not found"),
-                );
-            }
-            sum += line["Amount"].as_f64().unwrap_or(0.0);
+    for line in body["Line"].as_array().into_iter().flatten() {
+        let detail = &line["AccountBasedExpenseLineDetail"];
+        let account = detail["AccountRef"]["value"].as_str().unwrap_or("");
+        if find(&state.accounts, account).is_none() {
+            return err(
+                400,
+                "2500",
+                "Invalid Reference Id",
+                &format!("Invalid Reference Id : Accounts element id {account:?} not found"),
+            );
         }
-        total = Some(super::round2(sum));
+        if let Some(code) = detail["TaxCodeRef"]["value"].as_str()
+            && find(&state.tax_codes, code).is_none()
+        {
+            return err(
+                400,
+                "2500",
+                "Invalid Reference Id",
+                &format!("Invalid Reference Id : TaxCode element id {code:?} not found"),
+            );
+        }
     }
+    if let Some(g) = body["GlobalTaxCalculation"].as_str()
+        && !["TaxExcluded", "TaxInclusive", "NotApplicable"].contains(&g)
+    {
+        return err(400, "2010", "Request has invalid or unsupported property", &format!("GlobalTaxCalculation {g}"));
+    }
+    let retotal = body.get("Line").is_some() || body.get("GlobalTaxCalculation").is_some();
     state.now += 1;
     let now = state.now;
     let accounts = state.accounts.clone();
     let vendors = state.vendors.clone();
     let tax_codes = state.tax_codes.clone();
+    let tax_rates = state.tax_rates.clone();
     let bill = state.bills.get_mut(&id).expect("checked above");
     for (k, v) in body.as_object().into_iter().flatten() {
         if !["Id", "SyncToken", "sparse"].contains(&k.as_str()) {
@@ -536,11 +584,26 @@ fn update_bill(state: &mut State, body: &Value) -> Result<Value, (u16, Value)> {
         if let Some(a) = detail["AccountRef"]["value"].as_str().and_then(|v| find(&accounts, v)) {
             detail["AccountRef"]["name"] = a["Name"].clone();
         }
-        if let Some(t) = detail["TaxCodeRef"]["value"].as_str().and_then(|v| find(&tax_codes, v)) {
-            detail["TaxCodeRef"]["value"] = t["Name"].clone();
-        }
     }
-    if let Some(total) = total {
+    if retotal {
+        // QuickBooks computes the tax and the total from the lines, their tax codes and whether
+        // amounts include tax.
+        let how = bill["GlobalTaxCalculation"].as_str().unwrap_or("TaxExcluded").to_owned();
+        let (mut sum, mut tax) = (0.0, 0.0);
+        for line in bill["Line"].as_array().into_iter().flatten() {
+            let amount = line["Amount"].as_f64().unwrap_or(0.0);
+            let code = line["AccountBasedExpenseLineDetail"]["TaxCodeRef"]["value"].as_str().unwrap_or("");
+            let rate = super::purchase_rate(&tax_codes, &tax_rates, code).unwrap_or(0.0);
+            sum += amount;
+            tax += match how.as_str() {
+                "TaxInclusive" => super::round2(amount * rate / (100.0 + rate)),
+                "NotApplicable" => 0.0,
+                _ => super::round2(amount * rate / 100.0),
+            };
+        }
+        let (sum, tax) = (super::round2(sum), super::round2(tax));
+        let total = if how == "TaxInclusive" { sum } else { super::round2(sum + tax) };
+        bill["TxnTaxDetail"] = json!({"TotalTax": tax});
         bill["TotalAmt"] = json!(total);
         bill["Balance"] = json!(total);
     }
@@ -707,6 +770,9 @@ fn run_query(state: &State, q: &str) -> Result<Value, (&'static str, String)> {
         "vendor" => ("Vendor", state.vendors.clone()),
         "account" => ("Account", state.accounts.clone()),
         "taxcode" => ("TaxCode", state.tax_codes.clone()),
+        "taxrate" => ("TaxRate", state.tax_rates.clone()),
+        "preferences" => ("Preferences", vec![state.preferences.clone()]),
+        "companycurrency" => ("CompanyCurrency", state.company_currencies.clone()),
         _ => return Err(("4001", format!("QueryValidationError: invalid context declaration: {entity}"))),
     };
     let mut conditions = Vec::new();
@@ -840,6 +906,11 @@ fn values_at(v: &Value, path: &str) -> Vec<String> {
         })
         .map(|v| match v {
             Value::String(s) => s,
+            // A reference (`VendorRef = '56'`) compares by its value.
+            Value::Object(o) if o.contains_key("value") => match &o["value"] {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            },
             other => other.to_string(),
         })
         .collect()

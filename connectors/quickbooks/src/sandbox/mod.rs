@@ -29,7 +29,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::{Value, json};
 
-pub use pdf::Layout;
+pub use pdf::{Layout, TRUTH_KEY};
 
 /// The app's OAuth2 client id.
 pub const CLIENT_ID: &str = "ABsandboxClientId0000000000000000000000000000000000";
@@ -56,16 +56,28 @@ pub struct TruthLine {
     pub description: String,
     pub quantity: u32,
     pub unit_price: f64,
-    /// Net amount (quantity × unit price).
+    /// The line's amount as printed (quantity × unit price; tax included when the document's
+    /// amounts are).
     pub amount: f64,
+    /// This line's tax, as printed.
+    pub tax: f64,
+    /// The account a bookkeeper books it to (by name; not printed).
     pub account: String,
 }
 
-/// What a bill's document says: the answers an extraction should give.
+/// What a bill's document says: the answers an extraction should give. [`Truth::answer`] is the
+/// same in the invoice task's answer shape, as the PDF carries it (`EnrichdTruth`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Truth {
     pub bill_id: String,
     pub vendor: String,
+    /// The vendor's tax number as printed; `None` when the document prints none.
+    pub vendor_tax_number: Option<String>,
+    pub vendor_address: String,
+    /// Bank details as printed.
+    pub payment_details: String,
+    /// `exclusive` or `inclusive` (of tax).
+    pub amounts_are: String,
     pub doc_number: String,
     pub txn_date: String,
     pub due_date: String,
@@ -82,6 +94,33 @@ pub struct Truth {
     pub text_layer: bool,
     /// The bill whose document this one repeats (the supplier sent the same invoice twice).
     pub duplicate_of: Option<String>,
+}
+
+impl Truth {
+    /// The invoice task's answer a perfect reader gives for this document (`account_code` null,
+    /// no `confidence`).
+    pub fn answer(&self) -> Value {
+        json!({
+            "supplier_name": self.vendor,
+            "supplier_tax_number": self.vendor_tax_number,
+            "supplier_address": self.vendor_address,
+            "invoice_number": self.doc_number,
+            "issue_date": self.txn_date,
+            "due_date": self.due_date,
+            "currency": self.currency,
+            "amounts_are": self.amounts_are,
+            "line_items": self.lines.iter().map(|l| json!({
+                "description": l.description, "quantity": l.quantity, "unit_price": l.unit_price,
+                "tax_rate": self.tax_rate_percent, "tax_amount": l.tax, "line_amount": l.amount,
+                "account_code": null,
+            })).collect::<Vec<_>>(),
+            "subtotal": self.subtotal,
+            "total_tax": self.tax,
+            "total": self.total,
+            "payment_details": self.payment_details,
+            "document_type": if self.credit_note { "credit_note" } else { "invoice" },
+        })
+    }
 }
 
 /// Faults injected into API requests.
@@ -142,6 +181,9 @@ pub(crate) struct State {
     pub vendors: Vec<Value>,
     pub accounts: Vec<Value>,
     pub tax_codes: Vec<Value>,
+    pub tax_rates: Vec<Value>,
+    pub preferences: Value,
+    pub company_currencies: Vec<Value>,
     pub attachables: BTreeMap<u64, Value>,
     pub files: HashMap<u64, Vec<u8>>,
     pub truth: BTreeMap<u64, Truth>,
@@ -188,6 +230,32 @@ pub(crate) const VENDORS: [&str; 8] = [
     "Orbit Cloud Hosting GmbH",
     "Redwood Legal LLP",
 ];
+/// Each vendor's tax number as its documents print it, and whether the company recorded it on the
+/// vendor (`TaxIdentifier`); Maple Street prints none.
+const VENDOR_TAX_NUMBERS: [(Option<&str>, bool); 8] = [
+    (Some("12-3456789"), true),
+    (Some("GB 123 4567 89"), true),
+    (Some("98-7654321"), true),
+    (Some("GB 987 6543 21"), true),
+    (Some("45-6789012"), false),
+    (None, false),
+    (Some("DE 811 907 980"), true),
+    (Some("GB 555 0102 03"), true),
+];
+const VENDOR_ADDRESSES: [&str; 8] = [
+    "120 Market Street, San Francisco, CA 94105",
+    "4 Mill Lane, Leeds LS1 4AB, UK",
+    "88 Dock Road, Oakland, CA 94607",
+    "Unit 3, Kestrel Court, Reading RG1 1AA, UK",
+    "PO Box 4410, Sacramento, CA 95812",
+    "17 Maple Street, Portland, OR 97205",
+    "Rechenzentrum 5, 10115 Berlin, Germany",
+    "9 Chancery Lane, London WC2A 1LS, UK",
+];
+/// A supplier whose documents arrive before the company has a vendor for it: its bills carry
+/// the placeholder vendor [`PLACEHOLDER_VENDOR`] until a person sets the real one.
+pub const NEW_SUPPLIER: &str = "Fjord Design AS";
+pub const PLACEHOLDER_VENDOR: &str = "Supplier to be confirmed";
 pub(crate) const ACCOUNTS: [&str; 6] = [
     "Office Expenses",
     "Shipping and Delivery",
@@ -196,8 +264,14 @@ pub(crate) const ACCOUNTS: [&str; 6] = [
     "Meals",
     "Legal & Professional Fees",
 ];
-const UNCATEGORIZED: &str = "Uncategorized Expense";
-const CURRENCIES: [&str; 4] = ["USD", "EUR", "GBP", "CAD"];
+/// Account numbers (`AcctNum`) of [`ACCOUNTS`], then of the uncategorised account.
+pub const ACCOUNT_NUMBERS: [&str; 7] = ["6100", "6110", "6120", "6130", "6140", "6150", "6999"];
+pub const UNCATEGORIZED: &str = "Uncategorized Expense";
+/// The company's currencies: the home currency first (multi-currency is on).
+pub const CURRENCIES: [&str; 4] = ["USD", "EUR", "GBP", "CAD"];
+/// The purchase tax codes: Id, name, percent.
+pub const TAX_CODES: [(&str, &str, f64); 4] =
+    [("2", "20.0% S", 20.0), ("3", "10.0% T", 10.0), ("4", "5.0% R", 5.0), ("5", "0.0% Z", 0.0)];
 const ITEMS: [&str; 10] = [
     "A4 copier paper, 5 reams",
     "Toner cartridge TN-2420",
@@ -215,27 +289,56 @@ impl QuickBooksSandbox {
     /// A company with `bills` generated bills (about a quarter already complete), seeded.
     pub fn new(bills: u64, seed: u64) -> QuickBooksSandbox {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let vendors: Vec<Value> = VENDORS
+        let mut vendors: Vec<Value> = VENDORS
             .iter()
             .enumerate()
-            .map(|(i, n)| json!({"Id": (56 + i).to_string(), "DisplayName": n, "SyncToken": "0", "Active": true, "domain": "QBO", "sparse": false, "Balance": 0}))
+            .map(|(i, n)| {
+                let mut v = json!({"Id": (56 + i).to_string(), "DisplayName": n, "SyncToken": "0", "Active": true, "domain": "QBO", "sparse": false, "Balance": 0});
+                if let (Some(tax), true) = VENDOR_TAX_NUMBERS[i] {
+                    v["TaxIdentifier"] = json!(tax);
+                }
+                v
+            })
             .collect();
+        vendors.push(json!({"Id": "99", "DisplayName": PLACEHOLDER_VENDOR, "SyncToken": "0", "Active": true, "domain": "QBO", "sparse": false, "Balance": 0}));
         let mut accounts: Vec<Value> = ACCOUNTS
             .iter()
             .chain([UNCATEGORIZED].iter())
             .enumerate()
-            .map(|(i, n)| json!({"Id": (7 + i).to_string(), "Name": n, "AccountType": "Expense", "Active": true, "SyncToken": "0", "domain": "QBO", "sparse": false}))
+            .map(|(i, n)| json!({"Id": (7 + i).to_string(), "Name": n, "AcctNum": ACCOUNT_NUMBERS[i], "AccountType": "Expense", "Active": true, "SyncToken": "0", "domain": "QBO", "sparse": false}))
             .collect();
         accounts.push(json!({"Id": "33", "Name": "Accounts Payable (A/P)", "AccountType": "Accounts Payable", "Active": true, "SyncToken": "0", "domain": "QBO", "sparse": false}));
-        let tax_codes = vec![
-            json!({"Id": "2", "Name": "TAX", "Description": "Standard rate", "Taxable": true, "Active": true, "SyncToken": "0", "domain": "QBO", "sparse": false}),
-            json!({"Id": "3", "Name": "NON", "Description": "Not taxable", "Taxable": false, "Active": true, "SyncToken": "0", "domain": "QBO", "sparse": false}),
-        ];
+        let tax_rates: Vec<Value> = TAX_CODES
+            .iter()
+            .map(|(id, name, rate)| json!({"Id": format!("1{id}"), "Name": format!("{name} purchases"), "RateValue": rate, "Active": true, "SyncToken": "0", "domain": "QBO", "sparse": false}))
+            .collect();
+        let mut tax_codes: Vec<Value> = TAX_CODES
+            .iter()
+            .map(|(id, name, _)| json!({
+                "Id": id, "Name": name, "Description": name, "Taxable": true, "Active": true, "Hidden": false,
+                "SyncToken": "0", "domain": "QBO", "sparse": false,
+                "PurchaseTaxRateList": {"TaxRateDetail": [{"TaxRateRef": {"value": format!("1{id}"), "name": format!("{name} purchases")}, "TaxTypeApplicable": "TaxOnAmount", "TaxOrder": 0}]},
+                "SalesTaxRateList": {"TaxRateDetail": []},
+            }))
+            .collect();
+        tax_codes.push(json!({"Id": "6", "Name": "NON", "Description": "Not taxable", "Taxable": false, "Active": true, "Hidden": false, "SyncToken": "0", "domain": "QBO", "sparse": false, "PurchaseTaxRateList": {"TaxRateDetail": []}, "SalesTaxRateList": {"TaxRateDetail": []}}));
+        let preferences = json!({
+            "Id": "1", "SyncToken": "0", "domain": "QBO", "sparse": false,
+            "CurrencyPrefs": {"MultiCurrencyEnabled": true, "HomeCurrency": {"value": CURRENCIES[0]}},
+        });
+        let company_currencies: Vec<Value> = CURRENCIES[1..]
+            .iter()
+            .enumerate()
+            .map(|(i, c)| json!({"Id": (i + 1).to_string(), "Code": c, "Name": c, "Active": true, "SyncToken": "0", "domain": "QBO", "sparse": false}))
+            .collect();
         let mut state = State {
             bills: BTreeMap::new(),
             vendors,
             accounts,
             tax_codes,
+            tax_rates,
+            preferences,
+            company_currencies,
             attachables: BTreeMap::new(),
             files: HashMap::new(),
             truth: BTreeMap::new(),
@@ -263,7 +366,7 @@ impl QuickBooksSandbox {
             let txn = chrono::NaiveDate::from_ymd_opt(2025, 11, 1).expect("valid") + chrono::Days::new(day);
             let due = txn + chrono::Days::new([14, 30, 45][rng.random_range(0..3)]);
             let n_lines = rng.random_range(1..=6);
-            let lines: Vec<TruthLine> = (0..n_lines)
+            let mut lines: Vec<TruthLine> = (0..n_lines)
                 .map(|_| {
                     let quantity = rng.random_range(1..=12);
                     let unit_price = f64::from(rng.random_range(250..=48_000)) / 100.0;
@@ -272,19 +375,54 @@ impl QuickBooksSandbox {
                         quantity,
                         unit_price,
                         amount: round2(f64::from(quantity) * unit_price),
+                        tax: 0.0,
                         account: ACCOUNTS[vendor_index % ACCOUNTS.len()].to_owned(),
                     }
                 })
                 .collect();
-            let subtotal = round2(lines.iter().map(|l| l.amount).sum());
             let tax_rate_percent = [0.0, 5.0, 10.0, 20.0][rng.random_range(0..4)];
-            let tax = round2(subtotal * tax_rate_percent / 100.0);
+            // Every fifth document prints amounts including tax.
+            let inclusive = i % 5 == 2;
+            for l in &mut lines {
+                l.tax = if inclusive {
+                    round2(l.amount * tax_rate_percent / (100.0 + tax_rate_percent))
+                } else {
+                    round2(l.amount * tax_rate_percent / 100.0)
+                };
+            }
+            let amounts = round2(lines.iter().map(|l| l.amount).sum());
+            let tax = round2(lines.iter().map(|l| l.tax).sum());
+            let (subtotal, total) =
+                if inclusive { (round2(amounts - tax), amounts) } else { (amounts, round2(amounts + tax)) };
             let credit_note = i % 9 == 4;
+            // Every seventeenth document is from a supplier the company has no vendor for yet.
+            let stranger = i % 17 == 8;
             let layout = if i % 11 == 10 { Layout::Scan } else { layouts[(i % 3) as usize] };
             let doc_number = if credit_note { format!("CN-{}", 3000 + i) } else { format!("INV-{}", 20_000 + i * 7) };
+            let (vendor, vendor_tax_number, vendor_address) = if stranger {
+                (
+                    NEW_SUPPLIER.to_owned(),
+                    Some("NO 999 888 777 MVA".to_owned()),
+                    "Storgata 5, 0155 Oslo, Norway".to_owned(),
+                )
+            } else {
+                (
+                    VENDORS[vendor_index].to_owned(),
+                    VENDOR_TAX_NUMBERS[vendor_index].0.map(str::to_owned),
+                    VENDOR_ADDRESSES[vendor_index].to_owned(),
+                )
+            };
             let mut truth = Truth {
                 bill_id: id.to_string(),
-                vendor: VENDORS[vendor_index].to_owned(),
+                payment_details: format!(
+                    "Pay to account {:08} (routing 0210000{:02})",
+                    40_000_000 + vendor_index * 1_234_567,
+                    vendor_index
+                ),
+                vendor,
+                vendor_tax_number,
+                vendor_address,
+                amounts_are: if inclusive { "inclusive" } else { "exclusive" }.to_owned(),
                 doc_number,
                 txn_date: txn.to_string(),
                 due_date: due.to_string(),
@@ -293,7 +431,7 @@ impl QuickBooksSandbox {
                 tax_rate_percent,
                 subtotal,
                 tax,
-                total: round2(subtotal + tax),
+                total,
                 credit_note,
                 layout,
                 pages: 1,
@@ -311,13 +449,14 @@ impl QuickBooksSandbox {
                     ..earlier.clone()
                 };
             }
-            let vendor = VENDORS[vendor_index];
+            let vendor_ref = if truth.vendor == NEW_SUPPLIER { VENDORS.len() } else { vendor_index };
+            let vendor = state.vendors[vendor_ref]["DisplayName"].as_str().unwrap_or_default().to_owned();
             let currency = truth.currency.clone();
             let pdf = pdf::render(&truth);
             truth.pages = pdf.pages;
-            let complete = i % 4 == 3;
+            let complete = i % 4 == 3 && vendor_ref < VENDORS.len();
             let created = START - 86_400 * 30 + i as i64 * 60;
-            let vendor_ref = &state.vendors[vendor_index];
+            let vendor_ref = &state.vendors[vendor_ref];
             let mut bill = json!({
                 "Id": id.to_string(),
                 "SyncToken": "0",
@@ -332,19 +471,28 @@ impl QuickBooksSandbox {
                 "MetaData": {"CreateTime": local_time(created), "LastUpdatedTime": local_time(created)},
             });
             if complete {
+                let code = TAX_CODES.iter().find(|t| t.2 == truth.tax_rate_percent).map_or("6", |t| t.0);
                 bill["DocNumber"] = json!(truth.doc_number);
                 bill["DueDate"] = json!(truth.due_date);
+                bill["PrivateNote"] = json!(truth.payment_details);
+                bill["GlobalTaxCalculation"] =
+                    json!(if truth.amounts_are == "inclusive" { "TaxInclusive" } else { "TaxExcluded" });
+                bill["TxnTaxDetail"] = json!({"TotalTax": truth.tax});
+                // Some complete bills are paid already: a duplicate of one is found whatever its state.
+                if i % 8 == 3 {
+                    bill["Balance"] = json!(0);
+                }
                 bill["Line"] = Value::Array(
                     truth
                         .lines
                         .iter()
                         .enumerate()
-                        .map(|(n, l)| expense_line(n, &l.description, l.amount, &state.accounts, &l.account))
+                        .map(|(n, l)| expense_line(n, &l.description, l.amount, &state.accounts, &l.account, code))
                         .collect(),
                 );
             } else {
                 // What a forwarded document leaves: the vendor, the date, one uncategorised line.
-                bill["Line"] = json!([expense_line(0, "", truth.total, &state.accounts, UNCATEGORIZED)]);
+                bill["Line"] = json!([expense_line(0, "", truth.total, &state.accounts, UNCATEGORIZED, "6")]);
             }
             state.bills.insert(id, bill);
             let attachable_id = 5_000_000_000_000_500_000 + i;
@@ -431,9 +579,20 @@ impl QuickBooksSandbox {
         self.lock().bills.keys().map(u64::to_string).collect()
     }
 
-    /// What a bill's document says.
-    pub fn truth(&self, id: &str) -> Option<Truth> {
+    /// What a bill's document says, as the invoice task's answer (the JSON its PDF carries as
+    /// `EnrichdTruth`).
+    pub fn truth(&self, id: &str) -> Option<Value> {
+        self.printed(id).map(|t| t.answer())
+    }
+
+    /// What a bill's document says, with how it was drawn and booked.
+    pub fn printed(&self, id: &str) -> Option<Truth> {
         self.lock().truth.get(&id.parse().ok()?).cloned()
+    }
+
+    /// The company's vendors as the API shows them.
+    pub fn vendors(&self) -> Vec<Value> {
+        self.lock().vendors.clone()
     }
 
     /// A bill's attached PDF, as stored.
@@ -480,7 +639,14 @@ pub(crate) fn bump(entity: &mut Value, now: i64) -> String {
     next.to_string()
 }
 
-pub(crate) fn expense_line(n: usize, description: &str, amount: f64, accounts: &[Value], account: &str) -> Value {
+pub(crate) fn expense_line(
+    n: usize,
+    description: &str,
+    amount: f64,
+    accounts: &[Value],
+    account: &str,
+    tax_code: &str,
+) -> Value {
     let account = accounts.iter().find(|a| a["Name"] == account).cloned().unwrap_or(Value::Null);
     let mut line = json!({
         "Id": (n + 1).to_string(),
@@ -490,13 +656,27 @@ pub(crate) fn expense_line(n: usize, description: &str, amount: f64, accounts: &
         "AccountBasedExpenseLineDetail": {
             "AccountRef": {"value": account["Id"], "name": account["Name"]},
             "BillableStatus": "NotBillable",
-            "TaxCodeRef": {"value": "NON"}
+            "TaxCodeRef": {"value": tax_code}
         }
     });
     if !description.is_empty() {
         line["Description"] = json!(description);
     }
     line
+}
+
+/// The purchase percent of tax code `id` (the sum of its purchase rates), `None` for an unknown code.
+pub(crate) fn purchase_rate(tax_codes: &[Value], tax_rates: &[Value], id: &str) -> Option<f64> {
+    let code = tax_codes.iter().find(|c| c["Id"] == id)?;
+    Some(
+        code["PurchaseTaxRateList"]["TaxRateDetail"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|d| tax_rates.iter().find(|r| r["Id"] == d["TaxRateRef"]["value"]))
+            .filter_map(|r| r["RateValue"].as_f64())
+            .sum(),
+    )
 }
 
 pub(crate) fn round2(x: f64) -> f64 {

@@ -2,7 +2,8 @@
 //! so an extraction cannot rely on one position: [`Layout::Classic`] (a table, totals on a second
 //! page when the bill has more than four lines), [`Layout::Modern`] (a header block on the right,
 //! different labels), [`Layout::Compact`] (one `label: value` per line) and [`Layout::Scan`] (a
-//! picture of a page and no text layer, as a scanner makes). Credit notes say so.
+//! picture of a page and no text layer, as a scanner makes). Credit notes say so. Every PDF carries
+//! its answer in the Info dictionary under `EnrichdTruth`, scans too.
 
 use lopdf::content::{Content, Operation};
 use lopdf::{Document, Object, Stream, dictionary};
@@ -42,14 +43,25 @@ fn money(x: f64) -> String {
     format!("{x:.2}")
 }
 
+/// The Info dictionary key holding the document's answer (see the issue 16 contract).
+pub const TRUTH_KEY: &str = "EnrichdTruth";
+
 /// Renders a bill's document from its ground truth.
 pub fn render(t: &Truth) -> Rendered {
     let title = if t.credit_note { "CREDIT NOTE" } else { "INVOICE" };
+    let tax_id = t.vendor_tax_number.as_ref().map(|n| format!("Tax ID: {n}"));
+    let basis = if t.amounts_are == "inclusive" { "Amounts include tax" } else { "Amounts exclude tax" };
     let mut pages = vec![Page::new()];
     match t.layout {
         Layout::Classic => {
             let p = &mut pages[0];
             p.text(50.0, 780.0, 18.0, t.vendor.clone());
+            p.text(50.0, 766.0, 8.0, t.vendor_address.clone());
+            if let Some(tax_id) = &tax_id {
+                p.text(50.0, 755.0, 8.0, tax_id.clone());
+            }
+            p.text(50.0, 100.0, 8.0, t.payment_details.clone());
+            p.text(50.0, 675.0, 8.0, basis);
             p.text(400.0, 780.0, 18.0, title);
             p.text(50.0, 740.0, 10.0, format!("Invoice number: {}", t.doc_number));
             p.text(50.0, 725.0, 10.0, format!("Invoice date: {}", t.txn_date));
@@ -84,6 +96,12 @@ pub fn render(t: &Truth) -> Rendered {
             p.text(330.0, 770.0, 9.0, format!("Document no. {}", t.doc_number));
             p.text(330.0, 756.0, 9.0, format!("Issued {}", t.txn_date));
             p.text(330.0, 742.0, 9.0, format!("Payable by {}", t.due_date));
+            p.text(330.0, 728.0, 8.0, t.vendor_address.clone());
+            if let Some(tax_id) = &tax_id {
+                p.text(330.0, 716.0, 8.0, tax_id.clone());
+            }
+            p.text(50.0, 700.0, 8.0, basis);
+            p.text(50.0, 60.0, 8.0, t.payment_details.clone());
             let mut y = 680.0;
             for (i, l) in t.lines.iter().enumerate() {
                 p.text(
@@ -107,6 +125,11 @@ pub fn render(t: &Truth) -> Rendered {
                 y -= 14.0;
             };
             line(p, format!("{title} from {}", t.vendor));
+            line(p, t.vendor_address.clone());
+            if let Some(tax_id) = &tax_id {
+                line(p, tax_id.clone());
+            }
+            line(p, basis.to_owned());
             line(p, format!("Number: {}", t.doc_number));
             line(p, format!("Date: {}", t.txn_date));
             line(p, format!("Due: {}", t.due_date));
@@ -116,14 +139,24 @@ pub fn render(t: &Truth) -> Rendered {
             line(p, format!("Subtotal: {}", money(t.subtotal)));
             line(p, format!("Tax ({}%): {}", t.tax_rate_percent, money(t.tax)));
             line(p, format!("Total: {} {}", money(t.total), t.currency));
+            line(p, t.payment_details.clone());
         }
         Layout::Scan => return Rendered { bytes: scan(t), pages: 1 },
     }
     let count = pages.len() as u32;
-    Rendered { bytes: write(&pages), pages: count }
+    Rendered { bytes: write(&pages, t), pages: count }
 }
 
-fn write(pages: &[Page]) -> Vec<u8> {
+/// Puts the document's answer into its Info dictionary, scans included.
+fn embed_truth(doc: &mut Document, t: &Truth) {
+    let info_id = doc.add_object(dictionary! {
+        "Producer" => Object::string_literal("enrichd QuickBooks sandbox"),
+        TRUTH_KEY => Object::string_literal(t.answer().to_string()),
+    });
+    doc.trailer.set("Info", info_id);
+}
+
+fn write(pages: &[Page], t: &Truth) -> Vec<u8> {
     let mut doc = Document::with_version("1.5");
     let pages_id = doc.new_object_id();
     let font_id = doc.add_object(dictionary! {
@@ -170,6 +203,7 @@ fn write(pages: &[Page]) -> Vec<u8> {
         "Pages" => pages_id,
     });
     doc.trailer.set("Root", catalog_id);
+    embed_truth(&mut doc, t);
     let mut bytes = Vec::new();
     doc.save_to(&mut bytes).expect("writing a PDF to memory cannot fail");
     bytes
@@ -226,6 +260,7 @@ fn scan(t: &Truth) -> Vec<u8> {
     );
     let catalog_id = doc.add_object(dictionary! { "Type" => "Catalog", "Pages" => pages_id });
     doc.trailer.set("Root", catalog_id);
+    embed_truth(&mut doc, t);
     let mut bytes = Vec::new();
     doc.save_to(&mut bytes).expect("writing a PDF to memory cannot fail");
     bytes

@@ -459,12 +459,38 @@ fn route(
             let list: Vec<Value> = TAX_RATES
                 .iter()
                 .map(|(tax_type, name, rate)| {
-                    json!({"Name": name, "TaxType": tax_type, "Status": "ACTIVE", "ReportTaxType": "INPUT",
-                        "CanApplyToExpenses": true, "DisplayTaxRate": rate, "EffectiveRate": rate,
+                    let sales = tax_type.starts_with("OUTPUT");
+                    json!({"Name": name, "TaxType": tax_type, "Status": "ACTIVE",
+                        "ReportTaxType": if sales { "OUTPUT" } else { "INPUT" },
+                        "CanApplyToExpenses": !sales, "CanApplyToRevenue": sales || *tax_type == "NONE",
+                        "DisplayTaxRate": rate, "EffectiveRate": rate,
                         "TaxComponents": [{"Name": "VAT", "Rate": rate, "IsCompound": false, "IsNonRecoverable": false}]})
                 })
                 .collect();
             json_response(StatusCode::OK, Value::Object(envelope(&s, "TaxRates", Value::Array(list))))
+        }
+        ("GET", ["organisation"]) => {
+            let s = sb.lock();
+            let org = json!([{
+                "OrganisationID": "b2c885a9-4bb9-4a00-9b6e-6c2bf60b1a65", "Name": TENANT_NAME,
+                "LegalName": TENANT_NAME, "BaseCurrency": CURRENCIES[0], "CountryCode": "GB",
+                "OrganisationType": "COMPANY", "IsDemoCompany": false, "OrganisationStatus": "ACTIVE",
+                "Version": "UK", "PaysTax": true, "FinancialYearEndDay": 31, "FinancialYearEndMonth": 3,
+            }]);
+            json_response(StatusCode::OK, Value::Object(envelope(&s, "Organisations", org)))
+        }
+        ("PUT", ["invoices", _, "history"]) => put_history(sb, &segments[1], headers, body),
+        ("GET", ["invoices", _, "history"]) => {
+            let s = sb.lock();
+            let Some(b) = s.bills.iter().find(|b| b.id.eq_ignore_ascii_case(&segments[1])) else {
+                return not_found(&segments[1]);
+            };
+            let list: Vec<Value> = b
+                .history
+                .iter()
+                .map(|d| json!({"Changes": "Note", "User": "enrichd", "Details": d, "DateUTC": ms_date(b.updated_ms)}))
+                .collect();
+            json_response(StatusCode::OK, Value::Object(envelope(&s, "HistoryRecords", Value::Array(list))))
         }
         ("GET", ["currencies"]) => {
             let s = sb.lock();
@@ -473,6 +499,45 @@ fn route(
         }
         _ => not_found(rest),
     }
+}
+
+/// `PUT /Invoices/{id}/History`: adds notes to a bill's history (any status; the bill itself and
+/// its `UpdatedDateUTC` stay as they are). `Idempotency-Key` replays the stored answer.
+fn put_history(sb: &XeroSandbox, id: &str, headers: &HeaderMap, body: &Bytes) -> Response {
+    let mut s = sb.lock();
+    let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(|k| format!("history:{k}"));
+    let parsed: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    s.history_writes.push(parsed.clone());
+    if let Some(cached) = key.as_ref().and_then(|k| s.idempotent.get(k)).cloned() {
+        return json_response(StatusCode::OK, cached);
+    }
+    let Some(records) = parsed["HistoryRecords"].as_array().cloned() else {
+        return json_response(
+            StatusCode::BAD_REQUEST,
+            json!({"ErrorNumber": 14, "Type": "PostDataInvalidException", "Message": "HistoryRecords is required"}),
+        );
+    };
+    let now = s.now_ms();
+    let Some(bill) = s.bills.iter_mut().find(|b| b.id.eq_ignore_ascii_case(id)) else {
+        return not_found(id);
+    };
+    let mut answer = Vec::new();
+    for record in records {
+        let details = record["Details"].as_str().unwrap_or("").to_owned();
+        let mut echo = json!({"DateUTCString": chrono::DateTime::from_timestamp_millis(now).map(|d| d.format("%Y-%m-%dT%H:%M:%S").to_string()), "DateUTC": ms_date(now), "Details": details});
+        if details.trim().is_empty() {
+            echo["ValidationErrors"] = json!([{"Message": "The Details of a history note cannot be empty"}]);
+        } else {
+            echo["ValidationErrors"] = json!([]);
+            bill.history.push(details);
+        }
+        answer.push(echo);
+    }
+    let body = Value::Object(envelope(&s, "HistoryRecords", Value::Array(answer)));
+    if let Some(k) = key {
+        s.idempotent.insert(k, body.clone());
+    }
+    json_response(StatusCode::OK, body)
 }
 
 fn query_error(message: String) -> Response {
@@ -484,19 +549,11 @@ fn query_error(message: String) -> Response {
 
 fn list_invoices(sb: &XeroSandbox, query: &HashMap<String, String>, headers: &HeaderMap) -> Response {
     let s = sb.lock();
-    let mut conditions = Vec::new();
-    if let Some(expr) = query.get("where").filter(|w| !w.trim().is_empty()) {
-        for clause in expr.split(" AND ") {
-            let Some((name, value)) = clause.trim().split_once("==") else {
-                return query_error(format!("Unsupported where clause: {clause}"));
-            };
-            let (name, value) = (name.trim(), value.trim().trim_matches('"'));
-            if !["Type", "Status", "HasAttachments"].contains(&name) {
-                return query_error(format!("No property or field '{name}' exists in type 'Invoice'"));
-            }
-            conditions.push((name.to_owned(), value.to_owned()));
-        }
-    }
+    let filter = match query.get("where").filter(|w| !w.trim().is_empty()).map(|w| filter::parse(w)) {
+        None => None,
+        Some(Ok(f)) => Some(f),
+        Some(Err(message)) => return query_error(message),
+    };
     let ids: Option<Vec<String>> =
         query.get("IDs").map(|ids| ids.split(',').map(|i| i.trim().to_ascii_lowercase()).collect());
     let statuses: Option<Vec<&str>> = query.get("Statuses").map(|s| s.split(',').map(str::trim).collect());
@@ -505,20 +562,28 @@ fn list_invoices(sb: &XeroSandbox, query: &HashMap<String, String>, headers: &He
             chrono::NaiveDateTime::parse_from_str(v, "%Y-%m-%dT%H:%M:%S").ok().map(|d| d.and_utc().timestamp_millis())
         })
     });
-    let matching: Vec<&Bill> = s
+    let mut matching: Vec<&Bill> = s
         .bills
         .iter()
-        .filter(|b| {
-            conditions.iter().all(|(name, value)| match name.as_str() {
-                "Type" => &b.kind == value,
-                "Status" => &b.status == value,
-                _ => (b.attachment.is_some()).to_string() == value.to_ascii_lowercase(),
-            })
-        })
+        .filter(|b| filter.as_ref().is_none_or(|f| f.matches(b)))
         .filter(|b| ids.as_ref().is_none_or(|ids| ids.contains(&b.id.to_ascii_lowercase())))
         .filter(|b| statuses.as_ref().is_none_or(|st| st.contains(&b.status.as_str())))
         .filter(|b| since.is_none_or(|since| b.updated_ms > since))
         .collect();
+    if let Some(order) = query.get("order") {
+        let mut words = order.split_whitespace();
+        let field = words.next().unwrap_or("");
+        let descending = words.next().is_some_and(|d| d.eq_ignore_ascii_case("DESC"));
+        match field {
+            "Date" => matching.sort_by(|a, b| a.date.cmp(&b.date).then(a.updated_ms.cmp(&b.updated_ms))),
+            "UpdatedDateUTC" => matching.sort_by_key(|b| b.updated_ms),
+            "InvoiceNumber" => matching.sort_by(|a, b| a.invoice_number.cmp(&b.invoice_number)),
+            other => return query_error(format!("No property or field '{other}' exists in type 'Invoice'")),
+        }
+        if descending {
+            matching.reverse();
+        }
+    }
     let (items, pagination) = match query.get("page").and_then(|p| p.parse::<usize>().ok()).filter(|p| *p >= 1) {
         Some(page) => {
             let size = query.get("pageSize").and_then(|p| p.parse::<usize>().ok()).unwrap_or(100).clamp(1, 1000);
@@ -750,4 +815,220 @@ fn post_invoices(sb: &XeroSandbox, query: &HashMap<String, String>, headers: &He
         s.idempotent.insert(k, body.clone());
     }
     json_response(StatusCode::OK, body)
+}
+
+/// Xero's `where` filter on invoices, as far as the connector uses it: `==` and `!=` on `Type`,
+/// `Status`, `HasAttachments`, `InvoiceNumber`, `Reference`, `Contact.ContactID`, `Total`, `Date`,
+/// with `AND`, `OR` and parentheses; values `"text"`, `guid("…")`, `DateTime(y,m,d)`, numbers, `true`.
+mod filter {
+    use super::Bill;
+
+    #[derive(Debug, Clone, PartialEq)]
+    enum Token {
+        Name(String),
+        Text(String),
+        Number(f64),
+        Sym(&'static str),
+    }
+
+    #[derive(Debug, Clone, PartialEq)]
+    pub(super) enum Literal {
+        Text(String),
+        Number(f64),
+        Bool(bool),
+        Date(String),
+    }
+
+    #[derive(Debug)]
+    pub(super) enum Filter {
+        And(Box<Filter>, Box<Filter>),
+        Or(Box<Filter>, Box<Filter>),
+        Compare { field: String, equal: bool, value: Literal },
+    }
+
+    const FIELDS: [&str; 8] =
+        ["Type", "Status", "HasAttachments", "InvoiceNumber", "Reference", "Contact.ContactID", "Total", "Date"];
+
+    fn tokens(text: &str) -> Result<Vec<Token>, String> {
+        let chars: Vec<char> = text.chars().collect();
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < chars.len() {
+            let c = chars[i];
+            if c.is_whitespace() {
+                i += 1;
+            } else if c == '"' {
+                let mut s = String::new();
+                i += 1;
+                while i < chars.len() && chars[i] != '"' {
+                    if chars[i] == '\\' && i + 1 < chars.len() {
+                        i += 1;
+                    }
+                    s.push(chars[i]);
+                    i += 1;
+                }
+                if i >= chars.len() {
+                    return Err("Unterminated string in where".into());
+                }
+                i += 1;
+                out.push(Token::Text(s));
+            } else if c == '=' && chars.get(i + 1) == Some(&'=') {
+                out.push(Token::Sym("=="));
+                i += 2;
+            } else if c == '!' && chars.get(i + 1) == Some(&'=') {
+                out.push(Token::Sym("!="));
+                i += 2;
+            } else if c == '(' || c == ')' || c == ',' {
+                out.push(Token::Sym(match c {
+                    '(' => "(",
+                    ')' => ")",
+                    _ => ",",
+                }));
+                i += 1;
+            } else if c.is_ascii_digit() || c == '-' {
+                let start = i;
+                i += 1;
+                while i < chars.len() && (chars[i].is_ascii_digit() || chars[i] == '.') {
+                    i += 1;
+                }
+                let n: String = chars[start..i].iter().collect();
+                out.push(Token::Number(n.parse().map_err(|_| format!("Bad number {n} in where"))?));
+            } else if c.is_alphanumeric() || c == '_' {
+                let start = i;
+                while i < chars.len() && (chars[i].is_alphanumeric() || chars[i] == '_' || chars[i] == '.') {
+                    i += 1;
+                }
+                out.push(Token::Name(chars[start..i].iter().collect()));
+            } else {
+                return Err(format!("Unexpected '{c}' in where"));
+            }
+        }
+        Ok(out)
+    }
+
+    struct Parser {
+        tokens: Vec<Token>,
+        at: usize,
+    }
+
+    impl Parser {
+        fn peek(&self) -> Option<&Token> {
+            self.tokens.get(self.at)
+        }
+        fn next(&mut self) -> Option<Token> {
+            let t = self.tokens.get(self.at).cloned();
+            self.at += 1;
+            t
+        }
+        fn expect(&mut self, sym: &'static str) -> Result<(), String> {
+            match self.next() {
+                Some(Token::Sym(s)) if s == sym => Ok(()),
+                other => Err(format!("Expected '{sym}' in where, found {other:?}")),
+            }
+        }
+        fn keyword(&self, word: &str) -> bool {
+            matches!(self.peek(), Some(Token::Name(n)) if n.eq_ignore_ascii_case(word))
+        }
+        fn or(&mut self) -> Result<Filter, String> {
+            let mut left = self.and()?;
+            while self.keyword("OR") {
+                self.at += 1;
+                left = Filter::Or(Box::new(left), Box::new(self.and()?));
+            }
+            Ok(left)
+        }
+        fn and(&mut self) -> Result<Filter, String> {
+            let mut left = self.factor()?;
+            while self.keyword("AND") {
+                self.at += 1;
+                left = Filter::And(Box::new(left), Box::new(self.factor()?));
+            }
+            Ok(left)
+        }
+        fn factor(&mut self) -> Result<Filter, String> {
+            if self.peek() == Some(&Token::Sym("(")) {
+                self.at += 1;
+                let inner = self.or()?;
+                self.expect(")")?;
+                return Ok(inner);
+            }
+            let field = match self.next() {
+                Some(Token::Name(n)) => n,
+                other => return Err(format!("Expected a property in where, found {other:?}")),
+            };
+            if !FIELDS.contains(&field.as_str()) {
+                return Err(format!("No property or field '{field}' exists in type 'Invoice'"));
+            }
+            let equal = match self.next() {
+                Some(Token::Sym("==")) => true,
+                Some(Token::Sym("!=")) => false,
+                other => return Err(format!("Expected == or != after {field}, found {other:?}")),
+            };
+            let value = match self.next() {
+                Some(Token::Text(s)) => Literal::Text(s),
+                Some(Token::Number(n)) => Literal::Number(n),
+                Some(Token::Name(n)) if n == "true" || n == "false" => Literal::Bool(n == "true"),
+                Some(Token::Name(n)) if n == "guid" => {
+                    self.expect("(")?;
+                    let Some(Token::Text(g)) = self.next() else { return Err("guid() needs a string".into()) };
+                    self.expect(")")?;
+                    Literal::Text(g.to_ascii_lowercase())
+                }
+                Some(Token::Name(n)) if n == "DateTime" => {
+                    self.expect("(")?;
+                    let mut parts = Vec::new();
+                    loop {
+                        match self.next() {
+                            Some(Token::Number(x)) => parts.push(x as u32),
+                            other => return Err(format!("DateTime() needs numbers, found {other:?}")),
+                        }
+                        match self.next() {
+                            Some(Token::Sym(",")) => {}
+                            Some(Token::Sym(")")) => break,
+                            other => return Err(format!("Expected , or ) in DateTime(), found {other:?}")),
+                        }
+                    }
+                    let [y, m, d, ..] = parts[..] else { return Err("DateTime(year,month,day)".into()) };
+                    let day = chrono::NaiveDate::from_ymd_opt(y as i32, m, d).ok_or("DateTime() is not a date")?;
+                    Literal::Date(day.format("%Y-%m-%d").to_string())
+                }
+                other => return Err(format!("Expected a value after {field}, found {other:?}")),
+            };
+            Ok(Filter::Compare { field, equal, value })
+        }
+    }
+
+    pub(super) fn parse(text: &str) -> Result<Filter, String> {
+        let mut parser = Parser { tokens: tokens(text)?, at: 0 };
+        let filter = parser.or()?;
+        if parser.at < parser.tokens.len() {
+            return Err(format!("Unexpected {:?} in where", parser.tokens[parser.at]));
+        }
+        Ok(filter)
+    }
+
+    impl Filter {
+        pub(super) fn matches(&self, b: &Bill) -> bool {
+            match self {
+                Filter::And(x, y) => x.matches(b) && y.matches(b),
+                Filter::Or(x, y) => x.matches(b) || y.matches(b),
+                Filter::Compare { field, equal, value } => {
+                    let same = match (field.as_str(), value) {
+                        ("Type", Literal::Text(v)) => &b.kind == v,
+                        ("Status", Literal::Text(v)) => &b.status == v,
+                        ("HasAttachments", Literal::Bool(v)) => b.attachment.is_some() == *v,
+                        ("InvoiceNumber", Literal::Text(v)) => &b.invoice_number == v,
+                        ("Reference", Literal::Text(v)) => &b.reference == v,
+                        ("Contact.ContactID", Literal::Text(v)) => {
+                            b.contact_id.as_deref().is_some_and(|c| c.eq_ignore_ascii_case(v))
+                        }
+                        ("Total", Literal::Number(v)) => (b.total - v).abs() < 0.005,
+                        ("Date", Literal::Date(v)) => b.date.as_deref() == Some(v.as_str()),
+                        _ => false,
+                    };
+                    same == *equal
+                }
+            }
+        }
+    }
 }

@@ -32,7 +32,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-pub use pdf::{GroundTruth, LAYOUTS, SUPPLIERS, TruthLine, invoice_pdf, truth};
+pub use pdf::{GroundTruth, LAYOUTS, NEW_SUPPLIER, SUPPLIERS, Supplier, TRUTH_KEY, TruthLine, invoice_pdf, truth};
 
 /// The OAuth2 client (authorisation code + PKCE) the sandbox knows.
 pub const CLIENT_ID: &str = "SANDBOXCLIENTID00000000000000000";
@@ -86,6 +86,8 @@ pub struct Bill {
     pub truth: Option<GroundTruth>,
     /// The bill whose document this one's repeats (the same supplier invoice forwarded twice).
     pub duplicate_of: Option<String>,
+    /// Notes in the bill's history (`PUT /Invoices/{id}/History`), oldest first.
+    pub history: Vec<String>,
 }
 
 /// A file attached to a bill.
@@ -181,6 +183,8 @@ struct State {
     day: (i64, u32),
     in_flight: u32,
     writes: Vec<ReceivedWrite>,
+    /// Bodies of `PUT /Invoices/{id}/History`, oldest first.
+    history_writes: Vec<serde_json::Value>,
     idempotent: HashMap<String, serde_json::Value>,
     last_update_ms: i64,
     serial: u64,
@@ -250,17 +254,34 @@ pub async fn start(addr: SocketAddr, bills: usize) -> std::io::Result<(XeroSandb
 }
 
 impl XeroSandbox {
-    /// An organisation with the suppliers of [`SUPPLIERS`] and `bills` invoices from `seed`: of every
-    /// ten, seven are inbox DRAFT bills with a PDF and nothing filled in (the candidates), one a
-    /// DRAFT bill without a document, one an AUTHORISED bill with its PDF and one a DRAFT sales invoice.
-    /// Among the documents: three layouts, GBP/EUR/USD, tax-inclusive and exclusive amounts, two-page
-    /// PDFs (every 11th), image-only scans (every 13th), and every 20th draft a duplicate of an
-    /// approved bill ([`Bill::duplicate_of`]).
+    /// An organisation with contacts for the suppliers of [`SUPPLIERS`] but [`NEW_SUPPLIER`] (one
+    /// contact spelt differently from its documents, found by its tax number; one without a tax
+    /// number, found by name) and `bills` invoices from `seed`: of every ten, seven are inbox DRAFT
+    /// bills with a PDF and nothing filled in (the candidates), one a DRAFT bill without a document,
+    /// one an AUTHORISED bill with its PDF, lines and account codes (what account suggestions learn
+    /// from) and one a DRAFT sales invoice. Among the documents: three layouts, GBP/EUR/USD/NOK (NOK
+    /// not enabled in the organisation), tax-inclusive and exclusive amounts, credit notes (every
+    /// 9th), two-page PDFs (every 11th), image-only scans (every 13th), and every 20th draft a
+    /// duplicate of an approved bill ([`Bill::duplicate_of`]: same supplier and number).
     pub fn new(bills: usize, seed: u64) -> XeroSandbox {
         let mut s = State::default();
-        for (n, (name, vat, _)) in SUPPLIERS.iter().enumerate() {
+        for (n, supplier) in SUPPLIERS.iter().enumerate() {
+            if n == NEW_SUPPLIER {
+                continue;
+            }
             let id = s.uuid(0xc000 + n as u16);
-            s.contacts.push(Contact { id, name: (*name).to_owned(), tax_number: (*vat).to_owned() });
+            let name = match supplier.name {
+                // The bookkeeper typed it differently; only the tax number matches.
+                "Northwind Paper Ltd" => "Northwind Paper Limited".to_owned(),
+                other => other.to_owned(),
+            };
+            // One contact without a tax number: found by name.
+            let tax_number = if supplier.name == "Hudson Cloud Inc" {
+                String::new()
+            } else {
+                supplier.tax_number.unwrap_or("").to_owned()
+            };
+            s.contacts.push(Contact { id, name, tax_number });
         }
         let base = s.now_ms() - 86_400_000;
         for n in 0..bills {
@@ -285,6 +306,7 @@ impl XeroSandbox {
                 attachment: None,
                 truth: None,
                 duplicate_of: None,
+                history: Vec::new(),
             };
             // Every twentieth inbox draft repeats the document of the approved bill seven before it.
             let t = if n % 20 == 15 {
@@ -357,9 +379,36 @@ impl XeroSandbox {
             .collect()
     }
 
-    /// What bill `id`'s document says.
-    pub fn truth(&self, id: &str) -> Option<GroundTruth> {
+    /// What bill `id`'s document says, as the invoice task's answer (the JSON its PDF carries as
+    /// `EnrichdTruth`).
+    pub fn truth(&self, id: &str) -> Option<serde_json::Value> {
+        self.printed(id).map(|t| t.answer())
+    }
+
+    /// What bill `id`'s document says, with how it was drawn and booked.
+    pub fn printed(&self, id: &str) -> Option<GroundTruth> {
         self.bill(id).and_then(|b| b.truth)
+    }
+
+    /// What `enrichd sandbox xero` prints: the base URL, then `client id:`, `client secret:` and the
+    /// organisation on lines of their own, and the connection to put in the config.
+    pub fn banner(&self, addr: SocketAddr) -> String {
+        let bills = self.lock().bills.len();
+        let candidates = self.candidates().len();
+        format!(
+            "Xero sandbox ({TENANT_NAME}) with {bills} invoices, {candidates} draft bills with a document, at http://{addr}\n\
+             client id: {CLIENT_ID}\n\
+             client secret: {CLIENT_SECRET}\n\
+             tenant id: {TENANT_ID}\n\
+             custom connection client id: {CUSTOM_CLIENT_ID}\n\
+             custom connection client secret: {CUSTOM_CLIENT_SECRET}\n\
+             \n\
+             [connections.books]\n\
+             kind = \"xero\"\n\
+             base_url = \"http://{addr}\"\n\
+             client_id = \"${{XERO_CLIENT_ID}}\"\n\
+             client_secret = \"${{XERO_CLIENT_SECRET}}\"\n"
+        )
     }
 
     /// The organisation's contacts.
@@ -385,6 +434,11 @@ impl XeroSandbox {
     /// Every `POST Invoices` received, oldest first.
     pub fn writes(&self) -> Vec<ReceivedWrite> {
         self.lock().writes.clone()
+    }
+
+    /// Every `PUT /Invoices/{id}/History` body received, oldest first.
+    pub fn history_writes(&self) -> Vec<serde_json::Value> {
+        self.lock().history_writes.clone()
     }
 
     pub fn set_limits(&self, limits: Limits) {
@@ -455,20 +509,22 @@ fn recompute(bill: &mut Bill) {
 }
 
 fn fill_from_truth(s: &mut State, bill: &mut Bill, t: &GroundTruth) {
-    bill.contact_id = s.contacts.iter().find(|c| c.name == t.supplier).map(|c| c.id.clone());
+    let tax_number = t.supplier_tax_number.as_deref().unwrap_or("-");
+    bill.contact_id =
+        s.contacts.iter().find(|c| c.tax_number == tax_number || c.name == t.supplier_name).map(|c| c.id.clone());
     bill.invoice_number = t.invoice_number.clone();
-    bill.date = Some(t.date.clone());
+    bill.date = Some(t.issue_date.clone());
     bill.due_date = Some(t.due_date.clone());
     bill.currency = t.currency.clone();
-    bill.line_amount_types = t.line_amount_types.clone();
+    bill.line_amount_types = if t.amounts_are == "inclusive" { "Inclusive" } else { "Exclusive" }.to_owned();
     bill.lines = t
-        .lines
+        .line_items
         .iter()
         .map(|l| Line {
             id: s.uuid(0x11e0),
             description: l.description.clone(),
             quantity: l.quantity,
-            unit_amount: l.unit_amount,
+            unit_amount: l.unit_price,
             tax_type: l.tax_type.clone(),
             tax_amount: l.tax_amount,
             line_amount: l.line_amount,
