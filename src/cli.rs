@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
-use crate::engine::{self, Engine, build_connector};
+use crate::engine::{self, Engine};
 use crate::provider::Provider;
 use crate::store::{ItemState, NewRun, Run, RunCounts, RunStart, RunStatus, Store, redact_url};
 use progress::Progress;
@@ -162,6 +162,26 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Authorise a Xero or QuickBooks Online connection (OAuth2 with PKCE): prints the address to
+    /// open in a browser, receives the platform's redirect on http://127.0.0.1:PORT/callback, lets
+    /// you choose the organisation, and stores the tokens encrypted (`database.secret_key`). Runs
+    /// waiting for the connection resume.
+    Connect {
+        /// The connection's name (`[connections.NAME]`).
+        connection: String,
+        /// The loopback port of the redirect URI registered with the app.
+        #[arg(long, default_value_t = crate::oauth::connect::DEFAULT_PORT)]
+        port: u16,
+        /// The organisation to connect (Xero tenant id, QuickBooks realm id), instead of asking.
+        #[arg(long, value_name = "ID")]
+        tenant: Option<String>,
+        /// An OAuth2 scope to ask for instead of the platform's defaults (repeatable).
+        #[arg(long = "scope", value_name = "SCOPE")]
+        scopes: Vec<String>,
+        /// Seconds to wait for the browser's redirect.
+        #[arg(long, default_value_t = 600)]
+        wait_secs: u64,
+    },
     /// Start a sandbox server for trying enrichd without accounts.
     #[command(subcommand)]
     Sandbox(SandboxCommand),
@@ -301,6 +321,26 @@ enum SandboxCommand {
         seed: u64,
         /// Port on 127.0.0.1.
         #[arg(long, default_value_t = 8706)]
+        port: u16,
+    },
+    /// A Xero organisation (Accounting API, identity and `/connections` on one plain-HTTP base URL on
+    /// 127.0.0.1) with draft supplier bills whose PDFs it generates.
+    Xero {
+        /// Bills generated.
+        #[arg(long, default_value_t = 60)]
+        bills: usize,
+        /// Port on 127.0.0.1.
+        #[arg(long, default_value_t = 8707)]
+        port: u16,
+    },
+    /// A QuickBooks Online company (API v3 and the OAuth2 endpoints on one plain-HTTP base URL on
+    /// 127.0.0.1) with bills and their attached PDFs.
+    Quickbooks {
+        /// Bills generated.
+        #[arg(long, default_value_t = 60)]
+        bills: u64,
+        /// Port on 127.0.0.1.
+        #[arg(long, default_value_t = 8708)]
         port: u16,
     },
     /// An OpenAI-compatible simulated model.
@@ -482,6 +522,16 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
+        Command::Connect { connection, port, tenant, scopes, wait_secs } => {
+            let options = crate::oauth::connect::ConnectOptions {
+                port,
+                tenant,
+                scopes,
+                wait: Duration::from_secs(wait_secs.max(1)),
+                interactive: std::io::IsTerminal::is_terminal(&std::io::stdin()),
+            };
+            connect(&config, &connection, &options).await
+        }
         Command::Sandbox(_) | Command::Demo { .. } => unreachable!("handled above"),
     }
 }
@@ -600,6 +650,38 @@ fn shell_word(word: &str) -> String {
     }
 }
 
+async fn connect(
+    config: &Config,
+    connection: &str,
+    options: &crate::oauth::connect::ConnectOptions,
+) -> Result<(), Failure> {
+    if !config.connections.contains_key(connection) {
+        let known: Vec<&str> = config.connections.keys().map(String::as_str).collect();
+        return Err(config_error(format!("no connection named {connection:?} (connections: {})", known.join(", "))));
+    }
+    let store = open_store(config).await?;
+    let result = crate::oauth::connect::connect(config, &store, connection, options, |url, redirect| {
+        println!("Open this address in a browser to authorise connection {connection}:");
+        println!();
+        println!("  {url}");
+        println!();
+        println!("Waiting for the platform to redirect the browser to {redirect} ...");
+    })
+    .await;
+    store.close().await;
+    let connected = result.map_err(failed)?;
+    let name = connected.tenant_name.as_deref().map(|n| format!("{n}, ")).unwrap_or_default();
+    println!(
+        "connection {} authorised for organisation {name}{}; tokens stored encrypted",
+        connected.connection, connected.tenant_id
+    );
+    if !connected.resumed_runs.is_empty() {
+        let ids: Vec<String> = connected.resumed_runs.iter().map(|id| id.to_string()).collect();
+        println!("resumed run(s) {} that waited for it", ids.join(", "));
+    }
+    Ok(())
+}
+
 async fn open_store(config: &Config) -> Result<Store, Failure> {
     let url = &config.database.url;
     let store = Store::connect(url, config.database.max_connections)
@@ -635,7 +717,8 @@ async fn check(config: &Config, offline: bool) -> Result<(), Failure> {
         Err(e) => problems.push(format!("database.url {}: {e}", redact_url(&config.database.url))),
     }
     for (name, conn) in &config.connections {
-        let connector = build_connector(conn);
+        // OAuth2 connections (Xero, QuickBooks) read the tokens `enrichd connect` stored.
+        let connector = engine::build_named(config, name);
         let mut entities: Vec<&str> =
             config.pipelines.values().filter(|p| &p.connection == name).map(|p| p.entity.as_str()).collect();
         entities.dedup();
@@ -949,7 +1032,7 @@ async fn dry_run_pipeline(
     output: DryRunOutput,
 ) -> Result<(), Failure> {
     let p = &config.pipelines[pipeline_name];
-    let connector = build_connector(&config.connections[&p.connection]);
+    let connector = engine::build_named(config, &p.connection);
     let task = crate::task::Task::build(&p.task, &config.tasks[&p.task])
         .map_err(|(k, m)| config_error(format!("tasks.{}.{k}: {m}", p.task)))?;
     let (mut read, mut by_field) = (0u64, std::collections::BTreeMap::<String, u64>::new());
@@ -1045,6 +1128,7 @@ async fn status(config: &Config, run_id: Option<i64>, as_json: bool) -> Result<(
         println!("{}", serde_json::to_string_pretty(&value).expect("serialisable"));
     } else if out.is_empty() {
         println!("no runs yet");
+        print_oauth_connections(config, &store).await?;
     } else {
         for (run, counts) in &out {
             let ended = run.finished_at.unwrap_or_else(crate::store::now_ms);
@@ -1061,8 +1145,34 @@ async fn status(config: &Config, run_id: Option<i64>, as_json: bool) -> Result<(
                 }
             }
         }
+        print_oauth_connections(config, &store).await?;
     }
     store.close().await;
+    Ok(())
+}
+
+/// `status`: each OAuth2 connection's authorisation (whether it needs `enrichd connect`).
+async fn print_oauth_connections(config: &Config, store: &Store) -> Result<(), Failure> {
+    for (name, conn) in &config.connections {
+        let custom = matches!(conn, crate::config::ConnectionConfig::Xero(c) if c.custom_connection);
+        let ready = matches!(conn, crate::config::ConnectionConfig::QuickBooks(c) if c.access_token.is_some());
+        if !matches!(conn.kind(), "xero" | "quickbooks") || custom || ready {
+            continue;
+        }
+        let state = crate::store::connection_state(store, name).await.map_err(|e| failed(e.to_string()))?;
+        let line = match state {
+            Some(s) if s.needs_connect.is_some() => {
+                format!("NEEDS `enrichd connect {name}`: {}", s.needs_connect.as_deref().unwrap_or_default())
+            }
+            Some(s) if s.authorised => format!(
+                "authorised for {}{}",
+                s.tenant_name.map(|n| format!("{n}, ")).unwrap_or_default(),
+                s.tenant_id.unwrap_or_else(|| "(no organisation stored)".into())
+            ),
+            _ => format!("not authorised yet: run `enrichd connect {name}`"),
+        };
+        println!("connection {name} ({}): {line}", conn.kind());
+    }
     Ok(())
 }
 
@@ -1302,6 +1412,42 @@ async fn sandbox(which: SandboxCommand) -> Result<(), Failure> {
             println!("  client secret: {CLIENT_SECRET}");
             println!("  mailbox:       {MAILBOX_ID}");
         }
+        SandboxCommand::Xero { bills, port } => {
+            use enrichd_xero::sandbox::{CLIENT_ID, CLIENT_SECRET, CUSTOM_CLIENT_ID, CUSTOM_CLIENT_SECRET, TENANT_ID};
+            let org = enrichd_xero::sandbox::XeroSandbox::new(bills, 1);
+            let addr = org.start(at(port)).await.map_err(|e| failed(format!("binding port {port}: {e}")))?;
+            let candidates = org.candidates().len();
+            println!(
+                "Xero sandbox with {bills} bills ({candidates} draft bills with a document) on http://{addr} ; Ctrl-C stops it"
+            );
+            println!("base url: http://{addr}");
+            println!("client id: {CLIENT_ID}");
+            println!("client secret: {CLIENT_SECRET}");
+            println!("tenant: {TENANT_ID}");
+            println!("custom connection client id: {CUSTOM_CLIENT_ID}");
+            println!("custom connection client secret: {CUSTOM_CLIENT_SECRET}");
+            println!();
+            println!("# export XERO_CLIENT_ID={CLIENT_ID} XERO_CLIENT_SECRET={CLIENT_SECRET}");
+            println!("# then `enrichd connect books` (database.secret_key must be set)");
+            print!("{}", xero_sandbox_config(&addr.to_string()));
+        }
+        SandboxCommand::Quickbooks { bills, port } => {
+            use enrichd_quickbooks::sandbox::{ACCESS_TOKEN, CLIENT_ID, CLIENT_SECRET, REALM_ID};
+            let company = enrichd_quickbooks::sandbox::QuickBooksSandbox::new(bills, 1);
+            let addr = company.start(at(port)).await.map_err(|e| failed(format!("binding port {port}: {e}")))?;
+            println!("QuickBooks Online sandbox with {bills} bills on http://{addr} ; Ctrl-C stops it");
+            println!("base url: http://{addr}");
+            println!("client id: {CLIENT_ID}");
+            println!("client secret: {CLIENT_SECRET}");
+            println!("realm: {REALM_ID}");
+            println!("access token: {ACCESS_TOKEN}");
+            println!();
+            println!(
+                "# export QBO_CLIENT_ID={CLIENT_ID} QBO_CLIENT_SECRET={CLIENT_SECRET} QBO_ACCESS_TOKEN={ACCESS_TOKEN}"
+            );
+            println!("# (or leave access_token out and run `enrichd connect books`)");
+            print!("{}", quickbooks_sandbox_config(&addr.to_string()));
+        }
         SandboxCommand::Provider { port, api_key, latency_ms } => {
             let provider = crate::sandbox::provider::ProviderSandbox::new(api_key.as_deref());
             provider.set_faults(crate::sandbox::provider::Faults {
@@ -1314,4 +1460,29 @@ async fn sandbox(which: SandboxCommand) -> Result<(), Failure> {
     }
     shutdown_signal().await;
     Ok(())
+}
+
+/// The `[connections.books]` table `enrichd sandbox xero` prints for the sandbox at `addr`.
+pub fn xero_sandbox_config(addr: &str) -> String {
+    format!(
+        "[connections.books]\n\
+         kind = \"xero\"\n\
+         base_url = \"http://{addr}\"\n\
+         client_id = \"${{XERO_CLIENT_ID}}\"\n\
+         client_secret = \"${{XERO_CLIENT_SECRET}}\"\n"
+    )
+}
+
+/// The `[connections.books]` table `enrichd sandbox quickbooks` prints for the sandbox at `addr`.
+pub fn quickbooks_sandbox_config(addr: &str) -> String {
+    format!(
+        "[connections.books]\n\
+         kind = \"quickbooks\"\n\
+         base_url = \"http://{addr}\"\n\
+         realm_id = \"{}\"\n\
+         client_id = \"${{QBO_CLIENT_ID}}\"\n\
+         client_secret = \"${{QBO_CLIENT_SECRET}}\"\n\
+         access_token = \"${{QBO_ACCESS_TOKEN}}\"\n",
+        enrichd_quickbooks::sandbox::REALM_ID
+    )
 }

@@ -239,6 +239,18 @@ pub enum ConnectionConfig {
     Zendesk(Box<enrichd_zendesk::ZendeskConfig>),
     Freshdesk(Box<enrichd_freshdesk::FreshdeskConfig>),
     HelpScout(Box<enrichd_helpscout::HelpScoutConfig>),
+    /// OAuth2 connections: tokens come from `enrichd connect` and live encrypted in the database.
+    Xero(Box<enrichd_xero::XeroConfig>),
+    QuickBooks(Box<QuickBooksConnection>),
+}
+
+/// `kind = "quickbooks"`: the settings `enrichd-quickbooks` owns, plus `access_token`, a ready
+/// access token (a secret reference) for a quick start without `enrichd connect` (the sandbox
+/// prints one; Intuit's OAuth Playground gives one that lasts an hour).
+#[derive(Debug)]
+pub struct QuickBooksConnection {
+    pub settings: enrichd_quickbooks::QuickBooksConfig,
+    pub access_token: Option<SecretString>,
 }
 
 impl ConnectionConfig {
@@ -249,6 +261,8 @@ impl ConnectionConfig {
             ConnectionConfig::Zendesk(_) => "zendesk",
             ConnectionConfig::Freshdesk(_) => "freshdesk",
             ConnectionConfig::HelpScout(_) => "helpscout",
+            ConnectionConfig::Xero(_) => "xero",
+            ConnectionConfig::QuickBooks(_) => "quickbooks",
         }
     }
 }
@@ -1001,6 +1015,11 @@ fn section<T: DeserializeOwned>(file: &Path, prefix: &str, table: toml::Table) -
     })
 }
 
+/// `${ENV_VAR}` or `file:/path`: how a secret is named in the config file.
+fn is_secret_reference(text: &str) -> bool {
+    (text.starts_with("${") && text.ends_with('}')) || text.starts_with("file:")
+}
+
 /// A connection whose settings a connector crate owns: deserialised (unknown keys refused by the
 /// crate's struct), every secret checked to be a reference, and validated by the crate, with errors
 /// naming the key path.
@@ -1015,8 +1034,7 @@ where
 {
     let mut settings: T = section(file, prefix, table)?;
     for (key, secret) in settings.secrets_mut() {
-        let text = secret.expose_secret();
-        if !((text.starts_with("${") && text.ends_with('}')) || text.starts_with("file:")) {
+        if !is_secret_reference(secret.expose_secret()) {
             return Err(err(
                 file,
                 format!("{prefix}.{key}"),
@@ -1081,6 +1099,15 @@ impl Config {
                 }
                 ConnectionConfig::HelpScout(c) => {
                     crate_secrets.extend(c.secrets_mut().into_iter().map(|(key, s)| (at(key), s)));
+                }
+                ConnectionConfig::Xero(c) => {
+                    crate_secrets.extend(c.secrets_mut().into_iter().map(|(key, s)| (at(key), s)));
+                }
+                ConnectionConfig::QuickBooks(c) => {
+                    crate_secrets.extend(c.settings.secrets_mut().into_iter().map(|(key, s)| (at(key), s)));
+                    if let Some(token) = c.access_token.as_mut() {
+                        crate_secrets.push((at("access_token"), token));
+                    }
                 }
             }
         }
@@ -1185,12 +1212,33 @@ impl Config {
                     table,
                     enrichd_helpscout::HelpScoutConfig::validate,
                 )?)),
+                "xero" => ConnectionConfig::Xero(Box::new(platform(
+                    file,
+                    &prefix,
+                    table,
+                    enrichd_xero::XeroConfig::validate,
+                )?)),
+                "quickbooks" => {
+                    let access_token = match table.remove("access_token") {
+                        None => None,
+                        Some(toml::Value::String(text)) if is_secret_reference(&text) => Some(SecretString::from(text)),
+                        Some(_) => {
+                            return Err(err(
+                                file,
+                                format!("{prefix}.access_token"),
+                                "secrets are not written in the config file: use \"${ENV_VAR}\" or \"file:/path/to/secret\"",
+                            ));
+                        }
+                    };
+                    let settings = platform(file, &prefix, table, enrichd_quickbooks::QuickBooksConfig::validate)?;
+                    ConnectionConfig::QuickBooks(Box::new(QuickBooksConnection { settings, access_token }))
+                }
                 other => {
                     return Err(err(
                         file,
                         format!("{prefix}.kind"),
                         format!(
-                            "unknown connection kind {other:?}; available: \"teststore\", \"woocommerce\", \"zendesk\", \"freshdesk\", \"helpscout\""
+                            "unknown connection kind {other:?}; available: \"teststore\", \"woocommerce\", \"zendesk\", \"freshdesk\", \"helpscout\", \"xero\", \"quickbooks\""
                         ),
                     ));
                 }

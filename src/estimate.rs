@@ -9,7 +9,6 @@ use futures::StreamExt;
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::engine::build_connector;
 use crate::provider::{CompletionRequest, Provider, TokenUsage};
 use crate::task::Task;
 
@@ -45,7 +44,7 @@ pub struct Estimate {
 /// Runs the estimate for `pipeline_name` with a sample of `sample` candidate records.
 pub async fn estimate(config: &Config, pipeline_name: &str, sample: usize) -> Result<Estimate, String> {
     let p = config.pipeline(pipeline_name)?;
-    let connector = build_connector(&config.connections[&p.connection]);
+    let connector = crate::engine::build_named(config, &p.connection);
     let task = Task::build(&p.task, &config.tasks[&p.task]).map_err(|(k, m)| format!("tasks.{}.{k}: {m}", p.task))?;
     let provider = Provider::build(&p.provider, &config.providers[&p.provider]);
 

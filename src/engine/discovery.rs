@@ -167,6 +167,11 @@ async fn discover(engine: &Engine, pipeline: &Pipeline, run: Run, stop: &Cancell
         let page = match pipeline.connector.list(entity, &request).await {
             Ok(page) => page,
             Err(e) => {
+                // A used-up daily allowance or a connection to authorise again: pause, do not fail.
+                if let Some(pause) = super::pauses::platform_pause(&e, &pipeline.config.connection) {
+                    super::pauses::pause_run(engine, pipeline, run.id, &pause).await;
+                    return;
+                }
                 failures += 1;
                 if !e.retryable || failures >= pipeline.config.max_attempts {
                     let reason = format!("discovery failed on connection {}: {e}", pipeline.config.connection);

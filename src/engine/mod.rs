@@ -12,9 +12,11 @@ mod documents;
 mod enrich;
 mod hooks;
 mod lookup;
+mod pauses;
 mod revert;
 mod writeback;
 
+pub use pauses::platform_pause;
 pub use revert::{LeftOver, RevertOutcome, RevertResult, RevertTally, revert, revert_run, tally};
 
 use std::collections::BTreeMap;
@@ -172,18 +174,42 @@ pub struct Engine {
 }
 
 /// A connector for one configured connection, keeping no tokens it acquires (see [`build_connection`]).
+/// OAuth2 connections (Xero, QuickBooks) need their stored tokens: use [`build_named`] for them.
 pub fn build_connector(config: &ConnectionConfig) -> Arc<dyn Connector> {
     build_connection("", config, None)
 }
 
+/// The connector for connection `name` of `config`, for a command that opens no store of its own:
+/// an OAuth2 connection reads its tokens from `database.url` when first used.
+pub fn build_named(config: &Config, name: &str) -> Arc<dyn Connector> {
+    let connection = &config.connections[name];
+    match crate::oauth::OrgConnector::new(name, connection, crate::oauth::Tokens::of(config, None)) {
+        Some(org) => Arc::new(org),
+        None => build_connector(connection),
+    }
+}
+
 /// A connector for connection `name`; tokens it acquires at run time (Help Scout's client
-/// credentials) are kept in `tokens`, encrypted, when given.
+/// credentials) are kept in `tokens`, encrypted, when given. OAuth2 connections (Xero, QuickBooks)
+/// keep theirs in `tokens` too, and without it have none (`database.secret_key` is needed).
 pub fn build_connection(
     name: &str,
     config: &ConnectionConfig,
     tokens: Option<Arc<dyn enrichd_connector::oauth2::TokenStore>>,
 ) -> Arc<dyn Connector> {
+    build_connection_with(name, config, tokens, crate::oauth::Tokens::NoKey)
+}
+
+fn build_connection_with(
+    name: &str,
+    config: &ConnectionConfig,
+    tokens: Option<Arc<dyn enrichd_connector::oauth2::TokenStore>>,
+    vault: crate::oauth::Tokens,
+) -> Arc<dyn Connector> {
     let at = format!("connections.{name}");
+    if let Some(org) = crate::oauth::OrgConnector::new(name, config, vault) {
+        return Arc::new(org);
+    }
     match config {
         ConnectionConfig::TestStore(c) => Arc::new(enrichd_teststore::TestStore::new(
             &c.base_url,
@@ -214,6 +240,7 @@ pub fn build_connection(
                 .and_then(|o| enrichd_helpscout::HelpScout::new(name, o, tokens).ok())
                 .expect("helpscout connections are validated when the config loads"),
         ),
+        ConnectionConfig::Xero(_) | ConnectionConfig::QuickBooks(_) => unreachable!("built as OrgConnector above"),
     }
 }
 
@@ -242,7 +269,10 @@ impl Engine {
         let connectors: BTreeMap<String, Arc<dyn Connector>> = config
             .connections
             .iter()
-            .map(|(name, c)| (name.clone(), build_connection(name, c, vault.clone())))
+            .map(|(name, c)| {
+                let org_tokens = crate::oauth::Tokens::of(config, Some(&store));
+                (name.clone(), build_connection_with(name, c, vault.clone(), org_tokens))
+            })
             .collect();
         let providers: BTreeMap<String, Arc<Provider>> =
             config.providers.iter().map(|(name, p)| (name.clone(), Arc::new(Provider::build(name, p)))).collect();
@@ -408,6 +438,15 @@ async fn settle_loop(engine: Arc<Engine>, pipeline: Arc<Pipeline>, only_run: Opt
         };
         let settle = std::time::Instant::now() >= next_settle;
         let started = std::time::Instant::now();
+        // Runs paused for their platform's daily allowance resume by themselves once it resets.
+        match engine.store.resume_due(&pipeline.name, &actor).await {
+            Ok(resumed) => {
+                for run in resumed {
+                    tracing::info!(run = run.id, pipeline = %pipeline.name, "run resumed: the platform's allowance has reset");
+                }
+            }
+            Err(e) => tracing::warn!(pipeline = %pipeline.name, error = %e, "resuming paused runs failed"),
+        }
         match runs {
             Ok(runs) => {
                 for run in runs.into_iter().filter(|r| r.pipeline == pipeline.name) {

@@ -101,6 +101,10 @@ async fn write_batch(engine: &Engine, pipeline: &Pipeline, items: Vec<Item>) {
     let current = match pipeline.connector.fetch(entity, &ids).await {
         Ok(records) => records,
         Err(e) => {
+            if let Some(pause) = super::pauses::platform_pause(&e, &pipeline.config.connection) {
+                let held: Vec<&Item> = items.iter().collect();
+                return super::pauses::pause_items(engine, pipeline, &held, &pause).await;
+            }
             for item in &items {
                 let message = format!("record {}: re-reading before the write failed: {e}", item.external_id);
                 if let Err(err) = store.fail_write(item, owner, &message, e.retryable, e.retry_after, policy).await {
@@ -168,7 +172,14 @@ async fn write_batch(engine: &Engine, pipeline: &Pipeline, items: Vec<Item>) {
                 };
                 settle_job(engine, pipeline, &job, stored, chunk).await;
             }
-            Err(e) => fail_all(engine, chunk, &e).await,
+            Err(e) => match super::pauses::platform_pause(&e, &pipeline.config.connection) {
+                Some(pause) => {
+                    // Nothing of the call was applied: the items go back, and their runs pause.
+                    let held: Vec<&Item> = chunk.iter().map(|(i, _)| i).collect();
+                    super::pauses::pause_items(engine, pipeline, &held, &pause).await
+                }
+                None => fail_all(engine, chunk, &e).await,
+            },
         }
     }
 }

@@ -19,7 +19,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::config::{Config, PipelineConfig};
-use crate::engine::build_connector;
 use crate::provider::{CompletionRequest, Provider, ProviderError, TokenUsage};
 use crate::store::{NewEval, Store, now_ms};
 use crate::task::Task;
@@ -231,7 +230,7 @@ pub async fn evaluate(
     options: &EvalOptions,
 ) -> Result<EvalReport, EvalError> {
     let p = config.pipeline(pipeline_name).map_err(EvalError::Usage)?;
-    let connector = build_connector(&config.connections[&p.connection]);
+    let connector = crate::engine::build_named(config, &p.connection);
     let base = Task::build(&p.task, &config.tasks[&p.task])
         .map_err(|(k, m)| EvalError::Usage(format!("tasks.{}.{k}: {m}", p.task)))?;
     for name in &options.fields {

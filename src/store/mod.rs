@@ -18,6 +18,7 @@ mod documents;
 mod evals;
 mod hooks;
 mod items;
+mod pauses;
 mod pipelines;
 mod review;
 mod runs;
@@ -31,7 +32,7 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor, Row};
 
 pub use batches::{BatchRow, NewBatch};
-pub use credentials::CredentialVault;
+pub use credentials::{ConnectionState, CredentialVault, connection_state};
 pub use documents::StoredDocument;
 pub use evals::{NewEval, StoredEval};
 pub use hooks::{HookQueued, HookRecord};
@@ -39,6 +40,7 @@ pub use items::{
     Claim, EnrichFailure, EventRecord, FieldChange, Item, NewItem, PriorItem, Proposal, RetryPolicy, Usage,
     VerifyIssue, Work,
 };
+pub use pauses::PlatformPause;
 pub use pipelines::{PipelineState, WriteJob};
 pub use review::{
     BulkOutcome, ConfidenceRange, ProposedValue, ReviewAction, ReviewFilter, SampleStats, SkippedItem,
