@@ -189,13 +189,17 @@ enum Command {
     /// catalogue, a simulated model (or OpenAI when OPENAI_API_KEY is set), an SQLite database, and
     /// the daemon running the catalogue pipeline. Ctrl-C stops it all.
     Demo {
-        /// Which demo: `shop` (WooCommerce product copy with a review sample, the default) or
-        /// `helpdesk` (Zendesk ticket triage every minute, confident answers written at once).
+        /// Which demo: `shop` (WooCommerce product copy with a review sample, the default),
+        /// `helpdesk` (Zendesk ticket triage every minute, confident answers written at once) or
+        /// `invoices` (Xero draft bills read from their PDFs, checked, clean ones written at once).
         #[arg(value_enum, default_value_t = DemoKind::Shop)]
         kind: DemoKind,
         /// `helpdesk`: tickets in the generated account (about 60% not triaged).
         #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..))]
         tickets: u64,
+        /// `invoices`: bills in the generated Xero organisation (most of them draft bills with a document).
+        #[arg(long, default_value_t = 60, value_parser = at_least_one)]
+        bills: usize,
         /// Products in the generated catalogue (about 40% without a description).
         #[arg(long, default_value_t = 300, value_parser = at_least_one)]
         products: usize,
@@ -215,6 +219,8 @@ enum DemoKind {
     Shop,
     /// Support-ticket triage on a Zendesk account, every minute.
     Helpdesk,
+    /// Supplier bills in a Xero organisation: documents read, checked, saved onto the draft bills.
+    Invoices,
 }
 
 impl Command {
@@ -447,10 +453,11 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
     if let Command::Sandbox(which) = cli.command {
         return sandbox(which).await;
     }
-    if let Command::Demo { kind, tickets, products, bind, dir } = &cli.command {
+    if let Command::Demo { kind, tickets, products, bills, bind, dir } = &cli.command {
         return match kind {
             DemoKind::Shop => demo(*products, bind, dir.as_deref()).await,
             DemoKind::Helpdesk => demo_helpdesk(*tickets, bind, dir.as_deref()).await,
+            DemoKind::Invoices => demo_invoices(*bills, bind, dir.as_deref()).await,
         };
     }
     let mut config = Config::read(&cli.config).map_err(|e| config_error(e.to_string()))?;
@@ -633,6 +640,57 @@ async fn demo_helpdesk(tickets: u64, bind: &str, dir: Option<&std::path::Path>) 
         println!("  run       {} (the first one, started now)", run.id);
         println!("  review    http://{addr}/queue (the less sure answers wait here)");
         println!("  runs      http://{addr}/runs (one run per minute with new tickets; none for a quiet minute)");
+        println!("  status    {enrichd} status");
+        demo
+    };
+    let demo = serve_daemon(&config, None, Work::Pipelines, announce).await?;
+    drop(demo);
+    Ok(())
+}
+
+async fn demo_invoices(bills: usize, bind: &str, dir: Option<&std::path::Path>) -> Result<(), Failure> {
+    let demo = crate::demo::prepare_invoices(bills, dir, bind).await.map_err(failed)?;
+    let config = Config::load(&demo.config).map_err(|e| failed(format!("the demo's own config: {e}")))?;
+    let store = open_store(&config).await?;
+    let pipeline = &config.pipelines["bills"];
+    let new = NewRun {
+        pipeline: "bills".into(),
+        scheduled_for: None,
+        item_limit: None,
+        max_attempts: pipeline.max_attempts as i64,
+        budget_micros: pipeline.budget_usd.map(usd_to_micros),
+        sample: None,
+    };
+    let run = match store.create_run(&new).await.map_err(|e| failed(e.to_string()))? {
+        RunStart::Created(run) | RunStart::AlreadyActive(run) => run,
+        RunStart::TickTaken => unreachable!("manual runs have no tick"),
+    };
+    store.close().await;
+    let exe = std::env::current_exe().map_err(|e| failed(format!("finding this program's path: {e}")))?;
+    let enrichd = format!(
+        "{} --config {}",
+        shell_word(&exe.display().to_string()),
+        shell_word(&demo.config.display().to_string())
+    );
+    let announce = move |addr: SocketAddr| {
+        println!("enrichd demo invoices");
+        println!(
+            "  books     Xero sandbox at {} ({} bills, {} draft bills with a document; {} requests a minute)",
+            demo.books_url,
+            demo.bills,
+            demo.candidates,
+            crate::demo::INVOICES_DEMO_PER_MINUTE
+        );
+        println!("  model     {}", demo.model_label);
+        println!("  files     {} (config, SQLite database)", demo.dir.display());
+        println!(
+            "  pipeline  bills: each draft bill's document read, checked and looked up; clean ones written at once, the rest wait"
+        );
+        println!("  run       {} (started now)", run.id);
+        println!(
+            "  review    http://{addr}/queue (bills that failed a check, new suppliers, credit notes, duplicates)"
+        );
+        println!("  runs      http://{addr}/runs/{}", run.id);
         println!("  status    {enrichd} status");
         demo
     };

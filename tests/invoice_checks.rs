@@ -19,6 +19,7 @@ use common::{PROVIDER_KEY, ProviderSandbox, STORE_TOKEN, StoreSandbox, TestDb, s
 use enrichd::config::Config;
 use enrichd::engine::Engine;
 use enrichd::sandbox::provider::classify::Classifier;
+use enrichd::sandbox::provider::documents::text_pdf;
 use enrichd::store::{ItemState, ReviewAction, RunStatus, StoreError};
 use enrichd_connector::lookup::{Account, Organisation, TaxRate};
 use serde_json::{Map, Value, json};
@@ -77,6 +78,12 @@ fn drafts() -> Vec<(u64, Value)> {
     ]
 }
 
+/// The total bill `n`'s document prints: what the model read, except on bill 2, where the model
+/// misread 144.00 as 154.00.
+fn printed_total(n: u64, read: &Value) -> f64 {
+    if n == 2 { 144.0 } else { read["total"].as_f64().unwrap() }
+}
+
 async fn bills(db: &TestDb, policy: &str) -> Bills {
     set_secret_env();
     let store = StoreSandbox::new(STORE_TOKEN);
@@ -108,6 +115,18 @@ async fn bills(db: &TestDb, policy: &str) -> Bills {
     let mut clues: BTreeMap<String, Vec<(String, Value)>> = BTreeMap::new();
     for (n, read) in drafts() {
         store.insert("bills", n, object(json!({"ref": format!("draft-{n}"), "status": "DRAFT", "invoice_number": ""})));
+        // The bill's document: a text layer holding its number and total, what the model reads in it.
+        let lines = vec![
+            format!(
+                "{} - {}",
+                read["document_type"].as_str().unwrap().to_uppercase(),
+                read["supplier_name"].as_str().unwrap()
+            ),
+            format!("Number: {}", read["invoice_number"].as_str().unwrap()),
+            format!("Total due: {:.2} {}", printed_total(n, &read), read["currency"].as_str().unwrap()),
+        ];
+        let pdf = text_pdf(&[lines], Some(&read));
+        store.attach("bills", n, &format!("draft-{n}.pdf"), "application/pdf", pdf).unwrap();
         for (property, value) in read.as_object().unwrap() {
             clues.entry(property.clone()).or_default().push((format!("\"draft-{n}\""), value.clone()));
         }
@@ -230,7 +249,10 @@ async fn checks_and_look_ups_decide_what_waits_and_what_is_written(db: &TestDb) 
         })
         .collect();
     assert!(rules.contains(&("tax_rates", "passed")), "the organisation's rates were read: {rules:?}");
-    assert!(rules.contains(&("printed_on_the_document", "not checked")), "no text layer here: {rules:?}");
+    assert!(
+        rules.contains(&("printed_on_the_document", "passed")),
+        "the total and number are in the document's text layer: {rules:?}"
+    );
     let asked = b.store.look_up_requests();
     let q = asked.iter().find(|q| q.record_id == "1").unwrap();
     assert_eq!(
@@ -238,12 +260,16 @@ async fn checks_and_look_ups_decide_what_waits_and_what_is_written(db: &TestDb) 
         (Some("GB 123 456 789"), Some("INV-0042"), Some(144.0), Some("2026-03-01"))
     );
 
-    // Bill 2: the numbers do not add up, so it waits; a reviewer's fix clears the warning.
+    // Bill 2: the model misread the total, so the numbers do not add up and the total read is not on
+    // the document: it waits; a reviewer's fix clears both warnings.
     let two = item_of(db, run.id, 2).await;
     assert_eq!(two.state, ItemState::Proposed);
     assert_eq!(
         two.proposal.as_ref().unwrap().warnings,
-        ["totals_add_up: subtotal + total_tax = 144.00, total is 154.00: off by 10.00 (at most 0.02 allowed)"]
+        [
+            "printed_on_the_document: not in the document's text: total 154.00",
+            "totals_add_up: subtotal + total_tax = 144.00, total is 154.00: off by 10.00 (at most 0.02 allowed)"
+        ]
     );
     let task = b.engine.pipelines[PIPELINE].task();
     let edited = db.store.edit(two.id, "reviewer:ann", &task, "total", json!(144.0)).await.unwrap();

@@ -15,11 +15,14 @@ pub(super) struct DocumentFailure {
     pub message: String,
     pub retryable: bool,
     pub retry_after: Option<std::time::Duration>,
+    /// The platform's daily allowance is used up or the connection needs `enrichd connect`: the
+    /// item goes back without an attempt counted and its run pauses (see `super::pauses`).
+    pub pause: Option<crate::store::PlatformPause>,
 }
 
 impl DocumentFailure {
     fn permanent(message: String) -> Self {
-        Self { message, retryable: false, retry_after: None }
+        Self { message, retryable: false, retry_after: None, pause: None }
     }
 }
 
@@ -64,6 +67,7 @@ pub(super) async fn documents_for(
                     ),
                     retryable: e.retryable,
                     retry_after: e.retry_after,
+                    pause: super::pauses::platform_pause(&e, &pipeline.config.connection),
                 }));
             }
         };

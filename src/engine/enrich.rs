@@ -157,6 +157,10 @@ pub(super) async fn prepare(
                 match super::documents::documents_for(engine, pipeline, &item, &record.attachments, rule).await? {
                     Ok(documents) => documents,
                     Err(failure) => {
+                        if let Some(pause) = &failure.pause {
+                            super::pauses::pause_items(engine, pipeline, &[&item], pause).await;
+                            continue;
+                        }
                         // This item only: the others of the claim go on.
                         let recorded = EnrichFailure {
                             error: &failure.message,

@@ -60,6 +60,7 @@ pub fn routes(engine: Arc<Engine>, access: Access, html_fields: BTreeMap<String,
         .route("/queue/bulk", post(bulk))
         .route("/items/{id}", get(item_page))
         .route("/items/{id}/history", get(history_page))
+        .route("/items/{id}/documents/{n}", get(document_file))
         .route("/items/{id}/approve", post(approve))
         .route("/items/{id}/reject", post(reject))
         .route("/items/{id}/edit", post(edit))
@@ -818,6 +819,46 @@ fn text_of(value: &Value) -> (String, &'static str) {
     }
 }
 
+fn human_bytes(n: usize) -> String {
+    match n {
+        n if n >= 1 << 20 => format!("{:.1} MB", n as f64 / f64::from(1 << 20)),
+        n if n >= 1 << 10 => format!("{} KB", n.div_ceil(1 << 10)),
+        n => format!("{n} bytes"),
+    }
+}
+
+/// One of an item's documents as kept in our database, for the browser's own viewer (PDF) or an
+/// `img`. Only the media types a document was accepted as (PDF, PNG, JPEG, checked against the
+/// file's first bytes when it was read) are ever served, never sniffed into anything else.
+async fn document_file(
+    State(pages): State<Pages>,
+    _visitor: Visitor,
+    Path((id, n)): Path<(i64, usize)>,
+) -> Result<Response, PageError> {
+    let documents = pages.store.documents_of(id).await?;
+    let Some(stored) = documents.get(n) else {
+        return Ok((StatusCode::NOT_FOUND, format!("item {id} has no document {n}")).into_response());
+    };
+    let doc = &stored.document;
+    let media_type = match doc.media_type.as_str() {
+        "application/pdf" => "application/pdf",
+        "image/png" => "image/png",
+        "image/jpeg" => "image/jpeg",
+        _ => return Ok((StatusCode::NOT_FOUND, format!("item {id}: document {n} is not viewable")).into_response()),
+    };
+    let name: String =
+        doc.name.chars().map(|c| if c.is_ascii_alphanumeric() || ".-_ ".contains(c) { c } else { '_' }).collect();
+    let mut response = doc.bytes.clone().into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(media_type));
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, max-age=3600"));
+    if let Ok(v) = HeaderValue::from_str(&format!("inline; filename=\"{name}\"")) {
+        headers.insert(header::CONTENT_DISPOSITION, v);
+    }
+    Ok(response)
+}
+
 /// What a proposal's rules and look-ups found, for the item page: each check's outcome, the
 /// supplier matched in the organisation's own data (or that none was), duplicates, suggested
 /// account codes. `None` when there is nothing to show (tasks without rules or look-ups).
@@ -983,6 +1024,25 @@ async fn item_view(
         .filter(|(name, _)| conversation.is_none() || name.as_str() != "conversation")
         .map(|(name, value)| json!({ "name": name, "value": text_of(value).0 }))
         .collect();
+    // The record's documents (a bill's PDF) as kept when the item was enriched, shown beside the proposal.
+    let documents: Vec<Value> = pages
+        .store
+        .documents_of(id)
+        .await?
+        .iter()
+        .enumerate()
+        .map(|(n, d)| {
+            let doc = &d.document;
+            json!({
+                "url": format!("/items/{id}/documents/{n}"),
+                "name": doc.name,
+                "pdf": doc.media_type == "application/pdf",
+                "pages": doc.pages,
+                "size": human_bytes(doc.bytes.len()),
+                "text_layer": doc.text.is_some(),
+            })
+        })
+        .collect();
     let proposal = item.proposal.as_ref();
     let findings = proposal.and_then(findings_view);
     let view = json!({
@@ -1005,6 +1065,7 @@ async fn item_view(
         "conversation": conversation,
         "confidence": proposal.and_then(|p| p.confidence).map(|c| format!("{c:.2}")),
         "findings": findings,
+        "documents": documents,
         "held": proposal.and_then(|p| p.held.clone()),
     });
     pages.render(
