@@ -39,7 +39,8 @@ const SEED: u64 = 16;
 /// the total. Without `supplier.name` here the look-up would match the placeholder vendor instead
 /// of the supplier the document names. The pipeline proposes them for every candidate
 /// (`select.add`), so the document's values replace the defaults.
-const PREFILLED: [&str; 8] = ["supplier.name", "date", "currency", "amounts_are", "line_items", "sub_total", "total_tax", "total"];
+const PREFILLED: [&str; 8] =
+    ["supplier.name", "date", "currency", "amounts_are", "line_items", "sub_total", "total_tax", "total"];
 
 on_both_backends! {
     xero_bills => xero_bills;
@@ -515,7 +516,10 @@ async fn bills_end_to_end(db: &TestDb, platform: &str) {
         if misprinted.contains(id) {
             assert_eq!(item.state, ItemState::Proposed, "bill {id} does not add up: it waits for a person");
             let w = warnings(item);
-            assert!(w.iter().any(|w| w.starts_with("totals_add_up:") && w.contains("off by 10.00")), "bill {id}: {w:?}");
+            assert!(
+                w.iter().any(|w| w.starts_with("totals_add_up:") && w.contains("off by 10.00")),
+                "bill {id}: {w:?}"
+            );
         } else if books.duplicate_of(id).is_some() {
             duplicates += 1;
             assert_eq!(item.state, ItemState::Proposed, "bill {id} repeats another: never written");
@@ -528,7 +532,13 @@ async fn bills_end_to_end(db: &TestDb, platform: &str) {
             assert_eq!(item.state, ItemState::Proposed, "credit note {id} waits for a person");
             assert!(warnings(item).iter().any(|w| w.starts_with("is_an_invoice:")), "{:?}", warnings(item));
         } else if !books.known_supplier(id) {
-            assert_eq!(item.state, ItemState::Proposed, "bill {id}: an unknown supplier waits: {:?} {:?}", item.last_error, item.proposal);
+            assert_eq!(
+                item.state,
+                ItemState::Proposed,
+                "bill {id}: an unknown supplier waits: {:?} {:?}",
+                item.last_error,
+                item.proposal
+            );
             assert!(warnings(item).iter().any(|w| w.starts_with("supplier not found:")), "{:?}", warnings(item));
         } else if repeated.contains(id) && held(item).is_some() {
             // The first copy of a repeated invoice, flagged against the second.

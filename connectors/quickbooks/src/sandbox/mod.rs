@@ -608,11 +608,8 @@ impl QuickBooksSandbox {
     pub fn replace_document(&self, id: &str, mut truth: Truth) -> bool {
         let mut state = self.lock();
         let Ok(n) = id.parse::<u64>() else { return false };
-        let Some(attachable) = state
-            .attachables
-            .iter()
-            .find(|(_, a)| a["AttachableRef"][0]["EntityRef"]["value"] == id)
-            .map(|(k, _)| *k)
+        let Some(attachable) =
+            state.attachables.iter().find(|(_, a)| a["AttachableRef"][0]["EntityRef"]["value"] == id).map(|(k, _)| *k)
         else {
             return false;
         };
