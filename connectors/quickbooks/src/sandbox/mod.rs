@@ -602,6 +602,27 @@ impl QuickBooksSandbox {
         state.files.get(id).cloned()
     }
 
+    /// The supplier's document of bill `id` is `truth` instead (its PDF drawn again, carrying it):
+    /// a document that prints other figures, such as totals that do not add up. Returns false for
+    /// a bill without a document.
+    pub fn replace_document(&self, id: &str, mut truth: Truth) -> bool {
+        let mut state = self.lock();
+        let Ok(n) = id.parse::<u64>() else { return false };
+        let Some(attachable) =
+            state.attachables.iter().find(|(_, a)| a["AttachableRef"][0]["EntityRef"]["value"] == id).map(|(k, _)| *k)
+        else {
+            return false;
+        };
+        let pdf = pdf::render(&truth);
+        truth.pages = pdf.pages;
+        if let Some(a) = state.attachables.get_mut(&attachable) {
+            a["Size"] = json!(pdf.bytes.len());
+        }
+        state.files.insert(attachable, pdf.bytes);
+        state.truth.insert(n, truth);
+        true
+    }
+
     /// A bookkeeper edits the bill in QuickBooks: a private note, and the `SyncToken` and
     /// `LastUpdatedTime` move on. Returns the new `SyncToken`.
     pub fn edit_as_bookkeeper(&self, id: &str, note: &str) -> Option<String> {
