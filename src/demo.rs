@@ -363,8 +363,10 @@ provider = "model"
 model = "{model}"
 concurrency = 4
 # Draft bills with a document and no invoice number yet; each gets every field the task fills that
-# it is missing. Bills stay DRAFT: a person approves them in Xero.
-select = {{ missing = ["invoice_number"], fill_all_missing = true }}
+# it is missing, and the document's own supplier, date, currency, amounts basis, lines and totals in
+# place of what the bills inbox filled in (the base currency, "exclusive", no lines). Bills stay
+# DRAFT: a person approves them in Xero.
+select = {{ missing = ["invoice_number"], fill_all_missing = true, add = ["supplier.name", "date", "currency", "amounts_are", "line_items", "sub_total", "total_tax", "total"] }}
 # Bills whose checks all pass are written at once; a warning (numbers that do not add up, a supplier
 # not in the books, a credit note, a currency the organisation does not use) or a duplicate waits.
 review = {{ policy = "auto_approve" }}

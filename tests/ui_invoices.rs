@@ -73,7 +73,7 @@ task = "invoice_extract"
 provider = "sim"
 model = "sim-model"
 concurrency = 4
-select = {{ missing = ["invoice_number"], fill_all_missing = true }}
+select = {{ missing = ["invoice_number"], fill_all_missing = true, add = ["supplier.name", "date", "currency", "amounts_are", "line_items", "sub_total", "total_tax", "total"] }}
 review = {{ policy = "all" }}
 "#,
             db = db.url,
