@@ -543,13 +543,14 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
     }
 }
 
-async fn demo(products: usize, bind: &str, dir: Option<&std::path::Path>) -> Result<(), Failure> {
-    let demo = crate::demo::prepare(products, dir, bind).await.map_err(failed)?;
-    let config = Config::load(&demo.config).map_err(|e| failed(format!("the demo's own config: {e}")))?;
+/// Loads a demo's own config, creates its pipeline's first run, and returns them with the command
+/// line a shell runs for more (this binary and the demo's config, quoted where needed).
+async fn start_demo_run(path: &std::path::Path, pipeline_name: &str) -> Result<(Config, Run, String), Failure> {
+    let config = Config::load(path).map_err(|e| failed(format!("the demo's own config: {e}")))?;
     let store = open_store(&config).await?;
-    let pipeline = &config.pipelines["catalogue"];
+    let pipeline = &config.pipelines[pipeline_name];
     let new = NewRun {
-        pipeline: "catalogue".into(),
+        pipeline: pipeline_name.into(),
         scheduled_for: None,
         item_limit: None,
         max_attempts: pipeline.max_attempts as i64,
@@ -562,12 +563,14 @@ async fn demo(products: usize, bind: &str, dir: Option<&std::path::Path>) -> Res
     };
     store.close().await;
     let exe = std::env::current_exe().map_err(|e| failed(format!("finding this program's path: {e}")))?;
-    // The commands as a shell runs them: this binary, the demo's config, quoted where needed.
-    let enrichd = format!(
-        "{} --config {}",
-        shell_word(&exe.display().to_string()),
-        shell_word(&demo.config.display().to_string())
-    );
+    let enrichd =
+        format!("{} --config {}", shell_word(&exe.display().to_string()), shell_word(&path.display().to_string()));
+    Ok((config, run, enrichd))
+}
+
+async fn demo(products: usize, bind: &str, dir: Option<&std::path::Path>) -> Result<(), Failure> {
+    let demo = crate::demo::prepare(products, dir, bind).await.map_err(failed)?;
+    let (config, run, enrichd) = start_demo_run(&demo.config, "catalogue").await?;
     let sample = (crate::demo::DEMO_SAMPLE as usize).min(demo.bare);
     let announce = move |addr: SocketAddr| {
         println!("enrichd demo");
@@ -599,29 +602,7 @@ async fn demo(products: usize, bind: &str, dir: Option<&std::path::Path>) -> Res
 
 async fn demo_helpdesk(tickets: u64, bind: &str, dir: Option<&std::path::Path>) -> Result<(), Failure> {
     let demo = crate::demo::prepare_helpdesk(tickets, dir, bind).await.map_err(failed)?;
-    let config = Config::load(&demo.config).map_err(|e| failed(format!("the demo's own config: {e}")))?;
-    let store = open_store(&config).await?;
-    let pipeline = &config.pipelines["triage"];
-    // The first run now, not at the first tick: the queue fills while you read this.
-    let new = NewRun {
-        pipeline: "triage".into(),
-        scheduled_for: None,
-        item_limit: None,
-        max_attempts: pipeline.max_attempts as i64,
-        budget_micros: pipeline.budget_usd.map(usd_to_micros),
-        sample: None,
-    };
-    let run = match store.create_run(&new).await.map_err(|e| failed(e.to_string()))? {
-        RunStart::Created(run) | RunStart::AlreadyActive(run) => run,
-        RunStart::TickTaken => unreachable!("manual runs have no tick"),
-    };
-    store.close().await;
-    let exe = std::env::current_exe().map_err(|e| failed(format!("finding this program's path: {e}")))?;
-    let enrichd = format!(
-        "{} --config {}",
-        shell_word(&exe.display().to_string()),
-        shell_word(&demo.config.display().to_string())
-    );
+    let (config, run, enrichd) = start_demo_run(&demo.config, "triage").await?;
     let announce = move |addr: SocketAddr| {
         println!("enrichd demo helpdesk");
         println!(
@@ -650,28 +631,7 @@ async fn demo_helpdesk(tickets: u64, bind: &str, dir: Option<&std::path::Path>) 
 
 async fn demo_invoices(bills: usize, bind: &str, dir: Option<&std::path::Path>) -> Result<(), Failure> {
     let demo = crate::demo::prepare_invoices(bills, dir, bind).await.map_err(failed)?;
-    let config = Config::load(&demo.config).map_err(|e| failed(format!("the demo's own config: {e}")))?;
-    let store = open_store(&config).await?;
-    let pipeline = &config.pipelines["bills"];
-    let new = NewRun {
-        pipeline: "bills".into(),
-        scheduled_for: None,
-        item_limit: None,
-        max_attempts: pipeline.max_attempts as i64,
-        budget_micros: pipeline.budget_usd.map(usd_to_micros),
-        sample: None,
-    };
-    let run = match store.create_run(&new).await.map_err(|e| failed(e.to_string()))? {
-        RunStart::Created(run) | RunStart::AlreadyActive(run) => run,
-        RunStart::TickTaken => unreachable!("manual runs have no tick"),
-    };
-    store.close().await;
-    let exe = std::env::current_exe().map_err(|e| failed(format!("finding this program's path: {e}")))?;
-    let enrichd = format!(
-        "{} --config {}",
-        shell_word(&exe.display().to_string()),
-        shell_word(&demo.config.display().to_string())
-    );
+    let (config, run, enrichd) = start_demo_run(&demo.config, "bills").await?;
     let announce = move |addr: SocketAddr| {
         println!("enrichd demo invoices");
         println!(

@@ -357,52 +357,11 @@ async fn triage_latency_on_a_one_minute_schedule() {
 /// unsure ones (about one in five) waiting for review, below the printed confidence bar.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_helpdesk_triages_and_holds_the_unsure() {
-    use std::io::{BufRead, BufReader};
-    use std::process::{Command, Stdio};
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_enrichd"))
-        .args(["demo", "helpdesk", "--tickets", "60", "--bind", "127.0.0.1:0", "--dir", dir.path().to_str().unwrap()])
-        .env_remove("OPENAI_API_KEY")
-        .env_remove("ENRICHD_CONFIG")
-        .env("ENRICHD_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let lines = tokio::task::spawn_blocking(move || {
-        let mut lines = Vec::new();
-        for line in BufReader::new(stdout).lines() {
-            let line = line.unwrap();
-            let last = line.trim_start().starts_with("status");
-            lines.push(line);
-            if last {
-                break;
-            }
-        }
-        lines
-    })
-    .await
-    .unwrap();
-    let printed = lines.join("\n");
+    let (printed, report) =
+        common::process::demo_report(&["helpdesk", "--tickets", "60"], dir.path(), Duration::from_secs(60)).await;
     assert!(printed.contains("Zendesk sandbox at http://127.0.0.1:"), "{printed}");
     assert!(printed.contains("every minute"), "{printed}");
-    let config = dir.path().join("enrichd.toml");
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let report = loop {
-        let out = Command::new(env!("CARGO_BIN_EXE_enrichd"))
-            .args(["--config", config.to_str().unwrap(), "status", "1", "--json"])
-            .output()
-            .unwrap();
-        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-        let settled = report["in_progress"] == json!(0) && report["written"].as_i64().unwrap_or(0) > 0;
-        if settled || std::time::Instant::now() > deadline {
-            break report;
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    };
-    let _ = child.kill();
-    let _ = child.wait();
     let (written, waiting) = (report["written"].as_i64().unwrap_or(0), report["awaiting_review"].as_i64().unwrap_or(0));
     assert!(written > 0 && waiting > 0, "confident answers written, unsure ones waiting: {report}");
     assert!(waiting * 2 < written, "most are confident: {report}");

@@ -242,52 +242,11 @@ async fn bills_are_reviewed_beside_their_documents(db: &TestDb) {
 /// pass are written onto their drafts at once, and the rest wait in the review queue.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_invoices_writes_the_clean_bills_and_holds_the_rest() {
-    use std::io::{BufRead, BufReader};
-    use std::process::{Command, Stdio};
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_enrichd"))
-        .args(["demo", "invoices", "--bills", "40", "--bind", "127.0.0.1:0", "--dir", dir.path().to_str().unwrap()])
-        .env_remove("OPENAI_API_KEY")
-        .env_remove("ENRICHD_CONFIG")
-        .env("ENRICHD_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let lines = tokio::task::spawn_blocking(move || {
-        let mut lines = Vec::new();
-        for line in BufReader::new(stdout).lines() {
-            let line = line.unwrap();
-            let last = line.trim_start().starts_with("status");
-            lines.push(line);
-            if last {
-                break;
-            }
-        }
-        lines
-    })
-    .await
-    .unwrap();
-    let printed = lines.join("\n");
+    let (printed, report) =
+        common::process::demo_report(&["invoices", "--bills", "40"], dir.path(), Duration::from_secs(90)).await;
     assert!(printed.contains("Xero sandbox at http://127.0.0.1:"), "{printed}");
     assert!(printed.contains("review    http://127.0.0.1:"), "{printed}");
-    let config = dir.path().join("enrichd.toml");
-    let deadline = std::time::Instant::now() + Duration::from_secs(90);
-    let report = loop {
-        let out = Command::new(env!("CARGO_BIN_EXE_enrichd"))
-            .args(["--config", config.to_str().unwrap(), "status", "1", "--json"])
-            .output()
-            .unwrap();
-        let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-        let settled = report["in_progress"] == json!(0) && report["written"].as_i64().unwrap_or(0) > 0;
-        if settled || std::time::Instant::now() > deadline {
-            break report;
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    };
-    let _ = child.kill();
-    let _ = child.wait();
     let (written, waiting) = (report["written"].as_i64().unwrap_or(0), report["awaiting_review"].as_i64().unwrap_or(0));
     assert!(written > 0, "clean bills are written at once: {report}");
     assert!(waiting > 0, "bills with a failed check, a new supplier or a duplicate wait: {report}");

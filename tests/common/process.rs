@@ -170,3 +170,52 @@ impl Drop for Enrichd {
         let _ = self.child.wait();
     }
 }
+
+/// `enrichd demo ARGS… --bind 127.0.0.1:0 --dir DIR` as a person runs it: what it printed up to its
+/// `status` line, and the report of its first run once nothing is in progress and something was
+/// written (or after `settle`, whichever comes first). The demo is stopped before returning.
+pub async fn demo_report(args: &[&str], dir: &Path, settle: Duration) -> (String, serde_json::Value) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_enrichd"))
+        .arg("demo")
+        .args(args)
+        .args(["--bind", "127.0.0.1:0", "--dir", dir.to_str().unwrap()])
+        .env_remove("OPENAI_API_KEY")
+        .env_remove("ENRICHD_CONFIG")
+        .env("ENRICHD_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let lines = tokio::task::spawn_blocking(move || {
+        let mut lines = Vec::new();
+        for line in BufReader::new(stdout).lines() {
+            let line = line.unwrap();
+            let last = line.trim_start().starts_with("status");
+            lines.push(line);
+            if last {
+                break;
+            }
+        }
+        lines
+    })
+    .await
+    .unwrap();
+    let config = dir.join("enrichd.toml");
+    let deadline = Instant::now() + settle;
+    let report = loop {
+        let out = Command::new(env!("CARGO_BIN_EXE_enrichd"))
+            .args(["--config", config.to_str().unwrap(), "status", "1", "--json"])
+            .output()
+            .unwrap();
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        let settled = report["in_progress"] == serde_json::json!(0) && report["written"].as_i64().unwrap_or(0) > 0;
+        if settled || Instant::now() > deadline {
+            break report;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    (lines.join("\n"), report)
+}
