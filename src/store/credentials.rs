@@ -148,6 +148,16 @@ impl CredentialVault {
         self.put_sealed(connection, &nonce, &sealed, None).await
     }
 
+    /// Whether anything is stored for `connection`.
+    async fn stored(&self, connection: &str) -> Result<bool, ConnectorError> {
+        let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM credentials WHERE connection = $1")
+            .bind(connection)
+            .fetch_optional(&self.store.pool)
+            .await
+            .map_err(|e| to_connector(e.into()))?;
+        Ok(exists.is_some())
+    }
+
     async fn put_sealed(&self, connection: &str, nonce: &str, sealed: &str, digest: Option<&str>) -> Result<()> {
         sqlx::query(
             "INSERT INTO credentials (connection, nonce, ciphertext, updated_at, refresh_digest) VALUES ($1, $2, $3, $4, $5) \
@@ -292,12 +302,7 @@ impl TokenStore for CredentialVault {
             return Ok(true);
         }
         // Nothing stored yet (a refresh token from config starts the chain): nobody to wait for.
-        let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM credentials WHERE connection = $1")
-            .bind(connection)
-            .fetch_optional(&self.store.pool)
-            .await
-            .map_err(|e| to_connector(e.into()))?;
-        Ok(exists.is_none())
+        Ok(!self.stored(connection).await?)
     }
 
     async fn rotate(
@@ -369,12 +374,7 @@ impl TokenStore for CredentialVault {
         if marked == 1 {
             return Ok(true);
         }
-        let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM credentials WHERE connection = $1")
-            .bind(connection)
-            .fetch_optional(&self.store.pool)
-            .await
-            .map_err(|e| to_connector(e.into()))?;
         // Nothing stored: the refused token came from config, and there is nothing else to use.
-        Ok(exists.is_none())
+        Ok(!self.stored(connection).await?)
     }
 }
