@@ -233,13 +233,21 @@ async fn micro_batches(db: &TestDb) {
     daemon.sigterm();
     let _ = daemon.wait(Duration::from_secs(30)).await;
 
-    let all = runs(store.clone()).await;
+    let mut all = Vec::new();
+    for run in runs(store.clone()).await {
+        // A tick whose run the final SIGTERM stopped before it listed anything: it stays discovering,
+        // for the next daemon to resume (and discard, when nothing is new). Not a run left behind.
+        if run.status == RunStatus::Discovering && store.counts(run.id).await.unwrap().total() == 0 {
+            continue;
+        }
+        all.push(run);
+    }
     assert!((2..=4).contains(&all.len()), "one run per tick with new tickets, none for empty ticks: {all:?}");
     let mut candidates = 0;
     for run in &all {
         let counts = store.counts(run.id).await.unwrap();
         let items = counts.total() - counts.get(ItemState::Skipped);
-        assert!(items > 0, "run {} has no candidate: it should not exist ({counts:?})", run.id);
+        assert!(items > 0, "run {} ({:?}) has no candidate: it should not exist ({counts:?})", run.id, run.status);
         candidates += items;
         assert_eq!(counts.get(ItemState::Written) + counts.get(ItemState::Skipped), counts.total(), "{counts:?}");
     }
