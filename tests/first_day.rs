@@ -341,32 +341,8 @@ fn an_error_in_a_task_file_names_the_file() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_prints_commands_that_work_and_writes_plausible_copy() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_enrichd"))
-        .args(["demo", "--products", "12", "--bind", "127.0.0.1:0", "--dir", dir.path().to_str().unwrap()])
-        .env_remove("OPENAI_API_KEY")
-        .env_remove("ENRICHD_CONFIG")
-        .env("ENRICHD_LOG", "warn")
-        .current_dir(dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
+    let (child, lines) = common::process::start_demo(&["--products", "12"], dir.path()).await;
     let guard = KillOnDrop(child);
-    let lines = tokio::task::spawn_blocking(move || {
-        let mut lines = Vec::new();
-        for line in BufReader::new(stdout).lines() {
-            let line = line.unwrap();
-            let last = line.trim_start().starts_with("status");
-            lines.push(line);
-            if last {
-                break;
-            }
-        }
-        lines
-    })
-    .await
-    .unwrap();
     let printed = lines.join("\n");
 
     // The review address is listening when printed.

@@ -171,10 +171,9 @@ impl Drop for Enrichd {
     }
 }
 
-/// `enrichd demo ARGS… --bind 127.0.0.1:0 --dir DIR` as a person runs it: what it printed up to its
-/// `status` line, and the report of its first run once nothing is in progress and something was
-/// written (or after `settle`, whichever comes first). The demo is stopped before returning.
-pub async fn demo_report(args: &[&str], dir: &Path, settle: Duration) -> (String, serde_json::Value) {
+/// Starts `enrichd demo ARGS… --bind 127.0.0.1:0 --dir DIR` (in DIR, without an OpenAI key) as a
+/// person runs it, and returns it with what it printed up to its `status` line.
+pub async fn start_demo(args: &[&str], dir: &Path) -> (Child, Vec<String>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_enrichd"))
         .arg("demo")
         .args(args)
@@ -182,6 +181,7 @@ pub async fn demo_report(args: &[&str], dir: &Path, settle: Duration) -> (String
         .env_remove("OPENAI_API_KEY")
         .env_remove("ENRICHD_CONFIG")
         .env("ENRICHD_LOG", "warn")
+        .current_dir(dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -201,6 +201,14 @@ pub async fn demo_report(args: &[&str], dir: &Path, settle: Duration) -> (String
     })
     .await
     .unwrap();
+    (child, lines)
+}
+
+/// [`start_demo`], then the report of the demo's first run once nothing is in progress and
+/// something was written (or after `settle`, whichever comes first), with what it printed. The demo
+/// is stopped before returning.
+pub async fn demo_report(args: &[&str], dir: &Path, settle: Duration) -> (String, serde_json::Value) {
+    let (mut child, lines) = start_demo(args, dir).await;
     let config = dir.join("enrichd.toml");
     let deadline = Instant::now() + settle;
     let report = loop {
