@@ -12,6 +12,7 @@ pub mod estimate;
 pub mod eval;
 pub mod oauth;
 pub mod provider;
+pub mod roles;
 pub mod sandbox;
 pub mod scheduler;
 pub mod select;

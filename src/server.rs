@@ -23,6 +23,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
+use crate::roles::{Refusal, Role};
 use crate::engine::{Engine, RevertOutcome, revert, revert_run as revert_written, tally};
 use crate::store::{Item, ItemState, ReviewAction, ReviewFilter, StoreError, reviewer_name};
 
@@ -138,6 +139,14 @@ enum ApiError {
         confirmed: i64,
     },
     BadRequest(String),
+    /// The caller's role does not allow the action: 403 naming the role it needs.
+    Forbidden(Refusal),
+}
+
+impl From<Refusal> for ApiError {
+    fn from(e: Refusal) -> Self {
+        ApiError::Forbidden(e)
+    }
 }
 
 impl From<StoreError> for ApiError {
@@ -157,6 +166,10 @@ impl IntoResponse for ApiError {
                 return (StatusCode::CONFLICT, Json(json!({ "error": message, "matching": matching }))).into_response();
             }
             ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, m),
+            ApiError::Forbidden(refusal) => {
+                let body = json!({ "error": refusal.to_string(), "needs_role": refusal.needed });
+                return (StatusCode::FORBIDDEN, Json(body)).into_response();
+            }
             ApiError::Store(StoreError::SampleNotReviewed { run, reviewed, of, making }) => {
                 let message = StoreError::SampleNotReviewed { run, reviewed, of, making }.to_string();
                 let body = json!({ "error": message, "reviewed": reviewed, "of": of });
@@ -366,6 +379,14 @@ impl FromRequestParts<ApiState> for Caller {
 }
 
 impl Caller {
+    /// Checks that the caller's role allows `action` (words for people: "approve a proposal").
+    fn require(&self, needed: Role, action: &str) -> Result<(), ApiError> {
+        match &self.reviewer {
+            Some(r) => r.require(needed, action).map_err(ApiError::Forbidden),
+            None => Err(ApiError::BadRequest("no authenticated reviewer on this request".into())),
+        }
+    }
+
     /// The actor written to the audit trail. With `[server.auth]` it is who signed in (or `api`
     /// for the bearer token) and a `reviewer` in the body is ignored: nobody acts under another's
     /// name. Open to this machine only, it is the body's `reviewer` (a script on the machine names
@@ -388,6 +409,7 @@ async fn approve(
     Path(id): Path<i64>,
     Json(body): Json<ActorBody>,
 ) -> ApiResult {
+    caller.require(Role::Reviewer, "approve a proposal")?;
     let actor = caller.actor(body.reviewer.as_deref())?;
     ok(json!({ "item": engine.store.approve(id, &actor).await? }))
 }
@@ -405,6 +427,7 @@ async fn reject(
     Path(id): Path<i64>,
     Json(body): Json<RejectBody>,
 ) -> ApiResult {
+    caller.require(Role::Reviewer, "reject a proposal")?;
     let actor = caller.actor(body.reviewer.as_deref())?;
     ok(json!({ "item": engine.store.reject(id, &actor, body.reason.as_deref()).await? }))
 }
@@ -423,6 +446,7 @@ async fn edit(
     Path(id): Path<i64>,
     Json(body): Json<EditBody>,
 ) -> ApiResult {
+    caller.require(Role::Reviewer, "edit a proposal")?;
     let actor = caller.actor(body.reviewer.as_deref())?;
     ok(json!({ "item": edit_item(&engine, id, &actor, &body.field, body.value).await? }))
 }
@@ -460,6 +484,7 @@ async fn bulk(State(engine): State<Shared>, caller: Caller, Json(body): Json<Bul
         "reject" => ReviewAction::Reject { reason: body.reason.clone() },
         other => return Err(ApiError::BadRequest(format!("action: {other:?} is not approve or reject"))),
     };
+    caller.require(Role::Reviewer, "approve or reject in bulk")?;
     let actor = caller.actor(body.reviewer.as_deref())?;
     let (outcome, matching) = match (body.ids, body.filter) {
         (Some(ids), None) => (engine.store.bulk_review(&ids, &action, &actor).await?, ids.len() as i64),
@@ -495,6 +520,7 @@ async fn release(
     Path(id): Path<i64>,
     Json(body): Json<ReleaseBody>,
 ) -> ApiResult {
+    caller.require(Role::Operator, "release a sample")?;
     let actor = caller.actor(body.reviewer.as_deref())?;
     let anyway = match (body.force, body.reason.as_deref()) {
         (true, Some(reason)) => Some(reason),
@@ -513,6 +539,7 @@ async fn resume(
     Path(id): Path<i64>,
     Json(body): Json<ActorBody>,
 ) -> ApiResult {
+    caller.require(Role::Operator, "resume a run")?;
     let actor = caller.actor(body.reviewer.as_deref())?;
     ok(json!({ "run": engine.store.resume_run(id, &actor).await? }))
 }
@@ -530,6 +557,7 @@ async fn revert_item(
     Path(id): Path<i64>,
     Json(body): Json<ActorBody>,
 ) -> ApiResult {
+    caller.require(Role::Operator, "revert a write")?;
     let actor = caller.actor(body.reviewer.as_deref())?;
     let result =
         revert(&engine, &[id], &actor).await?.pop().ok_or_else(|| StoreError::NotFound(format!("item {id}")))?;
@@ -558,6 +586,7 @@ async fn revert_run(
     Path(id): Path<i64>,
     Json(body): Json<RevertRunBody>,
 ) -> ApiResult {
+    caller.require(Role::Operator, "revert a run")?;
     let actor = caller.actor(body.reviewer.as_deref())?;
     let Some(confirm) = body.confirm else {
         engine.store.run(id).await?;

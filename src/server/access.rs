@@ -25,6 +25,7 @@ use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 
 use crate::config::ServerAuthConfig;
+use crate::roles::{Refusal, Role};
 
 const COOKIE: &str = "enrichd_session";
 /// The actor of API calls on an open (loopback-only) server.
@@ -42,6 +43,15 @@ pub struct Reviewer {
     pub name: String,
     /// The actor recorded with events: `reviewer:NAME` or `api`.
     pub actor: String,
+    /// What they may do (see [`crate::roles`]).
+    pub role: Role,
+}
+
+impl Reviewer {
+    /// Checks that this caller may do `action` (words for people, e.g. "revert a write").
+    pub fn require(&self, needed: Role, action: &str) -> Result<(), Refusal> {
+        self.role.require(needed, &self.name, action)
+    }
 }
 
 /// The session's CSRF token, for forms.
@@ -308,7 +318,7 @@ async fn check(access: &Access, request: Request, next: Next) -> Response {
         if !access.bearer_ok(&presented) {
             return refuse(StatusCode::UNAUTHORIZED, api, "invalid bearer token");
         }
-        request.extensions_mut().insert(Reviewer { name: "api".into(), actor: "api".into() });
+        request.extensions_mut().insert(Reviewer { name: "api".into(), actor: "api".into(), role: Role::Admin });
         return next.run(request).await;
     }
     // Scrapers call every few seconds without cookies: `/metrics` never makes a session. With
@@ -359,7 +369,7 @@ async fn check(access: &Access, request: Request, next: Next) -> Response {
         _ => {
             if let Some(name) = reviewer {
                 let actor = if api && name == LOCAL { LOCAL.to_owned() } else { format!("reviewer:{name}") };
-                request.extensions_mut().insert(Reviewer { actor, name });
+                request.extensions_mut().insert(Reviewer { actor, name, role: Role::Admin });
             }
             request.extensions_mut().insert(CsrfToken(csrf));
             request.extensions_mut().insert(SessionId(session.clone()));

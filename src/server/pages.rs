@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 
 use super::access::{Access, CsrfToken, Reviewer, SessionId, cleared_cookie, form_pairs, session_cookie};
 use super::diff;
+use crate::roles::Role;
 use crate::engine::{Engine, RevertOutcome, RevertResult, revert, revert_run, tally};
 use crate::store::{
     ConfidenceRange, Item, ItemState, ProposedValue, ReviewAction, ReviewFilter, ReviewPhase, Run, RunCounts,
@@ -67,7 +68,7 @@ pub fn routes(engine: Arc<Engine>, access: Access, html_fields: BTreeMap<String,
         .route("/items/{id}/revert", post(revert_item))
         .route(
             "/assets/style.css",
-            get(|| async { asset("text/css", include_str!("../../templates/assets/style.css")) }),
+            get(|| async { asset("text/css", STYLESHEET) }),
         )
         .route(
             "/assets/review.js",
@@ -75,6 +76,16 @@ pub fn routes(engine: Arc<Engine>, access: Access, html_fields: BTreeMap<String,
         )
         .with_state(pages)
 }
+
+/// The one stylesheet, from its parts: the layout and shared pieces first, then each page's own.
+const STYLESHEET: &str = concat!(
+    include_str!("../../templates/assets/style.css"),
+    include_str!("../../templates/assets/item.css"),
+    include_str!("../../templates/assets/queue.css"),
+    include_str!("../../templates/assets/pipelines.css"),
+    include_str!("../../templates/assets/notifications.css"),
+    include_str!("../../templates/assets/accounts.css"),
+);
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {
     ([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "max-age=300")], body).into_response()
@@ -84,6 +95,8 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
 fn templates() -> Environment<'static> {
     let mut env = Environment::new();
     env.set_auto_escape_callback(|name| if name.ends_with(".html") { AutoEscape::Html } else { AutoEscape::None });
+    // `{{ item.state | plain }}`: an item state or run status in the words people read.
+    env.add_filter("plain", |code: String| -> String { plain_words(&code) });
     for (name, source) in [
         ("base.html", include_str!("../../templates/base.html")),
         ("login.html", include_str!("../../templates/login.html")),
@@ -103,12 +116,32 @@ fn templates() -> Environment<'static> {
     env
 }
 
+/// An item state or a run status (`awaiting_review`, `write_failed`) in plain words; anything else
+/// as it is, underscores read as spaces.
+fn plain_words(code: &str) -> String {
+    if let Ok(state) = code.parse::<ItemState>() {
+        return state.plain().to_owned();
+    }
+    if let Ok(status) = code.parse::<RunStatus>() {
+        return status.plain().to_owned();
+    }
+    code.replace('_', " ")
+}
+
 /// Errors of the UI, each rendered as a page.
 #[derive(Debug)]
 enum PageError {
     Store(StoreError),
     BadRequest(String),
     Render(minijinja::Error),
+    /// The visitor's role does not allow the action: 403 naming the role it needs.
+    Forbidden(crate::roles::Refusal),
+}
+
+impl From<crate::roles::Refusal> for PageError {
+    fn from(e: crate::roles::Refusal) -> Self {
+        PageError::Forbidden(e)
+    }
 }
 
 impl From<StoreError> for PageError {
@@ -133,6 +166,7 @@ impl IntoResponse for PageError {
                 (StatusCode::INTERNAL_SERVER_ERROR, "the database could not answer; see the daemon's log".to_owned())
             }
             PageError::BadRequest(m) => (StatusCode::BAD_REQUEST, m.clone()),
+            PageError::Forbidden(refusal) => (StatusCode::FORBIDDEN, refusal.to_string()),
             PageError::Render(e) => {
                 tracing::error!(error = %e, "review UI: template error");
                 (StatusCode::INTERNAL_SERVER_ERROR, "the page could not be rendered; see the daemon's log".to_owned())
@@ -167,6 +201,17 @@ impl<S: Send + Sync> FromRequestParts<S> for Visitor {
 }
 
 impl Visitor {
+    /// Checks that the visitor's role allows `action` (words for people: "approve a proposal").
+    fn require(&self, needed: Role, action: &str) -> Result<(), PageError> {
+        let reviewer = self.reviewer.as_ref().ok_or_else(|| PageError::BadRequest("sign in first".into()))?;
+        reviewer.require(needed, action).map_err(PageError::Forbidden)
+    }
+
+    /// Whether the visitor may do what `needed` may (for showing or hiding a button).
+    fn may(&self, needed: Role) -> bool {
+        self.reviewer.as_ref().is_some_and(|r| r.role.allows(needed))
+    }
+
     fn actor(&self) -> Result<&str, PageError> {
         self.reviewer.as_ref().map(|r| r.actor.as_str()).ok_or_else(|| PageError::BadRequest("sign in first".into()))
     }
@@ -499,7 +544,7 @@ async fn runs_page(State(pages): State<Pages>, visitor: Visitor) -> Result<Html<
         let counts = pages.store.counts(run.id).await?;
         views.push(run_view(&run, &counts));
     }
-    let can_act = visitor.reviewer.is_some();
+    let can_act = visitor.may(Role::Operator);
     let pipelines: Vec<&String> = pages.engine.tasks.keys().collect();
     pages.render("runs.html", "runs", &visitor, json!({ "runs": views, "can_act": can_act, "pipelines": pipelines }))
 }
@@ -549,7 +594,7 @@ async fn run_page(
             "gate": gate,
             "written": report.counts.get(ItemState::Written),
             "paused": report.run.status == RunStatus::Paused,
-            "can_act": visitor.reviewer.is_some(),
+            "can_act": visitor.may(Role::Operator),
         }),
     )
 }
@@ -571,6 +616,7 @@ async fn release(
     Path(id): Path<i64>,
     Form(form): Form<ReleaseForm>,
 ) -> Result<Response, PageError> {
+    visitor.require(Role::Operator, "release a sample")?;
     let actor = visitor.actor()?;
     let stats = pages.store.sample_stats(id).await?;
     let reason = form.reason.trim();
@@ -593,6 +639,7 @@ async fn release(
 
 /// "Resume the run": a paused run claims work again, by the signed-in reviewer.
 async fn resume(State(pages): State<Pages>, visitor: Visitor, Path(id): Path<i64>) -> Result<Response, PageError> {
+    visitor.require(Role::Operator, "resume a run")?;
     pages.store.resume_run(id, visitor.actor()?).await?;
     Ok(Redirect::to(&format!("/runs/{id}")).into_response())
 }
@@ -787,7 +834,7 @@ async fn queue_page(
             "items": rows,
             "total": total,
             "truncated": truncated,
-            "can_bulk": visitor.reviewer.is_some() && filter.awaits_review(),
+            "can_bulk": visitor.may(Role::Reviewer) && filter.awaits_review(),
             "filter": {
                 "pipeline": shown.pipeline,
                 "run": filter.run_id().ok().flatten(),
@@ -1074,8 +1121,8 @@ async fn item_view(
         visitor,
         json!({
             "item": view,
-            "can_review": item.state.awaits_review() && visitor.reviewer.is_some(),
-            "can_revert": !revert_fields.is_empty() && visitor.reviewer.is_some(),
+            "can_review": item.state.awaits_review() && visitor.may(Role::Reviewer),
+            "can_revert": !revert_fields.is_empty() && visitor.may(Role::Operator),
             "revert_fields": revert_fields,
             "query": query,
             "position": at.map(|p| p + 1),
@@ -1119,6 +1166,7 @@ async fn approve(
     Path(id): Path<i64>,
     Query(filter): Query<QueueFilter>,
 ) -> Result<Response, PageError> {
+    visitor.require(Role::Reviewer, "approve a proposal")?;
     pages.store.approve(id, visitor.actor()?).await?;
     after_action(&pages.store, id, &filter).await
 }
@@ -1131,6 +1179,7 @@ async fn reject(
     Form(form): Form<RejectForm>,
 ) -> Result<Response, PageError> {
     let reason = form.reason.trim();
+    visitor.require(Role::Reviewer, "reject a proposal")?;
     pages.store.reject(id, visitor.actor()?, (!reason.is_empty()).then_some(reason)).await?;
     after_action(&pages.store, id, &filter).await
 }
@@ -1142,6 +1191,7 @@ async fn edit(
     Query(filter): Query<QueueFilter>,
     Form(form): Form<EditForm>,
 ) -> Result<Response, PageError> {
+    visitor.require(Role::Reviewer, "edit a proposal")?;
     let actor = visitor.actor()?;
     // Browsers send textarea line breaks as CRLF.
     let text = form.value.replace("\r\n", "\n");
@@ -1238,6 +1288,7 @@ async fn bulk(
     Query(filter): Query<QueueFilter>,
     body: Bytes,
 ) -> Result<Response, PageError> {
+    visitor.require(Role::Reviewer, "approve or reject in bulk")?;
     let actor = visitor.actor()?.to_owned();
     let form = BulkForm::parse(&body)?;
     let review = filter.review_filter()?;
@@ -1360,6 +1411,7 @@ async fn revert_item(
     visitor: Visitor,
     Path(id): Path<i64>,
 ) -> Result<Html<String>, PageError> {
+    visitor.require(Role::Operator, "revert a write")?;
     let actor = visitor.actor()?.to_owned();
     let results = revert(&pages.engine, &[id], &actor).await?;
     let mut ctx = revert_outcome_ctx(&results, &format!("/items/{id}"));
@@ -1392,6 +1444,7 @@ async fn revert_run_action(
     Path(id): Path<i64>,
     Form(form): Form<ConfirmForm>,
 ) -> Result<Response, PageError> {
+    visitor.require(Role::Operator, "revert a run")?;
     let actor = visitor.actor()?.to_owned();
     let back = format!("/runs/{id}");
     match revert_run(&pages.engine, id, &actor, form.confirm).await {

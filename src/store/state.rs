@@ -78,6 +78,29 @@ impl ItemState {
         }
     }
 
+    /// The state in plain words, as the UI and the CLI show it to people.
+    pub fn plain(self) -> &'static str {
+        match self {
+            Discovered => "found",
+            Queued => "waiting for the model",
+            Enriching => "with the model",
+            Batched => "in a provider batch",
+            Proposed => "waiting for review",
+            Edited => "edited, waiting for review",
+            Approved => "approved, to be written",
+            Rejected => "rejected",
+            Writing => "being written",
+            Written => "written",
+            Conflict => "not written: changed on the platform",
+            WriteFailed => "write failed",
+            Skipped => "skipped",
+            Dead => "failed",
+            Reverted => "reverted",
+            RevertConflict => "revert refused: changed on the platform",
+            PartiallyReverted => "partly reverted",
+        }
+    }
+
     /// The states this one may move to.
     pub fn successors(self) -> &'static [ItemState] {
         match self {
@@ -168,6 +191,19 @@ impl RunStatus {
             RunStatus::AwaitingReview => "awaiting_review",
             RunStatus::Paused => "paused",
             RunStatus::Done => "done",
+            RunStatus::Failed => "failed",
+            RunStatus::Cancelled => "cancelled",
+        }
+    }
+
+    /// The status in plain words, as the UI and the CLI show it to people.
+    pub fn plain(self) -> &'static str {
+        match self {
+            RunStatus::Discovering => "finding records",
+            RunStatus::Running => "running",
+            RunStatus::AwaitingReview => "waiting for review",
+            RunStatus::Paused => "paused",
+            RunStatus::Done => "finished",
             RunStatus::Failed => "failed",
             RunStatus::Cancelled => "cancelled",
         }
