@@ -397,6 +397,10 @@ impl Engine {
         stop: CancellationToken,
         tracker: TaskTracker,
     ) {
+        // A resumed run's items are enriched with the values the platform allowed when the run
+        // started (kept in the store), not with the task as configured: load them before any worker
+        // claims an item (a restarted process would otherwise race its own settle loop's first read).
+        pipeline.reload_allowed(&self.store).await;
         let discover = tokio::spawn(discovery::discovery_loop(self.clone(), pipeline.clone(), only_run, stop.clone()));
         let enrich = match pipeline.config.mode {
             Mode::Realtime => tokio::spawn(enrich::enrich_loop(

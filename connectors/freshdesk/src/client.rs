@@ -860,6 +860,7 @@ impl Connector for Freshdesk {
                                 status: None,
                                 code,
                                 retry_after: None,
+                                deferred: false,
                             })
                         }
                         None => WriteResult::Failed(ConnectorError::transient(format!(

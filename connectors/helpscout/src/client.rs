@@ -682,15 +682,13 @@ impl Connector for HelpScout {
             let result = match &halted {
                 // Rate-limited or unreachable: the rest waits for the engine's retry instead of
                 // hammering Help Scout.
-                Some(cause) => {
-                    let mut e = ConnectorError::transient(format!(
+                Some(cause) => WriteResult::Failed(ConnectorError::deferred(
+                    format!(
                         "helpscout: conversation {} not written: an earlier write in the batch failed ({})",
                         change.id, cause.message
-                    ));
-                    e.retry_after = cause.retry_after;
-                    e.status = cause.status;
-                    WriteResult::Failed(e)
-                }
+                    ),
+                    cause,
+                )),
                 None => match self.write_one(change, &fields).await {
                     Ok(result) => result,
                     Err(e) => {

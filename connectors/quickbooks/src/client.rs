@@ -104,7 +104,14 @@ impl Fault {
             message.push_str(&format!(": {}", self.detail));
         }
         let retryable = self.retryable() || status == 429 || status >= 500;
-        ConnectorError { message, retryable, status: Some(status), code: Some(self.code), retry_after: None }
+        ConnectorError {
+            message,
+            retryable,
+            status: Some(status),
+            code: Some(self.code),
+            retry_after: None,
+            deferred: false,
+        }
     }
 }
 

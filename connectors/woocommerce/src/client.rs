@@ -1238,6 +1238,7 @@ fn item_error(id: &str, error: &Value) -> ConnectorError {
         status,
         code: Some(code),
         retry_after: None,
+        deferred: false,
     }
 }
 
