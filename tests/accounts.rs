@@ -261,6 +261,24 @@ async fn accounts_sign_in_and_roles_apply_over_http(db: &common::TestDb) {
     assert!(r.text().await.unwrap().contains("was revoked"));
     let r = client.get(format!("{base}/api/runs")).bearer_auth("enrichd_guess").send().await.unwrap();
     assert_eq!(r.status(), 401);
+
+    // Admins see the accounts and tokens (never a hash or a token); others are refused.
+    let otto = sign_in(&client, &base, "otto", "otto-password-2").await;
+    let (status, text) = page(&client, &format!("{base}/users"), &otto).await;
+    assert_eq!(status, 403);
+    assert!(text.contains("see the accounts needs the admin role (or higher); otto is an operator"), "{text}");
+    assert!(!page(&client, &format!("{base}/runs"), &otto).await.1.contains("id=\"users-link\""));
+    add_user(cfg, "adam", "admin").await;
+    let adam = sign_in(&client, &base, "adam", &password_of("adam")).await;
+    let (status, text) = page(&client, &format!("{base}/runs"), &adam).await;
+    assert!(status == 200 && text.contains("id=\"users-link\""), "{text}");
+    let (status, text) = page(&client, &format!("{base}/users"), &adam).await;
+    assert_eq!(status, 200);
+    for shown in ["rita", "otto", "adam", "operator", "script"] {
+        assert!(text.contains(shown), "{shown}: {text}");
+    }
+    assert!(text.contains("class=\"revoked\""), "the revoked token is marked: {text}");
+    assert!(!text.contains("argon2") && !text.contains(&token) && !text.contains("none"), "{text}");
     stop.cancel();
 }
 

@@ -66,6 +66,7 @@ pub fn routes(engine: Arc<Engine>, access: Access, html_fields: BTreeMap<String,
         .route("/items/{id}/reject", post(reject))
         .route("/items/{id}/edit", post(edit))
         .route("/items/{id}/revert", post(revert_item))
+        .route("/users", get(users_page))
         .route("/assets/style.css", get(|| async { asset("text/css", STYLESHEET) }))
         .route(
             "/assets/review.js",
@@ -107,6 +108,7 @@ fn templates() -> Environment<'static> {
         ("release.html", include_str!("../../templates/release.html")),
         ("error.html", include_str!("../../templates/error.html")),
         ("eval.html", include_str!("../../templates/eval.html")),
+        ("users.html", include_str!("../../templates/users.html")),
     ] {
         env.add_template(name, source).unwrap_or_else(|e| panic!("template {name}: {e}"));
     }
@@ -1493,6 +1495,40 @@ async fn revert_run_action(
         }
         Err(e) => Err(e.into()),
     }
+}
+
+// ---- accounts ----
+
+/// `/users` (admins): the accounts and their API tokens, never a hash. They are managed with
+/// `enrichd user …` and `enrichd token …`.
+async fn users_page(State(pages): State<Pages>, visitor: Visitor) -> Result<Html<String>, PageError> {
+    visitor.require(Role::Admin, "see the accounts")?;
+    let accounts: Vec<Value> = pages
+        .store
+        .accounts()
+        .await?
+        .into_iter()
+        .map(|a| {
+            json!({ "name": a.name, "role": a.role.as_str(), "created": utc(a.created_at), "password_set": utc(a.password_set_at) })
+        })
+        .collect();
+    let tokens: Vec<Value> = pages
+        .store
+        .api_tokens()
+        .await?
+        .into_iter()
+        .map(|t| {
+            json!({
+                "id": t.id,
+                "account": t.account,
+                "label": if t.label.is_empty() { "-".to_owned() } else { t.label },
+                "created": utc(t.created_at),
+                "last_used": t.last_used_at.map_or_else(|| "never".to_owned(), utc),
+                "revoked": t.revoked_at.map_or_else(String::new, utc),
+            })
+        })
+        .collect();
+    pages.render("users.html", "users", &visitor, json!({ "accounts": accounts, "tokens": tokens }))
 }
 
 // ---- history ----
