@@ -1,7 +1,8 @@
 //! The daemon's HTTP server: the review UI, `/healthz` and the JSON API — runs, the review queue
 //! (filters, item history, approve / reject / edit, bulk actions with a count first), the sample gate
-//! (stats, release) and undo — all behind the access rules of [`access`] (accounts and roles, sessions,
-//! throttled sign-in, API tokens, CSRF, the loopback-only default). JSON handlers are thin: each is one store or engine call.
+//! (stats, release) and undo — all behind the access rules of [`access`] (accounts and roles,
+//! sessions, throttled sign-in, API tokens, CSRF, the loopback-only default). JSON handlers are thin:
+//! each is one store or engine call.
 
 mod access;
 mod conversation;
