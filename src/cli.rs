@@ -1,4 +1,5 @@
-//! The command line: `check`, `migrate`, `daemon`, `run`, `estimate`, `eval`, `status`, `resume`, `review`, `revert`, `sandbox`.
+//! The command line: `check`, `migrate`, `daemon`, `run`, `estimate`, `eval`, `status`, `resume`, `review`, `revert`,
+//! `user`, `token`, `sandbox`.
 //! Exit codes: 0 ok, 1 failed, 2 usage or configuration error.
 
 use std::io::IsTerminal;
@@ -8,6 +9,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod accounts;
 mod progress;
 mod review;
 
@@ -182,6 +184,12 @@ enum Command {
         #[arg(long, default_value_t = 600)]
         wait_secs: u64,
     },
+    /// Accounts people sign in with, each with a role: viewer, reviewer, operator or admin.
+    #[command(subcommand)]
+    User(accounts::UserCommand),
+    /// API tokens: each acts as its account, with the account's role.
+    #[command(subcommand)]
+    Token(accounts::TokenCommand),
     /// Start a sandbox server for trying enrichd without accounts.
     #[command(subcommand)]
     Sandbox(SandboxCommand),
@@ -233,6 +241,8 @@ impl Command {
                 | Command::Status { .. }
                 | Command::Resume { .. }
                 | Command::Review(_)
+                | Command::User(_)
+                | Command::Token(_)
                 | Command::Daemon { ui_only: true, .. }
         )
     }
@@ -499,6 +509,8 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
         Command::Status { run_id, json, watch: false } => status(&config, run_id, json).await,
         Command::Resume { run, reviewer, json } => resume(&config, run, &reviewer, json).await,
         Command::Review(command) => review::review(&config, command).await,
+        Command::User(command) => accounts::user(&config, command).await,
+        Command::Token(command) => accounts::token(&config, command).await,
         Command::Revert { item, run, confirm, reviewer, json } => {
             review::revert_cmd(&config, item, run, confirm, &reviewer, json).await
         }
@@ -724,16 +736,26 @@ async fn check(config: &Config, offline: bool) -> Result<(), Failure> {
         }
     }
     if offline {
+        print_shared_auth_deprecation(config, false);
         return Ok(());
     }
     let mut problems = Vec::new();
+    let mut accounts = 0;
     match Store::connect(&config.database.url, 1).await {
         Ok(store) => match store.ping().await {
-            Ok(()) => println!("ok    database {}", redact_url(&config.database.url)),
+            Ok(()) => {
+                println!("ok    database {}", redact_url(&config.database.url));
+                // An older schema has no accounts table yet: then there are no accounts.
+                accounts = store.accounts().await.map_or(0, |a| a.len());
+            }
             Err(e) => problems.push(format!("database.url {}: {e}", redact_url(&config.database.url))),
         },
         Err(e) => problems.push(format!("database.url {}: {e}", redact_url(&config.database.url))),
     }
+    if accounts > 0 {
+        println!("ok    accounts: {accounts} (people sign in with their own; `enrichd user list`)");
+    }
+    print_shared_auth_deprecation(config, accounts > 0);
     for (name, conn) in &config.connections {
         // OAuth2 connections (Xero, QuickBooks) read the tokens `enrichd connect` stored.
         let connector = engine::build_named(config, name);
@@ -760,6 +782,14 @@ async fn check(config: &Config, offline: bool) -> Result<(), Failure> {
         println!("FAIL  {p}");
     }
     if problems.is_empty() { Ok(()) } else { Err(failed(format!("{} check(s) failed", problems.len()))) }
+}
+
+/// `check`: the `[server.auth]` deprecation, when it is configured.
+fn print_shared_auth_deprecation(config: &Config, accounts: bool) {
+    if let Some(auth) = &config.server.auth {
+        let note = crate::server::shared_auth_deprecation(auth.password.is_some(), auth.token.is_some(), accounts);
+        println!("warn  server.auth: {note}");
+    }
 }
 
 async fn shutdown_signal() {
@@ -800,8 +830,15 @@ async fn serve_daemon<T>(
 ) -> Result<T, Failure> {
     let bind = bind.unwrap_or_else(|| config.server.bind.clone());
     let site = crate::server::Site::from_config(config);
-    crate::server::check_bind(&bind, &site.access).await.map_err(config_error)?;
+    // Whether the server may listen beyond loopback depends on the accounts in the database.
     let store = open_store(config).await?;
+    site.access.use_store(store.clone());
+    crate::server::check_bind(&bind, &site.access).await.map_err(config_error)?;
+    if let Some(auth) = &config.server.auth {
+        let accounts = store.has_accounts().await.map_err(|e| failed(e.to_string()))?;
+        let note = crate::server::shared_auth_deprecation(auth.password.is_some(), auth.token.is_some(), accounts);
+        tracing::warn!("{note}");
+    }
     let engine = Arc::new(match work {
         Work::Pipelines => Engine::build(config, store.clone()),
         Work::UiOnly => Engine::build_for_looking(config, store.clone()),

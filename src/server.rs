@@ -1,13 +1,15 @@
 //! The daemon's HTTP server: the review UI, `/healthz` and the JSON API — runs, the review queue
 //! (filters, item history, approve / reject / edit, bulk actions with a count first), the sample gate
-//! (stats, release) and undo — all behind the access rules of [`access`] (sessions, sign-in, bearer
-//! tokens, CSRF, the loopback-only default). JSON handlers are thin: each is one store or engine call.
+//! (stats, release) and undo — all behind the access rules of [`access`] (accounts and roles,
+//! sessions, throttled sign-in, API tokens, CSRF, the loopback-only default). JSON handlers are thin:
+//! each is one store or engine call.
 
 mod access;
 mod conversation;
 mod diff;
 mod hooks;
 mod pages;
+mod throttle;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -29,12 +31,11 @@ use crate::store::{Item, ItemState, ReviewAction, ReviewFilter, StoreError, revi
 
 type Shared = Arc<Engine>;
 
-/// What the JSON handlers share: the engine, and the access rules (who the actor is depends on
-/// whether `[server.auth]` is configured).
+/// What the JSON handlers share: the engine (who the caller is comes from the access layer, in the
+/// request's extensions).
 #[derive(Clone)]
 struct ApiState {
     engine: Shared,
-    access: Access,
     /// This process's metrics recorder, rendered by `/metrics`.
     metrics: metrics_exporter_prometheus::PrometheusHandle,
 }
@@ -47,7 +48,7 @@ impl FromRef<ApiState> for Shared {
 
 use crate::config::Config;
 
-pub use access::{Access, CsrfToken, Reviewer, check_bind};
+pub use access::{Access, CsrfToken, Mode, Reviewer, check_bind, shared_auth_deprecation};
 
 /// What the server needs besides the store: who may use it, and which record fields hold HTML.
 #[derive(Clone)]
@@ -80,7 +81,8 @@ impl Site {
 /// take `Extension<Reviewer>`: the access layer puts the signed-in reviewer (or `api` for a bearer
 /// token) there.
 pub fn router(engine: Shared, site: Site) -> Router {
-    let state = ApiState { engine: engine.clone(), access: site.access.clone(), metrics: crate::telemetry::install() };
+    site.access.use_store(engine.store.clone());
+    let state = ApiState { engine: engine.clone(), metrics: crate::telemetry::install() };
     Router::new()
         .route("/healthz", get(healthz))
         .route(access::METRICS_PATH, get(metrics))
@@ -106,7 +108,8 @@ pub fn router(engine: Shared, site: Site) -> Router {
         .layer(axum::middleware::from_fn_with_state(site.access, access::guard))
 }
 
-/// Binds `addr` and serves until `stop`. Refuses a non-loopback address without `[server.auth]`;
+/// Binds `addr` and serves until `stop`. Refuses a non-loopback address when nobody has to sign in
+/// (no accounts, no `[server.auth]`);
 /// binding errors are returned before serving starts.
 pub async fn serve(
     engine: Shared,
@@ -114,6 +117,7 @@ pub async fn serve(
     addr: &str,
     stop: CancellationToken,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), String> {
+    site.access.use_store(engine.store.clone());
     check_bind(addr, &site.access).await?;
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("server.bind {addr}: {e}"))?;
     let bound = listener.local_addr().map_err(|e| e.to_string())?;
@@ -122,6 +126,9 @@ pub async fn serve(
     // be counted, not recorded before any recorder exists.
     let app = router(engine, site);
     let handle = tokio::spawn(async move {
+        // The peer's address: sign-in throttling counts failures per client address, and an open
+        // server answers loopback peers only.
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
         let result = axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await }).await;
         if let Err(e) = result {
             tracing::error!(error = %e, "HTTP server failed");
@@ -363,18 +370,21 @@ struct ActorBody {
     reviewer: Option<String>,
 }
 
-/// Who the request is from, as the access layer saw it: the signed-in reviewer, or `api` for a
-/// bearer token (on an open server, `local` for a call without a session).
+/// Who the request is from, as the access layer saw it: the signed-in reviewer, the account of a
+/// per-account token, or `api` for the `[server.auth]` token (on an open server, `local` for a call
+/// without a session).
 struct Caller {
     reviewer: Option<Reviewer>,
+    /// People sign in (accounts or `[server.auth]`): the actor is who signed in, never a name claimed.
     auth: bool,
 }
 
 impl FromRequestParts<ApiState> for Caller {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, Self::Rejection> {
-        Ok(Caller { reviewer: parts.extensions.get::<Reviewer>().cloned(), auth: state.access.auth_configured() })
+    async fn from_request_parts(parts: &mut Parts, _: &ApiState) -> Result<Self, Self::Rejection> {
+        let open = parts.extensions.get::<Mode>() == Some(&Mode::Open);
+        Ok(Caller { reviewer: parts.extensions.get::<Reviewer>().cloned(), auth: !open })
     }
 }
 
@@ -387,8 +397,8 @@ impl Caller {
         }
     }
 
-    /// The actor written to the audit trail. With `[server.auth]` it is who signed in (or `api`
-    /// for the bearer token) and a `reviewer` in the body is ignored: nobody acts under another's
+    /// The actor written to the audit trail. With accounts or `[server.auth]` it is who signed in
+    /// (or whose token it is) and a `reviewer` in the body is ignored: nobody acts under another's
     /// name. Open to this machine only, it is the body's `reviewer` (a script on the machine names
     /// its person), else a signed-in browser session's reviewer.
     fn actor(&self, claimed: Option<&str>) -> Result<String, ApiError> {

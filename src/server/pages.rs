@@ -17,7 +17,7 @@ use minijinja::{AutoEscape, Environment};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::access::{Access, CsrfToken, Reviewer, SessionId, cleared_cookie, form_pairs, session_cookie};
+use super::access::{Access, CsrfToken, Reviewer, SessionId, SignInError, cleared_cookie, form_pairs, session_cookie};
 use super::diff;
 use crate::engine::{Engine, RevertOutcome, RevertResult, revert, revert_run, tally};
 use crate::roles::Role;
@@ -66,6 +66,7 @@ pub fn routes(engine: Arc<Engine>, access: Access, html_fields: BTreeMap<String,
         .route("/items/{id}/reject", post(reject))
         .route("/items/{id}/edit", post(edit))
         .route("/items/{id}/revert", post(revert_item))
+        .route("/users", get(users_page))
         .route("/assets/style.css", get(|| async { asset("text/css", STYLESHEET) }))
         .route(
             "/assets/review.js",
@@ -107,6 +108,7 @@ fn templates() -> Environment<'static> {
         ("release.html", include_str!("../../templates/release.html")),
         ("error.html", include_str!("../../templates/error.html")),
         ("eval.html", include_str!("../../templates/eval.html")),
+        ("users.html", include_str!("../../templates/users.html")),
     ] {
         env.add_template(name, source).unwrap_or_else(|e| panic!("template {name}: {e}"));
     }
@@ -178,11 +180,13 @@ impl IntoResponse for PageError {
     }
 }
 
-/// The visitor: who is signed in (if anyone) and their session's CSRF token.
+/// The visitor: who is signed in (if anyone), their session's CSRF token, and their address (sign-in
+/// throttling counts failures per address).
 struct Visitor {
     reviewer: Option<Reviewer>,
     csrf: String,
     session: Option<String>,
+    client: Option<std::net::IpAddr>,
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Visitor {
@@ -193,6 +197,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Visitor {
             reviewer: parts.extensions.get::<Reviewer>().cloned(),
             csrf: parts.extensions.get::<CsrfToken>().map(|c| c.0.clone()).unwrap_or_default(),
             session: parts.extensions.get::<SessionId>().map(|s| s.0.clone()),
+            client: parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip()),
         })
     }
 }
@@ -219,6 +224,7 @@ impl Pages {
         let map = ctx.as_object_mut().expect("page contexts are objects");
         map.insert("nav".into(), json!(nav));
         map.insert("reviewer".into(), json!(visitor.reviewer.as_ref().map(|r| r.name.clone())));
+        map.insert("role".into(), json!(visitor.reviewer.as_ref().map(|r| r.role.as_str())));
         map.insert("csrf".into(), json!(visitor.csrf));
         let template = self.templates.get_template(name).map_err(PageError::Render)?;
         template.render(ctx).map(Html).map_err(PageError::Render)
@@ -252,16 +258,17 @@ async fn login_page(
     visitor: Visitor,
     Query(query): Query<LoginQuery>,
 ) -> Result<Html<String>, PageError> {
-    login_view(&pages, &visitor, local_path(&query.next), "", None)
+    login_view(&pages, &visitor, local_path(&query.next), "", None).await
 }
 
-fn login_view(
+async fn login_view(
     pages: &Pages,
     visitor: &Visitor,
     next: &str,
     name: &str,
     error: Option<&str>,
 ) -> Result<Html<String>, PageError> {
+    let form = pages.access.sign_in_page().await?;
     pages.render(
         "login.html",
         "",
@@ -270,32 +277,55 @@ fn login_view(
             "next": next,
             "name": name,
             "error": error,
-            "needs_password": pages.access.needs_password(),
-            "can_sign_in": pages.access.can_sign_in(),
+            "accounts": form.accounts,
+            "needs_password": form.needs_password,
+            "can_sign_in": form.can_sign_in,
+            "deprecation": form.deprecation,
         }),
     )
 }
 
 async fn login(State(pages): State<Pages>, visitor: Visitor, Form(form): Form<LoginForm>) -> Response {
     let next = local_path(&form.next).to_owned();
-    match pages.access.sign_in(visitor.session.as_deref(), &form.name, form.password.as_deref()) {
+    let signed =
+        pages.access.sign_in(visitor.session.as_deref(), &form.name, form.password.as_deref(), visitor.client).await;
+    let (status, message, retry_after) = match signed {
         Ok(session) => {
             let mut response = Redirect::to(&next).into_response();
             response.headers_mut().insert(header::SET_COOKIE, session_cookie(&session));
-            response
+            return response;
         }
-        Err(message) => {
-            if pages.access.needs_password() {
-                // Slows guessing down; the password is shared, so this is what stands between a
-                // reachable server and a brute-force loop.
-                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-            }
-            tracing::warn!(name = %form.name, "review UI: sign-in refused: {message}");
-            match login_view(&pages, &visitor, &next, &form.name, Some(&message)) {
-                Ok(page) => (StatusCode::UNAUTHORIZED, page).into_response(),
-                Err(e) => e.into_response(),
-            }
+        Err(SignInError::Refused(message)) => (StatusCode::UNAUTHORIZED, message, None),
+        Err(SignInError::Throttled(wait)) => {
+            let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            let message = format!(
+                "too many failed sign-ins for this account or from this address: try again in {}",
+                duration_words(seconds)
+            );
+            (StatusCode::TOO_MANY_REQUESTS, message, Some(seconds))
         }
+        Err(SignInError::Unavailable(e)) => {
+            tracing::error!(error = %e, "review UI: sign-in could not be checked");
+            (StatusCode::SERVICE_UNAVAILABLE, "the database could not answer; see the daemon's log".to_owned(), None)
+        }
+    };
+    tracing::warn!(name = %form.name, client = ?visitor.client, "review UI: sign-in refused: {message}");
+    let mut response = match login_view(&pages, &visitor, &next, &form.name, Some(&message)).await {
+        Ok(page) => (status, page).into_response(),
+        Err(e) => return e.into_response(),
+    };
+    if let Some(seconds) = retry_after {
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    }
+    response
+}
+
+/// "1 minute", "90 seconds", "2 minutes": how long to wait, in words.
+fn duration_words(seconds: u64) -> String {
+    match seconds {
+        1 => "1 second".into(),
+        s if s < 120 => format!("{s} seconds"),
+        s => format!("{} minutes", s.div_ceil(60)),
     }
 }
 
@@ -1465,6 +1495,40 @@ async fn revert_run_action(
         }
         Err(e) => Err(e.into()),
     }
+}
+
+// ---- accounts ----
+
+/// `/users` (admins): the accounts and their API tokens, never a hash. They are managed with
+/// `enrichd user …` and `enrichd token …`.
+async fn users_page(State(pages): State<Pages>, visitor: Visitor) -> Result<Html<String>, PageError> {
+    visitor.require(Role::Admin, "see the accounts")?;
+    let accounts: Vec<Value> = pages
+        .store
+        .accounts()
+        .await?
+        .into_iter()
+        .map(|a| {
+            json!({ "name": a.name, "role": a.role.as_str(), "created": utc(a.created_at), "password_set": utc(a.password_set_at) })
+        })
+        .collect();
+    let tokens: Vec<Value> = pages
+        .store
+        .api_tokens()
+        .await?
+        .into_iter()
+        .map(|t| {
+            json!({
+                "id": t.id,
+                "account": t.account,
+                "label": if t.label.is_empty() { "-".to_owned() } else { t.label },
+                "created": utc(t.created_at),
+                "last_used": t.last_used_at.map_or_else(|| "never".to_owned(), utc),
+                "revoked": t.revoked_at.map_or_else(String::new, utc),
+            })
+        })
+        .collect();
+    pages.render("users.html", "users", &visitor, json!({ "accounts": accounts, "tokens": tokens }))
 }
 
 // ---- history ----

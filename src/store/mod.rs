@@ -1,5 +1,5 @@
-//! The durable store: runs, items (with their state machine and leases), the audit trail and stored
-//! credentials, on an SQLite file (the zero-setup default, in WAL mode) or PostgreSQL.
+//! The durable store: runs, items (with their state machine and leases), the audit trail, accounts
+//! and stored credentials, on an SQLite file (the zero-setup default, in WAL mode) or PostgreSQL.
 //!
 //! Both backends run the same SQL through sqlx's `Any` driver, with plain types only (integers,
 //! text) so they behave alike; the one place they differ is claiming, where Postgres adds
@@ -11,6 +11,7 @@
 //! lease's owner; no transaction is held across a network call (callers do network work between
 //! store calls).
 
+mod accounts;
 mod batches;
 mod commit;
 mod credentials;
@@ -31,6 +32,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor, Row};
 
+pub use accounts::{Account, ApiToken, TokenLookup};
 pub use batches::{BatchRow, NewBatch};
 pub use credentials::{ConnectionState, CredentialVault, connection_state};
 pub use documents::StoredDocument;
