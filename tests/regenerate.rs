@@ -136,6 +136,38 @@ async fn regenerate_over_the_api(db: &TestDb) {
     assert_eq!(status, 200, "trying again works: {body}");
     assert!(description(&db.store.item(hinge.id).await.unwrap()).len() < description(&hinge).len());
 
+    // A reviewer who approves while the model answers wins; the late answer is not kept, but paid for.
+    let hinge = db.store.item(hinge.id).await.unwrap();
+    shop.w.provider.set_faults(Faults { latency: Duration::from_millis(1500), ..Faults::default() });
+    let slow = {
+        let base = base.clone();
+        let path = format!("/api/items/{}/regenerate", hinge.id);
+        tokio::spawn(async move { post(&base, &path, json!({"reviewer": "eve", "note": "shorter"})).await })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (status, _) = post(base, &format!("/api/items/{}/approve", hinge.id), json!({"reviewer": "ada"})).await;
+    assert_eq!(status, 200);
+    let (status, body) = slow.await.unwrap();
+    assert_eq!(status, 409, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("changed while the model answered"), "{body}");
+    let approved = db.store.item(hinge.id).await.unwrap();
+    assert_eq!((approved.state, &approved.proposal), (ItemState::Approved, &hinge.proposal), "the approval stands");
+    assert!(approved.cost_micros > hinge.cost_micros, "the discarded answer's cost is counted");
+    shop.w.provider.set_faults(Faults::default());
+
+    // A run whose budget is spent regenerates nothing.
+    let run = db.store.run(shop.run_id).await.unwrap();
+    sqlx::query("UPDATE runs SET budget_micros = $1 WHERE id = $2")
+        .bind(run.cost_micros)
+        .bind(run.id)
+        .execute(db.store.write_pool())
+        .await
+        .unwrap();
+    let (status, body) =
+        post(base, &format!("/api/items/{}/regenerate", screw.id), json!({"reviewer": "eve", "note": ""})).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("has spent its budget"), "{body}");
+
     // A daemon serving the UI only holds no model credentials: it says so.
     let config = Config::load(&shop.w.config).unwrap();
     let looking = Arc::new(Engine::build_for_looking(&config, db.store.clone()));
@@ -143,7 +175,7 @@ async fn regenerate_over_the_api(db: &TestDb) {
     let site = Site { access: Access::new(None), ..Site::from_config(&config) };
     let (addr, _server) = serve(looking, site, "127.0.0.1:0", stop.clone()).await.unwrap();
     let (status, body) =
-        post(&format!("http://{addr}"), &format!("/api/items/{}/regenerate", hinge.id), json!({"reviewer": "eve"}))
+        post(&format!("http://{addr}"), &format!("/api/items/{}/regenerate", screw.id), json!({"reviewer": "eve"}))
             .await;
     assert_eq!(status, 503, "{body}");
     assert!(body["error"].as_str().unwrap().contains("--ui-only"), "{body}");
