@@ -3,11 +3,12 @@
 //! Deterministic, like every sandbox answer: the same answer and note give the same revision. Like a
 //! model, it revises the answer it was shown (a reviewer's edit included) where that has the text:
 //!
-//! - "shorter" (or "short", "brief", "concise"): each text keeps its first paragraph (HTML) or its
-//!   first two thirds of words — never below the schema's `minLength`;
-//! - "mention X" (clauses split at commas, semicolons and "and"): each text gets a sentence about X
-//!   — the record's attribute of that name when it has one ("Material: stainless steel."), else
-//!   "X: not stated in the record." — where the schema's `maxLength` leaves room.
+//! - "shorter" (or "short", "brief", "concise"): each text keeps its first paragraph (HTML), else its
+//!   sentences (or clauses) within two thirds of its length — never below the schema's `minLength`;
+//! - "mention X" (clauses split at commas, semicolons and "and"): each text that is prose (ends a
+//!   sentence or a paragraph; not a title) gets a sentence about X — the record's attribute of that
+//!   name when it has one ("Material: stainless steel."), else "X: not stated in the record." —
+//!   where the schema's `maxLength` leaves room.
 
 use serde_json::{Map, Value};
 
@@ -65,6 +66,9 @@ pub(crate) fn revise(
                 *text = short;
             }
         }
+        if !is_prose(text) {
+            continue;
+        }
         for what in &mentions {
             let sentence = mention(what, record);
             let longer = append(text, &sentence);
@@ -75,20 +79,34 @@ pub(crate) fn revise(
     }
 }
 
-/// The first paragraph of HTML text, else the first two thirds of its words.
+/// The first paragraph of HTML text; one paragraph or plain text cut after its last sentence (else
+/// clause) within two thirds of its length; the text itself when it has no such place.
 fn shorten(text: &str) -> String {
     if let Some(end) = text.find("</p>")
         && end + 4 < text.trim_end().len()
     {
         return text[..end + 4].to_owned();
     }
-    let words: Vec<&str> = text.split(' ').collect();
-    let keep = (words.len() * 2).div_ceil(3).max(1);
-    if keep >= words.len() {
-        return text.to_owned();
+    if let Some(inner) = text.trim().strip_prefix("<p>").and_then(|t| t.strip_suffix("</p>")) {
+        return format!("<p>{}</p>", shorten_prose(inner));
     }
-    let cut = words[..keep].join(" ");
-    format!("{}.", cut.trim_end_matches(|c: char| !c.is_alphanumeric() && c != ')'))
+    shorten_prose(text)
+}
+
+fn shorten_prose(text: &str) -> String {
+    let limit = text.len() * 2 / 3;
+    for separator in [". ", ", "] {
+        if let Some(at) = text.match_indices(separator).map(|(i, _)| i).filter(|i| *i > 0 && *i <= limit).last() {
+            return format!("{}.", &text[..at]);
+        }
+    }
+    text.to_owned()
+}
+
+/// Whether `text` reads as prose a sentence can be added to (not a title or a code).
+fn is_prose(text: &str) -> bool {
+    let text = text.trim_end();
+    text.ends_with(['.', '!', '?']) || text.ends_with("</p>") || text.ends_with("</ul>")
 }
 
 /// "Material: stainless steel." from the record's attribute named `what`, else a sentence saying the
@@ -150,7 +168,14 @@ mod tests {
         });
         revise(&mut answer, &schema, "Shorter, and mention the material", None, record.as_object());
         assert_eq!(answer["description"], "<p>The hinge comes from our range.</p>\n<p>Material: stainless steel.</p>");
-        assert_eq!(answer["seo_title"], "Hinge 100mm.", "too long to mention more: only shortened");
+        assert_eq!(answer["seo_title"], "Hinge 100mm | Hinges", "a title: no sentence to cut or to add");
+        let mut short =
+            json!({"description": "<p>Hinge 100 mm: hinges in stainless steel, ready to ship from stock.</p>"});
+        revise(&mut short, &schema, "shorter", None, None);
+        assert_eq!(short["description"], "<p>Hinge 100 mm: hinges in stainless steel.</p>", "cut at a clause");
+        let mut sentences = json!({"description": "Buy the hinge at 4.20. Full specifications. Easy returns."});
+        revise(&mut sentences, &schema, "brief", None, None);
+        assert_eq!(sentences["description"], "Buy the hinge at 4.20.");
         assert_eq!(answer["priority"], "low");
         let mut plain = json!({"description": "description for Product 7: write its description."});
         let edited = json!({"description": "<p>Edited by a reviewer, long enough.</p>"});
