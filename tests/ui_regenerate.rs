@@ -1,8 +1,9 @@
 //! Regenerate with a note, in a real browser (headless Chromium through chromedriver), on SQLite and
 //! Postgres: a reviewer opens a proposal waiting for review, asks for "shorter, mention the
 //! material", and the page shows the model's new proposal; the prompt the provider sandbox received
-//! held the note and the previous answer inside their fences; the history shows the replaced
-//! proposal and the note; the item waits for review again and the run's tokens and cost grew.
+//! held the note and the previous answer inside their fences; a failing model leaves the proposal
+//! as it was and the page says so; the history shows the replaced proposal and the note; the item
+//! waits for review again and the run's tokens and cost grew.
 
 mod common;
 
@@ -10,6 +11,7 @@ use common::browser::{browser, chromedriver, click, click_and_load, text_of, wai
 use common::prompts::{revision, user_message};
 use common::woo::serve_for_review;
 use enrichd::config::{Secret, ServerAuthConfig};
+use enrichd::sandbox::provider::Faults;
 use enrichd::server::Access;
 use enrichd::store::ItemState;
 use enrichd_woocommerce::sandbox::WooSandbox;
@@ -84,6 +86,18 @@ async fn regenerate_with_a_note_in_the_browser(db: &common::TestDb) {
     assert_eq!(note, NOTE);
     assert_eq!(previous["description"], old_description.as_str(), "the previous answer as it would be written");
     assert!(user.find("</record>").unwrap() < user.find("<previous_answer>").unwrap());
+
+    // The model fails: the page says so, the note stays in the box, the proposal stays as it was.
+    shop.w.provider.set_faults(Faults { server_error_rate: 1.0, ..Faults::default() });
+    client.find(Locator::Css("#regenerate-note")).await.unwrap().send_keys("warmer tone").await.unwrap();
+    click_and_load(&client, "#regenerate-button").await;
+    wait_for(&client, "#regenerate-failed").await;
+    let failed = text_of(&client, "#regenerate-failed").await;
+    assert!(failed.contains("No new proposal") && failed.contains("unchanged"), "{failed}");
+    let kept = client.execute("return document.getElementById('regenerate-note').value;", vec![]).await.unwrap();
+    assert_eq!(kept, "warmer tone", "the note is kept for another try");
+    assert_eq!(db.store.item(item.id).await.unwrap().proposal, now.proposal);
+    shop.w.provider.set_faults(Faults::default());
 
     // The history shows the replaced proposal and the note.
     client.goto(&format!("{base}/items/{}/history", item.id)).await.unwrap();

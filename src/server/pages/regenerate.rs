@@ -67,12 +67,25 @@ pub(super) async fn section(pages: &Pages, visitor: &Visitor, item: &Item) -> Re
     });
     // A failed note stays in the box, so trying again is one click.
     let note = last.as_ref().filter(|l| l["ok"] == false).map(|l| l["note"].clone()).unwrap_or(json!(""));
-    Ok(json!({
-        "can": item.state.awaits_review() && item.proposal.is_some() && visitor.may(Role::Reviewer),
-        "unavailable": pages.engine.looking_only.then_some(
+    let can = item.state.awaits_review() && item.proposal.is_some() && visitor.may(Role::Reviewer);
+    // Why the form is not offered, said before anyone types a note.
+    let unavailable = if pages.engine.looking_only {
+        Some(
             "This daemon serves the review UI only (--ui-only) and holds no model credentials: regenerate \
              from a daemon that runs pipelines, or with `enrichd review regenerate`."
-        ),
+                .to_owned(),
+        )
+    } else if can {
+        let run = pages.store.run(item.run_id).await?;
+        run.budget_reached().then(|| {
+            format!("Run #{} has spent its budget ({}): a regeneration would spend more.", run.id, run.spent_text())
+        })
+    } else {
+        None
+    };
+    Ok(json!({
+        "can": can,
+        "unavailable": unavailable,
         "max_chars": MAX_NOTE_CHARS,
         "last": last,
         "note": note,
