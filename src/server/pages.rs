@@ -21,8 +21,8 @@ mod regenerate;
 
 use super::access::{Access, CsrfToken, Reviewer, SessionId, cleared_cookie, form_pairs, session_cookie};
 use super::diff;
-use crate::engine::{Engine, RevertOutcome, RevertResult, revert, revert_run, tally};
 use crate::roles::Role;
+use crate::engine::{Engine, RevertOutcome, RevertResult, revert, revert_run, tally};
 use crate::store::{
     ConfidenceRange, Item, ItemState, ProposedValue, ReviewAction, ReviewFilter, ReviewPhase, Run, RunCounts,
     RunStatus, Store, StoreError, now_ms,
@@ -69,7 +69,10 @@ pub fn routes(engine: Arc<Engine>, access: Access, html_fields: BTreeMap<String,
         .route("/items/{id}/edit", post(edit))
         .route("/items/{id}/revert", post(revert_item))
         .route("/items/{id}/regenerate", post(regenerate::regenerate))
-        .route("/assets/style.css", get(|| async { asset("text/css", STYLESHEET) }))
+        .route(
+            "/assets/style.css",
+            get(|| async { asset("text/css", STYLESHEET) }),
+        )
         .route(
             "/assets/review.js",
             get(|| async { asset("text/javascript", include_str!("../../templates/assets/review.js")) }),
