@@ -235,16 +235,17 @@ impl Command {
     /// Whether the command connects to a shop or a model: only these read all the config's secrets,
     /// so looking at runs and the queue needs none (`daemon --ui-only` reads only `server.auth`'s).
     fn connects(&self) -> bool {
-        !matches!(
-            self,
+        match self {
+            // `review regenerate` asks the model; the rest of `review` only looks and decides.
+            Command::Review(review) => review.connects(),
             Command::Migrate
-                | Command::Status { .. }
-                | Command::Resume { .. }
-                | Command::Review(_)
-                | Command::User(_)
-                | Command::Token(_)
-                | Command::Daemon { ui_only: true, .. }
-        )
+            | Command::Status { .. }
+            | Command::Resume { .. }
+            | Command::User(_)
+            | Command::Token(_)
+            | Command::Daemon { ui_only: true, .. } => false,
+            _ => true,
+        }
     }
 }
 

@@ -101,6 +101,7 @@ pub fn router(engine: Shared, site: Site) -> Router {
         .route("/api/items/{id}/reject", post(reject))
         .route("/api/items/{id}/edit", post(edit))
         .route("/api/items/{id}/revert", post(revert_item))
+        .route("/api/items/{id}/regenerate", post(regenerate_item))
         // Public in the access layer (`access::HOOKS_PREFIX`): the handler verifies signatures.
         .route("/hooks/{pipeline}", post(hooks::receive))
         .with_state(state)
@@ -472,6 +473,40 @@ async fn edit_item(engine: &Engine, id: i64, actor: &str, field: &str, value: Va
         ))
     })?;
     engine.store.edit(id, actor, task, field, value).await
+}
+
+/// A regeneration: the reviewer's note to the model (empty: another try), at most
+/// [`crate::engine::MAX_NOTE_CHARS`] characters.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegenerateBody {
+    reviewer: Option<String>,
+    #[serde(default)]
+    note: String,
+}
+
+/// Sends a proposal waiting for review back to the model with the reviewer's note and returns the
+/// item with its new proposal, waiting for review again. Nothing changes on a refusal: 409 when the
+/// item is not waiting for review, its run's budget is spent or it changed meanwhile; 422 for a note
+/// too long; 502 when the model failed or answered unusably; 503 from `daemon --ui-only`.
+async fn regenerate_item(
+    State(engine): State<Shared>,
+    caller: Caller,
+    Path(id): Path<i64>,
+    Json(body): Json<RegenerateBody>,
+) -> ApiResult {
+    use crate::engine::RegenerateError;
+    caller.require(Role::Reviewer, "regenerate a proposal")?;
+    let actor = caller.actor(body.reviewer.as_deref())?;
+    let status = match crate::engine::regenerate(&engine, id, &body.note, &actor).await {
+        Ok(item) => return ok(json!({ "item": item })),
+        Err(RegenerateError::Store(e)) => return Err(e.into()),
+        Err(e @ RegenerateError::Invalid(_)) => (StatusCode::UNPROCESSABLE_ENTITY, e),
+        Err(e @ RegenerateError::Refused(_)) => (StatusCode::CONFLICT, e),
+        Err(e @ RegenerateError::Model(_)) => (StatusCode::BAD_GATEWAY, e),
+        Err(e @ RegenerateError::Unavailable(_)) => (StatusCode::SERVICE_UNAVAILABLE, e),
+    };
+    Ok((status.0, Json(json!({ "error": status.1.to_string() }))).into_response())
 }
 
 /// A bulk decision over a selection (`ids`) or everything matching `filter`. Over a filter, a

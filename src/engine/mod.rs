@@ -13,10 +13,12 @@ mod enrich;
 mod hooks;
 mod lookup;
 mod pauses;
+mod regenerate;
 mod revert;
 mod writeback;
 
 pub use pauses::platform_pause;
+pub use regenerate::{MAX_NOTE_CHARS, RegenerateError, check_note, regenerate};
 pub use revert::{LeftOver, RevertOutcome, RevertResult, RevertTally, revert, revert_run, tally};
 
 use std::collections::BTreeMap;

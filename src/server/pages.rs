@@ -17,6 +17,8 @@ use minijinja::{AutoEscape, Environment};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+mod regenerate;
+
 use super::access::{Access, CsrfToken, Reviewer, SessionId, SignInError, cleared_cookie, form_pairs, session_cookie};
 use super::diff;
 use crate::engine::{Engine, RevertOutcome, RevertResult, revert, revert_run, tally};
@@ -67,6 +69,7 @@ pub fn routes(engine: Arc<Engine>, access: Access, html_fields: BTreeMap<String,
         .route("/items/{id}/edit", post(edit))
         .route("/items/{id}/revert", post(revert_item))
         .route("/users", get(users_page))
+        .route("/items/{id}/regenerate", post(regenerate::regenerate))
         .route("/assets/style.css", get(|| async { asset("text/css", STYLESHEET) }))
         .route(
             "/assets/review.js",
@@ -1151,6 +1154,7 @@ async fn item_view(
             "can_review": item.state.awaits_review() && visitor.may(Role::Reviewer),
             "can_revert": !revert_fields.is_empty() && visitor.may(Role::Operator),
             "revert_fields": revert_fields,
+            "regenerate": regenerate::section(pages, visitor, &item).await?,
             "query": query,
             "position": at.map(|p| p + 1),
             "listed": listed,
@@ -1545,12 +1549,14 @@ async fn history_page(
         .await?
         .into_iter()
         .map(|e| {
+            let regeneration = regenerate::history_view(&e);
             json!({
                 "at": utc(e.at),
                 "kind": e.kind,
                 "from_state": e.from_state,
                 "to_state": e.to_state,
                 "actor": e.actor,
+                "regeneration": regeneration,
                 "detail": e.detail.map(|d| serde_json::to_string_pretty(&d).expect("JSON values serialise")),
             })
         })

@@ -21,6 +21,7 @@ mod hooks;
 mod items;
 mod pauses;
 mod pipelines;
+mod regenerate;
 mod review;
 mod runs;
 mod state;

@@ -141,3 +141,30 @@ pub async fn woo_with(db: &TestDb, shop: WooSandbox, policy: &str, max_attempts:
 pub async fn work_until_idle(engine: &Arc<Engine>, run_id: i64, timeout: std::time::Duration) -> enrichd::store::Run {
     super::harness::work_run(engine, run_id, timeout, true).await
 }
+
+/// A shop run through pipeline `catalogue` until its proposals wait for review, and the review
+/// server over it on a free loopback port.
+pub struct ServedShop {
+    pub w: Woo,
+    pub run_id: i64,
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    /// Stops the server.
+    pub stop: tokio_util::sync::CancellationToken,
+}
+
+/// `shop` through pipeline `catalogue` with review policy `all` and the provider sandbox writing
+/// copy from each record (as a model would), run until its proposals wait for review; then the
+/// server with `access`.
+pub async fn serve_for_review(db: &TestDb, shop: WooSandbox, access: enrichd::server::Access) -> ServedShop {
+    let w = woo(db, shop, "all", 3).await;
+    w.provider.write_copy(true);
+    let run = super::harness::start_run(&w.engine).await;
+    let run = work_until_idle(&w.engine, run.id, std::time::Duration::from_secs(60)).await;
+    assert_eq!(run.status, enrichd::store::RunStatus::AwaitingReview, "{run:?}");
+    let config = Config::load(&w.config).unwrap();
+    let site = enrichd::server::Site { access, ..enrichd::server::Site::from_config(&config) };
+    let stop = tokio_util::sync::CancellationToken::new();
+    let (addr, _server) = enrichd::server::serve(w.engine.clone(), site, "127.0.0.1:0", stop.clone()).await.unwrap();
+    ServedShop { w, run_id: run.id, base: format!("http://{addr}"), stop }
+}

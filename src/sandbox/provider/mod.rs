@@ -4,7 +4,8 @@
 //! requested schema is `"<property> for <subject>"`, where the subject is the first line of the user
 //! message (cut to the schema's `maxLength`), so a test can tell which record an answer was produced
 //! for. A packed prompt (several `<item id="…">` blocks answered as `{items: [{id, …}]}`) is answered
-//! per item, the subject being each block's first line.
+//! per item, the subject being each block's first line. A regeneration's reviewer note ("shorter",
+//! "mention the material") is honoured (`revise`), so a regenerated answer visibly differs.
 //!
 //! Faults can be injected: latency, 5xx, 429 with the provider's real headers (with or without
 //! `retry-after`), out-of-money 429s, requests that hang past the client's timeout, answers cut
@@ -20,6 +21,7 @@ mod copy;
 pub mod documents;
 mod gemini;
 mod openai;
+mod revise;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -451,6 +453,18 @@ impl ProviderSandbox {
             None => copywriter.then(|| copy::answer(schema, user)).flatten(),
         };
         let mut answer = written.unwrap_or_else(|| answer_to(schema, user));
+        // A regeneration's note is honoured, so the new answer visibly differs from the first.
+        if !is_packed(schema)
+            && let Some(note) = revise::note_in(user)
+        {
+            revise::revise(
+                &mut answer,
+                schema,
+                &note,
+                revise::previous_in(user).as_ref(),
+                copy::record_in(user).as_ref(),
+            );
+        }
         if let Some(items) = answer.get_mut("items").and_then(Value::as_array_mut)
             && items.len() > 1
             && self.roll() < faults.packed_drop_rate
