@@ -7,6 +7,7 @@ mod access;
 mod conversation;
 mod diff;
 mod hooks;
+mod item_page;
 mod pages;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -43,6 +43,8 @@ pub struct Task {
     pub html: Vec<String>,
     /// Bounds on answer properties; a miss is a warning on the proposal.
     pub checks: BTreeMap<String, FieldCheck>,
+    /// Names people read, by answer property or record field (`[labels]`).
+    pub labels: BTreeMap<String, String>,
     /// Rules across properties (`[rules]`); a failed one is a warning on the proposal.
     pub rules: Vec<Rule>,
     /// Which answer properties are looked up in the organisation's own data, and where the
@@ -146,6 +148,11 @@ impl Task {
                 }
             }
         }
+        for (key, label) in &cfg.labels {
+            if label.trim().is_empty() || label.chars().count() > 80 {
+                return Err((format!("labels.{key}"), "a label is 1 to 80 characters".into()));
+            }
+        }
         let rules = checks::compile(&cfg.rules, &schema)?;
         if let Some(look_up) = &cfg.look_up {
             validate_look_up(look_up, &schema, &cfg.fields)?;
@@ -197,6 +204,7 @@ impl Task {
             temperature: cfg.temperature,
             html: cfg.html.clone(),
             checks: cfg.checks.clone(),
+            labels: cfg.labels.clone(),
             rules,
             look_up: cfg.look_up.clone(),
             eval: cfg.eval.clone(),
@@ -717,6 +725,24 @@ pub fn clean_html(html: &str) -> String {
         b
     });
     CLEANER.clean(html).to_string().trim().to_owned()
+}
+
+impl Task {
+    /// The answer property that fills record field `field`.
+    pub fn property_of(&self, field: &str) -> Option<&str> {
+        self.fields.iter().find(|(_, f)| *f == field).map(|(p, _)| p.as_str())
+    }
+
+    /// The name people read for record field `field`: the task's label for it (by record field, or
+    /// by the answer property that fills it), else `None`.
+    pub fn label_of(&self, field: &str) -> Option<&str> {
+        self.labels.get(field).or_else(|| self.property_of(field).and_then(|p| self.labels.get(p))).map(String::as_str)
+    }
+
+    /// The task's bounds on record field `field` (through the answer property that fills it).
+    pub fn check_of(&self, field: &str) -> Option<&FieldCheck> {
+        self.property_of(field).and_then(|p| self.checks.get(p))
+    }
 }
 
 /// The warnings `check` raises on `value` (empty: it passes).
