@@ -190,6 +190,34 @@ async fn the_item_page_renders_previews_and_facts_and_runs_no_script(db: &common
     );
     assert_eq!(text_of(&client, "#item-state").await, "waiting for review");
 
+    // The layout: on a wide screen the record sits beside the proposal and the two previews of a
+    // field side by side; at 1280 px still two columns; on a tablet one column. Never a sideways
+    // scroll. Screenshots of each are kept under target/screenshots/.
+    for (width, columns) in [(1400, true), (1280, true), (800, false)] {
+        client.set_window_size(width, 1000).await.unwrap();
+        let shot = client.screenshot().await.unwrap();
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/screenshots");
+        std::fs::create_dir_all(&dir).unwrap();
+        let backend = if db.url.starts_with("postgres") { "postgres" } else { "sqlite" };
+        std::fs::write(dir.join(format!("item-page-{width}-{backend}.png")), shot).unwrap();
+        let layout = js(
+            &client,
+            "const r = s => document.querySelector(s).getBoundingClientRect(); \
+             const p = r('.proposal-col'), c = r('.record-col'), b = r('#field-description .side-before'), \
+             a = r('#field-description .side-proposed'); \
+             return { beside: c.left >= p.right, below: c.top >= p.bottom, previews_beside: a.left >= b.right, \
+                      overflow: document.documentElement.scrollWidth > document.documentElement.clientWidth, \
+                      viewport: window.innerWidth, \
+                      previews: getComputedStyle(document.querySelector('#field-description .previews')).gridTemplateColumns };",
+        )
+        .await;
+        assert_eq!(layout["overflow"], false, "{width} px: {layout}");
+        assert_eq!(layout["beside"], columns, "{width} px: {layout}");
+        assert_eq!(layout["below"], !columns, "{width} px: {layout}");
+        assert_eq!(layout["previews_beside"], true, "{width} px: {layout}");
+    }
+    client.set_window_size(1280, 1024).await.unwrap();
+
     // Written, then reverted: the page says who reverted it and when, and what the shop holds now.
     db.store.approve(item.id, &format!("reviewer:{REVIEWER}")).await.unwrap();
     let run = work_until_idle(&w.engine, run.id, Duration::from_secs(60)).await;
