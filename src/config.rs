@@ -584,7 +584,8 @@ pub struct TaskConfig {
     pub checks: BTreeMap<String, FieldCheck>,
     /// Names people read for fields on the review pages (`seo_description = "Meta description"`),
     /// keyed by answer property (as `checks` is) or by record field (for the record as pulled).
-    /// Fields without one show their name, humanised.
+    /// Without one, a filled field shows its property's `title` from `output_schema`, else its
+    /// name, humanised.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
     /// `[tasks.<name>.rules.<rule>]`: checks across answer properties, with numbers (lines add up

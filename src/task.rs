@@ -734,9 +734,16 @@ impl Task {
     }
 
     /// The name people read for record field `field`: the task's label for it (by record field, or
-    /// by the answer property that fills it), else `None`.
+    /// by the answer property that fills it), else the `title` of that property in the answer's
+    /// schema, else `None`.
     pub fn label_of(&self, field: &str) -> Option<&str> {
-        self.labels.get(field).or_else(|| self.property_of(field).and_then(|p| self.labels.get(p))).map(String::as_str)
+        let property = self.property_of(field);
+        self.labels
+            .get(field)
+            .or_else(|| property.and_then(|p| self.labels.get(p)))
+            .map(String::as_str)
+            .or_else(|| property.and_then(|p| self.schema["properties"][p]["title"].as_str()))
+            .filter(|l| !l.trim().is_empty())
     }
 
     /// The task's bounds on record field `field` (through the answer property that fills it).
@@ -811,6 +818,21 @@ mod tests {
             "#
         ))
         .unwrap()
+    }
+
+    #[test]
+    fn labels_come_from_the_task_then_the_schema_title() {
+        let mut c = cfg("Describe it.");
+        c.output_schema["properties"]["tags"]["title"] = json!("Search tags");
+        c.labels.insert("description".into(), "Product description".into());
+        c.labels.insert("sku".into(), "Stock number".into());
+        let task = Task::build("t", &c).unwrap();
+        assert_eq!(task.label_of("description"), Some("Product description"), "by answer property");
+        assert_eq!(task.label_of("tags"), Some("Search tags"), "the schema's title");
+        assert_eq!(task.label_of("sku"), Some("Stock number"), "by record field, for the record as pulled");
+        assert_eq!(task.label_of("weight"), None);
+        c.labels.insert("tags".into(), " ".into());
+        assert_eq!(Task::build("t", &c).unwrap_err().0, "labels.tags");
     }
 
     fn record() -> Record {
