@@ -7,7 +7,7 @@
 //! record as pulled is a table of facts with the raw JSON behind a toggle; the header has the
 //! product's thumbnail and links to the product page and its wp-admin edit page. After the write
 //! is reverted (partly: the shop keeps alt text), the page says who reverted it, when, and what the
-//! shop holds now.
+//! shop holds now. Served by `daemon --ui-only` (no connectors), the page has no links and no error.
 
 mod common;
 
@@ -248,6 +248,17 @@ async fn the_item_page_renders_previews_and_facts_and_runs_no_script(db: &common
     assert!(left.contains(alt.as_str().unwrap()), "{left}");
     assert_eq!(text_of(&client, "#item-state").await, "partly reverted");
     nothing_ran(&client, &base).await;
+
+    // `daemon --ui-only` builds no connectors: the page has no links, and no error.
+    let looking = std::sync::Arc::new(enrichd::engine::Engine::build_for_looking(&config, db.store.clone()));
+    let site = Site { access: Access::new(Some(&auth)), ..Site::from_config(&config) };
+    let (addr, _looking_server) = serve(looking, site, "127.0.0.1:0", stop.clone()).await.unwrap();
+    let ui_only = format!("http://{addr}");
+    sign_in(&client, &ui_only, REVIEWER, PASSWORD).await;
+    client.goto(&format!("{ui_only}/items/{}", item.id)).await.unwrap();
+    wait_for(&client, "#reverted").await;
+    assert_eq!(js(&client, "return document.querySelectorAll('#record-links').length;").await, 0);
+    assert_eq!(text_of(&client, "#field-seo_description .label").await, "Meta description", "tasks are known");
     client.close().await.unwrap();
     stop.cancel();
 }
