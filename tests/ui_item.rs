@@ -195,6 +195,7 @@ async fn the_item_page_renders_previews_and_facts_and_runs_no_script(db: &common
     // scroll. Screenshots of each are kept under target/screenshots/.
     for (width, columns) in [(1400, true), (1280, true), (800, false)] {
         client.set_window_size(width, 1000).await.unwrap();
+        js(&client, "window.scrollTo(0, 0);").await;
         let shot = client.screenshot().await.unwrap();
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/screenshots");
         std::fs::create_dir_all(&dir).unwrap();
