@@ -8,6 +8,7 @@ mod access;
 mod conversation;
 mod diff;
 mod hooks;
+mod item_page;
 mod pages;
 mod throttle;
 

@@ -43,6 +43,8 @@ pub struct Task {
     pub html: Vec<String>,
     /// Bounds on answer properties; a miss is a warning on the proposal.
     pub checks: BTreeMap<String, FieldCheck>,
+    /// Names people read, by answer property or record field (`[labels]`).
+    pub labels: BTreeMap<String, String>,
     /// Rules across properties (`[rules]`); a failed one is a warning on the proposal.
     pub rules: Vec<Rule>,
     /// Which answer properties are looked up in the organisation's own data, and where the
@@ -154,6 +156,11 @@ impl Task {
                 }
             }
         }
+        for (key, label) in &cfg.labels {
+            if label.trim().is_empty() || label.chars().count() > 80 {
+                return Err((format!("labels.{key}"), "a label is 1 to 80 characters".into()));
+            }
+        }
         let rules = checks::compile(&cfg.rules, &schema)?;
         if let Some(look_up) = &cfg.look_up {
             validate_look_up(look_up, &schema, &cfg.fields)?;
@@ -205,6 +212,7 @@ impl Task {
             temperature: cfg.temperature,
             html: cfg.html.clone(),
             checks: cfg.checks.clone(),
+            labels: cfg.labels.clone(),
             rules,
             look_up: cfg.look_up.clone(),
             eval: cfg.eval.clone(),
@@ -764,6 +772,31 @@ pub fn clean_html(html: &str) -> String {
     CLEANER.clean(html).to_string().trim().to_owned()
 }
 
+impl Task {
+    /// The answer property that fills record field `field`.
+    pub fn property_of(&self, field: &str) -> Option<&str> {
+        self.fields.iter().find(|(_, f)| *f == field).map(|(p, _)| p.as_str())
+    }
+
+    /// The name people read for record field `field`: the task's label for it (by record field, or
+    /// by the answer property that fills it), else the `title` of that property in the answer's
+    /// schema, else `None`.
+    pub fn label_of(&self, field: &str) -> Option<&str> {
+        let property = self.property_of(field);
+        self.labels
+            .get(field)
+            .or_else(|| property.and_then(|p| self.labels.get(p)))
+            .map(String::as_str)
+            .or_else(|| property.and_then(|p| self.schema["properties"][p]["title"].as_str()))
+            .filter(|l| !l.trim().is_empty())
+    }
+
+    /// The task's bounds on record field `field` (through the answer property that fills it).
+    pub fn check_of(&self, field: &str) -> Option<&FieldCheck> {
+        self.property_of(field).and_then(|p| self.checks.get(p))
+    }
+}
+
 /// The warnings `check` raises on `value` (empty: it passes).
 fn check_value(property: &str, value: &Value, check: &FieldCheck) -> Vec<String> {
     let mut out = Vec::new();
@@ -830,6 +863,21 @@ mod tests {
             "#
         ))
         .unwrap()
+    }
+
+    #[test]
+    fn labels_come_from_the_task_then_the_schema_title() {
+        let mut c = cfg("Describe it.");
+        c.output_schema["properties"]["tags"]["title"] = json!("Search tags");
+        c.labels.insert("description".into(), "Product description".into());
+        c.labels.insert("sku".into(), "Stock number".into());
+        let task = Task::build("t", &c).unwrap();
+        assert_eq!(task.label_of("description"), Some("Product description"), "by answer property");
+        assert_eq!(task.label_of("tags"), Some("Search tags"), "the schema's title");
+        assert_eq!(task.label_of("sku"), Some("Stock number"), "by record field, for the record as pulled");
+        assert_eq!(task.label_of("weight"), None);
+        c.labels.insert("tags".into(), " ".into());
+        assert_eq!(Task::build("t", &c).unwrap_err().0, "labels.tags");
     }
 
     fn record() -> Record {

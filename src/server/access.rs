@@ -504,10 +504,13 @@ fn refuse(status: StatusCode, api: bool, message: &str) -> Response {
 pub async fn guard(State(access): State<Access>, request: Request, next: Next) -> Response {
     let mut response = check(&access, request, next).await;
     let headers = response.headers_mut();
+    // `img-src https:` for the item page's record thumbnail (the shop's own image address, which
+    // differs per connection). Record and proposal HTML is cleaned to an allow-list without `img`
+    // before it is shown, so only the page's own `img` elements can load anything.
     headers.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(
-            "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; \
+            "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' https:; connect-src 'self'; \
              form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
         ),
     );

@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 mod regenerate;
 
 use super::access::{Access, CsrfToken, Reviewer, SessionId, SignInError, cleared_cookie, form_pairs, session_cookie};
-use super::diff;
+use super::{diff, item_page};
 use crate::engine::{Engine, RevertOutcome, RevertResult, revert, revert_run, tally};
 use crate::roles::Role;
 use crate::store::{
@@ -979,7 +979,7 @@ fn findings_view(proposal: &crate::store::Proposal) -> Option<Value> {
 /// A list of flat objects (an invoice's line items) as a table a reviewer reads and edits cell by
 /// cell: the columns in first-seen order, whether each holds numbers, and each row's cells as text.
 /// `None` for anything else (it is edited as JSON).
-fn rows_table(value: &Value) -> Option<Value> {
+pub(super) fn rows_table(value: &Value) -> Option<Value> {
     let rows = value.as_array().filter(|rows| !rows.is_empty())?;
     let mut columns: Vec<&str> = Vec::new();
     for row in rows {
@@ -1049,17 +1049,21 @@ async fn item_view(
     let listed = pages.store.review_count(&review).await?;
     let at = (pages.store.review_queue(&review, 1, before).await?.first().map(|i| i.id) == Some(id)).then_some(before);
     let query = filter.query();
+    let task = pages.engine.tasks.get(&item.pipeline).map(|t| t.as_ref());
     let revert_fields: Vec<Value> = match (&item.replaced, &item.proposal) {
         (Some(replaced), Some(proposal)) if item.state == ItemState::Written => replaced
             .iter()
             .map(|(name, old)| {
-                let now = proposal.fields.get(name).map(|c| text_of(c.value()).0).unwrap_or_default();
-                json!({ "name": name, "now": now, "back": text_of(old).0 })
+                let written = proposal.fields.get(name).map(|c| c.value().clone()).unwrap_or(Value::Null);
+                let now = text_of(&written).0;
+                let chips = item_page::restore_chips(&written, old);
+                json!({ "name": name, "label": item_page::label(task, name), "now": now, "back": text_of(old).0, "chips": chips })
             })
             .collect(),
         _ => Vec::new(),
     };
     let html = pages.html_fields.get(&item.pipeline);
+    let is_html = |field: &str| html.is_some_and(|h| h.contains(field));
     let fields: Vec<Value> = item
         .proposal
         .as_ref()
@@ -1073,7 +1077,19 @@ async fn item_view(
                     let (left, right) = diff::sides(&before, &proposed);
                     let refused = refused.filter(|r| &r.field == name);
                     let value = refused.map_or(value, |r| r.value.clone());
+                    // HTML as the shop shows it, cleaned again here: the value at pull time never was.
+                    let preview = is_html(name.as_str()).then(|| {
+                        let shown = |v: &Value| v.as_str().map(item_page::rendered).unwrap_or_default();
+                        json!({ "before": shown(&change.before), "value": shown(change.value()) })
+                    });
+                    let chips = item_page::chips(&change.before, change.value());
                     json!({
+                        "label": item_page::label(task, name),
+                        "count": item_page::count(change.value(), task.and_then(|t| t.check_of(name))),
+                        "before_count": item_page::count(&change.before, None),
+                        "note": chips.as_ref().and_then(|_| item_page::merge_note(name)),
+                        "chips": chips,
+                        "preview": preview,
                         "refused": refused.map(|r| r.message.clone()),
                         "table": rows_table(change.value()),
                         "before_table": rows_table(&change.before),
@@ -1099,8 +1115,21 @@ async fn item_view(
     let facts: Vec<Value> = input
         .iter()
         .filter(|(name, _)| conversation.is_none() || name.as_str() != "conversation")
-        .map(|(name, value)| json!({ "name": name, "value": text_of(value).0 }))
+        .map(|(name, value)| item_page::fact(task, name, value, is_html(name.as_str())))
         .collect();
+    let raw = serde_json::to_string_pretty(&input).expect("JSON values serialise");
+    // Links to the record on the platform, from the pipeline's connector (none in `--ui-only`).
+    let links = pages.engine.pipelines.get(&item.pipeline).map_or_else(Vec::new, |p| {
+        p.connector.record_links(&item.entity, &item.external_id, &Value::Object(input.clone()))
+    });
+    let thumbnail = item_page::thumbnail(&input);
+    let reverted =
+        if matches!(item.state, ItemState::Reverted | ItemState::PartiallyReverted | ItemState::RevertConflict) {
+            let events = pages.store.item_events(id).await?;
+            item_page::reverted(&events, task, &is_html, &utc)
+        } else {
+            None
+        };
     // The record's documents (a bill's PDF) as kept when the item was enriched, shown beside the proposal.
     let documents: Vec<Value> = pages
         .store
@@ -1139,6 +1168,10 @@ async fn item_view(
             .collect::<Vec<_>>(),
         "fields": fields,
         "facts": facts,
+        "raw": raw,
+        "links": links,
+        "thumbnail": thumbnail,
+        "reverted": reverted,
         "conversation": conversation,
         "confidence": proposal.and_then(|p| p.confidence).map(|c| format!("{c:.2}")),
         "findings": findings,

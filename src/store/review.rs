@@ -656,12 +656,14 @@ impl Store {
     }
 
     /// `written` → `revert_conflict`: the record changed upstream since our write; nothing was written.
+    /// `now`: what the record, as re-read, holds in the fields our write set (when it was read).
     pub async fn mark_revert_conflict(
         &self,
         item: &Item,
         actor: &str,
         upstream_version: Option<&str>,
         reason: &str,
+        now: Option<serde_json::Map<String, serde_json::Value>>,
     ) -> Result<Item> {
         self.apply(
             item.id,
@@ -675,6 +677,7 @@ impl Store {
                 actor,
                 detail: Some(serde_json::json!({
                     "reason": reason, "written_version": item.written_version, "upstream_version": upstream_version,
+                    "now": now,
                 })),
                 run_usage: None,
             },

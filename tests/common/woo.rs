@@ -136,6 +136,24 @@ pub async fn woo_with(db: &TestDb, shop: WooSandbox, policy: &str, max_attempts:
     Woo { shop: sb.shop, config: path, engine, provider: sb.provider, _dir: dir }
 }
 
+/// The `select` line [`write_woo_config`] writes.
+pub const WOO_SELECT: &str = "select = { missing = [\"description\"], fill_all_missing = true }";
+
+/// [`woo`] with the pipeline selecting records by `select` (a TOML inline table, e.g.
+/// `{ min_length = { description = 400 }, add = ["tags"] }`) instead of missing descriptions.
+pub async fn woo_selecting(db: &TestDb, shop: WooSandbox, policy: &str, select: &str) -> Woo {
+    set_woo_env();
+    let sb = woo_sandboxes(shop).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_woo_config(dir.path(), &db.url, &sb, policy, 3, 10.0, "");
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains(WOO_SELECT), "the woo config's select line moved: {text}");
+    std::fs::write(&path, text.replace(WOO_SELECT, &format!("select = {select}"))).unwrap();
+    let config = Config::load(&path).unwrap();
+    let engine = Arc::new(Engine::build(&config, db.store.clone()));
+    Woo { shop: sb.shop, config: path, engine, provider: sb.provider, _dir: dir }
+}
+
 /// Works run `run_id` of pipeline `catalogue` until no machine work is left, then drains; panics
 /// past `timeout`.
 pub async fn work_until_idle(engine: &Arc<Engine>, run_id: i64, timeout: std::time::Duration) -> enrichd::store::Run {

@@ -184,6 +184,8 @@ struct Inner {
     classifier: Option<Arc<classify::Classifier>>,
     /// Share of the properties read from a document's ground truth that are misread ([`ProviderSandbox::misread`]).
     misread_rate: f64,
+    /// Answer properties answered with these values ([`ProviderSandbox::answer_with`]).
+    fixed: Map<String, Value>,
     /// Media type of each uploaded file (Gemini's File API).
     file_types: BTreeMap<String, String>,
 }
@@ -210,6 +212,13 @@ impl ProviderSandbox {
     /// category, attributes, price) instead of the deterministic test answers: for demos.
     pub fn write_copy(&self, on: bool) {
         self.lock().copywriter = on;
+    }
+
+    /// From now on, answers these properties with these values wherever the answer format asks for
+    /// them (every record of a packed request too), whatever else answers the rest: for a test that
+    /// needs a particular answer (copy with markup a shop must never run, say). Empty: back to normal.
+    pub fn answer_with(&self, properties: Map<String, Value>) {
+        self.lock().fixed = properties;
     }
 
     /// From now on, answers every record in a prompt as `classifier` says (see [`classify`]: clues
@@ -464,6 +473,21 @@ impl ProviderSandbox {
                 revise::previous_in(user).as_ref(),
                 copy::record_in(user).as_ref(),
             );
+        }
+        let fixed = self.lock().fixed.clone();
+        if !fixed.is_empty() {
+            let apply = |one: &mut Value| {
+                for (name, value) in &fixed {
+                    if let Some(slot) = one.get_mut(name) {
+                        *slot = value.clone();
+                    }
+                }
+            };
+            if is_packed(schema) {
+                answer.get_mut("items").and_then(Value::as_array_mut).into_iter().flatten().for_each(apply);
+            } else {
+                apply(&mut answer);
+            }
         }
         if let Some(items) = answer.get_mut("items").and_then(Value::as_array_mut)
             && items.len() > 1
