@@ -792,7 +792,7 @@ fn shorten(text: &str, max: usize) -> String {
     let cut: String = text.chars().take(max).collect();
     // Back to the last space, unless that loses more than a fifth of the room.
     let at = cut.rfind(' ').filter(|&i| cut[..i].chars().count() >= max * 4 / 5).unwrap_or(cut.len());
-    format!("{}…", cut[..at].trim_end_matches(|c: char| c.is_whitespace() || ",;:".contains(c)))
+    format!("{}…", cut[..at].trim_end_matches(|c: char| c.is_whitespace() || ",;:.".contains(c)))
 }
 
 /// A proposed value as one line of text: HTML as the text a customer reads, lists and objects
@@ -934,8 +934,8 @@ async fn queue_page(
     if shown.state.is_empty() {
         shown.state = "review".into();
     }
-    // One state for every row is said by the filter; the rows do not repeat it.
-    let one_state = !matches!(shown.state.as_str(), "review" | "all");
+    // A state every row shares is said by the filter; the rows do not repeat it.
+    let states_listed: BTreeSet<&str> = items.iter().map(|i| i.state.as_str()).collect();
     pages.render(
         "queue.html",
         "queue",
@@ -960,7 +960,7 @@ async fn queue_page(
             "bands": bands,
             "kinds": kinds,
             "sorts": sorts,
-            "show_state": !one_state,
+            "show_state": states_listed.len() > 1,
             "any_confidence": rows.iter().any(|r| !r["confidence"].is_null()),
             "query": filter.query(),
             "pipelines": pipelines,
