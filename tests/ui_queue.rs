@@ -128,8 +128,8 @@ async fn wait_for_states(db: &TestDb, want: &[(i64, ItemState)]) {
     }
 }
 
-/// Rows show what each item would write; keys tick rows and approve or reject exactly those;
-/// select all approves the rest.
+/// Rows show what each item would write; keys tick rows (one by one and as a range) and approve
+/// or reject exactly those; select all approves the rest.
 async fn rows_show_proposals_and_keys_decide_the_ticked_items(db: &TestDb) {
     let Some(driver) = chromedriver().await else { return };
     let shop = shop(db).await;
@@ -259,9 +259,16 @@ async fn rows_show_proposals_and_keys_decide_the_ticked_items(db: &TestDb) {
     let last = db.store.item_events(order[0]).await.unwrap().pop().unwrap();
     assert_eq!(last.detail.unwrap()["reason"], "too generic");
 
-    // Select all ticks every listed row; approving them leaves nothing waiting.
+    // X ticks a range (from the last ticked row to the cursor); select all unticks and ticks every
+    // listed row; approving them leaves nothing waiting.
     client.goto(&format!("{}/queue?run={}", shop.base, shop.run_id)).await.unwrap();
     wait_for(&client, "#select-all").await;
+    for key in ['j', 'x', 'j', 'j', 'X'] {
+        press(&client, key).await;
+    }
+    assert_eq!(text_of(&client, "#selected-count").await, "3 selected");
+    click(&client, "#select-all").await;
+    assert_eq!(text_of(&client, "#selected-count").await, "0 selected");
     click(&client, "#select-all").await;
     assert_eq!(text_of(&client, "#selected-count").await, "3 selected");
     click_and_load(&client, "#approve-selected").await;
