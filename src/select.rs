@@ -148,6 +148,62 @@ pub fn visible_chars(s: &str) -> usize {
     count
 }
 
+/// The text of `s` a customer reads, read as [`visible_chars`] reads it (tags, comments, scripts
+/// and styles dropped, entities decoded, whitespace runs as one space), except that block elements
+/// (paragraphs, list items, line breaks, headings) separate their text with a space so words of
+/// two paragraphs do not run together.
+pub fn visible_text(s: &str) -> String {
+    const BLOCKS: [&str; 17] =
+        ["p", "br", "li", "ul", "ol", "div", "h1", "h2", "h3", "h4", "h5", "h6", "tr", "td", "th", "blockquote", "hr"];
+    let mut out = String::with_capacity(s.len());
+    let mut pending_space = false;
+    let mut push = |c: char, out: &mut String| {
+        if c.is_whitespace() || matches!(c, '\u{200b}' | '\u{feff}') {
+            pending_space = !out.is_empty();
+        } else {
+            if pending_space {
+                out.push(' ');
+                pending_space = false;
+            }
+            out.push(c);
+        }
+    };
+    let mut rest = s;
+    while let Some(c) = rest.chars().next() {
+        if c == '<'
+            && let Some(after) = skip_markup(rest)
+        {
+            let tag = &rest[..rest.len() - after.len()];
+            let name: String = tag
+                .trim_start_matches(['<', '/'])
+                .chars()
+                .take_while(char::is_ascii_alphanumeric)
+                .collect::<String>()
+                .to_ascii_lowercase();
+            if BLOCKS.contains(&name.as_str()) {
+                push(' ', &mut out);
+            }
+            rest = after;
+            continue;
+        }
+        if c == '&'
+            && let Some((decoded, len)) = entity(rest)
+        {
+            // A named entity this reader does not know stays as written.
+            if decoded == '\u{fffd}' && !rest[1..].starts_with('#') {
+                rest[..len].chars().for_each(|c| push(c, &mut out));
+            } else {
+                push(decoded, &mut out);
+            }
+            rest = &rest[len..];
+            continue;
+        }
+        push(c, &mut out);
+        rest = &rest[c.len_utf8()..];
+    }
+    out
+}
+
 /// `rest` after the markup it starts with: a comment, a `script`/`style` element with its content,
 /// or one tag. `None` when the `<` starts no tag (`a < b`): it is text.
 fn skip_markup(rest: &str) -> Option<&str> {
@@ -255,11 +311,21 @@ mod tests {
     }
 
     #[test]
+    fn reads_the_visible_text() {
+        let html = "<p>Zinc-plated <b>steel</b> hinge.</p><ul><li>Size: 75&nbsp;mm</li><li>A &amp; B &unknown;</li></ul>\
+                    <script>alert(1)</script><!-- note --><p>Rust&#x2d;free</p>";
+        assert_eq!(visible_text(html), "Zinc-plated steel hinge. Size: 75 mm A & B &unknown; Rust-free");
+        assert_eq!(visible_text("a < b and  c"), "a < b and c");
+        assert_eq!(visible_text("  "), "");
+    }
+
+    #[test]
     fn counts_visible_characters() {
         assert_eq!(text_len(Some(&json!("<p>abc</p>"))), 3);
         assert_eq!(text_len(Some(&json!("héllo"))), 5);
         assert_eq!(text_len(None), 0);
         assert_eq!(visible_chars("<p>&nbsp;</p>\n<p> </p>"), 0);
+        assert_eq!(visible_text("<p>&nbsp;</p>\n<p> </p>"), "");
         assert_eq!(visible_chars("<p>Fish &amp; chips</p>\n\n<p>now</p>"), 16);
         assert_eq!(visible_chars("a &lt; b &#8211; c&hellip;"), 10);
         assert_eq!(visible_chars("<!-- note --><style>p{}</style><script>x()</script>ok"), 2);

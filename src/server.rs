@@ -259,7 +259,8 @@ async fn run(State(engine): State<Shared>, Path(id): Path<i64>) -> ApiResult {
 
 /// Queue filters as query parameters: `pipeline`, `run`, `state` (comma-separated), `warnings`
 /// (`true`/`false`), `q` (text), `proposed` (`FIELD=VALUE`: the value the item would write),
-/// `confidence` (`LOW..HIGH`, either end open: `..0.5`, `0.5..0.8`, `0.8..`).
+/// `confidence` (`LOW..HIGH`, either end open: `..0.5`, `0.5..0.8`, `0.8..`), `warning` (a warning
+/// kind: `too_long:seo_description`, `rule:NAME`, `supplier_not_found`, `duplicate`, …).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FilterParams {
@@ -270,6 +271,7 @@ struct FilterParams {
     q: Option<String>,
     proposed: Option<String>,
     confidence: Option<String>,
+    warning: Option<String>,
 }
 
 impl FilterParams {
@@ -289,6 +291,10 @@ impl FilterParams {
             None | Some("") => None,
             Some(c) => Some(c.parse().map_err(|e| ApiError::BadRequest(format!("confidence: {e}")))?),
         };
+        let warning = match self.warning.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(w) => Some(w.parse().map_err(ApiError::BadRequest)?),
+        };
         Ok(ReviewFilter {
             pipeline: self.pipeline,
             run_id: self.run,
@@ -297,6 +303,8 @@ impl FilterParams {
             text: self.q,
             proposed,
             confidence,
+            warning,
+            order: Default::default(),
         })
     }
 }
@@ -311,15 +319,20 @@ struct QueueParams {
     q: Option<String>,
     proposed: Option<String>,
     confidence: Option<String>,
+    warning: Option<String>,
+    /// `oldest` (the default), `confidence` (high to low), `confidence-asc`, `warnings` (most
+    /// first) or `record` (by name); ties by item id.
+    sort: Option<String>,
     limit: Option<i64>,
     offset: Option<i64>,
 }
 
-/// The queue: `total` matching, a page of `items`, and `values`: for each field whose values come
-/// from a closed list, the values the matching items would write with their counts (what a
-/// `proposed` filter can ask for).
+/// The queue: `total` matching, a page of `items` in the `sort` order, `values`: for each field
+/// whose values come from a closed list, the values the matching items would write with their
+/// counts (what a `proposed` filter can ask for); and `warning_kinds`: each kind of warning the
+/// matching items carry (the `warning` filter aside) with how many items carry it.
 async fn queue(State(engine): State<Shared>, Query(params): Query<QueueParams>) -> ApiResult {
-    let filter = FilterParams {
+    let mut filter = FilterParams {
         pipeline: params.pipeline,
         run: params.run,
         state: params.state,
@@ -327,15 +340,27 @@ async fn queue(State(engine): State<Shared>, Query(params): Query<QueueParams>) 
         q: params.q,
         proposed: params.proposed,
         confidence: params.confidence,
+        warning: params.warning,
     }
     .filter()?;
+    filter.order = params.sort.as_deref().unwrap_or_default().parse().map_err(ApiError::BadRequest)?;
     let limit = params.limit.unwrap_or(50).clamp(1, 500);
     let offset = params.offset.unwrap_or(0).max(0);
     let total = engine.store.review_count(&filter).await?;
     let items = engine.store.review_queue(&filter, limit, offset).await?;
     let fields = enum_fields(&engine, filter.pipeline.as_deref()).await?;
     let values = engine.store.review_values(&filter, &fields).await?;
-    ok(json!({ "total": total, "limit": limit, "offset": offset, "items": items, "values": values }))
+    let warning_kinds: Vec<Value> = engine
+        .store
+        .review_warning_kinds(&filter)
+        .await?
+        .into_iter()
+        .map(|k| json!({ "kind": k.kind, "label": k.warning_kind.label(str::to_owned), "count": k.count }))
+        .collect();
+    ok(json!({
+        "total": total, "limit": limit, "offset": offset, "sort": filter.order.as_str(), "items": items,
+        "values": values, "warning_kinds": warning_kinds,
+    }))
 }
 
 /// The record fields whose proposed values come from a closed list, for the queue's value filter:

@@ -24,8 +24,8 @@ use super::{diff, item_page};
 use crate::engine::{Engine, RevertOutcome, RevertResult, revert, revert_run, tally};
 use crate::roles::Role;
 use crate::store::{
-    ConfidenceRange, Item, ItemState, ProposedValue, ReviewAction, ReviewFilter, ReviewPhase, Run, RunCounts,
-    RunStatus, Store, StoreError, now_ms,
+    ConfidenceRange, Item, ItemState, ProposedValue, ReviewAction, ReviewFilter, ReviewOrder, ReviewPhase, Run,
+    RunCounts, RunStatus, Store, StoreError, WarningKind, now_ms,
 };
 
 /// Runs shown on the runs page and offered by the queue's run filter.
@@ -74,6 +74,10 @@ pub fn routes(engine: Arc<Engine>, access: Access, html_fields: BTreeMap<String,
         .route(
             "/assets/review.js",
             get(|| async { asset("text/javascript", include_str!("../../templates/assets/review.js")) }),
+        )
+        .route(
+            "/assets/queue.js",
+            get(|| async { asset("text/javascript", include_str!("../../templates/assets/queue.js")) }),
         )
         .with_state(pages)
 }
@@ -691,6 +695,10 @@ struct QueueFilter {
     proposed: String,
     /// `LOW..HIGH` (either end open): only items whose answer's confidence is in that band.
     confidence: String,
+    /// A warning kind (`too_long:seo_description`, `rule:NAME`, `duplicate`, …): only items with one.
+    warning: String,
+    /// The order: `oldest` (empty), `confidence`, `confidence-asc`, `warnings`, `record`.
+    sort: String,
 }
 
 impl QueueFilter {
@@ -724,6 +732,10 @@ impl QueueFilter {
             "" => None,
             c => Some(c.parse().map_err(|e| PageError::BadRequest(format!("confidence: {e}")))?),
         };
+        let warning = match self.warning.trim() {
+            "" => None,
+            w => Some(w.parse().map_err(PageError::BadRequest)?),
+        };
         Ok(ReviewFilter {
             pipeline: Some(self.pipeline.clone()).filter(|p| !p.is_empty()),
             run_id: self.run_id()?,
@@ -732,6 +744,8 @@ impl QueueFilter {
             text: (!q.is_empty()).then(|| q.to_owned()),
             proposed,
             confidence,
+            warning,
+            order: self.sort.parse().map_err(PageError::BadRequest)?,
         })
     }
 
@@ -751,6 +765,8 @@ impl QueueFilter {
             ("q", &self.q),
             ("proposed", &self.proposed),
             ("confidence", &self.confidence),
+            ("warning", &self.warning),
+            ("sort", &self.sort),
         ] {
             if !v.is_empty() {
                 out.append_pair(k, v);
@@ -787,6 +803,82 @@ impl UrlPairs {
 /// The record's name for people: its `name`, `title` or `subject`, else its id.
 fn title(item: &Item) -> String {
     item.record_name().unwrap_or_else(|| item.external_id.clone())
+}
+
+/// How many characters of a proposed value a queue row shows before "…" (the rest on hover and
+/// when the row's value is opened).
+const SHORT_TEXT: usize = 120;
+/// How many chips of a list a queue row shows before "+N more".
+const SHORT_LIST: usize = 8;
+
+/// The name people read for a record field or task property of `pipeline` (with `None`, the first
+/// configured task that labels it): the task's `[labels]`, its schema's `title`, else the name humanised.
+fn field_label(pages: &Pages, pipeline: Option<&str>, name: &str) -> String {
+    let task = match pipeline {
+        Some(p) => pages.engine.tasks.get(p),
+        None => pages.engine.tasks.values().find(|t| t.label_of(name).is_some()),
+    };
+    item_page::label(task.map(|t| t.as_ref()), name)
+}
+
+/// `text` cut to about `max` characters at a word boundary, with "…" when cut.
+fn shorten(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_owned();
+    }
+    let cut: String = text.chars().take(max).collect();
+    // Back to the last space, unless that loses more than a fifth of the room.
+    let at = cut.rfind(' ').filter(|&i| cut[..i].chars().count() >= max * 4 / 5).unwrap_or(cut.len());
+    format!("{}…", cut[..at].trim_end_matches(|c: char| c.is_whitespace() || ",;:.".contains(c)))
+}
+
+/// A proposed value as one line of text: HTML as the text a customer reads, lists and objects
+/// by their text.
+fn value_text(value: &Value, html: bool) -> String {
+    match value {
+        Value::Null => String::new(),
+        Value::String(s) if html => crate::select::visible_text(s),
+        Value::String(s) => s.split_whitespace().collect::<Vec<_>>().join(" "),
+        Value::Array(list) => list.iter().map(|v| value_text(v, html)).collect::<Vec<_>>().join(", "),
+        // An entry such as an image's alt text (`{id, alt}`): its text, else the whole of it.
+        Value::Object(map) => {
+            let texts: Vec<String> =
+                map.values().filter(|v| v.is_string()).map(|v| value_text(v, html)).filter(|t| !t.is_empty()).collect();
+            if texts.is_empty() { value.to_string() } else { texts.join(" · ") }
+        }
+        other => other.to_string(),
+    }
+}
+
+/// What an item would write, field by field, for its queue row: the value a reviewer's edit
+/// made, else the model's; text shortened with the whole of it beside, lists as chips.
+fn proposed_view(pages: &Pages, item: &Item) -> Vec<Value> {
+    let Some(proposal) = &item.proposal else { return Vec::new() };
+    let html = pages.html_fields.get(&item.pipeline);
+    proposal
+        .fields
+        .iter()
+        .map(|(name, change)| {
+            let is_html = html.is_some_and(|h| h.contains(name));
+            let label = field_label(pages, Some(&item.pipeline), name);
+            match change.value() {
+                Value::Array(list) => {
+                    let chips: Vec<String> =
+                        list.iter().map(|v| value_text(v, is_html)).filter(|t| !t.is_empty()).collect();
+                    let shown: Vec<String> = chips.iter().take(SHORT_LIST).map(|c| shorten(c, SHORT_TEXT)).collect();
+                    json!({
+                        "field": name, "label": label, "kind": "list", "chips": shown,
+                        "rest": chips.iter().skip(SHORT_LIST).collect::<Vec<_>>(), "full": chips.join(", "),
+                    })
+                }
+                value => {
+                    let full = value_text(value, is_html);
+                    let short = shorten(&full, SHORT_TEXT);
+                    json!({ "field": name, "label": label, "kind": "text", "cut": short != full, "short": short, "full": full })
+                }
+            }
+        })
+        .collect()
 }
 
 async fn queue_page(
@@ -829,16 +921,39 @@ async fn queue_page(
         let n = total;
         bands.push(json!({ "key": filter.confidence.trim(), "label": label, "count": n, "selected": true }));
     }
+    // Each kind of warning with its count (the other filters applied) and the link that filters on it.
+    let label = |name: &str| field_label(&pages, review.pipeline.as_deref(), name);
+    let mut kinds: Vec<Value> = pages
+        .store
+        .review_warning_kinds(&review)
+        .await?
+        .into_iter()
+        .map(|k| {
+            let selected = review.warning.as_ref() == Some(&k.warning_kind);
+            let with = QueueFilter { warning: if selected { String::new() } else { k.kind.clone() }, ..filter.clone() };
+            json!({
+                "key": k.kind, "label": k.warning_kind.label(label), "count": k.count, "selected": selected,
+                "href": format!("/queue?{}", with.query()),
+            })
+        })
+        .collect();
+    if let Some(kind) = review.warning.as_ref().filter(|_| !kinds.iter().any(|k| k["selected"] == true)) {
+        let without = QueueFilter { warning: String::new(), ..filter.clone() };
+        kinds.push(json!({
+            "key": kind.key(), "label": kind.label(label), "count": 0, "selected": true,
+            "href": format!("/queue?{}", without.query()),
+        }));
+    }
+    let sorts: Vec<Value> = ReviewOrder::ALL
+        .iter()
+        .map(|o| json!({ "key": o.as_str(), "label": o.label(), "selected": *o == review.order }))
+        .collect();
     let mut states = vec!["review".to_owned(), "all".to_owned()];
     states.extend(ItemState::ALL.iter().map(|s| s.as_str().to_owned()));
     let rows: Vec<Value> = items
         .iter()
         .map(|i| {
-            let (fields, warnings) = i
-                .proposal
-                .as_ref()
-                .map(|p| (p.fields.keys().cloned().collect::<Vec<_>>(), p.warnings.clone()))
-                .unwrap_or_default();
+            let warnings = i.proposal.as_ref().map(|p| p.warnings.clone()).unwrap_or_default();
             json!({
                 "id": i.id,
                 "external_id": i.external_id,
@@ -846,7 +961,7 @@ async fn queue_page(
                 "run_id": i.run_id,
                 "pipeline": i.pipeline,
                 "state": i.state.as_str(),
-                "fields": fields,
+                "proposed": proposed_view(&pages, i),
                 "warnings": warnings,
                 "confidence": i.proposal.as_ref().and_then(|p| p.confidence).map(|c| format!("{c:.2}")),
             })
@@ -856,6 +971,8 @@ async fn queue_page(
     if shown.state.is_empty() {
         shown.state = "review".into();
     }
+    // A state every row shares is said by the filter; the rows do not repeat it.
+    let states_listed: BTreeSet<&str> = items.iter().map(|i| i.state.as_str()).collect();
     pages.render(
         "queue.html",
         "queue",
@@ -873,10 +990,14 @@ async fn queue_page(
                 "q": shown.q,
                 "proposed": shown.proposed,
                 "confidence": shown.confidence,
+                "warning": shown.warning,
             },
             "values": value_options,
             "show_confidence": !filter.confidence.trim().is_empty() || bands.iter().any(|b| b["count"] != 0),
             "bands": bands,
+            "kinds": kinds,
+            "sorts": sorts,
+            "show_state": states_listed.len() > 1,
             "any_confidence": rows.iter().any(|r| !r["confidence"].is_null()),
             "query": filter.query(),
             "pipelines": pipelines,
@@ -1370,7 +1491,7 @@ async fn bulk(
         "ids": form.ids,
         "reason": form.reason,
         "query": query,
-        "filter_text": describe(&filter),
+        "filter_text": describe(&filter, |name| field_label(&pages, review.pipeline.as_deref(), name)),
     });
     let count = if form.over_filter { pages.store.review_count(&review).await? } else { form.ids.len() as i64 };
     let confirm = match form.confirm {
@@ -1406,7 +1527,7 @@ async fn bulk(
 }
 
 /// The filter in words, for the confirmation page.
-fn describe(filter: &QueueFilter) -> String {
+fn describe(filter: &QueueFilter, label: impl Fn(&str) -> String) -> String {
     let mut parts = Vec::new();
     if !filter.pipeline.is_empty() {
         parts.push(format!("pipeline {}", filter.pipeline));
@@ -1431,6 +1552,9 @@ fn describe(filter: &QueueFilter) -> String {
     }
     if let Ok(range) = filter.confidence.trim().parse::<ConfidenceRange>() {
         parts.push(format!("confidence {}", range.label()));
+    }
+    if let Ok(kind) = filter.warning.trim().parse::<WarningKind>() {
+        parts.push(format!("warning: {}", kind.label(label)));
     }
     parts.join(" · ")
 }

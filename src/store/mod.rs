@@ -26,6 +26,7 @@ mod review;
 mod runs;
 mod state;
 mod undo;
+mod warning_kind;
 
 use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -46,11 +47,12 @@ pub use items::{
 pub use pauses::PlatformPause;
 pub use pipelines::{PipelineState, WriteJob};
 pub use review::{
-    BulkOutcome, ConfidenceRange, ProposedValue, ReviewAction, ReviewFilter, SampleStats, SkippedItem,
+    BulkOutcome, ConfidenceRange, ProposedValue, ReviewAction, ReviewFilter, ReviewOrder, SampleStats, SkippedItem,
     UnreviewedRelease, ValueCount, reviewer_name,
 };
 pub use runs::{ErrorRule, NewRun, ReviewPhase, Run, RunCounts, RunReport, RunStart, SampleGate};
 pub use state::{ItemState, RunStatus};
+pub use warning_kind::{Bound, KindCount, WarningKind};
 
 /// Which database is behind the pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

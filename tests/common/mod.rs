@@ -11,6 +11,7 @@ pub mod harness;
 pub mod helpscout;
 pub mod process;
 pub mod prompts;
+pub mod queue;
 pub mod web;
 pub mod woo;
 pub mod zendesk;

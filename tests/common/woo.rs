@@ -127,10 +127,26 @@ pub async fn woo(db: &TestDb, shop: WooSandbox, policy: &str, max_attempts: u32)
 
 /// [`woo`] with lines added to the pipeline's block.
 pub async fn woo_with(db: &TestDb, shop: WooSandbox, policy: &str, max_attempts: u32, extra_pipeline: &str) -> Woo {
+    woo_with_task(db, shop, policy, max_attempts, extra_pipeline, None).await
+}
+
+/// [`woo_with`], with the pipeline's `product_copy` task read from `task` (a fixture file) instead
+/// of the shipped one.
+pub async fn woo_with_task(
+    db: &TestDb,
+    shop: WooSandbox,
+    policy: &str,
+    max_attempts: u32,
+    extra_pipeline: &str,
+    task: Option<&Path>,
+) -> Woo {
     set_woo_env();
     let sb = woo_sandboxes(shop).await;
     let dir = tempfile::tempdir().unwrap();
     let path = write_woo_config(dir.path(), &db.url, &sb, policy, max_attempts, 10.0, extra_pipeline);
+    if let Some(task) = task {
+        std::fs::copy(task, dir.path().join("tasks/product_copy.toml")).unwrap();
+    }
     let config = Config::load(&path).unwrap();
     let engine = Arc::new(Engine::build(&config, db.store.clone()));
     Woo { shop: sb.shop, config: path, engine, provider: sb.provider, _dir: dir }
