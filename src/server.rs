@@ -23,8 +23,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use crate::roles::{Refusal, Role};
 use crate::engine::{Engine, RevertOutcome, revert, revert_run as revert_written, tally};
+use crate::roles::{Refusal, Role};
 use crate::store::{Item, ItemState, ReviewAction, ReviewFilter, StoreError, reviewer_name};
 
 type Shared = Arc<Engine>;

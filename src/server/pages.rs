@@ -19,8 +19,11 @@ use serde_json::{Value, json};
 
 use super::access::{Access, CsrfToken, Reviewer, SessionId, cleared_cookie, form_pairs, session_cookie};
 use super::diff;
-use crate::roles::Role;
+
+#[path = "pipelines_page.rs"]
+mod pipelines_page;
 use crate::engine::{Engine, RevertOutcome, RevertResult, revert, revert_run, tally};
+use crate::roles::Role;
 use crate::store::{
     ConfidenceRange, Item, ItemState, ProposedValue, ReviewAction, ReviewFilter, ReviewPhase, Run, RunCounts,
     RunStatus, Store, StoreError, now_ms,
@@ -48,7 +51,7 @@ pub fn routes(engine: Arc<Engine>, access: Access, html_fields: BTreeMap<String,
     let store = engine.store.clone();
     let pages = Pages { engine, store, access, templates: Arc::new(templates()), html_fields: Arc::new(html_fields) };
     Router::new()
-        .route("/", get(|| async { Redirect::to("/runs") }))
+        .route("/", get(|| async { Redirect::to("/pipelines") }))
         .route("/login", get(login_page).post(login))
         .route("/logout", post(logout))
         .route("/runs", get(runs_page))
@@ -66,10 +69,8 @@ pub fn routes(engine: Arc<Engine>, access: Access, html_fields: BTreeMap<String,
         .route("/items/{id}/reject", post(reject))
         .route("/items/{id}/edit", post(edit))
         .route("/items/{id}/revert", post(revert_item))
-        .route(
-            "/assets/style.css",
-            get(|| async { asset("text/css", STYLESHEET) }),
-        )
+        .merge(pipelines_page::routes())
+        .route("/assets/style.css", get(|| async { asset("text/css", STYLESHEET) }))
         .route(
             "/assets/review.js",
             get(|| async { asset("text/javascript", include_str!("../../templates/assets/review.js")) }),
@@ -97,6 +98,8 @@ fn templates() -> Environment<'static> {
     env.set_auto_escape_callback(|name| if name.ends_with(".html") { AutoEscape::Html } else { AutoEscape::None });
     // `{{ item.state | plain }}`: an item state or run status in the words people read.
     env.add_filter("plain", |code: String| -> String { plain_words(&code) });
+    // `{{ event.actor | actor }}`: who did it, named as the CLI names them.
+    env.add_filter("actor", |actor: String| -> String { crate::store::plain_actor(&actor) });
     for (name, source) in [
         ("base.html", include_str!("../../templates/base.html")),
         ("login.html", include_str!("../../templates/login.html")),
@@ -110,6 +113,7 @@ fn templates() -> Environment<'static> {
         ("release.html", include_str!("../../templates/release.html")),
         ("error.html", include_str!("../../templates/error.html")),
         ("eval.html", include_str!("../../templates/eval.html")),
+        ("pipelines.html", include_str!("../../templates/pipelines.html")),
     ] {
         env.add_template(name, source).unwrap_or_else(|e| panic!("template {name}: {e}"));
     }
@@ -374,7 +378,7 @@ async fn eval_page(
         Some(s) => Some(eval_view(s)?),
         None => None,
     };
-    pages.render("eval.html", "runs", &visitor, json!({ "pipeline": name, "reports": list, "report": report }))
+    pages.render("eval.html", "pipelines", &visitor, json!({ "pipeline": name, "reports": list, "report": report }))
 }
 
 /// A stored report as the page shows it: figures as percentages, the matrix with numbered columns.
@@ -461,7 +465,11 @@ fn eval_view(stored: &crate::store::StoredEval) -> Result<Value, PageError> {
 struct RunView {
     id: i64,
     pipeline: String,
+    /// The status code, for styling (`data-status`, `phase-paused`) and links.
     status: String,
+    /// Where the run is, in one phrase: status and sample gate together ([`Run::plain_state`]).
+    state: String,
+    /// The status reason, less what `state` already says.
     status_reason: Option<String>,
     /// The sample gate, for people: sampling, waiting for sample review, full run.
     phase: &'static str,
@@ -494,31 +502,36 @@ fn run_view(run: &Run, counts: &RunCounts) -> RunView {
         id: run.id,
         pipeline: run.pipeline.clone(),
         status: run.status.to_string(),
-        status_reason: run.status_reason.clone(),
+        state: run.plain_state(),
+        status_reason: run.reason_beyond_state(),
         phase: phase_label(run.review_phase),
         total: counts.total(),
         done: counts.terminal(),
         review: counts.awaiting_review(),
-        failures: format!(
-            "{} dead · {} conflicts · {} write failed",
-            counts.get(ItemState::Dead),
-            counts.get(ItemState::Conflict),
-            counts.get(ItemState::WriteFailed)
-        ),
+        failures: failures_text(counts),
         spend: run.spent_text(),
         eta,
         started: utc(run.created_at),
     }
 }
 
-/// A run's phase as the runs page names it.
+/// A run's failures in words, only the kinds it has: "2 failed · 1 not written (changed on the
+/// platform)", or "none".
+fn failures_text(counts: &RunCounts) -> String {
+    let parts: Vec<String> = [
+        (ItemState::Dead, "failed"),
+        (ItemState::Conflict, "not written (changed on the platform)"),
+        (ItemState::WriteFailed, "write failed, to retry"),
+    ]
+    .into_iter()
+    .filter_map(|(state, words)| Some(counts.get(state)).filter(|n| *n > 0).map(|n| format!("{n} {words}")))
+    .collect();
+    if parts.is_empty() { "none".to_owned() } else { parts.join(" · ") }
+}
+
+/// A run's sample-gate phase in words.
 fn phase_label(phase: Option<ReviewPhase>) -> &'static str {
-    match phase {
-        Some(ReviewPhase::Sampling) => "sampling",
-        Some(ReviewPhase::SampleReview) => "waiting for sample review",
-        Some(ReviewPhase::Released) => "full run (sample released)",
-        None => "full run",
-    }
+    phase.map_or("full run", ReviewPhase::plain)
 }
 
 fn percent(rate: Option<f64>) -> String {
@@ -555,7 +568,8 @@ async fn run_page(
     Path(id): Path<i64>,
 ) -> Result<Html<String>, PageError> {
     let report = pages.store.report(id).await?;
-    let counts: Vec<Value> = report.counts.0.iter().map(|(s, n)| json!({ "state": s.as_str(), "n": n })).collect();
+    let counts: Vec<Value> =
+        report.counts.0.iter().map(|(s, n)| json!({ "state": s.as_str(), "words": s.plain(), "n": n })).collect();
     let gate = match report.run.review_phase {
         None => None,
         Some(phase) => {
@@ -1487,14 +1501,31 @@ async fn history_page(
             json!({
                 "at": utc(e.at),
                 "kind": e.kind,
-                "from_state": e.from_state,
+                "what": crate::store::plain_event(&e.kind, e.from_state.as_deref(), e.to_state.as_deref()),
                 "to_state": e.to_state,
-                "actor": e.actor,
-                "detail": e.detail.map(|d| serde_json::to_string_pretty(&d).expect("JSON values serialise")),
+                "actor": crate::store::plain_actor(&e.actor),
+                "detail": e.detail.as_ref().map(detail_rows).unwrap_or_default(),
             })
         })
         .collect();
     pages.render("history.html", "queue", &visitor, json!({ "item_id": id, "title": title(&item), "events": events }))
+}
+
+/// An event's detail as rows a person reads: each key of an object with its value (text as it is,
+/// anything else as JSON), keys' underscores as spaces; any other value as one row.
+fn detail_rows(detail: &Value) -> Vec<Value> {
+    let text = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "—".to_owned(),
+        other => serde_json::to_string_pretty(other).expect("JSON values serialise"),
+    };
+    match detail {
+        Value::Object(map) => {
+            map.iter().map(|(k, v)| json!({ "key": k.replace('_', " "), "value": text(v) })).collect()
+        }
+        Value::Null => Vec::new(),
+        other => vec![json!({ "key": "", "value": text(other) })],
+    }
 }
 
 #[cfg(test)]
