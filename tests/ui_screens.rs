@@ -12,7 +12,7 @@ mod common;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::browser::{browser, chromedriver, click, wait_for};
+use common::browser::{browser, chromedriver, click, click_and_load, wait_for};
 use common::woo::{catalogue_waiting_for_review, serve_ui, work_until_idle};
 use enrichd::config::{Secret, ServerAuthConfig};
 use enrichd::server::Access;
@@ -110,8 +110,11 @@ async fn screenshots_of_the_review_ui() {
     wait_for(&client, "#sample-gate").await;
     shoot(&client, "run").await;
 
+    // The pipelines page with a dry run's outcome: the candidates left in the shop.
     client.goto(&format!("{base}/pipelines")).await.unwrap();
     wait_for(&client, "article[data-pipeline=catalogue]").await;
+    click_and_load(&client, "article[data-pipeline=catalogue] .dry-run-button").await;
+    wait_for(&client, "#dry-run-count").await;
     shoot(&client, "pipelines").await;
 
     client.close().await.unwrap();

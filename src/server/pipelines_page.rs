@@ -13,7 +13,7 @@ use crate::engine::PipelineSetup;
 use crate::store::{DryRunCount, RunStart, Spend};
 
 /// Candidate records a dry run shows (all are counted).
-const DRY_RUN_SHOWN: usize = 20;
+const DRY_RUN_SHOWN: usize = 10;
 /// Runs whose average cost per proposal prices a dry run's candidates.
 const COST_RUNS: i64 = 10;
 
