@@ -5,7 +5,8 @@
 //!
 //! The PNGs go to `target/screenshots/{item,queue,run,pipelines}.png` (under `CARGO_TARGET_DIR`
 //! when set) as test artefacts; the README shows two of them. Each file is checked to be a PNG of
-//! the window's size, so a broken page or a browser that did not draw fails the test.
+//! the window's size, so a broken page or a browser that did not draw fails the test. At 1280 px
+//! and 800 px (a tablet) the pipelines, runs, run and history pages must not scroll sideways.
 
 mod common;
 
@@ -39,8 +40,9 @@ fn png_size(bytes: &[u8]) -> (u32, u32) {
     (number(16), number(20))
 }
 
-/// Saves what the browser shows as `NAME.png` and checks the file is a PNG of the viewport's size.
-async fn shoot(client: &fantoccini::Client, name: &str) {
+/// Saves what the browser shows as `NAME.png` and checks the file is a PNG of the viewport's size,
+/// `width` pixels wide.
+async fn shoot(client: &fantoccini::Client, name: &str, width: u32) {
     // Fonts and layout settle before the picture is taken.
     client.execute("return document.fonts ? document.fonts.ready.then(() => true) : true;", vec![]).await.unwrap();
     let png = client.screenshot().await.unwrap();
@@ -56,7 +58,7 @@ async fn shoot(client: &fantoccini::Client, name: &str) {
         .unwrap();
     let expected = (viewport[0].as_f64().unwrap() as u32, viewport[1].as_f64().unwrap() as u32);
     assert_eq!(png_size(&written), expected, "{} is a screenshot of the whole window", path.display());
-    assert_eq!(expected.0, WIDTH, "the window is {WIDTH} pixels wide");
+    assert_eq!(expected.0, width, "the window is {width} pixels wide");
     eprintln!("screenshot: {}", path.display());
 }
 
@@ -100,22 +102,48 @@ async fn screenshots_of_the_review_ui() {
     assert!(proposal.fields.contains_key("description") && proposal.fields.contains_key("tags"), "{proposal:?}");
     client.goto(&format!("{base}/items/{}?run={}", item.id, run.id)).await.unwrap();
     wait_for(&client, "#record-name").await;
-    shoot(&client, "item").await;
+    shoot(&client, "item", WIDTH).await;
 
     client.goto(&format!("{base}/queue?run={}", run.id)).await.unwrap();
     wait_for(&client, "table.queue").await;
-    shoot(&client, "queue").await;
+    shoot(&client, "queue", WIDTH).await;
 
     client.goto(&format!("{base}/runs/{}", run.id)).await.unwrap();
     wait_for(&client, "#sample-gate").await;
-    shoot(&client, "run").await;
+    shoot(&client, "run", WIDTH).await;
 
     // The pipelines page with a dry run's outcome: the candidates left in the shop.
     client.goto(&format!("{base}/pipelines")).await.unwrap();
     wait_for(&client, "article[data-pipeline=catalogue]").await;
     click_and_load(&client, "article[data-pipeline=catalogue] .dry-run-button").await;
     wait_for(&client, "#dry-run-count").await;
-    shoot(&client, "pipelines").await;
+    shoot(&client, "pipelines", WIDTH).await;
+
+    // At 1280 px and on a tablet (800 px) the pages this layout owns fit the window: the nav wraps,
+    // wide tables scroll inside their own box, the page never scrolls sideways.
+    let history = format!("{base}/items/{}/history", sample[0].id);
+    for width in [1280, 800] {
+        client.set_window_size(width, HEIGHT).await.unwrap();
+        let inner = client.execute("return window.innerWidth;", vec![]).await.unwrap().as_u64().unwrap() as u32;
+        client.set_window_size(2 * width - inner, HEIGHT).await.unwrap();
+        for (name, url) in [
+            ("pipelines", format!("{base}/pipelines")),
+            ("runs", format!("{base}/runs")),
+            ("run", format!("{base}/runs/{}", run.id)),
+            ("history", history.clone()),
+        ] {
+            client.goto(&url).await.unwrap();
+            wait_for(&client, "main h1").await;
+            if width == 800 && matches!(name, "run" | "runs") {
+                shoot(&client, &format!("{name}-tablet"), width).await;
+            }
+            let overflow = client
+                .execute("return document.documentElement.scrollWidth - document.documentElement.clientWidth;", vec![])
+                .await
+                .unwrap();
+            assert_eq!(overflow.as_i64(), Some(0), "{url} at {width} px scrolls sideways by {overflow} px");
+        }
+    }
 
     client.close().await.unwrap();
     stop.cancel();

@@ -19,15 +19,16 @@ use serde_json::{Value, json};
 
 use super::access::{Access, CsrfToken, Reviewer, SessionId, cleared_cookie, form_pairs, session_cookie};
 use super::diff;
-
-#[path = "pipelines_page.rs"]
-mod pipelines_page;
 use crate::engine::{Engine, RevertOutcome, RevertResult, revert, revert_run, tally};
 use crate::roles::Role;
 use crate::store::{
     ConfidenceRange, Item, ItemState, ProposedValue, ReviewAction, ReviewFilter, ReviewPhase, Run, RunCounts,
     RunStatus, Store, StoreError, now_ms,
 };
+
+// The pipelines page is a child of this module so it shares the pages' state, visitor and errors.
+#[path = "pipelines_page.rs"]
+mod pipelines_page;
 
 /// Runs shown on the runs page and offered by the queue's run filter.
 const RUNS_LIMIT: i64 = 200;
@@ -471,8 +472,6 @@ struct RunView {
     state: String,
     /// The status reason, less what `state` already says.
     status_reason: Option<String>,
-    /// The sample gate, for people: sampling, waiting for sample review, full run.
-    phase: &'static str,
     total: i64,
     done: i64,
     review: i64,
@@ -504,7 +503,6 @@ fn run_view(run: &Run, counts: &RunCounts) -> RunView {
         status: run.status.to_string(),
         state: run.plain_state(),
         status_reason: run.reason_beyond_state(),
-        phase: phase_label(run.review_phase),
         total: counts.total(),
         done: counts.terminal(),
         review: counts.awaiting_review(),
