@@ -14,7 +14,6 @@ mod progress;
 mod review;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use enrichd_connector::PageRequest;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -562,14 +561,7 @@ async fn start_demo_run(path: &std::path::Path, pipeline_name: &str) -> Result<(
     let config = Config::load(path).map_err(|e| failed(format!("the demo's own config: {e}")))?;
     let store = open_store(&config).await?;
     let pipeline = &config.pipelines[pipeline_name];
-    let new = NewRun {
-        pipeline: pipeline_name.into(),
-        scheduled_for: None,
-        item_limit: None,
-        max_attempts: pipeline.max_attempts as i64,
-        budget_micros: pipeline.budget_usd.map(usd_to_micros),
-        sample: pipeline.review.sample_gate(),
-    };
+    let new = crate::scheduler::manual_run(pipeline_name, pipeline);
     let run = match store.create_run(&new).await.map_err(|e| failed(e.to_string()))? {
         RunStart::Created(run) | RunStart::AlreadyActive(run) => run,
         RunStart::TickTaken => unreachable!("manual runs have no tick"),
@@ -860,7 +852,7 @@ async fn serve_daemon<T>(
                 pipeline: name.clone(),
                 cron: crate::scheduler::parse_cron(p.schedule.as_ref()?).ok()?,
                 max_attempts: p.max_attempts as i64,
-                budget_micros: p.budget_usd.map(usd_to_micros),
+                budget_micros: p.budget_usd.map(crate::scheduler::usd_to_micros),
                 sample: p.review.sample_gate(),
             })
         })
@@ -894,22 +886,12 @@ async fn serve_daemon<T>(
     Ok(announced)
 }
 
-fn usd_to_micros(usd: f64) -> i64 {
-    (usd * 1_000_000.0).round() as i64
-}
-
 async fn run(config: &Config, pipeline_name: &str, limit: Option<u64>) -> Result<(), Failure> {
     let store = open_store(config).await?;
     let engine = Arc::new(Engine::build(config, store.clone()));
     let pipeline = engine.pipelines[pipeline_name].clone();
-    let new = NewRun {
-        pipeline: pipeline_name.to_owned(),
-        scheduled_for: None,
-        item_limit: limit.map(|l| l as i64),
-        max_attempts: pipeline.config.max_attempts as i64,
-        budget_micros: pipeline.config.budget_usd.map(usd_to_micros),
-        sample: pipeline.config.review.sample_gate(),
-    };
+    let new =
+        NewRun { item_limit: limit.map(|l| l as i64), ..crate::scheduler::manual_run(pipeline_name, &pipeline.config) };
     // A run waiting for review whose approved items are not yet written is unfinished: work it. A
     // new run would skip every record that run holds and write nothing.
     let approved = match store.active_run(pipeline_name).await.map_err(|e| failed(e.to_string()))? {
@@ -935,7 +917,7 @@ async fn run(config: &Config, pipeline_name: &str, limit: Option<u64>) -> Result
                 )));
             }
             RunStart::AlreadyActive(run) => {
-                println!("resuming run {} of {pipeline_name} ({}), started earlier", run.id, run.status);
+                println!("resuming run {} of {pipeline_name} ({}), started earlier", run.id, run.plain_state());
                 run
             }
             RunStart::TickTaken => unreachable!("manual runs have no tick"),
@@ -997,7 +979,7 @@ async fn run(config: &Config, pipeline_name: &str, limit: Option<u64>) -> Result
         RunStatus::Failed | RunStatus::Paused | RunStatus::Cancelled => Err(failed(format!(
             "run {} {}: {}",
             final_run.id,
-            final_run.status,
+            final_run.status.plain(),
             final_run.status_reason.unwrap_or_default()
         ))),
         _ if counts.get(ItemState::Dead) > 0 => Err(failed(format!(
@@ -1037,12 +1019,12 @@ async fn run_with_approved_items(store: &Store, pipeline: &str) -> Result<Option
 }
 
 fn summary_line(run: &Run, counts: &RunCounts) -> String {
-    let reason = run.status_reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default();
-    let states: Vec<String> = counts.0.iter().map(|(s, n)| format!("{s} {n}")).collect();
+    let reason = run.reason_beyond_state().map(|r| format!(" ({r})")).unwrap_or_default();
+    let states: Vec<String> = counts.0.iter().map(|(s, n)| format!("{} {n}", s.plain())).collect();
     format!(
         "run {} {}{reason}: {} items — {} · spent {}, {} tokens in, {} out",
         run.id,
-        run.status,
+        run.plain_state(),
         counts.total(),
         if states.is_empty() { "none".into() } else { states.join(", ") },
         run.spent_text(),
@@ -1091,37 +1073,14 @@ async fn dry_run_pipeline(
     let connector = engine::build_named(config, &p.connection);
     let task = crate::task::Task::build(&p.task, &config.tasks[&p.task])
         .map_err(|(k, m)| config_error(format!("tasks.{}.{k}: {m}", p.task)))?;
-    let (mut read, mut by_field) = (0u64, std::collections::BTreeMap::<String, u64>::new());
     let mut records = Vec::new();
-    let mut cursor = None;
-    'pages: loop {
-        let page = connector
-            .list(&p.entity, &PageRequest { cursor: cursor.clone(), per_page: p.page_size, modified_after: None })
-            .await
-            .map_err(|e| failed(format!("connections.{}: {e}", p.connection)))?;
-        for record in &page.records {
-            if limit.is_some_and(|l| records.len() as u64 >= l) {
-                break 'pages;
-            }
-            read += 1;
-            let wanted = crate::select::wanted_fields(&p.select, task.fields.values(), record);
-            if !wanted.is_empty() {
-                for f in &wanted {
-                    *by_field.entry(f.clone()).or_default() += 1;
-                }
-                let name = ["name", "title", "subject"]
-                    .iter()
-                    .find_map(|k| record.fields.get(*k).and_then(|v| v.as_str()).filter(|s| !s.trim().is_empty()))
-                    .unwrap_or_default()
-                    .to_owned();
-                records.push(DryRunRecord { id: record.id.clone(), name, fields: wanted });
-            }
-        }
-        if page.next.is_none() {
-            break;
-        }
-        cursor = page.next;
-    }
+    let found = crate::select::list_candidates(&*connector, p, &task, limit, |record, wanted| {
+        let name = crate::select::record_name(record).unwrap_or_default();
+        records.push(DryRunRecord { id: record.id.clone(), name, fields: wanted.to_vec() });
+    })
+    .await
+    .map_err(failed)?;
+    let (read, by_field) = (found.read, found.by_field);
     let candidates = records.len() as u64;
     if output == DryRunOutput::Json {
         let doc = json!({
@@ -1327,8 +1286,12 @@ async fn resume(config: &Config, run_id: i64, reviewer: &str, as_json: bool) -> 
         println!("{}", serde_json::to_string_pretty(&json!({ "run": run })).expect("serialisable"));
     } else {
         println!(
-            "run {} of {} resumed by {actor} ({}): the daemon picks it up, or `enrichd run {}`",
-            run.id, run.pipeline, run.status, run.pipeline
+            "run {} of {} resumed by {} ({}): the daemon picks it up, or `enrichd run {}`",
+            run.id,
+            run.pipeline,
+            crate::store::plain_actor(&actor),
+            run.plain_state(),
+            run.pipeline
         );
     }
     Ok(())

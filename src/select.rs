@@ -1,9 +1,72 @@
-//! Which fields of a record need filling, by a pipeline's selector.
+//! Which fields of a record need filling, by a pipeline's selector; and which records of a
+//! platform a pipeline would enrich now ([`list_candidates`]).
 
-use enrichd_connector::Record;
+use std::collections::BTreeMap;
+
+use enrichd_connector::{Connector, PageRequest, Record};
 use serde_json::Value;
 
-use crate::config::Selector;
+use crate::config::{PipelineConfig, Selector};
+use crate::task::Task;
+
+/// What listing a pipeline's records found.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Candidates {
+    /// Records read from the platform.
+    pub read: u64,
+    /// Records with at least one field to fill.
+    pub candidates: u64,
+    /// Field → candidates that miss it.
+    pub by_field: BTreeMap<String, u64>,
+}
+
+/// Lists the pipeline's entity on `connector` page by page, as a run's discovery does, and hands
+/// each candidate (a record with fields to fill) to `each` with those fields, in listing order; stops
+/// once `limit` candidates were found, when given. Only reads: nothing is stored, asked of a model
+/// or written. `enrichd run --dry-run`, `enrichd estimate` and the pipelines page's "Dry run" share it.
+pub async fn list_candidates(
+    connector: &dyn Connector,
+    pipeline: &PipelineConfig,
+    task: &Task,
+    limit: Option<u64>,
+    mut each: impl FnMut(&Record, &[String]),
+) -> Result<Candidates, String> {
+    let mut found = Candidates::default();
+    let mut cursor = None;
+    loop {
+        let request = PageRequest { cursor: cursor.clone(), per_page: pipeline.page_size, modified_after: None };
+        let page = connector
+            .list(&pipeline.entity, &request)
+            .await
+            .map_err(|e| format!("connections.{}: {e}", pipeline.connection))?;
+        for record in &page.records {
+            if limit.is_some_and(|l| found.candidates >= l) {
+                return Ok(found);
+            }
+            found.read += 1;
+            let wanted = wanted_fields(&pipeline.select, task.fields.values(), record);
+            if !wanted.is_empty() {
+                found.candidates += 1;
+                for field in &wanted {
+                    *found.by_field.entry(field.clone()).or_default() += 1;
+                }
+                each(record, &wanted);
+            }
+        }
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => return Ok(found),
+        }
+    }
+}
+
+/// A record's name for people: its `name`, `title` or `subject`, when it has one that is not blank.
+pub fn record_name(record: &Record) -> Option<String> {
+    ["name", "title", "subject"]
+        .iter()
+        .find_map(|k| record.fields.get(*k).and_then(Value::as_str).filter(|s| !s.trim().is_empty()))
+        .map(str::to_owned)
+}
 
 /// The record fields to fill: selector fields that are missing or too short. With
 /// `fill_all_missing`, also every other field the task fills that is missing, when the record is a

@@ -253,7 +253,7 @@ async fn a_sampled_run_is_reviewed_released_and_reverted_in_the_browser(db: &com
     client.find(Locator::Css("input[name=password]")).await.unwrap().send_keys(PASSWORD).await.unwrap();
     click(&client, "form.login button").await;
     wait_for(&client, "table.runs").await;
-    assert_eq!(text_of(&client, "td.run-phase").await, "waiting for sample review");
+    assert_eq!(text_of(&client, "td.run-phase .run-state").await, "waiting for sample review");
 
     // The payload is text in the queue and on the item page; no script of it ran or was created.
     client.goto(&format!("{base}/queue?run={run_id}&state=all")).await.unwrap();
@@ -331,7 +331,7 @@ async fn a_sampled_run_is_reviewed_released_and_reverted_in_the_browser(db: &com
     click(&client, "#release").await;
     wait_for(&client, "#released-by").await;
     assert_eq!(text_of(&client, "#gate-phase").await, "full run (sample released)");
-    assert!(text_of(&client, "#released-by").await.starts_with(&format!("by reviewer:{REVIEWER} at ")));
+    assert!(text_of(&client, "#released-by").await.starts_with(&format!("by {REVIEWER} at ")));
     let released = db.store.run(run_id).await.unwrap();
     assert_eq!(released.review_phase, Some(ReviewPhase::Released));
     assert_eq!(released.released_by.as_deref(), Some(format!("reviewer:{REVIEWER}").as_str()));
@@ -356,10 +356,15 @@ async fn a_sampled_run_is_reviewed_released_and_reverted_in_the_browser(db: &com
     // The item's history shows every event, with the reviewer's name.
     client.goto(&format!("{base}/items/{}/history", target.id)).await.unwrap();
     let history = text_of(&client, "table.history").await;
-    for kind in ["discovered", "proposed", "edited", "approved", "written"] {
-        assert!(history.contains(kind), "history lacks {kind}: {history}");
+    for words in ["found", "waiting for review", "edited, waiting for review", "approved, to be written", "written"] {
+        assert!(history.contains(words), "history lacks {words}: {history}");
     }
-    assert!(history.contains(&format!("reviewer:{REVIEWER}")));
+    assert!(history.contains(REVIEWER) && !history.contains("reviewer:"), "the reviewer by name: {history}");
+    let empty = client
+        .execute("return Array.from(document.querySelectorAll('table.history td')).map(td => td.textContent.trim()).filter(t => t.toLowerCase() === 'none').length;", vec![])
+        .await
+        .unwrap();
+    assert_eq!(empty, 0, "no cell says None: {history}");
 
     // Undo one write: the page shows what goes back (the empty description), then reverts it.
     client.goto(&format!("{base}/items/{}", target.id)).await.unwrap();

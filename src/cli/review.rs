@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use super::{Failure, config_error, failed, open_store};
 use crate::config::Config;
 use crate::engine::{Engine, RevertOutcome, revert, revert_run, tally};
-use crate::store::{Item, ReviewAction, ReviewFilter, Store, StoreError, reviewer_name};
+use crate::store::{Item, ReviewAction, ReviewFilter, Store, StoreError, plain_actor, plain_event, reviewer_name};
 use crate::task::Task;
 
 /// Which items: the queue's filters.
@@ -242,7 +242,7 @@ async fn dispatch(config: &Config, store: &Store, command: ReviewCommand) -> Res
                 e => store_failure(e),
             })?;
             let proposal = item.proposal.as_ref().expect("an edited item has a proposal");
-            println!("item {} {}: {field} edited", item.id, item.state);
+            println!("item {} {}: {field} edited", item.id, item.state.plain());
             for w in &proposal.warnings {
                 println!("  warning: {w}");
             }
@@ -264,7 +264,10 @@ async fn dispatch(config: &Config, store: &Store, command: ReviewCommand) -> Res
             } else {
                 match &stats.released_unreviewed {
                     Some(unreviewed) => println!("run {run} {unreviewed}"),
-                    None => println!("run {run} released by {}", released.released_by.unwrap_or_default()),
+                    None => println!(
+                        "run {run} released by {}",
+                        plain_actor(released.released_by.as_deref().unwrap_or_default())
+                    ),
                 }
                 println!("the rest of the run is enriched and approved as it arrives");
             }
@@ -336,7 +339,7 @@ fn item_line(item: &Item) -> String {
         item.run_id,
         item.pipeline,
         item.external_id,
-        item.state,
+        item.state.plain(),
         confidence.map(|c| format!(" · confidence {c:.2}")).unwrap_or_default(),
         if warnings > 0 { format!(" · {warnings} warning(s)") } else { String::new() }
     )
@@ -362,7 +365,7 @@ async fn list(store: &Store, selection: &Selection, limit: i64, as_json: bool) -
         println!(
             "sample of run {}: {} · {} of {} reviewed · approved {} · rejected {} · edited {}",
             s.run_id,
-            s.phase.map(|p| p.as_str()).unwrap_or_default(),
+            s.phase.map(|p| p.plain()).unwrap_or_default(),
             s.reviewed,
             s.total,
             pct(s.approve_rate),
@@ -403,7 +406,7 @@ async fn show(store: &Store, id: i64, as_json: bool) -> Result<(), Failure> {
         println!("  last error: {error}");
     }
     if let Some(p) = &item.proposal {
-        println!("  proposal by {} (task version {})", p.model, p.task_version);
+        println!("  proposal by model {} (task version {})", p.model, p.task_version);
         for (field, change) in &p.fields {
             println!("  {field}");
             println!("    before:   {}", full(&change.before));
@@ -421,13 +424,9 @@ async fn show(store: &Store, id: i64, as_json: bool) -> Result<(), Failure> {
         let at = chrono::DateTime::from_timestamp_millis(e.at)
             .map(|t| t.format("%Y-%m-%d %H:%M:%S%.3fZ").to_string())
             .unwrap_or_else(|| e.at.to_string());
-        let change = match (&e.from_state, &e.to_state) {
-            (Some(f), Some(t)) => format!(" {f} → {t}"),
-            (None, Some(t)) => format!(" → {t}"),
-            _ => String::new(),
-        };
+        let what = plain_event(&e.kind, e.from_state.as_deref(), e.to_state.as_deref());
         let detail = e.detail.as_ref().map(|d| format!(" {}", short(d))).unwrap_or_default();
-        println!("    {at} {} {}{change}{detail}", e.actor, e.kind);
+        println!("    {at} {}: {what}{detail}", plain_actor(&e.actor));
     }
     Ok(())
 }

@@ -168,11 +168,33 @@ pub struct Engine {
     /// Each configured pipeline's task, also in an engine that only looks (`daemon --ui-only`):
     /// what a reviewer's edit is held to.
     pub tasks: BTreeMap<String, Arc<Task>>,
+    /// Each configured pipeline as set up (its config and its connection's platform), also in an
+    /// engine that only looks: what the pipelines page shows.
+    pub setups: BTreeMap<String, PipelineSetup>,
     /// Built by [`Engine::build_for_looking`]: nothing connects to a shop or a model.
     pub looking_only: bool,
     /// This process's lease owner name.
     pub owner: String,
     pub daemon: DaemonConfig,
+}
+
+/// A configured pipeline as people see it: its config and the platform its connection reaches.
+#[derive(Debug, Clone)]
+pub struct PipelineSetup {
+    pub config: PipelineConfig,
+    /// The connection's kind (`woocommerce`, `zendesk`, `xero`, …).
+    pub platform: &'static str,
+}
+
+fn pipeline_setups(config: &Config) -> BTreeMap<String, PipelineSetup> {
+    config
+        .pipelines
+        .iter()
+        .map(|(name, p)| {
+            let platform = config.connections.get(&p.connection).map_or("unknown", |c| c.kind());
+            (name.clone(), PipelineSetup { config: p.clone(), platform })
+        })
+        .collect()
 }
 
 /// A connector for one configured connection, keeping no tokens it acquires (see [`build_connection`]).
@@ -305,6 +327,7 @@ impl Engine {
             connectors,
             providers,
             tasks,
+            setups: pipeline_setups(config),
             looking_only: false,
             owner: owner_name(),
             daemon: config.daemon.clone(),
@@ -320,6 +343,7 @@ impl Engine {
             connectors: BTreeMap::new(),
             providers: BTreeMap::new(),
             tasks: pipeline_tasks(config),
+            setups: pipeline_setups(config),
             looking_only: true,
             owner: owner_name(),
             daemon: config.daemon.clone(),

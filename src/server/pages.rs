@@ -28,6 +28,10 @@ use crate::store::{
     RunCounts, RunStatus, Store, StoreError, WarningKind, now_ms,
 };
 
+// The pipelines page is a child of this module so it shares the pages' state, visitor and errors.
+#[path = "pipelines_page.rs"]
+mod pipelines_page;
+
 /// Runs shown on the runs page and offered by the queue's run filter.
 const RUNS_LIMIT: i64 = 200;
 /// Items listed on the queue page.
@@ -50,7 +54,7 @@ pub fn routes(engine: Arc<Engine>, access: Access, html_fields: BTreeMap<String,
     let store = engine.store.clone();
     let pages = Pages { engine, store, access, templates: Arc::new(templates()), html_fields: Arc::new(html_fields) };
     Router::new()
-        .route("/", get(|| async { Redirect::to("/runs") }))
+        .route("/", get(|| async { Redirect::to("/pipelines") }))
         .route("/login", get(login_page).post(login))
         .route("/logout", post(logout))
         .route("/runs", get(runs_page))
@@ -70,6 +74,7 @@ pub fn routes(engine: Arc<Engine>, access: Access, html_fields: BTreeMap<String,
         .route("/items/{id}/revert", post(revert_item))
         .route("/users", get(users_page))
         .route("/items/{id}/regenerate", post(regenerate::regenerate))
+        .merge(pipelines_page::routes())
         .route("/assets/style.css", get(|| async { asset("text/css", STYLESHEET) }))
         .route(
             "/assets/review.js",
@@ -102,6 +107,8 @@ fn templates() -> Environment<'static> {
     env.set_auto_escape_callback(|name| if name.ends_with(".html") { AutoEscape::Html } else { AutoEscape::None });
     // `{{ item.state | plain }}`: an item state or run status in the words people read.
     env.add_filter("plain", |code: String| -> String { plain_words(&code) });
+    // `{{ event.actor | actor }}`: who did it, named as the CLI names them.
+    env.add_filter("actor", |actor: String| -> String { crate::store::plain_actor(&actor) });
     for (name, source) in [
         ("base.html", include_str!("../../templates/base.html")),
         ("login.html", include_str!("../../templates/login.html")),
@@ -116,6 +123,7 @@ fn templates() -> Environment<'static> {
         ("error.html", include_str!("../../templates/error.html")),
         ("eval.html", include_str!("../../templates/eval.html")),
         ("users.html", include_str!("../../templates/users.html")),
+        ("pipelines.html", include_str!("../../templates/pipelines.html")),
     ] {
         env.add_template(name, source).unwrap_or_else(|e| panic!("template {name}: {e}"));
     }
@@ -408,7 +416,7 @@ async fn eval_page(
         Some(s) => Some(eval_view(s)?),
         None => None,
     };
-    pages.render("eval.html", "runs", &visitor, json!({ "pipeline": name, "reports": list, "report": report }))
+    pages.render("eval.html", "pipelines", &visitor, json!({ "pipeline": name, "reports": list, "report": report }))
 }
 
 /// A stored report as the page shows it: figures as percentages, the matrix with numbered columns.
@@ -495,10 +503,12 @@ fn eval_view(stored: &crate::store::StoredEval) -> Result<Value, PageError> {
 struct RunView {
     id: i64,
     pipeline: String,
+    /// The status code, for styling (`data-status`, `phase-paused`) and links.
     status: String,
+    /// Where the run is, in one phrase: status and sample gate together ([`Run::plain_state`]).
+    state: String,
+    /// The status reason, less what `state` already says.
     status_reason: Option<String>,
-    /// The sample gate, for people: sampling, waiting for sample review, full run.
-    phase: &'static str,
     total: i64,
     done: i64,
     review: i64,
@@ -528,31 +538,35 @@ fn run_view(run: &Run, counts: &RunCounts) -> RunView {
         id: run.id,
         pipeline: run.pipeline.clone(),
         status: run.status.to_string(),
-        status_reason: run.status_reason.clone(),
-        phase: phase_label(run.review_phase),
+        state: run.plain_state(),
+        status_reason: run.reason_beyond_state(),
         total: counts.total(),
         done: counts.terminal(),
         review: counts.awaiting_review(),
-        failures: format!(
-            "{} dead · {} conflicts · {} write failed",
-            counts.get(ItemState::Dead),
-            counts.get(ItemState::Conflict),
-            counts.get(ItemState::WriteFailed)
-        ),
+        failures: failures_text(counts),
         spend: run.spent_text(),
         eta,
         started: utc(run.created_at),
     }
 }
 
-/// A run's phase as the runs page names it.
+/// A run's failures in words, only the kinds it has: "2 failed · 1 not written (changed on the
+/// platform)", or "none".
+fn failures_text(counts: &RunCounts) -> String {
+    let parts: Vec<String> = [
+        (ItemState::Dead, "failed"),
+        (ItemState::Conflict, "not written (changed on the platform)"),
+        (ItemState::WriteFailed, "write failed, to retry"),
+    ]
+    .into_iter()
+    .filter_map(|(state, words)| Some(counts.get(state)).filter(|n| *n > 0).map(|n| format!("{n} {words}")))
+    .collect();
+    if parts.is_empty() { "none".to_owned() } else { parts.join(" · ") }
+}
+
+/// A run's sample-gate phase in words.
 fn phase_label(phase: Option<ReviewPhase>) -> &'static str {
-    match phase {
-        Some(ReviewPhase::Sampling) => "sampling",
-        Some(ReviewPhase::SampleReview) => "waiting for sample review",
-        Some(ReviewPhase::Released) => "full run (sample released)",
-        None => "full run",
-    }
+    phase.map_or("full run", ReviewPhase::plain)
 }
 
 fn percent(rate: Option<f64>) -> String {
@@ -589,7 +603,8 @@ async fn run_page(
     Path(id): Path<i64>,
 ) -> Result<Html<String>, PageError> {
     let report = pages.store.report(id).await?;
-    let counts: Vec<Value> = report.counts.0.iter().map(|(s, n)| json!({ "state": s.as_str(), "n": n })).collect();
+    let counts: Vec<Value> =
+        report.counts.0.iter().map(|(s, n)| json!({ "state": s.as_str(), "words": s.plain(), "n": n })).collect();
     let gate = match report.run.review_phase {
         None => None,
         Some(phase) => {
@@ -1710,15 +1725,32 @@ async fn history_page(
             json!({
                 "at": utc(e.at),
                 "kind": e.kind,
-                "from_state": e.from_state,
+                "what": crate::store::plain_event(&e.kind, e.from_state.as_deref(), e.to_state.as_deref()),
                 "to_state": e.to_state,
-                "actor": e.actor,
+                "actor": crate::store::plain_actor(&e.actor),
                 "regeneration": regeneration,
-                "detail": e.detail.map(|d| serde_json::to_string_pretty(&d).expect("JSON values serialise")),
+                "detail": e.detail.as_ref().map(detail_rows).unwrap_or_default(),
             })
         })
         .collect();
     pages.render("history.html", "queue", &visitor, json!({ "item_id": id, "title": title(&item), "events": events }))
+}
+
+/// An event's detail as rows a person reads: each key of an object with its value (text as it is,
+/// anything else as JSON), keys' underscores as spaces; any other value as one row.
+fn detail_rows(detail: &Value) -> Vec<Value> {
+    let text = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "—".to_owned(),
+        other => serde_json::to_string_pretty(other).expect("JSON values serialise"),
+    };
+    match detail {
+        Value::Object(map) => {
+            map.iter().map(|(k, v)| json!({ "key": k.replace('_', " "), "value": text(v) })).collect()
+        }
+        Value::Null => Vec::new(),
+        other => vec![json!({ "key": "", "value": text(other) })],
+    }
 }
 
 #[cfg(test)]

@@ -19,8 +19,10 @@ mod documents;
 mod evals;
 mod hooks;
 mod items;
+mod overview;
 mod pauses;
 mod pipelines;
+mod plain;
 mod regenerate;
 mod review;
 mod runs;
@@ -44,8 +46,10 @@ pub use items::{
     Claim, EnrichFailure, EventRecord, FieldChange, Item, NewItem, PriorItem, Proposal, RetryPolicy, Usage,
     VerifyIssue, Work,
 };
+pub use overview::{DryRunCount, Spend};
 pub use pauses::PlatformPause;
 pub use pipelines::{PipelineState, WriteJob};
+pub use plain::{plain_actor, plain_event};
 pub use review::{
     BulkOutcome, ConfidenceRange, ProposedValue, ReviewAction, ReviewFilter, ReviewOrder, SampleStats, SkippedItem,
     UnreviewedRelease, ValueCount, reviewer_name,

@@ -388,7 +388,10 @@ impl std::fmt::Display for UnreviewedRelease {
         write!(
             f,
             "released by {} before the sample was reviewed ({} of {}): {}",
-            self.by, self.reviewed, self.of, self.reason
+            super::plain_actor(&self.by),
+            self.reviewed,
+            self.of,
+            self.reason
         )
     }
 }

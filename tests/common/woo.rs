@@ -176,6 +176,35 @@ pub async fn work_until_idle(engine: &Arc<Engine>, run_id: i64, timeout: std::ti
     super::harness::work_run(engine, run_id, timeout, true).await
 }
 
+/// A generated hardware catalogue of `products` products (about half without a description,
+/// `generate_catalogue` with `seed`) through pipeline `catalogue` with `review` (as [`woo_with`])
+/// and the pipeline lines `extra_pipeline`, the provider sandbox writing copy from each product's
+/// facts; its first run worked until it waits for review. Returns the catalogue as seeded too.
+pub async fn catalogue_waiting_for_review(
+    db: &TestDb,
+    products: usize,
+    seed: u64,
+    review: &str,
+    extra_pipeline: &str,
+) -> (Woo, enrichd::store::Run, Vec<serde_json::Value>) {
+    let catalogue = enrichd_woocommerce::sandbox::generate_catalogue(products, seed, 0.5);
+    let w = woo_with(db, WooSandbox::with_products(catalogue.clone()), review, 3, extra_pipeline).await;
+    w.provider.write_copy(true);
+    let run = super::harness::start_run(&w.engine).await;
+    let run = work_until_idle(&w.engine, run.id, std::time::Duration::from_secs(90)).await;
+    (w, run, catalogue)
+}
+
+/// The daemon's HTTP server (UI and API) over `w`'s engine with `access`, on a free loopback port:
+/// its base URL, and the token that stops it.
+pub async fn serve_ui(w: &Woo, access: enrichd::server::Access) -> (String, tokio_util::sync::CancellationToken) {
+    let config = Config::load(&w.config).unwrap();
+    let site = enrichd::server::Site { access, ..enrichd::server::Site::from_config(&config) };
+    let stop = tokio_util::sync::CancellationToken::new();
+    let (addr, _server) = enrichd::server::serve(w.engine.clone(), site, "127.0.0.1:0", stop.clone()).await.unwrap();
+    (format!("http://{addr}"), stop)
+}
+
 /// A shop run through pipeline `catalogue` until its proposals wait for review, and the review
 /// server over it on a free loopback port.
 pub struct ServedShop {
@@ -196,9 +225,6 @@ pub async fn serve_for_review(db: &TestDb, shop: WooSandbox, access: enrichd::se
     let run = super::harness::start_run(&w.engine).await;
     let run = work_until_idle(&w.engine, run.id, std::time::Duration::from_secs(60)).await;
     assert_eq!(run.status, enrichd::store::RunStatus::AwaitingReview, "{run:?}");
-    let config = Config::load(&w.config).unwrap();
-    let site = enrichd::server::Site { access, ..enrichd::server::Site::from_config(&config) };
-    let stop = tokio_util::sync::CancellationToken::new();
-    let (addr, _server) = enrichd::server::serve(w.engine.clone(), site, "127.0.0.1:0", stop.clone()).await.unwrap();
-    ServedShop { w, run_id: run.id, base: format!("http://{addr}"), stop }
+    let (base, stop) = serve_ui(&w, access).await;
+    ServedShop { w, run_id: run.id, base, stop }
 }
