@@ -209,7 +209,7 @@ async fn regenerate_from_the_command_line(db: &TestDb) {
     assert_eq!((event.kind.as_str(), event.actor.as_str()), ("regenerated", "eve"));
     assert!(now.cost_micros > hinge.cost_micros, "the regeneration's cost is counted");
     let shown = enrichd(cfg, &["review", "show", &id], 0).await;
-    assert!(shown.contains("eve regenerated proposed → proposed"), "{shown}");
+    assert!(shown.contains("eve: regenerated with a note: a new proposal waits for review"), "{shown}");
 
     // Refusals exit 1 (an item decided) or 2 (a note that cannot be sent), changing nothing.
     db.store.approve(handle.id, "eve").await.unwrap();

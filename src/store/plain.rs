@@ -62,6 +62,8 @@ pub fn plain_event(kind: &str, from_state: Option<&str>, to_state: Option<&str>)
         ("verify_failed", ..) => "values read back: one did not hold".into(),
         ("revert_failed", ..) => "revert failed".into(),
         ("run_requested", ..) => "asked for a run".into(),
+        ("regenerated", ..) => "regenerated with a note: a new proposal waits for review".into(),
+        ("regenerate_failed", ..) => "regenerating failed: the proposal is unchanged".into(),
         (other, from, to) => {
             let mut words = other.replace('_', " ");
             match (from, to) {
@@ -97,8 +99,12 @@ mod tests {
         assert_eq!(plain_event("transition", None, Some("discovered")), "found");
         assert_eq!(plain_event("verify_failed", None, None), "values read back: one did not hold");
         assert_eq!(
-            plain_event("regenerated", Some("proposed"), Some("queued")),
-            "regenerated: waiting for review → waiting for the model"
+            plain_event("regenerated", Some("proposed"), Some("proposed")),
+            "regenerated with a note: a new proposal waits for review"
+        );
+        assert_eq!(
+            plain_event("sample_released", Some("proposed"), Some("queued")),
+            "sample released: waiting for review → waiting for the model"
         );
     }
 
