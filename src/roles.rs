@@ -64,9 +64,10 @@ impl FromStr for Role {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         let s = s.trim();
-        Role::ALL.into_iter().find(|r| r.as_str().eq_ignore_ascii_case(s)).ok_or_else(|| {
-            format!("unknown role {s:?}: one of viewer, reviewer, operator, admin")
-        })
+        Role::ALL
+            .into_iter()
+            .find(|r| r.as_str().eq_ignore_ascii_case(s))
+            .ok_or_else(|| format!("unknown role {s:?}: one of viewer, reviewer, operator, admin"))
     }
 }
 

@@ -19,8 +19,8 @@ use serde_json::{Value, json};
 
 use super::access::{Access, CsrfToken, Reviewer, SessionId, cleared_cookie, form_pairs, session_cookie};
 use super::diff;
-use crate::roles::Role;
 use crate::engine::{Engine, RevertOutcome, RevertResult, revert, revert_run, tally};
+use crate::roles::Role;
 use crate::store::{
     ConfidenceRange, Item, ItemState, ProposedValue, ReviewAction, ReviewFilter, ReviewPhase, Run, RunCounts,
     RunStatus, Store, StoreError, now_ms,
@@ -66,10 +66,7 @@ pub fn routes(engine: Arc<Engine>, access: Access, html_fields: BTreeMap<String,
         .route("/items/{id}/reject", post(reject))
         .route("/items/{id}/edit", post(edit))
         .route("/items/{id}/revert", post(revert_item))
-        .route(
-            "/assets/style.css",
-            get(|| async { asset("text/css", STYLESHEET) }),
-        )
+        .route("/assets/style.css", get(|| async { asset("text/css", STYLESHEET) }))
         .route(
             "/assets/review.js",
             get(|| async { asset("text/javascript", include_str!("../../templates/assets/review.js")) }),
@@ -102,6 +99,7 @@ fn templates() -> Environment<'static> {
         ("login.html", include_str!("../../templates/login.html")),
         ("runs.html", include_str!("../../templates/runs.html")),
         ("run.html", include_str!("../../templates/run.html")),
+        ("run_notifications.html", include_str!("../../templates/run_notifications.html")),
         ("queue.html", include_str!("../../templates/queue.html")),
         ("item.html", include_str!("../../templates/item.html")),
         ("history.html", include_str!("../../templates/history.html")),
@@ -595,6 +593,7 @@ async fn run_page(
             "written": report.counts.get(ItemState::Written),
             "paused": report.run.status == RunStatus::Paused,
             "can_act": visitor.may(Role::Operator),
+            "notifications": crate::notify::view::run_page(&pages.store, id).await?,
         }),
     )
 }

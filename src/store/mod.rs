@@ -18,6 +18,7 @@ mod documents;
 mod evals;
 mod hooks;
 mod items;
+mod notifications;
 mod pauses;
 mod pipelines;
 mod review;
@@ -40,6 +41,7 @@ pub use items::{
     Claim, EnrichFailure, EventRecord, FieldChange, Item, NewItem, PriorItem, Proposal, RetryPolicy, Usage,
     VerifyIssue, Work,
 };
+pub use notifications::{Attempt, AttemptOutcome, AttemptRecord, Delivery, NewNotification, NotificationRecord};
 pub use pauses::PlatformPause;
 pub use pipelines::{PipelineState, WriteJob};
 pub use review::{

@@ -10,6 +10,7 @@ pub mod freshdesk;
 pub mod harness;
 pub mod helpscout;
 pub mod process;
+pub mod receiver;
 pub mod woo;
 pub mod zendesk;
 
