@@ -242,8 +242,9 @@ async fn a_waiting_sample_is_told(db: &TestDb) {
             got.iter().any(|r| r.body["event"] == "sample_waiting")
         })
         .await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
     let got = receiver.of("sample_waiting");
-    assert_eq!(got.len(), 1);
+    assert_eq!(got.len(), 1, "one notification for the waiting sample: {got:#?}");
     assert_eq!(got[0].body["run"]["id"], run.id);
     assert_eq!(got[0].body["sample"]["proposed"], 3);
     let text = got[0].body["text"].as_str().unwrap();
