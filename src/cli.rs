@@ -1,4 +1,5 @@
-//! The command line: `check`, `migrate`, `daemon`, `run`, `estimate`, `eval`, `status`, `resume`, `review`, `revert`, `sandbox`.
+//! The command line: `check`, `migrate`, `daemon`, `run`, `estimate`, `eval`, `status`, `resume`, `review`, `revert`,
+//! `user`, `token`, `sandbox`.
 //! Exit codes: 0 ok, 1 failed, 2 usage or configuration error.
 
 use std::io::IsTerminal;
@@ -8,11 +9,11 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod accounts;
 mod progress;
 mod review;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use enrichd_connector::PageRequest;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -182,6 +183,12 @@ enum Command {
         #[arg(long, default_value_t = 600)]
         wait_secs: u64,
     },
+    /// Accounts people sign in with, each with a role: viewer, reviewer, operator or admin.
+    #[command(subcommand)]
+    User(accounts::UserCommand),
+    /// API tokens: each acts as its account, with the account's role.
+    #[command(subcommand)]
+    Token(accounts::TokenCommand),
     /// Start a sandbox server for trying enrichd without accounts.
     #[command(subcommand)]
     Sandbox(SandboxCommand),
@@ -227,14 +234,17 @@ impl Command {
     /// Whether the command connects to a shop or a model: only these read all the config's secrets,
     /// so looking at runs and the queue needs none (`daemon --ui-only` reads only `server.auth`'s).
     fn connects(&self) -> bool {
-        !matches!(
-            self,
+        match self {
+            // `review regenerate` asks the model; the rest of `review` only looks and decides.
+            Command::Review(review) => review.connects(),
             Command::Migrate
-                | Command::Status { .. }
-                | Command::Resume { .. }
-                | Command::Review(_)
-                | Command::Daemon { ui_only: true, .. }
-        )
+            | Command::Status { .. }
+            | Command::Resume { .. }
+            | Command::User(_)
+            | Command::Token(_)
+            | Command::Daemon { ui_only: true, .. } => false,
+            _ => true,
+        }
     }
 }
 
@@ -499,6 +509,8 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
         Command::Status { run_id, json, watch: false } => status(&config, run_id, json).await,
         Command::Resume { run, reviewer, json } => resume(&config, run, &reviewer, json).await,
         Command::Review(command) => review::review(&config, command).await,
+        Command::User(command) => accounts::user(&config, command).await,
+        Command::Token(command) => accounts::token(&config, command).await,
         Command::Revert { item, run, confirm, reviewer, json } => {
             review::revert_cmd(&config, item, run, confirm, &reviewer, json).await
         }
@@ -549,14 +561,7 @@ async fn start_demo_run(path: &std::path::Path, pipeline_name: &str) -> Result<(
     let config = Config::load(path).map_err(|e| failed(format!("the demo's own config: {e}")))?;
     let store = open_store(&config).await?;
     let pipeline = &config.pipelines[pipeline_name];
-    let new = NewRun {
-        pipeline: pipeline_name.into(),
-        scheduled_for: None,
-        item_limit: None,
-        max_attempts: pipeline.max_attempts as i64,
-        budget_micros: pipeline.budget_usd.map(usd_to_micros),
-        sample: pipeline.review.sample_gate(),
-    };
+    let new = crate::scheduler::manual_run(pipeline_name, pipeline);
     let run = match store.create_run(&new).await.map_err(|e| failed(e.to_string()))? {
         RunStart::Created(run) | RunStart::AlreadyActive(run) => run,
         RunStart::TickTaken => unreachable!("manual runs have no tick"),
@@ -724,16 +729,26 @@ async fn check(config: &Config, offline: bool) -> Result<(), Failure> {
         }
     }
     if offline {
+        print_shared_auth_deprecation(config, false);
         return Ok(());
     }
     let mut problems = Vec::new();
+    let mut accounts = 0;
     match Store::connect(&config.database.url, 1).await {
         Ok(store) => match store.ping().await {
-            Ok(()) => println!("ok    database {}", redact_url(&config.database.url)),
+            Ok(()) => {
+                println!("ok    database {}", redact_url(&config.database.url));
+                // An older schema has no accounts table yet: then there are no accounts.
+                accounts = store.accounts().await.map_or(0, |a| a.len());
+            }
             Err(e) => problems.push(format!("database.url {}: {e}", redact_url(&config.database.url))),
         },
         Err(e) => problems.push(format!("database.url {}: {e}", redact_url(&config.database.url))),
     }
+    if accounts > 0 {
+        println!("ok    accounts: {accounts} (people sign in with their own; `enrichd user list`)");
+    }
+    print_shared_auth_deprecation(config, accounts > 0);
     for (name, conn) in &config.connections {
         // OAuth2 connections (Xero, QuickBooks) read the tokens `enrichd connect` stored.
         let connector = engine::build_named(config, name);
@@ -760,6 +775,14 @@ async fn check(config: &Config, offline: bool) -> Result<(), Failure> {
         println!("FAIL  {p}");
     }
     if problems.is_empty() { Ok(()) } else { Err(failed(format!("{} check(s) failed", problems.len()))) }
+}
+
+/// `check`: the `[server.auth]` deprecation, when it is configured.
+fn print_shared_auth_deprecation(config: &Config, accounts: bool) {
+    if let Some(auth) = &config.server.auth {
+        let note = crate::server::shared_auth_deprecation(auth.password.is_some(), auth.token.is_some(), accounts);
+        println!("warn  server.auth: {note}");
+    }
 }
 
 async fn shutdown_signal() {
@@ -800,8 +823,15 @@ async fn serve_daemon<T>(
 ) -> Result<T, Failure> {
     let bind = bind.unwrap_or_else(|| config.server.bind.clone());
     let site = crate::server::Site::from_config(config);
-    crate::server::check_bind(&bind, &site.access).await.map_err(config_error)?;
+    // Whether the server may listen beyond loopback depends on the accounts in the database.
     let store = open_store(config).await?;
+    site.access.use_store(store.clone());
+    crate::server::check_bind(&bind, &site.access).await.map_err(config_error)?;
+    if let Some(auth) = &config.server.auth {
+        let accounts = store.has_accounts().await.map_err(|e| failed(e.to_string()))?;
+        let note = crate::server::shared_auth_deprecation(auth.password.is_some(), auth.token.is_some(), accounts);
+        tracing::warn!("{note}");
+    }
     let engine = Arc::new(match work {
         Work::Pipelines => Engine::build(config, store.clone()),
         Work::UiOnly => Engine::build_for_looking(config, store.clone()),
@@ -825,7 +855,7 @@ async fn serve_daemon<T>(
                 pipeline: name.clone(),
                 cron: crate::scheduler::parse_cron(p.schedule.as_ref()?).ok()?,
                 max_attempts: p.max_attempts as i64,
-                budget_micros: p.budget_usd.map(usd_to_micros),
+                budget_micros: p.budget_usd.map(crate::scheduler::usd_to_micros),
                 sample: p.review.sample_gate(),
             })
         })
@@ -862,22 +892,12 @@ async fn serve_daemon<T>(
     Ok(announced)
 }
 
-fn usd_to_micros(usd: f64) -> i64 {
-    (usd * 1_000_000.0).round() as i64
-}
-
 async fn run(config: &Config, pipeline_name: &str, limit: Option<u64>) -> Result<(), Failure> {
     let store = open_store(config).await?;
     let engine = Arc::new(Engine::build(config, store.clone()));
     let pipeline = engine.pipelines[pipeline_name].clone();
-    let new = NewRun {
-        pipeline: pipeline_name.to_owned(),
-        scheduled_for: None,
-        item_limit: limit.map(|l| l as i64),
-        max_attempts: pipeline.config.max_attempts as i64,
-        budget_micros: pipeline.config.budget_usd.map(usd_to_micros),
-        sample: pipeline.config.review.sample_gate(),
-    };
+    let new =
+        NewRun { item_limit: limit.map(|l| l as i64), ..crate::scheduler::manual_run(pipeline_name, &pipeline.config) };
     // A run waiting for review whose approved items are not yet written is unfinished: work it. A
     // new run would skip every record that run holds and write nothing.
     let approved = match store.active_run(pipeline_name).await.map_err(|e| failed(e.to_string()))? {
@@ -903,7 +923,7 @@ async fn run(config: &Config, pipeline_name: &str, limit: Option<u64>) -> Result
                 )));
             }
             RunStart::AlreadyActive(run) => {
-                println!("resuming run {} of {pipeline_name} ({}), started earlier", run.id, run.status);
+                println!("resuming run {} of {pipeline_name} ({}), started earlier", run.id, run.plain_state());
                 run
             }
             RunStart::TickTaken => unreachable!("manual runs have no tick"),
@@ -965,7 +985,7 @@ async fn run(config: &Config, pipeline_name: &str, limit: Option<u64>) -> Result
         RunStatus::Failed | RunStatus::Paused | RunStatus::Cancelled => Err(failed(format!(
             "run {} {}: {}",
             final_run.id,
-            final_run.status,
+            final_run.status.plain(),
             final_run.status_reason.unwrap_or_default()
         ))),
         _ if counts.get(ItemState::Dead) > 0 => Err(failed(format!(
@@ -1005,12 +1025,12 @@ async fn run_with_approved_items(store: &Store, pipeline: &str) -> Result<Option
 }
 
 fn summary_line(run: &Run, counts: &RunCounts) -> String {
-    let reason = run.status_reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default();
-    let states: Vec<String> = counts.0.iter().map(|(s, n)| format!("{s} {n}")).collect();
+    let reason = run.reason_beyond_state().map(|r| format!(" ({r})")).unwrap_or_default();
+    let states: Vec<String> = counts.0.iter().map(|(s, n)| format!("{} {n}", s.plain())).collect();
     format!(
         "run {} {}{reason}: {} items — {} · spent {}, {} tokens in, {} out",
         run.id,
-        run.status,
+        run.plain_state(),
         counts.total(),
         if states.is_empty() { "none".into() } else { states.join(", ") },
         run.spent_text(),
@@ -1059,37 +1079,14 @@ async fn dry_run_pipeline(
     let connector = engine::build_named(config, &p.connection);
     let task = crate::task::Task::build(&p.task, &config.tasks[&p.task])
         .map_err(|(k, m)| config_error(format!("tasks.{}.{k}: {m}", p.task)))?;
-    let (mut read, mut by_field) = (0u64, std::collections::BTreeMap::<String, u64>::new());
     let mut records = Vec::new();
-    let mut cursor = None;
-    'pages: loop {
-        let page = connector
-            .list(&p.entity, &PageRequest { cursor: cursor.clone(), per_page: p.page_size, modified_after: None })
-            .await
-            .map_err(|e| failed(format!("connections.{}: {e}", p.connection)))?;
-        for record in &page.records {
-            if limit.is_some_and(|l| records.len() as u64 >= l) {
-                break 'pages;
-            }
-            read += 1;
-            let wanted = crate::select::wanted_fields(&p.select, task.fields.values(), record);
-            if !wanted.is_empty() {
-                for f in &wanted {
-                    *by_field.entry(f.clone()).or_default() += 1;
-                }
-                let name = ["name", "title", "subject"]
-                    .iter()
-                    .find_map(|k| record.fields.get(*k).and_then(|v| v.as_str()).filter(|s| !s.trim().is_empty()))
-                    .unwrap_or_default()
-                    .to_owned();
-                records.push(DryRunRecord { id: record.id.clone(), name, fields: wanted });
-            }
-        }
-        if page.next.is_none() {
-            break;
-        }
-        cursor = page.next;
-    }
+    let found = crate::select::list_candidates(&*connector, p, &task, limit, |record, wanted| {
+        let name = crate::select::record_name(record).unwrap_or_default();
+        records.push(DryRunRecord { id: record.id.clone(), name, fields: wanted.to_vec() });
+    })
+    .await
+    .map_err(failed)?;
+    let (read, by_field) = (found.read, found.by_field);
     let candidates = records.len() as u64;
     if output == DryRunOutput::Json {
         let doc = json!({
@@ -1295,8 +1292,12 @@ async fn resume(config: &Config, run_id: i64, reviewer: &str, as_json: bool) -> 
         println!("{}", serde_json::to_string_pretty(&json!({ "run": run })).expect("serialisable"));
     } else {
         println!(
-            "run {} of {} resumed by {actor} ({}): the daemon picks it up, or `enrichd run {}`",
-            run.id, run.pipeline, run.status, run.pipeline
+            "run {} of {} resumed by {} ({}): the daemon picks it up, or `enrichd run {}`",
+            run.id,
+            run.pipeline,
+            crate::store::plain_actor(&actor),
+            run.plain_state(),
+            run.pipeline
         );
     }
     Ok(())

@@ -586,6 +586,12 @@ pub struct TaskConfig {
     /// still proposed, with a warning a reviewer sees; auto-approval holds it for review.
     #[serde(default)]
     pub checks: BTreeMap<String, FieldCheck>,
+    /// Names people read for fields on the review pages (`seo_description = "Meta description"`),
+    /// keyed by answer property (as `checks` is) or by record field (for the record as pulled).
+    /// Without one, a filled field shows its property's `title` from `output_schema`, else its
+    /// name, humanised.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
     /// `[tasks.<name>.rules.<rule>]`: checks across answer properties, with numbers (lines add up
     /// to the subtotal, a date not before another, a currency the organisation uses, a value the
     /// document's text holds). A rule that fails is a warning on the proposal, named by the rule;

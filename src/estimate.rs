@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use enrichd_connector::{PageRequest, Record};
+use enrichd_connector::Record;
 use futures::StreamExt;
 use serde::Serialize;
 
@@ -49,27 +49,14 @@ pub async fn estimate(config: &Config, pipeline_name: &str, sample: usize) -> Re
     let provider = Provider::build(&p.provider, &config.providers[&p.provider]);
 
     // Count every candidate; keep the first `sample` of them.
-    let (mut read, mut candidates, mut picked) = (0u64, 0u64, Vec::<Record>::new());
-    let mut cursor = None;
-    loop {
-        let page = connector
-            .list(&p.entity, &PageRequest { cursor: cursor.clone(), per_page: p.page_size, modified_after: None })
-            .await
-            .map_err(|e| format!("connections.{}: {e}", p.connection))?;
-        for record in page.records {
-            read += 1;
-            if !crate::select::wanted_fields(&p.select, task.fields.values(), &record).is_empty() {
-                candidates += 1;
-                if picked.len() < sample {
-                    picked.push(record);
-                }
-            }
+    let mut picked = Vec::<Record>::new();
+    let found = crate::select::list_candidates(&*connector, p, &task, None, |record, _| {
+        if picked.len() < sample {
+            picked.push(record.clone());
         }
-        match page.next {
-            Some(next) => cursor = Some(next),
-            None => break,
-        }
-    }
+    })
+    .await?;
+    let (read, candidates) = (found.read, found.candidates);
 
     let per_request = task.items_per_request.max(1);
     let requests: Vec<Vec<Record>> = picked.chunks(per_request).map(<[Record]>::to_vec).collect();

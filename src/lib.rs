@@ -2,6 +2,7 @@
 //! model in batches, tracks every record in SQLite or Postgres, holds results for review and writes
 //! approved values back without ever clobbering a newer edit.
 
+pub mod accounts;
 pub mod checks;
 pub mod cli;
 pub mod config;

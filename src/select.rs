@@ -1,9 +1,72 @@
-//! Which fields of a record need filling, by a pipeline's selector.
+//! Which fields of a record need filling, by a pipeline's selector; and which records of a
+//! platform a pipeline would enrich now ([`list_candidates`]).
 
-use enrichd_connector::Record;
+use std::collections::BTreeMap;
+
+use enrichd_connector::{Connector, PageRequest, Record};
 use serde_json::Value;
 
-use crate::config::Selector;
+use crate::config::{PipelineConfig, Selector};
+use crate::task::Task;
+
+/// What listing a pipeline's records found.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Candidates {
+    /// Records read from the platform.
+    pub read: u64,
+    /// Records with at least one field to fill.
+    pub candidates: u64,
+    /// Field → candidates that miss it.
+    pub by_field: BTreeMap<String, u64>,
+}
+
+/// Lists the pipeline's entity on `connector` page by page, as a run's discovery does, and hands
+/// each candidate (a record with fields to fill) to `each` with those fields, in listing order; stops
+/// once `limit` candidates were found, when given. Only reads: nothing is stored, asked of a model
+/// or written. `enrichd run --dry-run`, `enrichd estimate` and the pipelines page's "Dry run" share it.
+pub async fn list_candidates(
+    connector: &dyn Connector,
+    pipeline: &PipelineConfig,
+    task: &Task,
+    limit: Option<u64>,
+    mut each: impl FnMut(&Record, &[String]),
+) -> Result<Candidates, String> {
+    let mut found = Candidates::default();
+    let mut cursor = None;
+    loop {
+        let request = PageRequest { cursor: cursor.clone(), per_page: pipeline.page_size, modified_after: None };
+        let page = connector
+            .list(&pipeline.entity, &request)
+            .await
+            .map_err(|e| format!("connections.{}: {e}", pipeline.connection))?;
+        for record in &page.records {
+            if limit.is_some_and(|l| found.candidates >= l) {
+                return Ok(found);
+            }
+            found.read += 1;
+            let wanted = wanted_fields(&pipeline.select, task.fields.values(), record);
+            if !wanted.is_empty() {
+                found.candidates += 1;
+                for field in &wanted {
+                    *found.by_field.entry(field.clone()).or_default() += 1;
+                }
+                each(record, &wanted);
+            }
+        }
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => return Ok(found),
+        }
+    }
+}
+
+/// A record's name for people: its `name`, `title` or `subject`, when it has one that is not blank.
+pub fn record_name(record: &Record) -> Option<String> {
+    ["name", "title", "subject"]
+        .iter()
+        .find_map(|k| record.fields.get(*k).and_then(Value::as_str).filter(|s| !s.trim().is_empty()))
+        .map(str::to_owned)
+}
 
 /// The record fields to fill: selector fields that are missing or too short. With
 /// `fill_all_missing`, also every other field the task fills that is missing, when the record is a
@@ -148,6 +211,62 @@ pub fn visible_chars(s: &str) -> usize {
     count
 }
 
+/// The text of `s` a customer reads, read as [`visible_chars`] reads it (tags, comments, scripts
+/// and styles dropped, entities decoded, whitespace runs as one space), except that block elements
+/// (paragraphs, list items, line breaks, headings) separate their text with a space so words of
+/// two paragraphs do not run together.
+pub fn visible_text(s: &str) -> String {
+    const BLOCKS: [&str; 17] =
+        ["p", "br", "li", "ul", "ol", "div", "h1", "h2", "h3", "h4", "h5", "h6", "tr", "td", "th", "blockquote", "hr"];
+    let mut out = String::with_capacity(s.len());
+    let mut pending_space = false;
+    let mut push = |c: char, out: &mut String| {
+        if c.is_whitespace() || matches!(c, '\u{200b}' | '\u{feff}') {
+            pending_space = !out.is_empty();
+        } else {
+            if pending_space {
+                out.push(' ');
+                pending_space = false;
+            }
+            out.push(c);
+        }
+    };
+    let mut rest = s;
+    while let Some(c) = rest.chars().next() {
+        if c == '<'
+            && let Some(after) = skip_markup(rest)
+        {
+            let tag = &rest[..rest.len() - after.len()];
+            let name: String = tag
+                .trim_start_matches(['<', '/'])
+                .chars()
+                .take_while(char::is_ascii_alphanumeric)
+                .collect::<String>()
+                .to_ascii_lowercase();
+            if BLOCKS.contains(&name.as_str()) {
+                push(' ', &mut out);
+            }
+            rest = after;
+            continue;
+        }
+        if c == '&'
+            && let Some((decoded, len)) = entity(rest)
+        {
+            // A named entity this reader does not know stays as written.
+            if decoded == '\u{fffd}' && !rest[1..].starts_with('#') {
+                rest[..len].chars().for_each(|c| push(c, &mut out));
+            } else {
+                push(decoded, &mut out);
+            }
+            rest = &rest[len..];
+            continue;
+        }
+        push(c, &mut out);
+        rest = &rest[c.len_utf8()..];
+    }
+    out
+}
+
 /// `rest` after the markup it starts with: a comment, a `script`/`style` element with its content,
 /// or one tag. `None` when the `<` starts no tag (`a < b`): it is text.
 fn skip_markup(rest: &str) -> Option<&str> {
@@ -255,11 +374,21 @@ mod tests {
     }
 
     #[test]
+    fn reads_the_visible_text() {
+        let html = "<p>Zinc-plated <b>steel</b> hinge.</p><ul><li>Size: 75&nbsp;mm</li><li>A &amp; B &unknown;</li></ul>\
+                    <script>alert(1)</script><!-- note --><p>Rust&#x2d;free</p>";
+        assert_eq!(visible_text(html), "Zinc-plated steel hinge. Size: 75 mm A & B &unknown; Rust-free");
+        assert_eq!(visible_text("a < b and  c"), "a < b and c");
+        assert_eq!(visible_text("  "), "");
+    }
+
+    #[test]
     fn counts_visible_characters() {
         assert_eq!(text_len(Some(&json!("<p>abc</p>"))), 3);
         assert_eq!(text_len(Some(&json!("héllo"))), 5);
         assert_eq!(text_len(None), 0);
         assert_eq!(visible_chars("<p>&nbsp;</p>\n<p> </p>"), 0);
+        assert_eq!(visible_text("<p>&nbsp;</p>\n<p> </p>"), "");
         assert_eq!(visible_chars("<p>Fish &amp; chips</p>\n\n<p>now</p>"), 16);
         assert_eq!(visible_chars("a &lt; b &#8211; c&hellip;"), 10);
         assert_eq!(visible_chars("<!-- note --><style>p{}</style><script>x()</script>ok"), 2);

@@ -1,13 +1,16 @@
 //! The daemon's HTTP server: the review UI, `/healthz` and the JSON API — runs, the review queue
 //! (filters, item history, approve / reject / edit, bulk actions with a count first), the sample gate
-//! (stats, release) and undo — all behind the access rules of [`access`] (sessions, sign-in, bearer
-//! tokens, CSRF, the loopback-only default). JSON handlers are thin: each is one store or engine call.
+//! (stats, release) and undo — all behind the access rules of [`access`] (accounts and roles,
+//! sessions, throttled sign-in, API tokens, CSRF, the loopback-only default). JSON handlers are thin:
+//! each is one store or engine call.
 
 mod access;
 mod conversation;
 mod diff;
 mod hooks;
+mod item_page;
 mod pages;
+mod throttle;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -29,12 +32,11 @@ use crate::store::{Item, ItemState, ReviewAction, ReviewFilter, StoreError, revi
 
 type Shared = Arc<Engine>;
 
-/// What the JSON handlers share: the engine, and the access rules (who the actor is depends on
-/// whether `[server.auth]` is configured).
+/// What the JSON handlers share: the engine (who the caller is comes from the access layer, in the
+/// request's extensions).
 #[derive(Clone)]
 struct ApiState {
     engine: Shared,
-    access: Access,
     /// This process's metrics recorder, rendered by `/metrics`.
     metrics: metrics_exporter_prometheus::PrometheusHandle,
 }
@@ -47,7 +49,7 @@ impl FromRef<ApiState> for Shared {
 
 use crate::config::Config;
 
-pub use access::{Access, CsrfToken, Reviewer, check_bind};
+pub use access::{Access, CsrfToken, Mode, Reviewer, check_bind, shared_auth_deprecation};
 
 /// What the server needs besides the store: who may use it, and which record fields hold HTML.
 #[derive(Clone)]
@@ -80,7 +82,8 @@ impl Site {
 /// take `Extension<Reviewer>`: the access layer puts the signed-in reviewer (or `api` for a bearer
 /// token) there.
 pub fn router(engine: Shared, site: Site) -> Router {
-    let state = ApiState { engine: engine.clone(), access: site.access.clone(), metrics: crate::telemetry::install() };
+    site.access.use_store(engine.store.clone());
+    let state = ApiState { engine: engine.clone(), metrics: crate::telemetry::install() };
     Router::new()
         .route("/healthz", get(healthz))
         .route(access::METRICS_PATH, get(metrics))
@@ -100,6 +103,7 @@ pub fn router(engine: Shared, site: Site) -> Router {
         .route("/api/items/{id}/reject", post(reject))
         .route("/api/items/{id}/edit", post(edit))
         .route("/api/items/{id}/revert", post(revert_item))
+        .route("/api/items/{id}/regenerate", post(regenerate_item))
         // Public in the access layer (`access::HOOKS_PREFIX`): the handler verifies signatures.
         .route("/hooks/{pipeline}", post(hooks::receive))
         .with_state(state)
@@ -107,7 +111,8 @@ pub fn router(engine: Shared, site: Site) -> Router {
         .layer(axum::middleware::from_fn_with_state(site.access, access::guard))
 }
 
-/// Binds `addr` and serves until `stop`. Refuses a non-loopback address without `[server.auth]`;
+/// Binds `addr` and serves until `stop`. Refuses a non-loopback address when nobody has to sign in
+/// (no accounts, no `[server.auth]`);
 /// binding errors are returned before serving starts.
 pub async fn serve(
     engine: Shared,
@@ -115,6 +120,7 @@ pub async fn serve(
     addr: &str,
     stop: CancellationToken,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), String> {
+    site.access.use_store(engine.store.clone());
     check_bind(addr, &site.access).await?;
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("server.bind {addr}: {e}"))?;
     let bound = listener.local_addr().map_err(|e| e.to_string())?;
@@ -123,6 +129,9 @@ pub async fn serve(
     // be counted, not recorded before any recorder exists.
     let app = router(engine, site);
     let handle = tokio::spawn(async move {
+        // The peer's address: sign-in throttling counts failures per client address, and an open
+        // server answers loopback peers only.
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
         let result = axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await }).await;
         if let Err(e) = result {
             tracing::error!(error = %e, "HTTP server failed");
@@ -251,7 +260,8 @@ async fn run(State(engine): State<Shared>, Path(id): Path<i64>) -> ApiResult {
 
 /// Queue filters as query parameters: `pipeline`, `run`, `state` (comma-separated), `warnings`
 /// (`true`/`false`), `q` (text), `proposed` (`FIELD=VALUE`: the value the item would write),
-/// `confidence` (`LOW..HIGH`, either end open: `..0.5`, `0.5..0.8`, `0.8..`).
+/// `confidence` (`LOW..HIGH`, either end open: `..0.5`, `0.5..0.8`, `0.8..`), `warning` (a warning
+/// kind: `too_long:seo_description`, `rule:NAME`, `supplier_not_found`, `duplicate`, …).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FilterParams {
@@ -262,6 +272,7 @@ struct FilterParams {
     q: Option<String>,
     proposed: Option<String>,
     confidence: Option<String>,
+    warning: Option<String>,
 }
 
 impl FilterParams {
@@ -281,6 +292,10 @@ impl FilterParams {
             None | Some("") => None,
             Some(c) => Some(c.parse().map_err(|e| ApiError::BadRequest(format!("confidence: {e}")))?),
         };
+        let warning = match self.warning.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(w) => Some(w.parse().map_err(ApiError::BadRequest)?),
+        };
         Ok(ReviewFilter {
             pipeline: self.pipeline,
             run_id: self.run,
@@ -289,6 +304,8 @@ impl FilterParams {
             text: self.q,
             proposed,
             confidence,
+            warning,
+            order: Default::default(),
         })
     }
 }
@@ -303,15 +320,20 @@ struct QueueParams {
     q: Option<String>,
     proposed: Option<String>,
     confidence: Option<String>,
+    warning: Option<String>,
+    /// `oldest` (the default), `confidence` (high to low), `confidence-asc`, `warnings` (most
+    /// first) or `record` (by name); ties by item id.
+    sort: Option<String>,
     limit: Option<i64>,
     offset: Option<i64>,
 }
 
-/// The queue: `total` matching, a page of `items`, and `values`: for each field whose values come
-/// from a closed list, the values the matching items would write with their counts (what a
-/// `proposed` filter can ask for).
+/// The queue: `total` matching, a page of `items` in the `sort` order, `values`: for each field
+/// whose values come from a closed list, the values the matching items would write with their
+/// counts (what a `proposed` filter can ask for); and `warning_kinds`: each kind of warning the
+/// matching items carry (the `warning` filter aside) with how many items carry it.
 async fn queue(State(engine): State<Shared>, Query(params): Query<QueueParams>) -> ApiResult {
-    let filter = FilterParams {
+    let mut filter = FilterParams {
         pipeline: params.pipeline,
         run: params.run,
         state: params.state,
@@ -319,15 +341,27 @@ async fn queue(State(engine): State<Shared>, Query(params): Query<QueueParams>) 
         q: params.q,
         proposed: params.proposed,
         confidence: params.confidence,
+        warning: params.warning,
     }
     .filter()?;
+    filter.order = params.sort.as_deref().unwrap_or_default().parse().map_err(ApiError::BadRequest)?;
     let limit = params.limit.unwrap_or(50).clamp(1, 500);
     let offset = params.offset.unwrap_or(0).max(0);
     let total = engine.store.review_count(&filter).await?;
     let items = engine.store.review_queue(&filter, limit, offset).await?;
     let fields = enum_fields(&engine, filter.pipeline.as_deref()).await?;
     let values = engine.store.review_values(&filter, &fields).await?;
-    ok(json!({ "total": total, "limit": limit, "offset": offset, "items": items, "values": values }))
+    let warning_kinds: Vec<Value> = engine
+        .store
+        .review_warning_kinds(&filter)
+        .await?
+        .into_iter()
+        .map(|k| json!({ "kind": k.kind, "label": k.warning_kind.label(str::to_owned), "count": k.count }))
+        .collect();
+    ok(json!({
+        "total": total, "limit": limit, "offset": offset, "sort": filter.order.as_str(), "items": items,
+        "values": values, "warning_kinds": warning_kinds,
+    }))
 }
 
 /// The record fields whose proposed values come from a closed list, for the queue's value filter:
@@ -364,18 +398,21 @@ struct ActorBody {
     reviewer: Option<String>,
 }
 
-/// Who the request is from, as the access layer saw it: the signed-in reviewer, or `api` for a
-/// bearer token (on an open server, `local` for a call without a session).
+/// Who the request is from, as the access layer saw it: the signed-in reviewer, the account of a
+/// per-account token, or `api` for the `[server.auth]` token (on an open server, `local` for a call
+/// without a session).
 struct Caller {
     reviewer: Option<Reviewer>,
+    /// People sign in (accounts or `[server.auth]`): the actor is who signed in, never a name claimed.
     auth: bool,
 }
 
 impl FromRequestParts<ApiState> for Caller {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, Self::Rejection> {
-        Ok(Caller { reviewer: parts.extensions.get::<Reviewer>().cloned(), auth: state.access.auth_configured() })
+    async fn from_request_parts(parts: &mut Parts, _: &ApiState) -> Result<Self, Self::Rejection> {
+        let open = parts.extensions.get::<Mode>() == Some(&Mode::Open);
+        Ok(Caller { reviewer: parts.extensions.get::<Reviewer>().cloned(), auth: !open })
     }
 }
 
@@ -388,8 +425,8 @@ impl Caller {
         }
     }
 
-    /// The actor written to the audit trail. With `[server.auth]` it is who signed in (or `api`
-    /// for the bearer token) and a `reviewer` in the body is ignored: nobody acts under another's
+    /// The actor written to the audit trail. With accounts or `[server.auth]` it is who signed in
+    /// (or whose token it is) and a `reviewer` in the body is ignored: nobody acts under another's
     /// name. Open to this machine only, it is the body's `reviewer` (a script on the machine names
     /// its person), else a signed-in browser session's reviewer.
     fn actor(&self, claimed: Option<&str>) -> Result<String, ApiError> {
@@ -463,6 +500,40 @@ async fn edit_item(engine: &Engine, id: i64, actor: &str, field: &str, value: Va
         ))
     })?;
     engine.store.edit(id, actor, task, field, value).await
+}
+
+/// A regeneration: the reviewer's note to the model (empty: another try), at most
+/// [`crate::engine::MAX_NOTE_CHARS`] characters.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegenerateBody {
+    reviewer: Option<String>,
+    #[serde(default)]
+    note: String,
+}
+
+/// Sends a proposal waiting for review back to the model with the reviewer's note and returns the
+/// item with its new proposal, waiting for review again. Nothing changes on a refusal: 409 when the
+/// item is not waiting for review, its run's budget is spent or it changed meanwhile; 422 for a note
+/// too long; 502 when the model failed or answered unusably; 503 from `daemon --ui-only`.
+async fn regenerate_item(
+    State(engine): State<Shared>,
+    caller: Caller,
+    Path(id): Path<i64>,
+    Json(body): Json<RegenerateBody>,
+) -> ApiResult {
+    use crate::engine::RegenerateError;
+    caller.require(Role::Reviewer, "regenerate a proposal")?;
+    let actor = caller.actor(body.reviewer.as_deref())?;
+    let status = match crate::engine::regenerate(&engine, id, &body.note, &actor).await {
+        Ok(item) => return ok(json!({ "item": item })),
+        Err(RegenerateError::Store(e)) => return Err(e.into()),
+        Err(e @ RegenerateError::Invalid(_)) => (StatusCode::UNPROCESSABLE_ENTITY, e),
+        Err(e @ RegenerateError::Refused(_)) => (StatusCode::CONFLICT, e),
+        Err(e @ RegenerateError::Model(_)) => (StatusCode::BAD_GATEWAY, e),
+        Err(e @ RegenerateError::Unavailable(_)) => (StatusCode::SERVICE_UNAVAILABLE, e),
+    };
+    Ok((status.0, Json(json!({ "error": status.1.to_string() }))).into_response())
 }
 
 /// A bulk decision over a selection (`ids`) or everything matching `filter`. Over a filter, a

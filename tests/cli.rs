@@ -206,7 +206,7 @@ async fn check_tests_connections_and_run_limit_dry_run_and_status() {
     let out = tokio::task::spawn_blocking(move || enrichd(&p, &["run", "catalogue", "--limit", "5"])).await.unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_eq!(sb.store.writes().len(), 5, "--limit 5 enriches five records");
-    assert!(text(&out).contains("run 1 done"), "{}", text(&out));
+    assert!(text(&out).contains("run 1 finished"), "{}", text(&out));
 
     let p = path.clone();
     let out = tokio::task::spawn_blocking(move || enrichd(&p, &["status", "1", "--json"])).await.unwrap();

@@ -432,7 +432,7 @@ async fn the_ui_offers_release_only_for_a_reviewed_sample_else_release_anyway_co
     let released = db.store.run(run).await.unwrap();
     assert_eq!(released.review_phase, Some(ReviewPhase::Released));
     let run_page = get_page(&client, &session, &format!("{base}/runs/{run}")).await;
-    let expected = format!("released by reviewer:Grace before the sample was reviewed (1 of 5): {reason}");
+    let expected = format!("released by Grace before the sample was reviewed (1 of 5): {reason}");
     assert!(run_page.contains(&expected), "{run_page}");
     assert_eq!(release_event(db, run).await.detail.unwrap()["released_unreviewed"]["reason"], reason);
     stop.cancel();

@@ -165,13 +165,20 @@ async fn killed_while_polling(db: &TestDb) {
 
     let (status, output) =
         Enrichd::run_with(&config, "triage", dir.path().join("second.log"), &env).wait(Duration::from_secs(120)).await;
-    assert!(status.success(), "the restarted run failed: {output}");
+    let store = db.connect_again(2).await;
+    let dead: Vec<String> = store
+        .items(1, Some(ItemState::Dead), 200)
+        .await
+        .unwrap()
+        .iter()
+        .map(|i| format!("ticket {}: {:?}", i.external_id, i.last_error))
+        .collect();
+    assert!(status.success() && dead.is_empty(), "the restarted run failed: {output}\ndead: {dead:#?}");
     for id in 1..=150u64 {
         assert_eq!(account.submissions(id), 1, "ticket {id} was submitted {} times", account.submissions(id));
         let ticket = account.ticket(id).unwrap();
         assert!(!custom(&ticket, CATEGORY_FIELD_ID).is_null(), "ticket {id} was not written");
     }
-    let store = db.connect_again(2).await;
     let run = store.run(1).await.unwrap();
     let counts = store.counts(run.id).await.unwrap();
     assert_eq!(counts.get(ItemState::Written), 150, "{counts:?}");

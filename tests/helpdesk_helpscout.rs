@@ -132,8 +132,17 @@ async fn half_done_write(db: &TestDb) {
     let run = start_triage(&t.engine).await;
     let run = work_named(&t.engine, "triage", run.id, Duration::from_secs(60), true).await;
     let counts = t.engine.store.counts(run.id).await.unwrap();
-    assert_eq!(counts.get(ItemState::Written), 40, "every conversation written, none a conflict: {counts:?}");
     let items = t.engine.store.items(run.id, None, 100).await.unwrap();
+    let failed: Vec<String> = items
+        .iter()
+        .filter(|i| i.state != ItemState::Written)
+        .map(|i| format!("conversation {} {}: {:?}", i.external_id, i.state, i.last_error))
+        .collect();
+    assert_eq!(
+        counts.get(ItemState::Written),
+        40,
+        "every conversation written, none a conflict: {counts:?}\n{failed:#?}"
+    );
     let retried: Vec<_> = items.iter().filter(|i| i.write_attempts > 0).collect();
     assert!(!retried.is_empty(), "some writes were left half done and retried");
     let after = conversations(&account);

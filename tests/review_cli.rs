@@ -55,7 +55,7 @@ async fn review_and_revert_from_the_command_line(db: &TestDb) {
     expect(cfg, &["review", "reject", &ids[1], "--reason", "bland", "--as", "eve"], 0);
     let shown = expect(cfg, &["review", "show", &ids[0]], 0);
     assert!(shown.contains("edited:   Hand-written, long enough."), "{shown}");
-    assert!(shown.contains("eve transition edited → approved"), "{shown}");
+    assert!(shown.contains("eve: edited, waiting for review → approved, to be written"), "{shown}");
     let history = json_of(cfg, &["review", "show", &ids[1], "--json"]);
     let last = history["events"].as_array().unwrap().last().unwrap();
     assert_eq!((last["to_state"].as_str(), last["actor"].as_str()), (Some("rejected"), Some("eve")));

@@ -172,8 +172,11 @@ async fn failing_provider_pauses_the_run_and_resume_finishes_it(db: &TestDb) {
     assert_eq!(watched.status.code(), Some(0), "{}", text(&watched));
     let watched = String::from_utf8(watched.stdout).unwrap();
     let progress: Vec<&str> = watched.lines().filter(|l| l.starts_with(&format!("run {id} ["))).collect();
-    assert!(progress.last().is_some_and(|l| l.starts_with(&format!("run {id} [done] {ITEMS}/{ITEMS}"))), "{watched}");
-    assert!(watched.contains(&format!("run {id} done")) && watched.contains("time per item"), "{watched}");
+    assert!(
+        progress.last().is_some_and(|l| l.starts_with(&format!("run {id} [finished] {ITEMS}/{ITEMS}"))),
+        "{watched}"
+    );
+    assert!(watched.contains(&format!("run {id} finished")) && watched.contains("time per item"), "{watched}");
     wait_status(&daemon, id, "done", Duration::from_secs(120)).await;
 
     // The report, by the API and by `status --json`, with what an operator asks of a run.
@@ -246,7 +249,7 @@ async fn run_prints_plain_progress_lines_and_the_report_when_not_a_terminal() {
     assert!(progress.len() >= 2, "progress lines while it works: {stdout}");
     assert!(progress.iter().all(|l| l.contains("/30") && l.contains(" · $")), "{stdout}");
     assert!(progress.last().unwrap().contains("30/30"), "{stdout}");
-    assert!(stdout.contains("run 1 done"), "{stdout}");
+    assert!(stdout.contains("run 1 finished"), "{stdout}");
     assert!(stdout.contains("items 30 · written 30 · conflicts 0 · skipped 0"), "{stdout}");
     assert!(stdout.contains("  tokens ") && stdout.contains(" · cost $"), "{stdout}");
     assert!(stdout.contains("time per item: average "), "{stdout}");
@@ -256,8 +259,8 @@ async fn run_prints_plain_progress_lines_and_the_report_when_not_a_terminal() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let stdout = String::from_utf8(out.stdout).unwrap();
     let lines: Vec<&str> = stdout.lines().collect();
-    assert!(lines[0].starts_with("run 1 [done] 30/30"), "{stdout}");
-    assert!(lines[1].starts_with("run 1 done"), "{stdout}");
+    assert!(lines[0].starts_with("run 1 [finished] 30/30"), "{stdout}");
+    assert!(lines[1].starts_with("run 1 finished"), "{stdout}");
     assert!(stdout.contains("items 30 · written 30"), "{stdout}");
 }
 
@@ -412,7 +415,7 @@ async fn enrichd_run_stops_at_a_pause_and_finishes_after_resume() {
     let out = cli(&config, &["run", "catalogue"]).await;
     // Items that died before the pause stay dead (exit 1 says so); everything else is written.
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(text(&out).contains("run 1 done"), "{}", text(&out));
+    assert!(text(&out).contains("run 1 finished"), "{}", text(&out));
     let out = cli(&config, &["status", "1", "--json"]).await;
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["written"].as_u64().unwrap() + report["dead"].as_u64().unwrap(), 120, "{report}");

@@ -311,7 +311,7 @@ async fn watch_ends_on_the_report_after_the_last_writes(db: &common::TestDb) {
     assert_eq!(written as usize, proposed.len(), "the daemon wrote every approved item: {text}\n{}", daemon.output());
     let last_lines: Vec<&str> = text.lines().rev().take(8).collect();
     assert!(
-        last_lines.iter().any(|l| l.contains(&format!("run {} done", run.id))),
+        last_lines.iter().any(|l| l.contains(&format!("run {} finished", run.id))),
         "the report is of the finished run: {text}"
     );
     assert!(

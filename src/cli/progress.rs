@@ -103,11 +103,11 @@ impl Progress {
 
 /// The bars' last line: status, failures, spend and ETA.
 fn summary_message(run: &Run, counts: &RunCounts, elapsed: Duration) -> String {
-    let reason = run.status_reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default();
+    let reason = run.reason_beyond_state().map(|r| format!(" ({r})")).unwrap_or_default();
     format!(
         "{} {}{reason} · failures {} · {} · {}{}",
         run.id,
-        run.status,
+        run.plain_state(),
         failures(counts),
         spend(run),
         super::fmt_duration(elapsed),
@@ -144,7 +144,7 @@ pub(super) fn progress_line(run: &Run, counts: &RunCounts, elapsed: Duration) ->
     format!(
         "run {} [{}] {finished}/{total} · queued {} · enriching {} · review {} · writing {} · written {} · skipped {} · conflict {} · failed {} · dead {} · {} · {}{}",
         run.id,
-        run.status,
+        run.plain_state(),
         counts.get(Queued),
         counts.get(Enriching),
         counts.awaiting_review(),

@@ -1,5 +1,5 @@
-//! `enrichd review list|show|approve|reject|edit|release` and `enrichd revert`: the review queue
-//! and undo from a terminal, over the same store and engine calls as the JSON API. Decisions carry
+//! `enrichd review list|show|approve|reject|edit|regenerate|release` and `enrichd revert`: the
+//! review queue and undo from a terminal, over the same store and engine calls as the JSON API. Decisions carry
 //! the reviewer's name (`--as NAME`, or `ENRICHD_REVIEWER`) into the audit trail.
 
 use clap::{Args, Subcommand};
@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use super::{Failure, config_error, failed, open_store};
 use crate::config::Config;
 use crate::engine::{Engine, RevertOutcome, revert, revert_run, tally};
-use crate::store::{Item, ReviewAction, ReviewFilter, Store, StoreError, reviewer_name};
+use crate::store::{Item, ReviewAction, ReviewFilter, Store, StoreError, plain_actor, plain_event, reviewer_name};
 use crate::task::Task;
 
 /// Which items: the queue's filters.
@@ -141,6 +141,23 @@ pub(super) enum ReviewCommand {
         #[arg(long = "as", env = "ENRICHD_REVIEWER", value_name = "NAME")]
         reviewer: String,
     },
+    /// Send a proposal waiting for review back to the model with a note ("shorter", "mention the
+    /// material"): the model gets its previous answer (edits included) and the note, and its new
+    /// proposal replaces the old one (kept in the history) and waits for review again. The model is
+    /// asked from here, with the config's provider credentials; the cost counts against the run.
+    Regenerate {
+        /// The item whose proposal to regenerate.
+        item: i64,
+        /// What to change, for the model (at most 1,000 characters; empty: just try again).
+        #[arg(long, default_value = "")]
+        note: String,
+        /// Your name, for the audit trail.
+        #[arg(long = "as", env = "ENRICHD_REVIEWER", value_name = "NAME")]
+        reviewer: String,
+        /// Print the item with its new proposal as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Release a `sample_first` run held after its sample: the rest is enriched and approved as it
     /// arrives. Needs every sample proposal reviewed, or `--force --reason "…"`.
     Release {
@@ -160,6 +177,13 @@ pub(super) enum ReviewCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+impl ReviewCommand {
+    /// Whether the command asks a model (and so needs the config's secrets).
+    pub(super) fn connects(&self) -> bool {
+        matches!(self, ReviewCommand::Regenerate { .. })
+    }
 }
 
 /// The task of `pipeline` as configured now: what an edit of its proposals is held to.
@@ -218,11 +242,14 @@ async fn dispatch(config: &Config, store: &Store, command: ReviewCommand) -> Res
                 e => store_failure(e),
             })?;
             let proposal = item.proposal.as_ref().expect("an edited item has a proposal");
-            println!("item {} {}: {field} edited", item.id, item.state);
+            println!("item {} {}: {field} edited", item.id, item.state.plain());
             for w in &proposal.warnings {
                 println!("  warning: {w}");
             }
             Ok(())
+        }
+        ReviewCommand::Regenerate { item, note, reviewer, json } => {
+            regenerate(config, store, item, &note, &actor(&reviewer)?, json).await
         }
         ReviewCommand::Release { run, reviewer, force, reason, json } => {
             let anyway = if force { reason.as_deref() } else { None };
@@ -237,13 +264,50 @@ async fn dispatch(config: &Config, store: &Store, command: ReviewCommand) -> Res
             } else {
                 match &stats.released_unreviewed {
                     Some(unreviewed) => println!("run {run} {unreviewed}"),
-                    None => println!("run {run} released by {}", released.released_by.unwrap_or_default()),
+                    None => println!(
+                        "run {run} released by {}",
+                        plain_actor(released.released_by.as_deref().unwrap_or_default())
+                    ),
                 }
                 println!("the rest of the run is enriched and approved as it arrives");
             }
             Ok(())
         }
     }
+}
+
+/// `enrichd review regenerate`: asks the model from this process (see `crate::engine::regenerate`)
+/// and prints the new proposal. Exit 1 when it is refused or the model fails (nothing changed), 2
+/// for a note that cannot be sent.
+async fn regenerate(
+    config: &Config,
+    store: &Store,
+    id: i64,
+    note: &str,
+    actor: &str,
+    as_json: bool,
+) -> Result<(), Failure> {
+    let engine = Engine::build(config, store.clone());
+    let item = crate::engine::regenerate(&engine, id, note, actor).await.map_err(|e| match e {
+        crate::engine::RegenerateError::Invalid(m) => config_error(format!("--note: {m}")),
+        e => failed(e.to_string()),
+    })?;
+    if as_json {
+        print_json(&json!({ "item": item }));
+        return Ok(());
+    }
+    println!("item {} regenerated by {actor}: {}", item.id, item.state.plain());
+    if let Some(p) = &item.proposal {
+        for (field, change) in &p.fields {
+            println!("  {field}");
+            println!("    proposed: {}", full(&change.proposed));
+        }
+        for w in &p.warnings {
+            println!("  warning: {w}");
+        }
+    }
+    println!("the previous proposal and the note are in the history (`enrichd review show {}`)", item.id);
+    Ok(())
 }
 
 fn short(v: &Value) -> String {
@@ -275,7 +339,7 @@ fn item_line(item: &Item) -> String {
         item.run_id,
         item.pipeline,
         item.external_id,
-        item.state,
+        item.state.plain(),
         confidence.map(|c| format!(" · confidence {c:.2}")).unwrap_or_default(),
         if warnings > 0 { format!(" · {warnings} warning(s)") } else { String::new() }
     )
@@ -301,7 +365,7 @@ async fn list(store: &Store, selection: &Selection, limit: i64, as_json: bool) -
         println!(
             "sample of run {}: {} · {} of {} reviewed · approved {} · rejected {} · edited {}",
             s.run_id,
-            s.phase.map(|p| p.as_str()).unwrap_or_default(),
+            s.phase.map(|p| p.plain()).unwrap_or_default(),
             s.reviewed,
             s.total,
             pct(s.approve_rate),
@@ -342,7 +406,7 @@ async fn show(store: &Store, id: i64, as_json: bool) -> Result<(), Failure> {
         println!("  last error: {error}");
     }
     if let Some(p) = &item.proposal {
-        println!("  proposal by {} (task version {})", p.model, p.task_version);
+        println!("  proposal by model {} (task version {})", p.model, p.task_version);
         for (field, change) in &p.fields {
             println!("  {field}");
             println!("    before:   {}", full(&change.before));
@@ -360,13 +424,9 @@ async fn show(store: &Store, id: i64, as_json: bool) -> Result<(), Failure> {
         let at = chrono::DateTime::from_timestamp_millis(e.at)
             .map(|t| t.format("%Y-%m-%d %H:%M:%S%.3fZ").to_string())
             .unwrap_or_else(|| e.at.to_string());
-        let change = match (&e.from_state, &e.to_state) {
-            (Some(f), Some(t)) => format!(" {f} → {t}"),
-            (None, Some(t)) => format!(" → {t}"),
-            _ => String::new(),
-        };
+        let what = plain_event(&e.kind, e.from_state.as_deref(), e.to_state.as_deref());
         let detail = e.detail.as_ref().map(|d| format!(" {}", short(d))).unwrap_or_default();
-        println!("    {at} {} {}{change}{detail}", e.actor, e.kind);
+        println!("    {at} {}: {what}{detail}", plain_actor(&e.actor));
     }
     Ok(())
 }

@@ -195,12 +195,7 @@ pub(super) async fn prompt_for(
     };
     match rendered {
         Ok(mut p) => {
-            let attached: Vec<(&str, &crate::document::Document)> =
-                pack.iter().flat_map(|p| p.documents.iter().map(|d| (p.record.id.as_str(), d))).collect();
-            if !attached.is_empty() {
-                p.user.push_str(&super::documents::listing(&attached));
-                p.documents = attached.into_iter().map(|(_, d)| d.clone()).collect();
-            }
+            attach_documents(&mut p, pack);
             Ok(Some(p))
         }
         Err(message) => {
@@ -212,6 +207,16 @@ pub(super) async fn prompt_for(
             }
             Ok(None)
         }
+    }
+}
+
+/// Sends the documents of `pack`'s records with `prompt`, listed at the end of its user message.
+pub(super) fn attach_documents(prompt: &mut Prompt, pack: &[Prepared]) {
+    let attached: Vec<(&str, &crate::document::Document)> =
+        pack.iter().flat_map(|p| p.documents.iter().map(|d| (p.record.id.as_str(), d))).collect();
+    if !attached.is_empty() {
+        prompt.user.push_str(&super::documents::listing(&attached));
+        prompt.documents = attached.into_iter().map(|(_, d)| d.clone()).collect();
     }
 }
 
@@ -251,6 +256,27 @@ pub(super) enum Holder<'a> {
     Batch { id: i64, actor: &'a str },
 }
 
+/// The proposal a reviewer sees for one record's answer: validated against the schema, HTML
+/// cleaned, the task's checks as warnings, the look-ups done, with the answer's confidence. Every
+/// answer goes through here, a first one or a regeneration's (`super::regenerate`). `Err`: why the
+/// answer is unusable.
+pub(super) async fn judge(pipeline: &Pipeline, prepared: &Prepared, answer: &Value) -> Result<Proposal, String> {
+    let task = pipeline.task();
+    task.validate_for(answer, &prepared.wanted)?;
+    let mut proposal = task.proposal(&prepared.record, answer, &prepared.wanted, &pipeline.config.model);
+    if proposal.fields.is_empty() {
+        return Err(format!("the answer has no value for the missing fields ({})", prepared.wanted.join(", ")));
+    }
+    if super::lookup::needed(&task) {
+        super::lookup::check(pipeline, prepared, &mut proposal).await;
+    }
+    // The answer's confidence goes with the proposal, for the review queue's confidence filter.
+    proposal.confidence = confidence_property(&pipeline.config.review, &pipeline.base_task)
+        .and_then(|property| answer.get(&property))
+        .and_then(Value::as_f64);
+    Ok(proposal)
+}
+
 /// Checks one record's answer and proposes it, or records why it is unusable (retried).
 pub(super) async fn record_answer(
     engine: &Engine,
@@ -261,21 +287,8 @@ pub(super) async fn record_answer(
     raw: &str,
     usage: Usage,
 ) -> Result<(), StoreError> {
-    let checked = pipeline.task().validate_for(answer, &prepared.wanted).and_then(|()| {
-        let proposal = pipeline.task().proposal(&prepared.record, answer, &prepared.wanted, &pipeline.config.model);
-        if proposal.fields.is_empty() {
-            Err(format!("the answer has no value for the missing fields ({})", prepared.wanted.join(", ")))
-        } else {
-            Ok(proposal)
-        }
-    });
-    match checked {
-        Ok(mut proposal) => {
-            if super::lookup::needed(&pipeline.task()) {
-                super::lookup::check(pipeline, prepared, &mut proposal).await;
-            }
-            propose(engine, pipeline, holder, &prepared.item, &proposal, answer, raw, usage).await
-        }
+    match judge(pipeline, prepared, answer).await {
+        Ok(proposal) => propose(engine, pipeline, holder, &prepared.item, &proposal, answer, raw, usage).await,
         Err(message) => {
             let message = format!("record {}: {message}", prepared.item.external_id);
             let failure =
@@ -301,12 +314,6 @@ async fn propose(
         _ => false,
     };
     let approve_as = approver(&pipeline.config.review, proposal, answer, released);
-    // The answer's confidence goes with the proposal, for the review queue's confidence filter.
-    let mut proposal = proposal.clone();
-    proposal.confidence = confidence_property(&pipeline.config.review, &pipeline.base_task)
-        .and_then(|property| answer.get(&property))
-        .and_then(Value::as_f64);
-    let proposal = &proposal;
     match holder {
         Holder::Lease(owner) => engine.store.propose(item, owner, proposal, raw, usage, approve_as).await?,
         Holder::Batch { id, actor } => {

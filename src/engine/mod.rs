@@ -13,10 +13,12 @@ mod enrich;
 mod hooks;
 mod lookup;
 mod pauses;
+mod regenerate;
 mod revert;
 mod writeback;
 
 pub use pauses::platform_pause;
+pub use regenerate::{MAX_NOTE_CHARS, RegenerateError, check_note, regenerate};
 pub use revert::{LeftOver, RevertOutcome, RevertResult, RevertTally, revert, revert_run, tally};
 
 use std::collections::BTreeMap;
@@ -166,11 +168,33 @@ pub struct Engine {
     /// Each configured pipeline's task, also in an engine that only looks (`daemon --ui-only`):
     /// what a reviewer's edit is held to.
     pub tasks: BTreeMap<String, Arc<Task>>,
+    /// Each configured pipeline as set up (its config and its connection's platform), also in an
+    /// engine that only looks: what the pipelines page shows.
+    pub setups: BTreeMap<String, PipelineSetup>,
     /// Built by [`Engine::build_for_looking`]: nothing connects to a shop or a model.
     pub looking_only: bool,
     /// This process's lease owner name.
     pub owner: String,
     pub daemon: DaemonConfig,
+}
+
+/// A configured pipeline as people see it: its config and the platform its connection reaches.
+#[derive(Debug, Clone)]
+pub struct PipelineSetup {
+    pub config: PipelineConfig,
+    /// The connection's kind (`woocommerce`, `zendesk`, `xero`, …).
+    pub platform: &'static str,
+}
+
+fn pipeline_setups(config: &Config) -> BTreeMap<String, PipelineSetup> {
+    config
+        .pipelines
+        .iter()
+        .map(|(name, p)| {
+            let platform = config.connections.get(&p.connection).map_or("unknown", |c| c.kind());
+            (name.clone(), PipelineSetup { config: p.clone(), platform })
+        })
+        .collect()
 }
 
 /// A connector for one configured connection, keeping no tokens it acquires (see [`build_connection`]).
@@ -303,6 +327,7 @@ impl Engine {
             connectors,
             providers,
             tasks,
+            setups: pipeline_setups(config),
             looking_only: false,
             owner: owner_name(),
             daemon: config.daemon.clone(),
@@ -318,6 +343,7 @@ impl Engine {
             connectors: BTreeMap::new(),
             providers: BTreeMap::new(),
             tasks: pipeline_tasks(config),
+            setups: pipeline_setups(config),
             looking_only: true,
             owner: owner_name(),
             daemon: config.daemon.clone(),
@@ -397,6 +423,10 @@ impl Engine {
         stop: CancellationToken,
         tracker: TaskTracker,
     ) {
+        // A resumed run's items are enriched with the values the platform allowed when the run
+        // started (kept in the store), not with the task as configured: load them before any worker
+        // claims an item (a restarted process would otherwise race its own settle loop's first read).
+        pipeline.reload_allowed(&self.store).await;
         let discover = tokio::spawn(discovery::discovery_loop(self.clone(), pipeline.clone(), only_run, stop.clone()));
         let enrich = match pipeline.config.mode {
             Mode::Realtime => tokio::spawn(enrich::enrich_loop(

@@ -173,6 +173,12 @@ fn left_over(connector: &dyn Connector, replaced: &Map<String, Value>, record: &
         .collect()
 }
 
+/// What `record` (read from the platform) holds now in each field of `fields`, kept in the revert's
+/// event so the item page can say what the platform held after the revert.
+fn holds_now(fields: &Map<String, Value>, record: &Record) -> Map<String, Value> {
+    fields.keys().map(|f| (f.clone(), record.fields.get(f).cloned().unwrap_or(Value::Null))).collect()
+}
+
 async fn revert_chunk(
     engine: &Engine,
     connector: &dyn Connector,
@@ -202,8 +208,11 @@ async fn revert_chunk(
             continue;
         };
         if left_over(connector, replaced, record).is_empty() {
-            let detail =
-                json!({ "restored": replaced, "note": "the record already holds the values our write replaced" });
+            let detail = json!({
+                "restored": replaced,
+                "note": "the record already holds the values our write replaced",
+                "now": holds_now(replaced, record),
+            });
             store.mark_reverted(item, actor, detail).await?;
             results.push(done(item, RevertOutcome::Reverted));
             continue;
@@ -213,7 +222,8 @@ async fn revert_chunk(
                 "record {} changed upstream since our write (version {version} → {}); nothing was reverted",
                 item.external_id, record.version
             );
-            store.mark_revert_conflict(item, actor, Some(&record.version.0), &reason).await?;
+            let now = holds_now(replaced, record);
+            store.mark_revert_conflict(item, actor, Some(&record.version.0), &reason, Some(now)).await?;
             results.push(done(item, RevertOutcome::Conflict { reason }));
             continue;
         }
@@ -258,7 +268,8 @@ async fn revert_chunk(
                     "record {}: the platform refused the revert because the record changed; nothing was reverted",
                     item.external_id
                 );
-                store.mark_revert_conflict(item, actor, current.as_ref().map(|v| v.0.as_str()), &reason).await?;
+                let upstream = current.as_ref().map(|v| v.0.as_str());
+                store.mark_revert_conflict(item, actor, upstream, &reason, None).await?;
                 results.push(done(item, RevertOutcome::Conflict { reason }));
             }
             Some(WriteResult::Failed(e)) => results.push(failed(engine, item, actor, e.message).await?),
@@ -310,7 +321,8 @@ async fn read_back(
         let left = left_over(connector, &change.fields, record);
         let version = version.as_ref().map(|v| v.0.clone()).unwrap_or_else(|| record.version.0.clone());
         if left.is_empty() {
-            let detail = json!({ "restored": change.fields, "version": version });
+            let detail =
+                json!({ "restored": change.fields, "version": version, "now": holds_now(&change.fields, record) });
             store.mark_reverted(item, actor, detail).await?;
             results.push(done(item, RevertOutcome::Reverted));
             continue;
@@ -323,7 +335,8 @@ async fn read_back(
             change.fields.len(),
             left.iter().map(|l| l.reason.as_str()).collect::<Vec<_>>().join("; ")
         );
-        let detail = json!({ "restored": restored, "left": left, "version": version, "reason": reason });
+        let now = holds_now(&change.fields, record);
+        let detail = json!({ "restored": restored, "left": left, "version": version, "reason": reason, "now": now });
         store.mark_partially_reverted(item, actor, &reason, detail).await?;
         results.push(done(item, RevertOutcome::PartiallyReverted { reason, left }));
     }

@@ -396,6 +396,9 @@ async fn record_outcomes(
                         .await
                         .map(|_| None)
                 }
+                Some(WriteResult::Failed(e)) if e.deferred => {
+                    store.defer_write(item, owner, &e.message, e.retry_after, engine.retry_policy()).await.map(|_| None)
+                }
                 Some(WriteResult::Failed(e)) => store
                     .fail_write(item, owner, &e.message, e.retryable, e.retry_after, engine.retry_policy())
                     .await

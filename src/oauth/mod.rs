@@ -296,6 +296,10 @@ impl Connector for OrgConnector {
         self.template.not_held_reason(field, stored)
     }
 
+    fn record_links(&self, entity: &str, external_id: &str, fields: &Value) -> Vec<enrichd_connector::RecordLink> {
+        self.template.record_links(entity, external_id, fields)
+    }
+
     async fn allowed_values(&self, entity: &str, field: &str) -> Result<Option<Vec<String>>, ConnectorError> {
         self.connector().await?.allowed_values(entity, field).await
     }

@@ -1,22 +1,32 @@
-//! Who may use the server, and how: sessions, sign-in, API tokens, CSRF and the bind-address rule.
+//! Who may use the server, and how: accounts and roles, sessions, sign-in (throttled), API tokens,
+//! CSRF and the bind-address rule.
+//!
+//! How people sign in is decided per request, from what exists at that moment ([`Mode`]):
+//! - **accounts** (`enrichd user add`): account name and password (Argon2id, checked off the async
+//!   runtime); the session carries the account, which is read again on every request, so a role
+//!   change or a removal applies at once, and a new password ends the sessions signed in before it.
+//!   API clients send a per-account token (`enrichd token create`) and act as that account, with its
+//!   role. A `[server.auth] token` still acts as `api` (admin) — deprecated; a `[server.auth]
+//!   password` no longer signs in, and says so.
+//! - **shared password** (`[server.auth]`, no accounts; deprecated): anyone with the password signs
+//!   in under the name they type, as admin; the config token acts as `api`, admin.
+//! - **open** (neither): the server answers this machine only (loopback peer, loopback `Host`
+//!   header) and asks just for a name; whoever is at the machine is admin.
 //!
 //! Every browser gets a session (a random id in an HttpOnly, SameSite=Strict cookie; the sessions
 //! live in memory, so a restarted daemon signs everyone out). A session carries a CSRF token that
-//! every state-changing form sends back, and, once signed in, the reviewer's name, which becomes the
-//! actor (`reviewer:NAME`) of what they do. With `[server.auth] password` reviewers sign in with
-//! their name and that password; without `[server.auth]` the server is open to this machine only
-//! (loopback address, loopback `Host` header) and asks just for a name. API clients authenticate with
-//! `Authorization: Bearer <server.auth.token>` and act as `api`; a bearer token is no ambient
-//! credential, so those requests need no CSRF token. On an open server API calls without a session
-//! act as `local`.
+//! every state-changing form sends back; a bearer token is no ambient credential, so those requests
+//! need none. The actor written to the audit trail is `reviewer:NAME` for a person (signed in, or by
+//! their account's token), `api` for the config token, and `local` for an API call without a
+//! session on an open server.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use axum::body::{Body, to_bytes};
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
@@ -24,24 +34,31 @@ use rand::Rng;
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 
+use super::throttle::Throttle;
+use crate::accounts::{account_name, name_key, token_hash, verify_nothing, verify_password};
 use crate::config::ServerAuthConfig;
 use crate::roles::{Refusal, Role};
+use crate::store::{Store, StoreError, TokenLookup, now_ms};
 
 const COOKIE: &str = "enrichd_session";
 /// The actor of API calls on an open (loopback-only) server.
 const LOCAL: &str = "local";
+/// The actor of requests with the `[server.auth]` token.
+const API: &str = "api";
 /// Sessions nobody signed in to expire sooner and are the first to go when there are too many.
 const ANONYMOUS_TTL: Duration = Duration::from_secs(3600);
 const MAX_SESSIONS: usize = 10_000;
 /// The largest form body read for its CSRF token.
 const MAX_FORM_BYTES: usize = 1 << 20;
+/// An API token's "last used" is written at most this often (not one write per request).
+const TOKEN_USE_RESOLUTION: Duration = Duration::from_secs(60);
 
-/// The signed-in reviewer (or `api` for a bearer token), as the actor written to the audit trail.
+/// The signed-in person (or `api` for the config token), as the actor written to the audit trail.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reviewer {
-    /// The name shown on pages.
+    /// The name shown on pages (an account's name).
     pub name: String,
-    /// The actor recorded with events: `reviewer:NAME` or `api`.
+    /// The actor recorded with events: `reviewer:NAME`, `api` or `local`.
     pub actor: String,
     /// What they may do (see [`crate::roles`]).
     pub role: Role,
@@ -52,14 +69,41 @@ impl Reviewer {
     pub fn require(&self, needed: Role, action: &str) -> Result<(), Refusal> {
         self.role.require(needed, &self.name, action)
     }
+
+    fn person(name: String, role: Role) -> Reviewer {
+        Reviewer { actor: format!("reviewer:{name}"), name, role }
+    }
+}
+
+/// How people sign in at this moment (see the module's documentation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// No accounts and no `[server.auth]`: open to this machine only.
+    Open,
+    /// `[server.auth]` and no accounts: the shared password (deprecated).
+    SharedPassword,
+    /// Accounts exist: each person signs in with their own.
+    Accounts,
 }
 
 /// The session's CSRF token, for forms.
 #[derive(Debug, Clone)]
 pub struct CsrfToken(pub String);
 
+/// Who a session signed in as.
+#[derive(Debug, Clone)]
+enum SignedIn {
+    /// An account, by id (a new account of the same name is not this one), and when its password
+    /// was set at sign-in (a new password ends the session).
+    Account { id: i64, password_set_at: i64 },
+    /// The shared `[server.auth]` password, under the name typed; valid while no account exists.
+    Shared(String),
+    /// The open server, under the name typed; valid while it is open.
+    Open(String),
+}
+
 struct Session {
-    reviewer: Option<String>,
+    who: Option<SignedIn>,
     csrf: String,
     last_seen: Instant,
 }
@@ -70,6 +114,33 @@ struct Inner {
     auth_configured: bool,
     ttl: Duration,
     sessions: Mutex<HashMap<String, Session>>,
+    /// Where the accounts are: the engine's store, attached when the router is built.
+    store: OnceLock<Store>,
+    throttle: Throttle,
+    /// When each API token's use was last written.
+    token_uses: Mutex<HashMap<i64, Instant>>,
+}
+
+/// Why a sign-in did not succeed.
+#[derive(Debug)]
+pub(super) enum SignInError {
+    /// Wrong name or password, or signing in is not possible here: 401 with this text.
+    Refused(String),
+    /// Too many failures for the account or from the address: 429, try again after this long.
+    Throttled(Duration),
+    /// The database could not answer.
+    Unavailable(String),
+}
+
+/// What the sign-in page shows.
+#[derive(Debug, serde::Serialize)]
+pub(super) struct SignInPage {
+    /// People sign in with their own accounts.
+    pub accounts: bool,
+    pub needs_password: bool,
+    pub can_sign_in: bool,
+    /// The `[server.auth]` deprecation, when it is configured.
+    pub deprecation: Option<String>,
 }
 
 /// The server's access rules and its sessions. Cheap to clone.
@@ -79,7 +150,8 @@ pub struct Access {
 }
 
 impl Access {
-    /// From `[server.auth]`; `None` means open to this machine only.
+    /// From `[server.auth]` (`None`: none configured). Accounts come from the store the router is
+    /// built over (see [`Access::use_store`]).
     pub fn new(auth: Option<&ServerAuthConfig>) -> Access {
         let inner = Inner {
             password: auth.and_then(|a| a.password.as_ref()).map(|s| s.0.clone()),
@@ -87,48 +159,118 @@ impl Access {
             auth_configured: auth.is_some(),
             ttl: Duration::from_secs(auth.map_or(12, |a| a.session_hours).saturating_mul(3600)),
             sessions: Mutex::new(HashMap::new()),
+            store: OnceLock::new(),
+            throttle: Throttle::default(),
+            token_uses: Mutex::new(HashMap::new()),
         };
         Access { inner: Arc::new(inner) }
     }
 
-    /// Whether `[server.auth]` is configured.
+    /// Reads accounts and API tokens from `store` (the first store given stays).
+    pub fn use_store(&self, store: Store) {
+        let _ = self.inner.store.set(store);
+    }
+
+    /// Whether the deprecated `[server.auth]` is configured.
     pub fn auth_configured(&self) -> bool {
         self.inner.auth_configured
     }
 
-    /// Whether signing in asks for the password.
-    pub fn needs_password(&self) -> bool {
-        self.inner.password.is_some()
+    /// How people sign in now: accounts as soon as one exists.
+    pub async fn mode(&self) -> Result<Mode, StoreError> {
+        if let Some(store) = self.inner.store.get()
+            && store.has_accounts().await?
+        {
+            return Ok(Mode::Accounts);
+        }
+        Ok(if self.inner.auth_configured { Mode::SharedPassword } else { Mode::Open })
     }
 
-    /// Whether people can sign in to the UI at all (not when only an API token is configured).
-    pub fn can_sign_in(&self) -> bool {
-        !self.inner.auth_configured || self.inner.password.is_some()
+    /// What the sign-in page offers.
+    pub(super) async fn sign_in_page(&self) -> Result<SignInPage, StoreError> {
+        let mode = self.mode().await?;
+        let deprecation = self.inner.auth_configured.then(|| {
+            shared_auth_deprecation(self.inner.password.is_some(), self.inner.token.is_some(), mode == Mode::Accounts)
+        });
+        Ok(match mode {
+            Mode::Accounts => SignInPage { accounts: true, needs_password: true, can_sign_in: true, deprecation },
+            Mode::SharedPassword => {
+                let password = self.inner.password.is_some();
+                SignInPage { accounts: false, needs_password: password, can_sign_in: password, deprecation }
+            }
+            Mode::Open => SignInPage { accounts: false, needs_password: false, can_sign_in: true, deprecation },
+        })
     }
 
     /// Checks a sign-in; on success the session gets a fresh id (the old one is dropped, so a
-    /// planted cookie cannot ride along) and the new cookie is returned.
-    pub(super) fn sign_in(
+    /// planted cookie cannot ride along) and the new cookie is returned. With a password to check,
+    /// failures are counted per account name and per `client` address (see [`super::throttle`]).
+    pub(super) async fn sign_in(
         &self,
         old_session: Option<&str>,
         name: &str,
         password: Option<&str>,
-    ) -> Result<String, String> {
-        if !self.can_sign_in() {
-            return Err("signing in is not configured: set server.auth.password".into());
-        }
-        let name = valid_name(name)?;
-        if let Some(expected) = &self.inner.password
-            && !same_secret(expected.expose_secret(), password.unwrap_or_default())
-        {
-            return Err("wrong name or password".into());
-        }
+        client: Option<IpAddr>,
+    ) -> Result<String, SignInError> {
+        let mode = self.mode().await.map_err(|e| SignInError::Unavailable(e.to_string()))?;
+        let name = account_name(name).map_err(SignInError::Refused)?;
+        let password = password.unwrap_or_default();
+        let key = name_key(&name);
+        let signed_in = match mode {
+            Mode::Open => SignedIn::Open(name),
+            Mode::SharedPassword => {
+                let Some(expected) = &self.inner.password else {
+                    return Err(SignInError::Refused(
+                        "signing in is not configured: create an account with `enrichd user add NAME --role ROLE`"
+                            .into(),
+                    ));
+                };
+                self.inner.throttle.check(&key, client, Instant::now()).map_err(SignInError::Throttled)?;
+                if !same_secret(expected.expose_secret(), password) {
+                    self.inner.throttle.failed(&key, client, Instant::now());
+                    // Slows guessing down further: the password is shared by everyone.
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    return Err(SignInError::Refused("wrong name or password".into()));
+                }
+                SignedIn::Shared(name)
+            }
+            Mode::Accounts => {
+                self.inner.throttle.check(&key, client, Instant::now()).map_err(SignInError::Throttled)?;
+                let store = self.inner.store.get().expect("accounts mode has a store");
+                let found =
+                    store.account_password_hash(&name).await.map_err(|e| SignInError::Unavailable(e.to_string()))?;
+                let presented = password.to_owned();
+                // Argon2 takes tens of milliseconds of CPU on purpose: not on the async runtime.
+                let verified = tokio::task::spawn_blocking(move || match found {
+                    Some((account, hash)) => verify_password(&hash, &presented).then_some(account),
+                    None => {
+                        verify_nothing(&presented);
+                        None
+                    }
+                })
+                .await
+                .map_err(|e| SignInError::Unavailable(format!("checking the password failed: {e}")))?;
+                let Some(account) = verified else {
+                    self.inner.throttle.failed(&key, client, Instant::now());
+                    let shared = self.inner.password.as_ref().is_some_and(|p| same_secret(p.expose_secret(), password));
+                    return Err(SignInError::Refused(if shared {
+                        "the shared password of [server.auth] no longer signs in: accounts exist, so sign in with \
+                         your own account (an administrator creates it with `enrichd user add`)"
+                            .into()
+                    } else {
+                        "wrong account name or password".into()
+                    }));
+                };
+                SignedIn::Account { id: account.id, password_set_at: account.password_set_at }
+            }
+        };
+        self.inner.throttle.succeeded(&key);
         let mut sessions = self.sessions();
         if let Some(old) = old_session {
             sessions.remove(old);
         }
         let id = random_token();
-        sessions.insert(id.clone(), Session { reviewer: Some(name), csrf: random_token(), last_seen: Instant::now() });
+        sessions.insert(id.clone(), Session { who: Some(signed_in), csrf: random_token(), last_seen: Instant::now() });
         Ok(id)
     }
 
@@ -141,18 +283,26 @@ impl Access {
         self.inner.sessions.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The live session with this id: (reviewer, csrf), refreshing its last use.
-    fn touch(&self, id: &str) -> Option<(Option<String>, String)> {
+    /// The live session with this id: (who signed in, csrf), refreshing its last use.
+    fn touch(&self, id: &str) -> Option<(Option<SignedIn>, String)> {
         let mut sessions = self.sessions();
         let ttl = self.inner.ttl;
         let session = sessions.get_mut(id)?;
-        let limit = if session.reviewer.is_some() { ttl } else { ANONYMOUS_TTL };
+        let limit = if session.who.is_some() { ttl } else { ANONYMOUS_TTL };
         if session.last_seen.elapsed() > limit {
             sessions.remove(id);
             return None;
         }
         session.last_seen = Instant::now();
-        Some((session.reviewer.clone(), session.csrf.clone()))
+        Some((session.who.clone(), session.csrf.clone()))
+    }
+
+    /// Forgets who signed in to a session that no longer holds (the account is gone, its password
+    /// or the server's mode changed); the session's CSRF token stays, so the sign-in form works.
+    fn forget_sign_in(&self, id: &str) {
+        if let Some(session) = self.sessions().get_mut(id) {
+            session.who = None;
+        }
     }
 
     /// A new session nobody has signed in to: (id, csrf).
@@ -160,25 +310,110 @@ impl Access {
         let mut sessions = self.sessions();
         if sessions.len() >= MAX_SESSIONS {
             let ttl = self.inner.ttl;
-            sessions.retain(|_, s| s.last_seen.elapsed() <= if s.reviewer.is_some() { ttl } else { ANONYMOUS_TTL });
+            sessions.retain(|_, s| s.last_seen.elapsed() <= if s.who.is_some() { ttl } else { ANONYMOUS_TTL });
             if sessions.len() >= MAX_SESSIONS {
-                sessions.retain(|_, s| s.reviewer.is_some());
+                sessions.retain(|_, s| s.who.is_some());
             }
         }
         let (id, csrf) = (random_token(), random_token());
-        sessions.insert(id.clone(), Session { reviewer: None, csrf: csrf.clone(), last_seen: Instant::now() });
+        sessions.insert(id.clone(), Session { who: None, csrf: csrf.clone(), last_seen: Instant::now() });
         (id, csrf)
     }
 
-    fn bearer_ok(&self, presented: &str) -> bool {
-        self.inner.token.as_ref().is_some_and(|t| same_secret(t.expose_secret(), presented))
+    /// Who a session's sign-in is now, in `mode`: `None` when it no longer holds.
+    async fn signed_in_as(&self, who: &SignedIn, mode: Mode) -> Result<Option<Reviewer>, StoreError> {
+        Ok(match (who, mode) {
+            (SignedIn::Account { id, password_set_at }, Mode::Accounts) => {
+                let store = self.inner.store.get().expect("accounts mode has a store");
+                store
+                    .account_by_id(*id)
+                    .await?
+                    .filter(|a| a.password_set_at == *password_set_at)
+                    .map(|a| Reviewer::person(a.name, a.role))
+            }
+            (SignedIn::Shared(name), Mode::SharedPassword) | (SignedIn::Open(name), Mode::Open) => {
+                Some(Reviewer::person(name.clone(), Role::Admin))
+            }
+            _ => None,
+        })
+    }
+
+    /// Who a bearer token acts as, or why it is refused.
+    async fn bearer(&self, presented: &str) -> Result<Reviewer, String> {
+        if self.inner.token.as_ref().is_some_and(|t| same_secret(t.expose_secret(), presented)) {
+            return Ok(Reviewer { name: API.into(), actor: API.into(), role: Role::Admin });
+        }
+        let Some(store) = self.inner.store.get() else { return Err("invalid bearer token".into()) };
+        match store.api_token_account(&token_hash(presented)).await {
+            Ok(TokenLookup::Live { token_id, account }) => {
+                self.note_token_use(store, token_id).await;
+                Ok(Reviewer::person(account.name, account.role))
+            }
+            Ok(TokenLookup::Revoked { token_id, label }) => Err(format!(
+                "API token {token_id} ({label}) was revoked; create another with `enrichd token create NAME`"
+            )),
+            Ok(TokenLookup::Unknown) => Err("invalid bearer token".into()),
+            Err(e) => {
+                tracing::error!(error = %e, "checking an API token: the database could not answer");
+                Err("the API token could not be checked: the database could not answer".into())
+            }
+        }
+    }
+
+    /// Writes the token's last use, at most once per [`TOKEN_USE_RESOLUTION`].
+    async fn note_token_use(&self, store: &Store, token_id: i64) {
+        {
+            let mut uses = self.inner.token_uses.lock().unwrap_or_else(|e| e.into_inner());
+            if uses.get(&token_id).is_some_and(|at| at.elapsed() < TOKEN_USE_RESOLUTION) {
+                return;
+            }
+            if uses.len() >= MAX_SESSIONS {
+                uses.clear();
+            }
+            uses.insert(token_id, Instant::now());
+        }
+        if let Err(e) = store.touch_api_token(token_id, now_ms()).await {
+            tracing::warn!(error = %e, token = token_id, "recording an API token's use failed");
+        }
     }
 }
 
-/// Refuses to serve on a non-loopback address unless `[server.auth]` is configured.
+/// The deprecation note for `[server.auth]`: logged when the daemon starts, printed by `enrichd
+/// check`, shown on the sign-in page. `accounts`: whether accounts exist (then the password no
+/// longer signs in).
+pub fn shared_auth_deprecation(password: bool, token: bool, accounts: bool) -> String {
+    let mut note = String::from("[server.auth] is deprecated: ");
+    if accounts {
+        if password {
+            note.push_str(
+                "its shared password no longer signs in, because accounts exist (everyone signs in with their own). ",
+            );
+        }
+        if token {
+            note.push_str("Its token still acts as `api` (admin); give scripts an account's token instead (`enrichd token create NAME`). ");
+        }
+        note.push_str("Remove [server.auth] from the config.");
+    } else {
+        note.push_str(
+            "one shared password lets anyone who has it sign in under any name, as admin. Create an account for \
+             each person with `enrichd user add NAME --role ROLE` (an admin first), and tokens for scripts with \
+             `enrichd token create NAME`; once an account exists the shared password no longer signs in. Then \
+             remove [server.auth] from the config.",
+        );
+    }
+    note
+}
+
+/// Refuses to serve on a non-loopback address unless people must sign in: accounts exist (in the
+/// store given with [`Access::use_store`]) or `[server.auth]` is configured.
 pub async fn check_bind(addr: &str, access: &Access) -> Result<(), String> {
     if access.auth_configured() {
         return Ok(());
+    }
+    match access.mode().await {
+        Ok(Mode::Accounts) => return Ok(()),
+        Ok(_) => {}
+        Err(e) => return Err(format!("server.bind {addr}: cannot tell whether accounts exist: {e}")),
     }
     let resolved: Vec<SocketAddr> = match addr.parse::<SocketAddr>() {
         Ok(a) => vec![a],
@@ -192,18 +427,10 @@ pub async fn check_bind(addr: &str, access: &Access) -> Result<(), String> {
     }
     Err(format!(
         "refusing to serve on {addr} without authentication: anyone who can reach it could approve writes to your \
-         stores. Configure [server.auth] (password and/or token) in the config, or bind to a loopback address \
-         (server.bind or --bind 127.0.0.1:8686)"
+         stores. Create an account first (`enrichd user add NAME --role admin`), or bind to a loopback address \
+         (server.bind or --bind 127.0.0.1:8686). ([server.auth] with a password or token also allows it, but is \
+         deprecated.)"
     ))
-}
-
-/// Reviewer names: what they type, trimmed; 1–64 characters, no control characters.
-fn valid_name(name: &str) -> Result<String, String> {
-    let name = name.trim();
-    if name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
-        return Err("a name is 1 to 64 characters".into());
-    }
-    Ok(name.to_owned())
 }
 
 fn random_token() -> String {
@@ -277,10 +504,13 @@ fn refuse(status: StatusCode, api: bool, message: &str) -> Response {
 pub async fn guard(State(access): State<Access>, request: Request, next: Next) -> Response {
     let mut response = check(&access, request, next).await;
     let headers = response.headers_mut();
+    // `img-src https:` for the item page's record thumbnail (the shop's own image address, which
+    // differs per connection). Record and proposal HTML is cleaned to an allow-list without `img`
+    // before it is shown, so only the page's own `img` elements can load anything.
     headers.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(
-            "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; \
+            "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' https:; connect-src 'self'; \
              form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
         ),
     );
@@ -299,48 +529,78 @@ async fn check(access: &Access, request: Request, next: Next) -> Response {
         return next.run(request).await;
     }
     let api = path.starts_with("/api/");
+    let mode = match access.mode().await {
+        Ok(mode) => mode,
+        Err(e) => {
+            tracing::error!(error = %e, "access: the database could not answer whether accounts exist");
+            return refuse(StatusCode::SERVICE_UNAVAILABLE, api, "the database could not answer; see the daemon's log");
+        }
+    };
     let host = request.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or_default().to_owned();
     // Open to this machine only: a page on another site that rebinds its name to 127.0.0.1 arrives
-    // with its own Host header.
-    if !access.auth_configured() && !is_loopback_host(&host) {
-        return refuse(
-            StatusCode::FORBIDDEN,
-            api,
-            "this server is open to its own machine only (Host is not loopback)",
-        );
+    // with its own Host header; and a server bound to a public address while it had accounts stays
+    // closed to other machines when the last account is removed.
+    if mode == Mode::Open {
+        let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+        if !is_loopback_host(&host) || peer.is_some_and(|ip| !ip.is_loopback()) {
+            return refuse(
+                StatusCode::FORBIDDEN,
+                api,
+                "this server is open to its own machine only: create an account (`enrichd user add NAME --role admin`) \
+                 to let people sign in from elsewhere",
+            );
+        }
     }
     let mut request = request;
+    request.extensions_mut().insert(mode);
     let bearer = request
         .headers()
         .get(header::AUTHORIZATION)
         .map(|auth| auth.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")).unwrap_or_default().trim().to_owned());
     if let Some(presented) = bearer {
-        if !access.bearer_ok(&presented) {
-            return refuse(StatusCode::UNAUTHORIZED, api, "invalid bearer token");
+        match access.bearer(&presented).await {
+            Ok(reviewer) => {
+                request.extensions_mut().insert(reviewer);
+                return next.run(request).await;
+            }
+            Err(message) => return refuse(StatusCode::UNAUTHORIZED, api, &message),
         }
-        request.extensions_mut().insert(Reviewer { name: "api".into(), actor: "api".into(), role: Role::Admin });
-        return next.run(request).await;
-    }
-    // Scrapers call every few seconds without cookies: `/metrics` never makes a session. With
-    // `[server.auth]` it takes the bearer token (above) or a signed-in browser session.
-    if path == METRICS_PATH {
-        if !access.auth_configured() {
-            return next.run(request).await;
-        }
-        let signed_in = session_id(request.headers()).and_then(|id| access.touch(id)).is_some_and(|(r, _)| r.is_some());
-        if signed_in {
-            return next.run(request).await;
-        }
-        return refuse(StatusCode::UNAUTHORIZED, false, "send Authorization: Bearer <server.auth.token>, or sign in");
     }
     let known = session_id(request.headers()).and_then(|id| access.touch(id).map(|s| (id.to_owned(), s)));
-    let (session, reviewer, csrf, fresh) = match known {
-        Some((id, (reviewer, csrf))) => (id, reviewer, csrf, false),
+    let (session, signed_in, csrf, fresh) = match known {
+        Some((id, (who, csrf))) => (id, who, csrf, false),
+        None if path == METRICS_PATH => (String::new(), None, String::new(), false),
         None => {
             let (id, csrf) = access.new_session();
             (id, None, csrf, true)
         }
     };
+    let reviewer = match &signed_in {
+        None => None,
+        Some(who) => match access.signed_in_as(who, mode).await {
+            Ok(Some(reviewer)) => Some(reviewer),
+            Ok(None) => {
+                access.forget_sign_in(&session);
+                None
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "access: the database could not answer who is signed in");
+                return refuse(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    api,
+                    "the database could not answer; see the daemon's log",
+                );
+            }
+        },
+    };
+    // Scrapers call every few seconds without cookies: `/metrics` never makes a session. Unless the
+    // server is open it takes a bearer token (above) or a signed-in browser session.
+    if path == METRICS_PATH {
+        if mode == Mode::Open || reviewer.is_some() {
+            return next.run(request).await;
+        }
+        return refuse(StatusCode::UNAUTHORIZED, false, "send Authorization: Bearer <API token>, or sign in");
+    }
     let unsafe_method = !matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS);
     if unsafe_method {
         match csrf_checked(request, &host, &csrf).await {
@@ -350,14 +610,16 @@ async fn check(access: &Access, request: Request, next: Next) -> Response {
     }
     // Open to this machine: API clients (curl, scripts) need no session and act as `local`.
     let reviewer = match reviewer {
-        None if api && !access.auth_configured() => Some(LOCAL.to_owned()),
+        None if api && mode == Mode::Open => {
+            Some(Reviewer { name: LOCAL.to_owned(), actor: LOCAL.to_owned(), role: Role::Admin })
+        }
         other => other,
     };
     let signing_in = path == "/login";
-    let mut response = match &reviewer {
+    let mut response = match reviewer {
         None if !signing_in => {
             if api {
-                refuse(StatusCode::UNAUTHORIZED, true, "sign in, or send Authorization: Bearer <server.auth.token>")
+                refuse(StatusCode::UNAUTHORIZED, true, "sign in, or send Authorization: Bearer <API token>")
             } else if request.method() == Method::GET {
                 let target = request.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
                 let next = percent_encoding::utf8_percent_encode(target, percent_encoding::NON_ALPHANUMERIC);
@@ -366,10 +628,9 @@ async fn check(access: &Access, request: Request, next: Next) -> Response {
                 refuse(StatusCode::UNAUTHORIZED, false, "sign in first")
             }
         }
-        _ => {
-            if let Some(name) = reviewer {
-                let actor = if api && name == LOCAL { LOCAL.to_owned() } else { format!("reviewer:{name}") };
-                request.extensions_mut().insert(Reviewer { actor, name, role: Role::Admin });
+        reviewer => {
+            if let Some(reviewer) = reviewer {
+                request.extensions_mut().insert(reviewer);
             }
             request.extensions_mut().insert(CsrfToken(csrf));
             request.extensions_mut().insert(SessionId(session.clone()));
@@ -466,20 +727,12 @@ mod tests {
         assert!(!same_secret("s3cret", ""));
     }
 
-    #[test]
-    fn names() {
-        assert_eq!(valid_name("  Ada ").unwrap(), "Ada");
-        assert!(valid_name("").is_err());
-        assert!(valid_name("a\nb").is_err());
-        assert!(valid_name(&"x".repeat(65)).is_err());
-    }
-
     #[tokio::test]
     async fn binding_elsewhere_needs_auth() {
         let open = Access::new(None);
         assert!(check_bind("127.0.0.1:0", &open).await.is_ok());
         assert!(check_bind("[::1]:0", &open).await.is_ok());
         let err = check_bind("0.0.0.0:8686", &open).await.unwrap_err();
-        assert!(err.contains("[server.auth]") && err.contains("--bind"), "{err}");
+        assert!(err.contains("enrichd user add") && err.contains("--bind"), "{err}");
     }
 }

@@ -17,14 +17,20 @@ use minijinja::{AutoEscape, Environment};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::access::{Access, CsrfToken, Reviewer, SessionId, cleared_cookie, form_pairs, session_cookie};
-use super::diff;
+mod regenerate;
+
+use super::access::{Access, CsrfToken, Reviewer, SessionId, SignInError, cleared_cookie, form_pairs, session_cookie};
+use super::{diff, item_page};
 use crate::engine::{Engine, RevertOutcome, RevertResult, revert, revert_run, tally};
 use crate::roles::Role;
 use crate::store::{
-    ConfidenceRange, Item, ItemState, ProposedValue, ReviewAction, ReviewFilter, ReviewPhase, Run, RunCounts,
-    RunStatus, Store, StoreError, now_ms,
+    ConfidenceRange, Item, ItemState, ProposedValue, ReviewAction, ReviewFilter, ReviewOrder, ReviewPhase, Run,
+    RunCounts, RunStatus, Store, StoreError, WarningKind, now_ms,
 };
+
+// The pipelines page is a child of this module so it shares the pages' state, visitor and errors.
+#[path = "pipelines_page.rs"]
+mod pipelines_page;
 
 /// Runs shown on the runs page and offered by the queue's run filter.
 const RUNS_LIMIT: i64 = 200;
@@ -48,7 +54,7 @@ pub fn routes(engine: Arc<Engine>, access: Access, html_fields: BTreeMap<String,
     let store = engine.store.clone();
     let pages = Pages { engine, store, access, templates: Arc::new(templates()), html_fields: Arc::new(html_fields) };
     Router::new()
-        .route("/", get(|| async { Redirect::to("/runs") }))
+        .route("/", get(|| async { Redirect::to("/pipelines") }))
         .route("/login", get(login_page).post(login))
         .route("/logout", post(logout))
         .route("/runs", get(runs_page))
@@ -66,10 +72,17 @@ pub fn routes(engine: Arc<Engine>, access: Access, html_fields: BTreeMap<String,
         .route("/items/{id}/reject", post(reject))
         .route("/items/{id}/edit", post(edit))
         .route("/items/{id}/revert", post(revert_item))
+        .route("/users", get(users_page))
+        .route("/items/{id}/regenerate", post(regenerate::regenerate))
+        .merge(pipelines_page::routes())
         .route("/assets/style.css", get(|| async { asset("text/css", STYLESHEET) }))
         .route(
             "/assets/review.js",
             get(|| async { asset("text/javascript", include_str!("../../templates/assets/review.js")) }),
+        )
+        .route(
+            "/assets/queue.js",
+            get(|| async { asset("text/javascript", include_str!("../../templates/assets/queue.js")) }),
         )
         .with_state(pages)
 }
@@ -94,6 +107,8 @@ fn templates() -> Environment<'static> {
     env.set_auto_escape_callback(|name| if name.ends_with(".html") { AutoEscape::Html } else { AutoEscape::None });
     // `{{ item.state | plain }}`: an item state or run status in the words people read.
     env.add_filter("plain", |code: String| -> String { plain_words(&code) });
+    // `{{ event.actor | actor }}`: who did it, named as the CLI names them.
+    env.add_filter("actor", |actor: String| -> String { crate::store::plain_actor(&actor) });
     for (name, source) in [
         ("base.html", include_str!("../../templates/base.html")),
         ("login.html", include_str!("../../templates/login.html")),
@@ -108,6 +123,8 @@ fn templates() -> Environment<'static> {
         ("release.html", include_str!("../../templates/release.html")),
         ("error.html", include_str!("../../templates/error.html")),
         ("eval.html", include_str!("../../templates/eval.html")),
+        ("users.html", include_str!("../../templates/users.html")),
+        ("pipelines.html", include_str!("../../templates/pipelines.html")),
     ] {
         env.add_template(name, source).unwrap_or_else(|e| panic!("template {name}: {e}"));
     }
@@ -179,11 +196,13 @@ impl IntoResponse for PageError {
     }
 }
 
-/// The visitor: who is signed in (if anyone) and their session's CSRF token.
+/// The visitor: who is signed in (if anyone), their session's CSRF token, and their address (sign-in
+/// throttling counts failures per address).
 struct Visitor {
     reviewer: Option<Reviewer>,
     csrf: String,
     session: Option<String>,
+    client: Option<std::net::IpAddr>,
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Visitor {
@@ -194,6 +213,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Visitor {
             reviewer: parts.extensions.get::<Reviewer>().cloned(),
             csrf: parts.extensions.get::<CsrfToken>().map(|c| c.0.clone()).unwrap_or_default(),
             session: parts.extensions.get::<SessionId>().map(|s| s.0.clone()),
+            client: parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip()),
         })
     }
 }
@@ -220,6 +240,7 @@ impl Pages {
         let map = ctx.as_object_mut().expect("page contexts are objects");
         map.insert("nav".into(), json!(nav));
         map.insert("reviewer".into(), json!(visitor.reviewer.as_ref().map(|r| r.name.clone())));
+        map.insert("role".into(), json!(visitor.reviewer.as_ref().map(|r| r.role.as_str())));
         map.insert("csrf".into(), json!(visitor.csrf));
         let template = self.templates.get_template(name).map_err(PageError::Render)?;
         template.render(ctx).map(Html).map_err(PageError::Render)
@@ -253,16 +274,17 @@ async fn login_page(
     visitor: Visitor,
     Query(query): Query<LoginQuery>,
 ) -> Result<Html<String>, PageError> {
-    login_view(&pages, &visitor, local_path(&query.next), "", None)
+    login_view(&pages, &visitor, local_path(&query.next), "", None).await
 }
 
-fn login_view(
+async fn login_view(
     pages: &Pages,
     visitor: &Visitor,
     next: &str,
     name: &str,
     error: Option<&str>,
 ) -> Result<Html<String>, PageError> {
+    let form = pages.access.sign_in_page().await?;
     pages.render(
         "login.html",
         "",
@@ -271,32 +293,55 @@ fn login_view(
             "next": next,
             "name": name,
             "error": error,
-            "needs_password": pages.access.needs_password(),
-            "can_sign_in": pages.access.can_sign_in(),
+            "accounts": form.accounts,
+            "needs_password": form.needs_password,
+            "can_sign_in": form.can_sign_in,
+            "deprecation": form.deprecation,
         }),
     )
 }
 
 async fn login(State(pages): State<Pages>, visitor: Visitor, Form(form): Form<LoginForm>) -> Response {
     let next = local_path(&form.next).to_owned();
-    match pages.access.sign_in(visitor.session.as_deref(), &form.name, form.password.as_deref()) {
+    let signed =
+        pages.access.sign_in(visitor.session.as_deref(), &form.name, form.password.as_deref(), visitor.client).await;
+    let (status, message, retry_after) = match signed {
         Ok(session) => {
             let mut response = Redirect::to(&next).into_response();
             response.headers_mut().insert(header::SET_COOKIE, session_cookie(&session));
-            response
+            return response;
         }
-        Err(message) => {
-            if pages.access.needs_password() {
-                // Slows guessing down; the password is shared, so this is what stands between a
-                // reachable server and a brute-force loop.
-                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-            }
-            tracing::warn!(name = %form.name, "review UI: sign-in refused: {message}");
-            match login_view(&pages, &visitor, &next, &form.name, Some(&message)) {
-                Ok(page) => (StatusCode::UNAUTHORIZED, page).into_response(),
-                Err(e) => e.into_response(),
-            }
+        Err(SignInError::Refused(message)) => (StatusCode::UNAUTHORIZED, message, None),
+        Err(SignInError::Throttled(wait)) => {
+            let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            let message = format!(
+                "too many failed sign-ins for this account or from this address: try again in {}",
+                duration_words(seconds)
+            );
+            (StatusCode::TOO_MANY_REQUESTS, message, Some(seconds))
         }
+        Err(SignInError::Unavailable(e)) => {
+            tracing::error!(error = %e, "review UI: sign-in could not be checked");
+            (StatusCode::SERVICE_UNAVAILABLE, "the database could not answer; see the daemon's log".to_owned(), None)
+        }
+    };
+    tracing::warn!(name = %form.name, client = ?visitor.client, "review UI: sign-in refused: {message}");
+    let mut response = match login_view(&pages, &visitor, &next, &form.name, Some(&message)).await {
+        Ok(page) => (status, page).into_response(),
+        Err(e) => return e.into_response(),
+    };
+    if let Some(seconds) = retry_after {
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    }
+    response
+}
+
+/// "1 minute", "90 seconds", "2 minutes": how long to wait, in words.
+fn duration_words(seconds: u64) -> String {
+    match seconds {
+        1 => "1 second".into(),
+        s if s < 120 => format!("{s} seconds"),
+        s => format!("{} minutes", s.div_ceil(60)),
     }
 }
 
@@ -372,7 +417,7 @@ async fn eval_page(
         Some(s) => Some(eval_view(s)?),
         None => None,
     };
-    pages.render("eval.html", "runs", &visitor, json!({ "pipeline": name, "reports": list, "report": report }))
+    pages.render("eval.html", "pipelines", &visitor, json!({ "pipeline": name, "reports": list, "report": report }))
 }
 
 /// A stored report as the page shows it: figures as percentages, the matrix with numbered columns.
@@ -459,10 +504,12 @@ fn eval_view(stored: &crate::store::StoredEval) -> Result<Value, PageError> {
 struct RunView {
     id: i64,
     pipeline: String,
+    /// The status code, for styling (`data-status`, `phase-paused`) and links.
     status: String,
+    /// Where the run is, in one phrase: status and sample gate together ([`Run::plain_state`]).
+    state: String,
+    /// The status reason, less what `state` already says.
     status_reason: Option<String>,
-    /// The sample gate, for people: sampling, waiting for sample review, full run.
-    phase: &'static str,
     total: i64,
     done: i64,
     review: i64,
@@ -492,31 +539,35 @@ fn run_view(run: &Run, counts: &RunCounts) -> RunView {
         id: run.id,
         pipeline: run.pipeline.clone(),
         status: run.status.to_string(),
-        status_reason: run.status_reason.clone(),
-        phase: phase_label(run.review_phase),
+        state: run.plain_state(),
+        status_reason: run.reason_beyond_state(),
         total: counts.total(),
         done: counts.terminal(),
         review: counts.awaiting_review(),
-        failures: format!(
-            "{} dead · {} conflicts · {} write failed",
-            counts.get(ItemState::Dead),
-            counts.get(ItemState::Conflict),
-            counts.get(ItemState::WriteFailed)
-        ),
+        failures: failures_text(counts),
         spend: run.spent_text(),
         eta,
         started: utc(run.created_at),
     }
 }
 
-/// A run's phase as the runs page names it.
+/// A run's failures in words, only the kinds it has: "2 failed · 1 not written (changed on the
+/// platform)", or "none".
+fn failures_text(counts: &RunCounts) -> String {
+    let parts: Vec<String> = [
+        (ItemState::Dead, "failed"),
+        (ItemState::Conflict, "not written (changed on the platform)"),
+        (ItemState::WriteFailed, "write failed, to retry"),
+    ]
+    .into_iter()
+    .filter_map(|(state, words)| Some(counts.get(state)).filter(|n| *n > 0).map(|n| format!("{n} {words}")))
+    .collect();
+    if parts.is_empty() { "none".to_owned() } else { parts.join(" · ") }
+}
+
+/// A run's sample-gate phase in words.
 fn phase_label(phase: Option<ReviewPhase>) -> &'static str {
-    match phase {
-        Some(ReviewPhase::Sampling) => "sampling",
-        Some(ReviewPhase::SampleReview) => "waiting for sample review",
-        Some(ReviewPhase::Released) => "full run (sample released)",
-        None => "full run",
-    }
+    phase.map_or("full run", ReviewPhase::plain)
 }
 
 fn percent(rate: Option<f64>) -> String {
@@ -553,7 +604,8 @@ async fn run_page(
     Path(id): Path<i64>,
 ) -> Result<Html<String>, PageError> {
     let report = pages.store.report(id).await?;
-    let counts: Vec<Value> = report.counts.0.iter().map(|(s, n)| json!({ "state": s.as_str(), "n": n })).collect();
+    let counts: Vec<Value> =
+        report.counts.0.iter().map(|(s, n)| json!({ "state": s.as_str(), "words": s.plain(), "n": n })).collect();
     let gate = match report.run.review_phase {
         None => None,
         Some(phase) => {
@@ -660,6 +712,10 @@ struct QueueFilter {
     proposed: String,
     /// `LOW..HIGH` (either end open): only items whose answer's confidence is in that band.
     confidence: String,
+    /// A warning kind (`too_long:seo_description`, `rule:NAME`, `duplicate`, …): only items with one.
+    warning: String,
+    /// The order: `oldest` (empty), `confidence`, `confidence-asc`, `warnings`, `record`.
+    sort: String,
 }
 
 impl QueueFilter {
@@ -693,6 +749,10 @@ impl QueueFilter {
             "" => None,
             c => Some(c.parse().map_err(|e| PageError::BadRequest(format!("confidence: {e}")))?),
         };
+        let warning = match self.warning.trim() {
+            "" => None,
+            w => Some(w.parse().map_err(PageError::BadRequest)?),
+        };
         Ok(ReviewFilter {
             pipeline: Some(self.pipeline.clone()).filter(|p| !p.is_empty()),
             run_id: self.run_id()?,
@@ -701,6 +761,8 @@ impl QueueFilter {
             text: (!q.is_empty()).then(|| q.to_owned()),
             proposed,
             confidence,
+            warning,
+            order: self.sort.parse().map_err(PageError::BadRequest)?,
         })
     }
 
@@ -720,6 +782,8 @@ impl QueueFilter {
             ("q", &self.q),
             ("proposed", &self.proposed),
             ("confidence", &self.confidence),
+            ("warning", &self.warning),
+            ("sort", &self.sort),
         ] {
             if !v.is_empty() {
                 out.append_pair(k, v);
@@ -756,6 +820,82 @@ impl UrlPairs {
 /// The record's name for people: its `name`, `title` or `subject`, else its id.
 fn title(item: &Item) -> String {
     item.record_name().unwrap_or_else(|| item.external_id.clone())
+}
+
+/// How many characters of a proposed value a queue row shows before "…" (the rest on hover and
+/// when the row's value is opened).
+const SHORT_TEXT: usize = 120;
+/// How many chips of a list a queue row shows before "+N more".
+const SHORT_LIST: usize = 8;
+
+/// The name people read for a record field or task property of `pipeline` (with `None`, the first
+/// configured task that labels it): the task's `[labels]`, its schema's `title`, else the name humanised.
+fn field_label(pages: &Pages, pipeline: Option<&str>, name: &str) -> String {
+    let task = match pipeline {
+        Some(p) => pages.engine.tasks.get(p),
+        None => pages.engine.tasks.values().find(|t| t.label_of(name).is_some()),
+    };
+    item_page::label(task.map(|t| t.as_ref()), name)
+}
+
+/// `text` cut to about `max` characters at a word boundary, with "…" when cut.
+fn shorten(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_owned();
+    }
+    let cut: String = text.chars().take(max).collect();
+    // Back to the last space, unless that loses more than a fifth of the room.
+    let at = cut.rfind(' ').filter(|&i| cut[..i].chars().count() >= max * 4 / 5).unwrap_or(cut.len());
+    format!("{}…", cut[..at].trim_end_matches(|c: char| c.is_whitespace() || ",;:.".contains(c)))
+}
+
+/// A proposed value as one line of text: HTML as the text a customer reads, lists and objects
+/// by their text.
+fn value_text(value: &Value, html: bool) -> String {
+    match value {
+        Value::Null => String::new(),
+        Value::String(s) if html => crate::select::visible_text(s),
+        Value::String(s) => s.split_whitespace().collect::<Vec<_>>().join(" "),
+        Value::Array(list) => list.iter().map(|v| value_text(v, html)).collect::<Vec<_>>().join(", "),
+        // An entry such as an image's alt text (`{id, alt}`): its text, else the whole of it.
+        Value::Object(map) => {
+            let texts: Vec<String> =
+                map.values().filter(|v| v.is_string()).map(|v| value_text(v, html)).filter(|t| !t.is_empty()).collect();
+            if texts.is_empty() { value.to_string() } else { texts.join(" · ") }
+        }
+        other => other.to_string(),
+    }
+}
+
+/// What an item would write, field by field, for its queue row: the value a reviewer's edit
+/// made, else the model's; text shortened with the whole of it beside, lists as chips.
+fn proposed_view(pages: &Pages, item: &Item) -> Vec<Value> {
+    let Some(proposal) = &item.proposal else { return Vec::new() };
+    let html = pages.html_fields.get(&item.pipeline);
+    proposal
+        .fields
+        .iter()
+        .map(|(name, change)| {
+            let is_html = html.is_some_and(|h| h.contains(name));
+            let label = field_label(pages, Some(&item.pipeline), name);
+            match change.value() {
+                Value::Array(list) => {
+                    let chips: Vec<String> =
+                        list.iter().map(|v| value_text(v, is_html)).filter(|t| !t.is_empty()).collect();
+                    let shown: Vec<String> = chips.iter().take(SHORT_LIST).map(|c| shorten(c, SHORT_TEXT)).collect();
+                    json!({
+                        "field": name, "label": label, "kind": "list", "chips": shown,
+                        "rest": chips.iter().skip(SHORT_LIST).collect::<Vec<_>>(), "full": chips.join(", "),
+                    })
+                }
+                value => {
+                    let full = value_text(value, is_html);
+                    let short = shorten(&full, SHORT_TEXT);
+                    json!({ "field": name, "label": label, "kind": "text", "cut": short != full, "short": short, "full": full })
+                }
+            }
+        })
+        .collect()
 }
 
 async fn queue_page(
@@ -798,16 +938,39 @@ async fn queue_page(
         let n = total;
         bands.push(json!({ "key": filter.confidence.trim(), "label": label, "count": n, "selected": true }));
     }
+    // Each kind of warning with its count (the other filters applied) and the link that filters on it.
+    let label = |name: &str| field_label(&pages, review.pipeline.as_deref(), name);
+    let mut kinds: Vec<Value> = pages
+        .store
+        .review_warning_kinds(&review)
+        .await?
+        .into_iter()
+        .map(|k| {
+            let selected = review.warning.as_ref() == Some(&k.warning_kind);
+            let with = QueueFilter { warning: if selected { String::new() } else { k.kind.clone() }, ..filter.clone() };
+            json!({
+                "key": k.kind, "label": k.warning_kind.label(label), "count": k.count, "selected": selected,
+                "href": format!("/queue?{}", with.query()),
+            })
+        })
+        .collect();
+    if let Some(kind) = review.warning.as_ref().filter(|_| !kinds.iter().any(|k| k["selected"] == true)) {
+        let without = QueueFilter { warning: String::new(), ..filter.clone() };
+        kinds.push(json!({
+            "key": kind.key(), "label": kind.label(label), "count": 0, "selected": true,
+            "href": format!("/queue?{}", without.query()),
+        }));
+    }
+    let sorts: Vec<Value> = ReviewOrder::ALL
+        .iter()
+        .map(|o| json!({ "key": o.as_str(), "label": o.label(), "selected": *o == review.order }))
+        .collect();
     let mut states = vec!["review".to_owned(), "all".to_owned()];
     states.extend(ItemState::ALL.iter().map(|s| s.as_str().to_owned()));
     let rows: Vec<Value> = items
         .iter()
         .map(|i| {
-            let (fields, warnings) = i
-                .proposal
-                .as_ref()
-                .map(|p| (p.fields.keys().cloned().collect::<Vec<_>>(), p.warnings.clone()))
-                .unwrap_or_default();
+            let warnings = i.proposal.as_ref().map(|p| p.warnings.clone()).unwrap_or_default();
             json!({
                 "id": i.id,
                 "external_id": i.external_id,
@@ -815,7 +978,7 @@ async fn queue_page(
                 "run_id": i.run_id,
                 "pipeline": i.pipeline,
                 "state": i.state.as_str(),
-                "fields": fields,
+                "proposed": proposed_view(&pages, i),
                 "warnings": warnings,
                 "confidence": i.proposal.as_ref().and_then(|p| p.confidence).map(|c| format!("{c:.2}")),
             })
@@ -825,6 +988,8 @@ async fn queue_page(
     if shown.state.is_empty() {
         shown.state = "review".into();
     }
+    // A state every row shares is said by the filter; the rows do not repeat it.
+    let states_listed: BTreeSet<&str> = items.iter().map(|i| i.state.as_str()).collect();
     pages.render(
         "queue.html",
         "queue",
@@ -842,10 +1007,14 @@ async fn queue_page(
                 "q": shown.q,
                 "proposed": shown.proposed,
                 "confidence": shown.confidence,
+                "warning": shown.warning,
             },
             "values": value_options,
             "show_confidence": !filter.confidence.trim().is_empty() || bands.iter().any(|b| b["count"] != 0),
             "bands": bands,
+            "kinds": kinds,
+            "sorts": sorts,
+            "show_state": states_listed.len() > 1,
             "any_confidence": rows.iter().any(|r| !r["confidence"].is_null()),
             "query": filter.query(),
             "pipelines": pipelines,
@@ -948,7 +1117,7 @@ fn findings_view(proposal: &crate::store::Proposal) -> Option<Value> {
 /// A list of flat objects (an invoice's line items) as a table a reviewer reads and edits cell by
 /// cell: the columns in first-seen order, whether each holds numbers, and each row's cells as text.
 /// `None` for anything else (it is edited as JSON).
-fn rows_table(value: &Value) -> Option<Value> {
+pub(super) fn rows_table(value: &Value) -> Option<Value> {
     let rows = value.as_array().filter(|rows| !rows.is_empty())?;
     let mut columns: Vec<&str> = Vec::new();
     for row in rows {
@@ -1018,17 +1187,21 @@ async fn item_view(
     let listed = pages.store.review_count(&review).await?;
     let at = (pages.store.review_queue(&review, 1, before).await?.first().map(|i| i.id) == Some(id)).then_some(before);
     let query = filter.query();
+    let task = pages.engine.tasks.get(&item.pipeline).map(|t| t.as_ref());
     let revert_fields: Vec<Value> = match (&item.replaced, &item.proposal) {
         (Some(replaced), Some(proposal)) if item.state == ItemState::Written => replaced
             .iter()
             .map(|(name, old)| {
-                let now = proposal.fields.get(name).map(|c| text_of(c.value()).0).unwrap_or_default();
-                json!({ "name": name, "now": now, "back": text_of(old).0 })
+                let written = proposal.fields.get(name).map(|c| c.value().clone()).unwrap_or(Value::Null);
+                let now = text_of(&written).0;
+                let chips = item_page::restore_chips(&written, old);
+                json!({ "name": name, "label": item_page::label(task, name), "now": now, "back": text_of(old).0, "chips": chips })
             })
             .collect(),
         _ => Vec::new(),
     };
     let html = pages.html_fields.get(&item.pipeline);
+    let is_html = |field: &str| html.is_some_and(|h| h.contains(field));
     let fields: Vec<Value> = item
         .proposal
         .as_ref()
@@ -1042,7 +1215,19 @@ async fn item_view(
                     let (left, right) = diff::sides(&before, &proposed);
                     let refused = refused.filter(|r| &r.field == name);
                     let value = refused.map_or(value, |r| r.value.clone());
+                    // HTML as the shop shows it, cleaned again here: the value at pull time never was.
+                    let preview = is_html(name.as_str()).then(|| {
+                        let shown = |v: &Value| v.as_str().map(item_page::rendered).unwrap_or_default();
+                        json!({ "before": shown(&change.before), "value": shown(change.value()) })
+                    });
+                    let chips = item_page::chips(&change.before, change.value());
                     json!({
+                        "label": item_page::label(task, name),
+                        "count": item_page::count(change.value(), task.and_then(|t| t.check_of(name))),
+                        "before_count": item_page::count(&change.before, None),
+                        "note": chips.as_ref().and_then(|_| item_page::merge_note(name)),
+                        "chips": chips,
+                        "preview": preview,
                         "refused": refused.map(|r| r.message.clone()),
                         "table": rows_table(change.value()),
                         "before_table": rows_table(&change.before),
@@ -1068,8 +1253,21 @@ async fn item_view(
     let facts: Vec<Value> = input
         .iter()
         .filter(|(name, _)| conversation.is_none() || name.as_str() != "conversation")
-        .map(|(name, value)| json!({ "name": name, "value": text_of(value).0 }))
+        .map(|(name, value)| item_page::fact(task, name, value, is_html(name.as_str())))
         .collect();
+    let raw = serde_json::to_string_pretty(&input).expect("JSON values serialise");
+    // Links to the record on the platform, from the pipeline's connector (none in `--ui-only`).
+    let links = pages.engine.pipelines.get(&item.pipeline).map_or_else(Vec::new, |p| {
+        p.connector.record_links(&item.entity, &item.external_id, &Value::Object(input.clone()))
+    });
+    let thumbnail = item_page::thumbnail(&input);
+    let reverted =
+        if matches!(item.state, ItemState::Reverted | ItemState::PartiallyReverted | ItemState::RevertConflict) {
+            let events = pages.store.item_events(id).await?;
+            item_page::reverted(&events, task, &is_html, &utc)
+        } else {
+            None
+        };
     // The record's documents (a bill's PDF) as kept when the item was enriched, shown beside the proposal.
     let documents: Vec<Value> = pages
         .store
@@ -1108,6 +1306,10 @@ async fn item_view(
             .collect::<Vec<_>>(),
         "fields": fields,
         "facts": facts,
+        "raw": raw,
+        "links": links,
+        "thumbnail": thumbnail,
+        "reverted": reverted,
         "conversation": conversation,
         "confidence": proposal.and_then(|p| p.confidence).map(|c| format!("{c:.2}")),
         "findings": findings,
@@ -1123,6 +1325,7 @@ async fn item_view(
             "can_review": item.state.awaits_review() && visitor.may(Role::Reviewer),
             "can_revert": !revert_fields.is_empty() && visitor.may(Role::Operator),
             "revert_fields": revert_fields,
+            "regenerate": regenerate::section(pages, visitor, &item).await?,
             "query": query,
             "position": at.map(|p| p + 1),
             "listed": listed,
@@ -1305,7 +1508,7 @@ async fn bulk(
         "ids": form.ids,
         "reason": form.reason,
         "query": query,
-        "filter_text": describe(&filter),
+        "filter_text": describe(&filter, |name| field_label(&pages, review.pipeline.as_deref(), name)),
     });
     let count = if form.over_filter { pages.store.review_count(&review).await? } else { form.ids.len() as i64 };
     let confirm = match form.confirm {
@@ -1341,7 +1544,7 @@ async fn bulk(
 }
 
 /// The filter in words, for the confirmation page.
-fn describe(filter: &QueueFilter) -> String {
+fn describe(filter: &QueueFilter, label: impl Fn(&str) -> String) -> String {
     let mut parts = Vec::new();
     if !filter.pipeline.is_empty() {
         parts.push(format!("pipeline {}", filter.pipeline));
@@ -1366,6 +1569,9 @@ fn describe(filter: &QueueFilter) -> String {
     }
     if let Ok(range) = filter.confidence.trim().parse::<ConfidenceRange>() {
         parts.push(format!("confidence {}", range.label()));
+    }
+    if let Ok(kind) = filter.warning.trim().parse::<WarningKind>() {
+        parts.push(format!("warning: {}", kind.label(label)));
     }
     parts.join(" · ")
 }
@@ -1469,6 +1675,40 @@ async fn revert_run_action(
     }
 }
 
+// ---- accounts ----
+
+/// `/users` (admins): the accounts and their API tokens, never a hash. They are managed with
+/// `enrichd user …` and `enrichd token …`.
+async fn users_page(State(pages): State<Pages>, visitor: Visitor) -> Result<Html<String>, PageError> {
+    visitor.require(Role::Admin, "see the accounts")?;
+    let accounts: Vec<Value> = pages
+        .store
+        .accounts()
+        .await?
+        .into_iter()
+        .map(|a| {
+            json!({ "name": a.name, "role": a.role.as_str(), "created": utc(a.created_at), "password_set": utc(a.password_set_at) })
+        })
+        .collect();
+    let tokens: Vec<Value> = pages
+        .store
+        .api_tokens()
+        .await?
+        .into_iter()
+        .map(|t| {
+            json!({
+                "id": t.id,
+                "account": t.account,
+                "label": if t.label.is_empty() { "-".to_owned() } else { t.label },
+                "created": utc(t.created_at),
+                "last_used": t.last_used_at.map_or_else(|| "never".to_owned(), utc),
+                "revoked": t.revoked_at.map_or_else(String::new, utc),
+            })
+        })
+        .collect();
+    pages.render("users.html", "users", &visitor, json!({ "accounts": accounts, "tokens": tokens }))
+}
+
 // ---- history ----
 
 async fn history_page(
@@ -1483,17 +1723,36 @@ async fn history_page(
         .await?
         .into_iter()
         .map(|e| {
+            let regeneration = regenerate::history_view(&e);
             json!({
                 "at": utc(e.at),
                 "kind": e.kind,
-                "from_state": e.from_state,
+                "what": crate::store::plain_event(&e.kind, e.from_state.as_deref(), e.to_state.as_deref()),
                 "to_state": e.to_state,
-                "actor": e.actor,
-                "detail": e.detail.map(|d| serde_json::to_string_pretty(&d).expect("JSON values serialise")),
+                "actor": crate::store::plain_actor(&e.actor),
+                "regeneration": regeneration,
+                "detail": e.detail.as_ref().map(detail_rows).unwrap_or_default(),
             })
         })
         .collect();
     pages.render("history.html", "queue", &visitor, json!({ "item_id": id, "title": title(&item), "events": events }))
+}
+
+/// An event's detail as rows a person reads: each key of an object with its value (text as it is,
+/// anything else as JSON), keys' underscores as spaces; any other value as one row.
+fn detail_rows(detail: &Value) -> Vec<Value> {
+    let text = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "—".to_owned(),
+        other => serde_json::to_string_pretty(other).expect("JSON values serialise"),
+    };
+    match detail {
+        Value::Object(map) => {
+            map.iter().map(|(k, v)| json!({ "key": k.replace('_', " "), "value": text(v) })).collect()
+        }
+        Value::Null => Vec::new(),
+        other => vec![json!({ "key": "", "value": text(other) })],
+    }
 }
 
 #[cfg(test)]

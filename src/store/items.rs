@@ -1209,6 +1209,35 @@ impl Store {
         .await
     }
 
+    /// Puts back a written item the platform was never asked about (an earlier call of its write
+    /// batch failed, see `ConnectorError::deferred`): it waits `retry_after` (or the first backoff
+    /// step) and is written again, without costing it an attempt.
+    pub async fn defer_write(
+        &self,
+        item: &Item,
+        owner: &str,
+        error: &str,
+        retry_after: Option<Duration>,
+        policy: RetryPolicy,
+    ) -> Result<Item> {
+        let next = now_ms() + backoff(1, policy.base, policy.max, retry_after).as_millis() as i64;
+        self.apply(
+            item.id,
+            Move {
+                from: &[ItemState::Writing],
+                to: ItemState::WriteFailed,
+                owner: Some(owner),
+                sets: vec![("last_error", Bind::Text(error.into())), ("next_attempt_at", Bind::I64(next))],
+                raw_sets: &[],
+                guard: None,
+                actor: owner,
+                detail: Some(serde_json::json!({ "error": error, "deferred": true, "next_attempt_at": next })),
+                run_usage: None,
+            },
+        )
+        .await
+    }
+
     /// Moves an item between two states by name, with no side effects; for tests and tools that
     /// need to probe the state machine. Refused exactly like every other transition.
     pub async fn force_transition(&self, id: i64, from: ItemState, to: ItemState, actor: &str) -> Result<Item> {

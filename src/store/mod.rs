@@ -1,5 +1,5 @@
-//! The durable store: runs, items (with their state machine and leases), the audit trail and stored
-//! credentials, on an SQLite file (the zero-setup default, in WAL mode) or PostgreSQL.
+//! The durable store: runs, items (with their state machine and leases), the audit trail, accounts
+//! and stored credentials, on an SQLite file (the zero-setup default, in WAL mode) or PostgreSQL.
 //!
 //! Both backends run the same SQL through sqlx's `Any` driver, with plain types only (integers,
 //! text) so they behave alike; the one place they differ is claiming, where Postgres adds
@@ -11,6 +11,7 @@
 //! lease's owner; no transaction is held across a network call (callers do network work between
 //! store calls).
 
+mod accounts;
 mod batches;
 mod commit;
 mod credentials;
@@ -18,13 +19,17 @@ mod documents;
 mod evals;
 mod hooks;
 mod items;
+mod overview;
 mod notifications;
 mod pauses;
 mod pipelines;
+mod plain;
+mod regenerate;
 mod review;
 mod runs;
 mod state;
 mod undo;
+mod warning_kind;
 
 use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -32,6 +37,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor, Row};
 
+pub use accounts::{Account, ApiToken, TokenLookup};
 pub use batches::{BatchRow, NewBatch};
 pub use credentials::{ConnectionState, CredentialVault, connection_state};
 pub use documents::StoredDocument;
@@ -41,15 +47,18 @@ pub use items::{
     Claim, EnrichFailure, EventRecord, FieldChange, Item, NewItem, PriorItem, Proposal, RetryPolicy, Usage,
     VerifyIssue, Work,
 };
+pub use overview::{DryRunCount, Spend};
 pub use notifications::{Attempt, AttemptOutcome, AttemptRecord, Delivery, NewNotification, NotificationRecord};
 pub use pauses::PlatformPause;
 pub use pipelines::{PipelineState, WriteJob};
+pub use plain::{plain_actor, plain_event};
 pub use review::{
-    BulkOutcome, ConfidenceRange, ProposedValue, ReviewAction, ReviewFilter, SampleStats, SkippedItem,
+    BulkOutcome, ConfidenceRange, ProposedValue, ReviewAction, ReviewFilter, ReviewOrder, SampleStats, SkippedItem,
     UnreviewedRelease, ValueCount, reviewer_name,
 };
 pub use runs::{ErrorRule, NewRun, ReviewPhase, Run, RunCounts, RunReport, RunStart, SampleGate};
 pub use state::{ItemState, RunStatus};
+pub use warning_kind::{Bound, KindCount, WarningKind};
 
 /// Which database is behind the pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

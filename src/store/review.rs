@@ -8,6 +8,7 @@ use sqlx::{AssertSqlSafe, Row};
 
 use super::items::{Bind, ITEM_COLUMNS, Move, NewEvent, insert_events};
 use super::runs::{RUN_COLUMNS, ReviewPhase};
+use super::warning_kind::{KindCount, WarningKind};
 use super::{Backend, Item, ItemState, Result, Run, RunStatus, Store, StoreError, now_ms, placeholders};
 
 /// Which items a queue shows. Empty `states` means the items waiting for review (`proposed`,
@@ -25,6 +26,127 @@ pub struct ReviewFilter {
     pub proposed: Option<ProposedValue>,
     /// Only proposals whose answer's confidence is in this range (proposals without one never match).
     pub confidence: Option<ConfidenceRange>,
+    /// Only proposals with at least one warning of this kind.
+    pub warning: Option<WarningKind>,
+    /// The order items are listed and paged through in.
+    pub order: ReviewOrder,
+}
+
+/// The order a queue lists its items in. Every order ends with the item id, oldest first, so
+/// equal keys keep one order from page to page.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ReviewOrder {
+    /// Oldest first (by item id).
+    #[default]
+    Oldest,
+    /// The model's confidence, highest first; items without one last.
+    ConfidenceHigh,
+    /// The model's confidence, lowest first; items without one last.
+    ConfidenceLow,
+    /// Most warnings first.
+    MostWarnings,
+    /// By the record's name (its `name`, `title` or `subject`, else its id), A to Z.
+    Record,
+}
+
+impl ReviewOrder {
+    /// Every order, the default first.
+    pub const ALL: [ReviewOrder; 5] = [
+        ReviewOrder::Oldest,
+        ReviewOrder::ConfidenceHigh,
+        ReviewOrder::ConfidenceLow,
+        ReviewOrder::MostWarnings,
+        ReviewOrder::Record,
+    ];
+
+    /// The `sort` parameter's value: `oldest`, `confidence`, `confidence-asc`, `warnings`, `record`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReviewOrder::Oldest => "oldest",
+            ReviewOrder::ConfidenceHigh => "confidence",
+            ReviewOrder::ConfidenceLow => "confidence-asc",
+            ReviewOrder::MostWarnings => "warnings",
+            ReviewOrder::Record => "record",
+        }
+    }
+
+    /// The order in words.
+    pub fn label(self) -> &'static str {
+        match self {
+            ReviewOrder::Oldest => "oldest first",
+            ReviewOrder::ConfidenceHigh => "confidence, high to low",
+            ReviewOrder::ConfidenceLow => "confidence, low to high",
+            ReviewOrder::MostWarnings => "most warnings first",
+            ReviewOrder::Record => "record name, A to Z",
+        }
+    }
+
+    /// The `ORDER BY` list over `items`.
+    fn order_by(self, backend: Backend) -> String {
+        let confidence = confidence_sql(backend);
+        match self {
+            ReviewOrder::Oldest => "id".to_owned(),
+            ReviewOrder::ConfidenceHigh => {
+                format!("CASE WHEN {confidence} IS NULL THEN 1 ELSE 0 END, {confidence} DESC, id")
+            }
+            ReviewOrder::ConfidenceLow => {
+                format!("CASE WHEN {confidence} IS NULL THEN 1 ELSE 0 END, {confidence} ASC, id")
+            }
+            ReviewOrder::MostWarnings => "warnings DESC, id".to_owned(),
+            ReviewOrder::Record => {
+                // `Item::record_name`: the first of these that is text with something in it. Byte
+                // order of the lowercased name on both backends, whatever Postgres's collation.
+                let name = |key: &str| match backend {
+                    Backend::Sqlite => format!(
+                        "CASE WHEN json_type(items.input, '$.{key}') = 'text' \
+                         AND TRIM(json_extract(items.input, '$.{key}')) <> '' THEN json_extract(items.input, '$.{key}') END"
+                    ),
+                    Backend::Postgres => format!(
+                        "CASE WHEN jsonb_typeof(items.input::jsonb -> '{key}') = 'string' \
+                         AND BTRIM(items.input::jsonb ->> '{key}') <> '' THEN items.input::jsonb ->> '{key}' END"
+                    ),
+                };
+                let collate = match backend {
+                    Backend::Sqlite => "",
+                    Backend::Postgres => " COLLATE \"C\"",
+                };
+                format!(
+                    "LOWER(COALESCE({}, {}, {}, external_id)){collate}, external_id{collate}, id",
+                    name("name"),
+                    name("title"),
+                    name("subject")
+                )
+            }
+        }
+    }
+}
+
+impl std::str::FromStr for ReviewOrder {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.trim() {
+            "" | "oldest" | "id" => Ok(ReviewOrder::Oldest),
+            other => ReviewOrder::ALL.into_iter().find(|o| o.as_str() == other).ok_or_else(|| {
+                let all: Vec<&str> = ReviewOrder::ALL.iter().map(|o| o.as_str()).collect();
+                format!("sort {other:?}: use one of {}", all.join(", "))
+            }),
+        }
+    }
+}
+
+/// The proposal's confidence as an SQL number, `NULL` when it has none (or one that is not a number).
+fn confidence_sql(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Sqlite => {
+            "(CASE WHEN json_type(items.proposal, '$.confidence') IN ('real', 'integer') \
+             THEN json_extract(items.proposal, '$.confidence') END)"
+        }
+        Backend::Postgres => {
+            "(CASE WHEN jsonb_typeof(items.proposal::jsonb -> 'confidence') = 'number' \
+             THEN CAST(items.proposal::jsonb ->> 'confidence' AS DOUBLE PRECISION) END)"
+        }
+    }
 }
 
 /// A proposed field value to filter on: `FIELD=VALUE` (`custom.Category=billing`). The value is the
@@ -175,16 +297,7 @@ impl ReviewFilter {
             });
         }
         if let Some(range) = &self.confidence {
-            let confidence = match backend {
-                Backend::Sqlite => {
-                    "(CASE WHEN json_type(items.proposal, '$.confidence') IN ('real', 'integer') \
-                     THEN json_extract(items.proposal, '$.confidence') END)"
-                }
-                Backend::Postgres => {
-                    "(CASE WHEN jsonb_typeof(items.proposal::jsonb -> 'confidence') = 'number' \
-                     THEN CAST(items.proposal::jsonb ->> 'confidence' AS DOUBLE PRECISION) END)"
-                }
-            };
+            let confidence = confidence_sql(backend);
             if let Some(low) = range.at_least {
                 binds.push(Bind::F64(low));
                 sql.push_str(&format!(" AND {confidence} >= ${}", binds.len()));
@@ -193,6 +306,17 @@ impl ReviewFilter {
                 binds.push(Bind::F64(high));
                 sql.push_str(&format!(" AND {confidence} < ${}", binds.len()));
             }
+        }
+        if let Some(kind) = &self.warning {
+            // The warnings are the proposal's JSON list of texts; their count is kept beside it.
+            let (each, column) = match backend {
+                Backend::Sqlite => ("json_each(items.proposal, '$.warnings') AS pw", "pw.value"),
+                Backend::Postgres => {
+                    ("jsonb_array_elements_text(items.proposal::jsonb -> 'warnings') AS pw(w)", "pw.w")
+                }
+            };
+            let matches = kind.sql_matches(backend, column, &mut binds);
+            sql.push_str(&format!(" AND warnings > 0 AND EXISTS (SELECT 1 FROM {each} WHERE {matches})"));
         }
         (sql, binds)
     }
@@ -264,7 +388,10 @@ impl std::fmt::Display for UnreviewedRelease {
         write!(
             f,
             "released by {} before the sample was reviewed ({} of {}): {}",
-            self.by, self.reviewed, self.of, self.reason
+            super::plain_actor(&self.by),
+            self.reviewed,
+            self.of,
+            self.reason
         )
     }
 }
@@ -297,13 +424,14 @@ pub fn reviewer_name(name: &str) -> std::result::Result<String, String> {
 }
 
 impl Store {
-    /// Items matching `filter`, oldest first.
+    /// Items matching `filter`, in its order.
     pub async fn review_queue(&self, filter: &ReviewFilter, limit: i64, offset: i64) -> Result<Vec<Item>> {
         let (cond, mut binds) = filter.condition(self.backend);
         binds.push(Bind::I64(limit));
         binds.push(Bind::I64(offset));
         let sql = format!(
-            "SELECT {ITEM_COLUMNS} FROM items WHERE {cond} ORDER BY id LIMIT ${} OFFSET ${}",
+            "SELECT {ITEM_COLUMNS} FROM items WHERE {cond} ORDER BY {} LIMIT ${} OFFSET ${}",
+            filter.order.order_by(self.backend),
             binds.len() - 1,
             binds.len()
         );
@@ -376,19 +504,56 @@ impl Store {
         self.bulk_review(&ids, action, actor).await
     }
 
-    /// The items matching `filter` just before and just after item `id` (by id), for paging one
-    /// item at a time; and how many matching items come before it.
+    /// The items matching `filter` just before and just after item `id` in the filter's order,
+    /// for paging one item at a time; and how many matching items come before it. An item the
+    /// filter no longer selects (just approved, say) is placed where its sort key puts it, so
+    /// "next" is the item that followed it.
     pub async fn review_neighbours(&self, filter: &ReviewFilter, id: i64) -> Result<(Option<i64>, Option<i64>, i64)> {
         let (cond, mut binds) = filter.condition(self.backend);
         binds.push(Bind::I64(id));
         let n = binds.len();
         let sql = format!(
-            "SELECT (SELECT MAX(id) FROM items WHERE {cond} AND id < ${n}) AS prev, \
-               (SELECT MIN(id) FROM items WHERE {cond} AND id > ${n}) AS next, \
-               (SELECT COUNT(*) FROM items WHERE {cond} AND id < ${n}) AS before"
+            "WITH listed AS (SELECT id, ROW_NUMBER() OVER (ORDER BY {order}) AS pos FROM items \
+               WHERE ({cond}) OR id = ${n}), \
+             here AS (SELECT pos FROM listed WHERE id = ${n}) \
+             SELECT (SELECT id FROM listed WHERE pos = (SELECT pos FROM here) - 1) AS prev, \
+               (SELECT id FROM listed WHERE pos = (SELECT pos FROM here) + 1) AS next, \
+               CAST(COALESCE((SELECT pos FROM here) - 1, 0) AS BIGINT) AS before",
+            order = filter.order.order_by(self.backend),
         );
         let row = super::items::bind_all(sqlx::query(AssertSqlSafe(sql)), &binds).fetch_one(&self.pool).await?;
         Ok((row.try_get("prev")?, row.try_get("next")?, row.try_get("before")?))
+    }
+
+    /// The kinds of warning the items matching `filter` (its own `warning` aside) carry, each with
+    /// how many of those items have at least one of that kind: most frequent first.
+    pub async fn review_warning_kinds(&self, filter: &ReviewFilter) -> Result<Vec<KindCount>> {
+        let filter = ReviewFilter { warning: None, order: ReviewOrder::Oldest, ..filter.clone() };
+        let (cond, binds) = filter.condition(self.backend);
+        let sql = match self.backend {
+            Backend::Sqlite => format!(
+                "SELECT DISTINCT pw.value AS w FROM (SELECT proposal FROM items WHERE {cond} AND warnings > 0) AS q, \
+                   json_each(q.proposal, '$.warnings') AS pw"
+            ),
+            Backend::Postgres => format!(
+                "SELECT DISTINCT pw.w AS w FROM (SELECT proposal FROM items WHERE {cond} AND warnings > 0) AS q, \
+                   jsonb_array_elements_text(q.proposal::jsonb -> 'warnings') AS pw(w)"
+            ),
+        };
+        let rows = super::items::bind_all(sqlx::query(AssertSqlSafe(sql)), &binds).fetch_all(&self.pool).await?;
+        let mut kinds = std::collections::BTreeSet::new();
+        for row in &rows {
+            let text: String = row.try_get("w")?;
+            kinds.insert(WarningKind::of(&text));
+        }
+        // Counted by the same condition the filter uses, so a count is what choosing it lists.
+        let mut out = Vec::with_capacity(kinds.len());
+        for kind in kinds {
+            let count = self.review_count(&ReviewFilter { warning: Some(kind.clone()), ..filter.clone() }).await?;
+            out.push(KindCount { kind: kind.key(), count, warning_kind: kind });
+        }
+        out.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.kind.cmp(&b.kind)));
+        Ok(out)
     }
 
     /// Applies `action` to each item by `actor`, each its own transition and event. Items no longer
@@ -656,12 +821,14 @@ impl Store {
     }
 
     /// `written` → `revert_conflict`: the record changed upstream since our write; nothing was written.
+    /// `now`: what the record, as re-read, holds in the fields our write set (when it was read).
     pub async fn mark_revert_conflict(
         &self,
         item: &Item,
         actor: &str,
         upstream_version: Option<&str>,
         reason: &str,
+        now: Option<serde_json::Map<String, serde_json::Value>>,
     ) -> Result<Item> {
         self.apply(
             item.id,
@@ -675,6 +842,7 @@ impl Store {
                 actor,
                 detail: Some(serde_json::json!({
                     "reason": reason, "written_version": item.written_version, "upstream_version": upstream_version,
+                    "now": now,
                 })),
                 run_usage: None,
             },

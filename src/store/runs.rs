@@ -78,6 +78,15 @@ impl ReviewPhase {
             ReviewPhase::Released => "released",
         }
     }
+
+    /// The phase in plain words, as the UI and the CLI show it.
+    pub fn plain(self) -> &'static str {
+        match self {
+            ReviewPhase::Sampling => "enriching the sample",
+            ReviewPhase::SampleReview => "waiting for sample review",
+            ReviewPhase::Released => "full run (sample released)",
+        }
+    }
 }
 
 impl std::str::FromStr for ReviewPhase {
@@ -144,6 +153,36 @@ impl Run {
     /// What the run spent in USD; `None` when it is unknown (see `cost_unknown`).
     pub fn spent_usd(&self) -> Option<f64> {
         (!self.cost_unknown).then(|| self.cost_micros as f64 / 1e6)
+    }
+
+    /// Where the run is, in one phrase for people: its status in plain words, with the sample gate
+    /// where it says more ("waiting for sample review", "running, sample of 20 first").
+    pub fn plain_state(&self) -> String {
+        let status = self.status.plain();
+        if self.status.is_finished() {
+            return status.to_owned();
+        }
+        match self.review_phase {
+            Some(ReviewPhase::SampleReview) if self.status == RunStatus::Paused => {
+                "paused, waiting for sample review".to_owned()
+            }
+            Some(ReviewPhase::SampleReview) => "waiting for sample review".to_owned(),
+            Some(ReviewPhase::Sampling) => format!("{status}, sample of {} first", self.sample_size.unwrap_or(0)),
+            Some(ReviewPhase::Released) => format!("{status}, sample released"),
+            None => status.to_owned(),
+        }
+    }
+
+    /// The status reason, less what [`Run::plain_state`] already says (a held run's reason starts
+    /// "waiting for sample review: …"); `None` when nothing is left.
+    pub fn reason_beyond_state(&self) -> Option<String> {
+        let reason = self.status_reason.as_deref()?.trim();
+        let state = self.plain_state();
+        let rest = match reason.strip_prefix(state.as_str()) {
+            Some(rest) => rest.trim_start_matches([':', ';', ',', ' ', '—', '-']),
+            None => reason,
+        };
+        (!rest.is_empty()).then(|| rest.to_owned())
     }
 
     /// The spend for people: `$0.1234`, or `unknown` (the model has no price).
@@ -247,8 +286,8 @@ impl RunReport {
             format!(
                 "run {} {}{} · pipeline {}",
                 self.run.id,
-                self.run.status,
-                self.run.status_reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default(),
+                self.run.plain_state(),
+                self.run.reason_beyond_state().map(|r| format!(" ({r})")).unwrap_or_default(),
                 self.run.pipeline
             ),
             format!(
@@ -277,9 +316,13 @@ impl RunReport {
         if let Some(phase) = self.run.review_phase {
             out.push(format!(
                 "  sample gate: {} · sample {}{}",
-                phase.as_str(),
+                phase.plain(),
                 self.run.sample_size.unwrap_or(0),
-                self.run.released_by.as_deref().map(|b| format!(" · released by {b}")).unwrap_or_default()
+                self.run
+                    .released_by
+                    .as_deref()
+                    .map(|b| format!(" · released by {}", super::plain_actor(b)))
+                    .unwrap_or_default()
             ));
         }
         if let (Some(avg), Some(p95)) = (self.item_ms_avg, self.item_ms_p95) {
@@ -738,7 +781,7 @@ impl Store {
         let to = run.paused_from.unwrap_or(RunStatus::Running);
         let to = if to == RunStatus::Discovering { RunStatus::Discovering } else { RunStatus::Running };
         let now = now_ms();
-        let reason = format!("resumed by {actor}");
+        let reason = format!("resumed by {}", super::plain_actor(actor));
         let mut tx = self.writer.begin().await?;
         let row = sqlx::query(AssertSqlSafe(format!(
             "UPDATE runs SET status = $1, status_reason = $2, paused_from = NULL, resumed_at = $3, resumed_by = $4 \

@@ -108,8 +108,10 @@ impl ItemState {
             Queued => &[Enriching, Skipped, Dead],
             Enriching => &[Proposed, Queued, Skipped, Dead, Batched],
             Batched => &[Proposed, Queued, Dead],
-            Proposed => &[Approved, Rejected, Edited],
-            Edited => &[Edited, Approved, Rejected],
+            // A regeneration (a reviewer's note, a new answer) leaves the item waiting for review as
+            // `proposed`, from either state (migration 0021).
+            Proposed => &[Approved, Rejected, Edited, Proposed],
+            Edited => &[Edited, Approved, Rejected, Proposed],
             Approved => &[Writing],
             Writing => &[Written, Conflict, WriteFailed, Dead],
             WriteFailed => &[Writing, Dead],

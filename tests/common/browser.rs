@@ -104,3 +104,13 @@ pub async fn click_and_load(client: &fantoccini::Client, css: &str) {
         waited += Duration::from_millis(50);
     }
 }
+
+/// Signs `name` in through the sign-in form with `password` and waits for the runs page.
+pub async fn sign_in(client: &fantoccini::Client, base: &str, name: &str, password: &str) {
+    use fantoccini::Locator;
+    client.goto(&format!("{base}/login")).await.unwrap();
+    client.find(Locator::Css("input[name=name]")).await.unwrap().send_keys(name).await.unwrap();
+    client.find(Locator::Css("input[name=password]")).await.unwrap().send_keys(password).await.unwrap();
+    click(client, "form.login button").await;
+    wait_for(client, "table.runs").await;
+}

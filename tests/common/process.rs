@@ -64,6 +64,27 @@ pub async fn output_async(config: &Path, args: &[&str], env: &Env<'_>) -> Output
     tokio::task::spawn_blocking(move || command.output().expect("running enrichd")).await.unwrap()
 }
 
+/// [`output`] with `stdin` written to the command's standard input (a password for
+/// `--password-stdin`, say), off the test's runtime.
+pub async fn output_with_stdin(config: &Path, args: &[&str], env: &Env<'_>, stdin: &str) -> Output {
+    use std::io::Write;
+    let mut command = command(config, args, env);
+    let stdin = stdin.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("running enrichd");
+        // A command that refuses early may close its input first; what it printed tells why.
+        let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
+        child.wait_with_output().expect("running enrichd")
+    })
+    .await
+    .unwrap()
+}
+
 /// A finished command's stdout and stderr together, for assertions and failure messages.
 pub fn text(o: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))

@@ -127,10 +127,44 @@ pub async fn woo(db: &TestDb, shop: WooSandbox, policy: &str, max_attempts: u32)
 
 /// [`woo`] with lines added to the pipeline's block.
 pub async fn woo_with(db: &TestDb, shop: WooSandbox, policy: &str, max_attempts: u32, extra_pipeline: &str) -> Woo {
+    woo_with_task(db, shop, policy, max_attempts, extra_pipeline, None).await
+}
+
+/// [`woo_with`], with the pipeline's `product_copy` task read from `task` (a fixture file) instead
+/// of the shipped one.
+pub async fn woo_with_task(
+    db: &TestDb,
+    shop: WooSandbox,
+    policy: &str,
+    max_attempts: u32,
+    extra_pipeline: &str,
+    task: Option<&Path>,
+) -> Woo {
     set_woo_env();
     let sb = woo_sandboxes(shop).await;
     let dir = tempfile::tempdir().unwrap();
     let path = write_woo_config(dir.path(), &db.url, &sb, policy, max_attempts, 10.0, extra_pipeline);
+    if let Some(task) = task {
+        std::fs::copy(task, dir.path().join("tasks/product_copy.toml")).unwrap();
+    }
+    let config = Config::load(&path).unwrap();
+    let engine = Arc::new(Engine::build(&config, db.store.clone()));
+    Woo { shop: sb.shop, config: path, engine, provider: sb.provider, _dir: dir }
+}
+
+/// The `select` line [`write_woo_config`] writes.
+pub const WOO_SELECT: &str = "select = { missing = [\"description\"], fill_all_missing = true }";
+
+/// [`woo`] with the pipeline selecting records by `select` (a TOML inline table, e.g.
+/// `{ min_length = { description = 400 }, add = ["tags"] }`) instead of missing descriptions.
+pub async fn woo_selecting(db: &TestDb, shop: WooSandbox, policy: &str, select: &str) -> Woo {
+    set_woo_env();
+    let sb = woo_sandboxes(shop).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_woo_config(dir.path(), &db.url, &sb, policy, 3, 10.0, "");
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains(WOO_SELECT), "the woo config's select line moved: {text}");
+    std::fs::write(&path, text.replace(WOO_SELECT, &format!("select = {select}"))).unwrap();
     let config = Config::load(&path).unwrap();
     let engine = Arc::new(Engine::build(&config, db.store.clone()));
     Woo { shop: sb.shop, config: path, engine, provider: sb.provider, _dir: dir }
@@ -140,4 +174,57 @@ pub async fn woo_with(db: &TestDb, shop: WooSandbox, policy: &str, max_attempts:
 /// past `timeout`.
 pub async fn work_until_idle(engine: &Arc<Engine>, run_id: i64, timeout: std::time::Duration) -> enrichd::store::Run {
     super::harness::work_run(engine, run_id, timeout, true).await
+}
+
+/// A generated hardware catalogue of `products` products (about half without a description,
+/// `generate_catalogue` with `seed`) through pipeline `catalogue` with `review` (as [`woo_with`])
+/// and the pipeline lines `extra_pipeline`, the provider sandbox writing copy from each product's
+/// facts; its first run worked until it waits for review. Returns the catalogue as seeded too.
+pub async fn catalogue_waiting_for_review(
+    db: &TestDb,
+    products: usize,
+    seed: u64,
+    review: &str,
+    extra_pipeline: &str,
+) -> (Woo, enrichd::store::Run, Vec<serde_json::Value>) {
+    let catalogue = enrichd_woocommerce::sandbox::generate_catalogue(products, seed, 0.5);
+    let w = woo_with(db, WooSandbox::with_products(catalogue.clone()), review, 3, extra_pipeline).await;
+    w.provider.write_copy(true);
+    let run = super::harness::start_run(&w.engine).await;
+    let run = work_until_idle(&w.engine, run.id, std::time::Duration::from_secs(90)).await;
+    (w, run, catalogue)
+}
+
+/// The daemon's HTTP server (UI and API) over `w`'s engine with `access`, on a free loopback port:
+/// its base URL, and the token that stops it.
+pub async fn serve_ui(w: &Woo, access: enrichd::server::Access) -> (String, tokio_util::sync::CancellationToken) {
+    let config = Config::load(&w.config).unwrap();
+    let site = enrichd::server::Site { access, ..enrichd::server::Site::from_config(&config) };
+    let stop = tokio_util::sync::CancellationToken::new();
+    let (addr, _server) = enrichd::server::serve(w.engine.clone(), site, "127.0.0.1:0", stop.clone()).await.unwrap();
+    (format!("http://{addr}"), stop)
+}
+
+/// A shop run through pipeline `catalogue` until its proposals wait for review, and the review
+/// server over it on a free loopback port.
+pub struct ServedShop {
+    pub w: Woo,
+    pub run_id: i64,
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    /// Stops the server.
+    pub stop: tokio_util::sync::CancellationToken,
+}
+
+/// `shop` through pipeline `catalogue` with review policy `all` and the provider sandbox writing
+/// copy from each record (as a model would), run until its proposals wait for review; then the
+/// server with `access`.
+pub async fn serve_for_review(db: &TestDb, shop: WooSandbox, access: enrichd::server::Access) -> ServedShop {
+    let w = woo(db, shop, "all", 3).await;
+    w.provider.write_copy(true);
+    let run = super::harness::start_run(&w.engine).await;
+    let run = work_until_idle(&w.engine, run.id, std::time::Duration::from_secs(60)).await;
+    assert_eq!(run.status, enrichd::store::RunStatus::AwaitingReview, "{run:?}");
+    let (base, stop) = serve_ui(&w, access).await;
+    ServedShop { w, run_id: run.id, base, stop }
 }

@@ -176,7 +176,7 @@ pub fn classify(status: StatusCode, headers: &HeaderMap, body: &str, what: &str)
         None => {}
     }
     let retry_after = retry_after(headers).or_else(|| google_retry_delay(body));
-    ConnectorError { message, retryable, status: Some(status.as_u16()), code, retry_after }
+    ConnectorError { message, retryable, status: Some(status.as_u16()), code, retry_after, deferred: false }
 }
 
 /// The wait a Google API asked for in its error body: `google.rpc.RetryInfo.retryDelay` (`"2s"`,

@@ -27,6 +27,25 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use serde_json::Value;
 
+/// A link to a record in the platform's own web pages, for people (see [`Connector::record_links`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RecordLink {
+    /// What the link opens, in words: "Product page", "Edit in wp-admin", "Ticket in Zendesk".
+    pub label: String,
+    /// An absolute `https://` (or, for a local site, `http://`) URL.
+    pub url: String,
+}
+
+impl RecordLink {
+    /// A link, when `url` is an absolute http(s) URL (a value read from a record may be anything).
+    pub fn new(label: impl Into<String>, url: impl Into<String>) -> Option<RecordLink> {
+        let url = url.into();
+        let web = url.starts_with("https://") || url.starts_with("http://");
+        (web && !url.chars().any(|c| c.is_whitespace() || c.is_control()))
+            .then(|| RecordLink { label: label.into(), url })
+    }
+}
+
 /// One platform's API, as enrichd needs it: list candidate records page by page, fetch records by id
 /// (to re-check versions just before writing), fetch attachments on demand, and write changes back.
 ///
@@ -61,6 +80,15 @@ pub trait Connector: Send + Sync {
             self.kind(),
             attachment.id
         )))
+    }
+
+    /// Links to record `external_id` of `entity` in the platform's own web pages (the product page
+    /// and its edit page in wp-admin, a ticket in the agent view, a bill), for the review UI, from
+    /// what the connection's settings and the record as pulled (`fields`) say; no network call.
+    /// The default: none.
+    fn record_links(&self, entity: &str, external_id: &str, fields: &Value) -> Vec<RecordLink> {
+        let _ = (entity, external_id, fields);
+        Vec::new()
     }
 
     /// The most changes one [`Connector::write`] call accepts (WooCommerce 100, QuickBooks 30).

@@ -29,8 +29,8 @@ use enrichd_connector::conversation::cut;
 pub use enrichd_connector::conversation::fit_conversation;
 use enrichd_connector::http::{self, classify, transport_error};
 use enrichd_connector::{
-    Change, Connector, ConnectorError, Page, PageRequest, PendingWrite, Record, Version, WriteMode, WriteOutcome,
-    WriteResult, WriteSubmission,
+    Change, Connector, ConnectorError, Page, PageRequest, PendingWrite, Record, RecordLink, Version, WriteMode,
+    WriteOutcome, WriteResult, WriteSubmission,
 };
 use futures::StreamExt as _;
 use reqwest::header::HeaderMap;
@@ -583,6 +583,13 @@ impl Connector for Freshdesk {
         "freshdesk"
     }
 
+    /// The ticket in the helpdesk's agent view (`https://acme.freshdesk.com/a/tickets/7`).
+    fn record_links(&self, _entity: &str, external_id: &str, _fields: &Value) -> Vec<RecordLink> {
+        let Ok(id) = external_id.parse::<u64>() else { return Vec::new() };
+        let helpdesk = self.api.strip_suffix("/api/v2").unwrap_or(&self.api);
+        RecordLink::new("Ticket in Freshdesk", format!("{helpdesk}/a/tickets/{id}")).into_iter().collect()
+    }
+
     async fn check(&self, entity: &str) -> Result<(), ConnectorError> {
         Self::entity(entity)?;
         let cursor = ListCursor { since: self.list_since.clone(), page: 1, after: None };
@@ -860,6 +867,7 @@ impl Connector for Freshdesk {
                                 status: None,
                                 code,
                                 retry_after: None,
+                                deferred: false,
                             })
                         }
                         None => WriteResult::Failed(ConnectorError::transient(format!(
@@ -881,6 +889,21 @@ fn snippet(value: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn record_links_open_the_ticket_in_the_agent_view() {
+        let freshdesk = Freshdesk::new(Options {
+            base_url: "https://acme.freshdesk.com".into(),
+            api_key: "k".to_owned().into(),
+            timeout: Duration::from_secs(5),
+            conversation_chars: 6000,
+            list_since: crate::config::DEFAULT_LIST_SINCE.into(),
+        })
+        .unwrap();
+        let links = freshdesk.record_links("tickets", "7", &json!({}));
+        assert_eq!(links, [RecordLink::new("Ticket in Freshdesk", "https://acme.freshdesk.com/a/tickets/7").unwrap()]);
+        assert!(freshdesk.record_links("tickets", "x", &json!({})).is_empty());
+    }
 
     #[test]
     fn a_long_conversation_keeps_the_first_and_the_latest_messages() {

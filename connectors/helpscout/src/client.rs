@@ -39,8 +39,8 @@ use enrichd_connector::conversation::{cut, fit_conversation};
 use enrichd_connector::http::{self, transport_error};
 use enrichd_connector::oauth2::TokenStore;
 use enrichd_connector::{
-    Change, Connector, ConnectorError, Page, PageRequest, Record, Version, WriteMode, WriteOutcome, WriteResult,
-    WriteSubmission,
+    Change, Connector, ConnectorError, Page, PageRequest, Record, RecordLink, Version, WriteMode, WriteOutcome,
+    WriteResult, WriteSubmission,
 };
 use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
@@ -556,6 +556,10 @@ impl Connector for HelpScout {
         "helpscout"
     }
 
+    fn record_links(&self, _entity: &str, external_id: &str, _fields: &Value) -> Vec<RecordLink> {
+        conversation_link(external_id).into_iter().collect()
+    }
+
     async fn check(&self, entity: &str) -> Result<(), ConnectorError> {
         Self::entity(entity)?;
         let query = [
@@ -682,15 +686,13 @@ impl Connector for HelpScout {
             let result = match &halted {
                 // Rate-limited or unreachable: the rest waits for the engine's retry instead of
                 // hammering Help Scout.
-                Some(cause) => {
-                    let mut e = ConnectorError::transient(format!(
+                Some(cause) => WriteResult::Failed(ConnectorError::deferred(
+                    format!(
                         "helpscout: conversation {} not written: an earlier write in the batch failed ({})",
                         change.id, cause.message
-                    ));
-                    e.retry_after = cause.retry_after;
-                    e.status = cause.status;
-                    WriteResult::Failed(e)
-                }
+                    ),
+                    cause,
+                )),
                 None => match self.write_one(change, &fields).await {
                     Ok(result) => result,
                     Err(e) => {
@@ -866,9 +868,23 @@ fn snippet(value: &Value) -> String {
     cut(&value.to_string(), 200)
 }
 
+/// The conversation in Help Scout's web app (one address for every account).
+fn conversation_link(id: &str) -> Option<RecordLink> {
+    let id = id.parse::<u64>().ok()?;
+    RecordLink::new("Conversation in Help Scout", format!("https://secure.helpscout.net/conversation/{id}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn record_links_open_the_conversation_in_the_web_app() {
+        let link = conversation_link("123456").unwrap();
+        assert_eq!(link.url, "https://secure.helpscout.net/conversation/123456");
+        assert_eq!(link.label, "Conversation in Help Scout");
+        assert!(conversation_link("12?x=1").is_none());
+    }
 
     #[test]
     fn html_bodies_become_plain_text() {

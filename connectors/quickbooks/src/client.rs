@@ -32,8 +32,8 @@ use bytes::Bytes;
 use enrichd_connector::http::{self, transport_error};
 use enrichd_connector::oauth2::{OAuth2Client, RotatingToken, TokenStore};
 use enrichd_connector::{
-    AttachmentRef, Change, Connector, ConnectorError, Page, PageRequest, Record, Version, WriteOutcome, WriteResult,
-    WriteSubmission,
+    AttachmentRef, Change, Connector, ConnectorError, Page, PageRequest, Record, RecordLink, Version, WriteOutcome,
+    WriteResult, WriteSubmission,
 };
 use reqwest::header::HeaderMap;
 use reqwest::{Method, RequestBuilder, StatusCode};
@@ -104,7 +104,14 @@ impl Fault {
             message.push_str(&format!(": {}", self.detail));
         }
         let retryable = self.retryable() || status == 429 || status >= 500;
-        ConnectorError { message, retryable, status: Some(status), code: Some(self.code), retry_after: None }
+        ConnectorError {
+            message,
+            retryable,
+            status: Some(status),
+            code: Some(self.code),
+            retry_after: None,
+            deferred: false,
+        }
     }
 }
 
@@ -689,6 +696,10 @@ impl Connector for QuickBooks {
         "quickbooks"
     }
 
+    fn record_links(&self, _entity: &str, external_id: &str, _fields: &Value) -> Vec<RecordLink> {
+        bill_link(&self.base_url, external_id).into_iter().collect()
+    }
+
     async fn check(&self, entity: &str) -> Result<(), ConnectorError> {
         if entity != BILLS {
             return Err(unknown_entity(entity));
@@ -829,9 +840,30 @@ impl Connector for QuickBooks {
     }
 }
 
+/// The bill in QuickBooks Online (Intuit's development companies have an app of their own); it
+/// opens in the company the person is signed in to. Only a numeric `Id` makes a link.
+fn bill_link(api_base: &str, id: &str) -> Option<RecordLink> {
+    let id = id.parse::<u64>().ok()?;
+    let app = if api_base.contains("sandbox-quickbooks.api.intuit.com") {
+        "https://app.sandbox.qbo.intuit.com"
+    } else {
+        "https://app.qbo.intuit.com"
+    };
+    RecordLink::new("Bill in QuickBooks", format!("{app}/app/bill?txnId={id}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn record_links_open_the_bill_in_quickbooks() {
+        let link = bill_link("https://quickbooks.api.intuit.com", "146").unwrap();
+        assert_eq!(link.url, "https://app.qbo.intuit.com/app/bill?txnId=146");
+        let sandbox = bill_link("https://sandbox-quickbooks.api.intuit.com", "146").unwrap();
+        assert_eq!(sandbox.url, "https://app.sandbox.qbo.intuit.com/app/bill?txnId=146");
+        assert!(bill_link("https://quickbooks.api.intuit.com", "146&x").is_none());
+    }
 
     #[tokio::test]
     async fn the_window_holds_requests_past_the_limit_until_the_oldest_leaves_it() {

@@ -202,6 +202,7 @@ impl Connector for TestStore {
                         status: Some(e.status),
                         code: Some(e.code),
                         retry_after: None,
+                        deferred: false,
                     }),
                     (None, version) => WriteResult::Written { version: version.map(Version) },
                 };

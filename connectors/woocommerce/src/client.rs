@@ -31,8 +31,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use enrichd_connector::{
-    Change, Connector, ConnectorError, Page, PageRequest, Record, Version, WriteMode, WriteOutcome, WriteResult,
-    WriteSubmission, http,
+    Change, Connector, ConnectorError, Page, PageRequest, Record, RecordLink, Version, WriteMode, WriteOutcome,
+    WriteResult, WriteSubmission, http,
 };
 use reqwest::header::HeaderMap;
 use reqwest::{Method, RequestBuilder};
@@ -85,6 +85,9 @@ impl Seo {
         }
     }
 }
+
+/// Where the REST API lives under the site's root URL.
+const API_PATH: &str = "/wp-json/wc/v3";
 
 /// A connection's settings.
 #[derive(Debug, Clone)]
@@ -149,7 +152,7 @@ impl WooCommerce {
             ConnectorError::permanent(format!("woocommerce: building the HTTP client failed: {}", e.without_url()))
         })?;
         Ok(WooCommerce {
-            api: format!("{base}/wp-json/wc/v3"),
+            api: format!("{base}{API_PATH}"),
             key: options.consumer_key,
             secret: options.consumer_secret,
             auth,
@@ -546,6 +549,28 @@ impl WooCommerce {
 impl Connector for WooCommerce {
     fn kind(&self) -> &'static str {
         "woocommerce"
+    }
+
+    /// The product page (the record's `permalink`) and the product's edit page in wp-admin (a
+    /// variation is edited on its parent's page).
+    fn record_links(&self, _entity: &str, external_id: &str, fields: &Value) -> Vec<RecordLink> {
+        let mut links = Vec::new();
+        if let Some(link) =
+            fields.get("permalink").and_then(Value::as_str).and_then(|p| RecordLink::new("Product page", p))
+        {
+            links.push(link);
+        }
+        let post = match split_variation_id(external_id) {
+            Some((parent, _)) => Some(parent),
+            None => external_id.parse::<u64>().ok(),
+        };
+        let site = self.api.strip_suffix(API_PATH).unwrap_or(&self.api);
+        if let Some(link) = post.and_then(|id| {
+            RecordLink::new("Edit in wp-admin", format!("{site}/wp-admin/post.php?post={id}&action=edit"))
+        }) {
+            links.push(link);
+        }
+        links
     }
 
     async fn check(&self, entity: &str) -> Result<(), ConnectorError> {
@@ -1238,6 +1263,7 @@ fn item_error(id: &str, error: &Value) -> ConnectorError {
         status,
         code: Some(code),
         retry_after: None,
+        deferred: false,
     }
 }
 
@@ -1252,6 +1278,39 @@ fn short(v: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn shop(base_url: &str) -> WooCommerce {
+        WooCommerce::new(Options {
+            base_url: base_url.into(),
+            consumer_key: "ck".to_owned().into(),
+            consumer_secret: "cs".to_owned().into(),
+            auth: Auth::Auto,
+            seo: Seo::Auto,
+            timeout: Duration::from_secs(5),
+            ca_cert_pem: None,
+            status: None,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn record_links_are_the_product_page_and_its_wp_admin_edit_page() {
+        let woo = shop("https://shop.example.com/");
+        let fields = json!({"name": "Hex bolt", "permalink": "https://shop.example.com/product/hex-bolt/"});
+        let links = woo.record_links("product", "42", &fields);
+        let pairs: Vec<(&str, &str)> = links.iter().map(|l| (l.label.as_str(), l.url.as_str())).collect();
+        assert_eq!(
+            pairs,
+            [
+                ("Product page", "https://shop.example.com/product/hex-bolt/"),
+                ("Edit in wp-admin", "https://shop.example.com/wp-admin/post.php?post=42&action=edit"),
+            ]
+        );
+        // A variation is edited on its parent's page; a permalink that is not a web address is left out.
+        let links = woo.record_links("variation", "42/57", &json!({"permalink": "javascript:alert(1)"}));
+        assert_eq!(links.len(), 1, "{links:?}");
+        assert_eq!(links[0].url, "https://shop.example.com/wp-admin/post.php?post=42&action=edit");
+    }
 
     #[test]
     fn html_comparison_allows_wordpress_normalisation() {

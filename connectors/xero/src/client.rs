@@ -30,8 +30,8 @@ use enrichd_connector::http::{self, transport_error};
 use enrichd_connector::lookup::{BillQuery, LookUp, Organisation};
 use enrichd_connector::oauth2::{OAuth2Client, RotatingToken, TokenStore};
 use enrichd_connector::{
-    AttachmentRef, Change, Connector, ConnectorError, Page, PageRequest, Record, Version, WriteOutcome, WriteResult,
-    WriteSubmission,
+    AttachmentRef, Change, Connector, ConnectorError, Page, PageRequest, Record, RecordLink, Version, WriteOutcome,
+    WriteResult, WriteSubmission,
 };
 use reqwest::header::HeaderMap;
 use reqwest::{RequestBuilder, Response, StatusCode};
@@ -729,6 +729,10 @@ impl Connector for Xero {
         "xero"
     }
 
+    fn record_links(&self, _entity: &str, external_id: &str, _fields: &Value) -> Vec<RecordLink> {
+        bill_link(external_id).into_iter().collect()
+    }
+
     async fn check(&self, entity: &str) -> Result<(), ConnectorError> {
         Self::entity(entity)?;
         let query = [
@@ -949,9 +953,29 @@ fn same_value(a: &Value, b: &Value) -> bool {
     }
 }
 
+/// The bill's edit page in Xero's web app; Xero opens it in the organisation the person has
+/// chosen there. Only an `InvoiceID` (a GUID) makes a link.
+fn bill_link(id: &str) -> Option<RecordLink> {
+    let guid = id.len() == 36 && id.chars().all(|c| c.is_ascii_hexdigit() || c == '-');
+    guid.then(|| {
+        RecordLink::new("Bill in Xero", format!("https://go.xero.com/AccountsPayable/Edit.aspx?InvoiceID={id}"))
+    })
+    .flatten()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn record_links_open_the_bill_in_xero() {
+        let link = bill_link("0b1a2c3d-4e5f-6789-abcd-ef0123456789").unwrap();
+        assert_eq!(
+            link.url,
+            "https://go.xero.com/AccountsPayable/Edit.aspx?InvoiceID=0b1a2c3d-4e5f-6789-abcd-ef0123456789"
+        );
+        assert!(bill_link("1&x=<y>").is_none());
+    }
 
     #[test]
     fn reads_xero_dates() {

@@ -26,8 +26,8 @@ use enrichd_connector::conversation::cut;
 pub use enrichd_connector::conversation::fit_conversation;
 use enrichd_connector::http::{self, transport_error};
 use enrichd_connector::{
-    Change, Connector, ConnectorError, Page, PageRequest, PendingWrite, Record, Version, WriteMode, WriteOutcome,
-    WriteResult, WriteSubmission,
+    Change, Connector, ConnectorError, Page, PageRequest, PendingWrite, Record, RecordLink, Version, WriteMode,
+    WriteOutcome, WriteResult, WriteSubmission,
 };
 use reqwest::header::HeaderMap;
 use reqwest::{Method, RequestBuilder, StatusCode};
@@ -430,6 +430,13 @@ impl Connector for Zendesk {
         "zendesk"
     }
 
+    /// The ticket in the agent workspace of the account (`https://acme.zendesk.com/agent/tickets/7`).
+    fn record_links(&self, _entity: &str, external_id: &str, _fields: &Value) -> Vec<RecordLink> {
+        let Ok(id) = external_id.parse::<u64>() else { return Vec::new() };
+        let account = self.api.strip_suffix("/api/v2").unwrap_or(&self.api);
+        RecordLink::new("Ticket in Zendesk", format!("{account}/agent/tickets/{id}")).into_iter().collect()
+    }
+
     async fn check(&self, entity: &str) -> Result<(), ConnectorError> {
         Self::entity(entity)?;
         let query = [("start_time", "0".to_owned()), ("per_page", "1".to_owned())];
@@ -681,6 +688,21 @@ fn snippet(value: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn record_links_open_the_ticket_in_the_agent_workspace() {
+        let zendesk = Zendesk::new(Options {
+            base_url: "https://acme.zendesk.com".into(),
+            credentials: Credentials::OAuth { token: "t".to_owned().into() },
+            timeout: Duration::from_secs(5),
+            conversation_chars: 6000,
+            search: None,
+        })
+        .unwrap();
+        let links = zendesk.record_links("tickets", "7", &json!({}));
+        assert_eq!(links, [RecordLink::new("Ticket in Zendesk", "https://acme.zendesk.com/agent/tickets/7").unwrap()]);
+        assert!(zendesk.record_links("tickets", "7/../x", &json!({})).is_empty(), "only numeric ticket ids");
+    }
 
     #[test]
     fn a_long_conversation_keeps_the_first_and_the_latest_messages() {

@@ -40,7 +40,7 @@ pub(crate) fn answer(schema: &Value, user: &str) -> Option<Value> {
 }
 
 /// The JSON object between `<record …>` and `</record>`.
-fn record_in(user: &str) -> Option<Map<String, Value>> {
+pub(super) fn record_in(user: &str) -> Option<Map<String, Value>> {
     let start = user.find("<record ")?;
     let body = &user[start..];
     let body = &body[body.find('\n')? + 1..];

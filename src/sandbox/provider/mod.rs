@@ -4,7 +4,8 @@
 //! requested schema is `"<property> for <subject>"`, where the subject is the first line of the user
 //! message (cut to the schema's `maxLength`), so a test can tell which record an answer was produced
 //! for. A packed prompt (several `<item id="…">` blocks answered as `{items: [{id, …}]}`) is answered
-//! per item, the subject being each block's first line.
+//! per item, the subject being each block's first line. A regeneration's reviewer note ("shorter",
+//! "mention the material") is honoured (`revise`), so a regenerated answer visibly differs.
 //!
 //! Faults can be injected: latency, 5xx, 429 with the provider's real headers (with or without
 //! `retry-after`), out-of-money 429s, requests that hang past the client's timeout, answers cut
@@ -20,6 +21,7 @@ mod copy;
 pub mod documents;
 mod gemini;
 mod openai;
+mod revise;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -182,6 +184,8 @@ struct Inner {
     classifier: Option<Arc<classify::Classifier>>,
     /// Share of the properties read from a document's ground truth that are misread ([`ProviderSandbox::misread`]).
     misread_rate: f64,
+    /// Answer properties answered with these values ([`ProviderSandbox::answer_with`]).
+    fixed: Map<String, Value>,
     /// Media type of each uploaded file (Gemini's File API).
     file_types: BTreeMap<String, String>,
 }
@@ -208,6 +212,13 @@ impl ProviderSandbox {
     /// category, attributes, price) instead of the deterministic test answers: for demos.
     pub fn write_copy(&self, on: bool) {
         self.lock().copywriter = on;
+    }
+
+    /// From now on, answers these properties with these values wherever the answer format asks for
+    /// them (every record of a packed request too), whatever else answers the rest: for a test that
+    /// needs a particular answer (copy with markup a shop must never run, say). Empty: back to normal.
+    pub fn answer_with(&self, properties: Map<String, Value>) {
+        self.lock().fixed = properties;
     }
 
     /// From now on, answers every record in a prompt as `classifier` says (see [`classify`]: clues
@@ -451,6 +462,33 @@ impl ProviderSandbox {
             None => copywriter.then(|| copy::answer(schema, user)).flatten(),
         };
         let mut answer = written.unwrap_or_else(|| answer_to(schema, user));
+        // A regeneration's note is honoured, so the new answer visibly differs from the first.
+        if !is_packed(schema)
+            && let Some(note) = revise::note_in(user)
+        {
+            revise::revise(
+                &mut answer,
+                schema,
+                &note,
+                revise::previous_in(user).as_ref(),
+                copy::record_in(user).as_ref(),
+            );
+        }
+        let fixed = self.lock().fixed.clone();
+        if !fixed.is_empty() {
+            let apply = |one: &mut Value| {
+                for (name, value) in &fixed {
+                    if let Some(slot) = one.get_mut(name) {
+                        *slot = value.clone();
+                    }
+                }
+            };
+            if is_packed(schema) {
+                answer.get_mut("items").and_then(Value::as_array_mut).into_iter().flatten().for_each(apply);
+            } else {
+                apply(&mut answer);
+            }
+        }
         if let Some(items) = answer.get_mut("items").and_then(Value::as_array_mut)
             && items.len() > 1
             && self.roll() < faults.packed_drop_rate
