@@ -19,8 +19,8 @@ mod documents;
 mod evals;
 mod hooks;
 mod items;
-mod overview;
 mod notifications;
+mod overview;
 mod pauses;
 mod pipelines;
 mod plain;
@@ -47,8 +47,8 @@ pub use items::{
     Claim, EnrichFailure, EventRecord, FieldChange, Item, NewItem, PriorItem, Proposal, RetryPolicy, Usage,
     VerifyIssue, Work,
 };
-pub use overview::{DryRunCount, Spend};
 pub use notifications::{Attempt, AttemptOutcome, AttemptRecord, Delivery, NewNotification, NotificationRecord};
+pub use overview::{DryRunCount, Spend};
 pub use pauses::PlatformPause;
 pub use pipelines::{PipelineState, WriteJob};
 pub use plain::{plain_actor, plain_event};

@@ -12,9 +12,9 @@ pub mod helpscout;
 pub mod process;
 pub mod prompts;
 pub mod queue;
+pub mod receiver;
 pub mod session;
 pub mod web;
-pub mod receiver;
 pub mod woo;
 pub mod zendesk;
 
