@@ -843,6 +843,9 @@ async fn serve_daemon<T>(
         crate::server::serve(engine.clone(), site, &bind, upkeep_stop.clone()).await.map_err(failed)?;
     // A daemon that works nothing holds no leases and takes no share of the providers' rate limits.
     let upkeep = (work == Work::Pipelines).then(|| engine.spawn_upkeep(upkeep_stop.clone()));
+    // Notifications are recorded and delivered by the daemons that work pipelines.
+    let notifier = (work == Work::Pipelines)
+        .then(|| Arc::new(crate::notify::Notifier::new(config, store.clone(), &engine.owner)).spawn(stop.clone()));
     let schedules: Vec<crate::scheduler::Schedule> = config
         .pipelines
         .iter()
@@ -875,6 +878,9 @@ async fn serve_daemon<T>(
     engine::drain(&engine, &tracker, engine.shutdown_grace()).await;
     for w in workers {
         let _ = tokio::time::timeout(Duration::from_secs(2), w).await;
+    }
+    if let Some(notifier) = notifier {
+        let _ = tokio::time::timeout(Duration::from_secs(2), notifier).await;
     }
     upkeep_stop.cancel();
     if let Some(upkeep) = upkeep {

@@ -85,6 +85,8 @@ pub struct Config {
     pub providers: BTreeMap<String, ProviderConfig>,
     pub tasks: BTreeMap<String, TaskConfig>,
     pub pipelines: BTreeMap<String, PipelineConfig>,
+    /// `[notifications]`: webhooks about runs (`crate::notify`).
+    pub notifications: crate::notify::NotificationsConfig,
     /// The file each task came from: `tasks/NAME.toml` beside the config, or the config itself.
     pub task_files: BTreeMap<String, PathBuf>,
     /// Whether [`Config::resolve_secrets`] has read the secrets.
@@ -110,6 +112,8 @@ struct RawConfig {
     tasks: BTreeMap<String, toml::Table>,
     #[serde(default)]
     pipelines: BTreeMap<String, toml::Table>,
+    #[serde(default)]
+    notifications: crate::notify::NotificationsConfig,
 }
 
 /// `[database]`
@@ -817,6 +821,8 @@ pub struct PipelineConfig {
     /// `[pipelines.<name>.webhook]`: take the platform's own signed webhooks at
     /// `POST /hooks/<name>` and enrich the records they name at once (the schedule stays the safety net).
     pub webhook: Option<WebhookConfig>,
+    /// `[pipelines.<name>.notifications]`: which notification webhooks and events this pipeline uses.
+    pub notifications: Option<crate::notify::PipelineNotifications>,
 }
 
 /// `[pipelines.<name>.webhook]`: how webhooks to `POST /hooks/<name>` are verified. The signing rule
@@ -1136,9 +1142,11 @@ impl Config {
                 secrets.push((format!("providers.{name}.api_key"), s));
             }
         }
+        secrets.extend(self.notifications.secrets_mut());
         for (path, secret) in secrets {
             secret.resolve().map_err(|m| err(&file, path, m))?;
         }
+        self.notifications.check_resolved_urls().map_err(|(path, m)| err(&file, path, m))?;
         self.secrets_resolved = true;
         Ok(())
     }
@@ -1314,6 +1322,7 @@ impl Config {
             providers,
             tasks,
             pipelines,
+            notifications: raw.notifications,
             task_files,
             secrets_resolved: false,
             server_secrets_resolved: false,
@@ -1524,6 +1533,9 @@ impl Config {
                 }
             }
         }
+        self.notifications
+            .validate(self.pipelines.iter().map(|(name, p)| (name, p.notifications.as_ref())))
+            .map_err(|(path, m)| err(file, path, m))?;
         Ok(())
     }
 

@@ -11,6 +11,7 @@ pub mod document;
 pub mod engine;
 pub mod estimate;
 pub mod eval;
+pub mod notify;
 pub mod oauth;
 pub mod provider;
 pub mod roles;

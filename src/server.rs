@@ -93,6 +93,7 @@ pub fn router(engine: Shared, site: Site) -> Router {
         .route("/api/runs/{id}/release", post(release))
         .route("/api/runs/{id}/resume", post(resume))
         .route("/api/runs/{id}/report", get(report))
+        .route("/api/runs/{id}/notifications", get(notifications))
         .route("/api/runs/{id}/revert", post(revert_run))
         .route("/api/pipelines/{name}/evals", get(evals))
         .route("/api/review", get(queue))
@@ -618,6 +619,13 @@ async fn resume(
 /// The run's report (totals, outcomes, retries, tokens, cost, time per item), as `enrichd status RUN --json`.
 async fn report(State(engine): State<Shared>, Path(id): Path<i64>) -> ApiResult {
     ok(serde_json::to_value(engine.store.report(id).await?).expect("serialisable"))
+}
+
+/// The run's notifications (webhooks) and every delivery attempt: what a viewer sees on the run page.
+async fn notifications(State(engine): State<Shared>, Path(id): Path<i64>) -> ApiResult {
+    engine.store.run(id).await?;
+    let list = engine.store.run_notifications(id).await?;
+    ok(json!({ "run_id": id, "notifications": list }))
 }
 
 /// Undoes one written item: 200 reverted, 207 partially reverted (`result.left` says what is left

@@ -114,6 +114,7 @@ fn templates() -> Environment<'static> {
         ("login.html", include_str!("../../templates/login.html")),
         ("runs.html", include_str!("../../templates/runs.html")),
         ("run.html", include_str!("../../templates/run.html")),
+        ("run_notifications.html", include_str!("../../templates/run_notifications.html")),
         ("queue.html", include_str!("../../templates/queue.html")),
         ("item.html", include_str!("../../templates/item.html")),
         ("history.html", include_str!("../../templates/history.html")),
@@ -644,6 +645,7 @@ async fn run_page(
             "written": report.counts.get(ItemState::Written),
             "paused": report.run.status == RunStatus::Paused,
             "can_act": visitor.may(Role::Operator),
+            "notifications": crate::notify::view::run_page(&pages.store, id).await?,
         }),
     )
 }

@@ -1388,7 +1388,7 @@ pub(super) async fn apply_one(
     Ok(Some(item))
 }
 
-fn event_from_row(row: &AnyRow) -> Result<EventRecord> {
+pub(super) fn event_from_row(row: &AnyRow) -> Result<EventRecord> {
     let detail: Option<String> = row.try_get("detail")?;
     Ok(EventRecord {
         id: row.try_get("id")?,

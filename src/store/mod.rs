@@ -19,6 +19,7 @@ mod documents;
 mod evals;
 mod hooks;
 mod items;
+mod notifications;
 mod overview;
 mod pauses;
 mod pipelines;
@@ -46,6 +47,7 @@ pub use items::{
     Claim, EnrichFailure, EventRecord, FieldChange, Item, NewItem, PriorItem, Proposal, RetryPolicy, Usage,
     VerifyIssue, Work,
 };
+pub use notifications::{Attempt, AttemptOutcome, AttemptRecord, Delivery, NewNotification, NotificationRecord};
 pub use overview::{DryRunCount, Spend};
 pub use pauses::PlatformPause;
 pub use pipelines::{PipelineState, WriteJob};

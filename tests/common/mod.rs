@@ -12,6 +12,7 @@ pub mod helpscout;
 pub mod process;
 pub mod prompts;
 pub mod queue;
+pub mod receiver;
 pub mod session;
 pub mod web;
 pub mod woo;
