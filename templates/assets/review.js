@@ -117,3 +117,16 @@ document.addEventListener("keydown", function (event) {
     });
   });
 })();
+
+// A record's thumbnail that cannot load (the shop's image host is down, or not reachable from the
+// reviewer's network) is hidden rather than shown as a broken image.
+(function () {
+  document.querySelectorAll("img.thumb").forEach(function (img) {
+    var hide = function () { img.hidden = true; };
+    if (img.complete && img.naturalWidth === 0) {
+      hide();
+    } else {
+      img.addEventListener("error", hide);
+    }
+  });
+})();
