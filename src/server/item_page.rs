@@ -163,6 +163,11 @@ pub(super) fn fact(task: Option<&Task>, name: &str, value: &Value, html: bool) -
         Value::Number(_) | Value::Bool(_) => json!({ "kind": "text", "text": value.to_string() }),
         Value::Array(a) if a.is_empty() => json!({ "kind": "empty" }),
         Value::Object(o) if o.is_empty() => json!({ "kind": "empty" }),
+        Value::Array(a) if named_values(a).is_some() => {
+            let pairs: Vec<Value> =
+                named_values(a).unwrap_or_default().into_iter().map(|(k, v)| json!({ "key": k, "value": v })).collect();
+            json!({ "kind": "pairs", "pairs": pairs })
+        }
         Value::Array(_) => match (words(value), super::pages::rows_table(value)) {
             (Some(items), _) => json!({ "kind": "chips", "items": items }),
             (None, Some(table)) => json!({ "kind": "table", "table": table }),
@@ -181,6 +186,29 @@ pub(super) fn fact(task: Option<&Task>, name: &str, value: &Value, html: bool) -
         out.extend(shown.clone());
     }
     out
+}
+
+/// A list of named values as (name, value) pairs: WooCommerce `attributes` (`{name, options: [..]}`,
+/// read "Material: Stainless steel, Brass") and `meta_data` (`{key, value}`). `None` unless every
+/// element has a text `name` or `key` and a value that is text, a number or a list of those.
+fn named_values(list: &[Value]) -> Option<Vec<(String, String)>> {
+    let scalar = |v: &Value| match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(_) | Value::Bool(_) => Some(v.to_string()),
+        _ => None,
+    };
+    list.iter()
+        .map(|element| {
+            let o = element.as_object()?;
+            let name = ["name", "key"].iter().find_map(|k| o.get(*k).and_then(Value::as_str))?;
+            let value = ["options", "option", "value", "values"].iter().find_map(|k| o.get(*k))?;
+            let text = match value {
+                Value::Array(items) => items.iter().map(scalar).collect::<Option<Vec<_>>>()?.join(", "),
+                other => scalar(other)?,
+            };
+            Some((name.to_owned(), text))
+        })
+        .collect()
 }
 
 fn pretty(value: &Value) -> String {
@@ -303,6 +331,17 @@ mod tests {
         let html = fact(None, "description", &json!("<p>Hi<script>x()</script></p>"), true);
         assert_eq!((html["kind"].clone(), html["html"].clone()), (json!("html"), json!("<p>Hi</p>")));
         assert_eq!(fact(None, "notes", &json!("x".repeat(300)), false)["kind"], "long");
+        let attributes = json!([
+            {"id": 1, "name": "Material", "position": 0, "visible": true, "options": ["Steel", "Brass"]},
+            {"id": 2, "name": "Size", "options": ["6x80mm"]}
+        ]);
+        let shown = fact(None, "attributes", &attributes, false);
+        assert_eq!(shown["kind"], "pairs");
+        assert_eq!(shown["pairs"][0], json!({"key": "Material", "value": "Steel, Brass"}));
+        let meta = fact(None, "meta_data", &json!([{"id": 7, "key": "_yoast_wpseo_title", "value": "T"}]), false);
+        assert_eq!(meta["pairs"][0], json!({"key": "_yoast_wpseo_title", "value": "T"}));
+        // A value that is itself an object keeps the JSON view.
+        assert_eq!(fact(None, "meta_data", &json!([{"key": "k", "value": {"a": 1}}]), false)["kind"], "json");
     }
 
     #[test]
