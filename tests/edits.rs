@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use common::harness::{Harness, harness, start_run, work};
 use common::process::{self, Env, text};
+use common::web::csrf_of;
 use common::woo::{woo, woo_env, work_until_idle};
 use common::{ConfigOptions, TestDb};
 use enrichd::config::Config;
@@ -58,20 +59,7 @@ async fn post(client: &reqwest::Client, url: &str, body: Value) -> (u16, Value) 
 
 /// The session cookie a response sets (`enrichd_session=…`).
 fn set_cookie(response: &reqwest::Response) -> String {
-    response
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find(|v| v.starts_with("enrichd_session="))
-        .map(|v| v.split(';').next().unwrap().to_owned())
-        .expect("a session cookie")
-}
-
-/// The CSRF token a page's forms carry.
-fn csrf_of(html: &str) -> String {
-    let at = html.find("name=\"csrf\" value=\"").expect("the page has a form with a CSRF token") + 19;
-    html[at..].split('"').next().unwrap().to_owned()
+    common::web::set_cookie(response).expect("a session cookie")
 }
 
 /// Signs `name` in on an open (loopback, no `[server.auth]`) server; returns the session cookie and

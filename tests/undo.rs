@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use common::harness::start_run;
 use common::process::{self, Enrichd, Env};
+use common::web::{csrf_of, set_cookie};
 use common::woo::{Woo, woo, woo_env, work_until_idle};
 use enrichd::config::{Config, Secret, ServerAuthConfig};
 use enrichd::server::{Access, Site, serve};
@@ -200,17 +201,6 @@ async fn the_api_says_partially_reverted(db: &common::TestDb) {
 }
 
 const PASSWORD: &str = "correct horse battery staple";
-
-fn set_cookie(response: &reqwest::Response) -> Option<String> {
-    let cookies = response.headers().get_all("set-cookie");
-    let session = cookies.iter().filter_map(|v| v.to_str().ok()).find(|v| v.starts_with("enrichd_session="))?;
-    Some(session.split(';').next().unwrap().to_owned())
-}
-
-fn csrf_of(html: &str) -> String {
-    let at = html.find("name=\"csrf\" value=\"").expect("the page has a form with a CSRF token") + 19;
-    html[at..].split('"').next().unwrap().to_owned()
-}
 
 /// The revert page, after "Revert this write": the item counts as partially reverted, its row says
 /// what is left and why, and the item page says it too.

@@ -125,6 +125,22 @@ pub(super) struct Prepared {
     pub documents: Vec<crate::document::Document>,
 }
 
+/// The record of `item` as pulled (its input snapshot and version), with the attachments kept at
+/// discovery when `task` reads documents.
+pub(super) async fn item_record(engine: &Engine, task: &crate::task::Task, item: &Item) -> Result<Record, StoreError> {
+    Ok(Record {
+        id: item.external_id.clone(),
+        version: Version(item.record_version.clone()),
+        fields: item.input_fields()?,
+        // Read back only for tasks that read documents.
+        attachments: match task.documents {
+            Some(_) => engine.store.attachments_of(item.id).await?,
+            None => Vec::new(),
+        },
+        native: None,
+    })
+}
+
 /// Builds the record of a leased item and settles the items that need no model call (nothing
 /// missing: skipped). Returns the rest.
 pub(super) async fn prepare(
@@ -135,17 +151,7 @@ pub(super) async fn prepare(
     let mut out = Vec::with_capacity(items.len());
     for item in items {
         let task = pipeline.task();
-        let record = Record {
-            id: item.external_id.clone(),
-            version: Version(item.record_version.clone()),
-            fields: item.input_fields()?,
-            // Kept with the item at discovery; read back only for tasks that read documents.
-            attachments: match task.documents {
-                Some(_) => engine.store.attachments_of(item.id).await?,
-                None => Vec::new(),
-            },
-            native: None,
-        };
+        let record = item_record(engine, &task, &item).await?;
         let wanted = wanted_fields(&pipeline.config.select, task.fields.values(), &record);
         if wanted.is_empty() {
             engine.store.skip_leased(&item, &engine.owner, "nothing is missing").await?;

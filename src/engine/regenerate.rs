@@ -14,8 +14,6 @@
 //!
 //! [`Task::render_revision`]: crate::task::Task::render_revision
 
-use enrichd_connector::{Record, Version};
-
 use super::enrich::{Prepared, attach_documents, judge, request_for, schema_for};
 use super::{Engine, Pipeline};
 use crate::select::wanted_fields;
@@ -161,16 +159,7 @@ pub async fn regenerate(engine: &Engine, id: i64, note: &str, actor: &str) -> Re
 /// first enriched). `Ok(Err(why))` when it cannot be asked about again.
 async fn prepare(engine: &Engine, pipeline: &Pipeline, item: &Item) -> Result<Result<Prepared, String>, StoreError> {
     let task = pipeline.task();
-    let record = Record {
-        id: item.external_id.clone(),
-        version: Version(item.record_version.clone()),
-        fields: item.input_fields()?,
-        attachments: match task.documents {
-            Some(_) => engine.store.attachments_of(item.id).await?,
-            None => Vec::new(),
-        },
-        native: None,
-    };
+    let record = super::enrich::item_record(engine, &task, item).await?;
     let wanted = wanted_fields(&pipeline.config.select, task.fields.values(), &record);
     if wanted.is_empty() {
         return Ok(Err("the pipeline's selection finds nothing missing on this record now".into()));

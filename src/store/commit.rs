@@ -251,14 +251,7 @@ async fn try_group(store: &Store, jobs: &[Job]) -> Result<Vec<Applied>> {
     // Always in the same order, so two committers (two daemons) cannot deadlock on run rows.
     runs.sort_by_key(|(run, _)| *run);
     for (run_id, u) in runs {
-        sqlx::query(super::items::ADD_RUN_USAGE)
-            .bind(u.cost_micros)
-            .bind(u.input_tokens)
-            .bind(u.output_tokens)
-            .bind(i64::from(u.unpriced))
-            .bind(run_id)
-            .execute(&mut *tx)
-            .await?;
+        super::items::add_run_usage(&mut tx, run_id, u).await?;
     }
     insert_events(&mut tx, &events, now).await?;
     tx.commit().await?;

@@ -217,9 +217,22 @@ impl std::ops::AddAssign for Usage {
     }
 }
 
-/// Adds a [`Usage`] to its run's totals: binds cost, tokens in, tokens out, unpriced (0/1), run id.
-pub(super) const ADD_RUN_USAGE: &str = "UPDATE runs SET cost_micros = cost_micros + $1, tokens_in = tokens_in + $2, \
-    tokens_out = tokens_out + $3, cost_unknown = CASE WHEN $4 <> 0 THEN 1 ELSE cost_unknown END WHERE id = $5";
+/// Adds `usage` to run `run_id`'s totals: its cost and tokens, and a call without a price makes the
+/// run's spend unknown.
+pub(super) async fn add_run_usage(conn: &mut sqlx::AnyConnection, run_id: i64, usage: Usage) -> Result<()> {
+    sqlx::query(
+        "UPDATE runs SET cost_micros = cost_micros + $1, tokens_in = tokens_in + $2, tokens_out = tokens_out + $3, \
+         cost_unknown = CASE WHEN $4 <> 0 THEN 1 ELSE cost_unknown END WHERE id = $5",
+    )
+    .bind(usage.cost_micros)
+    .bind(usage.input_tokens)
+    .bind(usage.output_tokens)
+    .bind(i64::from(usage.unpriced))
+    .bind(run_id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
 
 /// A record found by discovery.
 #[derive(Debug, Clone)]
@@ -1376,14 +1389,7 @@ pub(super) async fn apply_one(
     };
     events.push(event);
     if let Some(u) = mv.run_usage {
-        sqlx::query(ADD_RUN_USAGE)
-            .bind(u.cost_micros)
-            .bind(u.input_tokens)
-            .bind(u.output_tokens)
-            .bind(i64::from(u.unpriced))
-            .bind(item.run_id)
-            .execute(&mut **tx)
-            .await?;
+        add_run_usage(&mut **tx, item.run_id, u).await?;
     }
     Ok(Some(item))
 }

@@ -7,7 +7,7 @@
 use serde_json::{Value, json};
 use sqlx::AssertSqlSafe;
 
-use super::items::{ADD_RUN_USAGE, ITEM_COLUMNS, NewEvent, insert_events};
+use super::items::{ITEM_COLUMNS, NewEvent, add_run_usage, insert_events};
 use super::{Item, ItemState, Proposal, Result, Store, StoreError, Usage, now_ms};
 
 impl Store {
@@ -67,14 +67,7 @@ impl Store {
             )));
         };
         let item = Item::from_row(&row)?;
-        sqlx::query(ADD_RUN_USAGE)
-            .bind(usage.cost_micros)
-            .bind(usage.input_tokens)
-            .bind(usage.output_tokens)
-            .bind(i64::from(usage.unpriced))
-            .bind(item.run_id)
-            .execute(&mut *tx)
-            .await?;
+        add_run_usage(&mut tx, item.run_id, usage).await?;
         let detail = json!({
             "note": note,
             "previous": previous,
@@ -125,14 +118,7 @@ impl Store {
             .bind(item.id)
             .execute(&mut *tx)
             .await?;
-            sqlx::query(ADD_RUN_USAGE)
-                .bind(usage.cost_micros)
-                .bind(usage.input_tokens)
-                .bind(usage.output_tokens)
-                .bind(i64::from(usage.unpriced))
-                .bind(item.run_id)
-                .execute(&mut *tx)
-                .await?;
+            add_run_usage(&mut tx, item.run_id, usage).await?;
         }
         let detail: Value = json!({
             "note": note,

@@ -1,6 +1,8 @@
 //! Signing in to the review UI over plain HTTP, as a browser does: the sign-in page's own CSRF
 //! token, then the form; the session cookie and its CSRF token come back for the next requests.
 
+use super::web::{csrf_of, set_cookie};
+
 /// A signed-in session: its cookie (`enrichd_session=…`) and the CSRF token its forms carry.
 pub struct Session {
     pub cookie: String,
@@ -19,27 +21,10 @@ impl Session {
     }
 }
 
-/// The session cookie a response sets.
-pub fn session_cookie(response: &reqwest::Response) -> Option<String> {
-    response
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find(|v| v.starts_with("enrichd_session="))
-        .map(|v| v.split(';').next().unwrap().to_owned())
-}
-
-/// The CSRF token a page's forms carry.
-pub fn csrf_of(html: &str) -> String {
-    let at = html.find("name=\"csrf\" value=\"").expect("the page has a form with a CSRF token") + 19;
-    html[at..].split('"').next().unwrap().to_owned()
-}
-
 /// Signs `name` in (with `password` when the server has one); panics unless it works.
 pub async fn sign_in(client: &reqwest::Client, base: &str, name: &str, password: Option<&str>) -> Session {
     let r = client.get(format!("{base}/login")).send().await.unwrap();
-    let anonymous = session_cookie(&r).expect("the sign-in page starts a session");
+    let anonymous = set_cookie(&r).expect("the sign-in page starts a session");
     let csrf = csrf_of(&r.text().await.unwrap());
     let mut form = vec![("csrf", csrf.as_str()), ("name", name)];
     if let Some(password) = password {
@@ -47,7 +32,7 @@ pub async fn sign_in(client: &reqwest::Client, base: &str, name: &str, password:
     }
     let r = client.post(format!("{base}/login")).header("cookie", &anonymous).form(&form).send().await.unwrap();
     assert_eq!(r.status(), 303, "signing {name} in");
-    let cookie = session_cookie(&r).expect("signing in sets a fresh session");
+    let cookie = set_cookie(&r).expect("signing in sets a fresh session");
     let page = client.get(format!("{base}/runs")).header("cookie", &cookie).send().await.unwrap();
     let csrf = csrf_of(&page.text().await.unwrap());
     Session { cookie, csrf }
