@@ -1389,7 +1389,7 @@ pub(super) async fn apply_one(
     };
     events.push(event);
     if let Some(u) = mv.run_usage {
-        add_run_usage(&mut **tx, item.run_id, u).await?;
+        add_run_usage(tx, item.run_id, u).await?;
     }
     Ok(Some(item))
 }
