@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::TestDb;
-use common::browser::{browser, chromedriver, click, click_and_load, text_of, wait_for};
+use common::browser::{browser, chromedriver, click_and_load, sign_in, text_of, wait_for};
 use common::harness::{start_named, work_named};
 use common::{PROVIDER_KEY, ProviderSandbox, set_secret_env};
 use enrichd::config::{Config, Secret, ServerAuthConfig};
@@ -149,11 +149,7 @@ async fn bills_are_reviewed_beside_their_documents(db: &TestDb) {
     let (addr, _server) = serve(engine.clone(), site, "127.0.0.1:0", stop.clone()).await.unwrap();
     let base = format!("http://{addr}");
     let client = browser(&driver).await;
-    client.goto(&format!("{base}/login")).await.unwrap();
-    client.find(Locator::Css("input[name=name]")).await.unwrap().send_keys("Bea Bookkeeper").await.unwrap();
-    client.find(Locator::Css("input[name=password]")).await.unwrap().send_keys(PASSWORD).await.unwrap();
-    click(&client, "form.login button").await;
-    wait_for(&client, "table.runs").await;
+    sign_in(&client, &base, "Bea Bookkeeper", PASSWORD).await;
 
     // The document beside the proposal: the very PDF attached in Xero, served as a PDF.
     client.goto(&format!("{base}/items/{}", text_bill.id)).await.unwrap();

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::browser::{browser, chromedriver, click, click_and_load, text_of, wait_for};
+use common::browser::{browser, chromedriver, click_and_load, sign_in, text_of, wait_for};
 use common::prompts::{revision, user_message};
 use common::woo::serve_for_review;
 use enrichd::config::{Secret, ServerAuthConfig};
@@ -41,11 +41,7 @@ async fn regenerate_with_a_note_in_the_browser(db: &common::TestDb) {
     shop.w.provider.record_requests(true);
 
     let client = browser(&driver).await;
-    client.goto(&format!("{base}/login")).await.unwrap();
-    client.find(Locator::Css("input[name=name]")).await.unwrap().send_keys(REVIEWER).await.unwrap();
-    client.find(Locator::Css("input[name=password]")).await.unwrap().send_keys(PASSWORD).await.unwrap();
-    click(&client, "form.login button").await;
-    wait_for(&client, "table.runs").await;
+    sign_in(&client, base, REVIEWER, PASSWORD).await;
 
     // The note goes in, the model answers while the page waits, and the item page comes back.
     client.goto(&format!("{base}/items/{}", item.id)).await.unwrap();

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::TestDb;
-use common::browser::{browser, chromedriver, click, click_and_load, text_of, wait_for};
+use common::browser::{browser, chromedriver, click, click_and_load, sign_in, text_of, wait_for};
 use common::harness::work_named;
 use common::process::{self, Env, text};
 use common::zendesk::{Helpdesk, helpdesk, set_zendesk_env, start_triage, write_zendesk_config, zendesk_env};
@@ -216,11 +216,7 @@ async fn tickets_are_reviewed_in_the_browser(db: &TestDb) {
     let q = ticket_queue(db, Access::new(Some(&auth))).await;
     let base = &q.base;
     let client = browser(&driver).await;
-    client.goto(&format!("{base}/login")).await.unwrap();
-    client.find(Locator::Css("input[name=name]")).await.unwrap().send_keys(REVIEWER).await.unwrap();
-    client.find(Locator::Css("input[name=password]")).await.unwrap().send_keys(PASSWORD).await.unwrap();
-    click(&client, "form.login button").await;
-    wait_for(&client, "table.runs").await;
+    sign_in(&client, base, REVIEWER, PASSWORD).await;
 
     // The item page: the subject on top, then each message with its author, visibility and time,
     // oldest first; the ticket's markup is text, and none of it ran.
