@@ -181,12 +181,8 @@ async fn a_pause_is_told_once(db: &TestDb) {
     let b = daemon(&config, dir.path().join("b.log"));
     let id = new_run(db).await;
 
-    receiver
-        .wait_for(Duration::from_secs(60), "run_paused", |got| got.iter().any(|r| r.body["event"] == "run_paused"))
-        .await;
-    // Time for both daemons to look at the pause many times over.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let paused = receiver.of("run_paused");
+    // Then time for both daemons to look at the pause many times over.
+    let paused = receiver.settled("run_paused", 1, Duration::from_secs(60), Duration::from_millis(1500)).await;
     assert_eq!(paused.len(), 1, "one notification for one pause: {paused:#?}");
     assert!(paused[0].signature_valid);
     let reason = paused[0].body["reason"].as_str().unwrap();
@@ -203,13 +199,7 @@ async fn a_pause_is_told_once(db: &TestDb) {
         .await
         .unwrap();
     assert!(resumed.status().is_success(), "{}", resumed.text().await.unwrap());
-    receiver
-        .wait_for(Duration::from_secs(60), "a second run_paused", |got| {
-            got.iter().filter(|r| r.body["event"] == "run_paused").count() >= 2
-        })
-        .await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let paused = receiver.of("run_paused");
+    let paused = receiver.settled("run_paused", 2, Duration::from_secs(60), Duration::from_millis(1500)).await;
     assert_eq!(paused.len(), 2, "one per pause: {paused:#?}");
     assert_ne!(paused[0].body["id"], paused[1].body["id"]);
     let listed = get_json(format!("{}/api/runs/{id}/notifications", b.base())).await;
@@ -237,13 +227,7 @@ async fn a_waiting_sample_is_told(db: &TestDb) {
         sample: Some(enrichd::store::SampleGate { size: 3, auto_release_max_reject_rate: None }),
     };
     let RunStart::Created(run) = db.store.create_run(&new).await.unwrap() else { panic!() };
-    receiver
-        .wait_for(Duration::from_secs(60), "sample_waiting", |got| {
-            got.iter().any(|r| r.body["event"] == "sample_waiting")
-        })
-        .await;
-    tokio::time::sleep(Duration::from_millis(1000)).await;
-    let got = receiver.of("sample_waiting");
+    let got = receiver.settled("sample_waiting", 1, Duration::from_secs(60), Duration::from_millis(1000)).await;
     assert_eq!(got.len(), 1, "one notification for the waiting sample: {got:#?}");
     assert_eq!(got[0].body["run"]["id"], run.id);
     assert_eq!(got[0].body["sample"]["proposed"], 3);
@@ -283,13 +267,7 @@ async fn failing_writes_are_told_once(db: &TestDb) {
         .await
         .unwrap();
     assert!(bulk.status().is_success(), "{}", bulk.text().await.unwrap());
-    receiver
-        .wait_for(Duration::from_secs(60), "writes_failing", |got| {
-            got.iter().any(|r| r.body["event"] == "writes_failing")
-        })
-        .await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let got = receiver.of("writes_failing");
+    let got = receiver.settled("writes_failing", 1, Duration::from_secs(60), Duration::from_millis(1500)).await;
     assert_eq!(got.len(), 1, "one per episode: {got:#?}");
     let text = got[0].body["text"].as_str().unwrap();
     assert!(

@@ -71,6 +71,20 @@ impl Receiver {
         self.received().into_iter().filter(|r| r.body["event"] == event).collect()
     }
 
+    /// Waits (up to `within`) until at least `n` notifications of `event` arrived, then `settle`
+    /// longer, so that one sent twice would be here too; returns every one of `event`.
+    pub async fn settled(
+        &self,
+        event: &str,
+        n: usize,
+        within: std::time::Duration,
+        settle: std::time::Duration,
+    ) -> Vec<Received> {
+        self.wait_for(within, event, |got| got.iter().filter(|r| r.body["event"] == event).count() >= n).await;
+        tokio::time::sleep(settle).await;
+        self.of(event)
+    }
+
     /// Waits until `done` holds for what arrived, or panics after `within` with what did.
     pub async fn wait_for(&self, within: std::time::Duration, what: &str, done: impl Fn(&[Received]) -> bool) {
         let start = std::time::Instant::now();
